@@ -1,0 +1,376 @@
+//! The command language: one parser for the config file and the FIFO.
+//!
+//! One command a line; tokens are separated by blanks; `#` at the start of a token starts a
+//! comment; blank lines are nothing. [`parse_line`] borrows from the line and allocates nothing.
+//! Every error carries the 1-based column of the offending token; callers add the line number
+//! (and file name) when they report it, so every message says *where* and *why*.
+//!
+//! ```text
+//! add SERVICE ADDR [weight=N] [prio=N] [limit=N]   creates the service if new
+//! del SERVICE [ADDR]
+//! down SERVICE ADDR          up SERVICE ADDR
+//! policy SERVICE failover|roundrobin|weighted|leastused
+//! weight SERVICE ADDR N      prio SERVICE ADDR N      limit SERVICE ADDR N
+//! reset SERVICE              zero the service's usage counters
+//! ```
+//! Agent settings (`table PATH`, `fifo PATH`) share the grammar but only the config file may use
+//! them; [`Line::Setting`] lets the caller refuse them elsewhere.
+
+use core::fmt;
+use core::net::IpAddr;
+
+use crate::name::{Name, NameError};
+use crate::table::Policy;
+
+/// The largest accepted weight; keeps weight arithmetic far from overflow.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// A change to the service table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Add a backend (creating the service), or update the options given for an existing one.
+    Add {
+        /// The service.
+        service: Name,
+        /// The backend's address.
+        addr: IpAddr,
+        /// `weight=N`, if given.
+        weight: Option<u32>,
+        /// `prio=N`, if given.
+        prio: Option<u32>,
+        /// `limit=N`, if given (0 means no limit).
+        limit: Option<u64>,
+    },
+    /// Delete a backend, or the whole service when `addr` is `None`.
+    Del {
+        /// The service.
+        service: Name,
+        /// The backend, or all of them.
+        addr: Option<IpAddr>,
+    },
+    /// Take a backend out of rotation (`up: false`) or put it back.
+    SetUp {
+        /// The service.
+        service: Name,
+        /// The backend.
+        addr: IpAddr,
+        /// The new state.
+        up: bool,
+    },
+    /// Choose the service's policy (creating the service if new).
+    Policy {
+        /// The service.
+        service: Name,
+        /// The policy.
+        policy: Policy,
+    },
+    /// Set one numeric attribute of a backend.
+    Set {
+        /// The service.
+        service: Name,
+        /// The backend.
+        addr: IpAddr,
+        /// What to set.
+        attr: Attr,
+    },
+    /// Zero a service's usage counters.
+    Reset {
+        /// The service.
+        service: Name,
+    },
+}
+
+/// A numeric backend attribute, as set by `weight`, `prio` and `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    /// Share of traffic under `weighted` and `leastused`; 0 drains the backend.
+    Weight(u32),
+    /// Rank under `failover`: the lowest value among up backends wins.
+    Prio(u32),
+    /// Usage count at which the agent removes the backend; 0 means none.
+    Limit(u64),
+}
+
+impl Command {
+    /// The service the command is about.
+    pub fn service(&self) -> &Name {
+        match self {
+            Command::Add { service, .. }
+            | Command::Del { service, .. }
+            | Command::SetUp { service, .. }
+            | Command::Policy { service, .. }
+            | Command::Set { service, .. }
+            | Command::Reset { service } => service,
+        }
+    }
+}
+
+/// An agent setting; valid only in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting<'a> {
+    /// `table PATH`: where the shared table lives.
+    Table(&'a str),
+    /// `fifo PATH`: the command pipe.
+    Fifo(&'a str),
+}
+
+/// One parsed, non-empty line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A table command.
+    Command(Command),
+    /// An agent setting.
+    Setting(Setting<'a>),
+}
+
+/// What is wrong with a line; see [`ParseError`] for where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// The first word is not a verb.
+    UnknownVerb,
+    /// An argument is missing; names it.
+    Missing(&'static str),
+    /// More arguments than the verb takes.
+    Extra,
+    /// Not a service name.
+    BadName(NameError),
+    /// Not an IPv4 or IPv6 address.
+    BadAddr,
+    /// Not a whole number in range; names the range's top.
+    BadNumber(u64),
+    /// `key=value` with a key the verb does not take.
+    UnknownOption,
+    /// The same option twice.
+    DuplicateOption,
+    /// Not one of the four policies.
+    BadPolicy,
+    /// The line holds bytes that are not UTF-8 text.
+    NotText,
+}
+
+/// A parse error: what ([`ParseErrorKind`]) and where (1-based column in the line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based column (byte offset + 1) of the offending token.
+    pub col: usize,
+    /// What is wrong.
+    pub kind: ParseErrorKind,
+}
+
+impl fmt::Display for ParseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseErrorKind::UnknownVerb => f.write_str(
+                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)",
+            ),
+            ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
+            ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
+            ParseErrorKind::BadName(e) => write!(f, "bad service name: {e}"),
+            ParseErrorKind::BadAddr => f.write_str("not an IPv4 or IPv6 address"),
+            ParseErrorKind::BadNumber(max) => write!(f, "not a whole number from 0 to {max}"),
+            ParseErrorKind::UnknownOption => f.write_str("unknown option (expected weight=, prio= or limit=)"),
+            ParseErrorKind::DuplicateOption => f.write_str("option given twice"),
+            ParseErrorKind::BadPolicy => {
+                f.write_str("unknown policy (expected failover, roundrobin, weighted or leastused)")
+            }
+            ParseErrorKind::NotText => f.write_str("line is not UTF-8 text"),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column {}: {}", self.col, self.kind)
+    }
+}
+
+/// Splits a line into tokens with their 1-based columns, stopping at a comment.
+struct Tokens<'a> {
+    line: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let rest = self.line.get(self.pos..)?;
+        let start = self.pos + (rest.len() - rest.trim_start().len());
+        let rest = self.line.get(start..)?;
+        if rest.is_empty() || rest.starts_with('#') {
+            self.pos = self.line.len();
+            return None;
+        }
+        let len = rest.find(|c: char| c.is_ascii_whitespace()).unwrap_or(rest.len());
+        self.pos = start + len;
+        Some((start + 1, rest.get(..len)?))
+    }
+}
+
+/// Parses raw bytes as a line; see [`parse_line`].
+pub fn parse_bytes(line: &[u8]) -> Result<Option<Line<'_>>, ParseError> {
+    match core::str::from_utf8(line) {
+        Ok(text) => parse_line(text),
+        Err(e) => Err(ParseError { col: e.valid_up_to() + 1, kind: ParseErrorKind::NotText }),
+    }
+}
+
+/// Parses one line: `Ok(None)` for a blank or comment line.
+pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
+    let mut toks = Tokens { line, pos: 0 };
+    let Some((col, verb)) = toks.next() else { return Ok(None) };
+    let end = line.trim_end().len() + 1;
+    let err = |col, kind| ParseError { col, kind };
+    let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
+
+    let line = match verb {
+        "table" | "fifo" => {
+            let (_, path) = next("path")?;
+            let s = if verb == "table" { Setting::Table(path) } else { Setting::Fifo(path) };
+            Line::Setting(s)
+        }
+        "add" => {
+            let service = name(next("service name")?)?;
+            let addr = addr(next("address")?)?;
+            let (mut weight, mut prio, mut limit) = (None, None, None);
+            while let Some((col, opt)) = toks.next() {
+                let (key, value) = opt.split_once('=').ok_or(err(col, ParseErrorKind::UnknownOption))?;
+                let vcol = col + key.len() + 1;
+                let dup = match key {
+                    "weight" => weight.replace(number(vcol, value, u64::from(MAX_WEIGHT))? as u32).is_some(),
+                    "prio" => prio.replace(number(vcol, value, u64::from(u32::MAX))? as u32).is_some(),
+                    "limit" => limit.replace(number(vcol, value, u64::MAX)?).is_some(),
+                    _ => return Err(err(col, ParseErrorKind::UnknownOption)),
+                };
+                if dup {
+                    return Err(err(col, ParseErrorKind::DuplicateOption));
+                }
+            }
+            Line::Command(Command::Add { service, addr, weight, prio, limit })
+        }
+        "del" => {
+            let service = name(next("service name")?)?;
+            let addr = match toks.next() {
+                Some(tok) => Some(self::addr(tok)?),
+                None => None,
+            };
+            Line::Command(Command::Del { service, addr })
+        }
+        "down" | "up" => {
+            let service = name(next("service name")?)?;
+            let addr = addr(next("address")?)?;
+            Line::Command(Command::SetUp { service, addr, up: verb == "up" })
+        }
+        "policy" => {
+            let service = name(next("service name")?)?;
+            let (col, p) = next("policy")?;
+            let policy = Policy::from_name(p).ok_or(err(col, ParseErrorKind::BadPolicy))?;
+            Line::Command(Command::Policy { service, policy })
+        }
+        "weight" | "prio" | "limit" => {
+            let service = name(next("service name")?)?;
+            let addr = addr(next("address")?)?;
+            let (col, n) = next("number")?;
+            let attr = match verb {
+                "weight" => Attr::Weight(number(col, n, u64::from(MAX_WEIGHT))? as u32),
+                "prio" => Attr::Prio(number(col, n, u64::from(u32::MAX))? as u32),
+                _ => Attr::Limit(number(col, n, u64::MAX)?),
+            };
+            Line::Command(Command::Set { service, addr, attr })
+        }
+        "reset" => Line::Command(Command::Reset { service: name(next("service name")?)? }),
+        _ => return Err(err(col, ParseErrorKind::UnknownVerb)),
+    };
+    match toks.next() {
+        Some((col, _)) => Err(err(col, ParseErrorKind::Extra)),
+        None => Ok(Some(line)),
+    }
+}
+
+fn name((col, tok): (usize, &str)) -> Result<Name, ParseError> {
+    Name::new_checked(tok.as_bytes()).map_err(|e| ParseError { col, kind: ParseErrorKind::BadName(e) })
+}
+
+fn addr((col, tok): (usize, &str)) -> Result<IpAddr, ParseError> {
+    tok.parse().map_err(|_| ParseError { col, kind: ParseErrorKind::BadAddr })
+}
+
+fn number(col: usize, tok: &str, max: u64) -> Result<u64, ParseError> {
+    match tok.parse::<u64>() {
+        Ok(n) if n <= max && !tok.starts_with('+') => Ok(n),
+        _ => Err(ParseError { col, kind: ParseErrorKind::BadNumber(max) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::format;
+    use std::string::{String, ToString};
+
+    /// Renders a parse result as text so expectations read like the language itself.
+    fn check(input: &str, expect: &str) {
+        let got = match parse_line(input) {
+            Ok(None) => String::from("nothing"),
+            Ok(Some(Line::Setting(s))) => format!("{s:?}"),
+            Ok(Some(Line::Command(c))) => format!("{c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(got, expect, "input {input:?}");
+    }
+
+    #[test]
+    fn blank_and_comments() {
+        check("", "nothing");
+        check("   \t ", "nothing");
+        check("# add web.lan 1.2.3.4", "nothing");
+        check("   #x", "nothing");
+    }
+
+    #[test]
+    fn commands() {
+        check(
+            "add Web.Lan. 10.0.0.1 weight=3 prio=2 limit=100 # c",
+            "Add { service: Name(\"web.lan\"), addr: 10.0.0.1, weight: Some(3), prio: Some(2), limit: Some(100) }",
+        );
+        check("add web.lan ::1", "Add { service: Name(\"web.lan\"), addr: ::1, weight: None, prio: None, limit: None }");
+        check("del web.lan", "Del { service: Name(\"web.lan\"), addr: None }");
+        check("del web.lan 10.0.0.1", "Del { service: Name(\"web.lan\"), addr: Some(10.0.0.1) }");
+        check("down web.lan 10.0.0.1", "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: false }");
+        check("\tup  web.lan   10.0.0.1  ", "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: true }");
+        check("policy web.lan leastused", "Policy { service: Name(\"web.lan\"), policy: LeastUsed }");
+        check("weight web.lan 10.0.0.1 7", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Weight(7) }");
+        check("prio web.lan 10.0.0.1 0", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Prio(0) }");
+        check("limit web.lan 10.0.0.1 0", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Limit(0) }");
+        check("reset web.lan", "Reset { service: Name(\"web.lan\") }");
+        check("table /run/x", "Table(\"/run/x\")");
+        check("fifo /run/y # z", "Fifo(\"/run/y\")");
+    }
+
+    #[test]
+    fn errors_name_column_and_reason() {
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)");
+        check("add", "column 4: missing service name");
+        check("add web.lan  ", "column 12: missing address");
+        check("add web..lan 1.2.3.4", "column 5: bad service name: empty label or label longer than 63 bytes");
+        check("add web.lan 1.2.3", "column 13: not an IPv4 or IPv6 address");
+        check("add web.lan 1.2.3.4 weight=x", "column 28: not a whole number from 0 to 1000000");
+        check("add web.lan 1.2.3.4 weight=1000001", "column 28: not a whole number from 0 to 1000000");
+        check("add web.lan 1.2.3.4 weight=+1", "column 28: not a whole number from 0 to 1000000");
+        check("add web.lan 1.2.3.4 colour=1", "column 21: unknown option (expected weight=, prio= or limit=)");
+        check("add web.lan 1.2.3.4 weight", "column 21: unknown option (expected weight=, prio= or limit=)");
+        check("add web.lan 1.2.3.4 prio=1 prio=2", "column 28: option given twice");
+        check("down web.lan 1.2.3.4 now", "column 22: unexpected extra argument");
+        check("policy web.lan random", "column 16: unknown policy (expected failover, roundrobin, weighted or leastused)");
+        check("limit web.lan 1.2.3.4 -1", "column 23: not a whole number from 0 to 18446744073709551615");
+        check("prio web.lan 1.2.3.4 4294967296", "column 22: not a whole number from 0 to 4294967295");
+        check("reset", "column 6: missing service name");
+        check("del web.lan 1.2.3.4 5.6.7.8", "column 21: unexpected extra argument");
+    }
+
+    #[test]
+    fn bytes_not_text() {
+        let e = parse_bytes(b"add web\xff.lan 1.2.3.4").unwrap_err();
+        assert_eq!(e.to_string(), "column 8: line is not UTF-8 text");
+    }
+}

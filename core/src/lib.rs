@@ -1,0 +1,25 @@
+//! lbfo's core: the service table, its shared-memory form, the policies and the command language.
+//!
+//! `no_std` and allocation-free, so the NSS module (which runs inside every process on the
+//! machine) can share it with the agent. Nothing here does I/O or reads a clock: the agent passes
+//! time in and does the mapping; this crate only interprets memory it is given, and it does so
+//! through checked views that cannot panic on any content.
+//!
+//! - [`name`]: service names, case folding and hashing.
+//! - [`cmd`]: the one parser for config files and FIFO lines.
+//! - [`table`]: the agent's table and how commands change it.
+//! - [`policy`]: schedules that make each policy a constant-time pick.
+//! - [`shm`]: the shared-memory layout, its writer and its checked reader.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+
+pub mod cmd;
+pub mod name;
+pub mod policy;
+pub mod shm;
+pub mod table;
+
+pub use cmd::{parse_line, Command, Line, ParseError, Setting};
+pub use name::Name;
+pub use shm::{Answer, CountersView, Lookup, TableView, Want, Writer};
+pub use table::{Policy, Service, Table, MAX_BACKENDS, MAX_SERVICES};

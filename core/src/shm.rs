@@ -1,0 +1,933 @@
+//! The shared-memory table: its layout, the agent's writer and the lookups' checked reader.
+//!
+//! Everything is a `u64` word accessed atomically, so readers and the writer never race in the
+//! language's sense, and readers never lock and never block the writer. Layout (word offsets):
+//!
+//! ```text
+//! header   HEADER_WORDS      magic, layout version, capacities, total size, global seq,
+//!                            heartbeat, retired flag, generation, counters segment id
+//! index    index_slots       open addressing by name hash: (hash >> 32) << 32 | (slot + 1)
+//! services max_services      per slot: seq, meta, hash, name, schedules (v4, v6), backends
+//! ```
+//!
+//! **Consistency** is two seqlocks: the header's `seq` guards the index (changed only when a
+//! service appears or vanishes), each record's own `seq` guards that record. A reader that sees an
+//! odd or changed sequence retries, at most [`MAX_RETRIES`] times, then reports
+//! [`Lookup::Unavailable`]; it never acts on a torn record.
+//!
+//! **Untrusted bytes**: [`TableView::new_checked`] validates the header against the mapping's
+//! length, and every later access is bounds-checked, so a corrupted or hostile table makes lookups
+//! fall through, never panic or read out of bounds.
+//!
+//! **Usage counters** live in a separate segment (see [`CountersView`]) because every lookup writes
+//! them while the table itself stays read-only to lookups.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
+
+use crate::name::{hash_query, Name, MAX_NAME_LEN};
+use crate::policy::{Family, Schedule, SCHED_LEN};
+use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
+
+/// `LBFOTAB` and a format byte, little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"LBFOTAB\x01");
+/// Bumped whenever the meaning of any word changes.
+pub const LAYOUT_VERSION: u64 = 1;
+/// Words in the header.
+pub const HEADER_WORDS: usize = 16;
+/// Index slots: a power of two, twice the services, so probes stay short.
+pub const INDEX_SLOTS: usize = 2 * MAX_SERVICES;
+/// How often a reader retries a changing table before giving up.
+pub const MAX_RETRIES: usize = 64;
+/// The magic of the counters segment.
+pub const COUNTERS_MAGIC: u64 = u64::from_le_bytes(*b"LBFOCNT\x01");
+/// Words before the first service's counters.
+pub const COUNTERS_HEADER_WORDS: usize = 4;
+/// No counters segment.
+pub const NO_COUNTERS: u64 = u64::MAX;
+
+const NAME_WORDS: usize = 32;
+const SCHED_WORDS: usize = SCHED_LEN / 8;
+const BACKEND_WORDS: usize = 5;
+
+// Header word offsets.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 1;
+const H_MAX_SERVICES: usize = 2;
+const H_MAX_BACKENDS: usize = 3;
+const H_INDEX_SLOTS: usize = 4;
+const H_SCHED_LEN: usize = 5;
+const H_SERVICE_WORDS: usize = 6;
+const H_TOTAL_WORDS: usize = 7;
+const H_SEQ: usize = 8;
+const H_HEARTBEAT: usize = 9;
+const H_RETIRED: usize = 10;
+const H_GENERATION: usize = 11;
+const H_COUNTERS: usize = 12;
+const H_SERVICES: usize = 13;
+
+// Record word offsets.
+const R_SEQ: usize = 0;
+const R_META: usize = 1;
+const R_HASH: usize = 2;
+const R_NAME: usize = 3;
+const R_SCHED4: usize = R_NAME + NAME_WORDS;
+const R_SCHED6: usize = R_SCHED4 + SCHED_WORDS;
+const R_BACKENDS: usize = R_SCHED6 + SCHED_WORDS;
+
+const FAMILY_V4: u8 = 4;
+const FAMILY_V6: u8 = 6;
+
+/// The capacities a table was built with, as its header records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Service slots.
+    pub max_services: usize,
+    /// Backend positions per service.
+    pub max_backends: usize,
+    /// Index slots (a power of two).
+    pub index_slots: usize,
+    /// Entries per schedule (a multiple of 8).
+    pub sched_len: usize,
+}
+
+impl Layout {
+    /// The layout this build writes.
+    pub const CURRENT: Layout = Layout {
+        max_services: MAX_SERVICES,
+        max_backends: MAX_BACKENDS,
+        index_slots: INDEX_SLOTS,
+        sched_len: SCHED_LEN,
+    };
+
+    /// Words in one service record.
+    pub const fn service_words(&self) -> usize {
+        R_NAME + NAME_WORDS + 2 * (self.sched_len / 8) + self.max_backends * BACKEND_WORDS
+    }
+
+    /// Words in the whole table.
+    pub const fn total_words(&self) -> usize {
+        HEADER_WORDS + self.index_slots + self.max_services * self.service_words()
+    }
+
+    /// Words in the matching counters segment.
+    pub const fn counters_words(&self) -> usize {
+        COUNTERS_HEADER_WORDS + self.max_services * (1 + self.max_backends)
+    }
+
+    fn record(&self, slot: usize) -> usize {
+        HEADER_WORDS + self.index_slots + slot * self.service_words()
+    }
+}
+
+/// Why a mapping is not a usable table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewError {
+    /// Shorter than a header.
+    Short,
+    /// Not an lbfo table.
+    BadMagic,
+    /// Written by an incompatible version.
+    BadVersion(u64),
+    /// Capacities that do not add up, or more than the mapping holds.
+    BadLayout,
+}
+
+impl core::fmt::Display for ViewError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ViewError::Short => f.write_str("shorter than a table header"),
+            ViewError::BadMagic => f.write_str("not an lbfo table (bad magic)"),
+            ViewError::BadVersion(v) => write!(f, "table layout version {v}, expected {LAYOUT_VERSION}"),
+            ViewError::BadLayout => f.write_str("header capacities inconsistent with the table size"),
+        }
+    }
+}
+
+/// Which addresses a lookup wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// One IPv4 address.
+    V4,
+    /// One IPv6 address.
+    V6,
+    /// One of each family the service has (getaddrinfo with AF_UNSPEC).
+    Any,
+}
+
+/// The addresses picked for one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Answer {
+    /// The IPv4 pick, if asked for and present.
+    pub v4: Option<Ipv4Addr>,
+    /// The IPv6 pick, if asked for and present.
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The name is a service and the policy picked these.
+    Found(Answer),
+    /// The name is not a service here: let the next source answer.
+    NotOurs,
+    /// The service exists but has no eligible backend of the wanted family, though it has some of
+    /// the other.
+    NoData,
+    /// The service exists but no backend is eligible: all down or drained.
+    AllDown,
+    /// The table kept changing under the reader, or is damaged.
+    Unavailable,
+}
+
+fn words_of(w: &[AtomicU64], at: usize) -> u64 {
+    w.get(at).map_or(0, |x| x.load(Ordering::Relaxed))
+}
+
+fn byte_at(w: &[AtomicU64], base: usize, i: usize) -> u8 {
+    (words_of(w, base + i / 8) >> (8 * (i % 8))) as u8
+}
+
+/// A checked, read-only view of a mapped table; what the NSS module and `status` use.
+#[derive(Debug, Clone, Copy)]
+pub struct TableView<'a> {
+    w: &'a [AtomicU64],
+    layout: Layout,
+}
+
+impl<'a> TableView<'a> {
+    /// Validates the header against the mapping. Accesses after this cannot go out of bounds.
+    pub fn new_checked(w: &'a [AtomicU64]) -> Result<TableView<'a>, ViewError> {
+        if w.len() < HEADER_WORDS {
+            return Err(ViewError::Short);
+        }
+        let h = |i| words_of(w, i);
+        if h(H_MAGIC) != MAGIC {
+            return Err(ViewError::BadMagic);
+        }
+        if h(H_VERSION) != LAYOUT_VERSION {
+            return Err(ViewError::BadVersion(h(H_VERSION)));
+        }
+        let small = |v: u64, max: u64| if v <= max { Ok(v as usize) } else { Err(ViewError::BadLayout) };
+        let layout = Layout {
+            max_services: small(h(H_MAX_SERVICES), 1 << 20)?,
+            max_backends: small(h(H_MAX_BACKENDS), 255)?,
+            index_slots: small(h(H_INDEX_SLOTS), 1 << 22)?,
+            sched_len: small(h(H_SCHED_LEN), 248)?,
+        };
+        let ok = layout.index_slots.is_power_of_two()
+            && layout.index_slots >= layout.max_services
+            && layout.sched_len % 8 == 0
+            && h(H_SERVICE_WORDS) == layout.service_words() as u64
+            && h(H_TOTAL_WORDS) == layout.total_words() as u64
+            && layout.total_words() <= w.len();
+        if !ok {
+            return Err(ViewError::BadLayout);
+        }
+        Ok(TableView { w, layout })
+    }
+
+    /// The capacities in the header.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The random number the agent chose when it created this table.
+    pub fn generation(&self) -> u64 {
+        words_of(self.w, H_GENERATION)
+    }
+
+    /// The SysV shared memory id of the counters segment, or [`NO_COUNTERS`].
+    pub fn counters_id(&self) -> u64 {
+        self.w[H_COUNTERS].load(Ordering::Acquire) // pairs with the Release in `set_counters_id`
+    }
+
+    /// Whether the agent replaced this table by a new file; readers should map the path again.
+    pub fn retired(&self) -> bool {
+        self.w[H_RETIRED].load(Ordering::Relaxed) != 0
+    }
+
+    /// When the agent last wrote its heartbeat, in milliseconds since the Unix epoch.
+    pub fn heartbeat_ms(&self) -> u64 {
+        words_of(self.w, H_HEARTBEAT)
+    }
+
+    /// How many services the agent says the table holds.
+    pub fn service_count(&self) -> u64 {
+        words_of(self.w, H_SERVICES)
+    }
+
+    /// Resolves `query` for `want`, taking a turn (and bumping usage) in `counters` if given.
+    ///
+    /// Total: any table content gives one of the [`Lookup`] outcomes, in bounded time.
+    pub fn lookup(&self, query: &[u8], want: Want, counters: Option<&CountersView<'_>>) -> Lookup {
+        if query.len() > MAX_NAME_LEN + 1 {
+            return Lookup::NotOurs;
+        }
+        let hash = hash_query(query);
+        let mut turn = None;
+        for _ in 0..MAX_RETRIES {
+            let g1 = self.w[H_SEQ].load(Ordering::Acquire); // pairs with `Writer::end_index`'s Release
+            if g1 % 2 == 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            let found = match self.find(hash, query) {
+                Probe::Slot(slot) => self.pick(slot, want, counters, &mut turn),
+                Probe::Missing => Some(Pick::Done(Lookup::NotOurs)),
+                Probe::Damaged => Some(Pick::Done(Lookup::Unavailable)),
+            };
+            fence(Ordering::Acquire);
+            if self.w[H_SEQ].load(Ordering::Relaxed) != g1 {
+                continue;
+            }
+            match found {
+                Some(Pick::Done(l)) => return l,
+                Some(Pick::Chosen { slot, answer, used }) => {
+                    if let Some(c) = counters {
+                        for pos in used.iter().flatten() {
+                            c.bump(slot, *pos);
+                        }
+                    }
+                    return Lookup::Found(answer);
+                }
+                None => continue,
+            }
+        }
+        Lookup::Unavailable
+    }
+
+    fn find(&self, hash: u64, query: &[u8]) -> Probe {
+        let l = &self.layout;
+        let mask = l.index_slots - 1;
+        let base = HEADER_WORDS;
+        let mut i = (hash as usize) & mask;
+        for _ in 0..l.index_slots {
+            let e = words_of(self.w, base + i);
+            if e == 0 {
+                return Probe::Missing;
+            }
+            if e >> 32 == hash >> 32 {
+                let slot = ((e & 0xffff_ffff) as usize).wrapping_sub(1);
+                if slot >= l.max_services {
+                    return Probe::Damaged;
+                }
+                if self.name_is(slot, query) {
+                    return Probe::Slot(slot);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        Probe::Missing
+    }
+
+    fn name_is(&self, slot: usize, query: &[u8]) -> bool {
+        let r = self.layout.record(slot);
+        let meta = words_of(self.w, r + R_META);
+        let len = (meta & 0xff) as usize;
+        let q = crate::name::strip_dot(query);
+        if meta >> 40 & 1 == 0 || len != q.len() {
+            return false;
+        }
+        q.iter().enumerate().all(|(i, b)| byte_at(self.w, r + R_NAME, i) == b.to_ascii_lowercase())
+    }
+
+    /// Reads the record in `slot` under its seqlock and applies the policy. `None`: retry.
+    fn pick(&self, slot: usize, want: Want, counters: Option<&CountersView<'_>>, turn: &mut Option<u64>) -> Option<Pick> {
+        let r = self.layout.record(slot);
+        let seq = &self.w[r + R_SEQ];
+        let s1 = seq.load(Ordering::Acquire); // pairs with `Writer::write_service`'s Release
+        if s1 % 2 == 1 {
+            return None;
+        }
+        let meta = words_of(self.w, r + R_META);
+        let policy = Policy::from_code((meta >> 8) as u8);
+        let len4 = ((meta >> 24) & 0xff) as usize;
+        let len6 = ((meta >> 32) & 0xff) as usize;
+        let mut answer = Answer::default();
+        let mut used = [None; 2];
+        let outcome = match policy {
+            None => Some(Lookup::Unavailable),
+            Some(policy) => {
+                let mut take = |base: usize, len: usize, family: u8| -> Result<Option<(usize, [u8; 16])>, ()> {
+                    if len == 0 {
+                        return Ok(None);
+                    }
+                    if len > self.layout.sched_len {
+                        return Err(());
+                    }
+                    let pos = if policy == Policy::LeastUsed {
+                        self.least_used(slot, r + base, len, counters)
+                    } else {
+                        let t = *turn.get_or_insert_with(|| counters.map_or(0, |c| c.take_turn(slot)));
+                        usize::from(byte_at(self.w, r + base, (t % len as u64) as usize))
+                    };
+                    self.backend_addr(r, pos, family).map(|a| Some((pos, a))).ok_or(())
+                };
+                let v4 = if want != Want::V6 { take(R_SCHED4, len4, FAMILY_V4) } else { Ok(None) };
+                let v6 = if want != Want::V4 { take(R_SCHED6, len6, FAMILY_V6) } else { Ok(None) };
+                match (v4, v6) {
+                    (Err(()), _) | (_, Err(())) => Some(Lookup::Unavailable),
+                    (Ok(v4), Ok(v6)) => {
+                        if let Some((pos, a)) = v4 {
+                            used[0] = Some(pos);
+                            answer.v4 = Some(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+                        }
+                        if let Some((pos, a)) = v6 {
+                            used[1] = Some(pos);
+                            answer.v6 = Some(Ipv6Addr::from(a));
+                        }
+                        if used != [None, None] {
+                            None
+                        } else if len4 + len6 > 0 {
+                            Some(Lookup::NoData)
+                        } else {
+                            Some(Lookup::AllDown)
+                        }
+                    }
+                }
+            }
+        };
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        Some(match outcome {
+            Some(l) => Pick::Done(l),
+            None => Pick::Chosen { slot, answer, used },
+        })
+    }
+
+    fn least_used(&self, slot: usize, sched: usize, len: usize, counters: Option<&CountersView<'_>>) -> usize {
+        let mut best = usize::from(byte_at(self.w, sched, 0));
+        let Some(c) = counters else { return best };
+        let load = |pos: usize| {
+            let weight = u128::from(self.backend_word(slot, pos, 2) >> 32).max(1);
+            (u128::from(c.count(slot, pos)), weight)
+        };
+        let (mut bc, mut bw) = load(best);
+        for i in 1..len {
+            let pos = usize::from(byte_at(self.w, sched, i));
+            let (cc, cw) = load(pos);
+            if cc * bw < bc * cw {
+                (best, bc, bw) = (pos, cc, cw);
+            }
+        }
+        best
+    }
+
+    fn backend_word(&self, slot: usize, pos: usize, word: usize) -> u64 {
+        words_of(self.w, self.layout.record(slot) + R_BACKENDS + pos * BACKEND_WORDS + word)
+    }
+
+    fn backend_addr(&self, r: usize, pos: usize, family: u8) -> Option<[u8; 16]> {
+        if pos >= self.layout.max_backends {
+            return None;
+        }
+        let b = r + R_BACKENDS + pos * BACKEND_WORDS;
+        if words_of(self.w, b + 2) as u8 != family {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&words_of(self.w, b).to_le_bytes());
+        a[8..].copy_from_slice(&words_of(self.w, b + 1).to_le_bytes());
+        Some(a)
+    }
+
+    /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
+    /// slot, or one that kept changing.
+    pub fn service(&self, slot: usize) -> Option<Service> {
+        if slot >= self.layout.max_services || self.layout.max_backends > MAX_BACKENDS {
+            return None;
+        }
+        let r = self.layout.record(slot);
+        for _ in 0..MAX_RETRIES {
+            let s1 = self.w[r + R_SEQ].load(Ordering::Acquire);
+            if s1 % 2 == 1 {
+                continue;
+            }
+            let got = self.decode(r, slot);
+            fence(Ordering::Acquire);
+            if self.w[r + R_SEQ].load(Ordering::Relaxed) == s1 {
+                return got;
+            }
+        }
+        None
+    }
+
+    fn decode(&self, r: usize, slot: usize) -> Option<Service> {
+        let meta = words_of(self.w, r + R_META);
+        if meta >> 40 & 1 == 0 {
+            return None;
+        }
+        let len = (meta & 0xff) as usize;
+        let mut name = [0u8; MAX_NAME_LEN];
+        for (i, b) in name.iter_mut().enumerate().take(len) {
+            *b = byte_at(self.w, r + R_NAME, i);
+        }
+        let mut s = Service::new(Name::new_checked(name.get(..len)?).ok()?);
+        s.policy = Policy::from_code((meta >> 8) as u8)?;
+        for pos in 0..self.layout.max_backends {
+            let w2 = self.backend_word(slot, pos, 2);
+            let a = match w2 as u8 {
+                FAMILY_V4 | FAMILY_V6 => self.backend_addr(r, pos, w2 as u8)?,
+                _ => continue,
+            };
+            let addr = if w2 as u8 == FAMILY_V4 {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(a))
+            };
+            *s.backends.get_mut(pos)? = Some(Backend {
+                addr,
+                up: (w2 >> 8) & 1 == 1,
+                weight: (w2 >> 32) as u32,
+                prio: self.backend_word(slot, pos, 3) as u32,
+                limit: self.backend_word(slot, pos, 4),
+            });
+        }
+        Some(s)
+    }
+}
+
+enum Probe {
+    Slot(usize),
+    Missing,
+    Damaged,
+}
+
+enum Pick {
+    Done(Lookup),
+    Chosen { slot: usize, answer: Answer, used: [Option<usize>; 2] },
+}
+
+/// The usage counters: per service slot a turn counter, then one counter per backend position.
+///
+/// Lookups write here, so it is a separate segment (SysV shared memory, which no user can shrink
+/// under a reader), tied to its table by the table's generation number.
+#[derive(Debug, Clone, Copy)]
+pub struct CountersView<'a> {
+    w: &'a [AtomicU64],
+    stride: usize,
+}
+
+impl<'a> CountersView<'a> {
+    /// Checks that `w` is the counters segment of the table `view`.
+    pub fn new_checked(w: &'a [AtomicU64], view: &TableView<'_>) -> Option<CountersView<'a>> {
+        let l = view.layout();
+        let ok = w.len() >= l.counters_words()
+            && words_of(w, 0) == COUNTERS_MAGIC
+            && words_of(w, 1) == view.generation()
+            && words_of(w, 2) == l.max_services as u64
+            && words_of(w, 3) == l.max_backends as u64;
+        ok.then_some(CountersView { w, stride: 1 + l.max_backends })
+    }
+
+    /// Writes the header of a fresh, zeroed segment for a table of `generation`.
+    pub fn init(w: &[AtomicU64], generation: u64, layout: Layout) {
+        let set = |i: usize, v: u64| w.get(i).map(|x| x.store(v, Ordering::Relaxed));
+        set(1, generation);
+        set(2, layout.max_services as u64);
+        set(3, layout.max_backends as u64);
+        // Pairs with the Acquire-free checks in `new_checked`: the magic is stored last.
+        fence(Ordering::Release);
+        set(0, COUNTERS_MAGIC);
+    }
+
+    fn at(&self, slot: usize, i: usize) -> Option<&AtomicU64> {
+        self.w.get(COUNTERS_HEADER_WORDS + slot * self.stride + i)
+    }
+
+    /// Takes the next turn of the service in `slot`.
+    pub fn take_turn(&self, slot: usize) -> u64 {
+        self.at(slot, 0).map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Counts one use of backend `pos` of `slot`.
+    pub fn bump(&self, slot: usize, pos: usize) {
+        if pos + 1 < self.stride {
+            if let Some(c) = self.at(slot, 1 + pos) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How often backend `pos` of `slot` was returned since its counter was last zeroed.
+    pub fn count(&self, slot: usize, pos: usize) -> u64 {
+        if pos + 1 < self.stride {
+            self.at(slot, 1 + pos).map_or(0, |c| c.load(Ordering::Relaxed))
+        } else {
+            0
+        }
+    }
+
+    /// Zeroes the counters of the positions in `mask`, and the turn if `ticket`.
+    pub fn zero(&self, slot: usize, mask: u16, ticket: bool) {
+        if ticket {
+            if let Some(t) = self.at(slot, 0) {
+                t.store(0, Ordering::Relaxed);
+            }
+        }
+        for pos in (0..16).filter(|p| mask >> p & 1 == 1) {
+            if pos + 1 < self.stride {
+                if let Some(c) = self.at(slot, 1 + pos) {
+                    c.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The agent's side: the only code that writes a table. One writer per table.
+#[derive(Debug)]
+pub struct Writer<'a> {
+    w: &'a [AtomicU64],
+    layout: Layout,
+}
+
+impl<'a> Writer<'a> {
+    /// Words a table of the current layout needs.
+    pub const WORDS: usize = Layout::CURRENT.total_words();
+
+    /// Formats `w` (zeroed, [`Self::WORDS`] long) as an empty table.
+    pub fn init(w: &'a [AtomicU64], generation: u64) -> Option<Writer<'a>> {
+        let layout = Layout::CURRENT;
+        if w.len() < layout.total_words() {
+            return None;
+        }
+        let set = |i: usize, v: u64| w[i].store(v, Ordering::Relaxed);
+        set(H_VERSION, LAYOUT_VERSION);
+        set(H_MAX_SERVICES, layout.max_services as u64);
+        set(H_MAX_BACKENDS, layout.max_backends as u64);
+        set(H_INDEX_SLOTS, layout.index_slots as u64);
+        set(H_SCHED_LEN, layout.sched_len as u64);
+        set(H_SERVICE_WORDS, layout.service_words() as u64);
+        set(H_TOTAL_WORDS, layout.total_words() as u64);
+        set(H_GENERATION, generation);
+        set(H_COUNTERS, NO_COUNTERS);
+        fence(Ordering::Release);
+        set(H_MAGIC, MAGIC);
+        Some(Writer { w, layout })
+    }
+
+    /// Takes over an existing table of the current layout (after an agent restart), keeping the
+    /// file, its generation and so the counters readers already have mapped.
+    pub fn attach(w: &'a [AtomicU64]) -> Result<Writer<'a>, ViewError> {
+        let view = TableView::new_checked(w)?;
+        if view.layout() != Layout::CURRENT || view.retired() {
+            return Err(ViewError::BadLayout);
+        }
+        // A writer killed inside a critical section left a sequence odd: close it.
+        for at in core::iter::once(H_SEQ).chain((0..MAX_SERVICES).map(|s| Layout::CURRENT.record(s) + R_SEQ)) {
+            let s = w[at].load(Ordering::Relaxed);
+            if s % 2 == 1 {
+                w[at].store(s + 1, Ordering::Release);
+            }
+        }
+        Ok(Writer { w, layout: Layout::CURRENT })
+    }
+
+    /// A reader's view of what this writer writes.
+    pub fn view(&self) -> TableView<'a> {
+        TableView { w: self.w, layout: self.layout }
+    }
+
+    /// Publishes the service in `slot` (or its absence), with freshly computed schedules.
+    pub fn write_service(&self, slot: usize, service: Option<&Service>) {
+        if slot >= self.layout.max_services {
+            return;
+        }
+        let r = self.layout.record(slot);
+        let seq = &self.w[r + R_SEQ];
+        let s = seq.load(Ordering::Relaxed);
+        seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release); // readers that see the new data also see the odd sequence
+        let set = |i: usize, v: u64| self.w[r + i].store(v, Ordering::Relaxed);
+        let Some(svc) = service else {
+            (R_META..self.layout.service_words()).for_each(|i| set(i, 0));
+            seq.store(s.wrapping_add(2) & !1, Ordering::Release);
+            return;
+        };
+        let s4 = Schedule::build(svc, Family::V4);
+        let s6 = Schedule::build(svc, Family::V6);
+        let name = svc.name.as_bytes();
+        let meta = name.len() as u64
+            | u64::from(svc.policy.code()) << 8
+            | (s4.as_slice().len() as u64) << 24
+            | (s6.as_slice().len() as u64) << 32
+            | 1 << 40;
+        set(R_META, meta);
+        set(R_HASH, svc.name.hash());
+        pack(name, NAME_WORDS, |i, v| set(R_NAME + i, v));
+        pack(s4.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED4 + i, v));
+        pack(s6.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED6 + i, v));
+        for (pos, b) in svc.backends.iter().enumerate() {
+            let at = R_BACKENDS + pos * BACKEND_WORDS;
+            let mut words = [0u64; BACKEND_WORDS];
+            if let Some(b) = b {
+                let (family, bytes) = match b.addr {
+                    IpAddr::V4(a) => {
+                        let mut x = [0u8; 16];
+                        x[..4].copy_from_slice(&a.octets());
+                        (FAMILY_V4, x)
+                    }
+                    IpAddr::V6(a) => (FAMILY_V6, a.octets()),
+                };
+                let (lo, hi) = bytes.split_at(8);
+                words[0] = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+                words[1] = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+                words[2] = u64::from(family) | u64::from(b.up) << 8 | u64::from(b.weight) << 32;
+                words[3] = u64::from(b.prio);
+                words[4] = b.limit;
+            }
+            words.iter().enumerate().for_each(|(i, v)| set(at + i, *v));
+        }
+        seq.store(s.wrapping_add(2) & !1, Ordering::Release);
+    }
+
+    /// Rebuilds the name index from `(slot, name)` pairs, under the header's seqlock.
+    pub fn write_index<'n>(&self, names: impl Iterator<Item = (usize, &'n Name)>) {
+        let seq = &self.w[H_SEQ];
+        let s = seq.load(Ordering::Relaxed);
+        seq.store(s.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let base = HEADER_WORDS;
+        let mask = self.layout.index_slots - 1;
+        (0..self.layout.index_slots).for_each(|i| self.w[base + i].store(0, Ordering::Relaxed));
+        let mut count = 0u64;
+        for (slot, name) in names.filter(|(slot, _)| *slot < self.layout.max_services) {
+            let h = name.hash();
+            let mut i = (h as usize) & mask;
+            while self.w[base + i].load(Ordering::Relaxed) != 0 {
+                i = (i + 1) & mask;
+            }
+            self.w[base + i].store((h >> 32) << 32 | (slot as u64 + 1), Ordering::Relaxed);
+            count += 1;
+        }
+        self.w[H_SERVICES].store(count, Ordering::Relaxed);
+        seq.store(s.wrapping_add(2) & !1, Ordering::Release);
+    }
+
+    /// Records the agent's liveness.
+    pub fn heartbeat(&self, now_ms: u64) {
+        self.w[H_HEARTBEAT].store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Names the counters segment readers should attach.
+    pub fn set_counters_id(&self, id: u64) {
+        self.w[H_COUNTERS].store(id, Ordering::Release); // pairs with `TableView::counters_id`
+    }
+
+    /// Tells readers this table was replaced by a new file at the same path.
+    pub fn retire(&self) {
+        self.w[H_RETIRED].store(1, Ordering::Release);
+    }
+}
+
+fn pack(bytes: &[u8], words: usize, mut set: impl FnMut(usize, u64)) {
+    for i in 0..words {
+        let mut x = [0u8; 8];
+        for (j, b) in x.iter_mut().enumerate() {
+            *b = bytes.get(i * 8 + j).copied().unwrap_or(0);
+        }
+        set(i, u64::from_le_bytes(x));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{parse_line, Line};
+    use crate::table::Table;
+    use std::sync::atomic::AtomicBool;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Fixture {
+        table: Vec<AtomicU64>,
+        counters: Vec<AtomicU64>,
+        slots: Vec<Option<Service>>,
+    }
+
+    impl Fixture {
+        fn new(lines: &[&str]) -> Fixture {
+            let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
+            let counters: Vec<AtomicU64> =
+                (0..Layout::CURRENT.counters_words()).map(|_| AtomicU64::new(0)).collect();
+            let mut f = Fixture { table, counters, slots: vec![None; MAX_SERVICES] };
+            Writer::init(&f.table, 42).unwrap();
+            CountersView::init(&f.counters, 42, Layout::CURRENT);
+            f.apply(lines);
+            f
+        }
+
+        fn apply(&mut self, lines: &[&str]) {
+            let w = Writer::attach(&self.table).unwrap();
+            let mut t = Table::new(&mut self.slots);
+            for l in lines {
+                let Ok(Some(Line::Command(c))) = parse_line(l) else { panic!("{l}") };
+                let ch = t.apply(&c).unwrap();
+                w.write_service(ch.slot, t.get(ch.slot));
+            }
+            w.write_index(t.iter().map(|(i, s)| (i, &s.name)));
+        }
+
+        fn lookup(&self, q: &str, want: Want) -> Lookup {
+            let v = TableView::new_checked(&self.table).unwrap();
+            let c = CountersView::new_checked(&self.counters, &v).unwrap();
+            v.lookup(q.as_bytes(), want, Some(&c))
+        }
+
+        fn v4(&self, q: &str) -> std::string::String {
+            match self.lookup(q, Want::V4) {
+                Lookup::Found(a) => std::format!("{}", a.v4.unwrap()),
+                other => std::format!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn roundrobin_weighted_failover_leastused() {
+        let mut f = Fixture::new(&[
+            "add rr.lan 10.0.0.1",
+            "add rr.lan 10.0.0.2",
+            "add rr.lan 10.0.0.3",
+            "policy w.lan weighted",
+            "add w.lan 10.0.1.1 weight=1",
+            "add w.lan 10.0.1.2 weight=3",
+            "policy f.lan failover",
+            "add f.lan 10.0.2.1 prio=1",
+            "add f.lan 10.0.2.2 prio=2",
+            "policy l.lan leastused",
+            "add l.lan 10.0.3.1 weight=1",
+            "add l.lan 10.0.3.2 weight=2",
+        ]);
+        let rr: Vec<_> = (0..6).map(|_| f.v4("RR.lan.")).collect();
+        assert_eq!(rr, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        let w: Vec<_> = (0..400).map(|_| f.v4("w.lan")).collect();
+        assert_eq!(w.iter().filter(|a| *a == "10.0.1.2").count(), 300);
+        assert_eq!(f.v4("f.lan"), "10.0.2.1");
+        f.apply(&["down f.lan 10.0.2.1"]);
+        assert_eq!(f.v4("f.lan"), "10.0.2.2");
+        f.apply(&["up f.lan 10.0.2.1"]);
+        assert_eq!(f.v4("f.lan"), "10.0.2.1");
+        let l: Vec<_> = (0..300).map(|_| f.v4("l.lan")).collect();
+        assert_eq!(l.iter().filter(|a| *a == "10.0.3.2").count(), 200);
+        let v = TableView::new_checked(&f.table).unwrap();
+        let c = CountersView::new_checked(&f.counters, &v).unwrap();
+        assert_eq!((c.count(3, 0), c.count(3, 1)), (100, 200));
+    }
+
+    #[test]
+    fn families_misses_and_all_down() {
+        let mut f = Fixture::new(&["add d.lan 10.0.0.1", "add d.lan fd00::1", "add only4.lan 10.0.0.9"]);
+        let Lookup::Found(a) = f.lookup("d.lan", Want::Any) else { panic!() };
+        assert_eq!((a.v4.unwrap().to_string(), a.v6.unwrap().to_string()), ("10.0.0.1".into(), "fd00::1".into()));
+        let Lookup::Found(a) = f.lookup("d.lan", Want::V6) else { panic!() };
+        assert_eq!((a.v4, a.v6.unwrap().to_string()), (None, "fd00::1".into()));
+        assert_eq!(f.lookup("only4.lan", Want::V6), Lookup::NoData);
+        assert_eq!(f.lookup("other.lan", Want::V4), Lookup::NotOurs);
+        assert_eq!(f.lookup("d.lan.x", Want::V4), Lookup::NotOurs);
+        f.apply(&["down only4.lan 10.0.0.9"]);
+        assert_eq!(f.lookup("only4.lan", Want::V4), Lookup::AllDown);
+        f.apply(&["del only4.lan"]);
+        assert_eq!(f.lookup("only4.lan", Want::V4), Lookup::NotOurs);
+        assert!(matches!(f.lookup("D.LAN.", Want::Any), Lookup::Found(_)), "case and trailing dot fold");
+    }
+
+    #[test]
+    fn thousands_of_names_all_found() {
+        let lines: Vec<std::string::String> =
+            (0..MAX_SERVICES).map(|i| std::format!("add s{i}.example 10.{}.{}.1", i / 256, i % 256)).collect();
+        let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+        let f = Fixture::new(&refs);
+        for i in (0..MAX_SERVICES).step_by(7) {
+            assert_eq!(f.v4(&std::format!("S{i}.example")), std::format!("10.{}.{}.1", i / 256, i % 256));
+        }
+        assert_eq!(f.lookup("s4096.example", Want::V4), Lookup::NotOurs);
+    }
+
+    #[test]
+    fn hostile_tables_never_panic() {
+        let f = Fixture::new(&["add a.lan 10.0.0.1", "add a.lan fd00::1", "policy b.lan leastused", "add b.lan 10.0.0.2"]);
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let copy: Vec<AtomicU64> = f.table.iter().map(|x| AtomicU64::new(x.load(Ordering::Relaxed))).collect();
+            // Corrupt words in the header's tail, the index and the first records.
+            for _ in 0..(1 + round % 40) {
+                let at = (rnd() as usize) % (HEADER_WORDS + INDEX_SLOTS + 4 * Layout::CURRENT.service_words());
+                let at = if at < H_SEQ { H_SEQ + at % 8 } else { at };
+                copy[at].store(rnd() >> (rnd() % 64), Ordering::Relaxed);
+            }
+            if let Ok(v) = TableView::new_checked(&copy) {
+                let c = CountersView::new_checked(&f.counters, &v);
+                for q in ["a.lan", "b.lan", "zzz"] {
+                    for want in [Want::V4, Want::V6, Want::Any] {
+                        let _ = v.lookup(q.as_bytes(), want, c.as_ref());
+                    }
+                }
+                for slot in 0..4 {
+                    let _ = v.service(slot);
+                }
+            }
+        }
+        // Truncations and garbage headers are refused.
+        assert_eq!(TableView::new_checked(&f.table[..HEADER_WORDS - 1]).unwrap_err(), ViewError::Short);
+        assert_eq!(TableView::new_checked(&f.table[..Writer::WORDS - 1]).unwrap_err(), ViewError::BadLayout);
+        let garbage: Vec<AtomicU64> = (0..Writer::WORDS).map(|i| AtomicU64::new(i as u64 * 0x9e37)).collect();
+        assert_eq!(TableView::new_checked(&garbage).unwrap_err(), ViewError::BadMagic);
+    }
+
+    #[test]
+    fn readers_never_see_torn_records() {
+        let mut f = Fixture::new(&["add t.lan 10.0.0.1", "add t.lan 10.0.0.2"]);
+        let stop = AtomicBool::new(false);
+        let table = core::mem::take(&mut f.table);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let v = TableView::new_checked(&table).unwrap();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) || n < 1000 {
+                        match v.lookup(b"t.lan", Want::V4, None) {
+                            Lookup::Found(a) => {
+                                let o = a.v4.unwrap().octets();
+                                assert!(o[..3] == [10, 0, 0] && (1..=4).contains(&o[3]), "{a:?}");
+                            }
+                            Lookup::Unavailable | Lookup::AllDown | Lookup::NotOurs => {}
+                            other => panic!("{other:?}"),
+                        }
+                        n += 1;
+                    }
+                });
+            }
+            let w = Writer::attach(&table).unwrap();
+            let mut t = Table::new(&mut f.slots);
+            for i in 0..20_000 {
+                let l = [
+                    "add t.lan 10.0.0.3",
+                    "del t.lan 10.0.0.1",
+                    "add t.lan 10.0.0.1",
+                    "down t.lan 10.0.0.2",
+                    "del t.lan",
+                    "add t.lan 10.0.0.4",
+                    "up t.lan 10.0.0.2",
+                ][i % 7];
+                let Ok(Some(Line::Command(c))) = parse_line(l) else { panic!() };
+                if let Ok(ch) = t.apply(&c) {
+                    w.write_service(ch.slot, t.get(ch.slot));
+                    if ch.index {
+                        w.write_index(t.iter().map(|(i, s)| (i, &s.name)));
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+}

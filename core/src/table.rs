@@ -1,0 +1,398 @@
+//! The service table as the agent holds it: services, their backends and policies.
+//!
+//! [`Table`] works over a slice of slots the caller provides (the agent allocates it once), so
+//! this module allocates nothing. **Slot numbers are stable**: a service keeps its slot and a
+//! backend its position for as long as they exist, because the usage counters that every lookup
+//! bumps are addressed by (service slot, backend position). [`Table::apply`] returns a [`Change`]
+//! saying which slot to republish and which counters restart from zero.
+
+use core::fmt;
+use core::net::IpAddr;
+
+use crate::cmd::{Attr, Command};
+use crate::name::Name;
+
+/// Services in one table: 4,096 is ample for a site's internal names while keeping the shared
+/// table near 4 MiB (see [`crate::shm`]).
+pub const MAX_SERVICES: usize = 4096;
+/// Backends per service: enough for any pool one name should spread over, and small enough that
+/// a lookup's scan of one service stays within a few cache lines.
+pub const MAX_BACKENDS: usize = 16;
+
+/// Default weight of a backend added without `weight=`.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Default priority of a backend added without `prio=`.
+pub const DEFAULT_PRIO: u32 = 1;
+
+/// How a service picks its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The up backend(s) with the lowest priority value; ties take turns.
+    Failover,
+    /// Every up backend in turn.
+    RoundRobin,
+    /// Up backends in proportion to their weights, interleaved smoothly.
+    Weighted,
+    /// The up backend with the lowest usage counter divided by weight.
+    LeastUsed,
+}
+
+impl Policy {
+    /// The policy's name in the command language.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Failover => "failover",
+            Policy::RoundRobin => "roundrobin",
+            Policy::Weighted => "weighted",
+            Policy::LeastUsed => "leastused",
+        }
+    }
+
+    /// Parses a policy name.
+    pub fn from_name(name: &str) -> Option<Policy> {
+        Some(match name {
+            "failover" => Policy::Failover,
+            "roundrobin" => Policy::RoundRobin,
+            "weighted" => Policy::Weighted,
+            "leastused" => Policy::LeastUsed,
+            _ => return None,
+        })
+    }
+
+    /// The policy's code in the shared table.
+    pub fn code(self) -> u8 {
+        match self {
+            Policy::Failover => 0,
+            Policy::RoundRobin => 1,
+            Policy::Weighted => 2,
+            Policy::LeastUsed => 3,
+        }
+    }
+
+    /// The policy for a code read from the shared table; `None` for an unknown code.
+    pub fn from_code(code: u8) -> Option<Policy> {
+        Some(match code {
+            0 => Policy::Failover,
+            1 => Policy::RoundRobin,
+            2 => Policy::Weighted,
+            3 => Policy::LeastUsed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    /// Where clients are sent.
+    pub addr: IpAddr,
+    /// Share under `weighted` and `leastused`; 0 drains the backend under every policy.
+    pub weight: u32,
+    /// Rank under `failover`; lower wins.
+    pub prio: u32,
+    /// Usage count at which the agent removes the backend; 0 for none.
+    pub limit: u64,
+    /// In rotation.
+    pub up: bool,
+}
+
+impl Backend {
+    /// Whether lookups may return this backend.
+    pub fn eligible(&self) -> bool {
+        self.up && self.weight > 0
+    }
+}
+
+/// A service: a name, a policy and fixed backend positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// The name programs resolve.
+    pub name: Name,
+    /// How a backend is picked.
+    pub policy: Policy,
+    /// Backends by stable position; `None` is a free position.
+    pub backends: [Option<Backend>; MAX_BACKENDS],
+}
+
+impl Service {
+    /// A service with no backends, under the default policy (`roundrobin`).
+    pub fn new(name: Name) -> Service {
+        Service { name, policy: Policy::RoundRobin, backends: [None; MAX_BACKENDS] }
+    }
+
+    /// The position of the backend with this address.
+    pub fn position(&self, addr: IpAddr) -> Option<usize> {
+        self.backends.iter().position(|b| b.is_some_and(|b| b.addr == addr))
+    }
+
+    /// The backends with their positions.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Backend)> {
+        self.backends.iter().enumerate().filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
+    }
+}
+
+/// Why a command could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyError {
+    /// All [`MAX_SERVICES`] slots are taken.
+    TableFull,
+    /// The service already has [`MAX_BACKENDS`] backends.
+    ServiceFull,
+    /// No such service.
+    NoService,
+    /// The service has no backend with that address.
+    NoBackend,
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::TableFull => write!(f, "table full ({MAX_SERVICES} services)"),
+            ApplyError::ServiceFull => write!(f, "service full ({MAX_BACKENDS} backends)"),
+            ApplyError::NoService => f.write_str("no such service"),
+            ApplyError::NoBackend => f.write_str("service has no backend with that address"),
+        }
+    }
+}
+
+/// What applying a command changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The service slot concerned.
+    pub slot: usize,
+    /// The slot's record changed and must be republished.
+    pub record: bool,
+    /// A service appeared or vanished: the name index must be rebuilt.
+    pub index: bool,
+    /// Bit `i` set: backend position `i`'s usage counter restarts from zero.
+    pub zero: u16,
+    /// The service's turn counter restarts from zero too.
+    pub zero_ticket: bool,
+}
+
+/// The table over caller-provided slots.
+#[derive(Debug)]
+pub struct Table<'a> {
+    slots: &'a mut [Option<Service>],
+}
+
+impl<'a> Table<'a> {
+    /// A table over `slots` (use [`MAX_SERVICES`] of them to fill the shared table).
+    pub fn new(slots: &'a mut [Option<Service>]) -> Table<'a> {
+        Table { slots }
+    }
+
+    /// The slot of the service with this name.
+    pub fn find(&self, name: &Name) -> Option<usize> {
+        self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.name == *name))
+    }
+
+    /// The service in `slot`.
+    pub fn get(&self, slot: usize) -> Option<&Service> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// Every service with its slot.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Service)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
+    /// How many services there are.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// Removes every service.
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+    }
+
+    /// Applies a command. On error nothing changed.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Change, ApplyError> {
+        let name = cmd.service();
+        let found = self.find(name);
+        let unchanged = |slot| Change { slot, record: false, index: false, zero: 0, zero_ticket: false };
+        match *cmd {
+            Command::Add { addr, weight, prio, limit, .. } => {
+                let (slot, created) = match found {
+                    Some(slot) => (slot, false),
+                    None => (self.create(name)?, true),
+                };
+                let service = self.slot_mut(slot)?;
+                let (pos, new) = match service.position(addr) {
+                    Some(pos) => (pos, false),
+                    None => {
+                        let Some(pos) = service.backends.iter().position(Option::is_none) else {
+                            if created {
+                                self.slots[slot] = None;
+                            }
+                            return Err(ApplyError::ServiceFull);
+                        };
+                        (pos, true)
+                    }
+                };
+                let old = service.backends[pos];
+                let base = old.unwrap_or(Backend {
+                    addr,
+                    weight: DEFAULT_WEIGHT,
+                    prio: DEFAULT_PRIO,
+                    limit: 0,
+                    up: true,
+                });
+                let b = Backend {
+                    weight: weight.unwrap_or(base.weight),
+                    prio: prio.unwrap_or(base.prio),
+                    limit: limit.unwrap_or(base.limit),
+                    ..base
+                };
+                service.backends[pos] = Some(b);
+                Ok(Change {
+                    slot,
+                    record: old != Some(b),
+                    index: created,
+                    zero: if new { 1 << pos } else { 0 },
+                    zero_ticket: created,
+                })
+            }
+            Command::Policy { policy, .. } => {
+                let (slot, created) = match found {
+                    Some(slot) => (slot, false),
+                    None => (self.create(name)?, true),
+                };
+                let service = self.slot_mut(slot)?;
+                let record = service.policy != policy;
+                service.policy = policy;
+                Ok(Change { slot, record: record || created, index: created, zero: 0, zero_ticket: created })
+            }
+            Command::Del { addr: None, .. } => {
+                let slot = found.ok_or(ApplyError::NoService)?;
+                self.slots[slot] = None;
+                Ok(Change { slot, record: true, index: true, zero: u16::MAX, zero_ticket: true })
+            }
+            Command::Del { addr: Some(addr), .. } => {
+                let slot = found.ok_or(ApplyError::NoService)?;
+                let service = self.slot_mut(slot)?;
+                let pos = service.position(addr).ok_or(ApplyError::NoBackend)?;
+                service.backends[pos] = None;
+                Ok(Change { slot, record: true, index: false, zero: 1 << pos, zero_ticket: false })
+            }
+            Command::SetUp { addr, up, .. } => self.update(found, addr, |b| b.up = up),
+            Command::Set { addr, attr, .. } => self.update(found, addr, |b| match attr {
+                Attr::Weight(w) => b.weight = w,
+                Attr::Prio(p) => b.prio = p,
+                Attr::Limit(l) => b.limit = l,
+            }),
+            Command::Reset { .. } => {
+                let slot = found.ok_or(ApplyError::NoService)?;
+                Ok(Change { zero: u16::MAX, zero_ticket: true, ..unchanged(slot) })
+            }
+        }
+    }
+
+    fn create(&mut self, name: &Name) -> Result<usize, ApplyError> {
+        let slot = self.slots.iter().position(Option::is_none).ok_or(ApplyError::TableFull)?;
+        self.slots[slot] = Some(Service::new(*name));
+        Ok(slot)
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> Result<&mut Service, ApplyError> {
+        self.slots.get_mut(slot).and_then(Option::as_mut).ok_or(ApplyError::NoService)
+    }
+
+    fn update(
+        &mut self,
+        found: Option<usize>,
+        addr: IpAddr,
+        f: impl FnOnce(&mut Backend),
+    ) -> Result<Change, ApplyError> {
+        let slot = found.ok_or(ApplyError::NoService)?;
+        let service = self.slot_mut(slot)?;
+        let pos = service.position(addr).ok_or(ApplyError::NoBackend)?;
+        let b = service.backends[pos].as_mut().ok_or(ApplyError::NoBackend)?;
+        let before = *b;
+        f(b);
+        Ok(Change { slot, record: before != *b, index: false, zero: 0, zero_ticket: false })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{parse_line, Line};
+    use std::vec;
+
+    fn cmd(line: &str) -> Command {
+        match parse_line(line) {
+            Ok(Some(Line::Command(c))) => c,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slots_stay_put() {
+        let mut slots = vec![None; 4];
+        let mut t = Table::new(&mut slots);
+        let c = t.apply(&cmd("add a.lan 10.0.0.1")).unwrap();
+        assert_eq!((c.slot, c.index, c.zero), (0, true, 1));
+        t.apply(&cmd("add b.lan 10.0.0.1")).unwrap();
+        let c = t.apply(&cmd("add a.lan 10.0.0.2 weight=3")).unwrap();
+        assert_eq!((c.slot, c.index, c.zero), (0, false, 2));
+        t.apply(&cmd("del a.lan 10.0.0.1")).unwrap();
+        let c = t.apply(&cmd("add a.lan 10.0.0.3")).unwrap();
+        assert_eq!(c.zero, 1, "the freed position is reused and its counter restarts");
+        let s = t.get(0).unwrap();
+        assert_eq!(s.position("10.0.0.2".parse().unwrap()), Some(1));
+        t.apply(&cmd("del a.lan")).unwrap();
+        assert_eq!(t.find(&cmd("reset b.lan").service().clone()), Some(1));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn add_updates_only_given_options() {
+        let mut slots = vec![None; 2];
+        let mut t = Table::new(&mut slots);
+        t.apply(&cmd("add a.lan 10.0.0.1 weight=5 prio=2 limit=9")).unwrap();
+        t.apply(&cmd("down a.lan 10.0.0.1")).unwrap();
+        let c = t.apply(&cmd("add a.lan 10.0.0.1 prio=7")).unwrap();
+        assert!(c.record && c.zero == 0);
+        let b = t.get(0).unwrap().backends[0].unwrap();
+        assert_eq!((b.weight, b.prio, b.limit, b.up), (5, 7, 9, false));
+        let c = t.apply(&cmd("add a.lan 10.0.0.1 prio=7")).unwrap();
+        assert!(!c.record, "no-op adds change nothing");
+    }
+
+    #[test]
+    fn errors_leave_table_alone() {
+        let mut slots = vec![None; 1];
+        let mut t = Table::new(&mut slots);
+        assert_eq!(t.apply(&cmd("down a.lan 10.0.0.1")), Err(ApplyError::NoService));
+        t.apply(&cmd("add a.lan 10.0.0.1")).unwrap();
+        assert_eq!(t.apply(&cmd("up a.lan 10.0.0.2")), Err(ApplyError::NoBackend));
+        assert_eq!(t.apply(&cmd("add b.lan 10.0.0.1")), Err(ApplyError::TableFull));
+        for i in 2..=MAX_BACKENDS {
+            t.apply(&cmd(&std::format!("add a.lan 10.0.0.{i}"))).unwrap();
+        }
+        assert_eq!(t.apply(&cmd("add a.lan 10.0.1.1")), Err(ApplyError::ServiceFull));
+        assert_eq!(t.get(0).unwrap().iter().count(), MAX_BACKENDS);
+    }
+
+    #[test]
+    fn full_service_is_not_created_empty() {
+        let mut slots = vec![None; 2];
+        let mut t = Table::new(&mut slots);
+        assert!(t.apply(&cmd("policy a.lan weighted")).unwrap().index);
+        assert_eq!(t.get(0).unwrap().policy, Policy::Weighted);
+        assert_eq!(t.apply(&cmd("reset a.lan")).unwrap().zero, u16::MAX);
+    }
+}
