@@ -724,6 +724,16 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Marks any lbfo table (of whatever layout version) as replaced, so readers map the path again.
+/// Returns false, writing nothing, when `w` does not start with an lbfo table header.
+pub fn retire_any(w: &[AtomicU64]) -> bool {
+    if words_of(w, H_MAGIC) != MAGIC || w.len() <= H_RETIRED {
+        return false;
+    }
+    w[H_RETIRED].store(1, Ordering::Release); // pairs with the load in `TableView::retired`
+    true
+}
+
 fn pack(bytes: &[u8], words: usize, mut set: impl FnMut(usize, u64)) {
     for i in 0..words {
         let mut x = [0u8; 8];
