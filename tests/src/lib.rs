@@ -1,1 +1,296 @@
-//! placeholder
+//! The end-to-end test bed: real agents, the real FIFO, the real NSS module under real glibc.
+//!
+//! A [`Host`] is one machine's worth of lbfo in a private temporary directory: a config file, the
+//! agent process, its table, its FIFO. Lookups go through `lbfo-resolve` (glibc's getaddrinfo and
+//! gethostbyname*_r with `__nss_configure_lookup`) or through `getent` inside a private mount
+//! namespace whose /etc/nsswitch.conf and /etc/hosts are bind-mounted from the host's directory,
+//! so the machine's own /etc is never touched. Everything a host started or created is ended and
+//! removed when it is dropped, also when a test fails.
+//!
+//! The artefacts are the release builds: `target/release/lbfo-agentd` and
+//! `target/release/libnss_lbfo.so` (override the directory with `LBFO_BIN_DIR`). `scripts/test.sh`
+//! builds them before running the tests.
+#![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the built artefacts are.
+#[derive(Debug, Clone)]
+pub struct Artefacts {
+    /// The agent binary.
+    pub agent: PathBuf,
+    /// The NSS module as built (`libnss_lbfo.so`).
+    pub module: PathBuf,
+    /// The resolver probe.
+    pub resolve: PathBuf,
+}
+
+/// Finds the artefacts, failing with instructions if they were not built.
+pub fn artefacts() -> Artefacts {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = std::env::var_os("LBFO_BIN_DIR").map_or_else(|| root.join("target/release"), PathBuf::from);
+    let a = Artefacts {
+        agent: dir.join("lbfo-agentd"),
+        module: dir.join("libnss_lbfo.so"),
+        resolve: resolver(),
+    };
+    for p in [&a.agent, &a.module] {
+        assert!(p.exists(), "{} is missing: run `cargo build --release` first (scripts/test.sh does)", p.display());
+    }
+    a
+}
+
+/// `lbfo-resolve`, built beside the test executables (`target/*/deps/..` → `target/*/`).
+fn resolver() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let p = dir.join("lbfo-resolve");
+    assert!(p.exists(), "{} is missing: `cargo test` builds it", p.display());
+    p
+}
+
+/// Whether this process is root (namespaces and bind mounts need it, or a user namespace).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The `unshare` arguments for a private mount namespace.
+pub fn unshare_mount() -> &'static [&'static str] {
+    if is_root() {
+        &["unshare", "-m", "--propagation", "private"]
+    } else {
+        &["unshare", "-rm", "--propagation", "private"]
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// One machine's lbfo: config, agent, table, FIFO, a private nsswitch.conf and hosts file.
+#[derive(Debug)]
+pub struct Host {
+    /// The host's private directory.
+    pub dir: PathBuf,
+    /// The built artefacts.
+    pub bin: Artefacts,
+    agent: Option<Child>,
+    /// Directory holding `libnss_lbfo.so.2`, for LD_LIBRARY_PATH.
+    pub libdir: PathBuf,
+}
+
+impl Host {
+    /// A host whose config is `table`/`fifo` lines for its directory followed by `body`.
+    pub fn new(body: &str) -> Host {
+        let bin = artefacts();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lbfo-test-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("lib")).expect("create test dir");
+        let libdir = dir.join("lib");
+        std::os::unix::fs::symlink(&bin.module, libdir.join("libnss_lbfo.so.2")).expect("symlink module");
+        fs::write(dir.join("nsswitch.conf"), "hosts: lbfo files\n").expect("write nsswitch.conf");
+        fs::write(dir.join("hosts"), "127.0.0.1 localhost\n192.0.2.77 fromhosts.test\n192.0.2.78 web.lan-files\n")
+            .expect("write hosts");
+        let h = Host { dir, bin, agent: None, libdir };
+        h.write_config(body);
+        h
+    }
+
+    /// The config file's path.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("lbfo.conf")
+    }
+
+    /// The table's path.
+    pub fn table(&self) -> PathBuf {
+        self.dir.join("run/table")
+    }
+
+    /// The FIFO's path.
+    pub fn fifo(&self) -> PathBuf {
+        self.dir.join("lbfo.sock")
+    }
+
+    /// Rewrites the config: this host's paths, then `body`.
+    pub fn write_config(&self, body: &str) {
+        let text = format!("table {}\nfifo {}\n{body}", self.table().display(), self.fifo().display());
+        fs::write(self.config(), text).expect("write config");
+    }
+
+    /// Starts the agent and waits until its table and FIFO exist.
+    pub fn start(&mut self) {
+        let child = Command::new(&self.bin.agent)
+            .arg("-c")
+            .arg(self.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("agent.log")).expect("log file"))
+            .spawn()
+            .expect("spawn lbfo-agentd");
+        self.agent = Some(child);
+        let (table, fifo) = (self.table(), self.fifo());
+        self.wait_for("the agent's table and FIFO", || table.exists() && fifo.exists());
+    }
+
+    /// The agent's process id, if running.
+    pub fn agent_pid(&self) -> Option<i32> {
+        self.agent.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends a signal to the agent.
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.agent_pid() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.agent.take()?;
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Writes `text` to the FIFO in one write.
+    pub fn send(&self, text: &str) {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(self.fifo())
+            .expect("open fifo for writing (is the agent running?)");
+        f.write_all(text.as_bytes()).expect("write fifo");
+    }
+
+    /// Polls `cond` until it holds, for at most 10 s; panics with `what` and the agent's log.
+    pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; agent log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A command with this host's table and module in its environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("LBFO_TABLE", self.table()).env("LD_LIBRARY_PATH", &self.libdir);
+        c
+    }
+
+    /// Runs `lbfo-resolve --nss "lbfo files" ARGS` and returns its stdout; panics on failure.
+    pub fn resolve(&self, args: &[&str]) -> String {
+        let out = self.resolve_output(args);
+        assert!(out.status.success(), "lbfo-resolve {args:?} failed: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Runs `lbfo-resolve --nss "lbfo files" ARGS`.
+    pub fn resolve_output(&self, args: &[&str]) -> Output {
+        self.command(&self.bin.resolve).args(["--nss", "lbfo files"]).args(args).output().expect("run lbfo-resolve")
+    }
+
+    /// Counts answers of `n` resolutions: `(answer, count)` sorted by answer.
+    pub fn tally(&self, mode: &str, name: &str, n: u32) -> Vec<(String, u64)> {
+        let out = self.resolve(&["--tally", mode, name, &n.to_string()]);
+        out.lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("count ")?.rsplitn(2, ' ');
+                let n = w.next()?.parse().ok()?;
+                Some((w.next()?.to_string(), n))
+            })
+            .collect()
+    }
+
+    /// Waits (through real lookups) until `name` answers exactly `addr`.
+    pub fn wait_answer(&self, name: &str, addr: &str) {
+        let out = self.resolve_output(&["wait", name, addr, "10000"]);
+        assert!(out.status.success(), "{name} never answered {addr}: {}\nagent log:\n{}", describe(&out), self.log());
+    }
+
+    /// Runs `getent ARGS` in a private mount namespace whose nsswitch.conf and hosts are this
+    /// host's; returns (exit code, stdout).
+    pub fn getent(&self, args: &[&str]) -> (i32, String) {
+        self.getent_with_table(&self.table(), args)
+    }
+
+    /// [`Host::getent`] with `LBFO_TABLE` pointing at `table`.
+    pub fn getent_with_table(&self, table: &Path, args: &[&str]) -> (i32, String) {
+        let script = format!(
+            "mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && mount --bind {d}/hosts /etc/hosts && exec getent \"$@\"",
+            d = self.dir.display()
+        );
+        let mut cmd = self.command(unshare_mount()[0]);
+        cmd.env("LBFO_TABLE", table).args(&unshare_mount()[1..]).args(["sh", "-c", &script, "getent"]).args(args);
+        let out = cmd.output().expect("run unshare getent");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// `lbfo-agentd status --json` for this host's table.
+    pub fn status_json(&self) -> String {
+        let out = Command::new(&self.bin.agent).args(["status", "--json", "-c"]).arg(self.config()).output().expect("status");
+        assert!(out.status.success(), "status failed: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The SysV id of the table's counters segment, read from the table header (word 12).
+    fn counters_id(&self) -> Option<i32> {
+        let bytes = fs::read(self.table()).ok()?;
+        let w = bytes.get(96..104)?;
+        let id = u64::from_ne_bytes(w.try_into().ok()?);
+        i32::try_from(id).ok()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(id) = self.counters_id() {
+            // SAFETY: removing the segment this host's agent created; a null buf is allowed.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+        if std::env::var_os("LBFO_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A process's exit status and output, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
