@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on a fresh Debian 12 machine, and nothing
+# that is already there. Safe to run again. Root installs with apt-get; others get a list.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have unshare || need+=(util-linux)
+have ip || need+=(iproute2)
+have nm || need+=(binutils)
+have cc || need+=(gcc)
+have getent || need+=(libc-bin)
+have valgrind || need+=(valgrind)
+have strace || need+=(strace)
+
+if ((${#need[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    echo "setup: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! have cargo; then
+  if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: no Rust toolchain: install rustup (https://rustup.rs) and run again" >&2
+    exit 1
+  fi
+fi
+if have rustup; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+fi
