@@ -13,6 +13,9 @@
 //! lbfo-resolve [--nss SRC] sweep NAME MAXLEN       gethostbyname_r/2_r with buffers 1..MAXLEN
 //! lbfo-resolve [--nss SRC] stress NAME THREADS N ALLOWED,...   threads resolving concurrently
 //! lbfo-resolve module SO NAME MAXLEN               the module's 4_r/3_r/2_r/_r called directly
+//! lbfo-resolve bench MODE NAME N                   per-call latency: `p50_ns P p99_ns Q`
+//! lbfo-resolve modbench SO NAME N                  N direct calls of the module's 2_r (for
+//!                                                  callgrind and strace)
 //! ```
 #![allow(unsafe_code)] // This program's purpose is to call the C resolver API.
 
@@ -74,6 +77,14 @@ fn main() {
         }
         "sweep" => sweep(&name, num(2, 1024) as usize),
         "stress" => stress(&name, num(2, 8) as usize, num(3, 100_000), args.get(4).map_or("", String::as_str)),
+        "bench" => {
+            let target = args.get(2).cloned().unwrap_or_else(|| usage());
+            bench(&name, &target, num(3, 10_000) as usize);
+        }
+        "modbench" => {
+            let query = args.get(2).cloned().unwrap_or_else(|| usage());
+            modbench(&name, &query, num(3, 10_000));
+        }
         "module" => {
             let so = name;
             let query = args.get(2).cloned().unwrap_or_else(|| usage());
@@ -426,4 +437,49 @@ fn module(so: &str, name: &str, max: usize) {
         Some((len, a)) => println!("2_r first-ok {len} {a}"),
         None => println!("2_r never-ok"),
     }
+}
+
+/// Times `n` resolutions (after a warm-up) and prints the median and 99th percentile.
+fn bench(mode: &str, name: &str, n: usize) {
+    let first = resolve(mode, name);
+    for _ in 0..n / 10 {
+        resolve(mode, name);
+    }
+    let mut ns: Vec<u128> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(resolve(mode, name));
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    ns.sort_unstable();
+    let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize];
+    println!("p50_ns {} p99_ns {} answer {}", at(0.50), at(0.99), first.replace(' ', ","));
+}
+
+/// Calls the module's gethostbyname2_r directly `n` times with a large enough buffer.
+fn modbench(so: &str, name: &str, n: u64) {
+    let cso = CString::new(so).unwrap_or_default();
+    // SAFETY: dlopen/dlsym with valid C strings; the symbol has the NSS signature.
+    let f2 = unsafe {
+        let h = libc::dlopen(cso.as_ptr(), libc::RTLD_NOW);
+        let f = if h.is_null() { std::ptr::null_mut() } else { libc::dlsym(h, c"_nss_lbfo_gethostbyname2_r".as_ptr()) };
+        if f.is_null() {
+            println!("cannot load {so}");
+            exit(1);
+        }
+        std::mem::transmute::<*mut libc::c_void, Fn2>(f)
+    };
+    let cname = CString::new(name).unwrap_or_default();
+    let mut buf = vec![0u8; 1024];
+    let mut ok = 0u64;
+    for _ in 0..n {
+        // SAFETY: hostent is plain data.
+        let mut he: libc::hostent = unsafe { std::mem::zeroed() };
+        let (mut errno, mut herrno) = (0, 0);
+        // SAFETY: the buffer is valid for its length; the out-pointers are valid.
+        let st = unsafe { f2(cname.as_ptr(), libc::AF_INET, &mut he, buf.as_mut_ptr().cast(), buf.len(), &mut errno, &mut herrno) };
+        ok += u64::from(st == 1);
+    }
+    println!("calls {n} found {ok}");
 }
