@@ -1,1 +1,326 @@
-fn main() {}
+//! `lbfo-agentd`: keeps the shared service table that the NSS module answers from.
+//!
+//! `lbfo-agentd -c FILE` loads the config, creates or takes over the table, and then runs one
+//! single-threaded `poll` loop over a fixed set of sources: the command FIFO and a signalfd for
+//! SIGHUP (reload), SIGTERM and SIGINT (exit, leaving the table answering). The timeout comes
+//! from the agent's next deadline (heartbeat, usage-limit check). More sources (the cluster's
+//! UDP socket) join the same `fds` array and the same dispatch.
+//!
+//! `lbfo-agentd status` reads the table and prints it. Exit codes: 0 ok, 1 runtime failure,
+//! 2 bad usage or config.
+#![deny(unsafe_code)]
+
+mod agent;
+mod config;
+mod fifo;
+mod shm;
+mod status;
+mod tablefile;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use argh::FromArgs;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use agent::{Agent, Now};
+use fifo::{Fifo, Opened, Splitter};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// lbfo's agent: keeps the shared service table that the lbfo NSS module answers from, and
+/// takes commands from its FIFO.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "lbfo-agentd -c /etc/lbfo.conf\necho \"down web.lan 10.0.0.11\" > /var/run/lbfo.sock\n{command_name} status --json",
+    note = "Runs in the foreground and logs one line per event to stderr. SIGHUP reloads the config; SIGTERM and SIGINT exit, leaving the table answering.",
+    error_code(1, "runtime failure"),
+    error_code(2, "bad usage or config")
+)]
+struct Cli {
+    /// the config file: agent settings (`table PATH`, `fifo PATH`) and commands
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    #[argh(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Sub {
+    Status(StatusCmd),
+}
+
+/// Show the shared table: services, policies, backends, state, weight, prio, limit, lookups.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "status",
+    example = "{command_name} -c /etc/lbfo.conf\n{command_name} --table /run/lbfo/table --json",
+    note = "The table is --table, else the config's `table` setting, else /run/lbfo/table. Works whether or not the agent runs.",
+    error_code(1, "the table cannot be read"),
+    error_code(2, "bad usage or config")
+)]
+struct StatusCmd {
+    /// config file whose `table` setting names the table
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// the table file (overrides the config)
+    #[argh(option)]
+    table: Option<PathBuf>,
+    /// print one JSON object, for scripts
+    #[argh(switch)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(a) => a,
+        Err(_) => {
+            say("lbfo-agentd: arguments must be UTF-8 text");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&["lbfo-agentd"], &refs) {
+        Ok(cli) => cli,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    print!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    say(early.output.trim_end());
+                    say("Run lbfo-agentd --help for more information.");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            };
+        }
+    };
+    match (cli.command, cli.config) {
+        (Some(Sub::Status(s)), top) => status_main(s, top),
+        (None, Some(config)) => run(&config),
+        (None, None) => {
+            say("lbfo-agentd: missing -c FILE (run lbfo-agentd --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
+    let table = match (s.table, s.config.or(top_config)) {
+        (Some(t), _) => t,
+        (None, Some(c)) => match config::load(&c) {
+            Ok(conf) => conf.table,
+            Err(e) => {
+                say(&e.report(&c));
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, None) => PathBuf::from(config::DEFAULT_TABLE),
+    };
+    match status::snapshot(&table, wall_ms()) {
+        Ok(snap) => {
+            let out = if s.json {
+                status::json(&snap)
+            } else {
+                status::text(&snap)
+            };
+            match std::io::stdout().lock().write_all(out.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+        Err(line) => {
+            say(&line);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&e.report(path));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match serve(path, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(line) => {
+            say(&line);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The loop's clock: the only place the agent reads the time.
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.start.elapsed().as_millis() as u64,
+            wall_ms: wall_ms(),
+        }
+    }
+}
+
+fn flush(lines: Vec<String>) {
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "{l}");
+    }
+}
+
+/// Sets everything up, then runs the loop until SIGTERM/SIGINT. `Err` is the line to print.
+fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
+    // Block the signals before anything else so none is lost to its default action; they are
+    // delivered through the signalfd instead.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("block signals: {}", lower(e)))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {}", lower(e)))?;
+
+    let fifo_path = config.fifo.display().to_string();
+    let (fifo, opened) = Fifo::open(&config.fifo).map_err(|e| format!("fifo {fifo_path}: {e}"))?;
+    match opened {
+        Opened::Created => say(&format!("fifo {fifo_path}: created (mode 0600)")),
+        Opened::Existing => say(&format!("fifo {fifo_path}: reusing it")),
+        Opened::Narrowed(m) => say(&format!(
+            "fifo {fifo_path}: mode was {m:04o}, others could write commands; set to 0600"
+        )),
+    }
+
+    let table_path = config.table.display().to_string();
+    let mut log = Vec::new();
+    let shared = tablefile::open(&config.table, &mut log);
+    flush(std::mem::take(&mut log));
+    let shared = shared.map_err(|e| format!("table {table_path}: {e}"))?;
+    let writer = shared
+        .writer()
+        .ok_or_else(|| format!("table {table_path}: lost its header"))?;
+    let counters = shared
+        .counters_view()
+        .ok_or_else(|| format!("table {table_path}: counters segment does not match"))?;
+
+    let clock = Clock {
+        start: Instant::now(),
+    };
+    let mut agent = Agent::start(
+        writer,
+        counters,
+        shared.adopted,
+        config_path.to_owned(),
+        config,
+        clock.now(),
+    );
+    flush(agent.take_log());
+    let committed = shared.commit(&mut log);
+    flush(std::mem::take(&mut log));
+    committed.map_err(|e| format!("table {table_path}: {e}"))?;
+    say(&format!(
+        "ready: commands on {fifo_path}, table {table_path}"
+    ));
+
+    let mut splitter = Splitter::default();
+    let mut buf = vec![0u8; fifo::READ_CHUNK];
+    loop {
+        let now = clock.now();
+        agent.tick(now);
+        flush(agent.take_log());
+        let wait = agent.next_deadline().saturating_sub(now.mono_ms);
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let mut fds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            // EINTR: a signal we do not block (e.g. SIGSTOP/SIGCONT) interrupted poll: go round.
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {}", lower(e))),
+        }
+        let ready = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
+        let (fifo_ev, sig_ev) = (ready(&fds[0]), ready(&fds[1]));
+        let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
+        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) {
+            return Err(format!(
+                "poll reported an error on {}",
+                if fifo_ev.intersects(bad) {
+                    "the fifo"
+                } else {
+                    "the signalfd"
+                }
+            ));
+        }
+
+        let (mut reload, mut stop) = (false, None);
+        if sig_ev.contains(PollFlags::POLLIN) {
+            loop {
+                match sfd.read_signal() {
+                    Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGHUP) => reload = true,
+                        Ok(s) => stop = Some(s),
+                        Err(_) => {}
+                    },
+                    // Drained: read_signal maps EAGAIN to None.
+                    Ok(None) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("signalfd read: {}", lower(e))),
+                }
+            }
+        }
+        if fifo_ev.contains(PollFlags::POLLIN) {
+            fifo.drain(&mut splitter, &mut buf, |piece| agent.fifo_piece(piece))
+                .map_err(|e| format!("fifo {fifo_path}: read: {}", lower(e)))?;
+            agent.publish();
+        }
+        if reload {
+            say(&format!("SIGHUP: reloading {}", config_path.display()));
+            agent.reload(config::load(config_path));
+            agent.publish();
+        }
+        flush(agent.take_log());
+        if let Some(sig) = stop {
+            say(&format!(
+                "{sig}: exiting; the table stays in place and keeps answering"
+            ));
+            return Ok(());
+        }
+    }
+}
+
+fn lower(e: Errno) -> String {
+    e.desc().to_lowercase()
+}

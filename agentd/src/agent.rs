@@ -1,0 +1,656 @@
+//! The agent's state and duties: apply commands, publish the table, heartbeat, usage limits.
+//!
+//! [`Agent`] owns the authoritative [`Table`] slots and the writer of the shared table, but no
+//! file descriptor and no clock: the loop in `main` hands it FIFO pieces, reloaded configs and the
+//! time ([`Now`]); [`Agent::next_deadline`] says when it next needs to be called. Tests drive it
+//! with a fake clock over plain memory.
+//!
+//! **Publishing is batched**: commands change the slots and note what changed; [`Agent::publish`]
+//! then writes each changed record once, zeroes the counters the changes ask for (after the new
+//! record is visible, so no lookup of the old backend is counted against a new one), and rebuilds
+//! the name index if a service appeared or vanished. The loop publishes after every wake-up, so a
+//! command is visible to the very next lookup once its batch is done.
+//!
+//! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
+//! `add` of an existing backend keeps its position and so its counter.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use lbfo_core::cmd::{parse_bytes, Attr};
+use lbfo_core::table::ApplyError;
+use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
+
+use crate::config::{self, Config, ConfigError};
+use crate::fifo::{Piece, MAX_LINE};
+
+/// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
+pub const HEARTBEAT_MS: u64 = 1000;
+/// How often usage limits are checked (only while some backend has a limit).
+pub const LIMIT_CHECK_MS: u64 = 100;
+
+/// The time, as the loop read it: monotonic for deadlines, wall clock for the heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock.
+    pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+/// What the next publish must write.
+#[derive(Debug, Default)]
+struct Pending {
+    slots: BTreeSet<usize>,
+    zero: Vec<(usize, u16, bool)>,
+    index: bool,
+}
+
+/// The running agent.
+#[derive(Debug)]
+pub struct Agent<'m> {
+    slots: Vec<Option<Service>>,
+    writer: Writer<'m>,
+    counters: CountersView<'m>,
+    config_path: PathBuf,
+    config: Config,
+    pending: Pending,
+    fifo_lines: u64,
+    has_limits: bool,
+    next_heartbeat: u64,
+    next_limit_check: u64,
+    log: Vec<String>,
+}
+
+impl<'m> Agent<'m> {
+    /// Starts over a table: a fresh one (`adopt == false`) gets the config's commands; an adopted
+    /// one (the previous agent's, reused after a restart) keeps slots, counters and up/down state
+    /// of every backend the config still defines, and loses everything else. Everything is
+    /// published before this returns.
+    pub fn start(
+        writer: Writer<'m>,
+        counters: CountersView<'m>,
+        adopt: bool,
+        config_path: PathBuf,
+        config: Config,
+        now: Now,
+    ) -> Agent<'m> {
+        let view = writer.view();
+        let slots: Vec<Option<Service>> = (0..MAX_SERVICES)
+            .map(|slot| if adopt { view.service(slot) } else { None })
+            .collect();
+        let mut agent = Agent {
+            slots,
+            writer,
+            counters,
+            config_path,
+            config: Config {
+                commands: Vec::new(),
+                members: Default::default(),
+                ..config.clone()
+            },
+            pending: Pending::default(),
+            fifo_lines: 0,
+            has_limits: false,
+            next_heartbeat: now.mono_ms,
+            next_limit_check: now.mono_ms,
+            log: Vec::new(),
+        };
+        // What the adopted table holds stands in for the previous config.
+        agent.config.members = config::members(&Table::new(&mut agent.slots));
+        if adopt {
+            let n = agent.config.members.len();
+            agent.log(format!(
+                "start: adopted {n} services from the existing table"
+            ));
+        }
+        agent.load(config, "start");
+        // Republish everything once: an adopted table may have been left by an older agent.
+        agent.pending.slots.extend(0..MAX_SERVICES);
+        agent.pending.index = true;
+        agent.publish();
+        agent.tick(now);
+        agent
+    }
+
+    /// Brings the live table to `config`: removes what the current config defines and `config`
+    /// does not, then applies `config`'s commands on top (skipping `reset`).
+    fn load(&mut self, config: Config, what: &str) {
+        let file = self.config_path.display().to_string();
+        for cmd in config::removals(&self.config.members, &config.members) {
+            // A service or backend already deleted through the FIFO is fine.
+            if self.apply(&cmd).is_ok() {
+                self.log(format!(
+                    "{what}: {} (no longer in the config)",
+                    render(&cmd)
+                ));
+            }
+        }
+        for (line, cmd) in &config.commands {
+            if matches!(cmd, Command::Reset { .. }) {
+                continue;
+            }
+            if let Err(e) = self.apply(cmd) {
+                self.log(format!("{what}: {file}:{line}:1: {e} ({})", render(cmd)));
+            }
+        }
+        let services = self.services().count();
+        self.log(format!(
+            "{what}: {file}: {} commands applied; {services} services",
+            config.commands.len()
+        ));
+        self.config = config;
+    }
+
+    /// Applies a re-read config (SIGHUP). A config with an error changes nothing.
+    pub fn reload(&mut self, loaded: Result<Config, ConfigError>) {
+        let mut config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                let report = e.report(&self.config_path);
+                self.log(format!(
+                    "reload: {report}; keeping the running configuration"
+                ));
+                return;
+            }
+        };
+        let mut notes = Vec::new();
+        for (what, old, new) in [
+            ("table", &self.config.table, &mut config.table),
+            ("fifo", &self.config.fifo, &mut config.fifo),
+        ] {
+            if old != new {
+                notes.push(format!(
+                    "reload: `{what}` changed to {}; still using {} until the agent is restarted",
+                    new.display(),
+                    old.display()
+                ));
+                old.clone_into(new);
+            }
+        }
+        self.log.extend(notes);
+        self.load(config, "reload");
+    }
+
+    /// Handles one piece of the FIFO stream: applies a command, or logs why not.
+    pub fn fifo_piece(&mut self, piece: Piece<'_>) {
+        self.fifo_lines += 1;
+        let n = self.fifo_lines;
+        let bytes = match piece {
+            Piece::TooLong => {
+                self.log(format!(
+                    "fifo: line {n}: column {}: line longer than {MAX_LINE} bytes; skipped",
+                    MAX_LINE + 1
+                ));
+                return;
+            }
+            Piece::Line(bytes) => bytes,
+        };
+        match parse_bytes(bytes) {
+            Err(e) => self.log(format!("fifo: line {n}: column {}: {}", e.col, e.kind)),
+            Ok(None) => {}
+            Ok(Some(Line::Setting(_))) => self.log(format!(
+                "fifo: line {n}: column 1: `table` and `fifo` are settings of the config file, not commands; \
+                 change the config and restart the agent"
+            )),
+            Ok(Some(Line::Command(cmd))) => match self.apply(&cmd) {
+                Ok(()) => self.log(format!("fifo: line {n}: {}", render(&cmd))),
+                Err(e) => self.log(format!("fifo: line {n}: column 1: {e} ({})", render(&cmd))),
+            },
+        }
+    }
+
+    /// Applies one command to the slots and notes what to publish.
+    fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
+        let ch = Table::new(&mut self.slots).apply(cmd)?;
+        if ch.record || ch.index {
+            self.pending.slots.insert(ch.slot);
+        }
+        if ch.zero != 0 || ch.zero_ticket {
+            self.pending.zero.push((ch.slot, ch.zero, ch.zero_ticket));
+        }
+        self.pending.index |= ch.index;
+        Ok(())
+    }
+
+    /// Writes everything changed since the last publish to the shared table.
+    pub fn publish(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        if p.slots.is_empty() && p.zero.is_empty() && !p.index {
+            return;
+        }
+        for &slot in &p.slots {
+            self.writer
+                .write_service(slot, self.slots.get(slot).and_then(Option::as_ref));
+        }
+        for &(slot, mask, ticket) in &p.zero {
+            self.counters.zero(slot, mask, ticket);
+        }
+        if p.index {
+            let table = Table::new(&mut self.slots);
+            self.writer
+                .write_index(table.iter().map(|(i, s)| (i, &s.name)));
+        }
+        let has_limits = self
+            .services()
+            .any(|(_, s)| s.iter().any(|(_, b)| b.limit > 0));
+        self.has_limits = has_limits;
+    }
+
+    /// Does what is due at `now` (limit check, heartbeat) and publishes.
+    pub fn tick(&mut self, now: Now) {
+        if now.mono_ms >= self.next_limit_check {
+            if self.has_limits {
+                self.check_limits();
+            }
+            self.next_limit_check = now.mono_ms + LIMIT_CHECK_MS;
+        }
+        self.publish();
+        if now.mono_ms >= self.next_heartbeat {
+            self.writer.heartbeat(now.wall_ms);
+            self.next_heartbeat = now.mono_ms + HEARTBEAT_MS;
+        }
+    }
+
+    /// When [`Agent::tick`] must next run (monotonic milliseconds).
+    pub fn next_deadline(&self) -> u64 {
+        if self.has_limits {
+            self.next_heartbeat.min(self.next_limit_check)
+        } else {
+            self.next_heartbeat
+        }
+    }
+
+    /// Deletes every backend whose usage counter reached its limit.
+    fn check_limits(&mut self) {
+        let mut hits = Vec::new();
+        for (slot, s) in self.services() {
+            for (pos, b) in s.iter().filter(|(_, b)| b.limit > 0) {
+                let n = self.counters.count(slot, pos);
+                if n >= b.limit {
+                    hits.push((
+                        Command::Del {
+                            service: s.name,
+                            addr: Some(b.addr),
+                        },
+                        n,
+                    ));
+                }
+            }
+        }
+        for (cmd, n) in hits {
+            if self.apply(&cmd).is_ok() {
+                let Command::Del {
+                    service,
+                    addr: Some(addr),
+                } = cmd
+                else {
+                    continue;
+                };
+                self.log(format!("limit reached: {service} {addr} after {n} lookups"));
+            }
+        }
+    }
+
+    /// Log lines since the last call, oldest first.
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn log(&mut self, line: String) {
+        self.log.push(line);
+    }
+
+    fn services(&self) -> impl Iterator<Item = (usize, &Service)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+}
+
+/// A command in the command language, as a log shows it.
+pub fn render(cmd: &Command) -> String {
+    let mut s = String::new();
+    let _ = match cmd {
+        Command::Add {
+            service,
+            addr,
+            weight,
+            prio,
+            limit,
+        } => {
+            let _ = write!(s, "add {service} {addr}");
+            let opts = [
+                ("weight", weight.map(u64::from)),
+                ("prio", prio.map(u64::from)),
+                ("limit", *limit),
+            ];
+            for (k, v) in opts {
+                if let Some(v) = v {
+                    let _ = write!(s, " {k}={v}");
+                }
+            }
+            Ok(())
+        }
+        Command::Del {
+            service,
+            addr: None,
+        } => write!(s, "del {service}"),
+        Command::Del {
+            service,
+            addr: Some(a),
+        } => write!(s, "del {service} {a}"),
+        Command::SetUp { service, addr, up } => {
+            write!(s, "{} {service} {addr}", if *up { "up" } else { "down" })
+        }
+        Command::Policy { service, policy } => write!(s, "policy {service} {policy}"),
+        Command::Set {
+            service,
+            addr,
+            attr,
+        } => match attr {
+            Attr::Weight(n) => write!(s, "weight {service} {addr} {n}"),
+            Attr::Prio(n) => write!(s, "prio {service} {addr} {n}"),
+            Attr::Limit(n) => write!(s, "limit {service} {addr} {n}"),
+        },
+        Command::Reset { service } => write!(s, "reset {service}"),
+    };
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lbfo_core::shm::Layout;
+    use lbfo_core::{Lookup, TableView, Want};
+    use std::sync::atomic::AtomicU64;
+
+    struct Mem {
+        table: Vec<AtomicU64>,
+        counters: Vec<AtomicU64>,
+    }
+
+    impl Mem {
+        fn new() -> Mem {
+            let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
+            let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
+                .map(|_| AtomicU64::new(0))
+                .collect();
+            Writer::init(&table, 7).unwrap();
+            CountersView::init(&counters, 7, Layout::CURRENT);
+            Mem { table, counters }
+        }
+
+        fn agent(&self, adopt: bool, conf: &str, t: u64) -> Agent<'_> {
+            let w = Writer::attach(&self.table).unwrap();
+            let c = CountersView::new_checked(&self.counters, &w.view()).unwrap();
+            Agent::start(
+                w,
+                c,
+                adopt,
+                "conf".into(),
+                config::parse(conf.as_bytes()).unwrap(),
+                at(t),
+            )
+        }
+
+        /// One lookup through the reader, as the NSS module does it.
+        fn v4(&self, name: &str) -> String {
+            let v = TableView::new_checked(&self.table).unwrap();
+            let c = CountersView::new_checked(&self.counters, &v).unwrap();
+            match v.lookup(name.as_bytes(), Want::V4, Some(&c)) {
+                Lookup::Found(a) => a.v4.unwrap().to_string(),
+                other => format!("{other:?}"),
+            }
+        }
+
+        fn count(&self, slot: usize, pos: usize) -> u64 {
+            let v = TableView::new_checked(&self.table).unwrap();
+            CountersView::new_checked(&self.counters, &v)
+                .unwrap()
+                .count(slot, pos)
+        }
+
+        fn heartbeat(&self) -> u64 {
+            TableView::new_checked(&self.table).unwrap().heartbeat_ms()
+        }
+    }
+
+    fn at(ms: u64) -> Now {
+        Now {
+            mono_ms: ms,
+            wall_ms: 1_000_000 + ms,
+        }
+    }
+
+    /// Feeds `text` to the agent as FIFO lines, publishes, and returns what it logged.
+    fn send(a: &mut Agent<'_>, text: &str) -> Vec<String> {
+        for line in text.lines() {
+            a.fifo_piece(Piece::Line(line.as_bytes()));
+        }
+        a.publish();
+        a.take_log()
+    }
+
+    const CONF: &str = "table /t/table\nfifo /t/sock\npolicy web.lan failover\nadd web.lan 10.0.0.1 prio=1\nadd web.lan 10.0.0.2 prio=2\n";
+
+    #[test]
+    fn start_publishes_the_config() {
+        let m = Mem::new();
+        let mut a = m.agent(false, CONF, 0);
+        assert_eq!(m.v4("web.lan"), "10.0.0.1");
+        assert_eq!(
+            a.take_log(),
+            ["start: conf: 3 commands applied; 1 services"]
+        );
+        assert_eq!(m.heartbeat(), 1_000_000);
+    }
+
+    #[test]
+    fn fifo_lines_apply_and_bad_ones_are_skipped() {
+        let m = Mem::new();
+        let mut a = m.agent(false, CONF, 0);
+        a.take_log();
+        let log = send(
+            &mut a,
+            "down web.lan 10.0.0.1\nbogus web.lan\n\n# note\nadd db.lan 10.0.1.1\ndown web.lan 10.0.0.9\ntable /x\nadd db.lan 10.0.1.2 wieght=2",
+        );
+        assert_eq!(
+            log,
+            [
+                "fifo: line 1: down web.lan 10.0.0.1",
+                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)",
+                "fifo: line 5: add db.lan 10.0.1.1",
+                "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
+                "fifo: line 7: column 1: `table` and `fifo` are settings of the config file, not commands; change the config and restart the agent",
+                "fifo: line 8: column 21: unknown option (expected weight=, prio= or limit=)",
+            ]
+        );
+        assert_eq!(m.v4("web.lan"), "10.0.0.2", "failover moved on");
+        assert_eq!(m.v4("db.lan"), "10.0.1.1");
+        a.fifo_piece(Piece::TooLong);
+        assert_eq!(
+            a.take_log(),
+            ["fifo: line 9: column 4097: line longer than 4096 bytes; skipped"]
+        );
+        send(&mut a, "up web.lan 10.0.0.1\ndel db.lan");
+        assert_eq!(
+            (m.v4("web.lan").as_str(), m.v4("db.lan").as_str()),
+            ("10.0.0.1", "NotOurs")
+        );
+    }
+
+    #[test]
+    fn nothing_is_visible_before_publish() {
+        let m = Mem::new();
+        let mut a = m.agent(false, CONF, 0);
+        a.fifo_piece(Piece::Line(b"down web.lan 10.0.0.1"));
+        assert_eq!(m.v4("web.lan"), "10.0.0.1");
+        a.publish();
+        assert_eq!(m.v4("web.lan"), "10.0.0.2");
+    }
+
+    #[test]
+    fn reload_applies_the_difference_and_keeps_runtime_state() {
+        let m = Mem::new();
+        let conf = "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd gone.lan 10.0.9.9\nreset a.lan\n";
+        let mut a = m.agent(false, conf, 0);
+        send(
+            &mut a,
+            "add runtime.lan 10.0.5.5\ndown a.lan 10.0.0.2\nadd a.lan 10.0.0.3",
+        );
+        for _ in 0..4 {
+            m.v4("a.lan");
+        }
+        assert_eq!((m.count(0, 0), m.count(0, 2)), (2, 2));
+        a.take_log();
+        a.reload(config::parse(
+            b"table /elsewhere\nadd a.lan 10.0.0.2 weight=5\nadd new.lan 10.0.7.7\nreset a.lan\n",
+        ));
+        a.publish();
+        assert_eq!(
+            a.take_log(),
+            [
+                "reload: `table` changed to /elsewhere; still using /run/lbfo/table until the agent is restarted",
+                "reload: del a.lan 10.0.0.1 (no longer in the config)",
+                "reload: del gone.lan (no longer in the config)",
+                "reload: conf: 3 commands applied; 3 services",
+            ]
+        );
+        assert_eq!(m.v4("gone.lan"), "NotOurs");
+        assert_eq!(
+            m.v4("runtime.lan"),
+            "10.0.5.5",
+            "services made through the FIFO stay"
+        );
+        assert_eq!(m.v4("new.lan"), "10.0.7.7");
+        assert_eq!(
+            m.v4("a.lan"),
+            "10.0.0.3",
+            "10.0.0.2 is still down, 10.0.0.1 is gone"
+        );
+        assert_eq!(m.count(0, 2), 3, "counters survive the reload");
+        let s = a.slots[0].unwrap();
+        assert_eq!(
+            s.backends[1].map(|b| (b.weight, b.up)),
+            Some((5, false)),
+            "same position, runtime down kept"
+        );
+
+        // A broken config changes nothing.
+        a.reload(config::parse(
+            b"add a.lan 10.0.0.1\ndown zzz.lan 10.0.0.1\n",
+        ));
+        a.publish();
+        assert_eq!(
+            a.take_log(),
+            ["reload: conf:2:1: no such service; keeping the running configuration"]
+        );
+        assert_eq!(m.v4("new.lan"), "10.0.7.7");
+
+        // The next reload diffs against the last good config, not the broken one.
+        a.reload(config::parse(b"add a.lan 10.0.0.2\n"));
+        a.publish();
+        assert_eq!(m.v4("new.lan"), "NotOurs");
+        assert_eq!(m.v4("runtime.lan"), "10.0.5.5");
+    }
+
+    #[test]
+    fn restart_adopts_the_table() {
+        let m = Mem::new();
+        {
+            let mut a = m.agent(
+                false,
+                "add b.lan 10.0.1.1\nadd a.lan 10.0.0.1\nadd a.lan 10.0.0.2\n",
+                0,
+            );
+            send(&mut a, "down a.lan 10.0.0.1\nadd runtime.lan 10.0.5.5");
+        }
+        for _ in 0..3 {
+            m.v4("a.lan");
+        }
+        let mut a = m.agent(
+            true,
+            "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd c.lan 10.0.2.1\n",
+            5000,
+        );
+        assert_eq!(
+            a.take_log(),
+            [
+                "start: adopted 3 services from the existing table",
+                "start: del b.lan (no longer in the config)",
+                "start: del runtime.lan (no longer in the config)",
+                "start: conf: 3 commands applied; 2 services",
+            ]
+        );
+        assert_eq!(a.slots[1].unwrap().name.as_str(), "a.lan", "slots stay put");
+        assert_eq!(m.count(1, 1), 3, "counters stay");
+        assert_eq!(m.v4("a.lan"), "10.0.0.2", "runtime down state stays");
+        assert_eq!(m.v4("b.lan"), "NotOurs");
+        assert_eq!(m.v4("c.lan"), "10.0.2.1");
+        assert_eq!(m.heartbeat(), 1_005_000);
+    }
+
+    #[test]
+    fn limits_delete_backends_on_time() {
+        let m = Mem::new();
+        let mut a = m.agent(false, "add l.lan 10.0.0.1 limit=3\nadd l.lan 10.0.0.2\n", 0);
+        a.take_log();
+        assert_eq!(a.next_deadline(), LIMIT_CHECK_MS);
+        for _ in 0..6 {
+            m.v4("l.lan");
+        }
+        a.tick(at(50));
+        assert!(a.take_log().is_empty(), "not due yet");
+        a.tick(at(100));
+        assert_eq!(
+            a.take_log(),
+            ["limit reached: l.lan 10.0.0.1 after 3 lookups"]
+        );
+        assert_eq!(
+            (m.v4("l.lan").as_str(), m.v4("l.lan").as_str()),
+            ("10.0.0.2", "10.0.0.2")
+        );
+        assert_eq!(m.count(0, 0), 0, "the freed position's counter restarts");
+        assert_eq!(
+            a.next_deadline(),
+            HEARTBEAT_MS,
+            "no limits left: only the heartbeat is due"
+        );
+    }
+
+    #[test]
+    fn heartbeat_every_second() {
+        let m = Mem::new();
+        let mut a = m.agent(false, "", 0);
+        assert_eq!(a.next_deadline(), 1000);
+        a.tick(at(999));
+        assert_eq!(m.heartbeat(), 1_000_000);
+        a.tick(at(1003));
+        assert_eq!((m.heartbeat(), a.next_deadline()), (1_001_003, 2003));
+    }
+
+    #[test]
+    fn render_round_trips() {
+        for line in [
+            "add a.lan 10.0.0.1",
+            "add a.lan ::1 weight=2 prio=3 limit=4",
+            "del a.lan",
+            "del a.lan 10.0.0.1",
+            "down a.lan 10.0.0.1",
+            "up a.lan 10.0.0.1",
+            "policy a.lan leastused",
+            "weight a.lan 10.0.0.1 5",
+            "prio a.lan 10.0.0.1 5",
+            "limit a.lan 10.0.0.1 5",
+            "reset a.lan",
+        ] {
+            let Ok(Some(Line::Command(c))) = lbfo_core::parse_line(line) else {
+                panic!("{line}")
+            };
+            assert_eq!(render(&c), line);
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The config file: agent settings and table commands in the FIFO's language, checked whole.
+//!
+//! [`parse`] runs every line through core's one parser and applies every command to a scratch
+//! [`Table`], so a config that would fail half-way (a `down` of a backend it never added, a
+//! service with too many backends) is refused before the shared table is touched. The first
+//! problem is returned as a [`ConfigError`] with line and column.
+//!
+//! A loaded [`Config`] remembers which services and backends it defines ([`Members`]); a reload
+//! deletes what the old config defined and the new one no longer does ([`removals`]), and leaves
+//! alone whatever was created at run time through the FIFO.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
+use lbfo_core::table::ApplyError;
+use lbfo_core::{Command, Line, Name, Service, Setting, Table, MAX_SERVICES};
+use nix::errno::Errno;
+
+/// Where the table lives unless the config says `table PATH`; the NSS module's default too.
+pub const DEFAULT_TABLE: &str = "/run/lbfo/table";
+/// Where the command FIFO lives unless the config says `fifo PATH`.
+pub const DEFAULT_FIFO: &str = "/var/run/lbfo.sock";
+
+/// Services by name, each with its backends' addresses.
+pub type Members = BTreeMap<String, BTreeSet<IpAddr>>;
+
+/// A checked config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The table file.
+    pub table: PathBuf,
+    /// The command FIFO.
+    pub fifo: PathBuf,
+    /// The commands with their 1-based line numbers, in file order.
+    pub commands: Vec<(usize, Command)>,
+    /// What the commands leave in an empty table.
+    pub members: Members,
+}
+
+/// What is wrong with a config; see [`ConfigError`] for where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The file could not be read.
+    Read(Errno),
+    /// A line does not parse.
+    Parse(ParseErrorKind),
+    /// A command cannot be applied to what the lines before it built.
+    Apply(ApplyError),
+    /// `table` or `fifo` given twice.
+    DuplicateSetting(&'static str),
+    /// A `table` or `fifo` path that is not absolute (the agent may run from any directory).
+    RelativePath,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Read(e) => write!(f, "cannot read: {}", e.desc().to_lowercase()),
+            Problem::Parse(k) => k.fmt(f),
+            Problem::Apply(e) => e.fmt(f),
+            Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),
+            Problem::RelativePath => f.write_str("path must be absolute"),
+        }
+    }
+}
+
+/// A config problem and where: 1-based line and column (both 0 when the file is unreadable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, or 0.
+    pub line: usize,
+    /// 1-based column, or 0.
+    pub col: usize,
+    /// What.
+    pub problem: Problem,
+}
+
+impl ConfigError {
+    /// The one-line report: `FILE:LINE:COL: reason` (or `FILE: reason` without a position).
+    pub fn report(&self, file: &Path) -> String {
+        if self.line == 0 {
+            format!("{}: {}", file.display(), self.problem)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                file.display(),
+                self.line,
+                self.col,
+                self.problem
+            )
+        }
+    }
+}
+
+/// Reads and checks the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read(path).map_err(|e| ConfigError {
+        line: 0,
+        col: 0,
+        problem: Problem::Read(
+            e.raw_os_error()
+                .map_or(Errno::UnknownErrno, Errno::from_raw),
+        ),
+    })?;
+    parse(&text)
+}
+
+/// Checks a config's text: parses every line and applies every command to a scratch table.
+pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
+    let mut table = None;
+    let mut fifo = None;
+    let mut commands = Vec::new();
+    let mut slots = vec![None; MAX_SERVICES];
+    let mut scratch = Table::new(&mut slots);
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let at = |col, problem| ConfigError { line, col, problem };
+        let parsed = parse_bytes(raw).map_err(|e| at(e.col, Problem::Parse(e.kind)))?;
+        match parsed {
+            None => {}
+            Some(Line::Setting(s)) => {
+                let (slot, what, path) = match s {
+                    Setting::Table(p) => (&mut table, "table", p),
+                    Setting::Fifo(p) => (&mut fifo, "fifo", p),
+                };
+                // The path borrows from the line, so its offset there is its column.
+                let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
+                if slot.is_some() {
+                    return Err(at(1, Problem::DuplicateSetting(what)));
+                }
+                if !path.starts_with('/') {
+                    return Err(at(col, Problem::RelativePath));
+                }
+                *slot = Some(PathBuf::from(path));
+            }
+            Some(Line::Command(c)) => {
+                scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
+                commands.push((line, c));
+            }
+        }
+    }
+    Ok(Config {
+        table: table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
+        fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
+        commands,
+        members: members(&scratch),
+    })
+}
+
+/// The services and backends in `table`.
+pub fn members(table: &Table<'_>) -> Members {
+    table.iter().map(|(_, s)| member(s)).collect()
+}
+
+/// One service's entry in [`Members`].
+pub fn member(s: &Service) -> (String, BTreeSet<IpAddr>) {
+    (
+        s.name.as_str().to_owned(),
+        s.iter().map(|(_, b)| b.addr).collect(),
+    )
+}
+
+/// The deletions that take away what `old` defines and `new` does not: whole services first
+/// named, then single backends.
+pub fn removals(old: &Members, new: &Members) -> Vec<Command> {
+    let mut out = Vec::new();
+    for (name, addrs) in old {
+        let Ok(service) = Name::new_checked(name.as_bytes()) else {
+            continue;
+        };
+        match new.get(name) {
+            None => out.push(Command::Del {
+                service,
+                addr: None,
+            }),
+            Some(keep) => {
+                out.extend(addrs.difference(keep).map(|&a| Command::Del {
+                    service,
+                    addr: Some(a),
+                }));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders a config's outcome: its settings and members, or its error report.
+    fn check(input: &str, expect: &str) {
+        let got = match parse(input.as_bytes()) {
+            Ok(c) => {
+                let m: Vec<String> = c
+                    .members
+                    .iter()
+                    .map(|(n, a)| {
+                        format!(
+                            "{n}={}",
+                            a.iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} {} {} [{}]",
+                    c.table.display(),
+                    c.fifo.display(),
+                    c.commands.len(),
+                    m.join(" ")
+                )
+            }
+            Err(e) => e.report(Path::new("f")),
+        };
+        assert_eq!(got, expect, "input {input:?}");
+    }
+
+    #[test]
+    fn settings_and_defaults() {
+        check("", "/run/lbfo/table /var/run/lbfo.sock 0 []");
+        check("# nothing\n\n", "/run/lbfo/table /var/run/lbfo.sock 0 []");
+        check(
+            "table /tmp/t\nfifo /tmp/f # c\nadd a.lan 10.0.0.1\nadd a.lan ::1\nadd b.lan 10.0.0.2\ndel b.lan\n",
+            "/tmp/t /tmp/f 4 [a.lan=10.0.0.1,::1]",
+        );
+    }
+
+    #[test]
+    fn errors_say_line_column_reason() {
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)");
+        check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
+        check(
+            "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",
+            "f:2:1: service has no backend with that address",
+        );
+        check("up b.lan 10.0.0.2", "f:1:1: no such service");
+        check("table /a\ntable /b", "f:2:1: `table` given twice");
+        check("fifo  rel/x", "f:1:7: path must be absolute");
+        let got = parse(b"add a.lan 10.0.0.1\nadd \x80")
+            .unwrap_err()
+            .report(Path::new("f"));
+        assert_eq!(got, "f:2:5: line is not UTF-8 text");
+        let full: String = (1..=17)
+            .map(|i| format!("add a.lan 10.0.0.{i}\n"))
+            .collect();
+        check(&full, "f:17:1: service full (16 backends)");
+    }
+
+    #[test]
+    fn removals_take_only_what_the_old_config_had() {
+        let old = parse(
+            b"add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd b.lan 10.0.0.3\nadd c.lan 10.0.0.4",
+        )
+        .unwrap();
+        let new = parse(
+            b"add a.lan 10.0.0.1\nadd c.lan 10.0.0.4\nadd c.lan 10.0.0.5\nadd d.lan 10.0.0.6",
+        )
+        .unwrap();
+        let r: Vec<String> = removals(&old.members, &new.members)
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                "Del { service: Name(\"a.lan\"), addr: Some(10.0.0.2) }",
+                "Del { service: Name(\"b.lan\"), addr: None }",
+            ]
+        );
+        assert!(removals(&new.members, &new.members).is_empty());
+    }
+}

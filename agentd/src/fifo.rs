@@ -1,0 +1,310 @@
+//! The command FIFO: creating and opening it safely, draining it, and cutting bytes into lines.
+//!
+//! [`Splitter`] turns a byte stream into lines however the reads happened to cut it: a line split
+//! over several reads comes out whole, and a line longer than [`MAX_LINE`] is reported once as
+//! [`Piece::TooLong`] and skipped up to its newline, so it can neither grow memory without bound
+//! nor swallow the lines after it. Lines up to `PIPE_BUF` bytes that concurrent writers send in
+//! one `write` each arrive unmixed (POSIX makes such writes atomic), so none is lost.
+//!
+//! [`Fifo::open`] makes sure only the owner can write commands: created with mode 0600, an
+//! existing FIFO with group/other write bits is narrowed to 0600, and anything that is not a FIFO
+//! owned by us is refused. It is opened read-write and non-blocking: holding a write end ourselves
+//! means writers coming and going never make `poll` report hang-up over and over.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::stat::Mode;
+
+/// The longest command line accepted, newline excluded. Equal to Linux's `PIPE_BUF`, the largest
+/// write a pipe keeps whole when several processes write at once.
+pub const MAX_LINE: usize = 4096;
+/// Bytes asked for per `read`.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per wake-up at most, so a flood of commands cannot starve the heartbeat and the limit
+/// checks; whatever is left is read on the next turn of the loop.
+pub const MAX_READS: usize = 16;
+
+/// One piece of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// A whole line, without its newline.
+    Line(&'a [u8]),
+    /// A line longer than [`MAX_LINE`]; its bytes are dropped up to the next newline.
+    TooLong,
+}
+
+/// Reassembles lines across reads.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    partial: Vec<u8>,
+    skipping: bool,
+}
+
+impl Splitter {
+    /// Feeds bytes in; calls `f` for each piece completed by them, in order.
+    pub fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(Piece<'_>)) {
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            let (chunk, rest) = (&data[..nl], &data[nl + 1..]);
+            data = rest;
+            if self.skipping {
+                // Its TooLong was reported when it overflowed.
+                self.skipping = false;
+            } else if self.partial.len() + chunk.len() > MAX_LINE {
+                self.partial.clear();
+                f(Piece::TooLong);
+            } else if self.partial.is_empty() {
+                f(Piece::Line(chunk));
+            } else {
+                self.partial.extend_from_slice(chunk);
+                f(Piece::Line(&self.partial));
+                self.partial.clear();
+            }
+        }
+        if self.skipping {
+            return;
+        }
+        if self.partial.len() + data.len() > MAX_LINE {
+            self.partial.clear();
+            self.skipping = true;
+            f(Piece::TooLong);
+        } else {
+            self.partial.extend_from_slice(data);
+        }
+    }
+}
+
+/// Why the FIFO could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FifoError {
+    /// Something other than a FIFO is at the path.
+    NotFifo,
+    /// The FIFO belongs to another user, who could reopen its permissions.
+    NotOwner(u32),
+    /// A system call failed.
+    Os(&'static str, Errno),
+}
+
+impl fmt::Display for FifoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FifoError::NotFifo => {
+                f.write_str("exists and is not a FIFO (remove it, or choose another `fifo` path)")
+            }
+            FifoError::NotOwner(uid) => {
+                write!(f, "is owned by uid {uid}, not by this agent; remove it")
+            }
+            FifoError::Os(what, e) => write!(f, "{what}: {}", e.desc().to_lowercase()),
+        }
+    }
+}
+
+/// What opening the FIFO did, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Created with mode 0600.
+    Created,
+    /// Existing FIFO reused as it was.
+    Existing,
+    /// Existing FIFO whose mode (given) let others write; now 0600.
+    Narrowed(u32),
+}
+
+/// The open command FIFO.
+#[derive(Debug)]
+pub struct Fifo {
+    file: File,
+}
+
+impl Fifo {
+    /// Creates (if missing) and opens the FIFO at `path`; see the module docs for the checks.
+    pub fn open(path: &Path) -> Result<(Fifo, Opened), FifoError> {
+        let mut created = false;
+        match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
+            Ok(()) => created = true,
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(FifoError::Os("mkfifo", e)),
+        }
+        // O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), not followed.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => FifoError::NotFifo,
+                Some(n) => FifoError::Os("open", Errno::from_raw(n)),
+                None => FifoError::Os("open", Errno::UnknownErrno),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
+        if !meta.file_type().is_fifo() {
+            return Err(FifoError::NotFifo);
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(FifoError::NotOwner(meta.uid()));
+        }
+        let mode = meta.mode() & 0o7777;
+        let opened = if created {
+            Opened::Created
+        } else if mode & 0o077 != 0 {
+            Opened::Narrowed(mode)
+        } else {
+            Opened::Existing
+        };
+        if mode != 0o600 && (created || mode & 0o077 != 0) {
+            file.set_permissions(Permissions::from_mode(0o600))
+                .map_err(|e| FifoError::Os("fchmod", io_errno(&e)))?;
+        }
+        Ok((Fifo { file }, opened))
+    }
+
+    /// Reads what is waiting, at most [`MAX_READS`] × [`READ_CHUNK`] bytes, handing every piece
+    /// to `f`. Returns the bytes read.
+    pub fn drain(
+        &self,
+        splitter: &mut Splitter,
+        buf: &mut [u8],
+        mut f: impl FnMut(Piece<'_>),
+    ) -> Result<usize, Errno> {
+        let mut total = 0;
+        let mut reads = 0;
+        while reads < MAX_READS {
+            match nix::unistd::read(self.file.as_raw_fd(), buf) {
+                // EINTR: a signal arrived mid-read (they are blocked, so only in theory): retry.
+                Err(Errno::EINTR) => continue,
+                // EAGAIN: the pipe is empty; back to poll.
+                Err(Errno::EAGAIN) => break,
+                Err(e) => return Err(e),
+                // We hold a write end ourselves, so end-of-file cannot happen; stop if it does.
+                Ok(0) => break,
+                Ok(n) => {
+                    reads += 1;
+                    total += n;
+                    splitter.feed(&buf[..n], &mut f);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl AsFd for Fifo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+fn io_errno(e: &io::Error) -> Errno {
+    e.raw_os_error()
+        .map_or(Errno::UnknownErrno, Errno::from_raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` cut at every `|` (the `|`s are removed) and renders the pieces, one per
+    /// line: the line's text, or `<too long>`.
+    fn check(input: &str, expect: &str) {
+        let mut s = Splitter::default();
+        let mut got = String::new();
+        for part in input.split('|') {
+            s.feed(part.as_bytes(), |p| {
+                match p {
+                    Piece::Line(l) => got.push_str(&String::from_utf8_lossy(l)),
+                    Piece::TooLong => got.push_str("<too long>"),
+                }
+                got.push('\n');
+            });
+        }
+        assert_eq!(got, expect, "input {input:?}");
+    }
+
+    #[test]
+    fn whole_and_split_lines() {
+        check("", "");
+        check("\n", "\n");
+        check("a\nb\n", "a\nb\n");
+        check("a|\nb\n", "a\nb\n");
+        check("ad|d x| y\n|", "add x y\n");
+        check("a\nb", "a\n");
+        check("a\nb|\n", "a\nb\n");
+        check("a||||b|\n\n", "ab\n\n");
+        check("x\r\n", "x\r\n");
+    }
+
+    #[test]
+    fn too_long_lines_are_skipped_once() {
+        let max = "m".repeat(MAX_LINE);
+        check(&format!("{max}\nok\n"), &format!("{max}\nok\n"));
+        check(&format!("{max}x\nok\n"), "<too long>\nok\n");
+        check(&format!("{max}|x|yyyy|zz\nok\n"), "<too long>\nok\n");
+        let half = "h".repeat(MAX_LINE / 2 + 1);
+        check(&format!("a\n{half}|{half}\nb\n"), "a\n<too long>\nb\n");
+        check(&format!("{half}|{half}|tail\nc\n"), "<too long>\nc\n");
+        check(&format!("{max}x\n{max}x\n"), "<too long>\n<too long>\n");
+    }
+
+    #[test]
+    fn byte_at_a_time() {
+        let text = "add a.lan 10.0.0.1\n# c\n\ndown a.lan 10.0.0.1\n";
+        let cut: Vec<String> = text.chars().map(String::from).collect();
+        check(
+            &cut.join("|"),
+            "add a.lan 10.0.0.1\n# c\n\ndown a.lan 10.0.0.1\n",
+        );
+    }
+
+    #[test]
+    fn fifo_modes_and_refusals() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("lbfo-agentd-fifo-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let (fifo, how) = Fifo::open(&path).unwrap();
+        assert_eq!(how, Opened::Created);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(fifo);
+        std::fs::set_permissions(&path, Permissions::from_mode(0o622)).unwrap();
+        let (fifo, how) = Fifo::open(&path).unwrap();
+        assert_eq!(how, Opened::Narrowed(0o622));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // Writes split over the pipe come out as lines; an empty pipe reads as nothing.
+        let mut w = OpenOptions::new().write(true).open(&path).unwrap();
+        use std::io::Write;
+        w.write_all(b"one\ntw").unwrap();
+        let (mut s, mut buf, mut lines) = (Splitter::default(), vec![0; 8], Vec::new());
+        fifo.drain(&mut s, &mut buf, |p| lines.push(format!("{p:?}")))
+            .unwrap();
+        w.write_all(b"o\n").unwrap();
+        fifo.drain(&mut s, &mut buf, |p| lines.push(format!("{p:?}")))
+            .unwrap();
+        assert_eq!(lines, ["Line([111, 110, 101])", "Line([116, 119, 111])"]);
+        assert_eq!(fifo.drain(&mut s, &mut buf, |_| panic!()).unwrap(), 0);
+
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        assert_eq!(Fifo::open(&plain).unwrap_err(), FifoError::NotFifo);
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert_eq!(Fifo::open(&link).unwrap_err(), FifoError::NotFifo);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

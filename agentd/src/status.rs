@@ -1,0 +1,384 @@
+//! `lbfo-agentd status`: what the shared table says, for people (text) and scripts (`--json`).
+//!
+//! Reads the table through core's checked [`TableView`] over a read-only mapping and the counters
+//! through a read-only attachment, so it works whether or not the agent runs, changes nothing,
+//! and cannot be misled into a crash by a damaged table. [`Snapshot`] is gathered first and then
+//! rendered by pure functions.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use lbfo_core::shm::NO_COUNTERS;
+use lbfo_core::{CountersView, TableView};
+
+use crate::shm::{Segment, TableMapRo};
+
+/// A heartbeat older than this means the agent is not running (three missed beats).
+pub const STALE_MS: u64 = 3000;
+
+/// One backend as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRow {
+    /// Position in the service (fixed while the backend exists).
+    pub pos: usize,
+    /// Address.
+    pub addr: IpAddr,
+    /// In rotation.
+    pub up: bool,
+    /// Weight.
+    pub weight: u32,
+    /// Priority.
+    pub prio: u32,
+    /// Usage limit; 0 for none.
+    pub limit: u64,
+    /// Lookups answered with it since its counter was zeroed, if the counters are readable.
+    pub lookups: Option<u64>,
+}
+
+/// One service as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    /// Slot in the table.
+    pub slot: usize,
+    /// Name.
+    pub name: String,
+    /// Policy name.
+    pub policy: &'static str,
+    /// Backends by position.
+    pub backends: Vec<BackendRow>,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The table's path.
+    pub table: String,
+    /// The table's generation.
+    pub generation: u64,
+    /// Last heartbeat, ms since the epoch (0: never).
+    pub heartbeat_ms: u64,
+    /// When the snapshot was taken, ms since the epoch.
+    pub now_ms: u64,
+    /// The agent replaced this file by another.
+    pub retired: bool,
+    /// The counters segment id in the header, if any.
+    pub counters_id: Option<u64>,
+    /// Whether the counters segment could be attached and matched the table.
+    pub counters_ok: bool,
+    /// The services.
+    pub services: Vec<ServiceRow>,
+}
+
+impl Snapshot {
+    /// Milliseconds since the last heartbeat, if there was one.
+    pub fn heartbeat_age_ms(&self) -> Option<u64> {
+        (self.heartbeat_ms != 0).then(|| self.now_ms.saturating_sub(self.heartbeat_ms))
+    }
+
+    /// Whether the agent beat recently.
+    pub fn agent_running(&self) -> bool {
+        self.heartbeat_age_ms().is_some_and(|age| age <= STALE_MS)
+    }
+}
+
+/// Reads the table at `path`; the error is the one line to print.
+pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("table {shown}: {}", lower(&e)))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("table {shown}: {}", lower(&e)))?
+        .len();
+    if len < 8 {
+        return Err(format!("table {shown}: not an lbfo table ({len} bytes)"));
+    }
+    let map = map(&file).map_err(|e| format!("table {shown}: {e}"))?;
+    let view = TableView::new_checked(map.words()).map_err(|e| format!("table {shown}: {e}"))?;
+    let id = view.counters_id();
+    let seg = i32::try_from(id)
+        .ok()
+        .filter(|_| id != NO_COUNTERS)
+        .and_then(|id| Segment::attach(id, true).ok());
+    let counters = seg
+        .as_ref()
+        .and_then(|s| CountersView::new_checked(s.words(), &view));
+    let mut services = Vec::new();
+    for slot in 0..view.layout().max_services {
+        let Some(s) = view.service(slot) else {
+            continue;
+        };
+        let backends = s
+            .iter()
+            .map(|(pos, b)| BackendRow {
+                pos,
+                addr: b.addr,
+                up: b.up,
+                weight: b.weight,
+                prio: b.prio,
+                limit: b.limit,
+                lookups: counters.map(|c| c.count(slot, pos)),
+            })
+            .collect();
+        services.push(ServiceRow {
+            slot,
+            name: s.name.as_str().to_owned(),
+            policy: s.policy.name(),
+            backends,
+        });
+    }
+    Ok(Snapshot {
+        table: shown.to_string(),
+        generation: view.generation(),
+        heartbeat_ms: view.heartbeat_ms(),
+        now_ms,
+        retired: view.retired(),
+        counters_id: (id != NO_COUNTERS).then_some(id),
+        counters_ok: counters.is_some(),
+        services,
+    })
+}
+
+fn map(file: &File) -> Result<TableMapRo, String> {
+    TableMapRo::map(file).map_err(|e| lower(&e))
+}
+
+fn lower(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        None => e.to_string(),
+    }
+}
+
+/// The human-readable report.
+pub fn text(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "table       {}", s.table);
+    let _ = writeln!(o, "generation  {:016x}", s.generation);
+    let heartbeat = match s.heartbeat_age_ms() {
+        None => "never (agent not running)".to_owned(),
+        Some(age) if !s.agent_running() => format!("{} ago (agent not running)", secs(age)),
+        Some(age) => format!("{} ago (agent running)", secs(age)),
+    };
+    let _ = writeln!(o, "heartbeat   {heartbeat}");
+    if s.retired {
+        let _ = writeln!(
+            o,
+            "retired     yes: an agent replaced this file; run status again for the new one"
+        );
+    }
+    let counters = match (s.counters_id, s.counters_ok) {
+        (Some(id), true) => format!("shm segment {id}"),
+        (Some(id), false) => format!("shm segment {id} unreadable; lookups are shown as -"),
+        (None, _) => "none yet; lookups are shown as -".to_owned(),
+    };
+    let _ = writeln!(o, "counters    {counters}");
+    let _ = writeln!(o, "services    {}", s.services.len());
+    let width = s
+        .services
+        .iter()
+        .flat_map(|sv| sv.backends.iter().map(|b| b.addr.to_string().len()))
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    for sv in &s.services {
+        let _ = writeln!(o, "\n{}  policy {}", sv.name, sv.policy);
+        if sv.backends.is_empty() {
+            let _ = writeln!(o, "  (no backends)");
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "  {:<width$}  STATE  {:>7}  {:>10}  {:>10}  {:>10}",
+            "ADDRESS", "WEIGHT", "PRIO", "LIMIT", "LOOKUPS"
+        );
+        for b in &sv.backends {
+            let limit = if b.limit == 0 {
+                "-".to_owned()
+            } else {
+                b.limit.to_string()
+            };
+            let lookups = b.lookups.map_or("-".to_owned(), |n| n.to_string());
+            let state = if b.up { "up" } else { "down" };
+            let addr = b.addr.to_string();
+            let _ = writeln!(
+                o,
+                "  {addr:<width$}  {state:<5}  {:>7}  {:>10}  {limit:>10}  {lookups:>10}",
+                b.weight, b.prio
+            );
+        }
+    }
+    o
+}
+
+/// The report for scripts: one JSON object (see the README for its fields).
+pub fn json(s: &Snapshot) -> String {
+    let mut o = String::from("{");
+    let _ = write!(o, "\"table\":{},", quote(&s.table));
+    let _ = write!(o, "\"generation\":\"{:016x}\",", s.generation);
+    let _ = write!(o, "\"heartbeat_ms\":{},", s.heartbeat_ms);
+    let _ = write!(o, "\"heartbeat_age_ms\":{},", opt(s.heartbeat_age_ms()));
+    let _ = write!(o, "\"agent_running\":{},", s.agent_running());
+    let _ = write!(o, "\"retired\":{},", s.retired);
+    let _ = write!(o, "\"counters_id\":{},", opt(s.counters_id));
+    let _ = write!(o, "\"counters_ok\":{},", s.counters_ok);
+    o.push_str("\"services\":[");
+    for (i, sv) in s.services.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let _ = write!(
+            o,
+            "{{\"slot\":{},\"name\":{},\"policy\":\"{}\",\"backends\":[",
+            sv.slot,
+            quote(&sv.name),
+            sv.policy
+        );
+        for (j, b) in sv.backends.iter().enumerate() {
+            if j > 0 {
+                o.push(',');
+            }
+            let _ = write!(
+                o,
+                "{{\"pos\":{},\"addr\":\"{}\",\"state\":\"{}\",\"weight\":{},\"prio\":{},\"limit\":{},\"lookups\":{}}}",
+                b.pos,
+                b.addr,
+                if b.up { "up" } else { "down" },
+                b.weight,
+                b.prio,
+                b.limit,
+                opt(b.lookups)
+            );
+        }
+        o.push_str("]}");
+    }
+    o.push_str("]}\n");
+    o
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("null".to_owned(), |v| v.to_string())
+}
+
+fn secs(ms: u64) -> String {
+    format!("{}.{} s", ms / 1000, ms % 1000 / 100)
+}
+
+/// A JSON string literal.
+fn quote(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
+        Snapshot {
+            table: "/run/lbfo/table".into(),
+            generation: 0x5f0c_3e1a_9b2d_4c77,
+            heartbeat_ms,
+            now_ms: 10_000,
+            retired: false,
+            counters_id: Some(32769),
+            counters_ok,
+            services: vec![ServiceRow {
+                slot: 0,
+                name: "web.lan".into(),
+                policy: "failover",
+                backends: vec![
+                    BackendRow {
+                        pos: 0,
+                        addr: "10.0.0.11".parse().unwrap(),
+                        up: true,
+                        weight: 1,
+                        prio: 1,
+                        limit: 0,
+                        lookups: counters_ok.then_some(1503),
+                    },
+                    BackendRow {
+                        pos: 1,
+                        addr: "fd00::12".parse().unwrap(),
+                        up: false,
+                        weight: 3,
+                        prio: 2,
+                        limit: 100,
+                        lookups: counters_ok.then_some(97),
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn text_report() {
+        let expect = "\
+table       /run/lbfo/table
+generation  5f0c3e1a9b2d4c77
+heartbeat   0.4 s ago (agent running)
+counters    shm segment 32769
+services    1
+
+web.lan  policy failover
+  ADDRESS    STATE   WEIGHT        PRIO       LIMIT     LOOKUPS
+  10.0.0.11  up           1           1           -        1503
+  fd00::12   down         3           2         100          97
+";
+        assert_eq!(text(&sample(9_600, true)), expect);
+        let t = text(&sample(6_900, false));
+        assert!(
+            t.contains("heartbeat   3.1 s ago (agent not running)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("unreadable; lookups are shown as -") && t.contains("100           -\n"),
+            "{t}"
+        );
+        assert!(text(&sample(0, true)).contains("heartbeat   never (agent not running)\n"));
+    }
+
+    #[test]
+    fn json_report() {
+        assert_eq!(
+            json(&sample(9_600, true)),
+            "{\"table\":\"/run/lbfo/table\",\"generation\":\"5f0c3e1a9b2d4c77\",\"heartbeat_ms\":9600,\
+             \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
+             \"counters_ok\":true,\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
+             \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
+             \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
+             \"prio\":2,\"limit\":100,\"lookups\":97}]}]}\n"
+        );
+        let j = json(&sample(0, false));
+        assert!(
+            j.contains("\"heartbeat_age_ms\":null,\"agent_running\":false")
+                && j.contains("\"lookups\":null"),
+            "{j}"
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+}

@@ -1,0 +1,485 @@
+//! The table file and its counters segment: reuse after a restart, or create and swap in.
+//!
+//! **Reuse**: a file at the path that is ours (owned by this uid, not writable by others), of the
+//! current size and layout, is taken over in place, so its generation, its counters and every
+//! reader's mapping stay valid across agent restarts. Its counters segment is kept if it is ours
+//! and matches; otherwise a fresh one is made for the same generation and published.
+//!
+//! **Create**: a new table is built completely in `<path>.tmp.<pid>` (mode 0644) with a random
+//! generation and a new counters segment (mode 0666: every process counts its lookups), then
+//! renamed over the path in one step. An lbfo table that was there before is then marked retired,
+//! so readers map the path again, and its counters segment is marked for removal (it goes away
+//! when the last reader detaches).
+//!
+//! Counters are never removed on exit: lookups keep counting while the agent is down.
+//! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
+
+use std::fmt;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
+use lbfo_core::{CountersView, TableView, Writer};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::shm::{Segment, TableMap};
+
+/// Bytes in a table of the current layout.
+pub const TABLE_BYTES: u64 = Writer::WORDS as u64 * 8;
+
+/// Why the table could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupError {
+    /// A system call failed: what was being done, and the error.
+    Os(&'static str, Errno),
+    /// Another agent holds the table's lock file.
+    Locked,
+    /// The fresh table did not accept its header (cannot happen with a file of the right size).
+    Init,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Os(what, e) => write!(f, "{what}: {}", e.desc().to_lowercase()),
+            SetupError::Locked => {
+                f.write_str("another lbfo-agentd is running on this table (its .lock file is held)")
+            }
+            SetupError::Init => f.write_str("could not format the new table"),
+        }
+    }
+}
+
+fn os(what: &'static str) -> impl Fn(io::Error) -> SetupError {
+    move |e| {
+        SetupError::Os(
+            what,
+            e.raw_os_error()
+                .map_or(Errno::UnknownErrno, Errno::from_raw),
+        )
+    }
+}
+
+/// The mapped table and counters the agent writes.
+#[derive(Debug)]
+pub struct Shared {
+    /// The table file's mapping.
+    pub map: TableMap,
+    /// The counters segment, attached read-write.
+    pub counters: Segment,
+    /// Whether the table was taken over from a previous agent.
+    pub adopted: bool,
+    /// A new table not yet renamed into place.
+    swap: Option<Swap>,
+    _lock: Flock<File>,
+}
+
+/// A new table waiting in its temporary file, and the one it replaces.
+#[derive(Debug)]
+struct Swap {
+    tmp: PathBuf,
+    path: PathBuf,
+    generation: u64,
+    old: Option<TableMap>,
+}
+
+impl Shared {
+    /// A writer over the table (attaching again is cheap and idempotent).
+    pub fn writer(&self) -> Option<Writer<'_>> {
+        Writer::attach(self.map.words()).ok()
+    }
+
+    /// The counters, checked against the table.
+    pub fn counters_view(&self) -> Option<CountersView<'_>> {
+        let w = self.writer()?;
+        CountersView::new_checked(self.counters.words(), &w.view())
+    }
+
+    /// Puts a new table in place (after the agent filled it, so no reader ever finds it empty)
+    /// and retires the one it replaces. Nothing to do for an adopted table.
+    pub fn commit(&self, log: &mut Vec<String>) -> Result<(), SetupError> {
+        let Some(swap) = &self.swap else {
+            return Ok(());
+        };
+        if let Err(e) = std::fs::rename(&swap.tmp, &swap.path) {
+            let _ = std::fs::remove_file(&swap.tmp);
+            let _ = Segment::remove(self.counters.id());
+            return Err(os("rename the new table into place")(e));
+        }
+        let shown = swap.path.display();
+        log.push(format!(
+            "table {shown}: created (generation {:016x}, mode 0644)",
+            swap.generation
+        ));
+        log.push(format!(
+            "counters: created shm segment {} (mode 0666)",
+            self.counters.id()
+        ));
+        if let Some(old) = &swap.old {
+            retire(old, &swap.path, log);
+        }
+        Ok(())
+    }
+}
+
+/// Reuses or creates the table at `path`, pushing what it did to `log`.
+pub fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+    let shown = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(os("create the table's directory"))?;
+        // The umask may have narrowed it; readers in every process must reach the table.
+        std::fs::set_permissions(dir, Permissions::from_mode(0o755))
+            .map_err(os("chmod the table's directory"))?;
+        log.push(format!(
+            "table {shown}: created directory {} (mode 0755)",
+            dir.display()
+        ));
+    } else if let Ok(m) = std::fs::metadata(dir) {
+        if m.mode() & 0o022 != 0 {
+            log.push(format!(
+                "table {shown}: warning: {} is writable by other users, who could replace the table",
+                dir.display()
+            ));
+        }
+    }
+    let lock = lock(path)?;
+
+    let mut old = None;
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => match reusable(&file) {
+            Ok(map) => return adopt(map, lock, path, log),
+            Err(reason) => {
+                log.push(format!(
+                    "table {shown}: cannot reuse the existing file ({reason}); replacing it"
+                ));
+                old = file
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_file() && m.len() >= 8)
+                    .and_then(|_| TableMap::map(&file).ok());
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // ELOOP: a symlink; rename replaces the link itself.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            log.push(format!("table {shown}: replacing a symlink"));
+        }
+        Err(e) => return Err(os("open the existing table")(e)),
+    }
+    create(path, lock, old)
+}
+
+fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(PathBuf::from(p))
+        .map_err(os("open the table's lock file"))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        Errno::EWOULDBLOCK => SetupError::Locked,
+        e => SetupError::Os("lock the table", e),
+    })
+}
+
+/// Maps `file` if it is a table this agent may take over; otherwise says why not.
+fn reusable(file: &File) -> Result<TableMap, String> {
+    let m = file.metadata().map_err(|e| e.to_string())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.is_file() {
+        return Err("not a regular file".into());
+    }
+    if m.uid() != me {
+        return Err(format!("owned by uid {}", m.uid()));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!("mode {:o} lets others write it", m.mode() & 0o7777));
+    }
+    if m.len() != TABLE_BYTES {
+        return Err(format!("{} bytes, expected {TABLE_BYTES}", m.len()));
+    }
+    let map = TableMap::map(file).map_err(|e| e.to_string())?;
+    Writer::attach(map.words()).map_err(|e| e.to_string())?;
+    Ok(map)
+}
+
+fn adopt(
+    map: TableMap,
+    lock: Flock<File>,
+    path: &Path,
+    log: &mut Vec<String>,
+) -> Result<Shared, SetupError> {
+    let writer = Writer::attach(map.words()).map_err(|_| SetupError::Init)?;
+    let view = writer.view();
+    let generation = view.generation();
+    log.push(format!(
+        "table {}: reusing it (generation {generation:016x})",
+        path.display()
+    ));
+    let id = view.counters_id();
+    let kept = i32::try_from(id)
+        .ok()
+        .filter(|_| id != NO_COUNTERS)
+        .and_then(|id| {
+            let seg = Segment::attach(id, false).ok()?;
+            let info = Segment::stat(id).ok()?;
+            let me = nix::unistd::geteuid().as_raw();
+            // Ours, so nobody else can remove or re-permission it; 0666, so every process counts.
+            let sound = info.uid == me && info.cuid == me && info.mode == 0o666;
+            (sound && CountersView::new_checked(seg.words(), &view).is_some()).then_some(seg)
+        });
+    let counters = match kept {
+        Some(seg) => {
+            log.push(format!("counters: reusing shm segment {}", seg.id()));
+            seg
+        }
+        None => {
+            let seg = new_counters(generation)?;
+            writer.set_counters_id(seg.id() as u64);
+            log.push(format!(
+                "counters: segment {id} unusable; created shm segment {} (mode 0666)",
+                seg.id()
+            ));
+            seg
+        }
+    };
+    Ok(Shared {
+        map,
+        counters,
+        adopted: true,
+        swap: None,
+        _lock: lock,
+    })
+}
+
+fn new_counters(generation: u64) -> Result<Segment, SetupError> {
+    let seg = Segment::create(Layout::CURRENT.counters_words())
+        .map_err(os("create the counters segment (shmget)"))?;
+    CountersView::init(seg.words(), generation, Layout::CURRENT);
+    Ok(seg)
+}
+
+fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Shared, SetupError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    match build(&tmp) {
+        Ok((map, counters, generation)) => {
+            let swap = Swap {
+                tmp,
+                path: path.to_owned(),
+                generation,
+                old,
+            };
+            Ok(Shared {
+                map,
+                counters,
+                adopted: false,
+                swap: Some(swap),
+                _lock: lock,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Makes a complete table with its counters in `tmp`.
+fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(os("create the new table"))?;
+    // The umask may have narrowed the mode; every process must be able to read the table.
+    file.set_permissions(Permissions::from_mode(0o644))
+        .map_err(os("chmod the new table"))?;
+    file.set_len(TABLE_BYTES)
+        .map_err(os("size the new table"))?;
+    let map = TableMap::map(&file).map_err(os("map the new table"))?;
+    let generation = random_generation().map_err(os("read /dev/urandom"))?;
+    let writer = Writer::init(map.words(), generation).ok_or(SetupError::Init)?;
+    let counters = new_counters(generation)?;
+    writer.set_counters_id(counters.id() as u64);
+    Ok((map, counters, generation))
+}
+
+/// Marks a replaced table retired and its counters segment for removal.
+fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
+    let view = TableView::new_checked(old.words()).ok();
+    if !retire_any(old.words()) {
+        return;
+    }
+    log.push(format!(
+        "table {}: retired the previous table; readers map the new one",
+        path.display()
+    ));
+    // Only a segment that is provably that table's counters, and ours, is removed.
+    let Some(view) = view else { return };
+    let Ok(id) = i32::try_from(view.counters_id()) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = Segment::stat(id).is_ok_and(|i| i.uid == me && i.cuid == me);
+    let matches = Segment::attach(id, true)
+        .is_ok_and(|s| CountersView::new_checked(s.words(), &view).is_some());
+    if ours && matches && Segment::remove(id).is_ok() {
+        log.push(format!(
+            "counters: marked the previous segment {id} for removal"
+        ));
+    }
+}
+
+/// A random nonzero generation number.
+fn random_generation() -> io::Result<u64> {
+    let mut f = File::open("/dev/urandom")?;
+    loop {
+        let mut b = [0u8; 8];
+        f.read_exact(&mut b)?;
+        let g = u64::from_ne_bytes(b);
+        if g != 0 {
+            return Ok(g);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("lbfo-agentd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Dir(d)
+    }
+
+    fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+        let s = super::open(path, log)?;
+        s.commit(log)?;
+        Ok(s)
+    }
+
+    fn cleanup(s: &Shared) {
+        let _ = Segment::remove(s.counters.id());
+    }
+
+    #[test]
+    fn create_then_reuse_then_replace() {
+        let d = dir("tablefile");
+        let path = d.0.join("sub/table");
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(!s.adopted);
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.len(), m.mode() & 0o777), (TABLE_BYTES, 0o644));
+        assert_eq!(
+            std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
+            0o755
+        );
+        let gen = s.writer().unwrap().view().generation();
+        let id = s.counters.id();
+        assert!(s.counters_view().is_some());
+        assert_eq!(open(&path, &mut log).unwrap_err(), SetupError::Locked);
+        s.counters_view().unwrap().bump(3, 1);
+        drop(s);
+
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(s.adopted, "{log:?}");
+        assert_eq!(
+            (s.writer().unwrap().view().generation(), s.counters.id()),
+            (gen, id)
+        );
+        assert_eq!(
+            s.counters_view().unwrap().count(3, 1),
+            1,
+            "counters survive"
+        );
+        drop(s);
+
+        // A segment that is gone is replaced, for the same generation.
+        Segment::remove(id).unwrap();
+        let s = open(&path, &mut log).unwrap();
+        assert!(s.adopted && s.counters.id() != id);
+        assert_eq!(
+            s.writer().unwrap().view().counters_id(),
+            s.counters.id() as u64
+        );
+        let (id, old) = (s.counters.id(), File::open(&path).unwrap());
+        drop(s);
+
+        // A table others may write is not reused: a new one replaces it, the old one is retired.
+        std::fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
+        let old_map = crate::shm::TableMapRo::map(&old).unwrap();
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(!s.adopted);
+        assert!(TableView::new_checked(old_map.words()).unwrap().retired());
+        assert_ne!(s.writer().unwrap().view().generation(), gen);
+        assert!(
+            log.iter()
+                .any(|l| l.contains("mode 666 lets others write it")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.contains(&format!("marked the previous segment {id} for removal"))),
+            "{log:?}"
+        );
+        assert!(old_map.words()[0].load(Ordering::Relaxed) != 0);
+        cleanup(&s);
+    }
+
+    #[test]
+    fn garbage_is_replaced() {
+        let d = dir("garbage");
+        std::fs::create_dir_all(&d.0).unwrap();
+        let path = d.0.join("table");
+        std::fs::write(&path, b"hello").unwrap();
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(!s.adopted);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), TABLE_BYTES);
+        assert!(!d
+            .0
+            .join(format!("table.tmp.{}", std::process::id()))
+            .exists());
+        cleanup(&s);
+    }
+}
