@@ -21,5 +21,5 @@ pub mod table;
 
 pub use cmd::{parse_line, Command, Line, ParseError, Setting};
 pub use name::Name;
-pub use shm::{Answer, CountersView, Lookup, TableView, Want, Writer};
+pub use shm::{Answer, CountersView, Lookup, TableView, Turns, Want, Writer};
 pub use table::{Policy, Service, Table, MAX_BACKENDS, MAX_SERVICES};

@@ -138,8 +138,12 @@ impl core::fmt::Display for ViewError {
         match self {
             ViewError::Short => f.write_str("shorter than a table header"),
             ViewError::BadMagic => f.write_str("not an lbfo table (bad magic)"),
-            ViewError::BadVersion(v) => write!(f, "table layout version {v}, expected {LAYOUT_VERSION}"),
-            ViewError::BadLayout => f.write_str("header capacities inconsistent with the table size"),
+            ViewError::BadVersion(v) => {
+                write!(f, "table layout version {v}, expected {LAYOUT_VERSION}")
+            }
+            ViewError::BadLayout => {
+                f.write_str("header capacities inconsistent with the table size")
+            }
         }
     }
 }
@@ -180,12 +184,59 @@ pub enum Lookup {
     Unavailable,
 }
 
+/// Word `at` of `w`, or 0 past the end: readers index only through this and [`load`], so no content
+/// of a mapping can make them panic.
+/// Where a lookup takes its turn (the number that rotates `roundrobin` and `weighted` through their
+/// schedules) and where it counts the backend it returned.
+#[derive(Debug, Clone, Copy)]
+pub enum Turns<'a> {
+    /// The shared counters segment: turns and usage counts are shared by every process.
+    Shared(CountersView<'a>),
+    /// A counters segment mapped read-only: `leastused` reads its counts, turns come from the
+    /// process-local counters, nothing is counted.
+    ReadOnly(CountersView<'a>, &'a [AtomicU64]),
+    /// No counters segment: turns come from these process-local counters (service slot modulo
+    /// their number; none means always turn 0), nothing is counted.
+    Local(&'a [AtomicU64]),
+}
+
+impl Turns<'_> {
+    fn counters(&self) -> Option<CountersView<'_>> {
+        match self {
+            Turns::Shared(c) | Turns::ReadOnly(c, _) => Some(*c),
+            Turns::Local(_) => None,
+        }
+    }
+
+    fn take(&self, slot: usize) -> u64 {
+        match self {
+            Turns::Shared(c) => c.take_turn(slot),
+            Turns::ReadOnly(_, local) | Turns::Local(local) => slot
+                .checked_rem(local.len())
+                .and_then(|i| local.get(i))
+                // Relaxed: a turn only has to be unique, it orders no other memory.
+                .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    fn bump(&self, slot: usize, pos: usize) {
+        if let Turns::Shared(c) = self {
+            c.bump(slot, pos);
+        }
+    }
+}
+
 fn words_of(w: &[AtomicU64], at: usize) -> u64 {
-    w.get(at).map_or(0, |x| x.load(Ordering::Relaxed))
+    load(w, at, Ordering::Relaxed)
+}
+
+/// Word `at` of `w` loaded with `order`, or 0 past the end.
+fn load(w: &[AtomicU64], at: usize, order: Ordering) -> u64 {
+    w.get(at).map_or(0, |x| x.load(order))
 }
 
 fn byte_at(w: &[AtomicU64], base: usize, i: usize) -> u8 {
-    (words_of(w, base + i / 8) >> (8 * (i % 8))) as u8
+    (words_of(w, base.wrapping_add(i / 8)) >> (8 * (i % 8))) as u8
 }
 
 /// A checked, read-only view of a mapped table; what the NSS module and `status` use.
@@ -208,7 +259,13 @@ impl<'a> TableView<'a> {
         if h(H_VERSION) != LAYOUT_VERSION {
             return Err(ViewError::BadVersion(h(H_VERSION)));
         }
-        let small = |v: u64, max: u64| if v <= max { Ok(v as usize) } else { Err(ViewError::BadLayout) };
+        let small = |v: u64, max: u64| {
+            if v <= max {
+                Ok(v as usize)
+            } else {
+                Err(ViewError::BadLayout)
+            }
+        };
         let layout = Layout {
             max_services: small(h(H_MAX_SERVICES), 1 << 20)?,
             max_backends: small(h(H_MAX_BACKENDS), 255)?,
@@ -239,12 +296,17 @@ impl<'a> TableView<'a> {
 
     /// The SysV shared memory id of the counters segment, or [`NO_COUNTERS`].
     pub fn counters_id(&self) -> u64 {
-        self.w[H_COUNTERS].load(Ordering::Acquire) // pairs with the Release in `set_counters_id`
+        // Acquire pairs with the Release in `Writer::set_counters_id`.
+        self.w
+            .get(H_COUNTERS)
+            .map_or(NO_COUNTERS, |x| x.load(Ordering::Acquire))
     }
 
     /// Whether the agent replaced this table by a new file; readers should map the path again.
     pub fn retired(&self) -> bool {
-        self.w[H_RETIRED].load(Ordering::Relaxed) != 0
+        // Acquire pairs with the Release in `Writer::retire` / `retire_any`; nothing is read on the
+        // strength of it, but it costs nothing on x86 and keeps the pairing explicit.
+        load(self.w, H_RETIRED, Ordering::Acquire) != 0
     }
 
     /// When the agent last wrote its heartbeat, in milliseconds since the Unix epoch.
@@ -259,35 +321,48 @@ impl<'a> TableView<'a> {
 
     /// Resolves `query` for `want`, taking a turn (and bumping usage) in `counters` if given.
     ///
-    /// Total: any table content gives one of the [`Lookup`] outcomes, in bounded time.
+    /// Total: any table content gives one of the [`Lookup`] outcomes, in bounded time. Without
+    /// counters every lookup takes turn 0; see [`TableView::lookup_with`] for other turn sources.
     pub fn lookup(&self, query: &[u8], want: Want, counters: Option<&CountersView<'_>>) -> Lookup {
+        match counters {
+            Some(c) => self.lookup_with(query, want, Turns::Shared(*c)),
+            None => self.lookup_with(query, want, Turns::Local(&[])),
+        }
+    }
+
+    /// Resolves `query` for `want`, taking the turn from `turns` and counting the use there.
+    ///
+    /// Total and panic-free: any table content gives one of the [`Lookup`] outcomes, in bounded
+    /// time, allocating nothing.
+    pub fn lookup_with(&self, query: &[u8], want: Want, turns: Turns<'_>) -> Lookup {
         if query.len() > MAX_NAME_LEN + 1 {
             return Lookup::NotOurs;
         }
         let hash = hash_query(query);
         let mut turn = None;
         for _ in 0..MAX_RETRIES {
-            let g1 = self.w[H_SEQ].load(Ordering::Acquire); // pairs with `Writer::end_index`'s Release
+            // Acquire pairs with the Release that closes `Writer::write_index`.
+            let g1 = load(self.w, H_SEQ, Ordering::Acquire);
             if g1 % 2 == 1 {
                 core::hint::spin_loop();
                 continue;
             }
             let found = match self.find(hash, query) {
-                Probe::Slot(slot) => self.pick(slot, want, counters, &mut turn),
+                Probe::Slot(slot) => self.pick(slot, want, &turns, &mut turn),
                 Probe::Missing => Some(Pick::Done(Lookup::NotOurs)),
                 Probe::Damaged => Some(Pick::Done(Lookup::Unavailable)),
             };
+            // Orders the index reads above before the re-check; pairs with the Release fence that
+            // follows the odd store in `Writer::write_index`.
             fence(Ordering::Acquire);
-            if self.w[H_SEQ].load(Ordering::Relaxed) != g1 {
+            if words_of(self.w, H_SEQ) != g1 {
                 continue;
             }
             match found {
                 Some(Pick::Done(l)) => return l,
                 Some(Pick::Chosen { slot, answer, used }) => {
-                    if let Some(c) = counters {
-                        for pos in used.iter().flatten() {
-                            c.bump(slot, *pos);
-                        }
+                    for pos in used.iter().flatten() {
+                        turns.bump(slot, *pos);
                     }
                     return Lookup::Found(answer);
                 }
@@ -299,11 +374,11 @@ impl<'a> TableView<'a> {
 
     fn find(&self, hash: u64, query: &[u8]) -> Probe {
         let l = &self.layout;
-        let mask = l.index_slots - 1;
+        let mask = l.index_slots.wrapping_sub(1);
         let base = HEADER_WORDS;
         let mut i = (hash as usize) & mask;
         for _ in 0..l.index_slots {
-            let e = words_of(self.w, base + i);
+            let e = words_of(self.w, base.wrapping_add(i));
             if e == 0 {
                 return Probe::Missing;
             }
@@ -316,7 +391,7 @@ impl<'a> TableView<'a> {
                     return Probe::Slot(slot);
                 }
             }
-            i = (i + 1) & mask;
+            i = i.wrapping_add(1) & mask;
         }
         Probe::Missing
     }
@@ -329,17 +404,28 @@ impl<'a> TableView<'a> {
         if meta >> 40 & 1 == 0 || len != q.len() {
             return false;
         }
-        q.iter().enumerate().all(|(i, b)| byte_at(self.w, r + R_NAME, i) == b.to_ascii_lowercase())
+        q.iter()
+            .enumerate()
+            .all(|(i, b)| byte_at(self.w, r + R_NAME, i) == b.to_ascii_lowercase())
     }
 
     /// Reads the record in `slot` under its seqlock and applies the policy. `None`: retry.
-    fn pick(&self, slot: usize, want: Want, counters: Option<&CountersView<'_>>, turn: &mut Option<u64>) -> Option<Pick> {
+    fn pick(
+        &self,
+        slot: usize,
+        want: Want,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+    ) -> Option<Pick> {
         let r = self.layout.record(slot);
-        let seq = &self.w[r + R_SEQ];
-        let s1 = seq.load(Ordering::Acquire); // pairs with `Writer::write_service`'s Release
+        let Some(seq) = self.w.get(r.wrapping_add(R_SEQ)) else {
+            return Some(Pick::Done(Lookup::Unavailable));
+        };
+        let s1 = seq.load(Ordering::Acquire); // pairs with the Release closing `Writer::write_service`
         if s1 % 2 == 1 {
             return None;
         }
+        let counters = turns.counters();
         let meta = words_of(self.w, r + R_META);
         let policy = Policy::from_code((meta >> 8) as u8);
         let len4 = ((meta >> 24) & 0xff) as usize;
@@ -349,7 +435,10 @@ impl<'a> TableView<'a> {
         let outcome = match policy {
             None => Some(Lookup::Unavailable),
             Some(policy) => {
-                let mut take = |base: usize, len: usize, family: u8| -> Result<Option<(usize, [u8; 16])>, ()> {
+                let mut take = |base: usize,
+                                len: usize,
+                                family: u8|
+                 -> Result<Option<(usize, [u8; 16])>, ()> {
                     if len == 0 {
                         return Ok(None);
                     }
@@ -357,15 +446,29 @@ impl<'a> TableView<'a> {
                         return Err(());
                     }
                     let pos = if policy == Policy::LeastUsed {
-                        self.least_used(slot, r + base, len, counters)
+                        self.least_used(slot, r + base, len, counters.as_ref())
                     } else {
-                        let t = *turn.get_or_insert_with(|| counters.map_or(0, |c| c.take_turn(slot)));
-                        usize::from(byte_at(self.w, r + base, (t % len as u64) as usize))
+                        let t = *turn.get_or_insert_with(|| turns.take(slot));
+                        usize::from(byte_at(
+                            self.w,
+                            r + base,
+                            t.checked_rem(len as u64).unwrap_or(0) as usize,
+                        ))
                     };
-                    self.backend_addr(r, pos, family).map(|a| Some((pos, a))).ok_or(())
+                    self.backend_addr(r, pos, family)
+                        .map(|a| Some((pos, a)))
+                        .ok_or(())
                 };
-                let v4 = if want != Want::V6 { take(R_SCHED4, len4, FAMILY_V4) } else { Ok(None) };
-                let v6 = if want != Want::V4 { take(R_SCHED6, len6, FAMILY_V6) } else { Ok(None) };
+                let v4 = if want != Want::V6 {
+                    take(R_SCHED4, len4, FAMILY_V4)
+                } else {
+                    Ok(None)
+                };
+                let v6 = if want != Want::V4 {
+                    take(R_SCHED6, len6, FAMILY_V6)
+                } else {
+                    Ok(None)
+                };
                 match (v4, v6) {
                     (Err(()), _) | (_, Err(())) => Some(Lookup::Unavailable),
                     (Ok(v4), Ok(v6)) => {
@@ -379,7 +482,7 @@ impl<'a> TableView<'a> {
                         }
                         if used != [None, None] {
                             None
-                        } else if len4 + len6 > 0 {
+                        } else if len4 != 0 || len6 != 0 {
                             Some(Lookup::NoData)
                         } else {
                             Some(Lookup::AllDown)
@@ -388,6 +491,8 @@ impl<'a> TableView<'a> {
                 }
             }
         };
+        // Orders the record reads above before the re-check; pairs with the Release fence after the
+        // odd store in `Writer::write_service`.
         fence(Ordering::Acquire);
         if seq.load(Ordering::Relaxed) != s1 {
             return None;
@@ -398,17 +503,24 @@ impl<'a> TableView<'a> {
         })
     }
 
-    fn least_used(&self, slot: usize, sched: usize, len: usize, counters: Option<&CountersView<'_>>) -> usize {
+    fn least_used(
+        &self,
+        slot: usize,
+        sched: usize,
+        len: usize,
+        counters: Option<&CountersView<'_>>,
+    ) -> usize {
         let mut best = usize::from(byte_at(self.w, sched, 0));
         let Some(c) = counters else { return best };
-        let load = |pos: usize| {
+        // Count and weight, widened so `count * weight` cannot overflow (64 x 32 bits).
+        let usage = |pos: usize| {
             let weight = u128::from(self.backend_word(slot, pos, 2) >> 32).max(1);
             (u128::from(c.count(slot, pos)), weight)
         };
-        let (mut bc, mut bw) = load(best);
+        let (mut bc, mut bw) = usage(best);
         for i in 1..len {
             let pos = usize::from(byte_at(self.w, sched, i));
-            let (cc, cw) = load(pos);
+            let (cc, cw) = usage(pos);
             if cc * bw < bc * cw {
                 (best, bc, bw) = (pos, cc, cw);
             }
@@ -417,7 +529,10 @@ impl<'a> TableView<'a> {
     }
 
     fn backend_word(&self, slot: usize, pos: usize, word: usize) -> u64 {
-        words_of(self.w, self.layout.record(slot) + R_BACKENDS + pos * BACKEND_WORDS + word)
+        words_of(
+            self.w,
+            self.layout.record(slot) + R_BACKENDS + pos * BACKEND_WORDS + word,
+        )
     }
 
     fn backend_addr(&self, r: usize, pos: usize, family: u8) -> Option<[u8; 16]> {
@@ -428,10 +543,9 @@ impl<'a> TableView<'a> {
         if words_of(self.w, b + 2) as u8 != family {
             return None;
         }
-        let mut a = [0u8; 16];
-        a[..8].copy_from_slice(&words_of(self.w, b).to_le_bytes());
-        a[8..].copy_from_slice(&words_of(self.w, b + 1).to_le_bytes());
-        Some(a)
+        let lo = u128::from(words_of(self.w, b));
+        let hi = u128::from(words_of(self.w, b + 1));
+        Some((hi << 64 | lo).to_le_bytes())
     }
 
     /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
@@ -442,13 +556,16 @@ impl<'a> TableView<'a> {
         }
         let r = self.layout.record(slot);
         for _ in 0..MAX_RETRIES {
-            let s1 = self.w[r + R_SEQ].load(Ordering::Acquire);
+            // Acquire pairs with the Release closing `Writer::write_service`.
+            let s1 = load(self.w, r + R_SEQ, Ordering::Acquire);
             if s1 % 2 == 1 {
                 continue;
             }
             let got = self.decode(r, slot);
+            // Orders the record reads before the re-check; pairs with the Release fence after the
+            // odd store in `Writer::write_service`.
             fence(Ordering::Acquire);
-            if self.w[r + R_SEQ].load(Ordering::Relaxed) == s1 {
+            if words_of(self.w, r + R_SEQ) == s1 {
                 return got;
             }
         }
@@ -498,7 +615,11 @@ enum Probe {
 
 enum Pick {
     Done(Lookup),
-    Chosen { slot: usize, answer: Answer, used: [Option<usize>; 2] },
+    Chosen {
+        slot: usize,
+        answer: Answer,
+        used: [Option<usize>; 2],
+    },
 }
 
 /// The usage counters: per service slot a turn counter, then one counter per backend position.
@@ -520,7 +641,10 @@ impl<'a> CountersView<'a> {
             && words_of(w, 1) == view.generation()
             && words_of(w, 2) == l.max_services as u64
             && words_of(w, 3) == l.max_backends as u64;
-        ok.then_some(CountersView { w, stride: 1 + l.max_backends })
+        ok.then_some(CountersView {
+            w,
+            stride: 1 + l.max_backends,
+        })
     }
 
     /// Writes the header of a fresh, zeroed segment for a table of `generation`.
@@ -540,7 +664,8 @@ impl<'a> CountersView<'a> {
 
     /// Takes the next turn of the service in `slot`.
     pub fn take_turn(&self, slot: usize) -> u64 {
-        self.at(slot, 0).map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
+        self.at(slot, 0)
+            .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Counts one use of backend `pos` of `slot`.
@@ -555,7 +680,8 @@ impl<'a> CountersView<'a> {
     /// How often backend `pos` of `slot` was returned since its counter was last zeroed.
     pub fn count(&self, slot: usize, pos: usize) -> u64 {
         if pos + 1 < self.stride {
-            self.at(slot, 1 + pos).map_or(0, |c| c.load(Ordering::Relaxed))
+            self.at(slot, 1 + pos)
+                .map_or(0, |c| c.load(Ordering::Relaxed))
         } else {
             0
         }
@@ -618,18 +744,26 @@ impl<'a> Writer<'a> {
             return Err(ViewError::BadLayout);
         }
         // A writer killed inside a critical section left a sequence odd: close it.
-        for at in core::iter::once(H_SEQ).chain((0..MAX_SERVICES).map(|s| Layout::CURRENT.record(s) + R_SEQ)) {
+        for at in core::iter::once(H_SEQ)
+            .chain((0..MAX_SERVICES).map(|s| Layout::CURRENT.record(s) + R_SEQ))
+        {
             let s = w[at].load(Ordering::Relaxed);
             if s % 2 == 1 {
                 w[at].store(s + 1, Ordering::Release);
             }
         }
-        Ok(Writer { w, layout: Layout::CURRENT })
+        Ok(Writer {
+            w,
+            layout: Layout::CURRENT,
+        })
     }
 
     /// A reader's view of what this writer writes.
     pub fn view(&self) -> TableView<'a> {
-        TableView { w: self.w, layout: self.layout }
+        TableView {
+            w: self.w,
+            layout: self.layout,
+        }
     }
 
     /// Publishes the service in `slot` (or its absence), with freshly computed schedules.
@@ -762,9 +896,14 @@ mod tests {
     impl Fixture {
         fn new(lines: &[&str]) -> Fixture {
             let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-            let counters: Vec<AtomicU64> =
-                (0..Layout::CURRENT.counters_words()).map(|_| AtomicU64::new(0)).collect();
-            let mut f = Fixture { table, counters, slots: vec![None; MAX_SERVICES] };
+            let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
+                .map(|_| AtomicU64::new(0))
+                .collect();
+            let mut f = Fixture {
+                table,
+                counters,
+                slots: vec![None; MAX_SERVICES],
+            };
             Writer::init(&f.table, 42).unwrap();
             CountersView::init(&f.counters, 42, Layout::CURRENT);
             f.apply(lines);
@@ -775,7 +914,9 @@ mod tests {
             let w = Writer::attach(&self.table).unwrap();
             let mut t = Table::new(&mut self.slots);
             for l in lines {
-                let Ok(Some(Line::Command(c))) = parse_line(l) else { panic!("{l}") };
+                let Ok(Some(Line::Command(c))) = parse_line(l) else {
+                    panic!("{l}")
+                };
                 let ch = t.apply(&c).unwrap();
                 w.write_service(ch.slot, t.get(ch.slot));
             }
@@ -813,7 +954,10 @@ mod tests {
             "add l.lan 10.0.3.2 weight=2",
         ]);
         let rr: Vec<_> = (0..6).map(|_| f.v4("RR.lan.")).collect();
-        assert_eq!(rr, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(
+            rr,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
         let w: Vec<_> = (0..400).map(|_| f.v4("w.lan")).collect();
         assert_eq!(w.iter().filter(|a| *a == "10.0.1.2").count(), 300);
         assert_eq!(f.v4("f.lan"), "10.0.2.1");
@@ -830,10 +974,21 @@ mod tests {
 
     #[test]
     fn families_misses_and_all_down() {
-        let mut f = Fixture::new(&["add d.lan 10.0.0.1", "add d.lan fd00::1", "add only4.lan 10.0.0.9"]);
-        let Lookup::Found(a) = f.lookup("d.lan", Want::Any) else { panic!() };
-        assert_eq!((a.v4.unwrap().to_string(), a.v6.unwrap().to_string()), ("10.0.0.1".into(), "fd00::1".into()));
-        let Lookup::Found(a) = f.lookup("d.lan", Want::V6) else { panic!() };
+        let mut f = Fixture::new(&[
+            "add d.lan 10.0.0.1",
+            "add d.lan fd00::1",
+            "add only4.lan 10.0.0.9",
+        ]);
+        let Lookup::Found(a) = f.lookup("d.lan", Want::Any) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.v4.unwrap().to_string(), a.v6.unwrap().to_string()),
+            ("10.0.0.1".into(), "fd00::1".into())
+        );
+        let Lookup::Found(a) = f.lookup("d.lan", Want::V6) else {
+            panic!()
+        };
         assert_eq!((a.v4, a.v6.unwrap().to_string()), (None, "fd00::1".into()));
         assert_eq!(f.lookup("only4.lan", Want::V6), Lookup::NoData);
         assert_eq!(f.lookup("other.lan", Want::V4), Lookup::NotOurs);
@@ -842,24 +997,36 @@ mod tests {
         assert_eq!(f.lookup("only4.lan", Want::V4), Lookup::AllDown);
         f.apply(&["del only4.lan"]);
         assert_eq!(f.lookup("only4.lan", Want::V4), Lookup::NotOurs);
-        assert!(matches!(f.lookup("D.LAN.", Want::Any), Lookup::Found(_)), "case and trailing dot fold");
+        assert!(
+            matches!(f.lookup("D.LAN.", Want::Any), Lookup::Found(_)),
+            "case and trailing dot fold"
+        );
     }
 
     #[test]
     fn thousands_of_names_all_found() {
-        let lines: Vec<std::string::String> =
-            (0..MAX_SERVICES).map(|i| std::format!("add s{i}.example 10.{}.{}.1", i / 256, i % 256)).collect();
+        let lines: Vec<std::string::String> = (0..MAX_SERVICES)
+            .map(|i| std::format!("add s{i}.example 10.{}.{}.1", i / 256, i % 256))
+            .collect();
         let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
         let f = Fixture::new(&refs);
         for i in (0..MAX_SERVICES).step_by(7) {
-            assert_eq!(f.v4(&std::format!("S{i}.example")), std::format!("10.{}.{}.1", i / 256, i % 256));
+            assert_eq!(
+                f.v4(&std::format!("S{i}.example")),
+                std::format!("10.{}.{}.1", i / 256, i % 256)
+            );
         }
         assert_eq!(f.lookup("s4096.example", Want::V4), Lookup::NotOurs);
     }
 
     #[test]
     fn hostile_tables_never_panic() {
-        let f = Fixture::new(&["add a.lan 10.0.0.1", "add a.lan fd00::1", "policy b.lan leastused", "add b.lan 10.0.0.2"]);
+        let f = Fixture::new(&[
+            "add a.lan 10.0.0.1",
+            "add a.lan fd00::1",
+            "policy b.lan leastused",
+            "add b.lan 10.0.0.2",
+        ]);
         let mut seed = 0x1234_5678_9abc_def1u64;
         let mut rnd = || {
             seed ^= seed << 13;
@@ -868,10 +1035,15 @@ mod tests {
             seed
         };
         for round in 0..300 {
-            let copy: Vec<AtomicU64> = f.table.iter().map(|x| AtomicU64::new(x.load(Ordering::Relaxed))).collect();
+            let copy: Vec<AtomicU64> = f
+                .table
+                .iter()
+                .map(|x| AtomicU64::new(x.load(Ordering::Relaxed)))
+                .collect();
             // Corrupt words in the header's tail, the index and the first records.
             for _ in 0..(1 + round % 40) {
-                let at = (rnd() as usize) % (HEADER_WORDS + INDEX_SLOTS + 4 * Layout::CURRENT.service_words());
+                let at = (rnd() as usize)
+                    % (HEADER_WORDS + INDEX_SLOTS + 4 * Layout::CURRENT.service_words());
                 let at = if at < H_SEQ { H_SEQ + at % 8 } else { at };
                 copy[at].store(rnd() >> (rnd() % 64), Ordering::Relaxed);
             }
@@ -888,10 +1060,21 @@ mod tests {
             }
         }
         // Truncations and garbage headers are refused.
-        assert_eq!(TableView::new_checked(&f.table[..HEADER_WORDS - 1]).unwrap_err(), ViewError::Short);
-        assert_eq!(TableView::new_checked(&f.table[..Writer::WORDS - 1]).unwrap_err(), ViewError::BadLayout);
-        let garbage: Vec<AtomicU64> = (0..Writer::WORDS).map(|i| AtomicU64::new(i as u64 * 0x9e37)).collect();
-        assert_eq!(TableView::new_checked(&garbage).unwrap_err(), ViewError::BadMagic);
+        assert_eq!(
+            TableView::new_checked(&f.table[..HEADER_WORDS - 1]).unwrap_err(),
+            ViewError::Short
+        );
+        assert_eq!(
+            TableView::new_checked(&f.table[..Writer::WORDS - 1]).unwrap_err(),
+            ViewError::BadLayout
+        );
+        let garbage: Vec<AtomicU64> = (0..Writer::WORDS)
+            .map(|i| AtomicU64::new(i as u64 * 0x9e37))
+            .collect();
+        assert_eq!(
+            TableView::new_checked(&garbage).unwrap_err(),
+            ViewError::BadMagic
+        );
     }
 
     #[test]
@@ -929,7 +1112,9 @@ mod tests {
                     "add t.lan 10.0.0.4",
                     "up t.lan 10.0.0.2",
                 ][i % 7];
-                let Ok(Some(Line::Command(c))) = parse_line(l) else { panic!() };
+                let Ok(Some(Line::Command(c))) = parse_line(l) else {
+                    panic!()
+                };
                 if let Ok(ch) = t.apply(&c) {
                     w.write_service(ch.slot, t.get(ch.slot));
                     if ch.index {

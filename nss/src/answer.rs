@@ -1,0 +1,291 @@
+//! How a core [`Lookup`] becomes an NSS reply: the status glibc sees, the `errno` and `h_errno`
+//! stored with it, and the exact layout of what goes into the caller's buffer.
+//!
+//! Pure arithmetic on addresses and lengths, no `unsafe`: [`crate::abi`] computes a layout here,
+//! compares its `end` with the buffer length, and only then writes, at these offsets. Every
+//! offset that receives a pointer or a tuple is aligned for it, counting the padding needed to
+//! align the (arbitrary) buffer start into the size, so the size check is exact.
+
+use core::ffi::{c_char, c_int};
+use core::mem::{align_of, size_of};
+
+use lbfo_core::Lookup;
+
+/// `NSS_STATUS_TRYAGAIN` (nss.h).
+pub const TRYAGAIN: c_int = -2;
+/// `NSS_STATUS_UNAVAIL`.
+pub const UNAVAIL: c_int = -1;
+/// `NSS_STATUS_NOTFOUND`.
+pub const NOTFOUND: c_int = 0;
+/// `NSS_STATUS_SUCCESS`.
+pub const SUCCESS: c_int = 1;
+
+/// `NETDB_INTERNAL` (netdb.h): see `errno`.
+pub const NETDB_INTERNAL: c_int = -1;
+/// `HOST_NOT_FOUND`.
+pub const HOST_NOT_FOUND: c_int = 1;
+/// `TRY_AGAIN`.
+pub const TRY_AGAIN: c_int = 2;
+/// `NO_RECOVERY`.
+pub const NO_RECOVERY: c_int = 3;
+/// `NO_DATA`.
+pub const NO_DATA: c_int = 4;
+
+/// Any reply but success: the status an entry point returns and what it stores through `errnop`
+/// and `h_errnop`. `errno` is never 0 here: the NSS contract forbids storing 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// The `enum nss_status` value.
+    pub status: c_int,
+    /// Stored through `errnop`.
+    pub errno: c_int,
+    /// Stored through `h_errnop`.
+    pub h_errno: c_int,
+}
+
+impl Failure {
+    /// No usable table (none yet, unreadable, invalid), or one that kept changing or is damaged.
+    /// With default actions nsswitch goes on to the next source.
+    pub const UNAVAILABLE: Failure = Failure {
+        status: UNAVAIL,
+        errno: libc::ENOENT,
+        h_errno: NO_RECOVERY,
+    };
+    /// The name is not a service here: the next source answers.
+    pub const NOT_OURS: Failure = Failure {
+        status: NOTFOUND,
+        errno: libc::ENOENT,
+        h_errno: HOST_NOT_FOUND,
+    };
+    /// A service, but without an eligible backend of the wanted family.
+    pub const NO_DATA: Failure = Failure {
+        status: NOTFOUND,
+        errno: libc::ENOENT,
+        h_errno: NO_DATA,
+    };
+    /// A service whose backends are all down or drained. By default nsswitch continues to `files`
+    /// and `dns`; an administrator who wants lbfo to be authoritative for its services writes
+    /// `hosts: lbfo [TRYAGAIN=return] files dns`, and callers then see a temporary failure.
+    pub const ALL_DOWN: Failure = Failure {
+        status: TRYAGAIN,
+        errno: libc::EAGAIN,
+        h_errno: TRY_AGAIN,
+    };
+    /// An address family other than `AF_INET` / `AF_INET6`, answered as nss_files does.
+    pub const BAD_FAMILY: Failure = Failure {
+        status: UNAVAIL,
+        errno: libc::EAFNOSUPPORT,
+        h_errno: NETDB_INTERNAL,
+    };
+    /// The caller's buffer cannot hold the answer. Exactly this combination (TRYAGAIN, `ERANGE`,
+    /// `NETDB_INTERNAL`) makes glibc retry with a larger buffer.
+    pub const TOO_SMALL: Failure = Failure {
+        status: TRYAGAIN,
+        errno: libc::ERANGE,
+        h_errno: NETDB_INTERNAL,
+    };
+
+    /// The reply for an outcome other than [`Lookup::Found`]; `None` for `Found`.
+    pub fn of(lookup: &Lookup) -> Option<Failure> {
+        match lookup {
+            Lookup::Found(_) => None,
+            Lookup::NotOurs => Some(Failure::NOT_OURS),
+            Lookup::NoData => Some(Failure::NO_DATA),
+            Lookup::AllDown => Some(Failure::ALL_DOWN),
+            Lookup::Unavailable => Some(Failure::UNAVAILABLE),
+        }
+    }
+}
+
+/// glibc's `struct gaih_addrtuple` (nss.h): one address of a `gethostbyname4_r` answer.
+#[repr(C)]
+#[derive(Debug)]
+pub struct GaihAddrtuple {
+    /// The next tuple, or null.
+    pub next: *mut GaihAddrtuple,
+    /// The host name, NUL-terminated.
+    pub name: *mut c_char,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: c_int,
+    /// The address in network byte order (IPv4 uses the first word).
+    pub addr: [u32; 4],
+    /// The IPv6 scope id; 0 here.
+    pub scopeid: u32,
+}
+
+const PTR_SIZE: usize = size_of::<*mut c_char>();
+
+/// Bytes to add to `addr` to align it to `align` (a power of two).
+fn padding(addr: usize, align: usize) -> usize {
+    addr.wrapping_neg() & align.wrapping_sub(1)
+}
+
+/// Where the parts of a `hostent` answer go, as byte offsets from the start of the caller's
+/// buffer: `h_aliases = [NULL]`, `h_addr_list = [addr, NULL]`, the address, then the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostentLayout {
+    /// The aliases array (one null pointer); pointer-aligned.
+    pub aliases: usize,
+    /// The address list (the address pointer, then null); pointer-aligned.
+    pub addr_list: usize,
+    /// The address bytes; aligned for `in6_addr` (4) because it follows the pointers.
+    pub addr: usize,
+    /// The name and its NUL.
+    pub name: usize,
+    /// One past the last byte written: the buffer must be at least this long.
+    pub end: usize,
+}
+
+impl HostentLayout {
+    /// The layout for a buffer starting at address `buf`, an address of `addr_len` bytes and a
+    /// name of `name_len` bytes (without its NUL). `None` only if the sizes overflow.
+    pub fn new(buf: usize, addr_len: usize, name_len: usize) -> Option<HostentLayout> {
+        let aliases = padding(buf, align_of::<*mut c_char>());
+        let addr_list = aliases.checked_add(PTR_SIZE)?;
+        let addr = addr_list.checked_add(2 * PTR_SIZE)?;
+        let name = addr.checked_add(addr_len)?;
+        let end = name.checked_add(name_len)?.checked_add(1)?;
+        Some(HostentLayout {
+            aliases,
+            addr_list,
+            addr,
+            name,
+            end,
+        })
+    }
+}
+
+/// Where the parts of a `gethostbyname4_r` answer go: the tuples that live in the buffer (the
+/// caller may supply the first one itself), then the name they all point to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TupleLayout {
+    /// The first tuple placed in the buffer; aligned for [`GaihAddrtuple`].
+    pub first: usize,
+    /// The name and its NUL.
+    pub name: usize,
+    /// One past the last byte written: the buffer must be at least this long.
+    pub end: usize,
+}
+
+impl TupleLayout {
+    /// The layout for a buffer at address `buf` holding `tuples` tuples and a name of `name_len`
+    /// bytes (without its NUL). `None` only if the sizes overflow.
+    pub fn new(buf: usize, tuples: usize, name_len: usize) -> Option<TupleLayout> {
+        let first = padding(buf, align_of::<GaihAddrtuple>());
+        let name = first.checked_add(tuples.checked_mul(size_of::<GaihAddrtuple>())?)?;
+        let end = name.checked_add(name_len)?.checked_add(1)?;
+        Some(TupleLayout { first, name, end })
+    }
+
+    /// Offset of the `i`th tuple placed in the buffer.
+    pub fn tuple(&self, i: usize) -> usize {
+        self.first
+            .wrapping_add(i.wrapping_mul(size_of::<GaihAddrtuple>()))
+    }
+}
+
+/// The 16 address bytes (network order) as `gaih_addrtuple::addr` holds them in memory.
+pub fn addr_words(bytes: [u8; 16]) -> [u32; 4] {
+    let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p] = bytes;
+    [
+        u32::from_ne_bytes([a, b, c, d]),
+        u32::from_ne_bytes([e, f, g, h]),
+        u32::from_ne_bytes([i, j, k, l]),
+        u32::from_ne_bytes([m, n, o, p]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostent_layout_is_aligned_and_exact() {
+        for buf in 0x1000..0x1010usize {
+            let l = HostentLayout::new(buf, 16, 7).unwrap();
+            assert_eq!((buf + l.aliases) % 8, 0, "buf {buf:#x}");
+            assert_eq!((buf + l.addr_list) % 8, 0);
+            assert_eq!((buf + l.addr) % 4, 0);
+            assert!(l.aliases < 8);
+            assert_eq!(l.addr_list, l.aliases + 8);
+            assert_eq!(l.addr, l.addr_list + 16);
+            assert_eq!(l.name, l.addr + 16);
+            assert_eq!(l.end, l.aliases + 8 + 16 + 16 + 7 + 1);
+        }
+        assert_eq!(HostentLayout::new(0x1000, 4, 7).unwrap().end, 24 + 4 + 8);
+        assert_eq!(
+            HostentLayout::new(0x1001, 4, 7).unwrap().end,
+            7 + 24 + 4 + 8
+        );
+        assert_eq!(HostentLayout::new(0, usize::MAX - 30, 7), None);
+    }
+
+    #[test]
+    fn tuple_layout_is_aligned_and_exact() {
+        assert_eq!(size_of::<GaihAddrtuple>(), 40);
+        for buf in 0x2000..0x2010usize {
+            for tuples in 0..=2 {
+                let l = TupleLayout::new(buf, tuples, 10).unwrap();
+                assert_eq!((buf + l.first) % 8, 0);
+                assert_eq!((buf + l.tuple(1)) % 8, 0);
+                assert_eq!(l.name, l.first + 40 * tuples);
+                assert_eq!(l.end, l.name + 11);
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use lbfo_core::Answer;
+        assert_eq!(Failure::of(&Lookup::Found(Answer::default())), None);
+        assert_eq!(
+            Failure::of(&Lookup::NotOurs),
+            Some(Failure {
+                status: 0,
+                errno: libc::ENOENT,
+                h_errno: 1
+            })
+        );
+        assert_eq!(
+            Failure::of(&Lookup::NoData).map(|f| (f.status, f.h_errno)),
+            Some((0, 4))
+        );
+        assert_eq!(
+            Failure::of(&Lookup::AllDown),
+            Some(Failure {
+                status: -2,
+                errno: libc::EAGAIN,
+                h_errno: 2
+            })
+        );
+        assert_eq!(
+            Failure::of(&Lookup::Unavailable).map(|f| (f.status, f.h_errno)),
+            Some((-1, 3))
+        );
+        assert_eq!(
+            Failure::TOO_SMALL,
+            Failure {
+                status: -2,
+                errno: libc::ERANGE,
+                h_errno: -1
+            }
+        );
+        for f in [
+            Failure::UNAVAILABLE,
+            Failure::NOT_OURS,
+            Failure::NO_DATA,
+            Failure::ALL_DOWN,
+            Failure::BAD_FAMILY,
+        ] {
+            assert_ne!(f.errno, 0);
+        }
+    }
+
+    #[test]
+    fn addr_words_keep_byte_order() {
+        let b = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xfd, 0, 0, 9];
+        let w = addr_words(b);
+        assert_eq!(w[0].to_ne_bytes(), [10, 0, 0, 1]);
+        assert_eq!(w[3].to_ne_bytes(), [0xfd, 0, 0, 9]);
+    }
+}
