@@ -4,7 +4,9 @@
 //! over several reads comes out whole, and a line longer than [`MAX_LINE`] is reported once as
 //! [`Piece::TooLong`] and skipped up to its newline, so it can neither grow memory without bound
 //! nor swallow the lines after it. Lines up to `PIPE_BUF` bytes that concurrent writers send in
-//! one `write` each arrive unmixed (POSIX makes such writes atomic), so none is lost.
+//! one `write` each arrive unmixed (POSIX makes such writes atomic), so none is lost. Bigger
+//! writes (`cat file > fifo`) stay whole only while the pipe has room for them, so the FIFO's
+//! buffer is raised to [`PIPE_BYTES`].
 //!
 //! [`Fifo::open`] makes sure only the owner can write commands: created with mode 0600, an
 //! existing FIFO with group/other write bits is narrowed to 0600, and anything that is not a FIFO
@@ -26,6 +28,11 @@ use nix::sys::stat::Mode;
 pub const MAX_LINE: usize = 4096;
 /// Bytes asked for per `read`.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// The pipe buffer the agent asks for. A writer's `write` lands whole (unmixed with other
+/// writers') when the pipe has room for all of it, so a large buffer lets `cat file > fifo` from
+/// several writers at once keep their lines intact for files up to about this size in total.
+/// 1 MiB is Linux's default `/proc/sys/fs/pipe-max-size`.
+pub const PIPE_BYTES: i32 = 1 << 20;
 /// Reads per wake-up at most, so a flood of commands cannot starve the heartbeat and the limit
 /// checks; whatever is left is read on the next turn of the loop.
 pub const MAX_READS: usize = 16;
@@ -86,6 +93,8 @@ pub enum FifoError {
     NotFifo,
     /// The FIFO belongs to another user, who could reopen its permissions.
     NotOwner(u32),
+    /// Another agent reads this FIFO (holds its `flock`).
+    Busy,
     /// A system call failed.
     Os(&'static str, Errno),
 }
@@ -99,6 +108,7 @@ impl fmt::Display for FifoError {
             FifoError::NotOwner(uid) => {
                 write!(f, "is owned by uid {uid}, not by this agent; remove it")
             }
+            FifoError::Busy => f.write_str("another lbfo-agentd reads this FIFO"),
             FifoError::Os(what, e) => write!(f, "{what}: {}", e.desc().to_lowercase()),
         }
     }
@@ -118,7 +128,8 @@ pub enum Opened {
 /// The open command FIFO.
 #[derive(Debug)]
 pub struct Fifo {
-    file: File,
+    file: nix::fcntl::Flock<File>,
+    pipe_bytes: usize,
 }
 
 impl Fifo {
@@ -151,6 +162,12 @@ impl Fifo {
         if meta.uid() != me {
             return Err(FifoError::NotOwner(meta.uid()));
         }
+        // Two agents on one FIFO would each get a random share of the commands.
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| match e {
+                Errno::EWOULDBLOCK => FifoError::Busy,
+                e => FifoError::Os("flock", e),
+            })?;
         let mode = meta.mode() & 0o7777;
         let opened = if created {
             Opened::Created
@@ -163,7 +180,17 @@ impl Fifo {
             file.set_permissions(Permissions::from_mode(0o600))
                 .map_err(|e| FifoError::Os("fchmod", io_errno(&e)))?;
         }
-        Ok((Fifo { file }, opened))
+        // Best effort: a smaller buffer only makes big concurrent writes less safe.
+        let fd = file.as_raw_fd();
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+        let pipe_bytes =
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map_or(0, |n| n as usize);
+        Ok((Fifo { file, pipe_bytes }, opened))
+    }
+
+    /// The pipe's buffer size in bytes (0 if unknown).
+    pub fn pipe_bytes(&self) -> usize {
+        self.pipe_bytes
     }
 
     /// Reads what is waiting, at most [`MAX_READS`] × [`READ_CHUNK`] bytes, handing every piece
@@ -277,10 +304,12 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        assert_eq!(Fifo::open(&path).unwrap_err(), FifoError::Busy);
         drop(fifo);
         std::fs::set_permissions(&path, Permissions::from_mode(0o622)).unwrap();
         let (fifo, how) = Fifo::open(&path).unwrap();
         assert_eq!(how, Opened::Narrowed(0o622));
+        assert_eq!(fifo.pipe_bytes(), PIPE_BYTES as usize);
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600

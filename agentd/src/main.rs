@@ -212,19 +212,27 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {}", lower(e)))?;
 
-    let fifo_path = config.fifo.display().to_string();
-    let (fifo, opened) = Fifo::open(&config.fifo).map_err(|e| format!("fifo {fifo_path}: {e}"))?;
-    match opened {
-        Opened::Created => say(&format!("fifo {fifo_path}: created (mode 0600)")),
-        Opened::Existing => say(&format!("fifo {fifo_path}: reusing it")),
-        Opened::Narrowed(m) => say(&format!(
-            "fifo {fifo_path}: mode was {m:04o}, others could write commands; set to 0600"
-        )),
-    }
-
     let table_path = config.table.display().to_string();
     let mut log = Vec::new();
-    let shared = tablefile::open(&config.table, &mut log);
+    let lock = tablefile::prepare(&config.table, &mut log);
+    flush(std::mem::take(&mut log));
+    let lock = lock.map_err(|e| format!("table {table_path}: {e}"))?;
+
+    let fifo_path = config.fifo.display().to_string();
+    let (fifo, opened) = Fifo::open(&config.fifo).map_err(|e| format!("fifo {fifo_path}: {e}"))?;
+    let how = match opened {
+        Opened::Created => "created (mode 0600)".to_owned(),
+        Opened::Existing => "reusing it".to_owned(),
+        Opened::Narrowed(m) => {
+            format!("mode was {m:04o}, others could write commands; set to 0600")
+        }
+    };
+    say(&format!(
+        "fifo {fifo_path}: {how}; pipe buffer {} bytes",
+        fifo.pipe_bytes()
+    ));
+
+    let shared = tablefile::open(&config.table, lock, &mut log);
     flush(std::mem::take(&mut log));
     let shared = shared.map_err(|e| format!("table {table_path}: {e}"))?;
     let writer = shared

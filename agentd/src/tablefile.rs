@@ -125,8 +125,9 @@ impl Shared {
     }
 }
 
-/// Reuses or creates the table at `path`, pushing what it did to `log`.
-pub fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+/// Creates the table's directory if missing and takes the table's lock, before anything else is
+/// touched, so a second agent stops here.
+pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
     let shown = path.display();
     let dir = path
         .parent()
@@ -153,8 +154,16 @@ pub fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
             ));
         }
     }
-    let lock = lock(path)?;
+    lock(path).map(Lock)
+}
 
+/// Held for the agent's lifetime: one agent per table.
+#[derive(Debug)]
+pub struct Lock(Flock<File>);
+
+/// Reuses or creates the table at `path`, pushing what it did to `log`.
+pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+    let shown = path.display();
     let mut old = None;
     match OpenOptions::new()
         .read(true)
@@ -390,7 +399,8 @@ mod tests {
     }
 
     fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
-        let s = super::open(path, log)?;
+        let lock = prepare(path, log)?;
+        let s = super::open(path, lock, log)?;
         s.commit(log)?;
         Ok(s)
     }
