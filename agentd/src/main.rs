@@ -8,6 +8,21 @@
 //!
 //! `lbfo-agentd status` reads the table and prints it. Exit codes: 0 ok, 1 runtime failure,
 //! 2 bad usage or config.
+//!
+//! The agent logs one line per event to stderr, for example:
+//!
+//! ```text
+//! lbfo.conf:5:20: unknown option (expected weight=, prio= or limit=)   config error, exit 2
+//! fifo /var/run/lbfo.sock: created (mode 0600); pipe buffer 1048576 bytes
+//! table /run/lbfo/table: created (generation 5f0c3e1a9b2d4c77, mode 0644)
+//! fifo: line 7: down web.lan 10.0.0.11                                 applied
+//! fifo: line 8: column 12: not an IPv4 or IPv6 address                 skipped
+//! fifo: line 9: column 1: no such service (down nosuch.lan 10.0.0.9)   skipped
+//! limit reached: web.lan 10.0.0.12 after 1000 lookups
+//! reload: del old.lan (no longer in the config)
+//! reload: /etc/lbfo.conf:4:1: unknown verb (...); keeping the running configuration
+//! SIGTERM: exiting; the table stays in place and keeps answering
+//! ```
 #![deny(unsafe_code)]
 
 mod agent;

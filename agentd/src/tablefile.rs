@@ -147,6 +147,12 @@ pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
             dir.display()
         ));
     } else if let Ok(m) = std::fs::metadata(dir) {
+        if m.mode() & 0o001 == 0 {
+            log.push(format!(
+                "table {shown}: warning: {} is not searchable by other users, whose lookups will fall through",
+                dir.display()
+            ));
+        }
         if m.mode() & 0o022 != 0 {
             log.push(format!(
                 "table {shown}: warning: {} is writable by other users, who could replace the table",
