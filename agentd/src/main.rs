@@ -239,7 +239,7 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
         Opened::Created => "created (mode 0600)".to_owned(),
         Opened::Existing => "reusing it".to_owned(),
         Opened::Narrowed(m) => {
-            format!("mode was {m:04o}, others could write commands; set to 0600")
+            format!("mode was {m:04o}, letting other users in; set to 0600")
         }
     };
     say(&format!(
