@@ -30,8 +30,12 @@ impl fmt::Display for NameError {
         match self {
             NameError::Empty => f.write_str("empty name"),
             NameError::TooLong => write!(f, "name longer than {MAX_NAME_LEN} bytes"),
-            NameError::BadLabel => write!(f, "empty label or label longer than {MAX_LABEL_LEN} bytes"),
-            NameError::BadChar(at) => write!(f, "character at offset {at} is not allowed in a host name"),
+            NameError::BadLabel => {
+                write!(f, "empty label or label longer than {MAX_LABEL_LEN} bytes")
+            }
+            NameError::BadChar(at) => {
+                write!(f, "character at offset {at} is not allowed in a host name")
+            }
         }
     }
 }
@@ -53,7 +57,10 @@ impl Name {
         if text.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong);
         }
-        let mut name = Name { len: 0, bytes: [0; MAX_NAME_LEN] };
+        let mut name = Name {
+            len: 0,
+            bytes: [0; MAX_NAME_LEN],
+        };
         let mut label = 0usize;
         for (i, &b) in text.iter().enumerate() {
             match b {
@@ -122,27 +129,94 @@ pub fn strip_dot(text: &[u8]) -> &[u8] {
 ///
 /// Runs in one pass without copying; total for any input, so it is safe on hostile queries.
 pub fn hash_query(query: &[u8]) -> u64 {
+    hash_folded(strip_dot(query))
+}
+
+/// [`hash_query`] of `text` as it is (no dot stripped), folding case eight bytes at a time.
+pub(crate) fn hash_folded(text: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in strip_dot(query) {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut k = 0;
+    let mut left = text.len();
+    while left != 0 {
+        let mut word = folded_word(text, k);
+        let n = if left < 8 { left } else { 8 };
+        for _ in 0..n {
+            h ^= word & 0xff;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            word >>= 8;
+        }
+        left -= n;
+        k += 1;
     }
     h
+}
+
+/// Word `k` of `text` the way the shared table stores a name: bytes `8k..8k + 8`, little-endian,
+/// ASCII-lower-cased, zero-padded past the end of `text`.
+#[inline(always)]
+pub(crate) fn folded_word(text: &[u8], k: usize) -> u64 {
+    let rest = text.get(k.wrapping_mul(8)..).unwrap_or(&[]);
+    lower8(load_le(rest))
+}
+
+/// The first eight bytes of `bytes` (fewer if it is shorter, zero-padded) as a little-endian
+/// word, without a loop: a short tail is read as two overlapping loads.
+#[inline(always)]
+fn load_le(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..)
+            .and_then(|b| b.first_chunk::<4>())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(*b)))
+    };
+    let byte_at = |at: usize| bytes.get(at).map_or(0, |b| u64::from(*b));
+    match n {
+        0 => 0,
+        // Bytes 0, n/2 and n-1 cover 1 to 3 bytes; a byte read twice lands on the same place.
+        1..=3 => byte_at(0) | byte_at(n / 2) << (8 * (n / 2)) | byte_at(n - 1) << (8 * (n - 1)),
+        // Bytes 0..4 and n-4..n cover 4 to 7 bytes, overlapping on equal bytes.
+        4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
+        _ => bytes
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_le_bytes(*b)),
+    }
+}
+
+/// `u8::to_ascii_lowercase` applied to each of the eight bytes of `x` at once.
+#[inline(always)]
+const fn lower8(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // With each byte's top bit cleared, adding 0x3f sets it exactly for bytes >= b'A' and adding
+    // 0x25 exactly for bytes > b'Z', and no byte carries into the next.
+    let low = x & LOW7;
+    let upper = (low + 0x3f3f_3f3f_3f3f_3f3f) & !(low + 0x2525_2525_2525_2525) & !x & HIGH;
+    x | upper >> 2
 }
 
 /// Whether `query` (any case, optional trailing dot) names `stored` (lower-case, no dot).
 pub fn eq_query(stored: &[u8], query: &[u8]) -> bool {
     let query = strip_dot(query);
-    stored.len() == query.len() && stored.iter().zip(query).all(|(s, q)| *s == q.to_ascii_lowercase())
+    stored.len() == query.len()
+        && stored
+            .iter()
+            .zip(query)
+            .all(|(s, q)| *s == q.to_ascii_lowercase())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     fn check(input: &str, expect: Result<&str, NameError>) {
         let got = Name::new_checked(input.as_bytes());
-        assert_eq!(got.as_ref().map(|n| n.as_str()), expect.as_ref().map(|s| *s), "input {input:?}");
+        assert_eq!(
+            got.as_ref().map(|n| n.as_str()),
+            expect.as_ref().map(|s| *s),
+            "input {input:?}"
+        );
     }
 
     #[test]
@@ -160,10 +234,49 @@ mod tests {
         let label63 = "a".repeat(63);
         check(&label63, Ok(&label63));
         check(&"a".repeat(64), Err(NameError::BadLabel));
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
         assert_eq!(long.len(), 253);
         check(&long, Ok(&long));
         check(&format!("{long}e"), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn folding_by_words_matches_folding_by_bytes() {
+        fn fnv_bytes(text: &[u8]) -> u64 {
+            text.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+                (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        }
+        let all: Vec<u8> = (0..=255u8).collect();
+        for k in 0..32 {
+            let want: Vec<u8> = all.iter().map(u8::to_ascii_lowercase).collect();
+            let want = u64::from_le_bytes(want[k * 8..k * 8 + 8].try_into().unwrap());
+            assert_eq!(folded_word(&all, k), want, "word {k}");
+        }
+        for len in 0..40 {
+            let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(hash_folded(&text), fnv_bytes(&text), "len {len}");
+            let mut padded = text.clone();
+            padded.resize(48, 0);
+            for k in 0..6 {
+                let want: Vec<u8> = padded[k * 8..k * 8 + 8]
+                    .iter()
+                    .map(u8::to_ascii_lowercase)
+                    .collect();
+                assert_eq!(
+                    folded_word(&text, k),
+                    u64::from_le_bytes(want.try_into().unwrap()),
+                    "len {len} word {k}"
+                );
+            }
+        }
+        assert_eq!(hash_query(b"Web.LAN."), fnv_bytes(b"web.lan"));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 
-use crate::name::{hash_query, Name, MAX_NAME_LEN};
+use crate::name::{folded_word, hash_folded, strip_dot, Name, MAX_NAME_LEN};
 use crate::policy::{Family, Schedule, SCHED_LEN};
 use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
 
@@ -240,10 +240,18 @@ fn byte_at(w: &[AtomicU64], base: usize, i: usize) -> u8 {
 }
 
 /// A checked, read-only view of a mapped table; what the NSS module and `status` use.
+///
+/// Every access goes through [`words_of`] / [`load`], which read 0 past the end of the mapping,
+/// so no table content can make a method panic or read out of bounds; `new_checked` guarantees
+/// that a well-formed table is read where its header says.
 #[derive(Debug, Clone, Copy)]
 pub struct TableView<'a> {
     w: &'a [AtomicU64],
     layout: Layout,
+    /// Word offset of the first service record (derived from `layout`).
+    records: usize,
+    /// Words per service record (derived from `layout`).
+    record_words: usize,
 }
 
 impl<'a> TableView<'a> {
@@ -281,7 +289,17 @@ impl<'a> TableView<'a> {
         if !ok {
             return Err(ViewError::BadLayout);
         }
-        Ok(TableView { w, layout })
+        Ok(TableView::with_layout(w, layout))
+    }
+
+    /// A view of `w` read with `layout`; for tables whose header was checked (or just written).
+    fn with_layout(w: &'a [AtomicU64], layout: Layout) -> TableView<'a> {
+        TableView {
+            w,
+            layout,
+            records: layout.record(0),
+            record_words: layout.service_words(),
+        }
     }
 
     /// The capacities in the header.
@@ -330,15 +348,17 @@ impl<'a> TableView<'a> {
         }
     }
 
-    /// Resolves `query` for `want`, taking the turn from `turns` and counting the use there.
+    /// Resolves `query` (any case, one optional trailing dot) for `want`, taking the turn from
+    /// `turns` and counting the use there.
     ///
     /// Total and panic-free: any table content gives one of the [`Lookup`] outcomes, in bounded
-    /// time, allocating nothing.
+    /// time, allocating nothing. The query is folded (case, hash) once, a word at a time.
     pub fn lookup_with(&self, query: &[u8], want: Want, turns: Turns<'_>) -> Lookup {
-        if query.len() > MAX_NAME_LEN + 1 {
+        let query = strip_dot(query);
+        if query.len() > MAX_NAME_LEN {
             return Lookup::NotOurs;
         }
-        let hash = hash_query(query);
+        let hash = hash_folded(query);
         let mut turn = None;
         for _ in 0..MAX_RETRIES {
             // Acquire pairs with the Release that closes `Writer::write_index`.
@@ -347,6 +367,8 @@ impl<'a> TableView<'a> {
                 core::hint::spin_loop();
                 continue;
             }
+            // The pick happens inside the index's seqlock too: a slot freed and reused for another
+            // name between `find` and `pick` changes the index sequence.
             let found = match self.find(hash, query) {
                 Probe::Slot(slot) => self.pick(slot, want, &turns, &mut turn),
                 Probe::Missing => Some(Pick::Done(Lookup::NotOurs)),
@@ -361,8 +383,8 @@ impl<'a> TableView<'a> {
             match found {
                 Some(Pick::Done(l)) => return l,
                 Some(Pick::Chosen { slot, answer, used }) => {
-                    for pos in used.iter().flatten() {
-                        turns.bump(slot, *pos);
+                    for pos in used.into_iter().flatten() {
+                        turns.bump(slot, pos);
                     }
                     return Lookup::Found(answer);
                 }
@@ -372,13 +394,19 @@ impl<'a> TableView<'a> {
         Lookup::Unavailable
     }
 
+    /// Word offset of the record of `slot` (meaningful for `slot < max_services`).
+    fn record(&self, slot: usize) -> usize {
+        self.records
+            .wrapping_add(slot.wrapping_mul(self.record_words))
+    }
+
+    /// Probes the index for `query` (dot already stripped).
     fn find(&self, hash: u64, query: &[u8]) -> Probe {
         let l = &self.layout;
         let mask = l.index_slots.wrapping_sub(1);
-        let base = HEADER_WORDS;
         let mut i = (hash as usize) & mask;
         for _ in 0..l.index_slots {
-            let e = words_of(self.w, base.wrapping_add(i));
+            let e = words_of(self.w, HEADER_WORDS.wrapping_add(i));
             if e == 0 {
                 return Probe::Missing;
             }
@@ -387,7 +415,7 @@ impl<'a> TableView<'a> {
                 if slot >= l.max_services {
                     return Probe::Damaged;
                 }
-                if self.name_is(slot, query) {
+                if self.name_is(self.record(slot), query) {
                     return Probe::Slot(slot);
                 }
             }
@@ -396,17 +424,16 @@ impl<'a> TableView<'a> {
         Probe::Missing
     }
 
-    fn name_is(&self, slot: usize, query: &[u8]) -> bool {
-        let r = self.layout.record(slot);
-        let meta = words_of(self.w, r + R_META);
-        let len = (meta & 0xff) as usize;
-        let q = crate::name::strip_dot(query);
-        if meta >> 40 & 1 == 0 || len != q.len() {
+    /// Whether the record at `r` holds `query` (dot already stripped), compared a word at a time
+    /// in the stored form (lower case, zero-padded).
+    fn name_is(&self, r: usize, query: &[u8]) -> bool {
+        let meta = words_of(self.w, r.wrapping_add(R_META));
+        if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
             return false;
         }
-        q.iter()
-            .enumerate()
-            .all(|(i, b)| byte_at(self.w, r + R_NAME, i) == b.to_ascii_lowercase())
+        let name = r.wrapping_add(R_NAME);
+        (0..query.len().div_ceil(8))
+            .all(|k| words_of(self.w, name.wrapping_add(k)) == folded_word(query, k))
     }
 
     /// Reads the record in `slot` under its seqlock and applies the policy. `None`: retry.
@@ -417,7 +444,7 @@ impl<'a> TableView<'a> {
         turns: &Turns<'_>,
         turn: &mut Option<u64>,
     ) -> Option<Pick> {
-        let r = self.layout.record(slot);
+        let r = self.record(slot);
         let Some(seq) = self.w.get(r.wrapping_add(R_SEQ)) else {
             return Some(Pick::Done(Lookup::Unavailable));
         };
@@ -425,87 +452,107 @@ impl<'a> TableView<'a> {
         if s1 % 2 == 1 {
             return None;
         }
-        let counters = turns.counters();
-        let meta = words_of(self.w, r + R_META);
-        let policy = Policy::from_code((meta >> 8) as u8);
+        let pick = self.choose(slot, r, want, turns, turn);
+        // Orders the record reads above before the re-check; pairs with the Release fence after the
+        // odd store in `Writer::write_service`.
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == s1).then_some(pick)
+    }
+
+    /// Applies the record's policy: one backend per wanted family that has an eligible one.
+    fn choose(
+        &self,
+        slot: usize,
+        r: usize,
+        want: Want,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+    ) -> Pick {
+        let meta = words_of(self.w, r.wrapping_add(R_META));
+        let Some(policy) = Policy::from_code((meta >> 8) as u8) else {
+            return Pick::Done(Lookup::Unavailable);
+        };
         let len4 = ((meta >> 24) & 0xff) as usize;
         let len6 = ((meta >> 32) & 0xff) as usize;
         let mut answer = Answer::default();
         let mut used = [None; 2];
-        let outcome = match policy {
-            None => Some(Lookup::Unavailable),
-            Some(policy) => {
-                let mut take = |base: usize,
-                                len: usize,
-                                family: u8|
-                 -> Result<Option<(usize, [u8; 16])>, ()> {
-                    if len == 0 {
-                        return Ok(None);
-                    }
-                    if len > self.layout.sched_len {
-                        return Err(());
-                    }
-                    let pos = if policy == Policy::LeastUsed {
-                        self.least_used(slot, r + base, len, counters.as_ref())
-                    } else {
-                        let t = *turn.get_or_insert_with(|| turns.take(slot));
-                        usize::from(byte_at(
-                            self.w,
-                            r + base,
-                            t.checked_rem(len as u64).unwrap_or(0) as usize,
-                        ))
-                    };
-                    self.backend_addr(r, pos, family)
-                        .map(|a| Some((pos, a)))
-                        .ok_or(())
-                };
-                let v4 = if want != Want::V6 {
-                    take(R_SCHED4, len4, FAMILY_V4)
-                } else {
-                    Ok(None)
-                };
-                let v6 = if want != Want::V4 {
-                    take(R_SCHED6, len6, FAMILY_V6)
-                } else {
-                    Ok(None)
-                };
-                match (v4, v6) {
-                    (Err(()), _) | (_, Err(())) => Some(Lookup::Unavailable),
-                    (Ok(v4), Ok(v6)) => {
-                        if let Some((pos, a)) = v4 {
-                            used[0] = Some(pos);
-                            answer.v4 = Some(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
-                        }
-                        if let Some((pos, a)) = v6 {
-                            used[1] = Some(pos);
-                            answer.v6 = Some(Ipv6Addr::from(a));
-                        }
-                        if used != [None, None] {
-                            None
-                        } else if len4 != 0 || len6 != 0 {
-                            Some(Lookup::NoData)
-                        } else {
-                            Some(Lookup::AllDown)
-                        }
-                    }
-                }
-            }
-        };
-        // Orders the record reads above before the re-check; pairs with the Release fence after the
-        // odd store in `Writer::write_service`.
-        fence(Ordering::Acquire);
-        if seq.load(Ordering::Relaxed) != s1 {
+        if want != Want::V6 && len4 != 0 {
+            let pos = self.position(slot, r, R_SCHED4, len4, policy, turns, turn);
+            let Some((pos, lo, _)) = pos.and_then(|pos| self.backend(r, pos, FAMILY_V4)) else {
+                return Pick::Done(Lookup::Unavailable);
+            };
+            answer.v4 = Some(Ipv4Addr::from((lo as u32).to_le_bytes()));
+            used[0] = Some(pos);
+        }
+        if want != Want::V4 && len6 != 0 {
+            let pos = self.position(slot, r, R_SCHED6, len6, policy, turns, turn);
+            let Some((pos, lo, hi)) = pos.and_then(|pos| self.backend(r, pos, FAMILY_V6)) else {
+                return Pick::Done(Lookup::Unavailable);
+            };
+            answer.v6 = Some(Ipv6Addr::from(
+                (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes(),
+            ));
+            used[1] = Some(pos);
+        }
+        if used != [None, None] {
+            Pick::Chosen { slot, answer, used }
+        } else if len4 != 0 || len6 != 0 {
+            Pick::Done(Lookup::NoData)
+        } else {
+            Pick::Done(Lookup::AllDown)
+        }
+    }
+
+    /// The backend position the policy picks from the schedule at `sched` (`len` entries, not 0);
+    /// `None` for a schedule longer than the layout allows.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn position(
+        &self,
+        slot: usize,
+        r: usize,
+        sched: usize,
+        len: usize,
+        policy: Policy,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+    ) -> Option<usize> {
+        if len > self.layout.sched_len {
             return None;
         }
-        Some(match outcome {
-            Some(l) => Pick::Done(l),
-            None => Pick::Chosen { slot, answer, used },
+        let sched = r.wrapping_add(sched);
+        Some(if policy == Policy::LeastUsed {
+            self.least_used(slot, r, sched, len, turns.counters().as_ref())
+        } else {
+            let t = *turn.get_or_insert_with(|| turns.take(slot));
+            usize::from(byte_at(
+                self.w,
+                sched,
+                t.checked_rem(len as u64).unwrap_or(0) as usize,
+            ))
         })
     }
 
+    /// Backend `pos` of the record at `r` as `(pos, low address word, high address word)`, if
+    /// it exists and is of `family`.
+    #[inline]
+    fn backend(&self, r: usize, pos: usize, family: u8) -> Option<(usize, u64, u64)> {
+        if pos >= self.layout.max_backends || self.backend_word(r, pos, 2) as u8 != family {
+            return None;
+        }
+        Some((
+            pos,
+            self.backend_word(r, pos, 0),
+            self.backend_word(r, pos, 1),
+        ))
+    }
+
+    /// The position in the schedule at `sched` (of `len` entries) with the lowest count per
+    /// weight; the first entry without counters.
     fn least_used(
         &self,
         slot: usize,
+        r: usize,
         sched: usize,
         len: usize,
         counters: Option<&CountersView<'_>>,
@@ -514,7 +561,7 @@ impl<'a> TableView<'a> {
         let Some(c) = counters else { return best };
         // Count and weight, widened so `count * weight` cannot overflow (64 x 32 bits).
         let usage = |pos: usize| {
-            let weight = u128::from(self.backend_word(slot, pos, 2) >> 32).max(1);
+            let weight = u128::from(self.backend_word(r, pos, 2) >> 32).max(1);
             (u128::from(c.count(slot, pos)), weight)
         };
         let (mut bc, mut bw) = usage(best);
@@ -528,24 +575,13 @@ impl<'a> TableView<'a> {
         best
     }
 
-    fn backend_word(&self, slot: usize, pos: usize, word: usize) -> u64 {
-        words_of(
-            self.w,
-            self.layout.record(slot) + R_BACKENDS + pos * BACKEND_WORDS + word,
-        )
-    }
-
-    fn backend_addr(&self, r: usize, pos: usize, family: u8) -> Option<[u8; 16]> {
-        if pos >= self.layout.max_backends {
-            return None;
-        }
-        let b = r + R_BACKENDS + pos * BACKEND_WORDS;
-        if words_of(self.w, b + 2) as u8 != family {
-            return None;
-        }
-        let lo = u128::from(words_of(self.w, b));
-        let hi = u128::from(words_of(self.w, b + 1));
-        Some((hi << 64 | lo).to_le_bytes())
+    /// Word `word` of backend `pos` of the record at `r`.
+    fn backend_word(&self, r: usize, pos: usize, word: usize) -> u64 {
+        let at = r
+            .wrapping_add(R_BACKENDS)
+            .wrapping_add(pos.wrapping_mul(BACKEND_WORDS))
+            .wrapping_add(word);
+        words_of(self.w, at)
     }
 
     /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
@@ -554,53 +590,53 @@ impl<'a> TableView<'a> {
         if slot >= self.layout.max_services || self.layout.max_backends > MAX_BACKENDS {
             return None;
         }
-        let r = self.layout.record(slot);
+        let r = self.record(slot);
         for _ in 0..MAX_RETRIES {
             // Acquire pairs with the Release closing `Writer::write_service`.
-            let s1 = load(self.w, r + R_SEQ, Ordering::Acquire);
+            let s1 = load(self.w, r.wrapping_add(R_SEQ), Ordering::Acquire);
             if s1 % 2 == 1 {
                 continue;
             }
-            let got = self.decode(r, slot);
+            let got = self.decode(r);
             // Orders the record reads before the re-check; pairs with the Release fence after the
             // odd store in `Writer::write_service`.
             fence(Ordering::Acquire);
-            if words_of(self.w, r + R_SEQ) == s1 {
+            if words_of(self.w, r.wrapping_add(R_SEQ)) == s1 {
                 return got;
             }
         }
         None
     }
 
-    fn decode(&self, r: usize, slot: usize) -> Option<Service> {
-        let meta = words_of(self.w, r + R_META);
+    fn decode(&self, r: usize) -> Option<Service> {
+        let meta = words_of(self.w, r.wrapping_add(R_META));
         if meta >> 40 & 1 == 0 {
             return None;
         }
         let len = (meta & 0xff) as usize;
         let mut name = [0u8; MAX_NAME_LEN];
         for (i, b) in name.iter_mut().enumerate().take(len) {
-            *b = byte_at(self.w, r + R_NAME, i);
+            *b = byte_at(self.w, r.wrapping_add(R_NAME), i);
         }
         let mut s = Service::new(Name::new_checked(name.get(..len)?).ok()?);
         s.policy = Policy::from_code((meta >> 8) as u8)?;
         for pos in 0..self.layout.max_backends {
-            let w2 = self.backend_word(slot, pos, 2);
-            let a = match w2 as u8 {
-                FAMILY_V4 | FAMILY_V6 => self.backend_addr(r, pos, w2 as u8)?,
+            let w2 = self.backend_word(r, pos, 2);
+            let addr = match self.backend(r, pos, w2 as u8) {
+                Some((_, lo, _)) if w2 as u8 == FAMILY_V4 => {
+                    IpAddr::V4(Ipv4Addr::from((lo as u32).to_le_bytes()))
+                }
+                Some((_, lo, hi)) if w2 as u8 == FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(
+                    (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes(),
+                )),
                 _ => continue,
-            };
-            let addr = if w2 as u8 == FAMILY_V4 {
-                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-            } else {
-                IpAddr::V6(Ipv6Addr::from(a))
             };
             *s.backends.get_mut(pos)? = Some(Backend {
                 addr,
                 up: (w2 >> 8) & 1 == 1,
                 weight: (w2 >> 32) as u32,
-                prio: self.backend_word(slot, pos, 3) as u32,
-                limit: self.backend_word(slot, pos, 4),
+                prio: self.backend_word(r, pos, 3) as u32,
+                limit: self.backend_word(r, pos, 4),
             });
         }
         Some(s)
@@ -760,10 +796,7 @@ impl<'a> Writer<'a> {
 
     /// A reader's view of what this writer writes.
     pub fn view(&self) -> TableView<'a> {
-        TableView {
-            w: self.w,
-            layout: self.layout,
-        }
+        TableView::with_layout(self.w, self.layout)
     }
 
     /// Publishes the service in `slot` (or its absence), with freshly computed schedules.

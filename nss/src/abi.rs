@@ -137,11 +137,8 @@ unsafe fn query<'a>(name: *const c_char) -> &'a [u8] {
     if name.is_null() {
         return &[];
     }
-    let mut len = 0;
-    // SAFETY: the loop stops at the NUL, so every byte read belongs to the string.
-    while len < QUERY_MAX && unsafe { *name.add(len) } != 0 {
-        len += 1;
-    }
+    // SAFETY: `name` is NUL-terminated; strnlen reads no further than its NUL or QUERY_MAX bytes.
+    let len = unsafe { libc::strnlen(name, QUERY_MAX) };
     // SAFETY: the `len` bytes just read belong to the string, which outlives the slice.
     unsafe { core::slice::from_raw_parts(name.cast::<u8>(), len) }
 }

@@ -3,9 +3,10 @@
 //!
 //! **Steady state: no lock, no syscall, no allocation.** A lookup reads the coarse monotonic
 //! clock (vDSO, not a syscall), enters the current mapping as a reader and calls
-//! [`TableView::lookup_with`] on it. At most once a second one lookup `stat`s the path (to see a
-//! replaced file, a removed one, or one that appeared after a failed open), and immediately when
-//! the mapped table says it was retired (`TableView::retired`).
+//! [`TableView::lookup_with`] on the view that [`TableView::new_checked`] made when the file was
+//! mapped. At most once a second one lookup `stat`s the path (to see a replaced file, a removed
+//! one, or one that appeared after a failed open), and one does so at once when the mapped table
+//! says it was retired ([`TableView::retired`]).
 //!
 //! **A mapping is never unmapped under a reader.** Mappings live in [`SLOTS`] fixed slots, each
 //! with a reader count. A reader increments the count of the slot `CURRENT` names, then checks
@@ -32,11 +33,12 @@
 //! **Counters** (the SysV segment named in the table header) are attached when a table is mapped,
 //! or later on a periodic check if the header names a new segment: only if the segment is at least
 //! as large as the table's layout needs and is owned by the table file's owner, and then only if
-//! [`CountersView::new_checked`] accepts it. Attached read-write when possible; read-only (no
-//! counting) otherwise; without a segment, turns come from process-local counters so
-//! `roundrobin` still rotates within the process.
+//! [`CountersView::new_checked`] accepts it. Attached read-write when possible, else read-only
+//! (nothing counted); without a segment, turns come from process-local counters so `roundrobin`
+//! still rotates within the process.
 #![allow(unsafe_code)]
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, CStr};
 use core::mem::MaybeUninit;
 use core::ptr;
@@ -50,10 +52,10 @@ use lbfo_core::shm::{CountersView, Lookup, TableView, Turns, Want, HEADER_WORDS,
 const DEFAULT_PATH: &CStr = c"/run/lbfo/table";
 /// The environment variable naming another table (ignored in setuid programs).
 const PATH_VAR: &CStr = c"LBFO_TABLE";
-/// Mappings alive at once: the current one and old ones that readers may still be inside. A
-/// lookup takes microseconds and the agent replaces its table rarely, so four is plenty; when
-/// all are busy the refresher keeps the current mapping and tries again a second later.
-const SLOTS: usize = 4;
+/// Mappings alive at once: the current one and old ones that lookups may still be inside. A
+/// lookup takes well under a microsecond and the agent replaces its table rarely, so four is
+/// plenty; when all are busy the refresher keeps the current mapping and tries again later.
+pub const SLOTS: usize = 4;
 /// Largest table file mapped (the current layout is about 4.4 MB); anything larger is refused.
 const MAX_TABLE_BYTES: u64 = 1 << 30;
 /// Process-local turn counters used when no counters segment is attached, indexed by service
@@ -66,15 +68,25 @@ extern "C" {
 }
 
 /// One mapping of a table file and the counters segment attached for it.
+///
+/// The checked views are made once, when the mapping (or the segment) is attached, and kept
+/// here, so a lookup validates no header. Each view cell is written only while no lookup can read
+/// it (before the slot is published, or before `counters` is set, which happens at most once per
+/// mapping) and is read only after that publication was seen.
 struct Slot {
     /// Start of the mapping; null when the slot is free.
     table: AtomicPtr<AtomicU64>,
     /// Length of the mapping in words.
     words: AtomicUsize,
+    /// The view of the mapping, made by `TableView::new_checked`; valid while `table` is non-null.
+    /// The `'static` is this module's promise, not the compiler's: lookups only get copies bound
+    /// to a [`Guard`].
+    view: UnsafeCell<MaybeUninit<TableView<'static>>>,
     /// The attached counters segment; null when none. Set at most once per mapping.
     counters: AtomicPtr<AtomicU64>,
-    /// Length of the counters segment in words.
-    counters_words: AtomicUsize,
+    /// The view of the segment, made by `CountersView::new_checked`; valid once `counters` is
+    /// non-null, under the same promise as `view`.
+    counters_view: UnsafeCell<MaybeUninit<CountersView<'static>>>,
     /// Whether the counters segment is attached read-write.
     counters_rw: AtomicBool,
     /// The counters id last tried for this mapping, so a failed attach is retried only for a new id.
@@ -95,8 +107,9 @@ impl Slot {
         Slot {
             table: AtomicPtr::new(ptr::null_mut()),
             words: AtomicUsize::new(0),
+            view: UnsafeCell::new(MaybeUninit::uninit()),
             counters: AtomicPtr::new(ptr::null_mut()),
-            counters_words: AtomicUsize::new(0),
+            counters_view: UnsafeCell::new(MaybeUninit::uninit()),
             counters_rw: AtomicBool::new(false),
             counters_tried: AtomicU64::new(NO_COUNTERS),
             dev: AtomicU64::new(0),
@@ -107,6 +120,11 @@ impl Slot {
         }
     }
 }
+
+// SAFETY: every field but the two view cells is atomic; the cells are written and read only as
+// the `Slot` docs say, so no cell is written while another thread may read it. The views inside
+// are themselves `Sync` (shared slices of atomics).
+unsafe impl Sync for Slot {}
 
 static SLOT: [Slot; SLOTS] = [const { Slot::free() }; SLOTS];
 /// 1 + the index of the slot lookups use; 0 when there is no usable table.
@@ -136,15 +154,12 @@ pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Option<Lookup> {
         let guard = Guard::enter();
         if !checked {
             checked = true;
-            let retired = guard
-                .as_ref()
-                .is_some_and(|g| g.view().is_none_or(|v| v.retired()));
             // React to a retired table at once, the first time a lookup sees it; later lookups
-            // (for instance when the replacement cannot be read) wait for the periodic check.
-            let first_retired = retired
-                && guard
-                    .as_ref()
-                    .is_some_and(|g| !g.slot.retire_seen.swap(true, Ordering::Relaxed));
+            // (for instance while the replacement cannot be read) wait for the periodic check.
+            let first_retired = guard.as_ref().is_some_and(|g| {
+                // Relaxed: the flag only elects one lookup; `refresh` is serialised by its lock.
+                g.view().retired() && !g.slot.retire_seen.swap(true, Ordering::Relaxed)
+            });
             if first_retired || claim_check(now) {
                 drop(guard);
                 refresh();
@@ -152,8 +167,7 @@ pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Option<Lookup> {
             }
         }
         let guard = guard?;
-        let view = guard.view()?;
-        return Some(view.lookup_with(query, want, guard.turns(&view, mode)));
+        return Some(guard.view().lookup_with(query, want, guard.turns(mode)));
     }
 }
 
@@ -206,55 +220,43 @@ impl Guard {
             if CURRENT.load(Ordering::SeqCst) == cur {
                 return Some(Guard { slot });
             }
-            // Release (within SeqCst): see `Drop`.
+            // SeqCst, as in `drop`.
             slot.readers.fetch_sub(1, Ordering::SeqCst);
         }
         None
     }
 
-    /// The mapped words of the table.
-    fn words(&self) -> &[AtomicU64] {
-        // Relaxed: these fields were stored before the slot was published, and `enter` saw the
-        // publication with a SeqCst load of `CURRENT` (synchronising with the SeqCst store).
-        let p = self.slot.table.load(Ordering::Relaxed);
-        let n = self.slot.words.load(Ordering::Relaxed);
-        if p.is_null() {
-            return &[];
-        }
-        // SAFETY: `p` is the start of a live mapping of `n` words (page-aligned, so aligned for
-        // AtomicU64), and it stays mapped while this guard counts as a reader of the slot
-        // (module docs). The mapping is PROT_READ and only ever loaded from: core's atomic docs
-        // allow plain atomic loads on read-only memory for lock-free sizes up to a pointer,
-        // which u64 is on the 64-bit targets this module is built for.
-        unsafe { core::slice::from_raw_parts(p, n) }
-    }
-
-    /// The checked view of the table (validated when mapped; checking again is cheap and keeps
-    /// every access going through core's checked reader).
-    fn view(&self) -> Option<TableView<'_>> {
-        TableView::new_checked(self.words()).ok()
+    /// The checked view of the table, made when it was mapped.
+    fn view(&self) -> TableView<'_> {
+        // SAFETY: `enter` saw the slot published (a SeqCst load of `CURRENT` that synchronises
+        // with the SeqCst store in `publish`); the cell was initialised before that store and is
+        // not written again until the slot is reclaimed, which waits for this guard. The view's
+        // words stay mapped while this guard counts as a reader (module docs), so shortening
+        // `'static` to the guard's lifetime makes the borrow true. The mapping is PROT_READ and
+        // only loaded from: core's atomic docs allow plain atomic loads on read-only memory for
+        // lock-free sizes up to a pointer, which u64 is on the 64-bit targets built for.
+        unsafe { (*self.slot.view.get()).assume_init() }
     }
 
     /// Where this lookup takes its turn and counts its answer.
-    fn turns<'g>(&'g self, view: &TableView<'_>, mode: Mode) -> Turns<'g> {
+    fn turns(&self, mode: Mode) -> Turns<'_> {
         if mode == Mode::Peek {
             return Turns::Local(&[]);
         }
-        // Acquire pairs with the Release store in `attach_counters`, which comes after the
-        // stores of `counters_words` and `counters_rw`.
-        let p = self.slot.counters.load(Ordering::Acquire);
-        if p.is_null() {
+        // Acquire pairs with the Release store in `retry_counters`, which follows the writes of
+        // `counters_view` and `counters_rw`.
+        if self.slot.counters.load(Ordering::Acquire).is_null() {
             return Turns::Local(&LOCAL);
         }
-        let n = self.slot.counters_words.load(Ordering::Relaxed);
-        // SAFETY: `p` is the start of an attached segment of `n` words (page-aligned), attached
-        // for as long as the slot's mapping, which this guard keeps alive. If it is attached
-        // read-only, only loads happen through it (`Turns::ReadOnly` never counts).
-        let words = unsafe { core::slice::from_raw_parts(p, n) };
-        match CountersView::new_checked(words, view) {
-            Some(c) if self.slot.counters_rw.load(Ordering::Relaxed) => Turns::Shared(c),
-            Some(c) => Turns::ReadOnly(c, &LOCAL),
-            None => Turns::Local(&LOCAL),
+        // SAFETY: `counters` is non-null, so the cell was initialised before it was set (seen
+        // through the Acquire above) and is not written again until the slot is reclaimed, which
+        // waits for this guard; the segment stays attached as long as the mapping. If it is
+        // attached read-only, only loads happen through it (`Turns::ReadOnly` never counts).
+        let c = unsafe { (*self.slot.counters_view.get()).assume_init() };
+        if self.slot.counters_rw.load(Ordering::Relaxed) {
+            Turns::Shared(c)
+        } else {
+            Turns::ReadOnly(c, &LOCAL)
         }
     }
 }
@@ -309,19 +311,18 @@ fn refresh_locked() {
     let path = table_path();
     // Only the lock holder stores `CURRENT`, so any ordering reads our own last store.
     let cur = CURRENT.load(Ordering::Relaxed);
-    let current = cur.checked_sub(1).and_then(|i| SLOT.get(i));
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `path` is a NUL-terminated string and `st` is writable for a `struct stat`.
     if unsafe { libc::stat(path, st.as_mut_ptr()) } != 0 {
         if errno() == libc::ENOENT {
             // The agent removed its table: stop answering from a table nobody maintains.
-            unpublish();
+            publish(0);
         }
         return;
     }
     // SAFETY: stat succeeded, so it initialised `st`.
     let st = unsafe { st.assume_init() };
-    if let Some(s) = current {
+    if let Some(s) = cur.checked_sub(1).and_then(|i| SLOT.get(i)) {
         if s.dev.load(Ordering::Relaxed) == st.st_dev && s.ino.load(Ordering::Relaxed) == st.st_ino
         {
             retry_counters(s);
@@ -331,7 +332,7 @@ fn refresh_locked() {
     let m = match Mapping::open(path) {
         Opened::Table(m) => m,
         // Nothing usable is at the path any more: fall through to the next source.
-        Opened::Gone => return unpublish(),
+        Opened::Gone => return publish(0),
         // Out of fds or address space: keep what we have and try again later.
         Opened::Busy => return,
     };
@@ -343,8 +344,10 @@ fn refresh_locked() {
         m.unmap();
         return;
     };
-    // The slot is not published, so no reader reads these fields until `CURRENT` names it; the
-    // SeqCst store in `publish` makes them visible to readers that see it.
+    // The slot is free and not current, so no lookup reads these fields or the cell until
+    // `publish` names it; its SeqCst store makes them visible to lookups that see it.
+    // SAFETY: as just said, no lookup reads the cell now.
+    unsafe { (*slot.view.get()).write(m.view) };
     slot.words.store(m.words, Ordering::Relaxed);
     slot.dev.store(m.dev, Ordering::Relaxed);
     slot.ino.store(m.ino, Ordering::Relaxed);
@@ -364,29 +367,25 @@ fn publish(cur: usize) {
     reclaim();
 }
 
-fn unpublish() {
-    publish(0);
-}
-
 /// Unmaps every mapping that is not current and has no reader.
 fn reclaim() {
     let cur = CURRENT.load(Ordering::SeqCst);
     for (i, s) in SLOT.iter().enumerate() {
         let p = s.table.load(Ordering::Relaxed);
         // SeqCst: pairs with the reader's SeqCst fetch_add in `Guard::enter` (module docs) and,
-        // as an acquire, with the Release decrement in `Guard::drop`.
+        // as an acquire, with the decrement in `Guard::drop`.
         if i + 1 == cur || p.is_null() || s.readers.load(Ordering::SeqCst) != 0 {
             continue;
         }
         let c = s.counters.load(Ordering::Relaxed);
         if !c.is_null() {
-            // SAFETY: `c` was returned by shmat for this slot and no reader can reach it: the
+            // SAFETY: `c` was returned by shmat for this slot and no lookup can reach it: the
             // slot is not current and has no reader.
             unsafe { libc::shmdt(c.cast()) };
             s.counters.store(ptr::null_mut(), Ordering::Relaxed);
         }
         let bytes = s.words.load(Ordering::Relaxed).wrapping_mul(8);
-        // SAFETY: `p` and `bytes` describe a mapping this module made, which no reader can reach
+        // SAFETY: `p` and `bytes` describe a mapping this module made, which no lookup can reach
         // (as above); it is forgotten (null) right after.
         unsafe { libc::munmap(p.cast(), bytes) };
         s.table.store(ptr::null_mut(), Ordering::Relaxed);
@@ -406,10 +405,11 @@ fn table_path() -> *const c_char {
     }
 }
 
-/// A fresh read-only mapping of a table file that passed `TableView::new_checked`.
+/// A fresh read-only mapping of a table file and its checked view; not yet published.
 struct Mapping {
     ptr: *mut AtomicU64,
     words: usize,
+    view: TableView<'static>,
     dev: u64,
     ino: u64,
     uid: u32,
@@ -434,7 +434,7 @@ impl Mapping {
             };
         }
         let opened = Mapping::map_fd(fd);
-        // SAFETY: `fd` is ours and open; after mmap the mapping does not need it.
+        // SAFETY: `fd` is ours and open; a mapping does not need its fd.
         unsafe { libc::close(fd) };
         opened
     }
@@ -470,22 +470,27 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Opened::Busy;
         }
-        let m = Mapping {
-            ptr: p.cast(),
-            words: bytes / 8,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            uid: st.st_uid,
-        };
-        // SAFETY: a fresh page-aligned PROT_READ mapping of `bytes / 8` words, only loaded from
-        // (see `Guard::words`), unmapped only by `unmap` below or `reclaim` after this slice is
-        // gone.
-        let words = unsafe { core::slice::from_raw_parts(m.ptr, m.words) };
-        if TableView::new_checked(words).is_err() {
-            m.unmap();
-            return Opened::Gone;
+        let ptr = p.cast::<AtomicU64>();
+        let words = bytes / 8;
+        // SAFETY: a fresh page-aligned PROT_READ mapping of `words` words, only loaded from (see
+        // `Guard::view`). The `'static` is upheld by this module: the mapping is unmapped only by
+        // `Mapping::unmap` (never published) or by `reclaim`, once no lookup can hold the view.
+        let slice: &'static [AtomicU64] = unsafe { core::slice::from_raw_parts(ptr, words) };
+        match TableView::new_checked(slice) {
+            Ok(view) => Opened::Table(Mapping {
+                ptr,
+                words,
+                view,
+                dev: st.st_dev,
+                ino: st.st_ino,
+                uid: st.st_uid,
+            }),
+            Err(_) => {
+                // SAFETY: the mapping just made, never published.
+                unsafe { libc::munmap(p, bytes) };
+                Opened::Gone
+            }
         }
-        Opened::Table(m)
     }
 
     fn unmap(self) {
@@ -497,36 +502,42 @@ impl Mapping {
 /// Attaches the counters segment the table in `slot` names, if not attached yet and not already
 /// tried. `slot` is current or about to be; only the lock holder calls this.
 fn retry_counters(slot: &Slot) {
-    if !slot.counters.load(Ordering::Relaxed).is_null() {
+    if slot.table.load(Ordering::Relaxed).is_null()
+        || !slot.counters.load(Ordering::Relaxed).is_null()
+    {
         return;
     }
-    let p = slot.table.load(Ordering::Relaxed);
-    let n = slot.words.load(Ordering::Relaxed);
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: the slot's live mapping (see `Guard::words`); only the lock holder unmaps, and it
-    // is us.
-    let words = unsafe { core::slice::from_raw_parts(p, n) };
-    let Ok(view) = TableView::new_checked(words) else {
-        return;
-    };
+    // SAFETY: the slot holds a mapping, so its view was initialised when it was filled, and only
+    // the lock holder (us) writes the cell or unmaps.
+    let view = unsafe { (*slot.view.get()).assume_init() };
     let id = view.counters_id();
     if id == NO_COUNTERS || id == slot.counters_tried.load(Ordering::Relaxed) {
         return;
     }
     slot.counters_tried.store(id, Ordering::Relaxed);
-    if let Some((c, n, rw)) = attach_counters(id, &view, slot.uid.load(Ordering::Relaxed)) {
-        slot.counters_words.store(n, Ordering::Relaxed);
-        slot.counters_rw.store(rw, Ordering::Relaxed);
-        // Release pairs with the Acquire in `Guard::turns`: a reader that sees the pointer sees
-        // the length and mode stored above.
-        slot.counters.store(c, Ordering::Release);
-    }
+    let Some((c, n, rw)) = attach_counters(id, &view, slot.uid.load(Ordering::Relaxed)) else {
+        return;
+    };
+    // SAFETY: the segment just attached, `n` words, page-aligned; it stays attached until
+    // `reclaim` detaches it, after the slot stopped being readable. If it is read-only it is
+    // only loaded from (`Turns::ReadOnly`).
+    let words: &'static [AtomicU64] = unsafe { core::slice::from_raw_parts(c, n) };
+    let Some(cv) = CountersView::new_checked(words, &view) else {
+        // SAFETY: `c` was just attached and is not published.
+        unsafe { libc::shmdt(c.cast()) };
+        return;
+    };
+    // SAFETY: `counters` is null, so no lookup reads the cell (lookups read it only after seeing
+    // `counters` set, below).
+    unsafe { (*slot.counters_view.get()).write(cv) };
+    slot.counters_rw.store(rw, Ordering::Relaxed);
+    // Release pairs with the Acquire in `Guard::turns`: a lookup that sees the pointer sees the
+    // view and the mode written above.
+    slot.counters.store(c, Ordering::Release);
 }
 
-/// Attaches segment `id` if it belongs to `owner`, is large enough and is the counters segment of
-/// `view`. Returns the address, its length in words and whether it is writable.
+/// Attaches segment `id` if it belongs to `owner` and is large enough for `view`'s layout.
+/// Returns the address, its length in words and whether it is writable.
 fn attach_counters(
     id: u64,
     view: &TableView<'_>,
@@ -544,29 +555,15 @@ fn attach_counters(
     if ds.shm_segsz < need || ds.shm_perm.uid != owner {
         return None;
     }
-    let mut rw = true;
     // SAFETY: attaches the segment at an address of the kernel's choosing; no existing memory is
     // affected.
-    let mut p = unsafe { libc::shmat(id, ptr::null(), 0) };
-    if p as isize == -1 {
-        rw = false;
-        // SAFETY: as above, read-only.
-        p = unsafe { libc::shmat(id, ptr::null(), libc::SHM_RDONLY) };
-        if p as isize == -1 {
-            return None;
-        }
+    let p = unsafe { libc::shmat(id, ptr::null(), 0) };
+    if p as isize != -1 {
+        return Some((p.cast(), ds.shm_segsz / 8, true));
     }
-    let p = p.cast::<AtomicU64>();
-    let n = ds.shm_segsz / 8;
-    // SAFETY: a fresh page-aligned attachment of at least `n` words; if read-only it is only
-    // loaded from (`Turns::ReadOnly`).
-    let words = unsafe { core::slice::from_raw_parts(p, n) };
-    if CountersView::new_checked(words, view).is_none() {
-        // SAFETY: `p` was just attached and is not published.
-        unsafe { libc::shmdt(p.cast()) };
-        return None;
-    }
-    Some((p, n, rw))
+    // SAFETY: as above, read-only.
+    let p = unsafe { libc::shmat(id, ptr::null(), libc::SHM_RDONLY) };
+    (p as isize != -1).then_some((p.cast(), ds.shm_segsz / 8, false))
 }
 
 fn errno() -> c_int {
