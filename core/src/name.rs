@@ -129,16 +129,18 @@ pub fn strip_dot(text: &[u8]) -> &[u8] {
 ///
 /// Runs in one pass without copying; total for any input, so it is safe on hostile queries.
 pub fn hash_query(query: &[u8]) -> u64 {
-    hash_folded(strip_dot(query))
+    hash_folded(strip_dot(query)).0
 }
 
-/// [`hash_query`] of `text` as it is (no dot stripped), folding case eight bytes at a time.
-pub(crate) fn hash_folded(text: &[u8]) -> u64 {
+/// [`hash_query`] of `text` as it is (no dot stripped), folding case eight bytes at a time; also
+/// returns `folded_word(text, 0)`, which a lookup compares first.
+pub(crate) fn hash_folded(text: &[u8]) -> (u64, u64) {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let first = folded_word(text, 0);
     let mut k = 0;
     let mut left = text.len();
     while left != 0 {
-        let mut word = folded_word(text, k);
+        let mut word = if k == 0 { first } else { folded_word(text, k) };
         let n = if left < 8 { left } else { 8 };
         for _ in 0..n {
             h ^= word & 0xff;
@@ -148,7 +150,7 @@ pub(crate) fn hash_folded(text: &[u8]) -> u64 {
         left -= n;
         k += 1;
     }
-    h
+    (h, first)
 }
 
 /// Word `k` of `text` the way the shared table stores a name: bytes `8k..8k + 8`, little-endian,
@@ -261,7 +263,11 @@ mod tests {
         }
         for len in 0..40 {
             let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            assert_eq!(hash_folded(&text), fnv_bytes(&text), "len {len}");
+            assert_eq!(
+                hash_folded(&text),
+                (fnv_bytes(&text), folded_word(&text, 0)),
+                "len {len}"
+            );
             let mut padded = text.clone();
             padded.resize(48, 0);
             for k in 0..6 {

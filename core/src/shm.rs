@@ -358,7 +358,7 @@ impl<'a> TableView<'a> {
         if query.len() > MAX_NAME_LEN {
             return Lookup::NotOurs;
         }
-        let hash = hash_folded(query);
+        let (hash, first) = hash_folded(query);
         let mut turn = None;
         for _ in 0..MAX_RETRIES {
             // Acquire pairs with the Release that closes `Writer::write_index`.
@@ -369,10 +369,10 @@ impl<'a> TableView<'a> {
             }
             // The pick happens inside the index's seqlock too: a slot freed and reused for another
             // name between `find` and `pick` changes the index sequence.
-            let found = match self.find(hash, query) {
+            let found = match self.find(hash, first, query) {
                 Probe::Slot(slot) => self.pick(slot, want, &turns, &mut turn),
-                Probe::Missing => Some(Pick::Done(Lookup::NotOurs)),
-                Probe::Damaged => Some(Pick::Done(Lookup::Unavailable)),
+                Probe::Missing => Pick::Done(Lookup::NotOurs),
+                Probe::Damaged => Pick::Done(Lookup::Unavailable),
             };
             // Orders the index reads above before the re-check; pairs with the Release fence that
             // follows the odd store in `Writer::write_index`.
@@ -381,14 +381,21 @@ impl<'a> TableView<'a> {
                 continue;
             }
             match found {
-                Some(Pick::Done(l)) => return l,
-                Some(Pick::Chosen { slot, answer, used }) => {
-                    for pos in used.into_iter().flatten() {
-                        turns.bump(slot, pos);
+                Pick::Done(l) => return l,
+                Pick::Chosen {
+                    slot,
+                    answer,
+                    used: [v4, v6],
+                } => {
+                    if let Some(pos) = v4 {
+                        turns.bump(slot, usize::from(pos));
+                    }
+                    if let Some(pos) = v6 {
+                        turns.bump(slot, usize::from(pos));
                     }
                     return Lookup::Found(answer);
                 }
-                None => continue,
+                Pick::Retry => continue,
             }
         }
         Lookup::Unavailable
@@ -400,8 +407,8 @@ impl<'a> TableView<'a> {
             .wrapping_add(slot.wrapping_mul(self.record_words))
     }
 
-    /// Probes the index for `query` (dot already stripped).
-    fn find(&self, hash: u64, query: &[u8]) -> Probe {
+    /// Probes the index for `query` (dot already stripped), whose first folded word is `first`.
+    fn find(&self, hash: u64, first: u64, query: &[u8]) -> Probe {
         let l = &self.layout;
         let mask = l.index_slots.wrapping_sub(1);
         let mut i = (hash as usize) & mask;
@@ -415,7 +422,7 @@ impl<'a> TableView<'a> {
                 if slot >= l.max_services {
                     return Probe::Damaged;
                 }
-                if self.name_is(self.record(slot), query) {
+                if self.name_is(self.record(slot), first, query) {
                     return Probe::Slot(slot);
                 }
             }
@@ -424,39 +431,38 @@ impl<'a> TableView<'a> {
         Probe::Missing
     }
 
-    /// Whether the record at `r` holds `query` (dot already stripped), compared a word at a time
-    /// in the stored form (lower case, zero-padded).
-    fn name_is(&self, r: usize, query: &[u8]) -> bool {
+    /// Whether the record at `r` holds `query` (dot already stripped; `first` is its first folded
+    /// word), compared a word at a time in the stored form (lower case, zero-padded).
+    fn name_is(&self, r: usize, first: u64, query: &[u8]) -> bool {
         let meta = words_of(self.w, r.wrapping_add(R_META));
         if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
             return false;
         }
         let name = r.wrapping_add(R_NAME);
-        (0..query.len().div_ceil(8))
-            .all(|k| words_of(self.w, name.wrapping_add(k)) == folded_word(query, k))
+        words_of(self.w, name) == first
+            && (1..query.len().div_ceil(8))
+                .all(|k| words_of(self.w, name.wrapping_add(k)) == folded_word(query, k))
     }
 
-    /// Reads the record in `slot` under its seqlock and applies the policy. `None`: retry.
-    fn pick(
-        &self,
-        slot: usize,
-        want: Want,
-        turns: &Turns<'_>,
-        turn: &mut Option<u64>,
-    ) -> Option<Pick> {
+    /// Reads the record in `slot` under its seqlock and applies the policy.
+    fn pick(&self, slot: usize, want: Want, turns: &Turns<'_>, turn: &mut Option<u64>) -> Pick {
         let r = self.record(slot);
         let Some(seq) = self.w.get(r.wrapping_add(R_SEQ)) else {
-            return Some(Pick::Done(Lookup::Unavailable));
+            return Pick::Done(Lookup::Unavailable);
         };
         let s1 = seq.load(Ordering::Acquire); // pairs with the Release closing `Writer::write_service`
         if s1 % 2 == 1 {
-            return None;
+            return Pick::Retry;
         }
         let pick = self.choose(slot, r, want, turns, turn);
         // Orders the record reads above before the re-check; pairs with the Release fence after the
         // odd store in `Writer::write_service`.
         fence(Ordering::Acquire);
-        (seq.load(Ordering::Relaxed) == s1).then_some(pick)
+        if seq.load(Ordering::Relaxed) == s1 {
+            pick
+        } else {
+            Pick::Retry
+        }
     }
 
     /// Applies the record's policy: one backend per wanted family that has an eligible one.
@@ -482,7 +488,7 @@ impl<'a> TableView<'a> {
                 return Pick::Done(Lookup::Unavailable);
             };
             answer.v4 = Some(Ipv4Addr::from((lo as u32).to_le_bytes()));
-            used[0] = Some(pos);
+            used[0] = u8::try_from(pos).ok();
         }
         if want != Want::V4 && len6 != 0 {
             let pos = self.position(slot, r, R_SCHED6, len6, policy, turns, turn);
@@ -492,9 +498,9 @@ impl<'a> TableView<'a> {
             answer.v6 = Some(Ipv6Addr::from(
                 (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes(),
             ));
-            used[1] = Some(pos);
+            used[1] = u8::try_from(pos).ok();
         }
-        if used != [None, None] {
+        if answer.v4.is_some() || answer.v6.is_some() {
             Pick::Chosen { slot, answer, used }
         } else if len4 != 0 || len6 != 0 {
             Pick::Done(Lookup::NoData)
@@ -506,7 +512,7 @@ impl<'a> TableView<'a> {
     /// The backend position the policy picks from the schedule at `sched` (`len` entries, not 0);
     /// `None` for a schedule longer than the layout allows.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn position(
         &self,
         slot: usize,
@@ -535,7 +541,7 @@ impl<'a> TableView<'a> {
 
     /// Backend `pos` of the record at `r` as `(pos, low address word, high address word)`, if
     /// it exists and is of `family`.
-    #[inline]
+    #[inline(always)]
     fn backend(&self, r: usize, pos: usize, family: u8) -> Option<(usize, u64, u64)> {
         if pos >= self.layout.max_backends || self.backend_word(r, pos, 2) as u8 != family {
             return None;
@@ -650,11 +656,16 @@ enum Probe {
 }
 
 enum Pick {
+    /// The record changed while it was read.
+    Retry,
+    /// The outcome; nothing to count.
     Done(Lookup),
+    /// Addresses picked; `used` are the backend positions to count (they fit a byte: the header
+    /// check limits `max_backends` to 255).
     Chosen {
         slot: usize,
         answer: Answer,
-        used: [Option<usize>; 2],
+        used: [Option<u8>; 2],
     },
 }
 
@@ -1003,6 +1014,47 @@ mod tests {
         let v = TableView::new_checked(&f.table).unwrap();
         let c = CountersView::new_checked(&f.counters, &v).unwrap();
         assert_eq!((c.count(3, 0), c.count(3, 1)), (100, 200));
+    }
+
+    #[test]
+    fn local_and_read_only_turns_rotate_without_counting() {
+        let f = Fixture::new(&[
+            "add rr.lan 10.0.0.1",
+            "add rr.lan 10.0.0.2",
+            "add two.lan 10.0.1.1",
+            "add two.lan 10.0.1.2",
+        ]);
+        let v = TableView::new_checked(&f.table).unwrap();
+        let c = CountersView::new_checked(&f.counters, &v).unwrap();
+        let local: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let last = |q: &str, turns: Turns<'_>| match v.lookup_with(q.as_bytes(), Want::V4, turns) {
+            Lookup::Found(a) => a.v4.unwrap().octets()[3],
+            other => panic!("{other:?}"),
+        };
+        // Interleaved services keep their own rotation (slot modulo the local counters).
+        let got: Vec<u8> = (0..4)
+            .flat_map(|_| {
+                [
+                    last("rr.lan", Turns::Local(&local)),
+                    last("two.lan", Turns::Local(&local)),
+                ]
+            })
+            .collect();
+        assert_eq!(got, [1, 1, 2, 2, 1, 1, 2, 2]);
+        let got: Vec<u8> = (0..4)
+            .map(|_| last("rr.lan", Turns::ReadOnly(c, &local)))
+            .collect();
+        assert_eq!(got, [1, 2, 1, 2]);
+        assert_eq!(
+            (c.count(0, 0), c.count(0, 1), c.take_turn(0)),
+            (0, 0, 0),
+            "read-only counters are never written"
+        );
+        assert_eq!(
+            last("rr.lan", Turns::Local(&[])),
+            1,
+            "no counters at all: always turn 0"
+        );
     }
 
     #[test]

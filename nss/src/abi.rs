@@ -177,11 +177,10 @@ unsafe fn finish(
 }
 
 /// The answer of a successful lookup, or the failure to report.
-fn answer(lookup: Option<Lookup>) -> Result<Answer, Failure> {
+fn answer(lookup: Lookup) -> Result<Answer, Failure> {
     match lookup {
-        None => Err(Failure::UNAVAILABLE),
-        Some(Lookup::Found(a)) => Ok(a),
-        Some(other) => Err(Failure::of(&other).unwrap_or(Failure::UNAVAILABLE)),
+        Lookup::Found(a) => Ok(a),
+        other => Err(Failure::of(&other).unwrap_or(Failure::UNAVAILABLE)),
     }
 }
 
@@ -213,12 +212,9 @@ unsafe fn hostent_impl(
         want,
         if fits { Mode::Count } else { Mode::Peek },
     ))?;
-    let addr: [u8; 16] = match (want, a.v4, a.v6) {
-        (Want::V4, Some(v4), _) => {
-            let [a, b, c, d] = v4.octets();
-            [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        }
-        (Want::V6, _, Some(v6)) => v6.octets(),
+    let (v4, v6) = match (want, a.v4, a.v6) {
+        (Want::V4, Some(v4), _) => (Some(v4.octets()), None),
+        (Want::V6, _, Some(v6)) => (None, Some(v6.octets())),
         _ => return Err(Failure::NO_DATA),
     };
     if !fits || host.is_null() || buf.is_null() {
@@ -235,7 +231,13 @@ unsafe fn hostent_impl(
         let aliases = buf.add(layout.aliases).cast::<*mut c_char>();
         aliases.write(ptr::null_mut());
         let h_addr = buf.add(layout.addr);
-        ptr::copy_nonoverlapping(addr.as_ptr(), h_addr, addr_len);
+        // Byte arrays (alignment 1), so fixed-size stores instead of a copy call.
+        if let Some(v4) = v4 {
+            h_addr.cast::<[u8; 4]>().write(v4);
+        }
+        if let Some(v6) = v6 {
+            h_addr.cast::<[u8; 16]>().write(v6);
+        }
         let list = buf.add(layout.addr_list).cast::<*mut c_char>();
         list.write(h_addr.cast());
         list.add(1).write(ptr::null_mut());
@@ -379,4 +381,422 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 extern "C" fn rust_eh_personality() {
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The entry points against a real table file and a real counters segment, in this process.
+    //! One test, because the mapping is process-global and the path is read from the environment.
+
+    use super::*;
+    use lbfo_core::cmd::{parse_line, Line};
+    use lbfo_core::shm::{retire_any, CountersView, Layout, TableView, Writer};
+    use lbfo_core::table::{Service, Table, MAX_SERVICES};
+    use std::ffi::CString;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::path::{Path, PathBuf};
+    use std::string::String;
+    use std::sync::atomic::AtomicU64;
+    use std::vec::Vec;
+    use std::{format, vec};
+
+    /// A counters segment, removed at once (it lives while attached).
+    fn segment(generation: u64) -> (i32, &'static [AtomicU64]) {
+        let words = Layout::CURRENT.counters_words();
+        // SAFETY: plain SysV calls; the attachment is checked before use and never detached.
+        unsafe {
+            let id = libc::shmget(libc::IPC_PRIVATE, words * 8, libc::IPC_CREAT | 0o666);
+            assert!(id >= 0);
+            let p = libc::shmat(id, ptr::null(), 0);
+            assert_ne!(p as isize, -1);
+            libc::shmctl(id, libc::IPC_RMID, ptr::null_mut());
+            let w = core::slice::from_raw_parts(p as *const AtomicU64, words);
+            CountersView::init(w, generation, Layout::CURRENT);
+            (id, w)
+        }
+    }
+
+    /// Writes a table of `lines` to `path` (by rename) with counters segment `counters`.
+    fn write_table(path: &Path, generation: u64, counters: Option<i32>, lines: &[&str]) {
+        let w: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
+        let writer = Writer::init(&w, generation).unwrap();
+        let mut slots = vec![None::<Service>; MAX_SERVICES];
+        let mut t = Table::new(&mut slots);
+        for l in lines {
+            let Ok(Some(Line::Command(c))) = parse_line(l) else {
+                panic!("{l}")
+            };
+            let ch = t.apply(&c).unwrap();
+            writer.write_service(ch.slot, t.get(ch.slot));
+        }
+        writer.write_index(t.iter().map(|(i, s)| (i, &s.name)));
+        if let Some(id) = counters {
+            writer.set_counters_id(id as u64);
+        }
+        let bytes: Vec<u8> = w
+            .iter()
+            .flat_map(|x| x.load(core::sync::atomic::Ordering::Relaxed).to_le_bytes())
+            .collect();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Sets the retired flag of the table in `file` through a writable mapping.
+    fn retire(file: &std::fs::File) {
+        use std::os::fd::AsRawFd;
+        let len = Writer::WORDS * 8;
+        // SAFETY: a fresh shared mapping of the whole file, unmapped below.
+        unsafe {
+            let p = libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert!(retire_any(core::slice::from_raw_parts(
+                p as *const AtomicU64,
+                Writer::WORDS
+            )));
+            libc::munmap(p, len);
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Reply {
+        status: c_int,
+        errno: c_int,
+        h_errno: c_int,
+        name: String,
+        addrs: Vec<String>,
+    }
+
+    fn by_name2(name: &str, af: c_int, buflen: usize) -> Reply {
+        let q = CString::new(name).unwrap();
+        let mut buf = vec![0xa5u8; buflen];
+        // SAFETY: an all-zero hostent is valid (null pointers).
+        let mut host: libc::hostent = unsafe { core::mem::zeroed() };
+        let (mut errno, mut h_errno) = (-7, -7);
+        // SAFETY: valid pointers as glibc passes them.
+        let status = unsafe {
+            _nss_lbfo_gethostbyname2_r(
+                q.as_ptr(),
+                af,
+                &mut host,
+                buf.as_mut_ptr().cast(),
+                buflen,
+                &mut errno,
+                &mut h_errno,
+            )
+        };
+        if status != SUCCESS {
+            assert!(
+                buf.iter().all(|b| *b == 0xa5),
+                "a failure wrote into the buffer"
+            );
+            return Reply {
+                status,
+                errno,
+                h_errno,
+                name: String::new(),
+                addrs: Vec::new(),
+            };
+        }
+        let range = buf.as_ptr_range();
+        // SAFETY: on success the hostent points into `buf`, which is still alive.
+        unsafe {
+            for p in [
+                host.h_name.cast_const().cast::<u8>(),
+                host.h_aliases.cast_const().cast(),
+                host.h_addr_list.cast_const().cast(),
+            ] {
+                assert!(range.contains(&p), "pointer outside the buffer");
+            }
+            assert_eq!(host.h_aliases as usize % 8, 0);
+            assert_eq!(host.h_addr_list as usize % 8, 0);
+            assert!((*host.h_aliases).is_null());
+            assert!((*host.h_addr_list.add(1)).is_null());
+            let a = *host.h_addr_list;
+            let addr = if af == libc::AF_INET {
+                assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET, 4));
+                Ipv4Addr::from(*a.cast::<[u8; 4]>()).to_string()
+            } else {
+                assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET6, 16));
+                Ipv6Addr::from(*a.cast::<[u8; 16]>()).to_string()
+            };
+            let name = core::ffi::CStr::from_ptr(host.h_name)
+                .to_str()
+                .unwrap()
+                .into();
+            Reply {
+                status,
+                errno,
+                h_errno,
+                name,
+                addrs: vec![addr],
+            }
+        }
+    }
+
+    fn by_name4(name: &str, own: bool, buflen: usize) -> Reply {
+        let q = CString::new(name).unwrap();
+        let mut buf = vec![0xa5u8; buflen];
+        // SAFETY: an all-zero tuple is valid.
+        let mut mine: GaihAddrtuple = unsafe { core::mem::zeroed() };
+        let mut pat: *mut GaihAddrtuple = if own { &mut mine } else { ptr::null_mut() };
+        let (mut errno, mut h_errno, mut ttl) = (-7, -7, -7);
+        // SAFETY: valid pointers as glibc passes them.
+        let status = unsafe {
+            _nss_lbfo_gethostbyname4_r(
+                q.as_ptr(),
+                &mut pat,
+                buf.as_mut_ptr().cast(),
+                buflen,
+                &mut errno,
+                &mut h_errno,
+                &mut ttl,
+            )
+        };
+        if status != SUCCESS {
+            assert!(
+                buf.iter().all(|b| *b == 0xa5),
+                "a failure wrote into the buffer"
+            );
+            return Reply {
+                status,
+                errno,
+                h_errno,
+                name: String::new(),
+                addrs: Vec::new(),
+            };
+        }
+        assert_eq!(ttl, 0);
+        assert_eq!(own, ptr::eq(pat, &mine));
+        let mut addrs = Vec::new();
+        let mut name = String::new();
+        // SAFETY: on success the list is made of `mine` and tuples in `buf`, both alive.
+        unsafe {
+            let mut t = pat;
+            while !t.is_null() {
+                assert_eq!(t as usize % 8, 0);
+                let tu = &*t;
+                name = core::ffi::CStr::from_ptr(tu.name).to_str().unwrap().into();
+                let bytes: [u8; 16] = core::mem::transmute(tu.addr);
+                addrs.push(match tu.family {
+                    libc::AF_INET => {
+                        Ipv4Addr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+                    }
+                    _ => Ipv6Addr::from(bytes).to_string(),
+                });
+                t = tu.next;
+            }
+        }
+        Reply {
+            status,
+            errno,
+            h_errno,
+            name,
+            addrs,
+        }
+    }
+
+    fn fail(status: c_int, errno: c_int, h_errno: c_int) -> Reply {
+        Reply {
+            status,
+            errno,
+            h_errno,
+            name: String::new(),
+            addrs: Vec::new(),
+        }
+    }
+
+    fn ok(name: &str, addrs: &[&str]) -> Reply {
+        Reply {
+            status: SUCCESS,
+            errno: -7,
+            h_errno: -7,
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lbfo-nss-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn entry_points_against_a_real_table() {
+        use crate::answer::{NOTFOUND, TRYAGAIN, UNAVAIL};
+        let dir = dir();
+        let path = dir.join("table");
+        // Before the table exists: unavailable.
+        std::env::set_var("LBFO_TABLE", &path);
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET, 1024),
+            fail(UNAVAIL, libc::ENOENT, 3)
+        );
+
+        let (id, cw) = segment(7);
+        let lines = [
+            "add web.lan 10.0.0.1",
+            "add web.lan 10.0.0.2",
+            "add web.lan fd00::1",
+            "add four.lan 10.1.0.1",
+            "add down.lan 10.2.0.1",
+            "down down.lan 10.2.0.1",
+        ];
+        write_table(&path, 7, Some(id), &lines);
+        // The failed open is retried at most once a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while by_name2("web.lan", libc::AF_INET, 1024).status != SUCCESS {
+            assert!(std::time::Instant::now() < deadline, "table not picked up");
+            std::thread::yield_now();
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let view_words: Vec<AtomicU64> = std::fs::read(&path)
+            .unwrap()
+            .chunks(8)
+            .map(|c| AtomicU64::new(u64::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        let view = TableView::new_checked(&view_words).unwrap();
+        let counters = CountersView::new_checked(cw, &view).unwrap();
+        let count = |pos| counters.count(0, pos);
+
+        // Round robin through the shared turn, counted; case and one trailing dot fold.
+        let before = (count(0), count(1));
+        let a = by_name2("WEB.lan.", libc::AF_INET, 1024);
+        let b = by_name2("web.lan", libc::AF_INET, 1024);
+        assert_eq!(a.name, "WEB.lan");
+        assert_ne!(a.addrs, b.addrs);
+        assert_eq!((count(0), count(1)), (before.0 + 1, before.1 + 1));
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET6, 1024),
+            ok("web.lan", &["fd00::1"])
+        );
+
+        // Exact ERANGE boundary for a pointer-aligned buffer: 3 pointers, the address, the name.
+        let need = 24 + 4 + "web.lan".len() + 1;
+        let counted = count(0) + count(1);
+        for len in 0..need {
+            assert_eq!(
+                by_name2("web.lan", libc::AF_INET, len),
+                fail(TRYAGAIN, libc::ERANGE, -1),
+                "len {len}"
+            );
+        }
+        assert_eq!(
+            count(0) + count(1),
+            counted,
+            "an ERANGE reply counted a use"
+        );
+        assert_eq!(by_name2("web.lan", libc::AF_INET, need).status, SUCCESS);
+
+        // Statuses.
+        assert_eq!(
+            by_name2("other.lan", libc::AF_INET, 1024),
+            fail(NOTFOUND, libc::ENOENT, 1)
+        );
+        assert_eq!(
+            by_name2("four.lan", libc::AF_INET6, 1024),
+            fail(NOTFOUND, libc::ENOENT, 4)
+        );
+        assert_eq!(
+            by_name2("down.lan", libc::AF_INET, 1024),
+            fail(TRYAGAIN, libc::EAGAIN, 2)
+        );
+        assert_eq!(
+            by_name2("web.lan", libc::AF_UNIX, 1024),
+            fail(UNAVAIL, libc::EAFNOSUPPORT, -1)
+        );
+        assert_eq!(
+            by_name2(&"a".repeat(300), libc::AF_INET, 1024),
+            fail(NOTFOUND, libc::ENOENT, 1)
+        );
+
+        // gethostbyname4_r: IPv6 first, one per family, into the caller's tuple or the buffer.
+        let r = by_name4("web.lan", false, 1024);
+        assert_eq!(
+            (r.addrs.len(), r.addrs[0].as_str(), r.name.as_str()),
+            (2, "fd00::1", "web.lan")
+        );
+        assert!(r.addrs[1].starts_with("10.0.0."));
+        assert_eq!(
+            by_name4("four.lan", true, 1024),
+            ok("four.lan", &["10.1.0.1"])
+        );
+        assert_eq!(
+            by_name4("four.lan", true, 9),
+            ok("four.lan", &["10.1.0.1"]),
+            "own tuple: only the name"
+        );
+        assert_eq!(
+            by_name4("four.lan", true, 8),
+            fail(TRYAGAIN, libc::ERANGE, -1)
+        );
+        assert_eq!(
+            by_name4("down.lan", false, 1024),
+            fail(TRYAGAIN, libc::EAGAIN, 2)
+        );
+        assert_eq!(
+            by_name4("other.lan", false, 1024),
+            fail(NOTFOUND, libc::ENOENT, 1)
+        );
+        let counted = count(0) + count(1);
+        for len in 0..(2 * 40 + 8) {
+            assert_eq!(
+                by_name4("web.lan", false, len),
+                fail(TRYAGAIN, libc::ERANGE, -1),
+                "len {len}"
+            );
+        }
+        assert_eq!(
+            count(0) + count(1),
+            counted,
+            "an ERANGE reply counted a use"
+        );
+
+        // errno is left alone on success.
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = 4242 };
+        assert_eq!(by_name2("web.lan", libc::AF_INET, 1024).status, SUCCESS);
+        // SAFETY: as above.
+        assert_eq!(unsafe { *libc::__errno_location() }, 4242);
+
+        // A replacement by rename is used at once once the old table is retired.
+        write_table(&path, 8, None, &["add web.lan 10.9.9.9"]);
+        retire(&file);
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET, 1024),
+            ok("web.lan", &["10.9.9.9"])
+        );
+        assert_eq!(
+            by_name2("four.lan", libc::AF_INET, 1024),
+            fail(NOTFOUND, libc::ENOENT, 1)
+        );
+
+        // A removed table stops answering within a second or so.
+        std::fs::remove_file(&path).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while by_name2("web.lan", libc::AF_INET, 1024).status == SUCCESS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "removed table still answers"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET, 1024),
+            fail(UNAVAIL, libc::ENOENT, 3)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -146,10 +146,12 @@ pub enum Mode {
     Peek,
 }
 
-/// Resolves `query` against the current table; `None` when there is no usable table.
-pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Option<Lookup> {
+/// Resolves `query` against the current table; [`Lookup::Unavailable`] when there is no usable
+/// table (the NSS reply is the same as for a damaged one).
+pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Lookup {
     let now = coarse_seconds();
     let mut checked = false;
+    let mut waited = false;
     loop {
         let guard = Guard::enter();
         if !checked {
@@ -166,24 +168,66 @@ pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Option<Lookup> {
                 continue;
             }
         }
-        let guard = guard?;
-        return Some(guard.view().lookup_with(query, want, guard.turns(mode)));
+        match guard {
+            Some(guard) => return guard.view().lookup_with(query, want, guard.turns(mode)),
+            // No table yet while another thread of this process maps one (the first lookups of a
+            // multi-threaded program): wait for it rather than let these lookups fall through to
+            // DNS. Only ever on this cold path.
+            None if !waited && wait_for_refresher() => waited = true,
+            None => return Lookup::Unavailable,
+        }
     }
 }
 
-/// The coarse monotonic clock in seconds: read from the vDSO, so no syscall. 0 if it fails.
-fn coarse_seconds() -> u64 {
+/// The coarse monotonic clock: read from the vDSO, so no syscall. 0 if it fails.
+fn coarse_clock() -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime has no other precondition.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    if rc == 0 {
-        u64::try_from(ts.tv_sec).unwrap_or(0)
-    } else {
-        0
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
     }
+    ts
+}
+
+/// The coarse monotonic clock in seconds.
+fn coarse_seconds() -> u64 {
+    u64::try_from(coarse_clock().tv_sec).unwrap_or(0)
+}
+
+/// The coarse monotonic clock in milliseconds.
+fn coarse_millis() -> u64 {
+    let ts = coarse_clock();
+    let ms = u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000;
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .wrapping_mul(1000)
+        .wrapping_add(ms)
+}
+
+/// How long a lookup waits for another thread's first mapping of the table.
+const MAX_WAIT_MS: u64 = 100;
+
+/// Waits, yielding, while another thread of this process refreshes, for at most
+/// [`MAX_WAIT_MS`]. Returns whether one was refreshing.
+fn wait_for_refresher() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let deadline = coarse_millis().saturating_add(MAX_WAIT_MS);
+    let mut busy = false;
+    // Acquire pairs with the Release in `RefreshLock::drop`: once the lock is seen free, what the
+    // refresher published is visible (`CURRENT` itself is SeqCst).
+    while REFRESHER.load(Ordering::Acquire) == me && coarse_millis() < deadline {
+        busy = true;
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    busy
 }
 
 /// Whether this lookup should run the periodic check (at most one lookup per second wins).
