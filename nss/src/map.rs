@@ -173,7 +173,7 @@ pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Lookup {
             // No table yet while another thread of this process maps one (the first lookups of a
             // multi-threaded program): wait for it rather than let these lookups fall through to
             // DNS. Only ever on this cold path.
-            None if !waited && wait_for_refresher() => waited = true,
+            None if !waited && await_first_mapping() => waited = true,
             None => return Lookup::Unavailable,
         }
     }
@@ -213,21 +213,29 @@ fn coarse_millis() -> u64 {
 /// How long a lookup waits for another thread's first mapping of the table.
 const MAX_WAIT_MS: u64 = 100;
 
-/// Waits, yielding, while another thread of this process refreshes, for at most
-/// [`MAX_WAIT_MS`]. Returns whether one was refreshing.
-fn wait_for_refresher() -> bool {
+/// With no table mapped: waits, yielding, while another thread of this process refreshes (for at
+/// most [`MAX_WAIT_MS`]), or refreshes itself if the lock was left by the parent this process was
+/// forked from. Returns whether a mapping may now be there.
+fn await_first_mapping() -> bool {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
+    // Acquire: see the loop below.
+    match REFRESHER.load(Ordering::Acquire) {
+        0 => return false,
+        holder if holder != me => {
+            refresh();
+            return true;
+        }
+        _ => {}
+    }
     let deadline = coarse_millis().saturating_add(MAX_WAIT_MS);
-    let mut busy = false;
     // Acquire pairs with the Release in `RefreshLock::drop`: once the lock is seen free, what the
     // refresher published is visible (`CURRENT` itself is SeqCst).
     while REFRESHER.load(Ordering::Acquire) == me && coarse_millis() < deadline {
-        busy = true;
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
     }
-    busy
+    true
 }
 
 /// Whether this lookup should run the periodic check (at most one lookup per second wins).
