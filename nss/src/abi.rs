@@ -203,6 +203,12 @@ unsafe fn hostent_impl(
         libc::AF_INET6 => (Want::V6, 16),
         _ => return Err(Failure::BAD_FAMILY),
     };
+    if host.is_null() {
+        // Not glibc; and ERANGE would only make a caller grow its buffer forever.
+        return Err(Failure::UNAVAILABLE);
+    }
+    // A null buffer holds nothing.
+    let buflen = if buf.is_null() { 0 } else { buflen };
     let name = strip_dot(q);
     let layout =
         HostentLayout::new(buf as usize, addr_len, name.len()).ok_or(Failure::TOO_SMALL)?;
@@ -217,7 +223,7 @@ unsafe fn hostent_impl(
         (Want::V6, _, Some(v6)) => (None, Some(v6.octets())),
         _ => return Err(Failure::NO_DATA),
     };
-    if !fits || host.is_null() || buf.is_null() {
+    if !fits {
         return Err(Failure::TOO_SMALL);
     }
     // SAFETY: `layout.end <= buflen`, so every offset written below lies in the caller's buffer;
@@ -291,6 +297,8 @@ unsafe fn tuples_impl(
     }
     // SAFETY: `pat` is non-null and readable by the contract.
     let caller = unsafe { *pat };
+    // A null buffer holds nothing.
+    let buflen = if buf.is_null() { 0 } else { buflen };
     let own = usize::from(!caller.is_null());
     let name = strip_dot(q);
     let need =
@@ -311,7 +319,7 @@ unsafe fn tuples_impl(
         return Err(Failure::NO_DATA);
     }
     let layout = need(n).ok_or(Failure::TOO_SMALL)?;
-    if layout.end > buflen || buf.is_null() {
+    if layout.end > buflen {
         // Only if the table changed between the peek and the lookup.
         return Err(Failure::TOO_SMALL);
     }
