@@ -114,7 +114,9 @@ pub enum Setting<'a> {
     Fifo(&'a str),
 }
 
-/// One parsed, non-empty line.
+/// One parsed, non-empty line. (`Command` is large because it holds a [`Name`] inline: there is
+/// no allocator to box it with, and a line lives only as long as its parse.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'a> {
     /// A table command.
@@ -201,7 +203,9 @@ impl<'a> Iterator for Tokens<'a> {
             self.pos = self.line.len();
             return None;
         }
-        let len = rest.find(|c: char| c.is_ascii_whitespace()).unwrap_or(rest.len());
+        let len = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
         self.pos = start + len;
         Some((start + 1, rest.get(..len)?))
     }
@@ -211,14 +215,19 @@ impl<'a> Iterator for Tokens<'a> {
 pub fn parse_bytes(line: &[u8]) -> Result<Option<Line<'_>>, ParseError> {
     match core::str::from_utf8(line) {
         Ok(text) => parse_line(text),
-        Err(e) => Err(ParseError { col: e.valid_up_to() + 1, kind: ParseErrorKind::NotText }),
+        Err(e) => Err(ParseError {
+            col: e.valid_up_to() + 1,
+            kind: ParseErrorKind::NotText,
+        }),
     }
 }
 
 /// Parses one line: `Ok(None)` for a blank or comment line.
 pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     let mut toks = Tokens { line, pos: 0 };
-    let Some((col, verb)) = toks.next() else { return Ok(None) };
+    let Some((col, verb)) = toks.next() else {
+        return Ok(None);
+    };
     let end = line.trim_end().len() + 1;
     let err = |col, kind| ParseError { col, kind };
     let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
@@ -226,19 +235,29 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     let line = match verb {
         "table" | "fifo" => {
             let (_, path) = next("path")?;
-            let s = if verb == "table" { Setting::Table(path) } else { Setting::Fifo(path) };
+            let s = if verb == "table" {
+                Setting::Table(path)
+            } else {
+                Setting::Fifo(path)
+            };
             Line::Setting(s)
         }
         "add" => {
             let service = name(next("service name")?)?;
             let addr = addr(next("address")?)?;
             let (mut weight, mut prio, mut limit) = (None, None, None);
-            while let Some((col, opt)) = toks.next() {
-                let (key, value) = opt.split_once('=').ok_or(err(col, ParseErrorKind::UnknownOption))?;
+            for (col, opt) in toks.by_ref() {
+                let (key, value) = opt
+                    .split_once('=')
+                    .ok_or(err(col, ParseErrorKind::UnknownOption))?;
                 let vcol = col + key.len() + 1;
                 let dup = match key {
-                    "weight" => weight.replace(number(vcol, value, u64::from(MAX_WEIGHT))? as u32).is_some(),
-                    "prio" => prio.replace(number(vcol, value, u64::from(u32::MAX))? as u32).is_some(),
+                    "weight" => weight
+                        .replace(number(vcol, value, u64::from(MAX_WEIGHT))? as u32)
+                        .is_some(),
+                    "prio" => prio
+                        .replace(number(vcol, value, u64::from(u32::MAX))? as u32)
+                        .is_some(),
                     "limit" => limit.replace(number(vcol, value, u64::MAX)?).is_some(),
                     _ => return Err(err(col, ParseErrorKind::UnknownOption)),
                 };
@@ -246,7 +265,13 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
                     return Err(err(col, ParseErrorKind::DuplicateOption));
                 }
             }
-            Line::Command(Command::Add { service, addr, weight, prio, limit })
+            Line::Command(Command::Add {
+                service,
+                addr,
+                weight,
+                prio,
+                limit,
+            })
         }
         "del" => {
             let service = name(next("service name")?)?;
@@ -259,7 +284,11 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
         "down" | "up" => {
             let service = name(next("service name")?)?;
             let addr = addr(next("address")?)?;
-            Line::Command(Command::SetUp { service, addr, up: verb == "up" })
+            Line::Command(Command::SetUp {
+                service,
+                addr,
+                up: verb == "up",
+            })
         }
         "policy" => {
             let service = name(next("service name")?)?;
@@ -276,9 +305,15 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
                 "prio" => Attr::Prio(number(col, n, u64::from(u32::MAX))? as u32),
                 _ => Attr::Limit(number(col, n, u64::MAX)?),
             };
-            Line::Command(Command::Set { service, addr, attr })
+            Line::Command(Command::Set {
+                service,
+                addr,
+                attr,
+            })
         }
-        "reset" => Line::Command(Command::Reset { service: name(next("service name")?)? }),
+        "reset" => Line::Command(Command::Reset {
+            service: name(next("service name")?)?,
+        }),
         _ => return Err(err(col, ParseErrorKind::UnknownVerb)),
     };
     match toks.next() {
@@ -288,17 +323,26 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
 }
 
 fn name((col, tok): (usize, &str)) -> Result<Name, ParseError> {
-    Name::new_checked(tok.as_bytes()).map_err(|e| ParseError { col, kind: ParseErrorKind::BadName(e) })
+    Name::new_checked(tok.as_bytes()).map_err(|e| ParseError {
+        col,
+        kind: ParseErrorKind::BadName(e),
+    })
 }
 
 fn addr((col, tok): (usize, &str)) -> Result<IpAddr, ParseError> {
-    tok.parse().map_err(|_| ParseError { col, kind: ParseErrorKind::BadAddr })
+    tok.parse().map_err(|_| ParseError {
+        col,
+        kind: ParseErrorKind::BadAddr,
+    })
 }
 
 fn number(col: usize, tok: &str, max: u64) -> Result<u64, ParseError> {
     match tok.parse::<u64>() {
         Ok(n) if n <= max && !tok.starts_with('+') => Ok(n),
-        _ => Err(ParseError { col, kind: ParseErrorKind::BadNumber(max) }),
+        _ => Err(ParseError {
+            col,
+            kind: ParseErrorKind::BadNumber(max),
+        }),
     }
 }
 
@@ -333,15 +377,42 @@ mod tests {
             "add Web.Lan. 10.0.0.1 weight=3 prio=2 limit=100 # c",
             "Add { service: Name(\"web.lan\"), addr: 10.0.0.1, weight: Some(3), prio: Some(2), limit: Some(100) }",
         );
-        check("add web.lan ::1", "Add { service: Name(\"web.lan\"), addr: ::1, weight: None, prio: None, limit: None }");
-        check("del web.lan", "Del { service: Name(\"web.lan\"), addr: None }");
-        check("del web.lan 10.0.0.1", "Del { service: Name(\"web.lan\"), addr: Some(10.0.0.1) }");
-        check("down web.lan 10.0.0.1", "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: false }");
-        check("\tup  web.lan   10.0.0.1  ", "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: true }");
-        check("policy web.lan leastused", "Policy { service: Name(\"web.lan\"), policy: LeastUsed }");
-        check("weight web.lan 10.0.0.1 7", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Weight(7) }");
-        check("prio web.lan 10.0.0.1 0", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Prio(0) }");
-        check("limit web.lan 10.0.0.1 0", "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Limit(0) }");
+        check(
+            "add web.lan ::1",
+            "Add { service: Name(\"web.lan\"), addr: ::1, weight: None, prio: None, limit: None }",
+        );
+        check(
+            "del web.lan",
+            "Del { service: Name(\"web.lan\"), addr: None }",
+        );
+        check(
+            "del web.lan 10.0.0.1",
+            "Del { service: Name(\"web.lan\"), addr: Some(10.0.0.1) }",
+        );
+        check(
+            "down web.lan 10.0.0.1",
+            "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: false }",
+        );
+        check(
+            "\tup  web.lan   10.0.0.1  ",
+            "SetUp { service: Name(\"web.lan\"), addr: 10.0.0.1, up: true }",
+        );
+        check(
+            "policy web.lan leastused",
+            "Policy { service: Name(\"web.lan\"), policy: LeastUsed }",
+        );
+        check(
+            "weight web.lan 10.0.0.1 7",
+            "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Weight(7) }",
+        );
+        check(
+            "prio web.lan 10.0.0.1 0",
+            "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Prio(0) }",
+        );
+        check(
+            "limit web.lan 10.0.0.1 0",
+            "Set { service: Name(\"web.lan\"), addr: 10.0.0.1, attr: Limit(0) }",
+        );
         check("reset web.lan", "Reset { service: Name(\"web.lan\") }");
         check("table /run/x", "Table(\"/run/x\")");
         check("fifo /run/y # z", "Fifo(\"/run/y\")");
@@ -352,20 +423,59 @@ mod tests {
         check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)");
         check("add", "column 4: missing service name");
         check("add web.lan  ", "column 12: missing address");
-        check("add web..lan 1.2.3.4", "column 5: bad service name: empty label or label longer than 63 bytes");
-        check("add web.lan 1.2.3", "column 13: not an IPv4 or IPv6 address");
-        check("add web.lan 1.2.3.4 weight=x", "column 28: not a whole number from 0 to 1000000");
-        check("add web.lan 1.2.3.4 weight=1000001", "column 28: not a whole number from 0 to 1000000");
-        check("add web.lan 1.2.3.4 weight=+1", "column 28: not a whole number from 0 to 1000000");
-        check("add web.lan 1.2.3.4 colour=1", "column 21: unknown option (expected weight=, prio= or limit=)");
-        check("add web.lan 1.2.3.4 weight", "column 21: unknown option (expected weight=, prio= or limit=)");
-        check("add web.lan 1.2.3.4 prio=1 prio=2", "column 28: option given twice");
-        check("down web.lan 1.2.3.4 now", "column 22: unexpected extra argument");
-        check("policy web.lan random", "column 16: unknown policy (expected failover, roundrobin, weighted or leastused)");
-        check("limit web.lan 1.2.3.4 -1", "column 23: not a whole number from 0 to 18446744073709551615");
-        check("prio web.lan 1.2.3.4 4294967296", "column 22: not a whole number from 0 to 4294967295");
+        check(
+            "add web..lan 1.2.3.4",
+            "column 5: bad service name: empty label or label longer than 63 bytes",
+        );
+        check(
+            "add web.lan 1.2.3",
+            "column 13: not an IPv4 or IPv6 address",
+        );
+        check(
+            "add web.lan 1.2.3.4 weight=x",
+            "column 28: not a whole number from 0 to 1000000",
+        );
+        check(
+            "add web.lan 1.2.3.4 weight=1000001",
+            "column 28: not a whole number from 0 to 1000000",
+        );
+        check(
+            "add web.lan 1.2.3.4 weight=+1",
+            "column 28: not a whole number from 0 to 1000000",
+        );
+        check(
+            "add web.lan 1.2.3.4 colour=1",
+            "column 21: unknown option (expected weight=, prio= or limit=)",
+        );
+        check(
+            "add web.lan 1.2.3.4 weight",
+            "column 21: unknown option (expected weight=, prio= or limit=)",
+        );
+        check(
+            "add web.lan 1.2.3.4 prio=1 prio=2",
+            "column 28: option given twice",
+        );
+        check(
+            "down web.lan 1.2.3.4 now",
+            "column 22: unexpected extra argument",
+        );
+        check(
+            "policy web.lan random",
+            "column 16: unknown policy (expected failover, roundrobin, weighted or leastused)",
+        );
+        check(
+            "limit web.lan 1.2.3.4 -1",
+            "column 23: not a whole number from 0 to 18446744073709551615",
+        );
+        check(
+            "prio web.lan 1.2.3.4 4294967296",
+            "column 22: not a whole number from 0 to 4294967295",
+        );
         check("reset", "column 6: missing service name");
-        check("del web.lan 1.2.3.4 5.6.7.8", "column 21: unexpected extra argument");
+        check(
+            "del web.lan 1.2.3.4 5.6.7.8",
+            "column 21: unexpected extra argument",
+        );
     }
 
     #[test]

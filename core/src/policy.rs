@@ -43,7 +43,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// The empty schedule: no backend may be returned.
-    pub const EMPTY: Schedule = Schedule { len: 0, slots: [0; SCHED_LEN] };
+    pub const EMPTY: Schedule = Schedule {
+        len: 0,
+        slots: [0; SCHED_LEN],
+    };
 
     /// The positions, in turn order.
     pub fn as_slice(&self) -> &[u8] {
@@ -61,12 +64,18 @@ impl Schedule {
     /// Computes the schedule of `service` for `family`.
     pub fn build(service: &Service, family: Family) -> Schedule {
         let mut s = Schedule::EMPTY;
-        let eligible = || service.iter().filter(|(_, b)| b.eligible() && Family::of(&b.addr) == family);
+        let eligible = || {
+            service
+                .iter()
+                .filter(|(_, b)| b.eligible() && Family::of(&b.addr) == family)
+        };
         match service.policy {
             Policy::RoundRobin | Policy::LeastUsed => eligible().for_each(|(i, _)| s.push(i)),
             Policy::Failover => {
                 if let Some(best) = eligible().map(|(_, b)| b.prio).min() {
-                    eligible().filter(|(_, b)| b.prio == best).for_each(|(i, _)| s.push(i));
+                    eligible()
+                        .filter(|(_, b)| b.prio == best)
+                        .for_each(|(i, _)| s.push(i));
                 }
             }
             Policy::Weighted => {
@@ -127,7 +136,10 @@ fn scale(w: &mut [u64; MAX_BACKENDS]) {
         }
     }
     while given < len {
-        let Some(i) = (0..MAX_BACKENDS).filter(|&i| rem[i] > 0).max_by_key(|&i| (rem[i], usize::MAX - i)) else {
+        let Some(i) = (0..MAX_BACKENDS)
+            .filter(|&i| rem[i] > 0)
+            .max_by_key(|&i| (rem[i], usize::MAX - i))
+        else {
             break;
         };
         w[i] += 1;
@@ -155,7 +167,9 @@ mod tests {
         let mut slots = vec![None; 1];
         let mut t = Table::new(&mut slots);
         for l in lines {
-            let Ok(Some(Line::Command(c))) = parse_line(l) else { panic!("{l}") };
+            let Ok(Some(Line::Command(c))) = parse_line(l) else {
+                panic!("{l}")
+            };
             t.apply(&c).unwrap();
         }
         *t.get(0).unwrap()
@@ -163,11 +177,23 @@ mod tests {
 
     #[test]
     fn weighted_is_smooth_and_exact() {
-        let s = service(&["policy w.lan weighted", "add w.lan 10.0.0.1 weight=1", "add w.lan 10.0.0.2 weight=3"]);
+        let s = service(&[
+            "policy w.lan weighted",
+            "add w.lan 10.0.0.1 weight=1",
+            "add w.lan 10.0.0.2 weight=3",
+        ]);
         assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[1, 0, 1, 1]);
         assert_eq!(Schedule::build(&s, Family::V6).as_slice(), &[] as &[u8]);
-        let s = service(&["policy w.lan weighted", "add w.lan 10.0.0.1 weight=100", "add w.lan 10.0.0.2 weight=300"]);
-        assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[1, 0, 1, 1], "gcd reduces");
+        let s = service(&[
+            "policy w.lan weighted",
+            "add w.lan 10.0.0.1 weight=100",
+            "add w.lan 10.0.0.2 weight=300",
+        ]);
+        assert_eq!(
+            Schedule::build(&s, Family::V4).as_slice(),
+            &[1, 0, 1, 1],
+            "gcd reduces"
+        );
     }
 
     #[test]
@@ -201,7 +227,12 @@ mod tests {
 
     #[test]
     fn down_and_drained_are_skipped() {
-        let s = service(&["add r.lan 10.0.0.1", "add r.lan 10.0.0.2 weight=0", "add r.lan 10.0.0.3", "down r.lan 10.0.0.1"]);
+        let s = service(&[
+            "add r.lan 10.0.0.1",
+            "add r.lan 10.0.0.2 weight=0",
+            "add r.lan 10.0.0.3",
+            "down r.lan 10.0.0.1",
+        ]);
         assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[2]);
     }
 
@@ -220,7 +251,10 @@ mod tests {
             }
             let orig = w;
             scale(&mut w);
-            let tiny = orig.iter().filter(|&&x| x > 0 && x * (SCHED_LEN as u64) < orig.iter().sum::<u64>()).count();
+            let tiny = orig
+                .iter()
+                .filter(|&&x| x > 0 && x * (SCHED_LEN as u64) < orig.iter().sum::<u64>())
+                .count();
             let total: u64 = w.iter().sum();
             let otot: u64 = orig.iter().sum();
             assert!(total <= SCHED_LEN as u64);
@@ -228,7 +262,10 @@ mod tests {
                 assert_eq!(w[i] > 0, orig[i] > 0);
                 if otot > 0 {
                     let exact = orig[i] as f64 * total as f64 / otot as f64;
-                    assert!((w[i] as f64 - exact).abs() <= 1.0 + tiny as f64, "{orig:?} -> {w:?}");
+                    assert!(
+                        (w[i] as f64 - exact).abs() <= 1.0 + tiny as f64,
+                        "{orig:?} -> {w:?}"
+                    );
                 }
             }
         }

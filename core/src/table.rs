@@ -123,17 +123,26 @@ pub struct Service {
 impl Service {
     /// A service with no backends, under the default policy (`roundrobin`).
     pub fn new(name: Name) -> Service {
-        Service { name, policy: Policy::RoundRobin, backends: [None; MAX_BACKENDS] }
+        Service {
+            name,
+            policy: Policy::RoundRobin,
+            backends: [None; MAX_BACKENDS],
+        }
     }
 
     /// The position of the backend with this address.
     pub fn position(&self, addr: IpAddr) -> Option<usize> {
-        self.backends.iter().position(|b| b.is_some_and(|b| b.addr == addr))
+        self.backends
+            .iter()
+            .position(|b| b.is_some_and(|b| b.addr == addr))
     }
 
     /// The backends with their positions.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Backend)> {
-        self.backends.iter().enumerate().filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
+        self.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
     }
 }
 
@@ -190,7 +199,9 @@ impl<'a> Table<'a> {
 
     /// The slot of the service with this name.
     pub fn find(&self, name: &Name) -> Option<usize> {
-        self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.name == *name))
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.name == *name))
     }
 
     /// The service in `slot`.
@@ -200,7 +211,10 @@ impl<'a> Table<'a> {
 
     /// Every service with its slot.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &Service)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
     /// How many services there are.
@@ -222,9 +236,21 @@ impl<'a> Table<'a> {
     pub fn apply(&mut self, cmd: &Command) -> Result<Change, ApplyError> {
         let name = cmd.service();
         let found = self.find(name);
-        let unchanged = |slot| Change { slot, record: false, index: false, zero: 0, zero_ticket: false };
+        let unchanged = |slot| Change {
+            slot,
+            record: false,
+            index: false,
+            zero: 0,
+            zero_ticket: false,
+        };
         match *cmd {
-            Command::Add { addr, weight, prio, limit, .. } => {
+            Command::Add {
+                addr,
+                weight,
+                prio,
+                limit,
+                ..
+            } => {
                 let (slot, created) = match found {
                     Some(slot) => (slot, false),
                     None => (self.create(name)?, true),
@@ -273,19 +299,39 @@ impl<'a> Table<'a> {
                 let service = self.slot_mut(slot)?;
                 let record = service.policy != policy;
                 service.policy = policy;
-                Ok(Change { slot, record: record || created, index: created, zero: 0, zero_ticket: created })
+                Ok(Change {
+                    slot,
+                    record: record || created,
+                    index: created,
+                    zero: 0,
+                    zero_ticket: created,
+                })
             }
             Command::Del { addr: None, .. } => {
                 let slot = found.ok_or(ApplyError::NoService)?;
                 self.slots[slot] = None;
-                Ok(Change { slot, record: true, index: true, zero: u16::MAX, zero_ticket: true })
+                Ok(Change {
+                    slot,
+                    record: true,
+                    index: true,
+                    zero: u16::MAX,
+                    zero_ticket: true,
+                })
             }
-            Command::Del { addr: Some(addr), .. } => {
+            Command::Del {
+                addr: Some(addr), ..
+            } => {
                 let slot = found.ok_or(ApplyError::NoService)?;
                 let service = self.slot_mut(slot)?;
                 let pos = service.position(addr).ok_or(ApplyError::NoBackend)?;
                 service.backends[pos] = None;
-                Ok(Change { slot, record: true, index: false, zero: 1 << pos, zero_ticket: false })
+                Ok(Change {
+                    slot,
+                    record: true,
+                    index: false,
+                    zero: 1 << pos,
+                    zero_ticket: false,
+                })
             }
             Command::SetUp { addr, up, .. } => self.update(found, addr, |b| b.up = up),
             Command::Set { addr, attr, .. } => self.update(found, addr, |b| match attr {
@@ -295,19 +341,30 @@ impl<'a> Table<'a> {
             }),
             Command::Reset { .. } => {
                 let slot = found.ok_or(ApplyError::NoService)?;
-                Ok(Change { zero: u16::MAX, zero_ticket: true, ..unchanged(slot) })
+                Ok(Change {
+                    zero: u16::MAX,
+                    zero_ticket: true,
+                    ..unchanged(slot)
+                })
             }
         }
     }
 
     fn create(&mut self, name: &Name) -> Result<usize, ApplyError> {
-        let slot = self.slots.iter().position(Option::is_none).ok_or(ApplyError::TableFull)?;
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(ApplyError::TableFull)?;
         self.slots[slot] = Some(Service::new(*name));
         Ok(slot)
     }
 
     fn slot_mut(&mut self, slot: usize) -> Result<&mut Service, ApplyError> {
-        self.slots.get_mut(slot).and_then(Option::as_mut).ok_or(ApplyError::NoService)
+        self.slots
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .ok_or(ApplyError::NoService)
     }
 
     fn update(
@@ -319,10 +376,18 @@ impl<'a> Table<'a> {
         let slot = found.ok_or(ApplyError::NoService)?;
         let service = self.slot_mut(slot)?;
         let pos = service.position(addr).ok_or(ApplyError::NoBackend)?;
-        let b = service.backends[pos].as_mut().ok_or(ApplyError::NoBackend)?;
+        let b = service.backends[pos]
+            .as_mut()
+            .ok_or(ApplyError::NoBackend)?;
         let before = *b;
         f(b);
-        Ok(Change { slot, record: before != *b, index: false, zero: 0, zero_ticket: false })
+        Ok(Change {
+            slot,
+            record: before != *b,
+            index: false,
+            zero: 0,
+            zero_ticket: false,
+        })
     }
 }
 
@@ -350,7 +415,10 @@ mod tests {
         assert_eq!((c.slot, c.index, c.zero), (0, false, 2));
         t.apply(&cmd("del a.lan 10.0.0.1")).unwrap();
         let c = t.apply(&cmd("add a.lan 10.0.0.3")).unwrap();
-        assert_eq!(c.zero, 1, "the freed position is reused and its counter restarts");
+        assert_eq!(
+            c.zero, 1,
+            "the freed position is reused and its counter restarts"
+        );
         let s = t.get(0).unwrap();
         assert_eq!(s.position("10.0.0.2".parse().unwrap()), Some(1));
         t.apply(&cmd("del a.lan")).unwrap();
@@ -362,7 +430,8 @@ mod tests {
     fn add_updates_only_given_options() {
         let mut slots = vec![None; 2];
         let mut t = Table::new(&mut slots);
-        t.apply(&cmd("add a.lan 10.0.0.1 weight=5 prio=2 limit=9")).unwrap();
+        t.apply(&cmd("add a.lan 10.0.0.1 weight=5 prio=2 limit=9"))
+            .unwrap();
         t.apply(&cmd("down a.lan 10.0.0.1")).unwrap();
         let c = t.apply(&cmd("add a.lan 10.0.0.1 prio=7")).unwrap();
         assert!(c.record && c.zero == 0);
@@ -376,14 +445,27 @@ mod tests {
     fn errors_leave_table_alone() {
         let mut slots = vec![None; 1];
         let mut t = Table::new(&mut slots);
-        assert_eq!(t.apply(&cmd("down a.lan 10.0.0.1")), Err(ApplyError::NoService));
+        assert_eq!(
+            t.apply(&cmd("down a.lan 10.0.0.1")),
+            Err(ApplyError::NoService)
+        );
         t.apply(&cmd("add a.lan 10.0.0.1")).unwrap();
-        assert_eq!(t.apply(&cmd("up a.lan 10.0.0.2")), Err(ApplyError::NoBackend));
-        assert_eq!(t.apply(&cmd("add b.lan 10.0.0.1")), Err(ApplyError::TableFull));
+        assert_eq!(
+            t.apply(&cmd("up a.lan 10.0.0.2")),
+            Err(ApplyError::NoBackend)
+        );
+        assert_eq!(
+            t.apply(&cmd("add b.lan 10.0.0.1")),
+            Err(ApplyError::TableFull)
+        );
         for i in 2..=MAX_BACKENDS {
-            t.apply(&cmd(&std::format!("add a.lan 10.0.0.{i}"))).unwrap();
+            t.apply(&cmd(&std::format!("add a.lan 10.0.0.{i}")))
+                .unwrap();
         }
-        assert_eq!(t.apply(&cmd("add a.lan 10.0.1.1")), Err(ApplyError::ServiceFull));
+        assert_eq!(
+            t.apply(&cmd("add a.lan 10.0.1.1")),
+            Err(ApplyError::ServiceFull)
+        );
         assert_eq!(t.get(0).unwrap().iter().count(), MAX_BACKENDS);
     }
 

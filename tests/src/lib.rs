@@ -33,15 +33,23 @@ pub struct Artefacts {
 
 /// Finds the artefacts, failing with instructions if they were not built.
 pub fn artefacts() -> Artefacts {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = std::env::var_os("LBFO_BIN_DIR").map_or_else(|| root.join("target/release"), PathBuf::from);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let dir =
+        std::env::var_os("LBFO_BIN_DIR").map_or_else(|| root.join("target/release"), PathBuf::from);
     let a = Artefacts {
         agent: dir.join("lbfo-agentd"),
         module: dir.join("libnss_lbfo.so"),
         resolve: resolver(),
     };
     for p in [&a.agent, &a.module] {
-        assert!(p.exists(), "{} is missing: run `cargo build --release` first (scripts/test.sh does)", p.display());
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo build --release` first (scripts/test.sh does)",
+            p.display()
+        );
     }
     a
 }
@@ -49,9 +57,17 @@ pub fn artefacts() -> Artefacts {
 /// `lbfo-resolve`, built beside the test executables (`target/*/deps/..` → `target/*/`).
 fn resolver() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let p = dir.join("lbfo-resolve");
-    assert!(p.exists(), "{} is missing: `cargo test` builds it", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: `cargo test` builds it",
+        p.display()
+    );
     p
 }
 
@@ -93,11 +109,20 @@ impl Host {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("lib")).expect("create test dir");
         let libdir = dir.join("lib");
-        std::os::unix::fs::symlink(&bin.module, libdir.join("libnss_lbfo.so.2")).expect("symlink module");
+        std::os::unix::fs::symlink(&bin.module, libdir.join("libnss_lbfo.so.2"))
+            .expect("symlink module");
         fs::write(dir.join("nsswitch.conf"), "hosts: lbfo files\n").expect("write nsswitch.conf");
-        fs::write(dir.join("hosts"), "127.0.0.1 localhost\n192.0.2.77 fromhosts.test\n192.0.2.78 web.lan-files\n")
-            .expect("write hosts");
-        let h = Host { dir, bin, agent: None, libdir };
+        fs::write(
+            dir.join("hosts"),
+            "127.0.0.1 localhost\n192.0.2.77 fromhosts.test\n192.0.2.78 web.lan-files\n",
+        )
+        .expect("write hosts");
+        let h = Host {
+            dir,
+            bin,
+            agent: None,
+            libdir,
+        };
         h.write_config(body);
         h
     }
@@ -119,7 +144,11 @@ impl Host {
 
     /// Rewrites the config: this host's paths, then `body`.
     pub fn write_config(&self, body: &str) {
-        let text = format!("table {}\nfifo {}\n{body}", self.table().display(), self.fifo().display());
+        let text = format!(
+            "table {}\nfifo {}\n{body}",
+            self.table().display(),
+            self.fifo().display()
+        );
         fs::write(self.config(), text).expect("write config");
     }
 
@@ -135,7 +164,9 @@ impl Host {
             .expect("spawn lbfo-agentd");
         self.agent = Some(child);
         let (table, fifo) = (self.table(), self.fifo());
-        self.wait_for("the agent's table and FIFO", || table.exists() && fifo.exists());
+        self.wait_for("the agent's table and FIFO", || {
+            table.exists() && fifo.exists()
+        });
     }
 
     /// The agent's process id, if running.
@@ -196,7 +227,11 @@ impl Host {
     pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; agent log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; agent log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -204,20 +239,29 @@ impl Host {
     /// A command with this host's table and module in its environment.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
-        c.env("LBFO_TABLE", self.table()).env("LD_LIBRARY_PATH", &self.libdir);
+        c.env("LBFO_TABLE", self.table())
+            .env("LD_LIBRARY_PATH", &self.libdir);
         c
     }
 
     /// Runs `lbfo-resolve --nss "lbfo files" ARGS` and returns its stdout; panics on failure.
     pub fn resolve(&self, args: &[&str]) -> String {
         let out = self.resolve_output(args);
-        assert!(out.status.success(), "lbfo-resolve {args:?} failed: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "lbfo-resolve {args:?} failed: {}",
+            describe(&out)
+        );
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
     /// Runs `lbfo-resolve --nss "lbfo files" ARGS`.
     pub fn resolve_output(&self, args: &[&str]) -> Output {
-        self.command(&self.bin.resolve).args(["--nss", "lbfo files"]).args(args).output().expect("run lbfo-resolve")
+        self.command(&self.bin.resolve)
+            .args(["--nss", "lbfo files"])
+            .args(args)
+            .output()
+            .expect("run lbfo-resolve")
     }
 
     /// Counts answers of `n` resolutions: `(answer, count)` sorted by answer.
@@ -235,7 +279,12 @@ impl Host {
     /// Waits (through real lookups) until `name` answers exactly `addr`.
     pub fn wait_answer(&self, name: &str, addr: &str) {
         let out = self.resolve_output(&["wait", name, addr, "10000"]);
-        assert!(out.status.success(), "{name} never answered {addr}: {}\nagent log:\n{}", describe(&out), self.log());
+        assert!(
+            out.status.success(),
+            "{name} never answered {addr}: {}\nagent log:\n{}",
+            describe(&out),
+            self.log()
+        );
     }
 
     /// Runs `getent ARGS` in a private mount namespace whose nsswitch.conf and hosts are this
@@ -251,14 +300,24 @@ impl Host {
             d = self.dir.display()
         );
         let mut cmd = self.command(unshare_mount()[0]);
-        cmd.env("LBFO_TABLE", table).args(&unshare_mount()[1..]).args(["sh", "-c", &script, "getent"]).args(args);
+        cmd.env("LBFO_TABLE", table)
+            .args(&unshare_mount()[1..])
+            .args(["sh", "-c", &script, "getent"])
+            .args(args);
         let out = cmd.output().expect("run unshare getent");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     }
 
     /// `lbfo-agentd status --json` for this host's table.
     pub fn status_json(&self) -> String {
-        let out = Command::new(&self.bin.agent).args(["status", "--json", "-c"]).arg(self.config()).output().expect("status");
+        let out = Command::new(&self.bin.agent)
+            .args(["status", "--json", "-c"])
+            .arg(self.config())
+            .output()
+            .expect("status");
         assert!(out.status.success(), "status failed: {}", describe(&out));
         String::from_utf8_lossy(&out.stdout).to_string()
     }

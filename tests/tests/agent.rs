@@ -11,9 +11,18 @@ fn a_bad_fifo_line_is_reported_and_skipped_while_its_neighbours_apply() {
     h.wait_answer("c.lan", "10.0.0.3");
     assert_eq!(h.resolve(&["gai4", "b.lan"]), "10.0.0.2");
     let log = h.log();
-    assert!(log.contains("line 2") && log.contains("column 11") && log.contains("address"), "{log}");
-    assert!(log.contains("line 3") && log.contains("no such service"), "{log}");
-    assert!(log.contains("line 4"), "settings are refused on the FIFO: {log}");
+    assert!(
+        log.contains("line 2") && log.contains("column 11") && log.contains("address"),
+        "{log}"
+    );
+    assert!(
+        log.contains("line 3") && log.contains("no such service"),
+        "{log}"
+    );
+    assert!(
+        log.contains("line 4"),
+        "settings are refused on the FIFO: {log}"
+    );
     // Lines split across writes are reassembled.
     h.send("add d.lan 10.0");
     h.send(".0.4\nadd e.lan 10.0.0.5\n");
@@ -29,7 +38,12 @@ fn ten_thousand_lines_from_four_concurrent_writers_are_all_applied() {
     for k in 0..4u32 {
         let mut text = String::new();
         for i in 0..2500u32 {
-            text += &format!("add w{k}-{}.lan 10.{k}.{}.{}\n", i / 16, i / 250, i % 250 + 1);
+            text += &format!(
+                "add w{k}-{}.lan 10.{k}.{}.{}\n",
+                i / 16,
+                i / 250,
+                i % 250 + 1
+            );
         }
         text += &format!("add done{k}.lan 127.0.1.{}\n", k + 1);
         let path = h.dir.join(format!("cmds{k}"));
@@ -59,7 +73,11 @@ fn ten_thousand_lines_from_four_concurrent_writers_are_all_applied() {
     // Spot-check through lookups: the last service of each writer rotates over its backends.
     for k in 0..4 {
         let counts = h.tally("gai4", &format!("w{k}-156.lan"), 4);
-        assert_eq!(counts.len(), 4, "w{k}-156.lan has its 4 backends: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            4,
+            "w{k}-156.lan has its 4 backends: {counts:?}"
+        );
     }
 }
 
@@ -70,7 +88,11 @@ fn config_errors_name_file_line_column_exit_2_and_leave_the_table_alone() {
     h.stop();
     let before = std::fs::read(h.table()).unwrap();
     h.write_config("add a.lan 10.0.0.1\n# fine\nadd b.lan 10.0.0.2 weigth=3\n");
-    let out = Command::new(&h.bin.agent).arg("-c").arg(h.config()).output().unwrap();
+    let out = Command::new(&h.bin.agent)
+        .arg("-c")
+        .arg(h.config())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     // table and fifo lines come first, so the user's line 3 is line 5 of the file.
@@ -80,11 +102,22 @@ fn config_errors_name_file_line_column_exit_2_and_leave_the_table_alone() {
     assert_eq!(std::fs::read(h.table()).unwrap(), before, "table untouched");
 
     h.write_config("down a.lan 10.0.0.1\n");
-    let out = Command::new(&h.bin.agent).arg("-c").arg(h.config()).output().unwrap();
+    let out = Command::new(&h.bin.agent)
+        .arg("-c")
+        .arg(h.config())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":3:1: no such service"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":3:1: no such service"),
+        "{}",
+        describe(&out)
+    );
 
-    let out = Command::new(&h.bin.agent).args(["-c", "/nonexistent/lbfo.conf"]).output().unwrap();
+    let out = Command::new(&h.bin.agent)
+        .args(["-c", "/nonexistent/lbfo.conf"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lbfo.conf"));
     let out = Command::new(&h.bin.agent).arg("--bogus").output().unwrap();
@@ -101,11 +134,25 @@ fn sighup_applies_the_new_config_and_keeps_counters_and_runtime_state() {
     h.write_config("add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd new.lan 10.0.8.8\n");
     h.signal(libc::SIGHUP);
     h.wait_answer("new.lan", "10.0.8.8");
-    assert!(h.resolve(&["gai4", "gone.lan"]).starts_with("error:"), "removed from the config: gone");
-    assert_eq!(h.resolve(&["gai4", "runtime.lan"]), "10.0.7.7", "made at run time: kept");
-    assert_eq!(h.resolve(&["gai4", "a.lan", "3"]), "10.0.0.1\n10.0.0.1\n10.0.0.1", "still down");
+    assert!(
+        h.resolve(&["gai4", "gone.lan"]).starts_with("error:"),
+        "removed from the config: gone"
+    );
+    assert_eq!(
+        h.resolve(&["gai4", "runtime.lan"]),
+        "10.0.7.7",
+        "made at run time: kept"
+    );
+    assert_eq!(
+        h.resolve(&["gai4", "a.lan", "3"]),
+        "10.0.0.1\n10.0.0.1\n10.0.0.1",
+        "still down"
+    );
     let status = h.status_json();
-    assert!(status.contains("\"lookups\":8") || status.contains("\"lookups\": 8"), "counters kept: {status}");
+    assert!(
+        status.contains("\"lookups\":8") || status.contains("\"lookups\": 8"),
+        "counters kept: {status}"
+    );
     // A broken config on reload is reported and changes nothing.
     h.write_config("add a.lan 10.0.0.1\nbogus\n");
     h.signal(libc::SIGHUP);
@@ -127,23 +174,48 @@ fn only_root_changes_answers() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
     };
-    assert_eq!(mode(&h.table()), 0o644, "table: world-readable, root-writable");
+    assert_eq!(
+        mode(&h.table()),
+        0o644,
+        "table: world-readable, root-writable"
+    );
     assert_eq!(mode(&h.fifo()), 0o600, "fifo: root only");
     std::fs::set_permissions(&h.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let nobody = |script: &str| {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
             .env("LBFO_TABLE", h.table())
             .env("LD_LIBRARY_PATH", &h.libdir)
             .output()
             .unwrap()
     };
-    let out = nobody(&format!("echo 'add a.lan 10.6.6.6' > {}", h.fifo().display()));
-    assert!(!out.status.success(), "an unprivileged user cannot write commands");
+    let out = nobody(&format!(
+        "echo 'add a.lan 10.6.6.6' > {}",
+        h.fifo().display()
+    ));
+    assert!(
+        !out.status.success(),
+        "an unprivileged user cannot write commands"
+    );
     let out = nobody(&format!("echo x >> {}", h.table().display()));
     assert!(!out.status.success(), "nor write the table");
     // But can resolve through it (counting included).
-    let out = nobody(&format!("{} --nss 'lbfo files' gai4 a.lan", h.bin.resolve.display()));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.0.0.1", "{}", describe(&out));
+    let out = nobody(&format!(
+        "{} --nss 'lbfo files' gai4 a.lan",
+        h.bin.resolve.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "10.0.0.1",
+        "{}",
+        describe(&out)
+    );
     assert_eq!(h.resolve(&["gai4", "a.lan"]), "10.0.0.1");
 }

@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[test]
 fn exports_exactly_the_four_entry_points() {
     let a = artefacts();
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&a.module).output().expect("nm");
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&a.module)
+        .output()
+        .expect("nm");
     assert!(out.status.success(), "{}", describe(&out));
     let mut funcs: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -27,8 +31,15 @@ fn exports_exactly_the_four_entry_points() {
             "_nss_lbfo_gethostbyname_r"
         ]
     );
-    let out = Command::new("readelf").args(["-d"]).arg(&a.module).output().expect("readelf");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[libnss_lbfo.so.2]"), "soname");
+    let out = Command::new("readelf")
+        .args(["-d"])
+        .arg(&a.module)
+        .output()
+        .expect("readelf");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[libnss_lbfo.so.2]"),
+        "soname"
+    );
 }
 
 #[test]
@@ -38,9 +49,18 @@ fn buffer_sweep_from_one_byte_hits_erange_then_answers() {
     let out = h.resolve(&["sweep", "sweep.lan", "600"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("first-ok ") && lines[0].ends_with(" 10.0.4.1"), "gethostbyname_r: {out}");
-    assert!(lines[1].ends_with(" 10.0.4.1"), "gethostbyname2_r AF_INET: {out}");
-    assert!(lines[2].ends_with(" fd00::41"), "gethostbyname2_r AF_INET6: {out}");
+    assert!(
+        lines[0].starts_with("first-ok ") && lines[0].ends_with(" 10.0.4.1"),
+        "gethostbyname_r: {out}"
+    );
+    assert!(
+        lines[1].ends_with(" 10.0.4.1"),
+        "gethostbyname2_r AF_INET: {out}"
+    );
+    assert!(
+        lines[2].ends_with(" fd00::41"),
+        "gethostbyname2_r AF_INET6: {out}"
+    );
     for l in &lines {
         let len: usize = l.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(len > 1, "small buffers must be refused with ERANGE: {l}");
@@ -51,14 +71,25 @@ fn buffer_sweep_from_one_byte_hits_erange_then_answers() {
     let out = h.resolve(&["module", &module, "sweep.lan", "400"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("4_r first-ok ") && lines[0].ends_with(" fd00::41 10.0.4.1"), "{out}");
-    assert!(lines[1].starts_with("4_r+pat first-ok ") && lines[1].ends_with(" fd00::41 10.0.4.1"), "{out}");
-    assert!(lines[2].starts_with("2_r first-ok ") && lines[2].ends_with(" 10.0.4.1"), "{out}");
+    assert!(
+        lines[0].starts_with("4_r first-ok ") && lines[0].ends_with(" fd00::41 10.0.4.1"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("4_r+pat first-ok ") && lines[1].ends_with(" fd00::41 10.0.4.1"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("2_r first-ok ") && lines[2].ends_with(" 10.0.4.1"),
+        "{out}"
+    );
 }
 
 #[test]
 fn eight_threads_resolving_while_the_agent_rewrites_the_table() {
-    let mut h = Host::new("add s.lan 10.1.0.1\nadd s.lan 10.1.0.2\nadd s.lan 10.1.0.3\nadd s.lan 10.1.0.4\n");
+    let mut h = Host::new(
+        "add s.lan 10.1.0.1\nadd s.lan 10.1.0.2\nadd s.lan 10.1.0.3\nadd s.lan 10.1.0.4\n",
+    );
     h.start();
     let stop = AtomicBool::new(false);
     let churn = [
@@ -85,7 +116,10 @@ fn eight_threads_resolving_while_the_agent_rewrites_the_table() {
     let writes = std::sync::atomic::AtomicU64::new(0);
     let out = std::thread::scope(|s| {
         s.spawn(|| {
-            let mut f = std::fs::OpenOptions::new().write(true).open(h.fifo()).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(h.fifo())
+                .unwrap();
             while !stop.load(Ordering::Relaxed) {
                 f.write_all(churn.as_bytes()).unwrap();
                 writes.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +127,15 @@ fn eight_threads_resolving_while_the_agent_rewrites_the_table() {
         });
         let out = h
             .command(&h.bin.resolve)
-            .args(["--nss", "lbfo files", "stress", "s.lan", "8", "5000", "10.1.0.1,10.1.0.2,10.1.0.3,10.1.0.4,10.1.0.5"])
+            .args([
+                "--nss",
+                "lbfo files",
+                "stress",
+                "s.lan",
+                "8",
+                "5000",
+                "10.1.0.1,10.1.0.2,10.1.0.3,10.1.0.4,10.1.0.5",
+            ])
             .stdout(Stdio::piped())
             .output()
             .unwrap();
@@ -104,6 +146,12 @@ fn eight_threads_resolving_while_the_agent_rewrites_the_table() {
     assert!(out.status.success(), "a foreign answer: {}", describe(&out));
     assert!(text.contains("total 40000 foreign 0"), "{text}");
     let unresolved: u64 = text.split_whitespace().last().unwrap().parse().unwrap();
-    assert!(unresolved < 40000, "the service must resolve most of the time: {text}");
-    assert!(writes.into_inner() > 10, "the agent was being rewritten throughout");
+    assert!(
+        unresolved < 40000,
+        "the service must resolve most of the time: {text}"
+    );
+    assert!(
+        writes.into_inner() > 10,
+        "the agent was being rewritten throughout"
+    );
 }

@@ -26,7 +26,10 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 extern "C" {
-    fn __nss_configure_lookup(db: *const libc::c_char, service_line: *const libc::c_char) -> libc::c_int;
+    fn __nss_configure_lookup(
+        db: *const libc::c_char,
+        service_line: *const libc::c_char,
+    ) -> libc::c_int;
 }
 
 fn usage() -> ! {
@@ -56,9 +59,13 @@ fn main() {
             _ => break,
         }
     }
-    let (Some(mode), Some(name)) = (args.first().cloned(), args.get(1).cloned()) else { usage() };
+    let (Some(mode), Some(name)) = (args.first().cloned(), args.get(1).cloned()) else {
+        usage()
+    };
     let num = |i: usize, default: u64| -> u64 {
-        args.get(i).map_or(Some(default), |s| s.parse().ok()).unwrap_or_else(|| usage())
+        args.get(i)
+            .map_or(Some(default), |s| s.parse().ok())
+            .unwrap_or_else(|| usage())
     };
     match mode.as_str() {
         "wait" => {
@@ -69,14 +76,22 @@ fn main() {
                     return;
                 }
                 if Instant::now() > deadline {
-                    eprintln!("timeout: {name} never answered {want} (last: {})", resolve("gaiu", &name));
+                    eprintln!(
+                        "timeout: {name} never answered {want} (last: {})",
+                        resolve("gaiu", &name)
+                    );
                     exit(1);
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         "sweep" => sweep(&name, num(2, 1024) as usize),
-        "stress" => stress(&name, num(2, 8) as usize, num(3, 100_000), args.get(4).map_or("", String::as_str)),
+        "stress" => stress(
+            &name,
+            num(2, 8) as usize,
+            num(3, 100_000),
+            args.get(4).map_or("", String::as_str),
+        ),
         "bench" => {
             let target = args.get(2).cloned().unwrap_or_else(|| usage());
             bench(&name, &target, num(3, 10_000) as usize);
@@ -157,7 +172,9 @@ fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
         match i32::from((*sa).sa_family) {
             libc::AF_INET => {
                 let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))))
             }
             libc::AF_INET6 => {
                 let sin6 = &*(sa as *const libc::sockaddr_in6);
@@ -204,10 +221,23 @@ fn ghbn_in(name: &str, family: Option<libc::c_int>, buf: &mut [u8]) -> Result<St
     // SAFETY: every pointer is valid for the call; buf is writable for buf.len() bytes.
     let rc = unsafe {
         match family {
-            None => gethostbyname_r(cname.as_ptr(), &mut he, buf.as_mut_ptr().cast(), buf.len(), &mut res, &mut herr),
-            Some(af) => {
-                gethostbyname2_r(cname.as_ptr(), af, &mut he, buf.as_mut_ptr().cast(), buf.len(), &mut res, &mut herr)
-            }
+            None => gethostbyname_r(
+                cname.as_ptr(),
+                &mut he,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut res,
+                &mut herr,
+            ),
+            Some(af) => gethostbyname2_r(
+                cname.as_ptr(),
+                af,
+                &mut he,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut res,
+                &mut herr,
+            ),
         }
     };
     if rc == libc::ERANGE {
@@ -227,15 +257,20 @@ fn hostent_addrs(he: &libc::hostent) -> String {
         while !p.is_null() && !(*p).is_null() {
             let a = *p as *const u8;
             out.push(match he.h_addrtype {
-                libc::AF_INET => {
-                    IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(std::slice::from_raw_parts(a, 4)).unwrap()))
-                }
-                _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(std::slice::from_raw_parts(a, 16)).unwrap())),
+                libc::AF_INET => IpAddr::V4(Ipv4Addr::from(
+                    <[u8; 4]>::try_from(std::slice::from_raw_parts(a, 4)).unwrap(),
+                )),
+                _ => IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(std::slice::from_raw_parts(a, 16)).unwrap(),
+                )),
             });
             p = p.add(1);
         }
     }
-    out.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ")
+    out.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Buffer sizes 1..=max with canary bytes behind the buffer: ERANGE until big enough, then the
@@ -271,7 +306,11 @@ fn sweep(name: &str, max: usize) {
 /// THREADS threads each resolving N times; every answer must be in ALLOWED (a comma list; an
 /// empty answer set is not allowed). Prints `ok TOTAL` or the first foreign answer.
 fn stress(name: &str, threads: usize, n: u64, allowed: &str) {
-    let allowed: Vec<String> = allowed.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+    let allowed: Vec<String> = allowed
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     let bad = std::sync::atomic::AtomicU64::new(0);
     let fell = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -283,17 +322,20 @@ fn stress(name: &str, threads: usize, n: u64, allowed: &str) {
                     let a = resolve(mode, name);
                     if a.starts_with("error:") {
                         fell.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    } else if a.split(' ').any(|x| !allowed.iter().any(|y| y == x)) {
-                        if bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                            println!("foreign {a}");
-                        }
+                    } else if a.split(' ').any(|x| !allowed.iter().any(|y| y == x))
+                        && bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0
+                    {
+                        println!("foreign {a}");
                     }
                 }
             });
         }
     });
     let (bad, fell) = (bad.into_inner(), fell.into_inner());
-    println!("total {} foreign {bad} unresolved {fell}", threads as u64 * n);
+    println!(
+        "total {} foreign {bad} unresolved {fell}",
+        threads as u64 * n
+    );
     exit(i32::from(bad > 0));
 }
 
@@ -346,20 +388,43 @@ fn module(so: &str, name: &str, max: usize) {
             println!("missing entry points");
             exit(1);
         }
-        (std::mem::transmute::<*mut libc::c_void, Fn4>(f4), std::mem::transmute::<*mut libc::c_void, Fn2>(f2))
+        (
+            std::mem::transmute::<*mut libc::c_void, Fn4>(f4),
+            std::mem::transmute::<*mut libc::c_void, Fn2>(f2),
+        )
     };
     let cname = CString::new(name).unwrap_or_default();
     for caller_tuple in [false, true] {
         let mut first_ok = None;
         for len in 1..=max {
             let mut buf = vec![0xa5u8; len + 64];
-            let mut own = GaihAddrtuple { next: std::ptr::null_mut(), name: std::ptr::null_mut(), family: 0, addr: [0; 4], scopeid: 0 };
-            let mut pat: *mut GaihAddrtuple = if caller_tuple { &mut own } else { std::ptr::null_mut() };
+            let mut own = GaihAddrtuple {
+                next: std::ptr::null_mut(),
+                name: std::ptr::null_mut(),
+                family: 0,
+                addr: [0; 4],
+                scopeid: 0,
+            };
+            let mut pat: *mut GaihAddrtuple = if caller_tuple {
+                &mut own
+            } else {
+                std::ptr::null_mut()
+            };
             let (mut errno, mut herrno, mut ttl) = (12345, 12345, 777);
             // SAFETY: errno is this thread's; setting it is always allowed.
             unsafe { *libc::__errno_location() = 4242 };
             // SAFETY: the buffer is valid for len bytes; the out-pointers are valid.
-            let st = unsafe { f4(cname.as_ptr(), &mut pat, buf.as_mut_ptr().cast(), len, &mut errno, &mut herrno, &mut ttl) };
+            let st = unsafe {
+                f4(
+                    cname.as_ptr(),
+                    &mut pat,
+                    buf.as_mut_ptr().cast(),
+                    len,
+                    &mut errno,
+                    &mut herrno,
+                    &mut ttl,
+                )
+            };
             if buf[len..].iter().any(|&b| b != 0xa5) {
                 println!("4_r overflow at len {len}");
                 exit(1);
@@ -380,7 +445,7 @@ fn module(so: &str, name: &str, max: usize) {
                 println!("4_r changed errno on success");
                 exit(1);
             }
-            if ttl != 0 || (caller_tuple && pat != &mut own as *mut _) {
+            if ttl != 0 || (caller_tuple && !std::ptr::eq(pat, &own)) {
                 println!("4_r ttl {ttl} or caller tuple not used");
                 exit(1);
             }
@@ -390,13 +455,20 @@ fn module(so: &str, name: &str, max: usize) {
                 while !p.is_null() {
                     // SAFETY: the module built this list in buf (or in `own`).
                     let t = unsafe { &*p };
-                    if t.name.is_null() || (t.name as usize) % std::mem::align_of::<u8>() != 0 || (p as usize) % std::mem::align_of::<GaihAddrtuple>() != 0 {
+                    if t.name.is_null()
+                        || (t.name as usize) % std::mem::align_of::<u8>() != 0
+                        || (p as usize) % std::mem::align_of::<GaihAddrtuple>() != 0
+                    {
                         println!("4_r misaligned or nameless tuple");
                         exit(1);
                     }
-                    let bytes: [u8; 16] = unsafe { std::mem::transmute(t.addr) };
+                    let mut bytes = [0u8; 16];
+                    for (chunk, word) in bytes.chunks_mut(4).zip(t.addr) {
+                        chunk.copy_from_slice(&word.to_ne_bytes());
+                    }
                     addrs.push(if t.family == libc::AF_INET {
-                        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])).to_string()
+                        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+                            .to_string()
                     } else {
                         IpAddr::V6(Ipv6Addr::from(bytes)).to_string()
                     });
@@ -406,7 +478,10 @@ fn module(so: &str, name: &str, max: usize) {
             }
         }
         match first_ok {
-            Some((len, a)) => println!("4_r{} first-ok {len} {a}", if caller_tuple { "+pat" } else { "" }),
+            Some((len, a)) => println!(
+                "4_r{} first-ok {len} {a}",
+                if caller_tuple { "+pat" } else { "" }
+            ),
             None => println!("4_r never-ok"),
         }
     }
@@ -417,7 +492,17 @@ fn module(so: &str, name: &str, max: usize) {
         let mut he: libc::hostent = unsafe { std::mem::zeroed() };
         let (mut errno, mut herrno) = (12345, 12345);
         // SAFETY: the buffer is valid for len bytes; the out-pointers are valid.
-        let st = unsafe { f2(cname.as_ptr(), libc::AF_INET, &mut he, buf.as_mut_ptr().cast(), len, &mut errno, &mut herrno) };
+        let st = unsafe {
+            f2(
+                cname.as_ptr(),
+                libc::AF_INET,
+                &mut he,
+                buf.as_mut_ptr().cast(),
+                len,
+                &mut errno,
+                &mut herrno,
+            )
+        };
         if buf[len..].iter().any(|&b| b != 0xa5) {
             println!("2_r overflow at len {len}");
             exit(1);
@@ -454,7 +539,12 @@ fn bench(mode: &str, name: &str, n: usize) {
         .collect();
     ns.sort_unstable();
     let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize];
-    println!("p50_ns {} p99_ns {} answer {}", at(0.50), at(0.99), first.replace(' ', ","));
+    println!(
+        "p50_ns {} p99_ns {} answer {}",
+        at(0.50),
+        at(0.99),
+        first.replace(' ', ",")
+    );
 }
 
 /// Calls the module's gethostbyname2_r directly `n` times with a large enough buffer.
@@ -463,7 +553,11 @@ fn modbench(so: &str, name: &str, n: u64) {
     // SAFETY: dlopen/dlsym with valid C strings; the symbol has the NSS signature.
     let f2 = unsafe {
         let h = libc::dlopen(cso.as_ptr(), libc::RTLD_NOW);
-        let f = if h.is_null() { std::ptr::null_mut() } else { libc::dlsym(h, c"_nss_lbfo_gethostbyname2_r".as_ptr()) };
+        let f = if h.is_null() {
+            std::ptr::null_mut()
+        } else {
+            libc::dlsym(h, c"_nss_lbfo_gethostbyname2_r".as_ptr())
+        };
         if f.is_null() {
             println!("cannot load {so}");
             exit(1);
@@ -478,7 +572,17 @@ fn modbench(so: &str, name: &str, n: u64) {
         let mut he: libc::hostent = unsafe { std::mem::zeroed() };
         let (mut errno, mut herrno) = (0, 0);
         // SAFETY: the buffer is valid for its length; the out-pointers are valid.
-        let st = unsafe { f2(cname.as_ptr(), libc::AF_INET, &mut he, buf.as_mut_ptr().cast(), buf.len(), &mut errno, &mut herrno) };
+        let st = unsafe {
+            f2(
+                cname.as_ptr(),
+                libc::AF_INET,
+                &mut he,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut errno,
+                &mut herrno,
+            )
+        };
         ok += u64::from(st == 1);
     }
     println!("calls {n} found {ok}");
