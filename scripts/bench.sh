@@ -53,27 +53,28 @@ agent_pid=$!
 for _ in $(seq 1 500); do [[ -e /run/lbfo/table ]] && break; sleep 0.01; done
 
 r=$bin/lbfo-resolve
-row() { # label nsswitch name
-  cp "$work/$2" "$work/nsswitch.conf"
-  set -- "$1" "$3" $("$r" bench gaiu "$3" "$N")
-  printf '| %-34s | %8.2f | %8.2f | %s |\n' "$1" "$(bc -l <<<"$4/1000" 2>/dev/null || echo "$4")" \
-    "$(bc -l <<<"$6/1000" 2>/dev/null || echo "$6")" "$8"
+row() { # key label nsswitch name
+  cp "$work/$3" "$work/nsswitch.conf"
+  local out
+  out=$("$r" bench gaiu "$4" "$N")
+  set -- "$1" "$2" $out
+  awk -v l="$2" -v a="$4" -v b="$6" -v ans="$8" 'BEGIN{printf "| %-34s | %8.2f | %8.2f | %s |\n", l, a/1000, b/1000, ans}'
   echo "$4" >"$work/p50.$1"
 }
 echo "## Lookup latency (getaddrinfo AF_UNSPEC, $N calls each, µs)"
 echo
 echo "| lookup                             |      p50 |      p99 | answer |"
 echo "|------------------------------------|---------:|---------:|--------|"
-row "lbfo hit (lbfo files)" nss-lbfo bench.lan
-row "/etc/hosts hit (lbfo files)" nss-lbfo hosthit.test
-row "miss (lbfo files)" nss-lbfo nowhere.test
-row "/etc/hosts hit (files only)" nss-files hosthit.test
-row "miss (files only)" nss-files nowhere.test
+row hit "lbfo hit (lbfo files)" nss-lbfo bench.lan
+row lhosts "/etc/hosts hit (lbfo files)" nss-lbfo hosthit.test
+row miss "miss (lbfo files)" nss-lbfo nowhere.test
+row hosts "/etc/hosts hit (files only)" nss-files hosthit.test
+row fmiss "miss (files only)" nss-files nowhere.test
 cp "$work/nss-lbfo" "$work/nsswitch.conf"
-hit=$(cat "$work/p50.lbfo hit (lbfo files)")
-hosts=$(cat "$work/p50./etc/hosts hit (files only)")
-miss=$(cat "$work/p50.miss (lbfo files)")
-fmiss=$(cat "$work/p50.miss (files only)")
+hit=$(cat "$work/p50.hit")
+hosts=$(cat "$work/p50.hosts")
+miss=$(cat "$work/p50.miss")
+fmiss=$(cat "$work/p50.fmiss")
 echo
 awk -v h="$hit" -v f="$hosts" 'BEGIN{printf "lbfo hit p50 / hosts hit p50: %.3f (target <= 0.25)\n", h/f}'
 awk -v m="$miss" -v f="$fmiss" 'BEGIN{printf "miss through lbfo, added to a files miss: %+.1f%% (target <= 5%%)\n", (m/f-1)*100}'
