@@ -7,8 +7,8 @@
 //! so the machine's own /etc is never touched. Everything a host started or created is ended and
 //! removed when it is dropped, also when a test fails.
 //!
-//! The artefacts are the release builds: `target/release/lbfo-agentd` and
-//! `target/release/libnss_lbfo.so` (override the directory with `LBFO_BIN_DIR`). `scripts/test.sh`
+//! The artefacts are the release builds in the same target directory as the tests:
+//! `release/lbfo-agentd` and `release/libnss_lbfo.so` (override the directory with `LBFO_BIN_DIR`). `scripts/test.sh`
 //! builds them before running the tests.
 #![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
 
@@ -33,12 +33,16 @@ pub struct Artefacts {
 
 /// Finds the artefacts, failing with instructions if they were not built.
 pub fn artefacts() -> Artefacts {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    // Test executables live in TARGET/PROFILE/deps, so TARGET/release is three levels up, whatever
+    // CARGO_TARGET_DIR says.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let target = exe
+        .ancestors()
+        .nth(3)
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let dir =
-        std::env::var_os("LBFO_BIN_DIR").map_or_else(|| root.join("target/release"), PathBuf::from);
+        std::env::var_os("LBFO_BIN_DIR").map_or_else(|| target.join("release"), PathBuf::from);
     let a = Artefacts {
         agent: dir.join("lbfo-agentd"),
         module: dir.join("libnss_lbfo.so"),
