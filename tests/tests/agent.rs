@@ -170,17 +170,27 @@ fn only_root_changes_answers() {
     }
     let mut h = Host::new("add a.lan 10.0.0.1\n");
     h.start();
-    let mode = |p: &std::path::Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-    };
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(
         mode(&h.table()),
         0o644,
         "table: world-readable, root-writable"
     );
     assert_eq!(mode(&h.fifo()), 0o600, "fifo: root only");
-    std::fs::set_permissions(&h.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The unprivileged user gets its own copies of the probe and the module: the build tree may
+    // sit in a directory only root can enter.
+    use std::os::unix::fs::PermissionsExt;
+    let private = h.dir.join("nobody");
+    std::fs::create_dir_all(&private).unwrap();
+    let (probe, module) = (
+        private.join("lbfo-resolve"),
+        private.join("libnss_lbfo.so.2"),
+    );
+    std::fs::copy(&h.bin.resolve, &probe).unwrap();
+    std::fs::copy(&h.bin.module, &module).unwrap();
+    for p in [&h.dir, &private, &probe, &module] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let nobody = |script: &str| {
         Command::new("setpriv")
             .args([
@@ -192,7 +202,7 @@ fn only_root_changes_answers() {
                 script,
             ])
             .env("LBFO_TABLE", h.table())
-            .env("LD_LIBRARY_PATH", &h.libdir)
+            .env("LD_LIBRARY_PATH", &private)
             .output()
             .unwrap()
     };
@@ -209,7 +219,7 @@ fn only_root_changes_answers() {
     // But can resolve through it (counting included).
     let out = nobody(&format!(
         "{} --nss 'lbfo files' gai4 a.lan",
-        h.bin.resolve.display()
+        probe.display()
     ));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
