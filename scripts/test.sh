@@ -10,3 +10,8 @@ cargo build --release --workspace --locked
 cargo test --workspace --locked
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# A short fuzzing pass in CI (scripts/fuzz.sh SECONDS for a longer one).
+if [[ ${CI:-} == true || -n ${LBFO_FUZZ_SECONDS:-} ]]; then
+  bash scripts/fuzz.sh "${LBFO_FUZZ_SECONDS:-15}"
+fi
