@@ -78,8 +78,8 @@ enum Sub {
 #[argh(
     subcommand,
     name = "status",
-    example = "{command_name} -c /etc/lbfo.conf\n{command_name} --table /run/lbfo/table --json",
-    note = "The table is --table, else the config's `table` setting, else /run/lbfo/table. Works whether or not the agent runs.",
+    example = "{command_name} -c /etc/lbfo.conf\n{command_name} --table /run/lbfo/table --json\n{command_name} --prometheus > lbfo.prom.tmp && mv lbfo.prom.tmp lbfo.prom",
+    note = "The table is --table, else the config's `table` setting, else /run/lbfo/table. Works whether or not the agent runs. With --prometheus an unreadable table still prints lbfo_table_readable 0 (and exits 1); lbfo-agentd(8) shows how to feed node_exporter's textfile collector.",
     error_code(1, "the table cannot be read"),
     error_code(2, "bad usage or config")
 )]
@@ -93,6 +93,9 @@ struct StatusCmd {
     /// print one JSON object, for scripts
     #[argh(switch)]
     json: bool,
+    /// print Prometheus text exposition format (for node_exporter's textfile collector)
+    #[argh(switch)]
+    prometheus: bool,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +143,10 @@ fn say(line: &str) {
 }
 
 fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
+    if s.json && s.prometheus {
+        say("lbfo-agentd status: --json and --prometheus exclude each other");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let table = match (s.table, s.config.or(top_config)) {
         (Some(t), _) => t,
         (None, Some(c)) => match config::load(&c) {
@@ -155,6 +162,8 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
         Ok(snap) => {
             let out = if s.json {
                 status::json(&snap)
+            } else if s.prometheus {
+                status::prometheus(&status::families(&snap))
             } else {
                 status::text(&snap)
             };
@@ -165,6 +174,11 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
         }
         Err(line) => {
             say(&line);
+            if s.prometheus {
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(status::prometheus_unreadable().as_bytes());
+            }
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -1,4 +1,5 @@
-//! `lbfo-agentd status`: what the shared table says, for people (text) and scripts (`--json`).
+//! `lbfo-agentd status`: what the shared table says, for people (text), scripts (`--json`) and
+//! Prometheus (`--prometheus`, the text exposition format, for node_exporter's textfile collector).
 //!
 //! Reads the table through core's checked [`TableView`] over a read-only mapping and the counters
 //! through a read-only attachment, so it works whether or not the agent runs, changes nothing,
@@ -262,6 +263,189 @@ pub fn json(s: &Snapshot) -> String {
     o
 }
 
+/// A Prometheus metric family: one `# HELP` and `# TYPE` header and its samples, which the text
+/// format requires to stay together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// Metric name (`lbfo_...`).
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// Label pairs and value, one per sample.
+    pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    fn one(mut self, value: f64) -> Family {
+        self.samples.push((Vec::new(), value));
+        self
+    }
+}
+
+/// The metric families for a snapshot, in output order.
+///
+/// Extension point: agent-side counters (for example the cluster's dropped datagrams, as
+/// `lbfo_agent_dropped_total{reason="..."}`, a `counter`) become a field of [`Snapshot`] filled in
+/// by [`snapshot`], and one more [`Family`] pushed here; [`prometheus`] renders any family.
+pub fn families(s: &Snapshot) -> Vec<Family> {
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    let mut out = vec![
+        Family::new(
+            "lbfo_table_readable",
+            "gauge",
+            "Whether the table could be read (1) or not (0).",
+        )
+        .one(1.0),
+        Family::new(
+            "lbfo_agent_up",
+            "gauge",
+            "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        )
+        .one(b(s.agent_running())),
+    ];
+    if let Some(age) = s.heartbeat_age_ms() {
+        out.push(
+            Family::new(
+                "lbfo_agent_heartbeat_age_seconds",
+                "gauge",
+                "Seconds since the agent last wrote its heartbeat into the table.",
+            )
+            .one(age as f64 / 1000.0),
+        );
+    }
+    out.push(
+        Family::new(
+            "lbfo_table_retired",
+            "gauge",
+            "Whether an agent replaced this table file by another (1).",
+        )
+        .one(b(s.retired)),
+    );
+    out.push(
+        Family::new(
+            "lbfo_counters_readable",
+            "gauge",
+            "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
+        )
+        .one(b(s.counters_ok)),
+    );
+    out.push(
+        Family::new("lbfo_services", "gauge", "Services in the table.")
+            .one(s.services.len() as f64),
+    );
+    let mut info = Family::new(
+        "lbfo_service_info",
+        "gauge",
+        "One sample per service, labelled with its policy.",
+    );
+    let mut lookups = Family::new(
+        "lbfo_backend_lookups_total",
+        "counter",
+        "Lookups answered with this backend since its counter was last zeroed (reset, limit).",
+    );
+    let mut up = Family::new(
+        "lbfo_backend_up",
+        "gauge",
+        "Whether the backend is in rotation (1) or marked down (0).",
+    );
+    let mut weight = Family::new("lbfo_backend_weight", "gauge", "The backend's weight.");
+    let mut prio = Family::new(
+        "lbfo_backend_priority",
+        "gauge",
+        "The backend's priority (failover picks the lowest among up backends).",
+    );
+    let mut limit = Family::new(
+        "lbfo_backend_limit",
+        "gauge",
+        "The backend's usage limit; 0 means none.",
+    );
+    for sv in &s.services {
+        info.samples.push((
+            vec![
+                ("service", sv.name.clone()),
+                ("policy", sv.policy.to_owned()),
+            ],
+            1.0,
+        ));
+        for be in &sv.backends {
+            let labels = vec![
+                ("service", sv.name.clone()),
+                ("address", be.addr.to_string()),
+            ];
+            if let Some(n) = be.lookups {
+                lookups.samples.push((labels.clone(), n as f64));
+            }
+            up.samples.push((labels.clone(), b(be.up)));
+            weight.samples.push((labels.clone(), f64::from(be.weight)));
+            prio.samples.push((labels.clone(), f64::from(be.prio)));
+            limit.samples.push((labels, be.limit as f64));
+        }
+    }
+    out.extend([info, lookups, up, weight, prio, limit]);
+    out
+}
+
+/// The Prometheus text exposition format (version 0.0.4) of `families`.
+pub fn prometheus(families: &[Family]) -> String {
+    let mut o = String::new();
+    for f in families {
+        let _ = writeln!(o, "# HELP {} {}", f.name, escape(f.help, false));
+        let _ = writeln!(o, "# TYPE {} {}", f.name, f.kind);
+        for (labels, value) in &f.samples {
+            o.push_str(f.name);
+            if !labels.is_empty() {
+                o.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        o.push(',');
+                    }
+                    let _ = write!(o, "{k}=\"{}\"", escape(v, true));
+                }
+                o.push('}');
+            }
+            // Integral values print without a fraction; Rust's f64 Display never uses exponents.
+            let _ = writeln!(o, " {value}");
+        }
+    }
+    o
+}
+
+/// What `status --prometheus` prints when the table cannot be read, so a textfile collector
+/// still reports the outage instead of keeping stale numbers.
+pub fn prometheus_unreadable() -> String {
+    prometheus(&[Family::new(
+        "lbfo_table_readable",
+        "gauge",
+        "Whether the table could be read (1) or not (0).",
+    )
+    .one(0.0)])
+}
+
+/// Escapes a label value (`\\`, `"`, newline) or HELP text (`\\`, newline).
+fn escape(s: &str, label: bool) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '"' if label => o.push_str("\\\""),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or("null".to_owned(), |v| v.to_string())
 }
@@ -380,5 +564,82 @@ web.lan  policy failover
     #[test]
     fn quoting() {
         assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+
+    #[test]
+    fn prometheus_report() {
+        let expect = "\
+# HELP lbfo_table_readable Whether the table could be read (1) or not (0).
+# TYPE lbfo_table_readable gauge
+lbfo_table_readable 1
+# HELP lbfo_agent_up Whether the agent's heartbeat in the table is recent (1) or not (0).
+# TYPE lbfo_agent_up gauge
+lbfo_agent_up 1
+# HELP lbfo_agent_heartbeat_age_seconds Seconds since the agent last wrote its heartbeat into the table.
+# TYPE lbfo_agent_heartbeat_age_seconds gauge
+lbfo_agent_heartbeat_age_seconds 0.4
+# HELP lbfo_table_retired Whether an agent replaced this table file by another (1).
+# TYPE lbfo_table_retired gauge
+lbfo_table_retired 0
+# HELP lbfo_counters_readable Whether the shared usage counters could be read (1); without them there are no lookup counts.
+# TYPE lbfo_counters_readable gauge
+lbfo_counters_readable 1
+# HELP lbfo_services Services in the table.
+# TYPE lbfo_services gauge
+lbfo_services 1
+# HELP lbfo_service_info One sample per service, labelled with its policy.
+# TYPE lbfo_service_info gauge
+lbfo_service_info{service=\"web.lan\",policy=\"failover\"} 1
+# HELP lbfo_backend_lookups_total Lookups answered with this backend since its counter was last zeroed (reset, limit).
+# TYPE lbfo_backend_lookups_total counter
+lbfo_backend_lookups_total{service=\"web.lan\",address=\"10.0.0.11\"} 1503
+lbfo_backend_lookups_total{service=\"web.lan\",address=\"fd00::12\"} 97
+# HELP lbfo_backend_up Whether the backend is in rotation (1) or marked down (0).
+# TYPE lbfo_backend_up gauge
+lbfo_backend_up{service=\"web.lan\",address=\"10.0.0.11\"} 1
+lbfo_backend_up{service=\"web.lan\",address=\"fd00::12\"} 0
+# HELP lbfo_backend_weight The backend's weight.
+# TYPE lbfo_backend_weight gauge
+lbfo_backend_weight{service=\"web.lan\",address=\"10.0.0.11\"} 1
+lbfo_backend_weight{service=\"web.lan\",address=\"fd00::12\"} 3
+# HELP lbfo_backend_priority The backend's priority (failover picks the lowest among up backends).
+# TYPE lbfo_backend_priority gauge
+lbfo_backend_priority{service=\"web.lan\",address=\"10.0.0.11\"} 1
+lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
+# HELP lbfo_backend_limit The backend's usage limit; 0 means none.
+# TYPE lbfo_backend_limit gauge
+lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
+lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
+";
+        assert_eq!(prometheus(&families(&sample(9_600, true))), expect);
+        // No heartbeat: no age sample, agent down. No counters: the family stays, empty.
+        let p = prometheus(&families(&sample(0, false)));
+        assert!(
+            p.contains("lbfo_agent_up 0\n") && !p.contains("lbfo_agent_heartbeat_age_seconds"),
+            "{p}"
+        );
+        assert!(
+            p.contains("# TYPE lbfo_backend_lookups_total counter\n# HELP lbfo_backend_up"),
+            "{p}"
+        );
+        assert!(p.contains("lbfo_counters_readable 0\n"), "{p}");
+        assert_eq!(
+            prometheus_unreadable(),
+            "# HELP lbfo_table_readable Whether the table could be read (1) or not (0).\n\
+             # TYPE lbfo_table_readable gauge\nlbfo_table_readable 0\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_escaping_and_values() {
+        assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape("a\"b\\c\nd", false), "a\"b\\\\c\\nd");
+        let f = Family::new("x", "gauge", "h").one(3_000_000_000.0);
+        assert_eq!(
+            prometheus(&[f]),
+            "# HELP x h\n# TYPE x gauge\nx 3000000000\n"
+        );
+        let f = Family::new("x", "gauge", "h").one(0.05);
+        assert!(prometheus(&[f]).ends_with("x 0.05\n"));
     }
 }
