@@ -9,9 +9,9 @@
 #         marked so that `remove` can take the whole line away again.
 # remove: take `lbfo`, with the [ACTION] groups that follow it, off every hosts: line; drop the
 #         line `add` appended, if it is still as it was written.
-# Whitespace, comments and every other line are kept byte for byte, so add then remove gives back
-# the original file. Text after `#` is a comment (glibc ignores it); words inside [...] are
-# actions, not services. Plain POSIX awk (mawk, busybox): the maintainer scripts inline this file.
+# Whitespace, comments and every other line are kept byte for byte (a missing final newline is
+# added), so add then remove gives back the original file. Text after `#` is a comment (glibc
+# ignores it); words inside [...] are actions, not services. Plain POSIX awk (mawk, busybox): the maintainer scripts inline this file.
 
 function blank(c) { return c == " " || c == "\t" }
 

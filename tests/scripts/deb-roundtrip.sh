@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Installs, uses, removes and purges the lbfo .deb in a throwaway root, as tests/tests/deb.rs
+# runs it: `unshare -m -i -p -f --mount-proc --propagation private bash deb-roundtrip.sh DEB SCRATCH`.
+#
+# Private mount, IPC and PID namespaces: overlays (upper layers on a tmpfs) over /etc, /usr and
+# /var (so dpkg's database, nsswitch.conf, /etc/hosts, the installed files and man-db's cache),
+# a tmpfs on /run (no systemd here, as in a chroot). Nothing reaches the machine; every process
+# started here dies with the PID namespace. Prints one `ok:` line per check; any failed check
+# prints `FAIL:` and exits 1.
+set -euo pipefail
+deb=$1
+scratch=$2
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+
+mount -t tmpfs tmpfs "$scratch"
+for d in etc usr var; do
+  mkdir -p "$scratch/$d.up" "$scratch/$d.work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$scratch/$d.up,workdir=$scratch/$d.work" "/$d"
+done
+mount -t tmpfs tmpfs /run
+unset LD_LIBRARY_PATH LBFO_TABLE
+export DEBIAN_FRONTEND=noninteractive
+
+fail() { echo "FAIL: $*"; exit 1; }
+ok() { echo "ok: $*"; }
+same() { # file expected-text what
+  local want
+  want=$(printf '%s' "$2")
+  [[ $(cat "$1") == "$want" ]] || { diff <(printf '%s\n' "$want") "$1" || true; fail "$3"; }
+  ok "$3"
+}
+answer() { getent hosts "$1" | awk '{print $1; exit}'; }
+expect_answer() { # name addr what
+  local got=
+  for _ in $(seq 1 200); do
+    got=$(answer "$1")
+    [[ $got == "$2" ]] && { ok "$3 ($1 -> $got)"; return; }
+    sleep 0.02
+  done
+  fail "$3: $1 answered '${got}', want $2"
+}
+
+# A known starting point: the hosts: line of a machine with libnss-mdns, blanks as tabs, and a
+# name that /etc/hosts answers differently from lbfo, to see which source answered.
+nss_before=$'# test nsswitch.conf\npasswd:\t\tfiles\nhosts:\t\tfiles mdns4_minimal [NOTFOUND=return] dns # comment\nnetworks:\tfiles'
+nss_with=$'# test nsswitch.conf\npasswd:\t\tfiles\nhosts:\t\tlbfo files mdns4_minimal [NOTFOUND=return] dns # comment\nnetworks:\tfiles'
+printf '%s\n' "$nss_before" >/etc/nsswitch.conf
+printf '127.0.0.1 localhost\n192.0.2.80 web.test\n' >/etc/hosts
+expect_answer web.test 192.0.2.80 "before install, /etc/hosts answers"
+
+dpkg -i "$deb" >"$scratch/dpkg-i.log" 2>&1 || { cat "$scratch/dpkg-i.log"; fail "dpkg -i"; }
+same /etc/nsswitch.conf "$nss_with" "install put lbfo just before files, tabs and comment kept"
+[[ $(dpkg-query -W -f='${db:Status-Abbrev}' lbfo) == "ii " ]] || fail "dpkg says installed"
+ok "dpkg says installed"
+for want in "755 root:root /usr/sbin/lbfo-agentd" \
+  "644 root:root /usr/lib/$multiarch/libnss_lbfo.so.2" \
+  "644 root:root /etc/lbfo.conf" \
+  "644 root:root /lib/systemd/system/lbfo-agentd.service" \
+  "644 root:root /usr/share/man/man8/lbfo-agentd.8.gz" \
+  "644 root:root /usr/share/man/man5/lbfo.conf.5.gz" \
+  "644 root:root /usr/share/man/man8/nss-lbfo.8.gz" \
+  "755 root:root /usr/share/lbfo/contrib/lbfo-mark" \
+  "644 root:root /usr/share/doc/lbfo/copyright"; do
+  f=${want##* }
+  got=$(stat -c '%a %U:%G %n' "$f" 2>/dev/null) || fail "$f installed"
+  [[ $got == "$want" ]] || fail "mode: got '$got', want '$want'"
+done
+ok "files installed with their modes"
+grep -qx /etc/lbfo.conf /var/lib/dpkg/info/lbfo.conffiles || fail "/etc/lbfo.conf is a conffile"
+ok "/etc/lbfo.conf is a conffile"
+[[ -L /etc/systemd/system/multi-user.target.wants/lbfo-agentd.service ]] \
+  || fail "the unit is enabled (deb-systemd-helper)"
+ok "unit enabled by deb-systemd-helper; no systemd running, so nothing started"
+[[ ! -e /run/lbfo/table ]] || fail "no agent was started without systemd"
+if command -v systemd-analyze >/dev/null; then
+  out=$(systemd-analyze verify --man=no /lib/systemd/system/lbfo-agentd.service 2>&1) \
+    || { echo "$out"; fail "systemd-analyze verify"; }
+  [[ -z $out ]] || { echo "$out"; fail "systemd-analyze verify is silent"; }
+  ok "systemd-analyze verify accepts the installed unit"
+fi
+
+# The agent by hand with the packaged default config: no services, so nothing changes.
+/usr/sbin/lbfo-agentd -c /etc/lbfo.conf 2>"$scratch/agent.log" &
+agent=$!
+for _ in $(seq 1 500); do [[ -e /run/lbfo/table && -p /run/lbfo.sock ]] && break; sleep 0.01; done
+[[ -p /var/run/lbfo.sock ]] || { cat "$scratch/agent.log"; fail "agent started with the default config"; }
+ok "agent runs with the packaged /etc/lbfo.conf"
+expect_answer web.test 192.0.2.80 "default config defines nothing: /etc/hosts still answers"
+printf 'add web.test 10.1.2.3\n' >"$scratch/cmds"
+/usr/share/lbfo/contrib/lbfo-cron-feed "$scratch/cmds" || fail "lbfo-cron-feed"
+expect_answer web.test 10.1.2.3 "installed module answers through the system nsswitch.conf"
+/usr/share/lbfo/contrib/lbfo-mark down web.test 10.1.2.3 || fail "lbfo-mark down"
+expect_answer web.test 192.0.2.80 "all backends down: falls through to files"
+/usr/share/lbfo/contrib/lbfo-mark up web.test 10.1.2.3 || fail "lbfo-mark up"
+expect_answer web.test 10.1.2.3 "back up"
+/usr/sbin/lbfo-agentd status --prometheus | grep -qx 'lbfo_backend_up{service="web.test",address="10.1.2.3"} 1' \
+  || fail "status --prometheus"
+ok "status --prometheus sees the backend up"
+
+# An admin takes lbfo off the line; reinstalling (as an upgrade would) leaves it off.
+printf '%s\n' "$nss_before" >/etc/nsswitch.conf
+dpkg -i "$deb" >"$scratch/dpkg-i2.log" 2>&1 || { cat "$scratch/dpkg-i2.log"; fail "dpkg -i again"; }
+same /etc/nsswitch.conf "$nss_before" "reinstall respects an admin who took lbfo off"
+printf '%s\n' "$nss_with" >/etc/nsswitch.conf
+
+kill "$agent"
+wait "$agent" || true
+[[ -e /run/lbfo/table ]] || fail "the table outlives the agent"
+expect_answer web.test 10.1.2.3 "agent stopped: the last table keeps answering"
+
+# Remove (not purge): nsswitch.conf restored, the conffile kept; installing again re-adds lbfo.
+dpkg -r lbfo >"$scratch/dpkg-r.log" 2>&1 || { cat "$scratch/dpkg-r.log"; fail "dpkg -r"; }
+same /etc/nsswitch.conf "$nss_before" "remove restored nsswitch.conf byte for byte"
+[[ -f /etc/lbfo.conf && ! -e /usr/sbin/lbfo-agentd && ! -e /usr/lib/$multiarch/libnss_lbfo.so.2 ]] \
+  || fail "remove keeps only the conffile"
+ok "remove keeps only the conffile"
+[[ ! -e /run/lbfo/table && ! -e /run/lbfo.sock ]] || fail "remove cleared /run"
+[[ -z $(ipcs -m | awk '$1 ~ /^0x/') ]] || { ipcs -m; fail "remove removed the counters segment"; }
+ok "remove cleared the table, the FIFO and the counters segment"
+expect_answer web.test 192.0.2.80 "after remove, /etc/hosts answers"
+dpkg -i "$deb" >"$scratch/dpkg-i3.log" 2>&1 || { cat "$scratch/dpkg-i3.log"; fail "dpkg -i after -r"; }
+same /etc/nsswitch.conf "$nss_with" "install after remove puts lbfo back"
+
+# Purge: everything gone, nsswitch.conf as it was.
+dpkg --purge lbfo >"$scratch/dpkg-p.log" 2>&1 || { cat "$scratch/dpkg-p.log"; fail "dpkg --purge"; }
+same /etc/nsswitch.conf "$nss_before" "purge restored nsswitch.conf byte for byte"
+for f in /etc/lbfo.conf /usr/sbin/lbfo-agentd "/usr/lib/$multiarch/libnss_lbfo.so.2" \
+  /lib/systemd/system/lbfo-agentd.service /usr/share/lbfo /usr/share/doc/lbfo /var/lib/lbfo \
+  /etc/systemd/system/multi-user.target.wants/lbfo-agentd.service; do
+  [[ ! -e $f && ! -L $f ]] || fail "purge removed $f"
+done
+ok "purge removed every file, the conffile and the unit's enablement"
+dpkg-query -W lbfo >/dev/null 2>&1 && fail "dpkg forgot the package"
+ok "dpkg forgot the package"
+expect_answer web.test 192.0.2.80 "after purge, /etc/hosts answers"
+echo "roundtrip: all checks passed"
