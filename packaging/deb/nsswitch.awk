@@ -11,7 +11,8 @@
 #         line `add` appended, if it is still as it was written.
 # Whitespace, comments and every other line are kept byte for byte (a missing final newline is
 # added), so add then remove gives back the original file. Text after `#` is a comment (glibc
-# ignores it); words inside [...] are actions, not services. Plain POSIX awk (mawk, busybox): the maintainer scripts inline this file.
+# ignores it); words inside [...] are actions, not services. Plain POSIX awk (mawk, busybox):
+# the maintainer scripts inline this file.
 
 function blank(c) { return c == " " || c == "\t" }
 
