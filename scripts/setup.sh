@@ -12,6 +12,11 @@ have cc || need+=(gcc)
 have getent || need+=(libc-bin)
 have valgrind || need+=(valgrind)
 have strace || need+=(strace)
+# The Debian package: building it, installing it in the test's throwaway root, its lints.
+have dpkg-shlibdeps || need+=(dpkg-dev)
+have deb-systemd-helper || need+=(init-system-helpers)
+have groff || need+=(groff-base)
+have shellcheck || need+=(shellcheck)
 
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then

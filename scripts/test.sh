@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The test command: builds the release artefacts the end-to-end tests drive, then runs every
-# test (unit tests beside the code, end-to-end tests in tests/), then the lints.
+# The test command: builds the release artefacts the end-to-end tests drive and the Debian
+# package, then runs every test (unit tests beside the code, end-to-end tests in tests/), then
+# the lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo build --release --workspace --locked
+bash scripts/deb.sh --no-build
 cargo test --workspace --locked
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The shell that ships: contrib scripts, the package's maintainer scripts as built, their builder.
+target=${CARGO_TARGET_DIR:-target}
+shellcheck scripts/deb.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
+  contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
+shellcheck -s sh "$target"/debian/lbfo_*/DEBIAN/{postinst,prerm,postrm}
 
 # A short fuzzing pass in CI (scripts/fuzz.sh SECONDS for a longer one).
 if [[ ${CI:-} == true || -n ${LBFO_FUZZ_SECONDS:-} ]]; then
