@@ -79,12 +79,21 @@ if command -v systemd-analyze >/dev/null; then
   ok "systemd-analyze verify accepts the installed unit"
 fi
 
-# The agent by hand with the packaged default config: no services, so nothing changes.
-/usr/sbin/lbfo-agentd -c /etc/lbfo.conf 2>"$scratch/agent.log" &
+# The agent by hand with the packaged default config: no services, so nothing changes. It runs
+# as confined as the unit confines it, as far as a namespace can show: every file system
+# read-only but /run (ProtectSystem=strict, ReadWritePaths=/run), no capability but
+# CAP_NET_BIND_SERVICE (CapabilityBoundingSet=), no new privileges.
+# shellcheck disable=SC2016 # the inner shell expands its own arguments
+unshare -m sh -c 'set -e; for d in / /etc /usr /var; do mount -o remount,bind,ro "$d"; done
+  exec setpriv --no-new-privs --bounding-set=-all,+net_bind_service --inh-caps=-all "$@"' \
+  sh /usr/sbin/lbfo-agentd -c /etc/lbfo.conf 2>"$scratch/agent.log" &
 agent=$!
 for _ in $(seq 1 500); do [[ -e /run/lbfo/table && -p /run/lbfo.sock ]] && break; sleep 0.01; done
 [[ -p /var/run/lbfo.sock ]] || { cat "$scratch/agent.log"; fail "agent started with the default config"; }
-ok "agent runs with the packaged /etc/lbfo.conf"
+[[ $(awk '/^CapEff:/{print $2}' "/proc/$agent/status") == 0000000000000400 &&
+  $(awk '/^NoNewPrivs:/{print $2}' "/proc/$agent/status") == 1 ]] \
+  || { grep -E 'Cap|NoNew' "/proc/$agent/status"; fail "the agent is confined"; }
+ok "agent runs with the packaged /etc/lbfo.conf, confined like the unit"
 expect_answer web.test 192.0.2.80 "default config defines nothing: /etc/hosts still answers"
 printf 'add web.test 10.1.2.3\n' >"$scratch/cmds"
 /usr/share/lbfo/contrib/lbfo-cron-feed "$scratch/cmds" || fail "lbfo-cron-feed"
@@ -93,6 +102,10 @@ expect_answer web.test 10.1.2.3 "installed module answers through the system nss
 expect_answer web.test 192.0.2.80 "all backends down: falls through to files"
 /usr/share/lbfo/contrib/lbfo-mark up web.test 10.1.2.3 || fail "lbfo-mark up"
 expect_answer web.test 10.1.2.3 "back up"
+# ExecReload: the admin edits the conffile and sends SIGHUP.
+echo "add conf.test 10.1.2.9" >>/etc/lbfo.conf
+kill -HUP "$agent"
+expect_answer conf.test 10.1.2.9 "SIGHUP reloads the edited /etc/lbfo.conf"
 /usr/sbin/lbfo-agentd status --prometheus | grep -qx 'lbfo_backend_up{service="web.test",address="10.1.2.3"} 1' \
   || fail "status --prometheus"
 ok "status --prometheus sees the backend up"
