@@ -61,12 +61,25 @@ done
 doc=$root/usr/share/doc/lbfo
 install -D -m 0644 packaging/deb/copyright "$doc/copyright"
 install -D -m 0644 README.md "$doc/README.md"
-install -D -m 0644 CHANGELOG.md "$doc/changelog"
+install -D -m 0644 CHANGELOG.md "$doc/CHANGELOG.md"
+gzip -9n "$doc/CHANGELOG.md"
+# A native package's changelog.gz is in Debian's format; the real history is CHANGELOG.md.
+when=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+cat >"$doc/changelog" <<CHANGES
+lbfo ($version) unstable; urgency=medium
+
+  * Built from the lbfo source tree; see /usr/share/doc/lbfo/CHANGELOG.md.gz.
+
+ -- lbfo developers <lbfo@example.invalid>  $(date -u -R -d "@$when")
+CHANGES
 gzip -9n "$doc/changelog"
+# checkbashisms reads the awk program inlined in postinst and postrm as shell.
+install -D -m 0644 packaging/deb/lintian-overrides "$root/usr/share/lintian/overrides/lbfo"
 install -D -m 0644 examples/lbfo.conf "$doc/examples/lbfo.conf"
 share=$root/usr/share/lbfo/contrib
+install -D -m 0644 contrib/README.md "$doc/README.contrib.md"
 for f in contrib/*; do
-  [[ -f $f ]] || continue
+  [[ -f $f && $f != contrib/README.md ]] || continue
   if [[ -x $f ]]; then mode=0755; else mode=0644; fi
   install -D -m "$mode" "$f" "$share/${f##*/}"
 done
@@ -82,6 +95,8 @@ for s in postinst prerm postrm; do
   chmod 0755 "$root/DEBIAN/$s"
 done
 echo /etc/lbfo.conf >"$root/DEBIAN/conffiles"
+# A shared library in the linker's path: refresh ld.so.cache.
+echo "activate-noawait ldconfig" >"$root/DEBIAN/triggers"
 
 # Library dependencies as dpkg-shlibdeps computes them (it wants a debian/control to read).
 mkdir "$shl/debian"

@@ -17,6 +17,12 @@ target=${CARGO_TARGET_DIR:-target}
 shellcheck scripts/deb.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
   contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
 shellcheck -s sh "$target"/debian/lbfo_*/DEBIAN/{postinst,prerm,postrm}
+# Debian's package checker, where installed (apt-get install lintian; not needed for the tests).
+if command -v lintian >/dev/null; then
+  lintian --fail-on error,warning "$target"/debian/lbfo_*.deb
+else
+  echo "test.sh: lintian not installed; the package was not linted"
+fi
 
 # A short fuzzing pass in CI (scripts/fuzz.sh SECONDS for a longer one).
 if [[ ${CI:-} == true || -n ${LBFO_FUZZ_SECONDS:-} ]]; then
