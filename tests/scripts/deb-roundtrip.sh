@@ -77,6 +77,13 @@ if command -v systemd-analyze >/dev/null; then
     || { echo "$out"; fail "systemd-analyze verify"; }
   [[ -z $out ]] || { echo "$out"; fail "systemd-analyze verify is silent"; }
   ok "systemd-analyze verify accepts the installed unit"
+  c=/usr/share/lbfo/contrib
+  if ! out=$(systemd-analyze verify --man=no "$c/lbfo-prom-textfile.service" \
+    "$c/lbfo-prom-textfile.timer" 2>&1) || [[ -n $out ]]; then
+    echo "$out"
+    fail "systemd-analyze verify on the contrib timer"
+  fi
+  ok "systemd-analyze verify accepts the contrib timer and its service"
 fi
 
 # The agent by hand with the packaged default config: no services, so nothing changes. It runs

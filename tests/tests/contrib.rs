@@ -290,3 +290,34 @@ fn lbfo_prom_textfile_writes_the_collector_file_atomically() {
     let s = exposition(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(value(&s, "lbfo_table_readable"), Some(0.0));
 }
+
+#[test]
+fn the_crontab_example_names_scripts_and_files_that_ship() {
+    let cron = std::fs::read_to_string(contrib("lbfo.cron")).unwrap();
+    let mut entries = 0;
+    for line in cron.lines() {
+        // Entries are commented out for the admin to pick: "# M H DoM Mon DoW user command...".
+        let fields: Vec<&str> = line.trim_start_matches("# ").split_whitespace().collect();
+        if fields.len() < 7 || fields[5] != "root" || !fields[6].starts_with('/') {
+            continue;
+        }
+        for f in &fields[..5] {
+            assert!(
+                f.chars().all(|c| c.is_ascii_digit() || "*-,/".contains(c)),
+                "time field {f:?} in {line:?}"
+            );
+        }
+        for path in fields[6..]
+            .iter()
+            .filter(|w| w.starts_with("/usr/share/lbfo/"))
+        {
+            let local = contrib(path.trim_start_matches("/usr/share/lbfo/contrib/"));
+            assert!(
+                local.exists(),
+                "{path} in lbfo.cron does not ship ({line:?})"
+            );
+        }
+        entries += 1;
+    }
+    assert!(entries >= 4, "{entries} cron entries found");
+}
