@@ -153,4 +153,30 @@ ok "purge removed every file, the conffile and the unit's enablement"
 dpkg-query -W lbfo >/dev/null 2>&1 && fail "dpkg forgot the package"
 ok "dpkg forgot the package"
 expect_answer web.test 192.0.2.80 "after purge, /etc/hosts answers"
+# Where systemd runs (here a stub systemctl that logs its calls, and /run/systemd/system): the
+# maintainer scripts reload systemd, start the unit on install, restart it on upgrade, stop it
+# on remove; deb-systemd-invoke decides through `systemctl is-enabled`.
+mkdir -p /run/systemd/system
+# A container image's policy-rc.d forbids starting services; a real host has none.
+rm -f /usr/sbin/policy-rc.d
+cat >/usr/bin/systemctl <<STUB
+#!/bin/sh
+echo "\$*" >>$scratch/systemctl.log
+case "\$*" in
+*--version*) echo "systemd 252 (252.39-1~deb12u1)" ;;
+*is-enabled*) echo enabled ;;
+esac
+exit 0
+STUB
+chmod 0755 /usr/bin/systemctl
+dpkg -i "$deb" >"$scratch/dpkg-s1.log" 2>&1 || { cat "$scratch/dpkg-s1.log"; fail "dpkg -i under systemd"; }
+dpkg -i "$deb" >"$scratch/dpkg-s2.log" 2>&1 || { cat "$scratch/dpkg-s2.log"; fail "dpkg -i again under systemd"; }
+dpkg --purge lbfo >"$scratch/dpkg-s3.log" 2>&1 || { cat "$scratch/dpkg-s3.log"; fail "dpkg --purge under systemd"; }
+calls=$(grep -E '(start|restart|stop) lbfo' "$scratch/systemctl.log" | tr '\n' ';')
+want='--quiet --system start lbfo-agentd.service;--quiet --system restart lbfo-agentd.service;stop lbfo-agentd.service;'
+[[ $calls == "$want" ]] || { cat "$scratch/systemctl.log"; fail "systemctl calls: got '$calls', want '$want'"; }
+reloads=$(grep -cx -- '--system daemon-reload' "$scratch/systemctl.log")
+((reloads >= 3)) || { cat "$scratch/systemctl.log"; fail "daemon-reload by postinst (twice) and postrm"; }
+ok "under systemd: daemon-reload, start on install, restart on upgrade, stop on remove"
+same /etc/nsswitch.conf "$nss_before" "purge under systemd restored nsswitch.conf too"
 echo "roundtrip: all checks passed"
