@@ -3,7 +3,9 @@
 //! `tests/scripts/deb-roundtrip.sh` runs in private mount, IPC and PID namespaces with overlays
 //! over /etc, /usr and /var and a tmpfs on /run: real `dpkg -i`, the real maintainer scripts, the
 //! installed module answering `getent` through the namespace's /etc/nsswitch.conf (no
-//! LD_LIBRARY_PATH), then `dpkg -r` and `dpkg --purge` giving nsswitch.conf back byte for byte.
+//! LD_LIBRARY_PATH), the agent confined as the unit confines it, then `dpkg -r` and
+//! `dpkg --purge` giving nsswitch.conf back byte for byte; last, the maintainer scripts' systemd
+//! branch against a stub `systemctl`.
 //! This test checks that the machine's own nsswitch.conf, hosts file and dpkg database are the
 //! same afterwards. Needs root and the package (`bash scripts/deb.sh`; scripts/test.sh builds it).
 
