@@ -301,12 +301,7 @@ impl Family {
 pub fn families(s: &Snapshot) -> Vec<Family> {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     let mut out = vec![
-        Family::new(
-            "lbfo_table_readable",
-            "gauge",
-            "Whether the table could be read (1) or not (0).",
-        )
-        .one(1.0),
+        table_readable(true),
         Family::new(
             "lbfo_agent_up",
             "gauge",
@@ -424,12 +419,16 @@ pub fn prometheus(families: &[Family]) -> String {
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
 /// still reports the outage instead of keeping stale numbers.
 pub fn prometheus_unreadable() -> String {
-    prometheus(&[Family::new(
+    prometheus(&[table_readable(false)])
+}
+
+fn table_readable(yes: bool) -> Family {
+    Family::new(
         "lbfo_table_readable",
         "gauge",
         "Whether the table could be read (1) or not (0).",
     )
-    .one(0.0)])
+    .one(if yes { 1.0 } else { 0.0 })
 }
 
 /// Escapes a label value (`\\`, `"`, newline) or HELP text (`\\`, newline).
