@@ -5,13 +5,16 @@
 //! service with too many backends) is refused before the shared table is touched. The first
 //! problem is returned as a [`ConfigError`] with line and column.
 //!
+//! Cluster settings (`group`, `iface`, `ttl`, `node`, `peer`, `key`, `insecure`) are gathered in
+//! [`ClusterConfig`]; with neither `group` nor `peer` the agent runs alone, as before.
+//!
 //! A loaded [`Config`] remembers which services and backends it defines ([`Members`]); a reload
 //! deletes what the old config defined and the new one no longer does ([`removals`]), and leaves
 //! alone whatever was created at run time through the FIFO.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
@@ -38,6 +41,37 @@ pub struct Config {
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
     pub members: Members,
+    /// The cluster settings.
+    pub cluster: ClusterConfig,
+    /// The file's modification time (ms since the epoch): the stamp time of its commands in the
+    /// cluster, so changes made after the file was written win over it.
+    pub mtime_ms: u64,
+}
+
+/// The cluster settings of a config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `group ADDR:PORT`.
+    pub group: Option<SocketAddr>,
+    /// `iface NAME`.
+    pub iface: Option<String>,
+    /// `ttl N` (default 1: the local network only).
+    pub ttl: Option<u8>,
+    /// `node NAME` (default: the host name).
+    pub node: Option<String>,
+    /// `peer ADDR:PORT` lines.
+    pub peers: Vec<SocketAddr>,
+    /// `key PATH`.
+    pub key: Option<PathBuf>,
+    /// `insecure`.
+    pub insecure: bool,
+}
+
+impl ClusterConfig {
+    /// Whether the agent joins a cluster at all.
+    pub fn enabled(&self) -> bool {
+        self.group.is_some() || !self.peers.is_empty()
+    }
 }
 
 /// What is wrong with a config; see [`ConfigError`] for where.
@@ -53,6 +87,8 @@ pub enum Problem {
     DuplicateSetting(&'static str),
     /// A `table` or `fifo` path that is not absolute (the agent may run from any directory).
     RelativePath,
+    /// `peer` and `group` addresses of different families, or peers on different ports.
+    MixedPeers,
 }
 
 impl fmt::Display for Problem {
@@ -63,6 +99,9 @@ impl fmt::Display for Problem {
             Problem::Apply(e) => e.fmt(f),
             Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),
             Problem::RelativePath => f.write_str("path must be absolute"),
+            Problem::MixedPeers => f.write_str(
+                "`group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
+            ),
         }
     }
 }
@@ -105,13 +144,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 .map_or(Errno::UnknownErrno, Errno::from_raw),
         ),
     })?;
-    parse(&text)
+    let mut config = parse(&text)?;
+    config.mtime_ms = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(config)
 }
 
 /// Checks a config's text: parses every line and applies every command to a scratch table.
 pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut table = None;
     let mut fifo = None;
+    let mut cluster = ClusterConfig::default();
+    let mut seen = BTreeSet::new();
     let mut commands = Vec::new();
     let mut slots = vec![None; MAX_SERVICES];
     let mut scratch = Table::new(&mut slots);
@@ -122,15 +169,49 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
         match parsed {
             None => {}
             Some(Line::Setting(s)) => {
-                let (slot, what, path) = match s {
-                    Setting::Table(p) => (&mut table, "table", p),
-                    Setting::Fifo(p) => (&mut fifo, "fifo", p),
+                let what = s.keyword();
+                if what != "peer" && !seen.insert(what) {
+                    return Err(at(1, Problem::DuplicateSetting(what)));
+                }
+                let (path, slot) = match s {
+                    Setting::Table(p) => (p, &mut table),
+                    Setting::Fifo(p) => (p, &mut fifo),
+                    Setting::Key(p) => (p, &mut cluster.key),
+                    Setting::Group(a) => {
+                        cluster.group = Some(a);
+                        continue;
+                    }
+                    Setting::Peer(a) => {
+                        cluster.peers.push(a);
+                        let v4 = |a: &SocketAddr| a.is_ipv4();
+                        let first = cluster.group.or(cluster.peers.first().copied());
+                        let mixed = first.is_some_and(|f| v4(&f) != v4(&a))
+                            || (cluster.group.is_none()
+                                && cluster.peers.iter().any(|p| p.port() != a.port()));
+                        if mixed {
+                            return Err(at(1, Problem::MixedPeers));
+                        }
+                        continue;
+                    }
+                    Setting::Iface(n) => {
+                        cluster.iface = Some(n.to_owned());
+                        continue;
+                    }
+                    Setting::Node(n) => {
+                        cluster.node = Some(n.to_owned());
+                        continue;
+                    }
+                    Setting::Ttl(n) => {
+                        cluster.ttl = Some(n);
+                        continue;
+                    }
+                    Setting::Insecure => {
+                        cluster.insecure = true;
+                        continue;
+                    }
                 };
                 // The path borrows from the line, so its offset there is its column.
                 let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
-                if slot.is_some() {
-                    return Err(at(1, Problem::DuplicateSetting(what)));
-                }
                 if !path.starts_with('/') {
                     return Err(at(col, Problem::RelativePath));
                 }
@@ -147,6 +228,8 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
         fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
         commands,
         members: members(&scratch),
+        cluster,
+        mtime_ms: 0,
     })
 }
 
@@ -233,7 +316,7 @@ mod tests {
 
     #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",
@@ -242,6 +325,16 @@ mod tests {
         check("up b.lan 10.0.0.2", "f:1:1: no such service");
         check("table /a\ntable /b", "f:2:1: `table` given twice");
         check("fifo  rel/x", "f:1:7: path must be absolute");
+        check("key lbfo.key", "f:1:5: path must be absolute");
+        check("node a\nnode b", "f:2:1: `node` given twice");
+        check(
+            "group 239.1.1.1:1\npeer [fd00::1]:1",
+            "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
+        );
+        check(
+            "peer 10.0.0.1:1\npeer 10.0.0.2:2",
+            "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
+        );
         let got = parse(b"add a.lan 10.0.0.1\nadd \x80")
             .unwrap_err()
             .report(Path::new("f"));
@@ -250,6 +343,20 @@ mod tests {
             .map(|i| format!("add a.lan 10.0.0.{i}\n"))
             .collect();
         check(&full, "f:17:1: service full (16 backends)");
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let c = parse(b"group [ff15::1]:7946\niface eth0\nttl 2\nnode gw1\npeer [fd00::2]:7946\npeer [fd00::3]:7946\nkey /k\ninsecure\n")
+            .unwrap()
+            .cluster;
+        assert_eq!(
+            format!("{c:?}"),
+            "ClusterConfig { group: Some([ff15::1]:7946), iface: Some(\"eth0\"), ttl: Some(2), node: Some(\"gw1\"), \
+             peers: [[fd00::2]:7946, [fd00::3]:7946], key: Some(\"/k\"), insecure: true }"
+        );
+        assert!(c.enabled());
+        assert!(!parse(b"iface eth0\n").unwrap().cluster.enabled());
     }
 
     #[test]

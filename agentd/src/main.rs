@@ -27,6 +27,7 @@
 
 mod agent;
 mod config;
+mod replica;
 mod fifo;
 mod shm;
 mod status;

@@ -13,11 +13,18 @@
 //! weight SERVICE ADDR N      prio SERVICE ADDR N      limit SERVICE ADDR N
 //! reset SERVICE              zero the service's usage counters
 //! ```
-//! Agent settings (`table PATH`, `fifo PATH`) share the grammar but only the config file may use
-//! them; [`Line::Setting`] lets the caller refuse them elsewhere.
+//! Agent settings share the grammar but only the config file may use them; [`Line::Setting`] lets
+//! the caller refuse them elsewhere:
+//!
+//! ```text
+//! table PATH      fifo PATH
+//! group ADDR:PORT the cluster's multicast group: 239.0.0.0/8, or IPv6 ff00::/8 as [ff15::1]:PORT
+//! iface NAME      ttl N (1-255)      node NAME      peer ADDR:PORT (repeatable)
+//! key PATH        insecure
+//! ```
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::name::{Name, NameError};
 use crate::table::Policy;
@@ -112,6 +119,37 @@ pub enum Setting<'a> {
     Table(&'a str),
     /// `fifo PATH`: the command pipe.
     Fifo(&'a str),
+    /// `group ADDR:PORT`: the cluster's multicast group (checked to be multicast).
+    Group(SocketAddr),
+    /// `iface NAME`: the interface the group is joined and sent on.
+    Iface(&'a str),
+    /// `ttl N`: multicast hop limit, 1 to 255 (more than 1 lets multicast routers carry it).
+    Ttl(u8),
+    /// `node NAME`: this agent's name in the cluster (default: the host name).
+    Node(&'a str),
+    /// `peer ADDR:PORT`: a unicast peer, for networks without multicast (repeatable).
+    Peer(SocketAddr),
+    /// `key PATH`: the file holding the cluster's shared HMAC key.
+    Key(&'a str),
+    /// `insecure`: join the cluster without a key.
+    Insecure,
+}
+
+impl Setting<'_> {
+    /// The setting's keyword.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Setting::Table(_) => "table",
+            Setting::Fifo(_) => "fifo",
+            Setting::Group(_) => "group",
+            Setting::Iface(_) => "iface",
+            Setting::Ttl(_) => "ttl",
+            Setting::Node(_) => "node",
+            Setting::Peer(_) => "peer",
+            Setting::Key(_) => "key",
+            Setting::Insecure => "insecure",
+        }
+    }
 }
 
 /// One parsed, non-empty line. (`Command` is large because it holds a [`Name`] inline: there is
@@ -148,6 +186,10 @@ pub enum ParseErrorKind {
     BadPolicy,
     /// The line holds bytes that are not UTF-8 text.
     NotText,
+    /// Not `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+    BadSocketAddr,
+    /// A `group` that is not an IPv4 239.0.0.0/8 or IPv6 multicast address.
+    NotMulticast,
 }
 
 /// A parse error: what ([`ParseErrorKind`]) and where (1-based column in the line).
@@ -163,7 +205,7 @@ impl fmt::Display for ParseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)",
+                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)",
             ),
             ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
             ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
@@ -176,6 +218,12 @@ impl fmt::Display for ParseErrorKind {
                 f.write_str("unknown policy (expected failover, roundrobin, weighted or leastused)")
             }
             ParseErrorKind::NotText => f.write_str("line is not UTF-8 text"),
+            ParseErrorKind::BadSocketAddr => {
+                f.write_str("not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)")
+            }
+            ParseErrorKind::NotMulticast => f.write_str(
+                "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
+            ),
         }
     }
 }
@@ -233,14 +281,36 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
 
     let line = match verb {
-        "table" | "fifo" => {
+        "table" | "fifo" | "key" => {
             let (_, path) = next("path")?;
-            let s = if verb == "table" {
-                Setting::Table(path)
+            Line::Setting(match verb {
+                "table" => Setting::Table(path),
+                "fifo" => Setting::Fifo(path),
+                _ => Setting::Key(path),
+            })
+        }
+        "iface" => Line::Setting(Setting::Iface(next("interface name")?.1)),
+        "node" => Line::Setting(Setting::Node(next("node name")?.1)),
+        "insecure" => Line::Setting(Setting::Insecure),
+        "ttl" => {
+            let (col, n) = next("number")?;
+            match number(col, n, 255)? {
+                0 => return Err(err(col, ParseErrorKind::BadNumber(255))),
+                n => Line::Setting(Setting::Ttl(n as u8)),
+            }
+        }
+        "group" | "peer" => {
+            let (col, tok) = next("ADDR:PORT")?;
+            let sa: SocketAddr = tok
+                .parse()
+                .map_err(|_| err(col, ParseErrorKind::BadSocketAddr))?;
+            if verb == "peer" {
+                Line::Setting(Setting::Peer(sa))
+            } else if is_group(sa.ip()) {
+                Line::Setting(Setting::Group(sa))
             } else {
-                Setting::Fifo(path)
-            };
-            Line::Setting(s)
+                return Err(err(col, ParseErrorKind::NotMulticast));
+            }
         }
         "add" => {
             let service = name(next("service name")?)?;
@@ -319,6 +389,15 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     match toks.next() {
         Some((col, _)) => Err(err(col, ParseErrorKind::Extra)),
         None => Ok(Some(line)),
+    }
+}
+
+/// Whether `ip` may be a cluster group: administratively scoped IPv4 (239.0.0.0/8, RFC 2365) or
+/// any IPv6 multicast address (`ff15::/16` is a good site-local choice).
+pub fn is_group(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.octets()[0] == 239,
+        IpAddr::V6(a) => a.is_multicast(),
     }
 }
 
@@ -420,7 +499,7 @@ mod tests {
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table or fifo)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)");
         check("add", "column 4: missing service name");
         check("add web.lan  ", "column 12: missing address");
         check(
@@ -476,6 +555,35 @@ mod tests {
             "del web.lan 1.2.3.4 5.6.7.8",
             "column 21: unexpected extra argument",
         );
+    }
+
+    #[test]
+    fn cluster_settings() {
+        check("group 239.1.2.3:7946", "Group(239.1.2.3:7946)");
+        check("group [ff15::4c62]:7946", "Group([ff15::4c62]:7946)");
+        check(
+            "group 10.0.0.1:7946",
+            "column 7: not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
+        );
+        check(
+            "group 224.0.0.1:7946",
+            "column 7: not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
+        );
+        check(
+            "group ff15::1:7946",
+            "column 7: not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)",
+        );
+        check("peer 192.0.2.1:7946", "Peer(192.0.2.1:7946)");
+        check("peer [fd00::1]:1", "Peer([fd00::1]:1)");
+        check("iface eth0", "Iface(\"eth0\")");
+        check("node gw-1", "Node(\"gw-1\")");
+        check("key /etc/lbfo.key", "Key(\"/etc/lbfo.key\")");
+        check("insecure # no key", "Insecure");
+        check("insecure yes", "column 10: unexpected extra argument");
+        check("ttl 4", "Ttl(4)");
+        check("ttl 0", "column 5: not a whole number from 0 to 255");
+        check("ttl 256", "column 5: not a whole number from 0 to 255");
+        check("ttl", "column 4: missing number");
     }
 
     #[test]

@@ -1,0 +1,863 @@
+//! The replicated table: what the cluster agrees on, and the merge rule that makes it agree.
+//!
+//! Pure: no I/O, no clock (the wall time is passed in), no sockets. Every node holds a
+//! [`Replica`]; a command taken from the FIFO becomes stamped [`Entry`]s that are applied here and
+//! sent to the group; entries from peers are merged. **Merging is a join**: every field is a
+//! last-writer-wins register ([`Reg`]) ordered by [`Stamp`] `(time, node)` (then by value, so even
+//! equal stamps resolve the same way everywhere), so merging is commutative, associative and
+//! idempotent — every node that has seen the same entries holds the same state, whatever the
+//! order, loss (repaired later) or duplication.
+//!
+//! - Stamps come from a hybrid logical clock: `time` is `max(wall ms, last + 1, any time seen)`,
+//!   so it is a Lamport clock that also tells roughly when a change was made.
+//! - A service is visible when its `created` stamp (add/policy) is newer than its `deleted` stamp
+//!   (`del SERVICE`), or when it has a live backend; a backend is live when its `exists` register
+//!   says yes with a stamp newer than the service's `deleted`.
+//! - **Deletions are tombstones**: `del` writes `exists = false` (or `deleted = t`), it never
+//!   removes the entry, so an older `add` arriving late loses to it. Tombstones whose newest stamp
+//!   is older than [`TOMBSTONE_MS`] are collected ([`Replica::collect`]), and an incoming dead entry
+//!   already that old is not taken in, so every node forgets the same tombstones.
+//! - Config lines are applied with the config file's modification time as their stamp time: a
+//!   change made through the FIFO after the file was written wins over it on every restart, and an
+//!   edited config wins over older changes.
+//! - Usage counters (and `reset`) are not part of the replica: they stay local.
+//!
+//! [`Replica::digest`] summarises the state in [`BUCKETS`] order-independent hashes; nodes
+//! compare digests and send each other the entries of the buckets that differ.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use lbfo_core::cmd::Attr;
+use lbfo_core::table::{ApplyError, Backend, DEFAULT_PRIO, DEFAULT_WEIGHT};
+use lbfo_core::{Command, Name, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
+
+/// A node's id: the FNV-1a hash of its name (names must be unique in a cluster).
+pub type NodeId = u64;
+
+/// How long a tombstone is kept: 10 minutes. Far longer than any datagram lives (the freshness
+/// window is 30 s) and than anti-entropy needs to reach a node that is up; a node cut off for
+/// longer than this may bring back a backend deleted meanwhile (see ARCHITECTURE.md).
+pub const TOMBSTONE_MS: u64 = 10 * 60 * 1000;
+
+/// Buckets in a digest: 32 hashes (about 160 bytes on the wire) localise a difference to ~1/32
+/// of the services, so repairing one missed change resends little.
+pub const BUCKETS: usize = 32;
+
+/// When a change was made, and by whom; ordered by time, then node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Stamp {
+    /// Hybrid logical time, in milliseconds.
+    pub time: u64,
+    /// The node that made the change.
+    pub node: NodeId,
+}
+
+impl Stamp {
+    /// Older than every real change: the default of registers nobody wrote.
+    pub const ZERO: Stamp = Stamp { time: 0, node: 0 };
+}
+
+/// A last-writer-wins register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reg<T> {
+    /// The value.
+    pub value: T,
+    /// When it was written.
+    pub at: Stamp,
+}
+
+impl<T: Copy + Ord> Reg<T> {
+    const fn new(value: T) -> Reg<T> {
+        Reg {
+            value,
+            at: Stamp::ZERO,
+        }
+    }
+
+    /// Takes `o` if it is newer (equal stamps: the larger value); says whether it did.
+    pub fn merge(&mut self, o: Reg<T>) -> bool {
+        if (o.at, o.value) > (self.at, self.value) {
+            *self = o;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn set(&mut self, value: T, at: Stamp) -> bool {
+        self.merge(Reg { value, at })
+    }
+}
+
+/// A backend's replicated fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendState {
+    /// Added (true) or deleted (false).
+    pub exists: Reg<bool>,
+    /// In rotation.
+    pub up: Reg<bool>,
+    /// Weight.
+    pub weight: Reg<u32>,
+    /// Priority.
+    pub prio: Reg<u32>,
+    /// Usage limit.
+    pub limit: Reg<u64>,
+}
+
+impl BackendState {
+    const NEW: BackendState = BackendState {
+        exists: Reg::new(false),
+        up: Reg::new(true),
+        weight: Reg::new(DEFAULT_WEIGHT),
+        prio: Reg::new(DEFAULT_PRIO),
+        limit: Reg::new(0),
+    };
+
+    fn newest(&self) -> Stamp {
+        [
+            self.exists.at,
+            self.up.at,
+            self.weight.at,
+            self.prio.at,
+            self.limit.at,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(Stamp::ZERO)
+    }
+
+    fn merge(&mut self, o: &BackendState) -> bool {
+        // Non-short-circuiting: every field merges.
+        self.exists.merge(o.exists)
+            | self.up.merge(o.up)
+            | self.weight.merge(o.weight)
+            | self.prio.merge(o.prio)
+            | self.limit.merge(o.limit)
+    }
+}
+
+/// A service's replicated fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    /// The name.
+    pub name: Name,
+    /// Newest add/policy.
+    pub created: Stamp,
+    /// Newest `del SERVICE`.
+    pub deleted: Stamp,
+    /// Policy code (see [`Policy::code`]).
+    pub policy: Reg<u8>,
+    /// Backends by address.
+    pub backends: BTreeMap<IpAddr, BackendState>,
+}
+
+impl ServiceState {
+    fn new(name: Name) -> ServiceState {
+        ServiceState {
+            name,
+            created: Stamp::ZERO,
+            deleted: Stamp::ZERO,
+            policy: Reg::new(Policy::RoundRobin.code()),
+            backends: BTreeMap::new(),
+        }
+    }
+
+    fn live(&self, b: &BackendState) -> bool {
+        b.exists.value && b.exists.at > self.deleted
+    }
+
+    /// Whether lookups should see the service.
+    pub fn visible(&self) -> bool {
+        self.created > self.deleted || self.backends.values().any(|b| self.live(b))
+    }
+
+    fn live_backend(&self, addr: IpAddr) -> Option<&BackendState> {
+        self.backends.get(&addr).filter(|b| self.live(b))
+    }
+}
+
+/// One unit of replication: a service's own fields, or one backend's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A service's fields.
+    Service {
+        /// The service.
+        name: Name,
+        /// Newest add/policy.
+        created: Stamp,
+        /// Newest delete.
+        deleted: Stamp,
+        /// Policy code.
+        policy: Reg<u8>,
+    },
+    /// One backend's fields.
+    Backend {
+        /// The service.
+        name: Name,
+        /// The backend.
+        addr: IpAddr,
+        /// Its fields.
+        state: BackendState,
+    },
+}
+
+impl Entry {
+    /// The service the entry is about.
+    pub fn name(&self) -> &Name {
+        match self {
+            Entry::Service { name, .. } | Entry::Backend { name, .. } => name,
+        }
+    }
+}
+
+/// The node's copy of the cluster's table.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    me: NodeId,
+    clock: u64,
+    services: BTreeMap<String, ServiceState>,
+}
+
+/// The node id for a node name.
+pub fn node_id(name: &str) -> NodeId {
+    fnv(0xcbf2_9ce4_8422_2325, name.as_bytes())
+}
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The digest bucket a service belongs to.
+pub fn bucket(name: &Name) -> usize {
+    (name.hash() % BUCKETS as u64) as usize
+}
+
+impl Replica {
+    /// An empty replica for node `me`.
+    pub fn new(me: NodeId) -> Replica {
+        Replica {
+            me,
+            clock: 0,
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// A fresh stamp, newer than everything seen.
+    fn tick(&mut self, wall_ms: u64) -> Stamp {
+        self.clock = wall_ms.max(self.clock + 1);
+        Stamp {
+            time: self.clock,
+            node: self.me,
+        }
+    }
+
+    fn observe(&mut self, s: Stamp) {
+        self.clock = self.clock.max(s.time);
+    }
+
+    /// Applies a command made on this node now; returns the entries to send. On error nothing
+    /// changed. `reset` changes nothing here (counters are local).
+    pub fn command(&mut self, cmd: &Command, wall_ms: u64) -> Result<Vec<Entry>, ApplyError> {
+        self.check(cmd)?;
+        let at = self.tick(wall_ms);
+        Ok(self.apply_at(cmd, at))
+    }
+
+    /// Applies a config line with the config's stamp time. Never fails: a line that no longer
+    /// applies (its backend deleted by a newer change) simply loses.
+    pub fn config_line(&mut self, cmd: &Command, time: u64) -> Vec<Entry> {
+        let at = Stamp {
+            time,
+            node: self.me,
+        };
+        self.observe(at);
+        if self.check(cmd).is_err() && !matches!(cmd, Command::Add { .. } | Command::Policy { .. })
+        {
+            return Vec::new();
+        }
+        self.apply_at(cmd, at)
+    }
+
+    /// Whether `cmd` applies to the visible state (the same errors as the local table's).
+    fn check(&self, cmd: &Command) -> Result<(), ApplyError> {
+        let s = self
+            .services
+            .get(cmd.service().as_str())
+            .filter(|s| s.visible());
+        let backend = |addr| {
+            let s = s.ok_or(ApplyError::NoService)?;
+            s.live_backend(addr).map(|_| ()).ok_or(ApplyError::NoBackend)
+        };
+        match *cmd {
+            Command::Add { addr, .. } => match s {
+                None if self.visible_count() >= MAX_SERVICES => Err(ApplyError::TableFull),
+                Some(s)
+                    if s.live_backend(addr).is_none()
+                        && s.backends.values().filter(|b| s.live(b)).count() >= MAX_BACKENDS =>
+                {
+                    Err(ApplyError::ServiceFull)
+                }
+                _ => Ok(()),
+            },
+            Command::Policy { .. } if s.is_none() && self.visible_count() >= MAX_SERVICES => {
+                Err(ApplyError::TableFull)
+            }
+            Command::Policy { .. } => Ok(()),
+            Command::Del { addr: None, .. } | Command::Reset { .. } => {
+                s.map(|_| ()).ok_or(ApplyError::NoService)
+            }
+            Command::Del {
+                addr: Some(addr), ..
+            }
+            | Command::SetUp { addr, .. }
+            | Command::Set { addr, .. } => backend(addr),
+        }
+    }
+
+    fn visible_count(&self) -> usize {
+        self.services.values().filter(|s| s.visible()).count()
+    }
+
+    /// Writes `cmd`'s fields at `at` (merging, so an older stamp loses to what is there).
+    fn apply_at(&mut self, cmd: &Command, at: Stamp) -> Vec<Entry> {
+        let name = *cmd.service();
+        let s = self
+            .services
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| ServiceState::new(name));
+        let mut backend_touched = None;
+        match *cmd {
+            Command::Add {
+                addr,
+                weight,
+                prio,
+                limit,
+                ..
+            } => {
+                s.created = s.created.max(at);
+                let was_live = s.live_backend(addr).is_some();
+                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                b.exists.set(true, at);
+                if !was_live {
+                    // A new incarnation starts from the defaults.
+                    b.up.set(true, at);
+                    b.weight.set(weight.unwrap_or(DEFAULT_WEIGHT), at);
+                    b.prio.set(prio.unwrap_or(DEFAULT_PRIO), at);
+                    b.limit.set(limit.unwrap_or(0), at);
+                } else {
+                    weight.map(|w| b.weight.set(w, at));
+                    prio.map(|p| b.prio.set(p, at));
+                    limit.map(|l| b.limit.set(l, at));
+                }
+                backend_touched = Some(addr);
+            }
+            Command::Policy { policy, .. } => {
+                s.created = s.created.max(at);
+                s.policy.set(policy.code(), at);
+            }
+            Command::Del { addr: None, .. } => {
+                s.deleted = s.deleted.max(at);
+            }
+            Command::Del {
+                addr: Some(addr), ..
+            } => {
+                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                b.exists.set(false, at);
+                backend_touched = Some(addr);
+            }
+            Command::SetUp { addr, up, .. } => {
+                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                b.up.set(up, at);
+                backend_touched = Some(addr);
+            }
+            Command::Set { addr, attr, .. } => {
+                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                match attr {
+                    Attr::Weight(w) => b.weight.set(w, at),
+                    Attr::Prio(p) => b.prio.set(p, at),
+                    Attr::Limit(l) => b.limit.set(l, at),
+                };
+                backend_touched = Some(addr);
+            }
+            Command::Reset { .. } => return Vec::new(),
+        }
+        prune(s);
+        let mut out = vec![service_entry(s)];
+        if let Some(addr) = backend_touched {
+            if let Some(b) = s.backends.get(&addr) {
+                out.push(Entry::Backend {
+                    name,
+                    addr,
+                    state: *b,
+                });
+            }
+        }
+        out
+    }
+
+    /// Merges an entry from a peer; says whether anything changed. Dead entries older than
+    /// [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere else).
+    pub fn merge(&mut self, e: &Entry, wall_ms: u64) -> bool {
+        let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
+        let name = *e.name();
+        let (newest, dead) = match e {
+            Entry::Service {
+                created, deleted, ..
+            } => (*created.max(deleted), deleted >= created),
+            Entry::Backend { state, .. } => (state.newest(), !state.exists.value),
+        };
+        self.observe(newest);
+        let known = self.services.get(name.as_str());
+        if dead && newest.time < horizon && known.is_none() {
+            return false;
+        }
+        let s = self
+            .services
+            .entry(name.as_str().to_owned())
+            .or_insert_with(|| ServiceState::new(name));
+        let changed = match e {
+            Entry::Service {
+                created,
+                deleted,
+                policy,
+                ..
+            } => {
+                let c = *created > s.created || *deleted > s.deleted;
+                s.created = s.created.max(*created);
+                s.deleted = s.deleted.max(*deleted);
+                s.policy.merge(*policy) | c
+            }
+            Entry::Backend { addr, state, .. } => match s.backends.get_mut(addr) {
+                Some(b) => b.merge(state),
+                None if dead && newest.time < horizon => false,
+                None => {
+                    s.backends.insert(*addr, *state);
+                    true
+                }
+            },
+        };
+        prune(s);
+        changed
+    }
+
+    /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
+    /// with no backend. Returns the names of services that vanished.
+    pub fn collect(&mut self, wall_ms: u64) -> Vec<Name> {
+        let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
+        let mut gone = Vec::new();
+        self.services.retain(|_, s| {
+            let deleted = s.deleted;
+            s.backends.retain(|_, b| {
+                let live = b.exists.value && b.exists.at > deleted;
+                live || b.newest().time >= horizon
+            });
+            let keep = !s.backends.is_empty()
+                || s.created > s.deleted
+                || s.created.max(s.deleted).time >= horizon;
+            if !keep {
+                gone.push(s.name);
+            }
+            keep
+        });
+        gone
+    }
+
+    /// The service as lookups should see it, or `None` if it is not visible. More than
+    /// [`MAX_BACKENDS`] live backends (concurrent adds on several nodes) keep the oldest ones,
+    /// the same everywhere.
+    pub fn service(&self, name: &str) -> Option<Service> {
+        let s = self.services.get(name).filter(|s| s.visible())?;
+        let mut out = Service::new(s.name);
+        out.policy = Policy::from_code(s.policy.value).unwrap_or(Policy::RoundRobin);
+        let mut live: Vec<(&IpAddr, &BackendState)> =
+            s.backends.iter().filter(|(_, b)| s.live(b)).collect();
+        live.sort_by_key(|(a, b)| (b.exists.at, **a));
+        for (slot, (addr, b)) in out.backends.iter_mut().zip(live) {
+            *slot = Some(Backend {
+                addr: *addr,
+                weight: b.weight.value,
+                prio: b.prio.value,
+                limit: b.limit.value,
+                up: b.up.value,
+            });
+        }
+        Some(out)
+    }
+
+    /// Names of every service held (visible or not).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    /// The entries of every service in the buckets whose bit is set in `mask`.
+    pub fn entries(&self, mask: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for s in self.services.values() {
+            if mask & (1 << bucket(&s.name)) == 0 {
+                continue;
+            }
+            out.push(service_entry(s));
+            out.extend(s.backends.iter().map(|(addr, b)| Entry::Backend {
+                name: s.name,
+                addr: *addr,
+                state: *b,
+            }));
+        }
+        out
+    }
+
+    /// One order-independent hash per bucket of everything held.
+    pub fn digest(&self) -> [u32; BUCKETS] {
+        let mut sums = [0u64; BUCKETS];
+        for s in self.services.values() {
+            let b = bucket(&s.name);
+            sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
+            for (addr, st) in &s.backends {
+                sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
+                    name: s.name,
+                    addr: *addr,
+                    state: *st,
+                }));
+            }
+        }
+        sums.map(|h| (h ^ (h >> 32)) as u32)
+    }
+}
+
+/// Resets every field a service delete superseded (stamp not newer than `deleted`) to its
+/// default, and drops backends left with nothing but defaults. Applied after every change, it
+/// commutes with merging, so every node that has seen the same writes holds the same entries.
+fn prune(s: &mut ServiceState) {
+    let deleted = s.deleted;
+    fn reset<T: Copy>(r: &mut Reg<T>, default: Reg<T>, deleted: Stamp) {
+        if r.at <= deleted {
+            *r = default;
+        }
+    }
+    let new = BackendState::NEW;
+    for b in s.backends.values_mut() {
+        reset(&mut b.exists, new.exists, deleted);
+        reset(&mut b.up, new.up, deleted);
+        reset(&mut b.weight, new.weight, deleted);
+        reset(&mut b.prio, new.prio, deleted);
+        reset(&mut b.limit, new.limit, deleted);
+    }
+    s.backends.retain(|_, b| *b != new);
+    reset(&mut s.policy, Reg::new(Policy::RoundRobin.code()), deleted);
+}
+
+fn service_entry(s: &ServiceState) -> Entry {
+    Entry::Service {
+        name: s.name,
+        created: s.created,
+        deleted: s.deleted,
+        policy: s.policy,
+    }
+}
+
+fn entry_hash(e: &Entry) -> u64 {
+    let stamp = |h: u64, s: Stamp| fnv(fnv(h, &s.time.to_le_bytes()), &s.node.to_le_bytes());
+    let h = fnv(0xcbf2_9ce4_8422_2325, e.name().as_bytes());
+    match e {
+        Entry::Service {
+            created,
+            deleted,
+            policy,
+            ..
+        } => {
+            let h = stamp(stamp(fnv(h, b"s"), *created), *deleted);
+            stamp(fnv(h, &[policy.value]), policy.at)
+        }
+        Entry::Backend { addr, state, .. } => {
+            let h = match addr {
+                IpAddr::V4(a) => fnv(h, &a.octets()),
+                IpAddr::V6(a) => fnv(h, &a.octets()),
+            };
+            let s = state;
+            let h = stamp(fnv(h, &[u8::from(s.exists.value)]), s.exists.at);
+            let h = stamp(fnv(h, &[u8::from(s.up.value)]), s.up.at);
+            let h = stamp(fnv(h, &s.weight.value.to_le_bytes()), s.weight.at);
+            let h = stamp(fnv(h, &s.prio.value.to_le_bytes()), s.prio.at);
+            stamp(fnv(h, &s.limit.value.to_le_bytes()), s.limit.at)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lbfo_core::{parse_line, Line};
+
+    fn cmd(line: &str) -> Command {
+        match parse_line(line) {
+            Ok(Some(Line::Command(c))) => c,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// The visible table as text, for comparisons.
+    fn show(r: &Replica) -> String {
+        let mut o = String::new();
+        for n in r.names() {
+            if let Some(s) = r.service(n) {
+                o += &format!("{n} {}:", s.policy);
+                for (_, b) in s.iter() {
+                    let st = if b.up { "up" } else { "down" };
+                    o += &format!(" {} {st} w{} p{} l{};", b.addr, b.weight, b.prio, b.limit);
+                }
+                o += "\n";
+            }
+        }
+        o
+    }
+
+    fn run(r: &mut Replica, lines: &str, t: u64) -> Vec<Entry> {
+        lines
+            .lines()
+            .flat_map(|l| r.command(&cmd(l), t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn commands_and_errors_mirror_the_local_table() {
+        let mut r = Replica::new(1);
+        run(
+            &mut r,
+            "add a.lan 10.0.0.1 weight=3\nadd a.lan 10.0.0.2\ndown a.lan 10.0.0.2\npolicy b.lan failover",
+            100,
+        );
+        assert_eq!(
+            show(&r),
+            "a.lan roundrobin: 10.0.0.1 up w3 p1 l0; 10.0.0.2 down w1 p1 l0;\nb.lan failover:\n"
+        );
+        assert_eq!(
+            r.command(&cmd("down a.lan 10.0.0.9"), 100),
+            Err(ApplyError::NoBackend)
+        );
+        assert_eq!(
+            r.command(&cmd("up c.lan 10.0.0.9"), 100),
+            Err(ApplyError::NoService)
+        );
+        run(&mut r, "del a.lan 10.0.0.1", 100);
+        assert_eq!(
+            r.command(&cmd("weight a.lan 10.0.0.1 5"), 100),
+            Err(ApplyError::NoBackend)
+        );
+        run(&mut r, "add a.lan 10.0.0.1", 100);
+        assert_eq!(
+            show(&r).lines().next().unwrap(),
+            "a.lan roundrobin: 10.0.0.2 down w1 p1 l0; 10.0.0.1 up w1 p1 l0;",
+            "a re-added backend starts from the defaults"
+        );
+        run(&mut r, "del a.lan\ndel b.lan", 100);
+        assert_eq!(show(&r), "");
+        assert_eq!(
+            r.command(&cmd("del a.lan"), 100),
+            Err(ApplyError::NoService)
+        );
+        run(&mut r, "add a.lan 10.0.0.3", 100);
+        assert_eq!(show(&r), "a.lan roundrobin: 10.0.0.3 up w1 p1 l0;\n");
+        for i in 4..=(3 + MAX_BACKENDS as u32 - 1) {
+            run(&mut r, &format!("add a.lan 10.0.0.{i}"), 100);
+        }
+        assert_eq!(
+            r.command(&cmd("add a.lan 10.0.1.1"), 100),
+            Err(ApplyError::ServiceFull)
+        );
+    }
+
+    #[test]
+    fn concurrent_conflicts_resolve_by_stamp_then_node() {
+        let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+        let base = run(&mut a, "add w.lan 10.0.0.1", 100);
+        for e in &base {
+            b.merge(e, 100);
+        }
+        // Same wall time on both: the clocks tie and node 2 wins the weight.
+        let ea = run(&mut a, "weight w.lan 10.0.0.1 5", 200);
+        let eb = run(&mut b, "weight w.lan 10.0.0.1 7", 200);
+        for e in &eb {
+            a.merge(e, 200);
+        }
+        for e in &ea {
+            b.merge(e, 200);
+        }
+        assert_eq!(show(&a), show(&b));
+        assert!(show(&a).contains("w7"), "{}", show(&a));
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn a_late_old_add_does_not_resurrect() {
+        let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+        let add = run(&mut a, "add w.lan 10.0.0.1\nadd w.lan 10.0.0.2", 100);
+        let del = run(&mut a, "del w.lan 10.0.0.1", 150);
+        for e in del.iter().chain(&add) {
+            b.merge(e, 200);
+        }
+        assert_eq!(show(&b), "w.lan roundrobin: 10.0.0.2 up w1 p1 l0;\n");
+        let del_svc = run(&mut a, "del w.lan", 300);
+        for e in del_svc.iter().chain(&add).chain(&del) {
+            b.merge(e, 300);
+        }
+        assert_eq!(show(&b), "");
+        assert_eq!(a.digest(), b.digest(), "superseded entries are pruned alike");
+    }
+
+    #[test]
+    fn config_lines_lose_to_later_commands_and_win_over_older() {
+        let mut a = Replica::new(1);
+        run(&mut a, "add w.lan 10.0.0.1\ndown w.lan 10.0.0.1", 5_000);
+        // Restart with a config written before the down: the down stays.
+        let mut fresh = Replica::new(1);
+        for l in ["add w.lan 10.0.0.1 weight=2", "add w.lan 10.0.0.9"] {
+            fresh.config_line(&cmd(l), 1_000);
+        }
+        for e in a.entries(u64::MAX) {
+            fresh.merge(&e, 6_000);
+        }
+        assert_eq!(
+            show(&fresh),
+            "w.lan roundrobin: 10.0.0.9 up w1 p1 l0; 10.0.0.1 down w1 p1 l0;\n"
+        );
+        // An edited config (newer) wins over the older command for the fields it sets.
+        fresh.config_line(&cmd("add w.lan 10.0.0.1 weight=4"), 7_000);
+        assert!(show(&fresh).contains("10.0.0.1 down w4"), "{}", show(&fresh));
+    }
+
+    #[test]
+    fn tombstones_are_collected_after_the_bound_and_not_taken_back() {
+        let mut a = Replica::new(1);
+        let add = run(&mut a, "add w.lan 10.0.0.1\nadd w.lan 10.0.0.2", 1_000);
+        let del = run(&mut a, "del w.lan 10.0.0.1", 2_000);
+        assert_eq!(a.entries(u64::MAX).len(), 3, "the tombstone is held");
+        assert!(a.collect(2_000 + TOMBSTONE_MS - 1).is_empty());
+        assert_eq!(a.entries(u64::MAX).len(), 3);
+        a.collect(2_001 + TOMBSTONE_MS);
+        assert_eq!(a.entries(u64::MAX).len(), 2, "collected");
+        let late = 3_000 + TOMBSTONE_MS;
+        assert!(!a.merge(&del[1], late), "an old tombstone is not taken back");
+        let mut b = Replica::new(2);
+        for e in &add {
+            b.merge(e, late);
+        }
+        assert!(show(&b).contains("10.0.0.1"), "a live entry is always taken");
+        assert!(
+            b.merge(&del[1], late),
+            "a node that never saw the delete takes it over its older add"
+        );
+        b.collect(late);
+        assert_eq!(show(&b), show(&a));
+        assert_eq!(b.digest(), a.digest(), "and then forgets it like everyone else");
+        let gone = run(&mut a, "del w.lan", late);
+        assert!(!gone.is_empty());
+        assert_eq!(a.collect(late + TOMBSTONE_MS + 1).len(), 1);
+        assert!(a.names().next().is_none());
+    }
+
+    /// A tiny deterministic generator for the property tests (no dependency needed).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn random_command(rng: &mut Rng) -> Command {
+        let s = rng.below(3);
+        let a = rng.below(4) + 1;
+        let line = match rng.below(9) {
+            0 | 1 => format!("add s{s}.lan 10.0.0.{a} weight={}", rng.below(5)),
+            2 => format!("del s{s}.lan 10.0.0.{a}"),
+            3 => format!("del s{s}.lan"),
+            4 => format!("down s{s}.lan 10.0.0.{a}"),
+            5 => format!("up s{s}.lan 10.0.0.{a}"),
+            6 => format!("prio s{s}.lan 10.0.0.{a} {}", rng.below(3)),
+            7 => format!(
+                "policy s{s}.lan {}",
+                ["failover", "weighted", "leastused"][rng.below(3) as usize]
+            ),
+            _ => format!("limit s{s}.lan 10.0.0.{a} {}", rng.below(3)),
+        };
+        cmd(&line)
+    }
+
+    /// Property: nodes that issue random commands concurrently and then receive every entry in
+    /// any order, with duplicates and with stale copies interleaved, end identical — table and
+    /// digest alike.
+    #[test]
+    fn any_order_loss_and_duplication_converge() {
+        for seed in 1..200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut nodes: Vec<Replica> = (1..=4).map(Replica::new).collect();
+            let mut sent: Vec<Entry> = Vec::new();
+            let mut t = 1_000;
+            for _ in 0..40 {
+                t += rng.below(3);
+                let n = rng.below(4) as usize;
+                let c = random_command(&mut rng);
+                if let Ok(es) = nodes[n].command(&c, t) {
+                    sent.extend(es);
+                }
+                // Some entries reach some nodes early (partial delivery).
+                if !sent.is_empty() {
+                    let e = sent[rng.below(sent.len() as u64) as usize].clone();
+                    nodes[rng.below(4) as usize].merge(&e, t);
+                }
+            }
+            for node in nodes.iter_mut() {
+                let mut order: Vec<usize> = (0..sent.len()).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                for &i in order.iter().chain(order.iter().take(5)) {
+                    node.merge(&sent[i], t);
+                }
+            }
+            let first = (show(&nodes[0]), nodes[0].digest());
+            for n in &nodes[1..] {
+                assert_eq!((show(n), n.digest()), first, "seed {seed}");
+            }
+            // Anti-entropy from full state gives the same result as from the entries.
+            let mut late = Replica::new(9);
+            for e in nodes[2].entries(u64::MAX) {
+                late.merge(&e, t);
+            }
+            assert_eq!((show(&late), late.digest()), first, "seed {seed}: late joiner");
+        }
+    }
+
+    #[test]
+    fn digest_buckets_localise_differences() {
+        let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+        for e in run(&mut a, "add x.lan 10.0.0.1\nadd y.lan 10.0.0.2", 10) {
+            b.merge(&e, 10);
+        }
+        assert_eq!(a.digest(), b.digest());
+        run(&mut a, "down x.lan 10.0.0.1", 20);
+        let (da, db) = (a.digest(), b.digest());
+        let diff: Vec<usize> = (0..BUCKETS).filter(|&i| da[i] != db[i]).collect();
+        assert_eq!(diff, [bucket(&cmd("reset x.lan").service().clone())]);
+        let mask = diff.iter().fold(0u64, |m, &i| m | 1 << i);
+        for e in a.entries(mask) {
+            b.merge(&e, 30);
+        }
+        assert_eq!(a.digest(), b.digest());
+    }
+}
