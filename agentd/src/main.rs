@@ -26,12 +26,14 @@
 #![deny(unsafe_code)]
 
 mod agent;
+mod cluster;
 mod config;
 mod replica;
 mod fifo;
 mod shm;
 mod status;
 mod tablefile;
+mod wire;
 
 use std::io::Write;
 use std::os::fd::AsFd;

@@ -1,0 +1,579 @@
+//! The cluster protocol: who we heard, what we refuse, what we send and when. No sockets.
+//!
+//! [`Cluster`] owns the node's [`Replica`] and everything about peers; the loop in `main` hands
+//! it datagrams with their source ([`Cluster::datagram`]) and the time, and sends what
+//! [`Cluster::take_outbox`] returns. It never blocks and never fails: a datagram it cannot use is
+//! counted under its [`Drop`] reason and source address, and forgotten.
+//!
+//! The exchanges:
+//! - **start**: a `Hello` with our digest (our config, stamped with its mtime). Every peer answers
+//!   with the entries of the buckets where it differs, and its own digest (`reply`), to which we
+//!   answer with ours where we know better (a config newer than the cluster's changes).
+//! - **command**: its entries go to the group (and every `peer`) at once.
+//! - **anti-entropy**: every [`DIGEST_MS`] a `Digest` goes to the group. A node whose digest
+//!   differs answers the sender directly with the differing buckets' entries and its own digest
+//!   (`reply: true`, never answered with another digest), so both sides repair within one round
+//!   trip, and nothing is sent while all digests agree.
+//! - **replay and freshness**: each sender's datagrams carry its boot epoch and a sequence number.
+//!   Per sender we keep the newest epoch and a [`WINDOW`]-sequence sliding bitmap (as IPsec's
+//!   anti-replay window): an older epoch, a sequence already seen, or one below the window is a
+//!   replay. A datagram whose `sent_ms` is more than [`FRESH_MS`] from our clock is stale — this
+//!   also stops a datagram captured before a sender's last restart from being played to a
+//!   receiver that has forgotten the sender. The clocks of a cluster must agree within
+//!   [`FRESH_MS`] (NTP).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use crate::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
+use crate::wire::{self, Body, Drop, Key, Message, VERSION};
+
+/// How often each node sends its digest. Four rounds a second repair a lost command within
+/// about a quarter of a second, at about 250 bytes per node per round.
+pub const DIGEST_MS: u64 = 250;
+/// Datagrams whose sender's clock differs from ours by more than this are refused as stale.
+pub const FRESH_MS: u64 = 30_000;
+/// Sequence numbers remembered per sender below its newest (a reordering allowance).
+pub const WINDOW: u64 = 64;
+/// How long a restarted agent keeps showing the table it adopted before publishing the cluster's
+/// state, unless a peer's digest shows it has caught up sooner.
+pub const CATCH_UP_MS: u64 = 1000;
+/// How often tombstones are collected.
+pub const COLLECT_MS: u64 = 10_000;
+/// At most this many distinct sources are tracked for drop counts; later strangers are counted
+/// under the unspecified address, so a flood of spoofed sources cannot grow memory.
+pub const MAX_DROP_SOURCES: usize = 256;
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// The group and every configured peer.
+    All,
+    /// One node (a reply).
+    To(SocketAddr),
+}
+
+/// A peer as we know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node name.
+    pub name: String,
+    /// Where its last datagram came from.
+    pub addr: SocketAddr,
+    /// When we last accepted a datagram from it (wall ms).
+    pub heard_ms: u64,
+    /// Its boot epoch.
+    pub epoch: u64,
+    top: u64,
+    seen: u64,
+    /// Its last digest equals ours.
+    pub in_sync: bool,
+}
+
+/// The node's cluster state.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The replicated table.
+    pub replica: Replica,
+    name: String,
+    epoch: u64,
+    seq: u64,
+    key: Key,
+    peers: BTreeMap<NodeId, Peer>,
+    drops: BTreeMap<(SocketAddr, Drop), u64>,
+    outbox: Vec<(Dest, Vec<u8>)>,
+    next_digest: u64,
+    next_collect: u64,
+    hold_until: Option<u64>,
+    changed: BTreeSet<String>,
+    /// Datagrams and bytes sent, for `status` and the benchmarks.
+    pub sent: (u64, u64),
+}
+
+impl Cluster {
+    /// A node named `name`, booted at `wall_ms` (its epoch), at monotonic time `mono_ms`.
+    /// `hold` keeps the adopted table in place until caught up.
+    pub fn new(name: &str, key: Key, wall_ms: u64, mono_ms: u64, hold: bool) -> Cluster {
+        let me = node_id(name);
+        Cluster {
+            replica: Replica::new(me),
+            name: name.chars().take(wire::MAX_NODE_NAME).collect(),
+            epoch: wall_ms,
+            seq: 0,
+            key,
+            peers: BTreeMap::new(),
+            drops: BTreeMap::new(),
+            outbox: Vec::new(),
+            // Spread the nodes' digest rounds apart.
+            next_digest: mono_ms + DIGEST_MS + me % DIGEST_MS,
+            next_collect: mono_ms + COLLECT_MS,
+            hold_until: hold.then_some(mono_ms + CATCH_UP_MS),
+            changed: BTreeSet::new(),
+            sent: (0, 0),
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the table must not be published yet (catching up after a restart).
+    pub fn holding(&self) -> bool {
+        self.hold_until.is_some()
+    }
+
+    fn header(&mut self, wall_ms: u64, body: Body) -> Message {
+        self.seq += 1;
+        Message {
+            version: VERSION,
+            node: self.replica.me(),
+            epoch: self.epoch,
+            seq: self.seq,
+            sent_ms: wall_ms,
+            body,
+        }
+    }
+
+    fn send(&mut self, dest: Dest, wall_ms: u64, body: Body) {
+        let msg = self.header(wall_ms, body);
+        if let Some(d) = wire::seal(&msg, &self.key) {
+            self.outbox.push((dest, d));
+        }
+    }
+
+    /// Sends entries (a command's effect, or a repair).
+    pub fn send_entries(&mut self, dest: Dest, entries: &[Entry], wall_ms: u64) {
+        if entries.is_empty() {
+            return;
+        }
+        let key = self.key.clone();
+        let grams = wire::pack(entries, &key, || self.header(wall_ms, Body::Entries(Vec::new())));
+        self.outbox.extend(grams.into_iter().map(|d| (dest, d)));
+    }
+
+    /// Announces this node with its initial state.
+    pub fn hello(&mut self, wall_ms: u64) {
+        let digest = self.replica.digest().to_vec();
+        let name = self.name.clone();
+        self.send(Dest::All, wall_ms, Body::Hello { name, digest });
+    }
+
+    /// Datagrams to send, oldest first.
+    pub fn take_outbox(&mut self) -> Vec<(Dest, Vec<u8>)> {
+        let out = std::mem::take(&mut self.outbox);
+        for (_, d) in &out {
+            self.sent.0 += 1;
+            self.sent.1 += d.len() as u64;
+        }
+        out
+    }
+
+    /// Names of services whose replicated state changed since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Handles one received datagram.
+    pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr, wall_ms: u64) {
+        let msg = match wire::open(bytes, &self.key) {
+            Ok(m) => m,
+            Err(d) => return self.dropped(from, d),
+        };
+        if msg.node == self.replica.me() {
+            // Our own multicast looped back (or a node with our name: see `status`).
+            return;
+        }
+        if msg.sent_ms.abs_diff(wall_ms) > FRESH_MS {
+            return self.dropped(from, Drop::Stale);
+        }
+        if !self.accept_seq(&msg, from, wall_ms) {
+            return self.dropped(from, Drop::Replay);
+        }
+        let node = msg.node;
+        match msg.body {
+            Body::Hello { name, digest } => {
+                self.named(node, name);
+                self.compare(node, from, &digest, true, wall_ms);
+            }
+            Body::Digest {
+                name,
+                digest,
+                reply,
+            } => {
+                self.named(node, name);
+                self.compare(node, from, &digest, !reply, wall_ms);
+            }
+            Body::Entries(es) => {
+                for w in &es {
+                    // `open` checked every entry converts.
+                    if let Some(e) = wire::from_wire(w) {
+                        if self.replica.merge(&e, wall_ms) {
+                            self.changed.insert(e.name().as_str().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn named(&mut self, node: NodeId, name: String) {
+        if let Some(p) = self.peers.get_mut(&node) {
+            p.name = name;
+        }
+    }
+
+    /// Answers a digest: the entries of the buckets that differ, and (unless it was a reply)
+    /// our digest so the sender can send what it knows better.
+    fn compare(&mut self, node: NodeId, from: SocketAddr, theirs: &[u32], answer: bool, wall: u64) {
+        let ours = self.replica.digest();
+        let mask = (0..BUCKETS)
+            .filter(|&i| theirs.get(i) != Some(&ours[i]))
+            .fold(0u64, |m, i| m | 1 << i);
+        if let Some(p) = self.peers.get_mut(&node) {
+            p.in_sync = mask == 0;
+        }
+        if mask == 0 {
+            // Someone agrees with us: a restarted node has caught up.
+            self.hold_until = None;
+            return;
+        }
+        let entries = self.replica.entries(mask);
+        self.send_entries(Dest::To(from), &entries, wall);
+        if answer {
+            let name = self.name.clone();
+            self.send(
+                Dest::To(from),
+                wall,
+                Body::Digest {
+                    name,
+                    digest: ours.to_vec(),
+                    reply: true,
+                },
+            );
+        }
+    }
+
+    /// The replay check; records the sequence number when it passes.
+    fn accept_seq(&mut self, m: &Message, from: SocketAddr, wall_ms: u64) -> bool {
+        let fresh = Peer {
+            name: String::from("?"),
+            addr: from,
+            heard_ms: wall_ms,
+            epoch: m.epoch,
+            top: m.seq,
+            seen: 1,
+            in_sync: false,
+        };
+        let Some(p) = self.peers.get_mut(&m.node) else {
+            self.peers.insert(m.node, fresh);
+            return true;
+        };
+        if m.epoch < p.epoch {
+            return false;
+        }
+        if m.epoch > p.epoch {
+            *p = Peer {
+                name: std::mem::take(&mut p.name),
+                ..fresh
+            };
+            return true;
+        }
+        if m.seq > p.top {
+            let shift = m.seq - p.top;
+            p.seen = if shift >= WINDOW { 0 } else { p.seen << shift };
+            p.seen |= 1;
+            p.top = m.seq;
+        } else {
+            let back = p.top - m.seq;
+            if back >= WINDOW || p.seen & (1 << back) != 0 {
+                return false;
+            }
+            p.seen |= 1 << back;
+        }
+        p.addr = from;
+        p.heard_ms = wall_ms;
+        true
+    }
+
+    fn dropped(&mut self, from: SocketAddr, why: Drop) {
+        let tracked = self.drops.keys().map(|(a, _)| a).collect::<BTreeSet<_>>();
+        let from = if tracked.contains(&from) || tracked.len() < MAX_DROP_SOURCES {
+            from
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        *self.drops.entry((from, why)).or_insert(0) += 1;
+    }
+
+    /// Does what is due at `now`: the periodic digest, tombstone collection, the end of a hold.
+    pub fn tick(&mut self, mono_ms: u64, wall_ms: u64) {
+        if self.hold_until.is_some_and(|t| mono_ms >= t) {
+            self.hold_until = None;
+        }
+        if mono_ms >= self.next_digest {
+            let digest = self.replica.digest().to_vec();
+            let name = self.name.clone();
+            self.send(
+                Dest::All,
+                wall_ms,
+                Body::Digest {
+                    name,
+                    digest,
+                    reply: false,
+                },
+            );
+            self.next_digest = mono_ms + DIGEST_MS;
+        }
+        if mono_ms >= self.next_collect {
+            for name in self.replica.collect(wall_ms) {
+                self.changed.insert(name.as_str().to_owned());
+            }
+            self.next_collect = mono_ms + COLLECT_MS;
+        }
+    }
+
+    /// When [`Cluster::tick`] must next run (monotonic ms).
+    pub fn next_deadline(&self) -> u64 {
+        let d = self.next_digest.min(self.next_collect);
+        self.hold_until.map_or(d, |h| d.min(h))
+    }
+
+    /// The peers by node id.
+    pub fn peers(&self) -> impl Iterator<Item = (&NodeId, &Peer)> {
+        self.peers.iter()
+    }
+
+    /// Drop counts by source and reason.
+    pub fn drops(&self) -> impl Iterator<Item = (&(SocketAddr, Drop), &u64)> {
+        self.drops.iter()
+    }
+
+    /// The state `status` shows, one record a line (see `status::Cluster`).
+    pub fn status_lines(&self, wall_ms: u64) -> String {
+        let mut o = format!(
+            "node {} {:016x} {} {} {} {}\n",
+            self.name,
+            self.replica.me(),
+            self.epoch,
+            wall_ms,
+            self.sent.0,
+            self.sent.1
+        );
+        for (id, p) in &self.peers {
+            o += &format!(
+                "peer {} {id:016x} {} {} {} {}\n",
+                p.name, p.addr, p.heard_ms, p.epoch, p.in_sync
+            );
+        }
+        for ((addr, why), n) in &self.drops {
+            o += &format!("drop {addr} {} {n}\n", why.name());
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lbfo_core::{parse_line, Command, Line};
+
+    fn cmd(line: &str) -> Command {
+        match parse_line(line) {
+            Ok(Some(Line::Command(c))) => c,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn node(name: &str) -> Cluster {
+        Cluster::new(name, Key::new(b"k".to_vec()), T0, 0, false)
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 7946))
+    }
+
+    /// Delivers every queued datagram among `nodes` (a fake network: `All` reaches everyone
+    /// else, `To` its address), dropping those `lose` picks, until nothing is left to send.
+    fn settle(nodes: &mut [Cluster], wall: u64, mut lose: impl FnMut() -> bool) -> usize {
+        let mut rounds = 0;
+        loop {
+            let mut any = false;
+            for i in 0..nodes.len() {
+                for (dest, d) in nodes[i].take_outbox() {
+                    any = true;
+                    for j in 0..nodes.len() {
+                        let to = addr(j as u8 + 1);
+                        let hit = match dest {
+                            Dest::All => j != i,
+                            Dest::To(a) => a == to,
+                        };
+                        if hit && !lose() {
+                            nodes[j].datagram(&d, addr(i as u8 + 1), wall);
+                        }
+                    }
+                }
+            }
+            if !any {
+                return rounds;
+            }
+            rounds += 1;
+        }
+    }
+
+    fn run(c: &mut Cluster, line: &str, wall: u64) {
+        let es = c.replica.command(&cmd(line), wall).unwrap();
+        c.send_entries(Dest::All, &es, wall);
+    }
+
+    #[test]
+    fn commands_spread_and_digests_repair_loss() {
+        let mut nodes: Vec<Cluster> = ["a", "b", "c"].iter().map(|n| node(n)).collect();
+        run(&mut nodes[0], "add w.lan 10.0.0.1", T0);
+        settle(&mut nodes, T0, || false);
+        assert!(nodes.iter().all(|n| n.replica.service("w.lan").is_some()));
+        // Lose every command datagram; the next digest round repairs it.
+        run(&mut nodes[1], "down w.lan 10.0.0.1", T0 + 1);
+        nodes[1].take_outbox();
+        assert_ne!(nodes[0].replica.digest(), nodes[1].replica.digest());
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.tick(DIGEST_MS * 2 + i as u64, T0 + 500);
+        }
+        settle(&mut nodes, T0 + 500, || false);
+        let d = nodes[0].replica.digest();
+        assert!(nodes.iter().all(|n| n.replica.digest() == d));
+        assert!(!nodes[2].replica.service("w.lan").unwrap().backends[0]
+            .unwrap()
+            .up);
+        // In sync: a digest round sends digests only.
+        for n in nodes.iter_mut() {
+            n.tick(DIGEST_MS * 4, T0 + 1000);
+        }
+        let before: u64 = nodes.iter().map(|n| n.sent.0).sum();
+        settle(&mut nodes, T0 + 1000, || false);
+        let after: u64 = nodes.iter().map(|n| n.sent.0).sum();
+        assert_eq!(after - before, 3, "one digest each, nothing else");
+    }
+
+    #[test]
+    fn a_late_joiner_gets_everything_at_once() {
+        let mut nodes = vec![node("a"), node("b")];
+        for i in 0..300 {
+            run(&mut nodes[i % 2], &format!("add s{i}.lan 10.0.{}.{}", i / 200, i % 200 + 1), T0);
+        }
+        settle(&mut nodes, T0, || false);
+        nodes.push(node("late"));
+        nodes[2].hello(T0 + 10);
+        settle(&mut nodes, T0 + 10, || false);
+        assert_eq!(nodes[2].replica.digest(), nodes[0].replica.digest());
+        assert_eq!(nodes[2].replica.names().count(), 300);
+    }
+
+    #[test]
+    fn heavy_loss_converges_through_digest_rounds() {
+        let mut nodes: Vec<Cluster> = (0..8).map(|i| node(&format!("n{i}"))).collect();
+        let mut x = 88172645463325252u64;
+        let mut lose = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 5 == 0
+        };
+        for i in 0..100 {
+            run(&mut nodes[i % 8], &format!("add s{}.lan 10.0.0.{}", i % 13, i % 7 + 1), T0);
+        }
+        settle(&mut nodes, T0, &mut lose);
+        let mut rounds = 0;
+        while nodes.iter().any(|n| n.replica.digest() != nodes[0].replica.digest()) {
+            rounds += 1;
+            assert!(rounds < 20, "no convergence");
+            for n in nodes.iter_mut() {
+                n.tick(rounds * DIGEST_MS * 2, T0);
+            }
+            settle(&mut nodes, T0, &mut lose);
+        }
+        assert!(rounds <= 4, "{rounds} digest rounds");
+    }
+
+    #[test]
+    fn replays_stale_and_foreign_datagrams_are_counted_and_ignored() {
+        let (mut a, mut b) = (node("a"), node("b"));
+        run(&mut a, "add w.lan 10.0.0.1", T0);
+        let grams = a.take_outbox();
+        let d = &grams[0].1;
+        b.datagram(d, addr(1), T0);
+        assert!(b.replica.service("w.lan").is_some());
+        b.datagram(d, addr(1), T0 + 5);
+        // Far-future sequence numbers move the window; an old one below it is a replay.
+        let mut later = Vec::new();
+        for _ in 0..WINDOW + 2 {
+            run(&mut a, "weight w.lan 10.0.0.1 2", T0);
+            later.extend(a.take_outbox());
+        }
+        for (_, g) in &later {
+            b.datagram(g, addr(1), T0);
+        }
+        b.datagram(&later[0].1, addr(1), T0);
+        // Out of order within the window is fine.
+        run(&mut a, "weight w.lan 10.0.0.1 3", T0);
+        run(&mut a, "weight w.lan 10.0.0.1 4", T0);
+        let two = a.take_outbox();
+        b.datagram(&two[1].1, addr(1), T0);
+        b.datagram(&two[0].1, addr(1), T0);
+        assert_eq!(b.replica.service("w.lan").unwrap().backends[0].unwrap().weight, 4);
+        // A datagram from an earlier boot of `a`.
+        let mut a2 = Cluster::new("a", Key::new(b"k".to_vec()), T0 + 100, 0, false);
+        a2.hello(T0 + 100);
+        b.datagram(&a2.take_outbox()[0].1, addr(1), T0 + 100);
+        b.datagram(d, addr(1), T0 + 100);
+        // Stale, wrong key, garbage.
+        run(&mut a2, "add x.lan 10.0.0.2", T0 + 100);
+        let g = a2.take_outbox();
+        b.datagram(&g[0].1, addr(1), T0 + 100 + FRESH_MS + 1);
+        let mut evil = Cluster::new("evil", Key::new(b"other".to_vec()), T0, 0, false);
+        run(&mut evil, "add w.lan 6.6.6.6", T0);
+        b.datagram(&evil.take_outbox()[0].1, addr(6), T0);
+        b.datagram(b"\x01random bytes, not a message at all, long enough to pass", addr(7), T0);
+        assert!(b.replica.service("x.lan").is_none());
+        assert_eq!(b.replica.service("w.lan").unwrap().iter().count(), 1);
+        let drops: Vec<String> = b.drops().map(|((a, w), n)| format!("{a} {} {n}", w.name())).collect();
+        assert_eq!(
+            drops,
+            [
+                "10.0.0.1:7946 replay 3",
+                "10.0.0.1:7946 stale 1",
+                "10.0.0.6:7946 bad_mac 1",
+                "10.0.0.7:7946 bad_mac 1"
+            ]
+        );
+        let status = b.status_lines(T0);
+        assert!(status.contains("\npeer a "), "{status}");
+    }
+
+    #[test]
+    fn a_restart_does_not_roll_back_and_catches_up() {
+        let mut nodes = vec![node("a"), node("b")];
+        nodes[0].replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        nodes[1].replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        run(&mut nodes[1], "down w.lan 10.0.0.1", T0);
+        run(&mut nodes[1], "add w.lan 10.0.0.2", T0);
+        settle(&mut nodes, T0, || false);
+        // `a` restarts from its config only, holding its adopted table.
+        let mut a = Cluster::new("a", Key::new(b"k".to_vec()), T0 + 50, 0, true);
+        a.replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        assert!(a.holding());
+        a.hello(T0 + 50);
+        nodes[0] = a;
+        settle(&mut nodes, T0 + 50, || false);
+        assert_eq!(nodes[0].replica.digest(), nodes[1].replica.digest());
+        let s = nodes[0].replica.service("w.lan").unwrap();
+        assert_eq!(s.iter().count(), 2);
+        assert!(!s.backends.iter().flatten().find(|b| b.addr.to_string() == "10.0.0.1").unwrap().up);
+        // The next digest round shows agreement: the hold ends.
+        nodes[1].tick(10_000, T0 + 60);
+        settle(&mut nodes, T0 + 60, || false);
+        assert!(!nodes[0].holding());
+    }
+}
