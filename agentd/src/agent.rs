@@ -11,17 +11,27 @@
 //! the name index if a service appeared or vanished. The loop publishes after every wake-up, so a
 //! command is visible to the very next lookup once its batch is done.
 //!
+//! **In a cluster** (an [`Cluster`] given to [`Agent::start`]) the slots are a materialised view
+//! of the replica: commands from the FIFO, the config and the usage limits go to the replica
+//! (which stamps them and queues them for the group), entries from peers are merged into it, and
+//! every service whose replicated state changed is reconciled into the slots with ordinary table
+//! commands, so slots and backend positions (and with them the counters) stay put. `reset` stays
+//! local. A restarted agent that adopted its table keeps showing it until it has caught up (see
+//! `cluster::CATCH_UP_MS`), so a restart never flashes the config's older state.
+//!
 //! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
 //! `add` of an existing backend keeps its position and so its counter.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use lbfo_core::cmd::{parse_bytes, Attr};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
+use crate::cluster::{Cluster, Dest};
 use crate::config::{self, Config, ConfigError};
 use crate::fifo::{Piece, MAX_LINE};
 
@@ -29,6 +39,8 @@ use crate::fifo::{Piece, MAX_LINE};
 pub const HEARTBEAT_MS: u64 = 1000;
 /// How often usage limits are checked (only while some backend has a limit).
 pub const LIMIT_CHECK_MS: u64 = 100;
+/// How often the cluster's state (peers, drops) is written for `status`.
+pub const CLUSTER_STATUS_MS: u64 = 500;
 
 /// The time, as the loop read it: monotonic for deadlines, wall clock for the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +73,9 @@ pub struct Agent<'m> {
     next_heartbeat: u64,
     next_limit_check: u64,
     log: Vec<String>,
+    cluster: Option<Cluster>,
+    now: Now,
+    next_cluster_status: u64,
 }
 
 impl<'m> Agent<'m> {
@@ -75,6 +90,7 @@ impl<'m> Agent<'m> {
         config_path: PathBuf,
         config: Config,
         now: Now,
+        cluster: Option<Cluster>,
     ) -> Agent<'m> {
         let view = writer.view();
         let slots: Vec<Option<Service>> = (0..MAX_SERVICES)
@@ -96,7 +112,14 @@ impl<'m> Agent<'m> {
             next_heartbeat: now.mono_ms,
             next_limit_check: now.mono_ms,
             log: Vec::new(),
+            cluster,
+            now,
+            next_cluster_status: now.mono_ms,
         };
+        if agent.cluster.is_some() {
+            agent.start_cluster(adopt, config, now);
+            return agent;
+        }
         // What the adopted table holds stands in for the previous config.
         agent.config.members = config::members(&Table::new(&mut agent.slots));
         if adopt {
@@ -114,26 +137,212 @@ impl<'m> Agent<'m> {
         agent
     }
 
+    /// Cluster start: the config is this node's initial state, stamped with the file's mtime, so
+    /// newer changes the cluster made win over it; announced with a hello.
+    fn start_cluster(&mut self, adopt: bool, config: Config, now: Now) {
+        let n = config.commands.len();
+        let mut cluster = self.cluster.take();
+        if let Some(c) = cluster.as_mut() {
+            for (_, cmd) in &config.commands {
+                c.replica.config_line(cmd, config.mtime_ms);
+            }
+            c.hello(now.wall_ms);
+        }
+        self.cluster = cluster;
+        if adopt {
+            let held = self.services().count();
+            self.log(format!(
+                "start: adopted {held} services from the existing table; showing them until caught up with the cluster"
+            ));
+        }
+        self.config = config;
+        let name = self.cluster.as_ref().map_or("", |c| c.name()).to_owned();
+        self.log(format!(
+            "start: {}: {n} commands as node {name}'s initial state",
+            self.config_path.display()
+        ));
+        if !self.holding() {
+            self.reconcile_all();
+        }
+        self.pending.slots.extend(0..MAX_SERVICES);
+        self.pending.index = true;
+        self.publish();
+        self.tick(now);
+    }
+
+    fn holding(&self) -> bool {
+        self.cluster.as_ref().is_some_and(Cluster::holding)
+    }
+
+    /// Records the time at a wake-up, for the stamps of the commands that follow.
+    pub fn wake(&mut self, now: Now) {
+        self.now = now;
+    }
+
+    /// Handles a datagram from the cluster socket.
+    pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.datagram(bytes, from, self.now.wall_ms);
+        }
+    }
+
+    /// Datagrams to send.
+    pub fn take_outbox(&mut self) -> Vec<(Dest, Vec<u8>)> {
+        self.cluster
+            .as_mut()
+            .map_or_else(Vec::new, Cluster::take_outbox)
+    }
+
+    /// Brings the slots to the replica for every service it changed, then publishes.
+    pub fn sync(&mut self) {
+        if self.holding() {
+            return;
+        }
+        let changed = self
+            .cluster
+            .as_mut()
+            .map(Cluster::take_changed)
+            .unwrap_or_default();
+        for name in changed {
+            self.reconcile(&name);
+        }
+        self.publish();
+    }
+
+    fn reconcile_all(&mut self) {
+        let mut names: BTreeSet<String> = self
+            .services()
+            .map(|(_, s)| s.name.as_str().to_owned())
+            .collect();
+        if let Some(c) = self.cluster.as_mut() {
+            names.extend(c.replica.names().map(str::to_owned));
+            c.take_changed();
+        }
+        for name in names {
+            self.reconcile(&name);
+        }
+    }
+
+    /// Makes the slot of `name` match the replica, with ordinary table commands.
+    fn reconcile(&mut self, name: &str) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let want = c.replica.service(name);
+        let have = self
+            .services()
+            .find(|(_, s)| s.name.as_str() == name)
+            .map(|(_, s)| *s);
+        let mut cmds = Vec::new();
+        match (want, have) {
+            (None, None) => {}
+            (None, Some(h)) => cmds.push(Command::Del {
+                service: h.name,
+                addr: None,
+            }),
+            (Some(w), h) => {
+                let service = w.name;
+                if h.map(|h| h.policy) != Some(w.policy) {
+                    cmds.push(Command::Policy {
+                        service,
+                        policy: w.policy,
+                    });
+                }
+                for (_, b) in h.iter().flat_map(|h| h.iter()) {
+                    if w.position(b.addr).is_none() {
+                        cmds.push(Command::Del {
+                            service,
+                            addr: Some(b.addr),
+                        });
+                    }
+                }
+                for (_, b) in w.iter() {
+                    let cur = h.and_then(|h| h.position(b.addr).and_then(|p| h.backends[p]));
+                    if cur.map(|c| (c.weight, c.prio, c.limit)) != Some((b.weight, b.prio, b.limit)) {
+                        cmds.push(Command::Add {
+                            service,
+                            addr: b.addr,
+                            weight: Some(b.weight),
+                            prio: Some(b.prio),
+                            limit: Some(b.limit),
+                        });
+                    }
+                    if cur.map_or(true, |c| c.up) != b.up {
+                        cmds.push(Command::SetUp {
+                            service,
+                            addr: b.addr,
+                            up: b.up,
+                        });
+                    }
+                }
+            }
+        }
+        for cmd in cmds {
+            match self.apply(&cmd) {
+                Ok(()) => self.log(format!("cluster: {}", render(&cmd))),
+                Err(e) => self.log(format!("cluster: {e} ({})", render(&cmd))),
+            }
+        }
+    }
+
+    /// A command made on this node: applied locally, and in a cluster stamped, replicated and
+    /// queued for the group. `reset` is always local.
+    fn command(&mut self, cmd: &Command) -> Result<(), ApplyError> {
+        let wall = self.now.wall_ms;
+        let Some(c) = self.cluster.as_mut() else {
+            return self.apply(cmd);
+        };
+        if matches!(cmd, Command::Reset { .. }) {
+            return self.apply(cmd);
+        }
+        let entries = c.replica.command(cmd, wall)?;
+        c.send_entries(Dest::All, &entries, wall);
+        c.take_changed();
+        if !self.holding() {
+            self.reconcile(cmd.service().as_str());
+        }
+        Ok(())
+    }
+
+    /// The cluster's state for `status`, when it is due to be written again.
+    pub fn cluster_status(&mut self, now: Now) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        if now.mono_ms < self.next_cluster_status {
+            return None;
+        }
+        self.next_cluster_status = now.mono_ms + CLUSTER_STATUS_MS;
+        Some(c.status_lines(now.wall_ms))
+    }
+
     /// Brings the live table to `config`: removes what the current config defines and `config`
     /// does not, then applies `config`'s commands on top (skipping `reset`).
     fn load(&mut self, config: Config, what: &str) {
         let file = self.config_path.display().to_string();
         for cmd in config::removals(&self.config.members, &config.members) {
             // A service or backend already deleted through the FIFO is fine.
-            if self.apply(&cmd).is_ok() {
+            if self.command(&cmd).is_ok() {
                 self.log(format!(
                     "{what}: {} (no longer in the config)",
                     render(&cmd)
                 ));
             }
         }
+        let wall = self.now.wall_ms;
         for (line, cmd) in &config.commands {
             if matches!(cmd, Command::Reset { .. }) {
+                continue;
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                let entries = c.replica.config_line(cmd, config.mtime_ms);
+                c.send_entries(Dest::All, &entries, wall);
                 continue;
             }
             if let Err(e) = self.apply(cmd) {
                 self.log(format!("{what}: {file}:{line}:1: {e} ({})", render(cmd)));
             }
+        }
+        if self.cluster.is_some() && !self.holding() {
+            self.reconcile_all();
         }
         let services = self.services().count();
         self.log(format!(
@@ -194,7 +403,7 @@ impl<'m> Agent<'m> {
                 "fifo: line {n}: column 1: `table` and `fifo` are settings of the config file, not commands; \
                  change the config and restart the agent"
             )),
-            Ok(Some(Line::Command(cmd))) => match self.apply(&cmd) {
+            Ok(Some(Line::Command(cmd))) => match self.command(&cmd) {
                 Ok(()) => self.log(format!("fifo: line {n}: {}", render(&cmd))),
                 Err(e) => self.log(format!("fifo: line {n}: column 1: {e} ({})", render(&cmd))),
             },
@@ -240,6 +449,16 @@ impl<'m> Agent<'m> {
 
     /// Does what is due at `now` (limit check, heartbeat) and publishes.
     pub fn tick(&mut self, now: Now) {
+        self.now = now;
+        if let Some(c) = self.cluster.as_mut() {
+            let held = c.holding();
+            c.tick(now.mono_ms, now.wall_ms);
+            if held && !c.holding() {
+                self.log("cluster: caught up; publishing the cluster's table".to_owned());
+                self.reconcile_all();
+            }
+            self.sync();
+        }
         if now.mono_ms >= self.next_limit_check {
             if self.has_limits {
                 self.check_limits();
@@ -255,10 +474,14 @@ impl<'m> Agent<'m> {
 
     /// When [`Agent::tick`] must next run (monotonic milliseconds).
     pub fn next_deadline(&self) -> u64 {
-        if self.has_limits {
+        let d = if self.has_limits {
             self.next_heartbeat.min(self.next_limit_check)
         } else {
             self.next_heartbeat
+        };
+        match &self.cluster {
+            Some(c) => d.min(c.next_deadline()).min(self.next_cluster_status),
+            None => d,
         }
     }
 
@@ -280,7 +503,7 @@ impl<'m> Agent<'m> {
             }
         }
         for (cmd, n) in hits {
-            if self.apply(&cmd).is_ok() {
+            if self.command(&cmd).is_ok() {
                 let Command::Del {
                     service,
                     addr: Some(addr),
@@ -393,6 +616,7 @@ mod tests {
                 "conf".into(),
                 config::parse(conf.as_bytes()).unwrap(),
                 at(t),
+                None,
             )
         }
 

@@ -339,11 +339,6 @@ impl Cluster {
         self.hold_until.map_or(d, |h| d.min(h))
     }
 
-    /// The peers by node id.
-    pub fn peers(&self) -> impl Iterator<Item = (&NodeId, &Peer)> {
-        self.peers.iter()
-    }
-
     /// Drop counts by source and reason.
     pub fn drops(&self) -> impl Iterator<Item = (&(SocketAddr, Drop), &u64)> {
         self.drops.iter()

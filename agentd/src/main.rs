@@ -3,10 +3,13 @@
 //! `lbfo-agentd -c FILE` loads the config, creates or takes over the table, and then runs one
 //! single-threaded `poll` loop over a fixed set of sources: the command FIFO and a signalfd for
 //! SIGHUP (reload), SIGTERM and SIGINT (exit, leaving the table answering). The timeout comes
-//! from the agent's next deadline (heartbeat, usage-limit check). More sources (the cluster's
-//! UDP socket) join the same `fds` array and the same dispatch.
+//! from the agent's next deadline (heartbeat, usage-limit check, digest round). In a cluster
+//! (`group` or `peer` in the config) the UDP socket is a third source: drained up to
+//! `net::MAX_RECV` datagrams per wake-up, and whatever the agent queued is sent before the loop
+//! sleeps again.
 //!
-//! `lbfo-agentd status` reads the table and prints it. Exit codes: 0 ok, 1 runtime failure,
+//! `lbfo-agentd status` reads the table (and the cluster's state file beside it) and prints it.
+//! `lbfo-agentd keygen PATH` writes a new cluster key. Exit codes: 0 ok, 1 runtime failure,
 //! 2 bad usage or config.
 //!
 //! The agent logs one line per event to stderr, for example:
@@ -15,7 +18,9 @@
 //! lbfo.conf:5:20: unknown option (expected weight=, prio= or limit=)   config error, exit 2
 //! fifo /var/run/lbfo.sock: created (mode 0600); pipe buffer 1048576 bytes
 //! table /run/lbfo/table: created (generation 5f0c3e1a9b2d4c77, mode 0644)
+//! cluster: node gw1 joins [ff15::4c62]:7946 on eth0 (key /etc/lbfo.key)
 //! fifo: line 7: down web.lan 10.0.0.11                                 applied
+//! cluster: down web.lan 10.0.0.12                                      a peer's change
 //! fifo: line 8: column 12: not an IPv4 or IPv6 address                 skipped
 //! fifo: line 9: column 1: no such service (down nosuch.lan 10.0.0.9)   skipped
 //! limit reached: web.lan 10.0.0.12 after 1000 lookups
@@ -30,6 +35,8 @@ mod cluster;
 mod config;
 mod replica;
 mod fifo;
+mod keyfile;
+mod net;
 mod shm;
 mod status;
 mod tablefile;
@@ -74,6 +81,21 @@ struct Cli {
 #[argh(subcommand)]
 enum Sub {
     Status(StatusCmd),
+    Keygen(KeygenCmd),
+}
+
+/// Write a new random cluster key (32 bytes, hex) to PATH with mode 0600; refuses to overwrite.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "keygen",
+    example = "{command_name} /etc/lbfo.key   # then copy it to every node and add `key /etc/lbfo.key`",
+    error_code(1, "the file cannot be written (or exists)")
+)]
+struct KeygenCmd {
+    /// where to write the key
+    #[argh(positional)]
+    path: PathBuf,
 }
 
 /// Show the shared table: services, policies, backends, state, weight, prio, limit, lookups.
@@ -132,6 +154,16 @@ fn main() -> ExitCode {
     };
     match (cli.command, cli.config) {
         (Some(Sub::Status(s)), top) => status_main(s, top),
+        (Some(Sub::Keygen(k)), _) => match keyfile::generate(&k.path) {
+            Ok(()) => {
+                say(&format!("keygen: wrote {} (mode 0600)", k.path.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                say(&format!("keygen: {}: {e}", k.path.display()));
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
         (None, Some(config)) => run(&config),
         (None, None) => {
             say("lbfo-agentd: missing -c FILE (run lbfo-agentd --help)");
@@ -195,13 +227,62 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match serve(path, config) {
+    let cluster = match cluster_settings(path, &config) {
+        Ok(c) => c,
+        Err(line) => {
+            say(&line);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match serve(path, config, cluster) {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
             say(&line);
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// What the cluster needs beyond the config: the node's name and the key.
+struct ClusterSetup {
+    name: String,
+    key: wire::Key,
+}
+
+/// Checks the cluster settings that need the system (key file, host name). `Err` is the line to
+/// print (exit 2: a config problem).
+fn cluster_settings(
+    path: &Path,
+    config: &config::Config,
+) -> Result<Option<ClusterSetup>, String> {
+    let c = &config.cluster;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let name = match &c.node {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{}: no `node NAME` and no host name", path.display()))?,
+    };
+    let key = match (&c.key, c.insecure) {
+        (Some(k), _) => wire::Key::new(
+            keyfile::read(k).map_err(|e| format!("{}: key {}: {e}", path.display(), k.display()))?,
+        ),
+        (None, true) => {
+            say("cluster: warning: `insecure`: datagrams are not authenticated; anyone on the network can change this table");
+            wire::Key::insecure()
+        }
+        (None, false) => {
+            return Err(format!(
+                "{}: a cluster needs `key PATH` (make one with `lbfo-agentd keygen PATH`), or `insecure` to join without one",
+                path.display()
+            ))
+        }
+    };
+    Ok(Some(ClusterSetup { name, key }))
 }
 
 fn wall_ms() -> u64 {
@@ -232,7 +313,11 @@ fn flush(lines: Vec<String>) {
 }
 
 /// Sets everything up, then runs the loop until SIGTERM/SIGINT. `Err` is the line to print.
-fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
+fn serve(
+    config_path: &Path,
+    config: config::Config,
+    setup: Option<ClusterSetup>,
+) -> Result<(), String> {
     // Block the signals before anything else so none is lost to its default action; they are
     // delivered through the signalfd instead.
     let mut mask = SigSet::empty();
@@ -277,6 +362,38 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
     let clock = Clock {
         start: Instant::now(),
     };
+    let mut net = None;
+    let mut cluster = None;
+    if let Some(setup) = setup {
+        let c = &config.cluster;
+        let n = net::Net::open(c.group, c.iface.as_deref(), c.ttl.unwrap_or(1), &c.peers)
+            .map_err(|e| format!("cluster: {e}"))?;
+        let now = clock.now();
+        let mut line = format!("cluster: node {}", setup.name);
+        if let Some(g) = c.group {
+            line += &format!(" joins {g}");
+            if let Some(i) = &c.iface {
+                line += &format!(" on {i}");
+            }
+        }
+        if !c.peers.is_empty() {
+            line += &format!(" with {} unicast peers", c.peers.len());
+        }
+        match &c.key {
+            Some(k) => line += &format!(" (key {})", k.display()),
+            None => line += " (insecure)",
+        }
+        say(&line);
+        net = Some(n);
+        cluster = Some(cluster::Cluster::new(
+            &setup.name,
+            setup.key,
+            now.wall_ms,
+            now.mono_ms,
+            shared.adopted,
+        ));
+    }
+    let status_path = status::cluster_path(&config.table);
     let mut agent = Agent::start(
         writer,
         counters,
@@ -284,8 +401,14 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
         config_path.to_owned(),
         config,
         clock.now(),
+        cluster,
     );
     flush(agent.take_log());
+    if let Some(n) = net.as_mut() {
+        for (dest, d) in agent.take_outbox() {
+            n.send(dest, &d);
+        }
+    }
     let committed = shared.commit(&mut log);
     flush(std::mem::take(&mut log));
     committed.map_err(|e| format!("table {table_path}: {e}"))?;
@@ -298,13 +421,28 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
     loop {
         let now = clock.now();
         agent.tick(now);
+        // Everything queued since the last turn (commands, replies, the digest) leaves now.
+        if let Some(n) = net.as_mut() {
+            for (dest, d) in agent.take_outbox() {
+                n.send(dest, &d);
+            }
+            if let Some(text) = agent.cluster_status(clock.now()) {
+                let text = format!("{text}send_errors {}\n", n.send_errors);
+                if let Err(e) = status::write_cluster(&status_path, &text) {
+                    say(&format!("cluster: cannot write {}: {e}", status_path.display()));
+                }
+            }
+        }
         flush(agent.take_log());
         let wait = agent.next_deadline().saturating_sub(now.mono_ms);
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(n) = &net {
+            fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             // EINTR: a signal we do not block (e.g. SIGSTOP/SIGCONT) interrupted poll: go round.
@@ -313,16 +451,29 @@ fn serve(config_path: &Path, config: config::Config) -> Result<(), String> {
         }
         let ready = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
         let (fifo_ev, sig_ev) = (ready(&fds[0]), ready(&fds[1]));
+        let net_ev = fds.get(2).map_or(PollFlags::empty(), ready);
+        drop(fds);
         let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
-        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) {
+        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) || net_ev.contains(PollFlags::POLLNVAL) {
             return Err(format!(
                 "poll reported an error on {}",
                 if fifo_ev.intersects(bad) {
                     "the fifo"
-                } else {
+                } else if sig_ev.intersects(bad) {
                     "the signalfd"
+                } else {
+                    "the cluster socket"
                 }
             ));
+        }
+        agent.wake(clock.now());
+        if let Some(n) = &net {
+            // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
+            if net_ev.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
+                n.drain(|d, from| agent.datagram(d, from))
+                    .map_err(|e| format!("cluster socket: read: {e}"))?;
+                agent.sync();
+            }
         }
 
         let (mut reload, mut stop) = (false, None);

@@ -5,12 +5,18 @@
 //! through a read-only attachment, so it works whether or not the agent runs, changes nothing,
 //! and cannot be misled into a crash by a damaged table. [`Snapshot`] is gathered first and then
 //! rendered by pure functions.
+//!
+//! In a cluster, the agent also writes its cluster state (node, peers, drop counters) to
+//! `<table>.cluster` every half second ([`write_cluster`]); `status` shows it when present. Every
+//! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
+//! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
+//! digest exactly when they answer from the same table.
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
@@ -71,6 +77,128 @@ pub struct Snapshot {
     pub counters_ok: bool,
     /// The services.
     pub services: Vec<ServiceRow>,
+    /// The cluster state the agent last wrote, if it runs in a cluster.
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// A peer as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    /// Node name.
+    pub node: String,
+    /// Node id (hex).
+    pub id: String,
+    /// Where it was last heard from.
+    pub addr: String,
+    /// When (ms since the epoch).
+    pub heard_ms: u64,
+    /// Its boot epoch.
+    pub epoch: u64,
+    /// Its last digest matched ours.
+    pub in_sync: bool,
+}
+
+/// The cluster side of `status`, as the agent wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterInfo {
+    /// This node's name.
+    pub node: String,
+    /// Its id (hex).
+    pub id: String,
+    /// Its boot epoch.
+    pub epoch: u64,
+    /// When the agent wrote this (ms since the epoch).
+    pub written_ms: u64,
+    /// Datagrams and bytes sent since start.
+    pub sent: (u64, u64),
+    /// Sends that failed.
+    pub send_errors: u64,
+    /// Peers heard.
+    pub peers: Vec<PeerRow>,
+    /// Dropped datagrams: (source, reason, count).
+    pub drops: Vec<(String, String, u64)>,
+}
+
+/// Where the agent writes its cluster state for the table at `table`.
+pub fn cluster_path(table: &Path) -> PathBuf {
+    let mut p = table.as_os_str().to_owned();
+    p.push(".cluster");
+    PathBuf::from(p)
+}
+
+/// Replaces the cluster state file in one step (temporary file, rename), mode 0644.
+pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Parses the cluster state file; unknown or damaged lines are skipped.
+pub fn parse_cluster(text: &str) -> ClusterInfo {
+    let mut c = ClusterInfo::default();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let n = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let t = |i: usize| w.get(i).copied().unwrap_or("?").to_owned();
+        match w.first().copied() {
+            Some("node") => {
+                c.node = t(1);
+                c.id = t(2);
+                c.epoch = n(3);
+                c.written_ms = n(4);
+                c.sent = (n(5), n(6));
+            }
+            Some("peer") => c.peers.push(PeerRow {
+                node: t(1),
+                id: t(2),
+                addr: t(3),
+                heard_ms: n(4),
+                epoch: n(5),
+                in_sync: w.get(6) == Some(&"true"),
+            }),
+            Some("drop") => c.drops.push((t(1), t(2), n(3))),
+            Some("send_errors") => c.send_errors = n(1),
+            _ => {}
+        }
+    }
+    c
+}
+
+impl Snapshot {
+    /// A hash of what the cluster shares, independent of slots, positions and counters: equal on
+    /// two hosts exactly when they answer from the same table (16 hex digits).
+    pub fn digest(&self) -> String {
+        let mut rows: Vec<String> = self
+            .services
+            .iter()
+            .map(|sv| {
+                let mut b: Vec<String> = sv
+                    .backends
+                    .iter()
+                    .map(|b| format!("{} {} {} {} {}", b.addr, b.up, b.weight, b.prio, b.limit))
+                    .collect();
+                b.sort();
+                format!("{} {} [{}]", sv.name, sv.policy, b.join(","))
+            })
+            .collect();
+        rows.sort();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in rows.join("\n").bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
 }
 
 impl Snapshot {
@@ -143,6 +271,9 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
         services,
+        cluster: std::fs::read_to_string(cluster_path(path))
+            .ok()
+            .map(|t| parse_cluster(&t)),
     })
 }
 
@@ -181,6 +312,10 @@ pub fn text(s: &Snapshot) -> String {
     };
     let _ = writeln!(o, "counters    {counters}");
     let _ = writeln!(o, "services    {}", s.services.len());
+    let _ = writeln!(o, "digest      {}", s.digest());
+    if let Some(c) = &s.cluster {
+        cluster_text(&mut o, c, s.now_ms);
+    }
     let width = s
         .services
         .iter()
@@ -216,6 +351,84 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     o
+}
+
+fn cluster_text(o: &mut String, c: &ClusterInfo, now_ms: u64) {
+    let _ = writeln!(
+        o,
+        "cluster     node {} (id {}), epoch {}, written {} ago; sent {} datagrams, {} bytes, {} send errors",
+        c.node,
+        c.id,
+        c.epoch,
+        secs(now_ms.saturating_sub(c.written_ms)),
+        c.sent.0,
+        c.sent.1,
+        c.send_errors
+    );
+    let _ = writeln!(o, "peers       {}", c.peers.len());
+    for p in &c.peers {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<24} heard {} ago  epoch {}  {}",
+            p.node,
+            p.addr,
+            secs(now_ms.saturating_sub(p.heard_ms)),
+            p.epoch,
+            if p.in_sync { "in sync" } else { "differs" }
+        );
+    }
+    let total: u64 = c.drops.iter().map(|d| d.2).sum();
+    let _ = writeln!(o, "dropped     {total}");
+    for (addr, why, n) in &c.drops {
+        let _ = writeln!(o, "  {addr:<24} {why:<10} {n}");
+    }
+}
+
+fn cluster_json(o: &mut String, c: &ClusterInfo, now_ms: u64) {
+    let _ = write!(
+        o,
+        "{{\"node\":{},\"id\":\"{}\",\"epoch\":{},\"written_ms\":{},\"sent_datagrams\":{},\"sent_bytes\":{},\"send_errors\":{},\"peers\":[",
+        quote(&c.node),
+        c.id,
+        c.epoch,
+        c.written_ms,
+        c.sent.0,
+        c.sent.1,
+        c.send_errors
+    );
+    for (i, p) in c.peers.iter().enumerate() {
+        let _ = write!(
+            o,
+            "{}{{\"node\":{},\"id\":\"{}\",\"addr\":{},\"last_heard_ms\":{},\"last_heard_age_ms\":{},\"epoch\":{},\"in_sync\":{}}}",
+            if i > 0 { "," } else { "" },
+            quote(&p.node),
+            p.id,
+            quote(&p.addr),
+            p.heard_ms,
+            now_ms.saturating_sub(p.heard_ms),
+            p.epoch,
+            p.in_sync
+        );
+    }
+    o.push_str("],\"drops\":[");
+    for (i, (addr, why, n)) in c.drops.iter().enumerate() {
+        let _ = write!(
+            o,
+            "{}{{\"addr\":{},\"reason\":{},\"count\":{n}}}",
+            if i > 0 { "," } else { "" },
+            quote(addr),
+            quote(why)
+        );
+    }
+    o.push_str("],\"drop_totals\":{");
+    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (_, why, n) in &c.drops {
+        *totals.entry(why).or_insert(0) += n;
+    }
+    for (i, (why, n)) in totals.iter().enumerate() {
+        let _ = write!(o, "{}{}:{n}", if i > 0 { "," } else { "" }, quote(why));
+    }
+    o.push_str("}}");
 }
 
 /// The report for scripts: one JSON object (see the README for its fields).
@@ -259,7 +472,12 @@ pub fn json(s: &Snapshot) -> String {
         }
         o.push_str("]}");
     }
-    o.push_str("]}\n");
+    let _ = write!(o, "],\"digest\":\"{}\",\"cluster\":", s.digest());
+    match &s.cluster {
+        Some(c) => cluster_json(&mut o, c, s.now_ms),
+        None => o.push_str("null"),
+    }
+    o.push_str("}\n");
     o
 }
 
@@ -511,6 +729,7 @@ mod tests {
                     },
                 ],
             }],
+            cluster: None,
         }
     }
 
@@ -522,12 +741,14 @@ generation  5f0c3e1a9b2d4c77
 heartbeat   0.4 s ago (agent running)
 counters    shm segment 32769
 services    1
+digest      {DIGEST}
 
 web.lan  policy failover
   ADDRESS    STATE   WEIGHT        PRIO       LIMIT     LOOKUPS
   10.0.0.11  up           1           1           -        1503
   fd00::12   down         3           2         100          97
 ";
+        let expect = expect.replace("{DIGEST}", &sample(0, true).digest());
         assert_eq!(text(&sample(9_600, true)), expect);
         let t = text(&sample(6_900, false));
         assert!(
@@ -550,7 +771,8 @@ web.lan  policy failover
              \"counters_ok\":true,\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
-             \"prio\":2,\"limit\":100,\"lookups\":97}]}]}\n"
+             \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null}\n"
+                .replace("DIGEST", &sample(0, true).digest())
         );
         let j = json(&sample(0, false));
         assert!(
@@ -558,6 +780,35 @@ web.lan  policy failover
                 && j.contains("\"lookups\":null"),
             "{j}"
         );
+    }
+
+    #[test]
+    fn digest_ignores_slots_positions_and_counters() {
+        let a = sample(0, true);
+        let mut b = sample(5, false);
+        b.services[0].slot = 9;
+        b.services[0].backends.reverse();
+        b.services[0].backends[0].pos = 4;
+        assert_eq!(a.digest(), b.digest());
+        b.services[0].backends[0].up = true;
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn cluster_state_round_trip() {
+        let c = parse_cluster(
+            "node gw1 00000000000000aa 1000 9000 12 3400\npeer gw2 00000000000000bb 10.0.0.2:7946 8800 2000 true\n\
+             drop 10.0.0.9:7946 bad_mac 3\ndrop 10.0.0.2:7946 replay 1\nsend_errors 2\nbogus line\n",
+        );
+        let mut s = sample(9_600, true);
+        s.cluster = Some(c);
+        let t = text(&s);
+        assert!(t.contains("cluster     node gw1 (id 00000000000000aa), epoch 1000, written 1.0 s ago; sent 12 datagrams, 3400 bytes, 2 send errors"), "{t}");
+        assert!(t.contains("  gw2              10.0.0.2:7946            heard 1.2 s ago  epoch 2000  in sync"), "{t}");
+        assert!(t.contains("dropped     4\n  10.0.0.9:7946            bad_mac    3\n"), "{t}");
+        let j = json(&s);
+        assert!(j.contains("\"peers\":[{\"node\":\"gw2\",\"id\":\"00000000000000bb\",\"addr\":\"10.0.0.2:7946\",\"last_heard_ms\":8800,\"last_heard_age_ms\":1200,\"epoch\":2000,\"in_sync\":true}]"), "{j}");
+        assert!(j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}}}"), "{j}");
     }
 
     #[test]

@@ -55,17 +55,6 @@ pub enum Drop {
 }
 
 impl Drop {
-    /// Every reason, in display order.
-    pub const ALL: [Drop; 7] = [
-        Drop::Truncated,
-        Drop::Oversized,
-        Drop::Version,
-        Drop::BadMac,
-        Drop::Garbage,
-        Drop::Replay,
-        Drop::Stale,
-    ];
-
     /// The reason's name in logs and `status`.
     pub fn name(self) -> &'static str {
         match self {
