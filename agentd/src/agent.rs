@@ -40,7 +40,7 @@ pub const HEARTBEAT_MS: u64 = 1000;
 /// How often usage limits are checked (only while some backend has a limit).
 pub const LIMIT_CHECK_MS: u64 = 100;
 /// How often the cluster's state (peers, drops) is written for `status`.
-pub const CLUSTER_STATUS_MS: u64 = 500;
+pub const CLUSTER_STATUS_MS: u64 = 200;
 
 /// The time, as the loop read it: monotonic for deadlines, wall clock for the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,7 @@ pub struct Agent<'m> {
     cluster: Option<Cluster>,
     now: Now,
     next_cluster_status: u64,
+    held: bool,
 }
 
 impl<'m> Agent<'m> {
@@ -115,6 +116,7 @@ impl<'m> Agent<'m> {
             cluster,
             now,
             next_cluster_status: now.mono_ms,
+            held: false,
         };
         if agent.cluster.is_some() {
             agent.start_cluster(adopt, config, now);
@@ -161,7 +163,8 @@ impl<'m> Agent<'m> {
             "start: {}: {n} commands as node {name}'s initial state",
             self.config_path.display()
         ));
-        if !self.holding() {
+        self.held = self.holding();
+        if !self.held {
             self.reconcile_all();
         }
         self.pending.slots.extend(0..MAX_SERVICES);
@@ -197,6 +200,11 @@ impl<'m> Agent<'m> {
     pub fn sync(&mut self) {
         if self.holding() {
             return;
+        }
+        if self.held {
+            self.held = false;
+            self.log("cluster: caught up; publishing the cluster's table".to_owned());
+            self.reconcile_all();
         }
         let changed = self
             .cluster
@@ -451,12 +459,7 @@ impl<'m> Agent<'m> {
     pub fn tick(&mut self, now: Now) {
         self.now = now;
         if let Some(c) = self.cluster.as_mut() {
-            let held = c.holding();
             c.tick(now.mono_ms, now.wall_ms);
-            if held && !c.holding() {
-                self.log("cluster: caught up; publishing the cluster's table".to_owned());
-                self.reconcile_all();
-            }
             self.sync();
         }
         if now.mono_ms >= self.next_limit_check {

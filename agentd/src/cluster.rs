@@ -340,6 +340,7 @@ impl Cluster {
     }
 
     /// Drop counts by source and reason.
+    #[cfg(test)]
     pub fn drops(&self) -> impl Iterator<Item = (&(SocketAddr, Drop), &u64)> {
         self.drops.iter()
     }

@@ -7,7 +7,7 @@
 //! rendered by pure functions.
 //!
 //! In a cluster, the agent also writes its cluster state (node, peers, drop counters) to
-//! `<table>.cluster` every half second ([`write_cluster`]); `status` shows it when present. Every
+//! `<table>.cluster` five times a second ([`write_cluster`]); `status` shows it when present. Every
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.

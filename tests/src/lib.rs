@@ -12,6 +12,8 @@
 //! builds them before running the tests.
 #![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
 
+pub mod bed;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -102,6 +104,8 @@ pub struct Host {
     agent: Option<Child>,
     /// Directory holding `libnss_lbfo.so.2`, for LD_LIBRARY_PATH.
     pub libdir: PathBuf,
+    /// The network namespace the agent and `getent` run in (see [`bed::Bed`]), if any.
+    pub netns: Option<String>,
 }
 
 impl Host {
@@ -126,6 +130,7 @@ impl Host {
             bin,
             agent: None,
             libdir,
+            netns: None,
         };
         h.write_config(body);
         h
@@ -158,18 +163,36 @@ impl Host {
 
     /// Starts the agent and waits until its table and FIFO exist.
     pub fn start(&mut self) {
-        let child = Command::new(&self.bin.agent)
+        let readies = self.log().matches("\nready: ").count() + usize::from(self.log().starts_with("ready: "));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin.agent);
+                c
+            }
+            None => Command::new(&self.bin.agent),
+        };
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("log file");
+        let child = cmd
             .arg("-c")
             .arg(self.config())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("agent.log")).expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("spawn lbfo-agentd");
         self.agent = Some(child);
         let (table, fifo) = (self.table(), self.fifo());
         self.wait_for("the agent's table and FIFO", || {
             table.exists() && fifo.exists()
+        });
+        // A restarted agent finds both in place: wait for its own "ready" line.
+        self.wait_for("the agent to be ready", || {
+            self.log().matches("\nready: ").count() + usize::from(self.log().starts_with("ready: ")) > readies
         });
     }
 
@@ -299,6 +322,20 @@ impl Host {
 
     /// [`Host::getent`] with `LBFO_TABLE` pointing at `table`.
     pub fn getent_with_table(&self, table: &Path, args: &[&str]) -> (i32, String) {
+        if let Some(ns) = &self.netns {
+            // `ip netns exec` puts /etc/netns/NS/{nsswitch.conf,hosts} in place for getent.
+            let out = self
+                .command("ip")
+                .env("LBFO_TABLE", table)
+                .args(["netns", "exec", ns, "getent"])
+                .args(args)
+                .output()
+                .expect("run ip netns exec getent");
+            return (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+            );
+        }
         let script = format!(
             "mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && mount --bind {d}/hosts /etc/hosts && exec getent \"$@\"",
             d = self.dir.display()

@@ -1,0 +1,86 @@
+//! `lbfo-udp`: a hostile or nosy host on the cluster's network, for the end-to-end tests.
+//!
+//! ```text
+//! lbfo-udp capture GROUP:PORT LOCAL_V4 FILE MS   join the group, record every datagram for MS ms
+//! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE       send the recorded datagrams again, in order
+//! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED     send N datagrams of random bytes and lengths
+//! ```
+//! Records are a 2-byte little-endian length and the bytes. `capture` creates FILE.ready once it
+//! has joined, so a test can wait for it instead of sleeping. IPv4 only (the tests' replay and
+//! garbage cases run on the IPv4 group).
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| usage());
+    let addr: SocketAddr = arg(1).parse().unwrap_or_else(|_| usage());
+    let local: Ipv4Addr = arg(2).parse().unwrap_or_else(|_| usage());
+    match arg(0).as_str() {
+        "capture" => {
+            let ms: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            let SocketAddr::V4(g) = addr else { usage() };
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
+            s.join_multicast_v4(g.ip(), &local).expect("join");
+            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            std::fs::write(format!("{}.ready", arg(3)), "").expect("ready file");
+            let mut out = std::fs::File::create(arg(3)).expect("create");
+            let end = Instant::now() + Duration::from_millis(ms);
+            let mut buf = [0u8; 2048];
+            while Instant::now() < end {
+                if let Ok((n, _)) = s.recv_from(&mut buf) {
+                    out.write_all(&(n as u16).to_le_bytes()).expect("write");
+                    out.write_all(&buf[..n]).expect("write");
+                }
+            }
+        }
+        "replay" => {
+            let s = sender(local);
+            let data = std::fs::read(arg(3)).expect("read");
+            let mut rest = &data[..];
+            let mut n = 0;
+            while rest.len() >= 2 {
+                let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+                let Some(d) = rest.get(2..2 + len) else { break };
+                s.send_to(d, addr).expect("send");
+                rest = &rest[2 + len..];
+                n += 1;
+            }
+            println!("replayed {n}");
+        }
+        "random" => {
+            let s = sender(local);
+            let n: u32 = arg(3).parse().unwrap_or_else(|_| usage());
+            let mut x: u64 = arg(4).parse::<u64>().unwrap_or_else(|_| usage()) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for i in 0..n {
+                let len = (next() % 1400) as usize;
+                let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                // Some start with the right version byte, to reach the MAC check.
+                if i % 2 == 0 && !d.is_empty() {
+                    d[0] = 1;
+                }
+                s.send_to(&d, addr).expect("send");
+            }
+            println!("sent {n}");
+        }
+        _ => usage(),
+    }
+}
+
+fn sender(local: Ipv4Addr) -> UdpSocket {
+    let s = UdpSocket::bind((local, 0)).expect("bind");
+    s.set_multicast_ttl_v4(1).expect("ttl");
+    s
+}
+
+fn usage() -> ! {
+    eprintln!("usage: lbfo-udp capture|replay|random ADDR:PORT LOCAL_V4 ...");
+    std::process::exit(2)
+}

@@ -1,0 +1,481 @@
+//! The cluster end to end: real agents in network namespaces on a bridge, real multicast, real
+//! `getent` through each host's own nsswitch.conf, faults from tc and the bridge.
+//!
+//! Tables are compared through `lbfo-agentd status --json`'s `digest` (what the hosts answer
+//! from, without slots or counters). Every wait is on a condition, with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lbfo_tests::bed::Bed;
+use lbfo_tests::{describe, Host};
+
+const GROUP4: &str = "239.77.0.1:7946";
+const GROUP6: &str = "[ff15::77]:7946";
+
+/// A bed with an agent on each host, all sharing one key.
+struct Cluster {
+    hosts: Vec<Host>,
+    key: PathBuf,
+    group: &'static str,
+    // Dropped last: the agents go before their namespaces.
+    bed: Bed,
+}
+
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let out = Command::new(lbfo_tests::artefacts().agent)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    key
+}
+
+fn body(group: &str, i: usize, key: &Path, extra: &str) -> String {
+    format!(
+        "group {group}\niface eth0\nnode h{i}\nkey {}\n{extra}",
+        key.display()
+    )
+}
+
+const CONF: &str =
+    "policy web.lan failover\nadd web.lan 10.0.0.11 prio=1\nadd web.lan 10.0.0.12 prio=2\n";
+
+impl Cluster {
+    /// `n` hosts with `conf` as each one's config; `None` when beds need root we do not have.
+    fn new(n: usize, group: &'static str, conf: &str) -> Option<Cluster> {
+        if !Bed::available() {
+            eprintln!("skipped: the multi-host bed needs root and iproute2");
+            return None;
+        }
+        let bed = Bed::new(n);
+        let keydir = std::env::temp_dir().join(format!(
+            "lbfo-keys-{}-{}",
+            std::process::id(),
+            bed.host(0)
+        ));
+        std::fs::create_dir_all(&keydir).unwrap();
+        let key = keygen(&keydir, "key");
+        let mut c = Cluster {
+            hosts: Vec::new(),
+            key,
+            group,
+            bed,
+        };
+        for i in 1..=n {
+            c.spawn(i, conf);
+        }
+        Some(c)
+    }
+
+    fn spawn(&mut self, i: usize, conf: &str) {
+        let mut h = self
+            .bed
+            .agent_host(i, &body(self.group, i, &self.key, conf));
+        h.start();
+        self.hosts.push(h);
+    }
+
+    fn h(&self, i: usize) -> &Host {
+        &self.hosts[i - 1]
+    }
+
+    /// Waits until every host in `which` shows the same table; returns how long it took.
+    fn wait_same(&self, which: &[usize], limit: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let ds: Vec<String> = which.iter().map(|&i| digest(self.h(i))).collect();
+            if ds.iter().all(|d| *d == ds[0]) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "tables still differ after {limit:?}: {ds:?}\n{}",
+                which
+                    .iter()
+                    .map(|&i| format!("host {i}:\n{}\n", self.h(i).status_json()))
+                    .collect::<String>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (1..=self.hosts.len()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            h.kill9();
+        }
+        if let Some(dir) = self.key.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn json_str(json: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":\"");
+    let at = json.find(&pat).map(|i| i + pat.len()).unwrap_or(0);
+    json[at..].split('"').next().unwrap_or("").to_owned()
+}
+
+fn digest(h: &Host) -> String {
+    json_str(&h.status_json(), "digest")
+}
+
+/// The total of a drop reason in `status --json`.
+fn dropped(h: &Host, reason: &str) -> u64 {
+    let j = h.status_json();
+    let Some(totals) = j.split("\"drop_totals\":{").nth(1) else {
+        return 0;
+    };
+    let totals = totals.split('}').next().unwrap_or("");
+    totals
+        .split(',')
+        .filter_map(|kv| kv.split_once(':'))
+        .filter(|(k, _)| k.trim_matches('"') == reason)
+        .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+/// The first IPv4 address `getent ahostsv4 NAME` gives on host `h`, or "" for none.
+fn answer(h: &Host, name: &str) -> String {
+    let (_, out) = h.getent(&["ahostsv4", name]);
+    out.split_whitespace().next().unwrap_or("").to_owned()
+}
+
+fn wait_answer(h: &Host, name: &str, want: &str) {
+    h.wait_for(&format!("getent {name} to answer {want:?}"), || {
+        answer(h, name) == want
+    });
+}
+
+/// The `lbfo-udp` tool, built beside the test executables.
+fn udp_tool() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("lbfo-udp")
+}
+
+#[test]
+fn a_fifo_command_on_host_1_changes_getent_on_hosts_2_to_4() {
+    let Some(c) = Cluster::new(4, GROUP4, CONF) else {
+        return;
+    };
+    for i in 1..=4 {
+        wait_answer(c.h(i), "web.lan", "10.0.0.11");
+    }
+    c.h(1).send("down web.lan 10.0.0.11\n");
+    for i in 2..=4 {
+        wait_answer(c.h(i), "web.lan", "10.0.0.12");
+    }
+    c.h(1).send("add db.lan 10.0.5.5\n");
+    for i in 2..=4 {
+        wait_answer(c.h(i), "db.lan", "10.0.5.5");
+    }
+    c.h(3).send("up web.lan 10.0.0.11\ndel db.lan\n");
+    for i in [1, 2, 4] {
+        wait_answer(c.h(i), "web.lan", "10.0.0.11");
+        wait_answer(c.h(i), "db.lan", "");
+    }
+    // Names lbfo does not hold still come from the host's own /etc/hosts.
+    assert_eq!(answer(c.h(2), "fromhosts.test"), "192.0.2.77");
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let h2 = c.h(2);
+    h2.wait_for("status to list the three peers", || {
+        let j = h2.status_json();
+        ["h1", "h3", "h4"]
+            .iter()
+            .all(|p| j.contains(&format!("\"node\":\"{p}\",\"id\"")))
+    });
+}
+
+#[test]
+fn an_ipv6_group_works_as_well() {
+    let Some(c) = Cluster::new(3, GROUP6, CONF) else {
+        return;
+    };
+    c.h(2).send("down web.lan 10.0.0.11\nadd v6.lan fd00::5\n");
+    for i in [1, 3] {
+        wait_answer(c.h(i), "web.lan", "10.0.0.12");
+        let h = c.h(i);
+        h.wait_for("v6.lan over IPv6", || {
+            h.getent(&["ahostsv6", "v6.lan"]).1.starts_with("fd00::5")
+        });
+    }
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let h1 = c.h(1);
+    h1.wait_for("status to show the peer's IPv6 address", || {
+        h1.status_json().contains("\"addr\":\"[fd77::2]:7946\"")
+    });
+}
+
+#[test]
+fn twenty_percent_loss_on_every_link_converges_without_further_commands() {
+    let Some(c) = Cluster::new(4, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    for i in 1..=4 {
+        c.bed.loss(i, 20);
+    }
+    for k in 0..40 {
+        let i = k % 4 + 1;
+        c.h(i)
+            .send(&format!("add s{k}.lan 10.1.{i}.{k} weight={}\n", k % 5 + 1));
+        if k % 3 == 0 {
+            c.h(i).send(&format!("down web.lan 10.0.0.1{}\n", k % 2 + 1));
+        }
+    }
+    let took = c.wait_same(&c.all(), Duration::from_secs(8));
+    eprintln!("20% loss: identical tables {took:?} after the last command");
+    let j = c.h(4).status_json();
+    assert_eq!(j.matches("\"name\":\"s").count(), 40, "{j}");
+}
+
+/// Runs one partition scenario and returns the final table (as `status --json` services).
+fn partition_run() -> Option<String> {
+    let mut c = Cluster::new(4, GROUP4, CONF)?;
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    c.bed.split(&[3, 4]);
+    // Conflicting changes on each side, one after the other (each waited for), so their stamps
+    // come in the same order every run.
+    c.h(1)
+        .send("weight web.lan 10.0.0.11 5\ndown web.lan 10.0.0.12\nadd api.lan 10.0.1.1\n");
+    wait_answer(c.h(2), "api.lan", "10.0.1.1");
+    c.h(3).send("weight web.lan 10.0.0.11 9\ndel web.lan 10.0.0.12\nadd api.lan 10.0.1.2\npolicy api.lan weighted\n");
+    wait_answer(c.h(4), "api.lan", "10.0.1.2");
+    c.h(2).send("del api.lan\n");
+    wait_answer(c.h(1), "api.lan", "");
+    c.h(4).send("add web.lan 10.0.0.13 prio=0\n");
+    wait_answer(c.h(3), "web.lan", "10.0.0.13");
+    assert_eq!(answer(c.h(4), "api.lan"), "10.0.1.2", "not across the split");
+    c.wait_same(&[1, 2], Duration::from_secs(5));
+    c.wait_same(&[3, 4], Duration::from_secs(5));
+    assert_ne!(digest(c.h(1)), digest(c.h(3)), "the sides differ while split");
+    c.bed.heal();
+    let took = c.wait_same(&c.all(), Duration::from_secs(5));
+    eprintln!("partition healed: identical tables after {took:?}");
+    let j = c.h(2).status_json();
+    let services = j.split("\"services\":").nth(1).unwrap_or("");
+    let services = services.split(",\"digest\"").next().unwrap_or("").to_owned();
+    // Slots and counters are local; keep the rest.
+    Some(strip_local(&services))
+}
+
+fn strip_local(json: &str) -> String {
+    let mut out = String::new();
+    for part in json.split(',') {
+        if !(part.contains("\"slot\"") || part.contains("\"lookups\"") || part.contains("\"pos\"")) {
+            out += part;
+            out.push(',');
+        }
+    }
+    out
+}
+
+#[test]
+fn a_partition_with_changes_on_both_sides_heals_to_the_same_table_every_run() {
+    let Some(first) = partition_run() else {
+        return;
+    };
+    let second = partition_run().unwrap();
+    assert_eq!(first, second);
+    // The later change wins field by field; a delete beats an older add.
+    assert!(first.contains("\"addr\":\"10.0.0.11\""), "{first}");
+    assert!(!first.contains("10.0.0.12"), "deleted on side 2, after side 1's down: {first}");
+    assert!(first.contains("\"weight\":9"), "{first}");
+    assert!(first.contains("10.0.0.13"), "{first}");
+    assert!(!first.contains("api.lan"), "deleted after both sides' adds: {first}");
+}
+
+#[test]
+fn a_killed_agent_restarts_and_catches_up_without_rolling_anyone_back() {
+    let Some(mut c) = Cluster::new(4, GROUP4, CONF) else {
+        return;
+    };
+    c.h(1).send("add keep.lan 10.0.7.7\n");
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    c.hosts[3].kill9();
+    c.h(1)
+        .send("down web.lan 10.0.0.11\ndel keep.lan\nadd new.lan 10.0.8.8\n");
+    c.wait_same(&[1, 2, 3], Duration::from_secs(5));
+    let t0 = Instant::now();
+    c.hosts[3].start();
+    wait_answer(c.h(4), "new.lan", "10.0.8.8");
+    wait_answer(c.h(4), "web.lan", "10.0.0.12");
+    wait_answer(c.h(4), "keep.lan", "");
+    let took = c.wait_same(&c.all(), Duration::from_secs(3));
+    eprintln!(
+        "restart: caught up {:?} after start",
+        t0.elapsed().max(took)
+    );
+    // Its config says 10.0.0.11 is up (as of the file's mtime); the cluster's newer down stands.
+    for i in 1..=4 {
+        assert_eq!(answer(c.h(i), "web.lan"), "10.0.0.12", "host {i}");
+    }
+}
+
+#[test]
+fn a_late_joiner_gets_the_whole_table() {
+    let Some(mut c) = Cluster::new(3, GROUP4, "") else {
+        return;
+    };
+    let mut cmds = String::new();
+    for k in 0..300 {
+        cmds += &format!("add svc{k}.lan 10.2.{}.{}\n", k / 200, k % 200 + 1);
+    }
+    c.h(1).send(&cmds);
+    wait_answer(c.h(2), "svc299.lan", "10.2.1.100");
+    c.h(2).send("policy svc7.lan failover\ndel svc8.lan\n");
+    wait_answer(c.h(3), "svc8.lan", "");
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let n = c.bed.add_host();
+    c.spawn(n, "");
+    let took = c.wait_same(&c.all(), Duration::from_secs(5));
+    eprintln!("late joiner: whole table (299 services) {took:?} after start");
+    wait_answer(c.h(4), "svc299.lan", "10.2.1.100");
+    wait_answer(c.h(4), "svc8.lan", "");
+}
+
+#[test]
+fn a_replayed_datagram_is_refused_and_counted() {
+    let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {
+        return;
+    };
+    let spy = c.bed.add_host();
+    let file = c.h(1).dir.join("captured");
+    let mut cap = c
+        .bed
+        .exec(spy, udp_tool())
+        .args(["capture", GROUP4, &c.bed.v4(spy)])
+        .arg(&file)
+        .arg("1500")
+        .spawn()
+        .unwrap();
+    let ready = file.with_extension("ready");
+    c.h(1).wait_for("the capture to join", || ready.exists());
+    c.h(1).send("down web.lan 10.0.0.11\n");
+    wait_answer(c.h(2), "web.lan", "10.0.0.12");
+    assert!(cap.wait().unwrap().success());
+    c.h(1).send("up web.lan 10.0.0.11\n");
+    wait_answer(c.h(2), "web.lan", "10.0.0.11");
+    let before = dropped(c.h(2), "replay");
+    let out = c
+        .bed
+        .exec(spy, udp_tool())
+        .args(["replay", GROUP4, &c.bed.v4(spy)])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let h2 = c.h(2);
+    h2.wait_for("the replays to be counted", || {
+        dropped(h2, "replay") > before
+    });
+    assert_eq!(
+        answer(h2, "web.lan"),
+        "10.0.0.11",
+        "the old down was not applied again"
+    );
+    eprintln!(
+        "{}; host 2 counted {} replays",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dropped(h2, "replay")
+    );
+}
+
+#[test]
+fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
+    let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let before = digest(c.h(1));
+    // A fourth agent with its own key: it hears the cluster but cannot talk to it.
+    let n = c.bed.add_host();
+    let keydir = c.key.parent().unwrap().to_path_buf();
+    let wrong = keygen(&keydir, "wrong");
+    let mut evil = c
+        .bed
+        .agent_host(n, &body(GROUP4, n, &wrong, "add web.lan 6.6.6.6\n"));
+    evil.start();
+    evil.send("down web.lan 10.0.0.11\ndown web.lan 10.0.0.12\n");
+    let h1 = c.h(1);
+    h1.wait_for("wrong-key datagrams to be counted", || {
+        dropped(h1, "bad_mac") >= 2
+    });
+    // Random bytes to the group and to a host directly.
+    for (k, dest) in [(1u64, GROUP4.to_owned()), (2, format!("{}:7946", c.bed.v4(2)))] {
+        let out = c
+            .bed
+            .exec(n, udp_tool())
+            .args(["random", &dest, &c.bed.v4(n), "300", &k.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let h2 = c.h(2);
+    h2.wait_for("the garbage to be counted", || {
+        ["truncated", "oversized", "version", "bad_mac"]
+            .iter()
+            .map(|r| dropped(h2, r))
+            .sum::<u64>()
+            >= 400
+    });
+    // Still answering, still in step, table unchanged by any of it.
+    c.h(3).send("add after.lan 10.0.9.9\n");
+    for i in 1..=3 {
+        wait_answer(c.h(i), "after.lan", "10.0.9.9");
+    }
+    c.h(3).send("del after.lan\n");
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    assert_eq!(digest(c.h(1)), before);
+    assert_eq!(answer(c.h(2), "web.lan"), "10.0.0.11");
+    let j = c.h(2).status_json();
+    assert!(
+        j.contains(&format!("\"addr\":\"{}:7946\",\"reason\":\"bad_mac\"", c.bed.v4(n))),
+        "counted per peer: {j}"
+    );
+    drop(evil);
+}
+
+#[test]
+fn joining_without_a_key_is_refused_unless_insecure_and_loose_keys_are_refused() {
+    if !Bed::available() {
+        return;
+    }
+    let bed = Bed::new(1);
+    let h = bed.agent_host(1, &format!("group {GROUP4}\niface eth0\n"));
+    let run = |h: &Host| {
+        Command::new(&h.bin.agent)
+            .arg("-c")
+            .arg(h.config())
+            .output()
+            .unwrap()
+    };
+    let out = run(&h);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs `key PATH`"));
+    let key = keygen(&h.dir, "key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    h.write_config(&format!("group {GROUP4}\nkey {}\n", key.display()));
+    let out = run(&h);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mode 0644"),
+        "{}",
+        describe(&out)
+    );
+    let mut h = h;
+    h.write_config(&format!("group {GROUP4}\niface eth0\ninsecure\nadd a.lan 10.0.0.1\n"));
+    h.start();
+    assert!(h.log().contains("warning: `insecure`"), "{}", h.log());
+    wait_answer(&h, "a.lan", "10.0.0.1");
+}
