@@ -266,7 +266,8 @@ impl<'m> Agent<'m> {
                 }
                 for (_, b) in w.iter() {
                     let cur = h.and_then(|h| h.position(b.addr).and_then(|p| h.backends[p]));
-                    if cur.map(|c| (c.weight, c.prio, c.limit)) != Some((b.weight, b.prio, b.limit)) {
+                    if cur.map(|c| (c.weight, c.prio, c.limit)) != Some((b.weight, b.prio, b.limit))
+                    {
                         cmds.push(Command::Add {
                             service,
                             addr: b.addr,
@@ -275,7 +276,7 @@ impl<'m> Agent<'m> {
                             limit: Some(b.limit),
                         });
                     }
-                    if cur.map_or(true, |c| c.up) != b.up {
+                    if cur.is_none_or(|c| c.up) != b.up {
                         cmds.push(Command::SetUp {
                             service,
                             addr: b.addr,

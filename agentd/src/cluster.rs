@@ -148,7 +148,9 @@ impl Cluster {
             return;
         }
         let key = self.key.clone();
-        let grams = wire::pack(entries, &key, || self.header(wall_ms, Body::Entries(Vec::new())));
+        let grams = wire::pack(entries, &key, || {
+            self.header(wall_ms, Body::Entries(Vec::new()))
+        });
         self.outbox.extend(grams.into_iter().map(|d| (dest, d)));
     }
 
@@ -400,14 +402,14 @@ mod tests {
             for i in 0..nodes.len() {
                 for (dest, d) in nodes[i].take_outbox() {
                     any = true;
-                    for j in 0..nodes.len() {
+                    for (j, node) in nodes.iter_mut().enumerate() {
                         let to = addr(j as u8 + 1);
                         let hit = match dest {
                             Dest::All => j != i,
                             Dest::To(a) => a == to,
                         };
                         if hit && !lose() {
-                            nodes[j].datagram(&d, addr(i as u8 + 1), wall);
+                            node.datagram(&d, addr(i as u8 + 1), wall);
                         }
                     }
                 }
@@ -440,9 +442,11 @@ mod tests {
         settle(&mut nodes, T0 + 500, || false);
         let d = nodes[0].replica.digest();
         assert!(nodes.iter().all(|n| n.replica.digest() == d));
-        assert!(!nodes[2].replica.service("w.lan").unwrap().backends[0]
-            .unwrap()
-            .up);
+        assert!(
+            !nodes[2].replica.service("w.lan").unwrap().backends[0]
+                .unwrap()
+                .up
+        );
         // In sync: a digest round sends digests only.
         for n in nodes.iter_mut() {
             n.tick(DIGEST_MS * 4, T0 + 1000);
@@ -457,7 +461,11 @@ mod tests {
     fn a_late_joiner_gets_everything_at_once() {
         let mut nodes = vec![node("a"), node("b")];
         for i in 0..300 {
-            run(&mut nodes[i % 2], &format!("add s{i}.lan 10.0.{}.{}", i / 200, i % 200 + 1), T0);
+            run(
+                &mut nodes[i % 2],
+                &format!("add s{i}.lan 10.0.{}.{}", i / 200, i % 200 + 1),
+                T0,
+            );
         }
         settle(&mut nodes, T0, || false);
         nodes.push(node("late"));
@@ -478,11 +486,18 @@ mod tests {
             x % 5 == 0
         };
         for i in 0..100 {
-            run(&mut nodes[i % 8], &format!("add s{}.lan 10.0.0.{}", i % 13, i % 7 + 1), T0);
+            run(
+                &mut nodes[i % 8],
+                &format!("add s{}.lan 10.0.0.{}", i % 13, i % 7 + 1),
+                T0,
+            );
         }
         settle(&mut nodes, T0, &mut lose);
         let mut rounds = 0;
-        while nodes.iter().any(|n| n.replica.digest() != nodes[0].replica.digest()) {
+        while nodes
+            .iter()
+            .any(|n| n.replica.digest() != nodes[0].replica.digest())
+        {
             rounds += 1;
             assert!(rounds < 20, "no convergence");
             for n in nodes.iter_mut() {
@@ -518,7 +533,12 @@ mod tests {
         let two = a.take_outbox();
         b.datagram(&two[1].1, addr(1), T0);
         b.datagram(&two[0].1, addr(1), T0);
-        assert_eq!(b.replica.service("w.lan").unwrap().backends[0].unwrap().weight, 4);
+        assert_eq!(
+            b.replica.service("w.lan").unwrap().backends[0]
+                .unwrap()
+                .weight,
+            4
+        );
         // A datagram from an earlier boot of `a`.
         let mut a2 = Cluster::new("a", Key::new(b"k".to_vec()), T0 + 100, 0, false);
         a2.hello(T0 + 100);
@@ -531,10 +551,17 @@ mod tests {
         let mut evil = Cluster::new("evil", Key::new(b"other".to_vec()), T0, 0, false);
         run(&mut evil, "add w.lan 6.6.6.6", T0);
         b.datagram(&evil.take_outbox()[0].1, addr(6), T0);
-        b.datagram(b"\x01random bytes, not a message at all, long enough to pass", addr(7), T0);
+        b.datagram(
+            b"\x01random bytes, not a message at all, long enough to pass",
+            addr(7),
+            T0,
+        );
         assert!(b.replica.service("x.lan").is_none());
         assert_eq!(b.replica.service("w.lan").unwrap().iter().count(), 1);
-        let drops: Vec<String> = b.drops().map(|((a, w), n)| format!("{a} {} {n}", w.name())).collect();
+        let drops: Vec<String> = b
+            .drops()
+            .map(|((a, w), n)| format!("{a} {} {n}", w.name()))
+            .collect();
         assert_eq!(
             drops,
             [
@@ -551,8 +578,12 @@ mod tests {
     #[test]
     fn a_restart_does_not_roll_back_and_catches_up() {
         let mut nodes = vec![node("a"), node("b")];
-        nodes[0].replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
-        nodes[1].replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        nodes[0]
+            .replica
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        nodes[1]
+            .replica
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
         run(&mut nodes[1], "down w.lan 10.0.0.1", T0);
         run(&mut nodes[1], "add w.lan 10.0.0.2", T0);
         settle(&mut nodes, T0, || false);
@@ -566,7 +597,14 @@ mod tests {
         assert_eq!(nodes[0].replica.digest(), nodes[1].replica.digest());
         let s = nodes[0].replica.service("w.lan").unwrap();
         assert_eq!(s.iter().count(), 2);
-        assert!(!s.backends.iter().flatten().find(|b| b.addr.to_string() == "10.0.0.1").unwrap().up);
+        assert!(
+            !s.backends
+                .iter()
+                .flatten()
+                .find(|b| b.addr.to_string() == "10.0.0.1")
+                .unwrap()
+                .up
+        );
         // The next digest round shows agreement: the hold ends.
         nodes[1].tick(10_000, T0 + 60);
         settle(&mut nodes, T0 + 60, || false);

@@ -33,10 +33,10 @@
 mod agent;
 mod cluster;
 mod config;
-mod replica;
 mod fifo;
 mod keyfile;
 mod net;
+mod replica;
 mod shm;
 mod status;
 mod tablefile;
@@ -251,10 +251,7 @@ struct ClusterSetup {
 
 /// Checks the cluster settings that need the system (key file, host name). `Err` is the line to
 /// print (exit 2: a config problem).
-fn cluster_settings(
-    path: &Path,
-    config: &config::Config,
-) -> Result<Option<ClusterSetup>, String> {
+fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<ClusterSetup>, String> {
     let c = &config.cluster;
     if !c.enabled() {
         return Ok(None);
@@ -429,7 +426,10 @@ fn serve(
             if let Some(text) = agent.cluster_status(clock.now()) {
                 let text = format!("{text}send_errors {}\n", n.send_errors);
                 if let Err(e) = status::write_cluster(&status_path, &text) {
-                    say(&format!("cluster: cannot write {}: {e}", status_path.display()));
+                    say(&format!(
+                        "cluster: cannot write {}: {e}",
+                        status_path.display()
+                    ));
                 }
             }
         }
@@ -454,7 +454,8 @@ fn serve(
         let net_ev = fds.get(2).map_or(PollFlags::empty(), ready);
         drop(fds);
         let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
-        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) || net_ev.contains(PollFlags::POLLNVAL) {
+        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) || net_ev.contains(PollFlags::POLLNVAL)
+        {
             return Err(format!(
                 "poll reported an error on {}",
                 if fifo_ev.intersects(bad) {

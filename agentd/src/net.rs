@@ -81,7 +81,8 @@ impl Net {
         }
         // std opens sockets close-on-exec.
         let sock = UdpSocket::bind((any, first.port())).map_err(what("bind"))?;
-        sock.set_nonblocking(true).map_err(what("set non-blocking"))?;
+        sock.set_nonblocking(true)
+            .map_err(what("set non-blocking"))?;
         let fd = sock.as_fd();
         match group.map(|g| g.ip()) {
             Some(IpAddr::V4(g)) => {
@@ -98,8 +99,13 @@ impl Net {
                     .map_err(what("join the group"))?;
                 setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)
                     .map_err(what("IP_MULTICAST_IF"))?;
-                setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &i32::from(ttl))
-                    .map_err(what("IP_MULTICAST_TTL"))?;
+                setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MULTICAST_TTL,
+                    &i32::from(ttl),
+                )
+                .map_err(what("IP_MULTICAST_TTL"))?;
                 // Looped back so several agents on one host see each other; our own is skipped.
                 setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &1i32)
                     .map_err(what("IP_MULTICAST_LOOP"))?;
@@ -107,8 +113,13 @@ impl Net {
             Some(IpAddr::V6(g)) => {
                 sock.join_multicast_v6(&g, index)
                     .map_err(what("join the group"))?;
-                setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &(index as i32))
-                    .map_err(what("IPV6_MULTICAST_IF"))?;
+                setsockopt(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_IF,
+                    &(index as i32),
+                )
+                .map_err(what("IPV6_MULTICAST_IF"))?;
                 setsockopt(
                     fd,
                     libc::IPPROTO_IPV6,

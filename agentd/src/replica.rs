@@ -296,7 +296,9 @@ impl Replica {
             .filter(|s| s.visible());
         let backend = |addr| {
             let s = s.ok_or(ApplyError::NoService)?;
-            s.live_backend(addr).map(|_| ()).ok_or(ApplyError::NoBackend)
+            s.live_backend(addr)
+                .map(|_| ())
+                .ok_or(ApplyError::NoBackend)
         };
         match *cmd {
             Command::Add { addr, .. } => match s {
@@ -711,7 +713,11 @@ mod tests {
             b.merge(e, 300);
         }
         assert_eq!(show(&b), "");
-        assert_eq!(a.digest(), b.digest(), "superseded entries are pruned alike");
+        assert_eq!(
+            a.digest(),
+            b.digest(),
+            "superseded entries are pruned alike"
+        );
     }
 
     #[test]
@@ -732,7 +738,11 @@ mod tests {
         );
         // An edited config (newer) wins over the older command for the fields it sets.
         fresh.config_line(&cmd("add w.lan 10.0.0.1 weight=4"), 7_000);
-        assert!(show(&fresh).contains("10.0.0.1 down w4"), "{}", show(&fresh));
+        assert!(
+            show(&fresh).contains("10.0.0.1 down w4"),
+            "{}",
+            show(&fresh)
+        );
     }
 
     #[test]
@@ -746,19 +756,29 @@ mod tests {
         a.collect(2_001 + TOMBSTONE_MS);
         assert_eq!(a.entries(u64::MAX).len(), 2, "collected");
         let late = 3_000 + TOMBSTONE_MS;
-        assert!(!a.merge(&del[1], late), "an old tombstone is not taken back");
+        assert!(
+            !a.merge(&del[1], late),
+            "an old tombstone is not taken back"
+        );
         let mut b = Replica::new(2);
         for e in &add {
             b.merge(e, late);
         }
-        assert!(show(&b).contains("10.0.0.1"), "a live entry is always taken");
+        assert!(
+            show(&b).contains("10.0.0.1"),
+            "a live entry is always taken"
+        );
         assert!(
             b.merge(&del[1], late),
             "a node that never saw the delete takes it over its older add"
         );
         b.collect(late);
         assert_eq!(show(&b), show(&a));
-        assert_eq!(b.digest(), a.digest(), "and then forgets it like everyone else");
+        assert_eq!(
+            b.digest(),
+            a.digest(),
+            "and then forgets it like everyone else"
+        );
         let gone = run(&mut a, "del w.lan", late);
         assert!(!gone.is_empty());
         assert_eq!(a.collect(late + TOMBSTONE_MS + 1).len(), 1);
@@ -839,7 +859,11 @@ mod tests {
             for e in nodes[2].entries(u64::MAX) {
                 late.merge(&e, t);
             }
-            assert_eq!((show(&late), late.digest()), first, "seed {seed}: late joiner");
+            assert_eq!(
+                (show(&late), late.digest()),
+                first,
+                "seed {seed}: late joiner"
+            );
         }
     }
 

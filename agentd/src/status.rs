@@ -804,11 +804,22 @@ web.lan  policy failover
         s.cluster = Some(c);
         let t = text(&s);
         assert!(t.contains("cluster     node gw1 (id 00000000000000aa), epoch 1000, written 1.0 s ago; sent 12 datagrams, 3400 bytes, 2 send errors"), "{t}");
-        assert!(t.contains("  gw2              10.0.0.2:7946            heard 1.2 s ago  epoch 2000  in sync"), "{t}");
-        assert!(t.contains("dropped     4\n  10.0.0.9:7946            bad_mac    3\n"), "{t}");
+        assert!(
+            t.contains(
+                "  gw2              10.0.0.2:7946            heard 1.2 s ago  epoch 2000  in sync"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("dropped     4\n  10.0.0.9:7946            bad_mac    3\n"),
+            "{t}"
+        );
         let j = json(&s);
         assert!(j.contains("\"peers\":[{\"node\":\"gw2\",\"id\":\"00000000000000bb\",\"addr\":\"10.0.0.2:7946\",\"last_heard_ms\":8800,\"last_heard_age_ms\":1200,\"epoch\":2000,\"in_sync\":true}]"), "{j}");
-        assert!(j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}}}"), "{j}");
+        assert!(
+            j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}}}"),
+            "{j}"
+        );
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub fn open(datagram: &[u8], key: &Key) -> Result<Message, Drop> {
     let mut mac = key.mac();
     mac.update(body);
     mac.verify_slice(tag).map_err(|_| Drop::BadMac)?;
-    let (msg, rest): (Message, &[u8]) = postcard::take_from_bytes(body).map_err(|_| Drop::Garbage)?;
+    let (msg, rest): (Message, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|_| Drop::Garbage)?;
     if !rest.is_empty() || !well_formed(&msg) {
         return Err(Drop::Garbage);
     }
@@ -329,7 +330,8 @@ pub fn pack(entries: &[Entry], key: &Key, mut header: impl FnMut() -> Message) -
         msg.body = Body::Entries(std::mem::take(&mut batch));
         if seal(&msg, key).is_none() {
             // Too big with this entry: send what fitted, start again with it alone.
-            let Body::Entries(mut all) = std::mem::replace(&mut msg.body, Body::Entries(Vec::new()))
+            let Body::Entries(mut all) =
+                std::mem::replace(&mut msg.body, Body::Entries(Vec::new()))
             else {
                 unreachable!()
             };

@@ -152,7 +152,15 @@ impl Bed {
         ]);
         ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("10.77.0.{i}/24"),
+            "dev",
+            "eth0",
+        ]);
         ip(&[
             "-n",
             &ns,
@@ -170,7 +178,9 @@ impl Bed {
     /// Drops `percent` % of what host `i` receives (0 removes the filter).
     pub fn loss(&self, i: usize, percent: u32) {
         let (br, port) = (self.bridge_ns(), format!("p{i}"));
-        quiet(&["netns", "exec", &br, "tc", "qdisc", "del", "dev", &port, "clsact"]);
+        quiet(&[
+            "netns", "exec", &br, "tc", "qdisc", "del", "dev", &port, "clsact",
+        ]);
         if percent == 0 {
             return;
         }

@@ -163,7 +163,8 @@ impl Host {
 
     /// Starts the agent and waits until its table and FIFO exist.
     pub fn start(&mut self) {
-        let readies = self.log().matches("\nready: ").count() + usize::from(self.log().starts_with("ready: "));
+        let readies = self.log().matches("\nready: ").count()
+            + usize::from(self.log().starts_with("ready: "));
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -192,7 +193,8 @@ impl Host {
         });
         // A restarted agent finds both in place: wait for its own "ready" line.
         self.wait_for("the agent to be ready", || {
-            self.log().matches("\nready: ").count() + usize::from(self.log().starts_with("ready: ")) > readies
+            self.log().matches("\nready: ").count() + usize::from(self.log().starts_with("ready: "))
+                > readies
         });
     }
 

@@ -52,11 +52,8 @@ impl Cluster {
             return None;
         }
         let bed = Bed::new(n);
-        let keydir = std::env::temp_dir().join(format!(
-            "lbfo-keys-{}-{}",
-            std::process::id(),
-            bed.host(0)
-        ));
+        let keydir =
+            std::env::temp_dir().join(format!("lbfo-keys-{}-{}", std::process::id(), bed.host(0)));
         std::fs::create_dir_all(&keydir).unwrap();
         let key = keygen(&keydir, "key");
         let mut c = Cluster {
@@ -229,7 +226,8 @@ fn twenty_percent_loss_on_every_link_converges_without_further_commands() {
         c.h(i)
             .send(&format!("add s{k}.lan 10.1.{i}.{k} weight={}\n", k % 5 + 1));
         if k % 3 == 0 {
-            c.h(i).send(&format!("down web.lan 10.0.0.1{}\n", k % 2 + 1));
+            c.h(i)
+                .send(&format!("down web.lan 10.0.0.1{}\n", k % 2 + 1));
         }
     }
     let took = c.wait_same(&c.all(), Duration::from_secs(8));
@@ -254,16 +252,28 @@ fn partition_run() -> Option<String> {
     wait_answer(c.h(1), "api.lan", "");
     c.h(4).send("add web.lan 10.0.0.13 prio=0\n");
     wait_answer(c.h(3), "web.lan", "10.0.0.13");
-    assert_eq!(answer(c.h(4), "api.lan"), "10.0.1.2", "not across the split");
+    assert_eq!(
+        answer(c.h(4), "api.lan"),
+        "10.0.1.2",
+        "not across the split"
+    );
     c.wait_same(&[1, 2], Duration::from_secs(5));
     c.wait_same(&[3, 4], Duration::from_secs(5));
-    assert_ne!(digest(c.h(1)), digest(c.h(3)), "the sides differ while split");
+    assert_ne!(
+        digest(c.h(1)),
+        digest(c.h(3)),
+        "the sides differ while split"
+    );
     c.bed.heal();
     let took = c.wait_same(&c.all(), Duration::from_secs(5));
     eprintln!("partition healed: identical tables after {took:?}");
     let j = c.h(2).status_json();
     let services = j.split("\"services\":").nth(1).unwrap_or("");
-    let services = services.split(",\"digest\"").next().unwrap_or("").to_owned();
+    let services = services
+        .split(",\"digest\"")
+        .next()
+        .unwrap_or("")
+        .to_owned();
     // Slots and counters are local; keep the rest.
     Some(strip_local(&services))
 }
@@ -271,7 +281,8 @@ fn partition_run() -> Option<String> {
 fn strip_local(json: &str) -> String {
     let mut out = String::new();
     for part in json.split(',') {
-        if !(part.contains("\"slot\"") || part.contains("\"lookups\"") || part.contains("\"pos\"")) {
+        if !(part.contains("\"slot\"") || part.contains("\"lookups\"") || part.contains("\"pos\""))
+        {
             out += part;
             out.push(',');
         }
@@ -288,10 +299,16 @@ fn a_partition_with_changes_on_both_sides_heals_to_the_same_table_every_run() {
     assert_eq!(first, second);
     // The later change wins field by field; a delete beats an older add.
     assert!(first.contains("\"addr\":\"10.0.0.11\""), "{first}");
-    assert!(!first.contains("10.0.0.12"), "deleted on side 2, after side 1's down: {first}");
+    assert!(
+        !first.contains("10.0.0.12"),
+        "deleted on side 2, after side 1's down: {first}"
+    );
     assert!(first.contains("\"weight\":9"), "{first}");
     assert!(first.contains("10.0.0.13"), "{first}");
-    assert!(!first.contains("api.lan"), "deleted after both sides' adds: {first}");
+    assert!(
+        !first.contains("api.lan"),
+        "deleted after both sides' adds: {first}"
+    );
 }
 
 #[test]
@@ -411,7 +428,10 @@ fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
         dropped(h1, "bad_mac") >= 2
     });
     // Random bytes to the group and to a host directly.
-    for (k, dest) in [(1u64, GROUP4.to_owned()), (2, format!("{}:7946", c.bed.v4(2)))] {
+    for (k, dest) in [
+        (1u64, GROUP4.to_owned()),
+        (2, format!("{}:7946", c.bed.v4(2))),
+    ] {
         let out = c
             .bed
             .exec(n, udp_tool())
@@ -439,7 +459,10 @@ fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
     assert_eq!(answer(c.h(2), "web.lan"), "10.0.0.11");
     let j = c.h(2).status_json();
     assert!(
-        j.contains(&format!("\"addr\":\"{}:7946\",\"reason\":\"bad_mac\"", c.bed.v4(n))),
+        j.contains(&format!(
+            "\"addr\":\"{}:7946\",\"reason\":\"bad_mac\"",
+            c.bed.v4(n)
+        )),
         "counted per peer: {j}"
     );
     drop(evil);
@@ -474,7 +497,9 @@ fn joining_without_a_key_is_refused_unless_insecure_and_loose_keys_are_refused()
         describe(&out)
     );
     let mut h = h;
-    h.write_config(&format!("group {GROUP4}\niface eth0\ninsecure\nadd a.lan 10.0.0.1\n"));
+    h.write_config(&format!(
+        "group {GROUP4}\niface eth0\ninsecure\nadd a.lan 10.0.0.1\n"
+    ));
     h.start();
     assert!(h.log().contains("warning: `insecure`"), "{}", h.log());
     wait_answer(&h, "a.lan", "10.0.0.1");

@@ -23,7 +23,8 @@ fn main() {
             let SocketAddr::V4(g) = addr else { usage() };
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
             s.join_multicast_v4(g.ip(), &local).expect("join");
-            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
             std::fs::write(format!("{}.ready", arg(3)), "").expect("ready file");
             let mut out = std::fs::File::create(arg(3)).expect("create");
             let end = Instant::now() + Duration::from_millis(ms);
