@@ -60,15 +60,16 @@ pub fn artefacts() -> Artefacts {
     a
 }
 
-/// `lbfo-resolve`, built beside the test executables (`target/*/deps/..` → `target/*/`).
+/// `lbfo-resolve`, built beside the test executables (`target/*/deps/..` → `target/*/`), or
+/// beside the running program when that is a binary of this crate (the cluster benchmark).
 fn resolver() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let p = dir.join("lbfo-resolve");
+    let here = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let up = here.parent().map(Path::to_path_buf).unwrap_or_default();
+    let p = [here.join("lbfo-resolve"), up.join("lbfo-resolve")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| up.join("lbfo-resolve"));
     assert!(
         p.exists(),
         "{} is missing: `cargo test` builds it",
