@@ -93,14 +93,23 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn sent(h: &Host) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("{}.cluster", h.table().display())).unwrap_or_default();
-    let w: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+    let text =
+        std::fs::read_to_string(format!("{}.cluster", h.table().display())).unwrap_or_default();
+    let w: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let n = |i: usize| w.get(i).and_then(|v| v.parse().ok()).unwrap_or(0u64);
     (n(5), n(6))
 }
 
 fn total_sent(hosts: &[Host]) -> (u64, u64) {
-    hosts.iter().map(sent).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    hosts
+        .iter()
+        .map(sent)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 fn cluster(n: usize, key: &Path) -> (Bed, Vec<Host>) {
@@ -122,12 +131,20 @@ fn cluster(n: usize, key: &Path) -> (Bed, Vec<Host>) {
 
 fn main() {
     assert!(Bed::available(), "needs root and iproute2");
-    let n_cmds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(400);
+    let n_cmds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(400);
     let dir = std::env::temp_dir().join(format!("lbfo-clusterbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("key");
     let agent = lbfo_tests::artefacts().agent;
-    assert!(std::process::Command::new(agent).arg("keygen").arg(&key).status().unwrap().success());
+    assert!(std::process::Command::new(agent)
+        .arg("keygen")
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
 
     // Propagation.
     let (bed, hosts) = cluster(4, &key);
@@ -142,7 +159,10 @@ fn main() {
     let a = total_sent(&hosts);
     std::thread::sleep(Duration::from_millis(idle_ms));
     let b = total_sent(&hosts);
-    let idle = ((b.0 - a.0) as f64 / idle_ms as f64, (b.1 - a.1) as f64 / idle_ms as f64);
+    let idle = (
+        (b.0 - a.0) as f64 / idle_ms as f64,
+        (b.1 - a.1) as f64 / idle_ms as f64,
+    );
     let (mut each, mut last) = (Vec::new(), Vec::new());
     let before = total_sent(&hosts);
     let t_all = Instant::now();
@@ -161,7 +181,10 @@ fn main() {
                     seen[j] = Some(t0.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(5), "command {k} never arrived");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "command {k} never arrived"
+            );
             std::thread::yield_now();
         }
         let s: Vec<f64> = seen.iter().flatten().copied().collect();
@@ -181,11 +204,25 @@ fn main() {
     println!();
     println!("| measure | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|");
-    println!("| FIFO write -> table changed, each of hosts 2-4 | {:.3} | {:.3} | {:.3} |", pct(&each, 0.5), pct(&each, 0.99), pct(&each, 1.0));
-    println!("| FIFO write -> all of hosts 2-4 changed | {:.3} | {:.3} | {:.3} |", pct(&last, 0.5), pct(&last, 0.99), pct(&last, 1.0));
+    println!(
+        "| FIFO write -> table changed, each of hosts 2-4 | {:.3} | {:.3} | {:.3} |",
+        pct(&each, 0.5),
+        pct(&each, 0.99),
+        pct(&each, 1.0)
+    );
+    println!(
+        "| FIFO write -> all of hosts 2-4 changed | {:.3} | {:.3} | {:.3} |",
+        pct(&last, 0.5),
+        pct(&last, 0.99),
+        pct(&last, 1.0)
+    );
     println!();
     println!("per command on the wire (all hosts, idle digest traffic subtracted): {:.2} datagrams, {:.0} bytes", dgrams / n_cmds as f64, bytes / n_cmds as f64);
-    println!("idle: {:.1} datagrams/s, {:.0} bytes/s for 4 hosts (digests)", idle.0 * 1e3, idle.1 * 1e3);
+    println!(
+        "idle: {:.1} datagrams/s, {:.0} bytes/s for 4 hosts (digests)",
+        idle.0 * 1e3,
+        idle.1 * 1e3
+    );
     drop(maps);
     drop(hosts);
     drop(bed);
@@ -205,7 +242,12 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     for k in 0..100 {
-        hosts[k % n].send(&format!("add b{k}.lan 10.3.{}.{} weight={}\n", k / 200, k % 200 + 1, k % 3 + 1));
+        hosts[k % n].send(&format!(
+            "add b{k}.lan 10.3.{}.{} weight={}\n",
+            k / 200,
+            k % 200 + 1,
+            k % 3 + 1
+        ));
     }
     let burst = t0.elapsed();
     let mut polls = 0;
@@ -215,14 +257,23 @@ fn main() {
         if c.iter().all(|x| *x == c[0] && x.0 == 101) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no convergence in 30 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no convergence in 30 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let took = t0.elapsed();
     println!();
-    println!("## Convergence (16 agents, 20% loss on every link, 100 commands over {:.1} ms)", burst.as_secs_f64() * 1e3);
+    println!(
+        "## Convergence (16 agents, 20% loss on every link, 100 commands over {:.1} ms)",
+        burst.as_secs_f64() * 1e3
+    );
     println!();
-    println!("all 16 tables identical and complete after {:.0} ms ({polls} polls; target <= 2000 ms)", took.as_secs_f64() * 1e3);
+    println!(
+        "all 16 tables identical and complete after {:.0} ms ({polls} polls; target <= 2000 ms)",
+        took.as_secs_f64() * 1e3
+    );
     drop(maps);
     drop(hosts);
     drop(bed);
