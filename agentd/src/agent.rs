@@ -860,6 +860,77 @@ mod tests {
         assert_eq!((m.heartbeat(), a.next_deadline()), (1_001_003, 2003));
     }
 
+    /// Two agents in cluster mode over plain memory, wired back to back, with a fake clock.
+    #[test]
+    fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() {
+        use crate::wire::Key;
+        let (ma, mb) = (Mem::new(), Mem::new());
+        fn mk<'m>(m: &'m Mem, name: &str, adopt: bool, conf: &str, t: u64) -> Agent<'m> {
+            let w = Writer::attach(&m.table).unwrap();
+            let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+            let mut config = config::parse(conf.as_bytes()).unwrap();
+            config.mtime_ms = 500_000;
+            let cl = Cluster::new(name, Key::new(b"k".to_vec()), 1_000_000 + t, t, adopt);
+            Agent::start(w, c, adopt, "conf".into(), config, at(t), Some(cl))
+        }
+        let from = |n: u8| SocketAddr::from(([10, 0, 0, n], 7946));
+        // Delivers a's outbox to b and b's to a until both are quiet.
+        fn settle(a: &mut Agent<'_>, b: &mut Agent<'_>, from: impl Fn(u8) -> SocketAddr) {
+            loop {
+                let (oa, ob) = (a.take_outbox(), b.take_outbox());
+                if oa.is_empty() && ob.is_empty() {
+                    return;
+                }
+                for (_, d) in oa {
+                    b.datagram(&d, from(1));
+                }
+                for (_, d) in ob {
+                    a.datagram(&d, from(2));
+                }
+                a.sync();
+                b.sync();
+            }
+        }
+        let mut a = mk(&ma, "a", false, CONF, 0);
+        let mut b = mk(&mb, "b", false, "add other.lan 10.9.9.9\n", 0);
+        settle(&mut a, &mut b, from);
+        assert_eq!(mb.v4("web.lan"), "10.0.0.1", "a's config reached b");
+        assert_eq!(ma.v4("other.lan"), "10.9.9.9", "and b's reached a");
+        send(&mut a, "down web.lan 10.0.0.1\nreset web.lan");
+        settle(&mut a, &mut b, from);
+        assert_eq!(mb.v4("web.lan"), "10.0.0.2");
+        let log = b.take_log();
+        assert!(
+            log.contains(&"cluster: down web.lan 10.0.0.1".to_owned()),
+            "{log:?}"
+        );
+        for _ in 0..3 {
+            mb.v4("other.lan");
+        }
+        send(&mut b, "weight other.lan 10.9.9.9 4");
+        settle(&mut a, &mut b, from);
+        // other.lan is in slot 0 on b (its config), slot 1 on a.
+        assert_eq!(mb.count(0, 0), 3, "b's counters are b's own");
+        assert_eq!(ma.count(1, 0), 1, "a's one lookup, not b's three");
+
+        // `a` restarts on its old table with only its config: the old table keeps answering
+        // (no flash of the config's 10.0.0.1) until it has caught up.
+        drop(a);
+        let mut a = mk(&ma, "a", true, CONF, 10);
+        assert_eq!(ma.v4("web.lan"), "10.0.0.2", "held, not rolled back");
+        settle(&mut a, &mut b, from);
+        // b's next digest round shows agreement; a publishes the cluster's table.
+        b.tick(at(10_000));
+        settle(&mut a, &mut b, from);
+        assert!(!a.holding());
+        assert_eq!(ma.v4("web.lan"), "10.0.0.2");
+        assert_eq!(ma.v4("other.lan"), "10.9.9.9");
+        assert!(a
+            .take_log()
+            .iter()
+            .any(|l| l == "cluster: caught up; publishing the cluster's table"));
+    }
+
     #[test]
     fn render_round_trips() {
         for line in [

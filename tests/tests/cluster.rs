@@ -469,6 +469,37 @@ fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
 }
 
 #[test]
+fn unicast_peers_work_without_multicast() {
+    if !Bed::available() {
+        return;
+    }
+    let bed = Bed::new(3);
+    let keydir =
+        std::env::temp_dir().join(format!("lbfo-keys-{}-{}", std::process::id(), bed.host(0)));
+    std::fs::create_dir_all(&keydir).unwrap();
+    let key = keygen(&keydir, "key");
+    let peers: String = (1..=3)
+        .map(|i| format!("peer {}:7946\n", bed.v4(i)))
+        .collect();
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|i| {
+            bed.agent_host(
+                i,
+                &format!("node u{i}\nkey {}\n{peers}{CONF}", key.display()),
+            )
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    hosts[2].send("down web.lan 10.0.0.11\n");
+    wait_answer(&hosts[0], "web.lan", "10.0.0.12");
+    wait_answer(&hosts[1], "web.lan", "10.0.0.12");
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(keydir);
+}
+
+#[test]
 fn joining_without_a_key_is_refused_unless_insecure_and_loose_keys_are_refused() {
     if !Bed::available() {
         return;
