@@ -140,11 +140,11 @@ impl Bed {
         // No duplicate-address detection: IPv6 sends would fail for about 2 s.
         for key in ["default", "all"] {
             let out = Command::new("ip")
-                .args(["netns", "exec", &ns, "sysctl", "-qw"])
-                .arg(format!("net.ipv6.conf.{key}.accept_dad=0"))
+                .args(["netns", "exec", &ns, "sh", "-c"])
+                .arg(format!("echo 0 > /proc/sys/net/ipv6/conf/{key}/accept_dad"))
                 .output()
-                .expect("sysctl");
-            assert!(out.status.success(), "sysctl: {out:?}");
+                .expect("sh");
+            assert!(out.status.success(), "accept_dad: {out:?}");
         }
         let port = format!("p{i}");
         ip(&[
