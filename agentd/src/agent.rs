@@ -689,7 +689,7 @@ mod tests {
             log,
             [
                 "fifo: line 1: down web.lan 10.0.0.1",
-                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)",
+                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)",
                 "fifo: line 5: add db.lan 10.0.1.1",
                 "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
                 "fifo: line 7: column 1: `table` and `fifo` are settings of the config file, not commands; change the config and restart the agent",

@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",

@@ -606,7 +606,56 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
         }
     }
     out.extend([info, lookups, up, weight, prio, limit]);
+    if let Some(c) = &s.cluster {
+        out.extend(cluster_families(c, s.now_ms));
+    }
     out
+}
+
+/// The cluster's families: peers and when each was last heard, dropped datagrams by reason.
+fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
+    let mut peers = Family::new(
+        "lbfo_cluster_peer_last_heard_seconds",
+        "gauge",
+        "Seconds since the agent last accepted a datagram from this peer.",
+    );
+    for p in &c.peers {
+        peers.samples.push((
+            vec![("node", p.node.clone()), ("address", p.addr.clone())],
+            now_ms.saturating_sub(p.heard_ms) as f64 / 1000.0,
+        ));
+    }
+    let mut dropped = Family::new(
+        "lbfo_cluster_dropped_total",
+        "counter",
+        "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale).",
+    );
+    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (_, why, n) in &c.drops {
+        *totals.entry(why).or_insert(0) += n;
+    }
+    for (why, n) in totals {
+        dropped
+            .samples
+            .push((vec![("reason", why.to_owned())], n as f64));
+    }
+    let sent = Family::new(
+        "lbfo_cluster_sent_bytes_total",
+        "counter",
+        "Bytes of cluster datagrams sent since the agent started.",
+    )
+    .one(c.sent.1 as f64);
+    vec![
+        Family::new(
+            "lbfo_cluster_peers",
+            "gauge",
+            "Peers heard since the agent started.",
+        )
+        .one(c.peers.len() as f64),
+        peers,
+        dropped,
+        sent,
+    ]
 }
 
 /// The Prometheus text exposition format (version 0.0.4) of `families`.

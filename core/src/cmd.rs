@@ -205,7 +205,7 @@ impl fmt::Display for ParseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)",
+                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)",
             ),
             ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
             ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, or a setting)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)");
         check("add", "column 4: missing service name");
         check("add web.lan  ", "column 12: missing address");
         check(
