@@ -932,6 +932,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
+        use crate::wire::Key;
+        let m = Mem::new();
+        let w = Writer::attach(&m.table).unwrap();
+        let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+        let cl = Cluster::new("a", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+        let mut config = config::parse(CONF.as_bytes()).unwrap();
+        config.mtime_ms = 900_000;
+        let mut a = Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl));
+        a.take_outbox();
+        let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+        let mut reloaded = config::parse(b"add db.lan 10.0.3.3\n").unwrap();
+        reloaded.mtime_ms = 1_000_500;
+        a.wake(at(600));
+        a.reload(Ok(reloaded));
+        a.publish();
+        for (_, d) in a.take_outbox() {
+            peer.datagram(&d, SocketAddr::from(([10, 0, 0, 1], 7946)), 1_000_600);
+        }
+        assert_eq!(m.v4("web.lan"), "NotOurs");
+        assert_eq!(m.v4("db.lan"), "10.0.3.3");
+        assert!(
+            peer.replica.service("web.lan").is_none(),
+            "the removal reached the peer"
+        );
+        assert!(peer.replica.service("db.lan").is_some(), "and the addition");
+    }
+
+    #[test]
     fn render_round_trips() {
         for line in [
             "add a.lan 10.0.0.1",
