@@ -125,32 +125,44 @@ pub fn strip_dot(text: &[u8]) -> &[u8] {
     }
 }
 
-/// FNV-1a (64 bit) over the ASCII-lower-cased bytes of `query`, ignoring one trailing dot.
+/// The index hash of `query`: its ASCII-lower-cased bytes, one trailing dot ignored, mixed eight
+/// bytes at a time (see [`hash_folded`]).
 ///
 /// Runs in one pass without copying; total for any input, so it is safe on hostile queries.
 pub fn hash_query(query: &[u8]) -> u64 {
     hash_folded(strip_dot(query)).0
 }
 
-/// [`hash_query`] of `text` as it is (no dot stripped), folding case eight bytes at a time; also
-/// returns `folded_word(text, 0)`, which a lookup compares first.
+/// Multiplier of the per-word mix: odd, with bits spread over the whole word (the 64-bit golden
+/// ratio), so every input bit reaches the high half of the product.
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Multiplier of the final mix (an odd constant from splitmix64's finaliser).
+const FINAL: u64 = 0xbf58_476d_1ce4_e5b9;
+
+/// [`hash_query`] of `text` as it is (no dot stripped); also returns `folded_word(text, 0)`,
+/// which a lookup compares first.
+///
+/// Each zero-padded, lower-cased word `w` of the name (the form the table stores) goes through
+/// `h = (h ^ w) * MIX; h ^= h >> 32` (a multiply pushes low bits up, the shift brings them back
+/// down), and the length and a final multiply-xorshift finish it, so the low bits the index
+/// uses and the high bits it keeps as a tag both depend on every byte. Two multiplies for a
+/// name of up to eight bytes, where byte-wise FNV-1a took one per byte. The writer indexes with
+/// the same function, so changing it changes the table format ([`crate::shm::LAYOUT_VERSION`]).
 pub(crate) fn hash_folded(text: &[u8]) -> (u64, u64) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let first = folded_word(text, 0);
-    let mut k = 0;
-    let mut left = text.len();
-    while left != 0 {
-        let mut word = if k == 0 { first } else { folded_word(text, k) };
-        let n = if left < 8 { left } else { 8 };
-        for _ in 0..n {
-            h ^= word & 0xff;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            word >>= 8;
-        }
-        left -= n;
-        k += 1;
+    let mut h = mix(0x243f_6a88_85a3_08d3 ^ first);
+    let words = text.len().div_ceil(8);
+    for k in 1..words {
+        h = mix(h ^ folded_word(text, k));
     }
-    (h, first)
+    let h = (h ^ text.len() as u64).wrapping_mul(FINAL);
+    (h ^ h >> 31, first)
+}
+
+#[inline(always)]
+const fn mix(x: u64) -> u64 {
+    let x = x.wrapping_mul(MIX);
+    x ^ x >> 32
 }
 
 /// Word `k` of `text` the way the shared table stores a name: bytes `8k..8k + 8`, little-endian,
@@ -210,6 +222,7 @@ pub fn eq_query(stored: &[u8], query: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
     use std::vec::Vec;
 
     fn check(input: &str, expect: Result<&str, NameError>) {
@@ -250,10 +263,17 @@ mod tests {
 
     #[test]
     fn folding_by_words_matches_folding_by_bytes() {
-        fn fnv_bytes(text: &[u8]) -> u64 {
-            text.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
-                (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
-            })
+        // The hash restated over whole padded words of the lower-cased text.
+        fn reference(text: &[u8]) -> u64 {
+            let mut padded: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
+            padded.resize(text.len().div_ceil(8).max(1) * 8, 0);
+            let mut h = 0x243f_6a88_85a3_08d3u64;
+            for w in padded.chunks(8) {
+                h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(MIX);
+                h ^= h >> 32;
+            }
+            let h = (h ^ text.len() as u64).wrapping_mul(FINAL);
+            h ^ h >> 31
         }
         let all: Vec<u8> = (0..=255u8).collect();
         for k in 0..32 {
@@ -265,7 +285,7 @@ mod tests {
             let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(
                 hash_folded(&text),
-                (fnv_bytes(&text), folded_word(&text, 0)),
+                (reference(&text), folded_word(&text, 0)),
                 "len {len}"
             );
             let mut padded = text.clone();
@@ -282,7 +302,24 @@ mod tests {
                 );
             }
         }
-        assert_eq!(hash_query(b"Web.LAN."), fnv_bytes(b"web.lan"));
+        assert_eq!(hash_query(b"Web.LAN."), reference(b"web.lan"));
+        // Zero padding does not make a name equal to itself with NUL bytes appended.
+        assert_ne!(hash_query(b"web"), hash_query(b"web\0"));
+    }
+
+    #[test]
+    fn hash_spreads_similar_names_over_the_index() {
+        // 4,096 names that differ in one or two bytes fill 8,192 index slots about as evenly as
+        // random hashes would: no slot takes more than a handful, and the tags differ.
+        let mut slots = vec![0u32; 8192];
+        let mut tags = std::collections::BTreeSet::new();
+        for i in 0..4096 {
+            let h = hash_query(std::format!("s{i}.example").as_bytes());
+            slots[(h as usize) & 8191] += 1;
+            tags.insert(h >> 32);
+        }
+        assert!(slots.iter().all(|&n| n <= 8), "{:?}", slots.iter().max());
+        assert_eq!(tags.len(), 4096);
     }
 
     #[test]

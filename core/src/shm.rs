@@ -31,8 +31,9 @@ use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
 
 /// `LBFOTAB` and a format byte, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LBFOTAB\x01");
-/// Bumped whenever the meaning of any word changes.
-pub const LAYOUT_VERSION: u64 = 1;
+/// Bumped whenever the meaning of any word changes (2: the index hash is `name::hash_query`'s
+/// word-at-a-time mix, no longer FNV-1a).
+pub const LAYOUT_VERSION: u64 = 2;
 /// Words in the header.
 pub const HEADER_WORDS: usize = 16;
 /// Index slots: a power of two, twice the services, so probes stay short.
