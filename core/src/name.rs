@@ -169,31 +169,39 @@ const fn mix(x: u64) -> u64 {
 /// ASCII-lower-cased, zero-padded past the end of `text`.
 #[inline(always)]
 pub(crate) fn folded_word(text: &[u8], k: usize) -> u64 {
-    let rest = text.get(k.wrapping_mul(8)..).unwrap_or(&[]);
-    lower8(load_le(rest))
+    let at = k.wrapping_mul(8);
+    let word = match text.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        Some(w) => u64::from_le_bytes(*w),
+        None => load_tail(text, at),
+    };
+    lower8(word)
 }
 
-/// The first eight bytes of `bytes` (fewer if it is shorter, zero-padded) as a little-endian
-/// word, without a loop: a short tail is read as two overlapping loads.
+/// The fewer than eight bytes of `text` from `at` on, as a zero-padded little-endian word,
+/// without a loop: one load of the last eight bytes shifted down when `text` has eight, else two
+/// overlapping loads.
 #[inline(always)]
-fn load_le(bytes: &[u8]) -> u64 {
-    let n = bytes.len();
+fn load_tail(text: &[u8], at: usize) -> u64 {
+    let n = text.len().saturating_sub(at);
+    if n == 0 {
+        return 0;
+    }
+    if let Some(last) = text.last_chunk::<8>() {
+        // 1 <= n <= 7: drop the 8 - n bytes before `at`, which sit at the low end.
+        return u64::from_le_bytes(*last).wrapping_shr(8 * (8 - n as u32));
+    }
+    // `text` is shorter than eight bytes, so `at` is 0 and `n` its length.
     let u32_at = |at: usize| {
-        bytes
-            .get(at..)
+        text.get(at..)
             .and_then(|b| b.first_chunk::<4>())
             .map_or(0, |b| u64::from(u32::from_le_bytes(*b)))
     };
-    let byte_at = |at: usize| bytes.get(at).map_or(0, |b| u64::from(*b));
+    let byte_at = |at: usize| text.get(at).map_or(0, |b| u64::from(*b));
     match n {
-        0 => 0,
         // Bytes 0, n/2 and n-1 cover 1 to 3 bytes; a byte read twice lands on the same place.
         1..=3 => byte_at(0) | byte_at(n / 2) << (8 * (n / 2)) | byte_at(n - 1) << (8 * (n - 1)),
         // Bytes 0..4 and n-4..n cover 4 to 7 bytes, overlapping on equal bytes.
-        4..=7 => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
-        _ => bytes
-            .first_chunk::<8>()
-            .map_or(0, |b| u64::from_le_bytes(*b)),
+        _ => u32_at(0) | u32_at(n - 4) << (8 * (n - 4)),
     }
 }
 

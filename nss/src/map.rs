@@ -1,12 +1,13 @@
 //! The shared table as this process sees it: mapped on the first lookup, cached in statics,
 //! replaced when the agent retires it or the file at the path changes.
 //!
-//! **Steady state: no lock, no syscall, no allocation.** A lookup reads the coarse monotonic
-//! clock (vDSO, not a syscall), enters the current mapping as a reader and calls
+//! **Steady state: no lock, no syscall, no allocation.** A lookup reads the clock's current second
+//! (`time`, from the vDSO, not a syscall), enters the current mapping as a reader and calls
 //! [`TableView::lookup_with`] on the view that [`TableView::new_checked`] made when the file was
-//! mapped. At most once a second one lookup `stat`s the path (to see a replaced file, a removed
-//! one, or one that appeared after a failed open), and one does so at once when the mapped table
-//! says it was retired ([`TableView::retired`]).
+//! mapped. In every second in which lookups happen, one of them `stat`s the path (to see a
+//! replaced file, a removed one, or one that appeared after a failed open): so a lookup made a
+//! second or more after a change sees it. One lookup does so at once when the mapped table says
+//! it was retired ([`TableView::retired`]), which is how the agent's own replacements show.
 //!
 //! **A mapping is never unmapped under a reader.** Mappings live in [`SLOTS`] fixed slots, each
 //! with a reader count. A reader increments the count of the slot `CURRENT` names, then checks
@@ -129,8 +130,9 @@ unsafe impl Sync for Slot {}
 static SLOT: [Slot; SLOTS] = [const { Slot::free() }; SLOTS];
 /// 1 + the index of the slot lookups use; 0 when there is no usable table.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
-/// The coarse monotonic second from which the next periodic check may run.
-static NEXT_CHECK: AtomicU64 = AtomicU64::new(0);
+/// The second (of `time`) in which the last periodic check was claimed; `u64::MAX` before the
+/// first.
+static CHECKED_IN: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The pid of the process one of whose threads is refreshing; 0 when none.
 static REFRESHER: AtomicI32 = AtomicI32::new(0);
 /// Turns when no counters segment is attached.
@@ -149,7 +151,7 @@ pub enum Mode {
 /// Resolves `query` against the current table; [`Lookup::Unavailable`] when there is no usable
 /// table (the NSS reply is the same as for a damaged one).
 pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Lookup {
-    let now = coarse_seconds();
+    let now = seconds();
     let mut checked = false;
     let mut waited = false;
     loop {
@@ -195,9 +197,14 @@ fn coarse_clock() -> libc::timespec {
     ts
 }
 
-/// The coarse monotonic clock in seconds.
-fn coarse_seconds() -> u64 {
-    u64::try_from(coarse_clock().tv_sec).unwrap_or(0)
+/// The current second of the real-time clock. glibc answers `time` from the vDSO without a
+/// syscall (on x86-64 one load of a word the kernel keeps current), where
+/// `clock_gettime(CLOCK_MONOTONIC_COARSE)` goes through a sequence-locked read of two words.
+/// Real time may be set back or forward; [`claim_check`] only asks whether the second changed,
+/// so a jump either way causes one check more, never a check fewer.
+fn seconds() -> u64 {
+    // SAFETY: a null argument asks only for the return value; `time` has no other precondition.
+    unsafe { libc::time(ptr::null_mut()) as u64 }
 }
 
 /// The coarse monotonic clock in milliseconds.
@@ -238,19 +245,21 @@ fn await_first_mapping() -> bool {
     true
 }
 
-/// Whether this lookup should run the periodic check (at most one lookup per second wins).
+/// Whether this lookup should run the periodic check: the first lookup (of any thread) in each
+/// second the clock shows wins.
+///
+/// Why a change is seen within a second: a check claimed in second `s` stats the path after
+/// the claim. A lookup at least a second after a change reads a second later than that of any
+/// claim made before the change, so unless a check claimed after the change already ran, it
+/// claims one itself. A claim whose `refresh` finds another thread refreshing is dropped; that
+/// refresh began before this claim, and the next second's first lookup checks again.
 fn claim_check(now: u64) -> bool {
     // Relaxed: this only elects which thread checks; the check itself is serialised by
-    // `REFRESHER`, and no other memory is published through `NEXT_CHECK`.
-    let next = NEXT_CHECK.load(Ordering::Relaxed);
-    now >= next
-        && NEXT_CHECK
-            .compare_exchange(
-                next,
-                now.saturating_add(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
+    // `REFRESHER`, and no other memory is published through `CHECKED_IN`.
+    let last = CHECKED_IN.load(Ordering::Relaxed);
+    now != last
+        && CHECKED_IN
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
 }
 
