@@ -139,8 +139,8 @@ const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Multiplier of the final mix (an odd constant from splitmix64's finaliser).
 const FINAL: u64 = 0xbf58_476d_1ce4_e5b9;
 
-/// [`hash_query`] of `text` as it is (no dot stripped); also returns `folded_word(text, 0)`,
-/// which a lookup compares first.
+/// [`hash_query`] of `text` as it is (no dot stripped); also returns its first two folded words
+/// (`folded_word(text, 0)` and `(.., 1)`), which a lookup compares without folding them again.
 ///
 /// Each zero-padded, lower-cased word `w` of the name (the form the table stores) goes through
 /// `h = (h ^ w) * MIX; h ^= h >> 32` (a multiply pushes low bits up, the shift brings them back
@@ -148,15 +148,19 @@ const FINAL: u64 = 0xbf58_476d_1ce4_e5b9;
 /// uses and the high bits it keeps as a tag both depend on every byte. Two multiplies for a
 /// name of up to eight bytes, where byte-wise FNV-1a took one per byte. The writer indexes with
 /// the same function, so changing it changes the table format ([`crate::shm::LAYOUT_VERSION`]).
-pub(crate) fn hash_folded(text: &[u8]) -> (u64, u64) {
+pub(crate) fn hash_folded(text: &[u8]) -> (u64, [u64; 2]) {
     let first = folded_word(text, 0);
     let mut h = mix(0x243f_6a88_85a3_08d3 ^ first);
-    let words = text.len().div_ceil(8);
-    for k in 1..words {
-        h = mix(h ^ folded_word(text, k));
+    let mut second = 0;
+    if text.len() > 8 {
+        second = folded_word(text, 1);
+        h = mix(h ^ second);
+        for k in 2..text.len().div_ceil(8) {
+            h = mix(h ^ folded_word(text, k));
+        }
     }
     let h = (h ^ text.len() as u64).wrapping_mul(FINAL);
-    (h ^ h >> 31, first)
+    (h ^ h >> 31, [first, second])
 }
 
 #[inline(always)]
@@ -293,7 +297,7 @@ mod tests {
             let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(
                 hash_folded(&text),
-                (reference(&text), folded_word(&text, 0)),
+                (reference(&text), [folded_word(&text, 0), folded_word(&text, 1)]),
                 "len {len}"
             );
             let mut padded = text.clone();

@@ -371,7 +371,7 @@ impl<'a> TableView<'a> {
         if query.len() > MAX_NAME_LEN {
             return Lookup::NotOurs;
         }
-        let (hash, first) = hash_folded(query);
+        let (hash, head) = hash_folded(query);
         let mut turn = None;
         for _ in 0..MAX_RETRIES {
             // Acquire pairs with the Release that closes `Writer::write_index`.
@@ -382,7 +382,7 @@ impl<'a> TableView<'a> {
             }
             // The pick happens inside the index's seqlock too: a slot freed and reused for another
             // name between `find` and `pick` changes the index sequence.
-            let found = match self.find(hash, first, query) {
+            let found = match self.find(hash, head, query) {
                 Probe::Slot(slot) => self.pick(slot, want, &turns, &mut turn),
                 Probe::Missing => Pick::Done(Lookup::NotOurs),
                 Probe::Damaged => Pick::Done(Lookup::Unavailable),
@@ -420,8 +420,9 @@ impl<'a> TableView<'a> {
             .wrapping_add(slot.wrapping_mul(self.record_words))
     }
 
-    /// Probes the index for `query` (dot already stripped), whose first folded word is `first`.
-    fn find(&self, hash: u64, first: u64, query: &[u8]) -> Probe {
+    /// Probes the index for `query` (dot already stripped), whose first two folded words are
+    /// `head`.
+    fn find(&self, hash: u64, head: [u64; 2], query: &[u8]) -> Probe {
         let l = &self.layout;
         let mask = l.index_slots.wrapping_sub(1);
         let mut i = (hash as usize) & mask;
@@ -435,7 +436,7 @@ impl<'a> TableView<'a> {
                 if slot >= l.max_services {
                     return Probe::Damaged;
                 }
-                if self.name_is(self.record(slot), first, query) {
+                if self.name_is(self.record(slot), head, query) {
                     return Probe::Slot(slot);
                 }
             }
@@ -444,16 +445,19 @@ impl<'a> TableView<'a> {
         Probe::Missing
     }
 
-    /// Whether the record at `r` holds `query` (dot already stripped; `first` is its first folded
-    /// word), compared a word at a time in the stored form (lower case, zero-padded).
-    fn name_is(&self, r: usize, first: u64, query: &[u8]) -> bool {
+    /// Whether the record at `r` holds `query` (dot already stripped; `head` are its first two
+    /// folded words), compared a word at a time in the stored form (lower case, zero-padded).
+    fn name_is(&self, r: usize, head: [u64; 2], query: &[u8]) -> bool {
         let meta = words_of(self.w, r.wrapping_add(R_META));
         if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
             return false;
         }
         let name = r.wrapping_add(R_NAME);
-        words_of(self.w, name) == first
-            && (1..query.len().div_ceil(8))
+        let [w0, w1] = head;
+        // Past the end of the name both sides are zero (stored padding, `hash_folded`'s 0).
+        words_of(self.w, name) == w0
+            && words_of(self.w, name.wrapping_add(1)) == w1
+            && (2..query.len().div_ceil(8))
                 .all(|k| words_of(self.w, name.wrapping_add(k)) == folded_word(query, k))
     }
 

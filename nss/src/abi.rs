@@ -261,25 +261,9 @@ unsafe fn hostent_impl(
     Ok(())
 }
 
-/// The addresses of `a` as `(family, bytes)`, IPv6 first, and how many there are.
-fn families(a: &Answer) -> ([(c_int, [u8; 16]); 2], usize) {
-    let mut out = [(0, [0u8; 16]); 2];
-    let mut n = 0;
-    let v6 = a.v6.map(|v6| (libc::AF_INET6, v6.octets()));
-    let v4 = a.v4.map(|v4| {
-        let [a, b, c, d] = v4.octets();
-        (
-            libc::AF_INET,
-            [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        )
-    });
-    for f in [v6, v4].into_iter().flatten() {
-        if let Some(slot) = out.get_mut(n) {
-            *slot = f;
-            n += 1;
-        }
-    }
-    (out, n)
+/// How many addresses `a` holds (one per family at most).
+fn count(a: &Answer) -> usize {
+    usize::from(a.v4.is_some()) + usize::from(a.v6.is_some())
 }
 
 /// `gethostbyname4_r`'s body: one tuple per family found, the caller's own first if it gave one.
@@ -308,13 +292,13 @@ unsafe fn tuples_impl(
         answer(map::lookup(q, Want::Any, Mode::Count))?
     } else {
         // Find the answer's shape without counting; count only once it is known to fit.
-        let (_, n) = families(&answer(map::lookup(q, Want::Any, Mode::Peek))?);
+        let n = count(&answer(map::lookup(q, Want::Any, Mode::Peek))?);
         if need(n).is_none_or(|l| l.end > buflen) {
             return Err(Failure::TOO_SMALL);
         }
         answer(map::lookup(q, Want::Any, Mode::Count))?
     };
-    let (addrs, n) = families(&a);
+    let n = count(&a);
     if n == 0 {
         return Err(Failure::NO_DATA);
     }
@@ -326,7 +310,8 @@ unsafe fn tuples_impl(
     // SAFETY: `layout.end <= buflen`, so the name and the `n - own` tuples placed at
     // `layout.tuple(..)` lie in the caller's buffer, tuple-aligned (`TupleLayout`); the caller's
     // own tuple is writable by the contract. The name is copied first, with `ptr::copy` (see
-    // `hostent_impl`).
+    // `hostent_impl`). Tuples are written last to first (IPv4, then IPv6), each linked to the
+    // one after it; `i` counts down from `n` once per address, so it stays in `0..n`.
     unsafe {
         let t_name = buf.add(layout.name);
         ptr::copy(name.as_ptr(), t_name, name.len());
@@ -335,21 +320,28 @@ unsafe fn tuples_impl(
             if own == 1 && i == 0 {
                 caller
             } else {
-                buf.add(layout.tuple(i - own)).cast()
+                buf.add(layout.tuple(i.wrapping_sub(own))).cast()
             }
         };
         let mut next = ptr::null_mut();
-        for i in (0..n).rev() {
-            let (family, bytes) = addrs.get(i).copied().unwrap_or((0, [0; 16]));
+        let mut i = n;
+        let mut link = |family: c_int, addr: [u32; 4]| {
+            i = i.wrapping_sub(1);
             let t = at(i);
             t.write(GaihAddrtuple {
                 next,
                 name: t_name.cast(),
                 family,
-                addr: addr_words(bytes),
+                addr,
                 scopeid: 0,
             });
             next = t;
+        };
+        if let Some(v4) = a.v4 {
+            link(libc::AF_INET, [u32::from_ne_bytes(v4.octets()), 0, 0, 0]);
+        }
+        if let Some(v6) = a.v6 {
+            link(libc::AF_INET6, addr_words(v6.octets()));
         }
         if own == 0 {
             pat.write(next);

@@ -287,8 +287,9 @@ impl Guard {
         None
     }
 
-    /// The checked view of the table, made when it was mapped.
-    fn view(&self) -> TableView<'_> {
+    /// The checked view of the table, made when it was mapped (borrowed, not copied: it is
+    /// eight words).
+    fn view(&self) -> &TableView<'_> {
         // SAFETY: `enter` saw the slot published (a SeqCst load of `CURRENT` that synchronises
         // with the SeqCst store in `publish`); the cell was initialised before that store and is
         // not written again until the slot is reclaimed, which waits for this guard. The view's
@@ -296,7 +297,7 @@ impl Guard {
         // `'static` to the guard's lifetime makes the borrow true. The mapping is PROT_READ and
         // only loaded from: core's atomic docs allow plain atomic loads on read-only memory for
         // lock-free sizes up to a pointer, which u64 is on the 64-bit targets built for.
-        unsafe { (*self.slot.view.get()).assume_init() }
+        unsafe { (*self.slot.view.get()).assume_init_ref() }
     }
 
     /// Where this lookup takes its turn and counts its answer.
