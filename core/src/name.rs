@@ -297,7 +297,10 @@ mod tests {
             let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(
                 hash_folded(&text),
-                (reference(&text), [folded_word(&text, 0), folded_word(&text, 1)]),
+                (
+                    reference(&text),
+                    [folded_word(&text, 0), folded_word(&text, 1)]
+                ),
                 "len {len}"
             );
             let mut padded = text.clone();
