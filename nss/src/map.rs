@@ -15,8 +15,9 @@
 //! in `CURRENT` (`SeqCst`) and afterwards unmaps an old slot only when its count is 0 (`SeqCst`).
 //! In the single total order of those four operations either the reader's re-check sees the new
 //! `CURRENT` (and backs off without touching the old mapping) or the refresher sees the reader's
-//! count (and leaves the mapping for a later refresh). When every slot is still busy the refresher
-//! keeps the current mapping.
+//! count (and leaves the mapping for a later refresh). The reader's decrement, when it leaves,
+//! is a `Release` that the refresher's `SeqCst` load of the count acquires, so the reader's reads
+//! happen before any unmap. When every slot is still busy the refresher keeps the current mapping.
 //!
 //! **One refresher at a time**, by a try-lock that holds the refreshing process's pid: other
 //! threads never wait, they use the current mapping. A child forked while a parent thread held it
@@ -281,8 +282,9 @@ impl Guard {
             if CURRENT.load(Ordering::SeqCst) == cur {
                 return Some(Guard { slot });
             }
-            // SeqCst, as in `drop`.
-            slot.readers.fetch_sub(1, Ordering::SeqCst);
+            // Release, as in `drop` (nothing was read from the slot yet, but the count must not
+            // reach 0 before the increment above, which a single RMW order guarantees).
+            slot.readers.fetch_sub(1, Ordering::Release);
         }
         None
     }
@@ -325,9 +327,13 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        // SeqCst (a Release): orders this lookup's reads of the mapping before `reclaim`'s SeqCst
-        // load of `readers` that lets it unmap.
-        self.slot.readers.fetch_sub(1, Ordering::SeqCst);
+        // Release pairs with `reclaim`'s SeqCst (so also Acquire) load of `readers`: a load that
+        // reads this decrement's value (or a later one: RMWs continue the release sequence)
+        // synchronises with it, so this lookup's reads of the mapping happen before the munmap.
+        // The decrement takes no part in the store-load (Dekker) half of the protocol, which
+        // needs only the SeqCst increment, the `CURRENT` loads and the `publish` store; so it
+        // need not be SeqCst. (Same code on x86-64, a lighter barrier on weaker CPUs.)
+        self.slot.readers.fetch_sub(1, Ordering::Release);
     }
 }
 
