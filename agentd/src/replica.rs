@@ -232,9 +232,10 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// The digest bucket a service belongs to.
+/// The digest bucket a service belongs to. Part of the wire protocol, so it has its own fixed
+/// hash (FNV-1a of the stored lower-case name), independent of the shared table's index hash.
 pub fn bucket(name: &Name) -> usize {
-    (name.hash() % BUCKETS as u64) as usize
+    (fnv(0xcbf2_9ce4_8422_2325, name.as_bytes()) % BUCKETS as u64) as usize
 }
 
 impl Replica {
