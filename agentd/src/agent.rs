@@ -33,6 +33,7 @@ use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICE
 
 use crate::cluster::{Cluster, Dest};
 use crate::config::{self, Config, ConfigError};
+use crate::export::Export;
 use crate::fifo::{Piece, MAX_LINE};
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
@@ -72,6 +73,8 @@ pub struct Agent<'m> {
     has_limits: bool,
     next_heartbeat: u64,
     next_limit_check: u64,
+    /// The dnsmasq export, with `hosts-file` in the config.
+    export: Option<Export>,
     log: Vec<String>,
     cluster: Option<Cluster>,
     now: Now,
@@ -112,6 +115,7 @@ impl<'m> Agent<'m> {
             has_limits: false,
             next_heartbeat: now.mono_ms,
             next_limit_check: now.mono_ms,
+            export: None,
             log: Vec::new(),
             cluster,
             now,
@@ -358,7 +362,29 @@ impl<'m> Agent<'m> {
             "{what}: {file}: {} commands applied; {services} services",
             config.commands.len()
         ));
+        self.configure_export(&config, what);
         self.config = config;
+    }
+
+    /// Starts, changes or stops the dnsmasq export as `config` says.
+    fn configure_export(&mut self, config: &Config, what: &str) {
+        let (hosts, pid) = (config.hosts_file.as_deref(), config.dnsmasq_pid.as_deref());
+        match (hosts, &self.export) {
+            (Some(h), Some(e)) if e.is(h, pid) => return,
+            (None, None) => return,
+            _ => {}
+        }
+        self.export = hosts.map(|h| Export::new(h.to_owned(), pid.map(ToOwned::to_owned)));
+        let line = match (hosts, pid) {
+            (Some(h), Some(p)) => format!(
+                "export to {} for the dnsmasq of {}",
+                h.display(),
+                p.display()
+            ),
+            (Some(h), None) => format!("export to {} for every dnsmasq process", h.display()),
+            (None, _) => "export stopped".to_owned(),
+        };
+        self.log(format!("{what}: {line}"));
     }
 
     /// Applies a re-read config (SIGHUP). A config with an error changes nothing.
@@ -454,6 +480,9 @@ impl<'m> Agent<'m> {
             .services()
             .any(|(_, s)| s.iter().any(|(_, b)| b.limit > 0));
         self.has_limits = has_limits;
+        if let Some(e) = &mut self.export {
+            e.changed();
+        }
     }
 
     /// Does what is due at `now` (limit check, heartbeat) and publishes.
@@ -470,6 +499,11 @@ impl<'m> Agent<'m> {
             self.next_limit_check = now.mono_ms + LIMIT_CHECK_MS;
         }
         self.publish();
+        if let Some(mut e) = self.export.take() {
+            let log = e.run(now.mono_ms, self.services().map(|(_, s)| s));
+            self.log.extend(log);
+            self.export = Some(e);
+        }
         if now.mono_ms >= self.next_heartbeat {
             self.writer.heartbeat(now.wall_ms);
             self.next_heartbeat = now.mono_ms + HEARTBEAT_MS;
@@ -478,15 +512,17 @@ impl<'m> Agent<'m> {
 
     /// When [`Agent::tick`] must next run (monotonic milliseconds).
     pub fn next_deadline(&self) -> u64 {
+        let export = self.export.as_ref().and_then(Export::deadline);
         let d = if self.has_limits {
             self.next_heartbeat.min(self.next_limit_check)
         } else {
             self.next_heartbeat
         };
-        match &self.cluster {
+        let due = match &self.cluster {
             Some(c) => d.min(c.next_deadline()).min(self.next_cluster_status),
             None => d,
-        }
+        };
+        export.map_or(due, |e| e.min(due))
     }
 
     /// Deletes every backend whose usage counter reached its limit.
@@ -590,9 +626,9 @@ pub fn render(cmd: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbfo_core::atomic::AtomicU64;
     use lbfo_core::shm::Layout;
     use lbfo_core::{Lookup, TableView, Want};
-    use std::sync::atomic::AtomicU64;
 
     struct Mem {
         table: Vec<AtomicU64>,
@@ -689,7 +725,7 @@ mod tests {
             log,
             [
                 "fifo: line 1: down web.lan 10.0.0.1",
-                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)",
+                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)",
                 "fifo: line 5: add db.lan 10.0.1.1",
                 "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
                 "fifo: line 7: column 1: `table` and `fifo` are settings of the config file, not commands; change the config and restart the agent",

@@ -37,6 +37,11 @@ pub struct Config {
     pub table: PathBuf,
     /// The command FIFO.
     pub fifo: PathBuf,
+    /// `hosts-file PATH`: where to export the services for dnsmasq, if anywhere.
+    pub hosts_file: Option<PathBuf>,
+    /// `dnsmasq-pid PATH`: the pid file of the dnsmasq to signal (else: every process named
+    /// `dnsmasq`).
+    pub dnsmasq_pid: Option<PathBuf>,
     /// The commands with their 1-based line numbers, in file order.
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
@@ -83,9 +88,9 @@ pub enum Problem {
     Parse(ParseErrorKind),
     /// A command cannot be applied to what the lines before it built.
     Apply(ApplyError),
-    /// `table` or `fifo` given twice.
+    /// A setting given twice.
     DuplicateSetting(&'static str),
-    /// A `table` or `fifo` path that is not absolute (the agent may run from any directory).
+    /// A setting's path that is not absolute (the agent may run from any directory).
     RelativePath,
     /// `peer` and `group` addresses of different families, or peers on different ports.
     MixedPeers,
@@ -159,6 +164,8 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut fifo = None;
     let mut cluster = ClusterConfig::default();
     let mut seen = BTreeSet::new();
+    let mut hosts_file = None;
+    let mut dnsmasq_pid = None;
     let mut commands = Vec::new();
     let mut slots = vec![None; MAX_SERVICES];
     let mut scratch = Table::new(&mut slots);
@@ -177,6 +184,8 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                     Setting::Table(p) => (p, &mut table),
                     Setting::Fifo(p) => (p, &mut fifo),
                     Setting::Key(p) => (p, &mut cluster.key),
+                    Setting::HostsFile(p) => (p, &mut hosts_file),
+                    Setting::DnsmasqPid(p) => (p, &mut dnsmasq_pid),
                     Setting::Group(a) => {
                         cluster.group = Some(a);
                         continue;
@@ -226,6 +235,8 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     Ok(Config {
         table: table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
         fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
+        hosts_file,
+        dnsmasq_pid,
         commands,
         members: members(&scratch),
         cluster,
@@ -315,8 +326,17 @@ mod tests {
     }
 
     #[test]
+    fn export_settings() {
+        let c = parse(b"hosts-file /tmp/hosts/lbfo\ndnsmasq-pid /run/dnsmasq.pid\n").unwrap();
+        assert_eq!(c.hosts_file, Some(PathBuf::from("/tmp/hosts/lbfo")));
+        assert_eq!(c.dnsmasq_pid, Some(PathBuf::from("/run/dnsmasq.pid")));
+        let c = parse(b"add a.lan 10.0.0.1\n").unwrap();
+        assert_eq!((c.hosts_file, c.dnsmasq_pid), (None, None));
+    }
+
+    #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",
@@ -334,6 +354,11 @@ mod tests {
         check(
             "peer 10.0.0.1:1\npeer 10.0.0.2:2",
             "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
+        );
+        check("hosts-file tmp/h", "f:1:12: path must be absolute");
+        check(
+            "dnsmasq-pid /a\ndnsmasq-pid /b",
+            "f:2:1: `dnsmasq-pid` given twice",
         );
         let got = parse(b"add a.lan 10.0.0.1\nadd \x80")
             .unwrap_err()

@@ -33,6 +33,7 @@
 mod agent;
 mod cluster;
 mod config;
+mod export;
 mod fifo;
 mod keyfile;
 mod net;

@@ -10,9 +10,9 @@
 
 #![allow(unsafe_code)]
 
+use lbfo_core::atomic::AtomicU64;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::AtomicU64;
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 

@@ -18,6 +18,7 @@
 //!
 //! ```text
 //! table PATH      fifo PATH
+//! hosts-file PATH dnsmasq-pid PATH   the dnsmasq export
 //! group ADDR:PORT the cluster's multicast group: 239.0.0.0/8, or IPv6 ff00::/8 as [ff15::1]:PORT
 //! iface NAME      ttl N (1-255)      node NAME      peer ADDR:PORT (repeatable)
 //! key PATH        insecure
@@ -133,6 +134,10 @@ pub enum Setting<'a> {
     Key(&'a str),
     /// `insecure`: join the cluster without a key.
     Insecure,
+    /// `hosts-file PATH`: export the services as a hosts file for dnsmasq (`--addn-hosts`).
+    HostsFile(&'a str),
+    /// `dnsmasq-pid PATH`: the pid file of the dnsmasq to signal after each export.
+    DnsmasqPid(&'a str),
 }
 
 impl Setting<'_> {
@@ -148,6 +153,8 @@ impl Setting<'_> {
             Setting::Peer(_) => "peer",
             Setting::Key(_) => "key",
             Setting::Insecure => "insecure",
+            Setting::HostsFile(_) => "hosts-file",
+            Setting::DnsmasqPid(_) => "dnsmasq-pid",
         }
     }
 }
@@ -205,7 +212,7 @@ impl fmt::Display for ParseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)",
+                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)",
             ),
             ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
             ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
@@ -281,11 +288,13 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
 
     let line = match verb {
-        "table" | "fifo" | "key" => {
+        "table" | "fifo" | "key" | "hosts-file" | "dnsmasq-pid" => {
             let (_, path) = next("path")?;
             Line::Setting(match verb {
                 "table" => Setting::Table(path),
                 "fifo" => Setting::Fifo(path),
+                "hosts-file" => Setting::HostsFile(path),
+                "dnsmasq-pid" => Setting::DnsmasqPid(path),
                 _ => Setting::Key(path),
             })
         }
@@ -495,11 +504,21 @@ mod tests {
         check("reset web.lan", "Reset { service: Name(\"web.lan\") }");
         check("table /run/x", "Table(\"/run/x\")");
         check("fifo /run/y # z", "Fifo(\"/run/y\")");
+        check(
+            "hosts-file /tmp/hosts/lbfo",
+            "HostsFile(\"/tmp/hosts/lbfo\")",
+        );
+        check(
+            "  dnsmasq-pid /var/run/dnsmasq.pid # c",
+            "DnsmasqPid(\"/var/run/dnsmasq.pid\")",
+        );
     }
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, group, iface, ttl, node, peer, key or insecure)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)");
+        check("hosts-file", "column 11: missing path");
+        check("dnsmasq-pid  /a /b", "column 17: unexpected extra argument");
         check("add", "column 4: missing service name");
         check("add web.lan  ", "column 12: missing address");
         check(

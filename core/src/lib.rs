@@ -10,9 +10,11 @@
 //! - [`table`]: the agent's table and how commands change it.
 //! - [`policy`]: schedules that make each policy a constant-time pick.
 //! - [`shm`]: the shared-memory layout, its writer and its checked reader.
+//! - [`atomic`]: the shared word type (64-bit atomics, or a stand-in where the target lacks them).
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod cmd;
 pub mod name;
 pub mod policy;

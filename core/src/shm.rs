@@ -22,8 +22,9 @@
 //! **Usage counters** live in a separate segment (see [`CountersView`]) because every lookup writes
 //! them while the table itself stays read-only to lookups.
 
+use crate::atomic::AtomicU64;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{fence, Ordering};
 
 use crate::name::{folded_word, hash_folded, strip_dot, Name, MAX_NAME_LEN};
 use crate::policy::{Family, Schedule, SCHED_LEN};

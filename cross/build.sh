@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds a static, size-tuned `lbfo-agentd` for router targets, here, without docker:
+#
+#   bash cross/build.sh                      # the full matrix (all four targets), one at a time
+#   bash cross/build.sh mipsel-unknown-linux-musl mips-unknown-linux-musl
+#
+# Toolchain: the pinned nightly with rust-src (-Zbuild-std: no prebuilt std exists for these
+# targets), zig as linker and musl through cargo-zigbuild, both from PyPI; installed on first use.
+# Size settings on top of the workspace's release profile (opt-level z, LTO, one codegen unit,
+# strip): panic = "immediate-abort" (a panic dies with SIGTRAP and prints nothing; lbfo-agentd has
+# no panic on purpose, and its supervisor restarts it), no panic locations, 4 KiB page alignment,
+# and MIPS's `.pdr` section (debug info for a debugger we don't ship) removed after linking.
+# Per-target linker flags and the qemu runner are in .cargo/config.toml.
+#
+# The finished binary of TARGET is $CARGO_TARGET_DIR/routers/TARGET/lbfo-agentd.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+targets=("$@")
+((${#targets[@]})) || targets=("${ROUTER_TARGETS[@]}")
+for t in "${targets[@]}"; do check_target "$t"; done
+cross_setup
+
+# Size flags for the agent only (the tests in cross/test.sh keep panic messages and Debug):
+# no panic locations, no Debug formatting (the agent prints only Display), no unwind tables
+# (nothing unwinds under immediate-abort), and quiet about zig's missing library directory.
+SIZE_FLAGS=(-Zlocation-detail=none -Zfmt-debug=none -Cforce-unwind-tables=no -Alinker-messages
+  -Clink-arg=-Wl,--no-eh-frame-hdr)
+objcopy=$(objcopy_bin)
+for t in "${targets[@]}"; do
+  start=$SECONDS
+  cross_log "building lbfo-agentd for $t"
+  CARGO_TARGET_DIR="$TARGET_DIR" cargo +"$NIGHTLY" zigbuild --locked --release -p lbfo-agentd \
+    --target "$t" -Zbuild-std=std,panic_abort -Zpanic-immediate-abort \
+    --config 'profile.release.panic="immediate-abort"' \
+    -Zbuild-std-features=optimize_for_size \
+    --config "target.$t.rustflags=[$(printf '"%s",' "${SIZE_FLAGS[@]}")]" >&2
+  out=$(cross_out "$t")
+  mkdir -p "$out"
+  cp "$TARGET_DIR/$t/release/lbfo-agentd" "$out/lbfo-agentd"
+  case "$t" in mips*) "$objcopy" --remove-section .pdr "$out/lbfo-agentd" ;; esac
+  cross_log "$t: $(stat -c %s "$out/lbfo-agentd") bytes, $((SECONDS - start)) s: $out/lbfo-agentd"
+done
