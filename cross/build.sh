@@ -30,12 +30,16 @@ SIZE_FLAGS=(-Zlocation-detail=none -Zfmt-debug=none -Cforce-unwind-tables=no -Al
 objcopy=$(objcopy_bin)
 for t in "${targets[@]}"; do
   start=$SECONDS
+  flags=("${SIZE_FLAGS[@]}")
+  # MIPS: non-PIC code; PIC on MIPS loads every call and global through the GOT ($gp), and a
+  # static binary gains nothing from it.
+  case "$t" in mips*) flags+=(-Crelocation-model=static) ;; esac
   cross_log "building lbfo-agentd for $t"
   CARGO_TARGET_DIR="$TARGET_DIR" cargo +"$NIGHTLY" zigbuild --locked --release -p lbfo-agentd \
     --target "$t" -Zbuild-std=std,panic_abort -Zpanic-immediate-abort \
     --config 'profile.release.panic="immediate-abort"' \
     -Zbuild-std-features=optimize_for_size \
-    --config "target.$t.rustflags=[$(printf '"%s",' "${SIZE_FLAGS[@]}")]" >&2
+    --config "target.$t.rustflags=[$(printf '"%s",' "${flags[@]}")]" >&2
   out=$(cross_out "$t")
   mkdir -p "$out"
   cp "$TARGET_DIR/$t/release/lbfo-agentd" "$out/lbfo-agentd"

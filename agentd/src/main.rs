@@ -9,7 +9,8 @@
 //! sleeps again.
 //!
 //! `lbfo-agentd status` reads the table (and the cluster's state file beside it) and prints it.
-//! `lbfo-agentd keygen PATH` writes a new cluster key. Exit codes: 0 ok, 1 runtime failure,
+//! `lbfo-agentd keygen PATH` writes a new cluster key; `lbfo-agentd check -c FILE` checks a config
+//! without touching anything. Exit codes: 0 ok, 1 runtime failure,
 //! 2 bad usage or config.
 //!
 //! The agent logs one line per event to stderr, for example:
@@ -83,6 +84,7 @@ struct Cli {
 enum Sub {
     Status(StatusCmd),
     Keygen(KeygenCmd),
+    Check(CheckCmd),
 }
 
 /// Write a new random cluster key (32 bytes, hex) to PATH with mode 0600; refuses to overwrite.
@@ -97,6 +99,21 @@ struct KeygenCmd {
     /// where to write the key
     #[argh(positional)]
     path: PathBuf,
+}
+
+/// Check a config file without touching the running agent or its table: every line parses and
+/// every command applies; prints `FILE: ok` or the first problem as FILE:LINE:COLUMN.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "check",
+    example = "{command_name} -c /etc/lbfo.conf && /etc/init.d/lbfo reload",
+    error_code(2, "bad usage or config")
+)]
+struct CheckCmd {
+    /// the config file to check
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 /// Show the shared table: services, policies, backends, state, weight, prio, limit, lookups.
@@ -165,6 +182,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
+        (Some(Sub::Check(c)), top) => check_main(c.config.or(top)),
         (None, Some(config)) => run(&config),
         (None, None) => {
             say("lbfo-agentd: missing -c FILE (run lbfo-agentd --help)");
@@ -176,6 +194,23 @@ fn main() -> ExitCode {
 /// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn check_main(config: Option<PathBuf>) -> ExitCode {
+    let Some(path) = config else {
+        say("lbfo-agentd check: missing -c FILE");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    match config::load(&path) {
+        Ok(_) => {
+            let _ = writeln!(std::io::stdout().lock(), "{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(&e.report(&path));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
