@@ -17,6 +17,9 @@ have dpkg-shlibdeps || need+=(dpkg-dev)
 have deb-systemd-helper || need+=(init-system-helpers)
 have groff || need+=(groff-base)
 have shellcheck || need+=(shellcheck)
+have nsenter || need+=(util-linux)
+# The dnsmasq export test runs a real dnsmasq (in a private network namespace).
+have dnsmasq || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
 
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command: builds the release artefacts the end-to-end tests drive and the Debian
 # package, then runs every test (unit tests beside the code, end-to-end tests in tests/), then
-# the lints.
+# the lints, then the router part: the core's tests and an agent smoke test under qemu for one
+# little-endian and one big-endian MIPS target, and the size report with its budgets
+# (LBFO_SKIP_CROSS=1 skips the router part for a quick local run; CI runs it). The full router
+# matrix: bash cross/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,6 +19,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 target=${CARGO_TARGET_DIR:-target}
 shellcheck scripts/deb.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
   contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
+shellcheck -x cross/*.sh size-report/run.sh
+shellcheck -s sh openwrt/lbfo/files/lbfo.init
 shellcheck -s sh "$target"/debian/lbfo_*/DEBIAN/{postinst,prerm,postrm}
 # Debian's package checker, where installed (apt-get install lintian; not needed for the tests).
 if command -v lintian >/dev/null; then
@@ -27,4 +32,11 @@ fi
 # A short fuzzing pass in CI (scripts/fuzz.sh SECONDS for a longer one).
 if [[ ${CI:-} == true || -n ${LBFO_FUZZ_SECONDS:-} ]]; then
   bash scripts/fuzz.sh "${LBFO_FUZZ_SECONDS:-15}"
+fi
+
+if [[ ${LBFO_SKIP_CROSS:-0} == 1 ]]; then
+  echo "test: LBFO_SKIP_CROSS=1: router builds, qemu tests and the size report skipped" >&2
+else
+  bash cross/test.sh mipsel-unknown-linux-musl mips-unknown-linux-musl
+  bash size-report/run.sh x86_64-unknown-linux-gnu mipsel-unknown-linux-musl mips-unknown-linux-musl
 fi
