@@ -14,6 +14,7 @@
 #
 # The finished binary of TARGET is $CARGO_TARGET_DIR/routers/TARGET/lbfo-agentd.
 set -euo pipefail
+# shellcheck source=cross/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
@@ -25,6 +26,7 @@ cross_setup
 # Size flags for the agent only (the tests in cross/test.sh keep panic messages and Debug):
 # no panic locations, no Debug formatting (the agent prints only Display), no unwind tables
 # (nothing unwinds under immediate-abort), and quiet about zig's missing library directory.
+# shellcheck disable=SC2054 # the commas belong to the linker argument
 SIZE_FLAGS=(-Zlocation-detail=none -Zfmt-debug=none -Cforce-unwind-tables=no -Alinker-messages
   -Clink-arg=-Wl,--no-eh-frame-hdr)
 objcopy=$(objcopy_bin)

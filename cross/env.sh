@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by cross/build.sh, cross/test.sh and size-report/run.sh: installs what a router build
 # needs (once; each step is skipped when already there) and sets the shared variables.
 #
@@ -47,7 +48,7 @@ cross_setup() {
 }
 
 objcopy_bin() {
-  command -v llvm-objcopy 2>/dev/null || ls /usr/bin/llvm-objcopy-* 2>/dev/null | sort -V | tail -n 1
+  command -v llvm-objcopy 2>/dev/null || printf '%s\n' /usr/bin/llvm-objcopy-* | sort -V | tail -n 1
 }
 
 cross_out() { echo "$TARGET_DIR/routers/$1"; }

@@ -11,6 +11,7 @@
 # Router artefacts are built as cross/build.sh builds them; the host's with the workspace's
 # release profile on stable.
 set -euo pipefail
+# shellcheck source=cross/env.sh
 source "$(dirname "$0")/../cross/env.sh"
 cd "$ROOT"
 
