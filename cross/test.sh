@@ -16,6 +16,7 @@
 # a profile of its own also keeps the test std apart from the agent's release std. The smoke test runs in a private IPC namespace, so the
 # agent's SysV counters segment goes away with it. (3) for mips: cross/interop.sh.
 set -euo pipefail
+# shellcheck source=cross/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
