@@ -26,9 +26,12 @@ cross_setup
 # Size flags for the agent only (the tests in cross/test.sh keep panic messages and Debug):
 # no panic locations, no Debug formatting (the agent prints only Display), no unwind tables
 # (nothing unwinds under immediate-abort), and quiet about zig's missing library directory.
+# Linker: no RELRO (it pads the writable data to a page of its own; a static binary has almost
+# nothing to protect there) and no separate read-only segment (its page alignment pads ~4 KiB).
+# (zig refuses lld's --icf.) After linking: .comment goes, and MIPS's .pdr.
 # shellcheck disable=SC2054 # the commas belong to the linker argument
 SIZE_FLAGS=(-Zlocation-detail=none -Zfmt-debug=none -Cforce-unwind-tables=no -Alinker-messages
-  -Clink-arg=-Wl,--no-eh-frame-hdr)
+  -Clink-arg=-Wl,--no-eh-frame-hdr -Clink-arg=-Wl,-z,norelro -Clink-arg=-Wl,--no-rosegment)
 objcopy=$(objcopy_bin)
 for t in "${targets[@]}"; do
   start=$SECONDS
@@ -45,6 +48,7 @@ for t in "${targets[@]}"; do
   out=$(cross_out "$t")
   mkdir -p "$out"
   cp "$TARGET_DIR/$t/release/lbfo-agentd" "$out/lbfo-agentd"
+  "$objcopy" --remove-section .comment "$out/lbfo-agentd"
   case "$t" in mips*) "$objcopy" --remove-section .pdr "$out/lbfo-agentd" ;; esac
   cross_log "$t: $(stat -c %s "$out/lbfo-agentd") bytes, $((SECONDS - start)) s: $out/lbfo-agentd"
 done

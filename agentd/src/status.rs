@@ -676,11 +676,38 @@ pub fn prometheus(families: &[Family]) -> String {
                 }
                 o.push('}');
             }
-            // Integral values print without a fraction; Rust's f64 Display never uses exponents.
-            let _ = writeln!(o, " {value}");
+            let _ = writeln!(o, " {}", sample_value(*value));
         }
     }
     o
+}
+
+/// A sample value: integral values without a fraction or exponent, others with up to three
+/// decimals (every value here is a count, a flag, or milliseconds shown as seconds). Done by hand
+/// because f64's `Display` brings a float printer of ~20 KiB into the agent, too much for the
+/// router budget (size-report/run.sh).
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
+    }
+    let sign = if v < 0.0 { "-" } else { "" };
+    let a = v.abs();
+    if a.fract() == 0.0 || a >= 1e15 {
+        // `as` saturates; u64 holds every count the table can have.
+        return format!("{sign}{}", a as u64);
+    }
+    let milli = (a * 1000.0).round() as u64;
+    let (int, frac) = (milli / 1000, milli % 1000);
+    let frac = format!("{frac:03}");
+    let frac = frac.trim_end_matches('0');
+    match (frac.is_empty(), milli) {
+        (_, 0) => "0".to_owned(),
+        (true, _) => format!("{sign}{int}"),
+        (false, _) => format!("{sign}{int}.{frac}"),
+    }
 }
 
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
@@ -951,5 +978,18 @@ lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
         );
         let f = Family::new("x", "gauge", "h").one(0.05);
         assert!(prometheus(&[f]).ends_with("x 0.05\n"));
+        for (v, text) in [
+            (0.0, "0"),
+            (9.6, "9.6"),
+            (1.234_56, "1.235"),
+            (-2.5, "-2.5"),
+            (0.000_4, "0"),
+            (1.999_9, "2"),
+            (1.8e19, "18000000000000000000"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(sample_value(v), text, "{v}");
+        }
     }
 }
