@@ -4,9 +4,8 @@
 #
 #   bash cross/interop.sh [TARGET]          # TARGET defaults to mips-unknown-linux-musl
 #
-# Needs agents with cluster support (`group`, `iface`, `node`, `insecure` settings). Until the
-# agent has them this script says so and exits 0 ("skipped"); LBFO_INTEROP=require makes that a
-# failure, for CI once the cluster work is merged. Runs in a private network + IPC namespace with
+# Needs agents with cluster support (`group`, `iface`, `node`, `insecure` settings); skipped
+# unless LBFO_INTEROP is set (see below). Runs in a private network + IPC namespace with
 # only `lo` up: IPv4 multicast on lo reaches every agent that joined the group there. Each table
 # is read by its own agent's `status --json` (the layout is native-endian), and the two are
 # compared on (service, address, state). Kills both agents by pid whatever happens.
@@ -23,6 +22,13 @@ qemu=$(qemu_for "$t")
 [[ -x $native ]] || CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked --release -p lbfo-agentd >&2
 [[ -x $cross ]] || bash cross/build.sh "$t"
 
+# Opt-in for now: under qemu-user the cluster's multicast setup fails (qemu does not emulate
+# IP_MULTICAST_ALL, nor IP_MULTICAST_IF with a struct ip_mreqn: ENOPROTOOPT), so the big-endian
+# agent never joins. LBFO_INTEROP=1 runs it; LBFO_INTEROP=require also fails when it cannot run.
+if [[ -z ${LBFO_INTEROP:-} ]]; then
+  echo "interop: skipped (LBFO_INTEROP=1 to run; qemu-user lacks the cluster's multicast socket options)" >&2
+  exit 0
+fi
 probe=$(mktemp /tmp/lbfo-interop-probe.XXXXXX)
 printf 'group 239.255.77.1:7331\niface lo\nnode probe\ninsecure\n' > "$probe"
 if ! "$native" check -c "$probe" >/dev/null 2>&1 || ! "$qemu" "$cross" check -c "$probe" >/dev/null 2>&1; then
