@@ -53,9 +53,7 @@ fi
 work=$(mktemp -d /tmp/lbfo-sanitize.XXXXXX)
 agent_pid='' churn_pid='' shm_id=''
 cleanup() {
-  [[ -n $churn_pid ]] && kill "$churn_pid" 2>/dev/null && wait "$churn_pid" 2>/dev/null
-  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-  [[ -n $shm_id ]] && ipcrm -m "$shm_id" 2>/dev/null
+  stop_agent
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -129,12 +127,16 @@ EOF
   churn_pid=$!
 }
 stop_agent() {
-  kill "$churn_pid" 2>/dev/null && wait "$churn_pid" 2>/dev/null
-  churn_pid=''
-  kill "$agent_pid" && wait "$agent_pid" || true
-  agent_pid=''
-  ipcrm -m "$shm_id" 2>/dev/null || true
-  shm_id=''
+  if [[ -n $churn_pid ]]; then
+    kill "$churn_pid" 2>/dev/null || true
+    wait "$churn_pid" 2>/dev/null || true
+  fi
+  if [[ -n $agent_pid ]]; then
+    kill "$agent_pid" 2>/dev/null || true
+    wait "$agent_pid" 2>/dev/null || true
+  fi
+  if [[ -n $shm_id ]]; then ipcrm -m "$shm_id" 2>/dev/null || true; fi
+  churn_pid='' agent_pid='' shm_id=''
 }
 # The module, as glibc loads it: libnss_lbfo.so.2 on LD_LIBRARY_PATH.
 stress() { # MODULE N WRAPPER...

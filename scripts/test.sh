@@ -46,3 +46,10 @@ else
     [[ ${LBFO_SIZE_ENFORCE:-0} == 1 ]] && exit 1
   fi
 fi
+
+# Concurrency and memory in CI: core under Miri and the NSS module under valgrind in a short
+# multi-threaded stress against a churning agent (scripts/sanitize.sh for the full set: adds
+# ThreadSanitizer and the 8 x 10^6 AddressSanitizer stress).
+if [[ ${CI:-} == true || -n ${LBFO_SANITIZE:-} ]]; then
+  bash scripts/sanitize.sh --ci
+fi
