@@ -15,6 +15,8 @@
 # x86_64-unknown-linux-gnu/ so their RUSTFLAGS never touch the release artefacts. Everything it
 # starts (agent, churn writer) and creates (temp dir, the agent's SysV counters segment) is gone
 # when it exits.
+# The checks are called by name (run_$c), which shellcheck cannot follow.
+# shellcheck disable=SC2317
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"

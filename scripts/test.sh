@@ -17,7 +17,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The shell that ships: contrib scripts, the package's maintainer scripts as built, their builder.
 target=${CARGO_TARGET_DIR:-target}
-shellcheck scripts/deb.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
+shellcheck scripts/deb.sh scripts/sanitize.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
   contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
 shellcheck -x cross/*.sh size-report/run.sh
 shellcheck -s sh openwrt/lbfo/files/lbfo.init

@@ -65,9 +65,12 @@ fn config() -> String {
     c
 }
 
+/// The final weight of each (service, address).
+type Weights = BTreeMap<(String, String), u32>;
+
 /// One writer's lines in PIPE_BUF-sized writes that end on a line boundary (each lands whole);
 /// returns (valid lines, invalid lines, expected final weight per (service, addr)).
-fn script(k: u32, lines: u32) -> (Vec<Vec<u8>>, u64, u64, BTreeMap<(String, String), u32>) {
+fn script(k: u32, lines: u32) -> (Vec<Vec<u8>>, u64, u64, Weights) {
     let (mut chunks, mut cur) = (Vec::new(), Vec::new());
     let (mut valid, mut invalid) = (0u64, 0u64);
     let mut want = BTreeMap::new();
@@ -211,7 +214,7 @@ fn fifo_flood_from_concurrent_writers_applies_every_valid_line_and_reports_every
 
     // The final table is what a replay predicts: every backend there, with its last weight.
     let status = h.status_json();
-    let mut want: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut want = Weights::new();
     for s in &scripts {
         want.extend(s.3.iter().map(|(k, v)| (k.clone(), *v)));
     }
