@@ -12,7 +12,8 @@
 #
 # Installs what it needs: the pinned nightly with rust-src and miri, valgrind (apt, as root).
 # Builds go to CARGO_TARGET_DIR (default target/), the sanitized ones under
-# x86_64-unknown-linux-gnu/ so their RUSTFLAGS never touch the release artefacts. Everything it
+# x86_64-unknown-linux-gnu/ (TSan) and asan/ so their RUSTFLAGS never touch the release
+# artefacts. Everything it
 # starts (agent, churn writer) and creates (temp dir, the agent's SysV counters segment) is gone
 # when it exits.
 # The checks are called by name (run_$c), which shellcheck cannot follow.
@@ -82,7 +83,8 @@ run_miri() {
 # --- ThreadSanitizer: the seqlock writer against concurrent readers, counters bumped from threads.
 run_tsan() {
   local log=$work/tsan.log t0=$SECONDS
-  if RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
+  # Tests unwind (the dev profile aborts, which would build std twice under build-std).
+  if CARGO_PROFILE_DEV_PANIC=unwind RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
     cargo "+$tc" test -Zbuild-std --target "$host" -p lbfo-core --lib shm:: >"$log" 2>&1 &&
     ! grep -q 'WARNING: ThreadSanitizer' "$log"; then
     record tsan "lbfo-core shm:: (seqlock, readers, counters)" ok \
@@ -151,6 +153,13 @@ stress() { # MODULE N WRAPPER...
 answers() { # LOG -> "total T foreign F unresolved U"
   grep -o 'total [0-9]* foreign [0-9]* unresolved [0-9]*' "$1" || echo "no summary"
 }
+# The stress passed: no foreign answer, and most lookups answered by the module (the churn
+# deletes the service now and then, so a few fall through; a module that failed to load would
+# make them all fall through).
+sound() { # LOG
+  awk '/^total [0-9]+ foreign [0-9]+ unresolved [0-9]+$/ { ok = ($4 == 0 && $6 * 2 < $2) }
+       END { exit !ok }' "$1"
+}
 
 # --- valgrind memcheck: the release module (what ships) and the release-built probe.
 run_valgrind() {
@@ -171,7 +180,7 @@ run_valgrind() {
   local figures
   figures="$(answers "$log"), ${errors:-?} errors, lost ${definite:-0}+${indirect:-0} B, $((SECONDS - t0)) s"
   if [[ $rc == 0 && ${errors:-x} == 0 && ${definite:-0} == 0 && ${indirect:-0} == 0 ]] &&
-    grep -q 'foreign 0 ' "$log"; then
+    sound "$log"; then
     record valgrind "getaddrinfo x$threads threads x$vg_n, churning agent" ok "$figures"
   else
     tail -60 "$log" >&2
@@ -184,9 +193,15 @@ run_valgrind() {
 run_asan() {
   local log=$work/asan.log t0=$SECONDS
   cargo build --release --locked -p lbfo-agentd -q
-  LBFO_NSS_SANITIZER=1 RUSTFLAGS="-Zsanitizer=address" \
-    cargo "+$tc" build --target "$host" --locked -p lbfo-nss -p lbfo-tests --bin lbfo-resolve -q
-  local dir=$target/$host/debug
+  # Its own target directory, so this build and the TSan one do not rebuild each other. The
+  # sanitizer runtime is linked into the probe; --export-dynamic lets the module glibc dlopens
+  # resolve its __asan_* calls there.
+  local flags="-Zsanitizer=address -Clink-arg=-Wl,--export-dynamic"
+  LBFO_NSS_SANITIZER=1 RUSTFLAGS=$flags CARGO_TARGET_DIR=$target/asan \
+    cargo "+$tc" build --target "$host" --locked -p lbfo-nss --lib -q
+  LBFO_NSS_SANITIZER=1 RUSTFLAGS=$flags CARGO_TARGET_DIR=$target/asan \
+    cargo "+$tc" build --target "$host" --locked -p lbfo-tests --bin lbfo-resolve -q
+  local dir=$target/asan/$host/debug
   start_agent "$target/release"
   local rc=0
   ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:exitcode=98 \
@@ -195,7 +210,7 @@ run_asan() {
   local reports figures
   reports=$(grep -c 'ERROR: \(Address\|Leak\)Sanitizer' "$log" || true)
   figures="$(answers "$log"), $reports reports, $((SECONDS - t0)) s"
-  if [[ $rc == 0 && $reports == 0 ]] && grep -q 'foreign 0 ' "$log"; then
+  if [[ $rc == 0 && $reports == 0 ]] && sound "$log"; then
     record asan "getaddrinfo x$threads threads x$asan_n, churning agent" ok "$figures"
   else
     tail -60 "$log" >&2
