@@ -6,8 +6,8 @@
 #   scripts/sanitize.sh [--ci] [CHECK...]       CHECK: miri tsan valgrind asan (default: all)
 #
 # Full run: the stress is 8 threads x 10^6 lookups each under ASan; valgrind serialises threads and
-# is ~50x slower, so it does 8 x LBFO_VALGRIND_LOOKUPS (default 20,000). --ci: Miri and a short
-# valgrind stress (8 x 2,000), what scripts/test.sh runs when CI=true. Override the counts with
+# is ~50x slower, so it does 8 x LBFO_VALGRIND_LOOKUPS (default 20,000). --ci: Miri (less one
+# test, below) and a short valgrind stress (8 x 2,000), what scripts/test.sh runs when CI=true. Override the counts with
 # LBFO_ASAN_LOOKUPS and LBFO_VALGRIND_LOOKUPS (per thread).
 #
 # Installs what it needs: the pinned nightly with rust-src and miri, valgrind (apt, as root).
@@ -69,14 +69,21 @@ record() { # CHECK SCOPE RESULT FIGURES
 }
 
 # --- Miri: every core test (the shm tests shrink their loops under cfg(miri)).
+# --ci skips readers_never_see_torn_records: under Miri its reader threads spin until the writer
+# is done, which took over 20 minutes on a shared machine; TSan runs it in the full set, and every
+# test run runs it natively.
 run_miri() {
-  local log=$work/miri.log t0=$SECONDS
-  if cargo "+$tc" miri test -p lbfo-core >"$log" 2>&1; then
-    record miri "lbfo-core, every unit test" ok \
+  local log=$work/miri.log t0=$SECONDS scope="lbfo-core, every unit test" skip=()
+  if $ci; then
+    skip=(-- --skip readers_never_see_torn_records)
+    scope="lbfo-core, all but readers_never_see_torn_records"
+  fi
+  if cargo "+$tc" miri test -p lbfo-core "${skip[@]}" >"$log" 2>&1; then
+    record miri "$scope" ok \
       "$(grep -o '[0-9]* passed' "$log" | awk '{n+=$1} END{print n}') tests, 0 UB, $((SECONDS - t0)) s"
   else
     tail -40 "$log" >&2
-    record miri "lbfo-core, every unit test" FAILED "see above"
+    record miri "$scope" FAILED "see above"
   fi
 }
 
