@@ -5,17 +5,17 @@
 #
 #   scripts/sanitize.sh [--ci] [CHECK...]       CHECK: miri tsan valgrind asan (default: all)
 #
-# Full run: the stress is 8 threads x 10^6 lookups each under ASan; valgrind serialises threads and
-# is ~50x slower, so it does 8 x LBFO_VALGRIND_LOOKUPS (default 20,000). --ci: Miri (less one
-# test, below) and a short valgrind stress (8 x 2,000), what scripts/test.sh runs when CI=true. Override the counts with
-# LBFO_ASAN_LOOKUPS and LBFO_VALGRIND_LOOKUPS (per thread).
+# Full run: the stress is 8 threads x 10^6 lookups each under ASan; valgrind serialises threads
+# and is ~50x slower, so it does 8 x LBFO_VALGRIND_LOOKUPS (default 20,000). --ci: Miri (less one
+# test, see run_miri) and a short valgrind stress (8 x 2,000), what scripts/test.sh runs when
+# CI=true. Override the counts with LBFO_ASAN_LOOKUPS and LBFO_VALGRIND_LOOKUPS (per thread).
 #
 # Installs what it needs: the pinned nightly with rust-src and miri, valgrind (apt, as root).
 # Builds go to CARGO_TARGET_DIR (default target/), the sanitized ones under
-# x86_64-unknown-linux-gnu/ (TSan) and asan/ so their RUSTFLAGS never touch the release
-# artefacts. Everything it
-# starts (agent, churn writer) and creates (temp dir, the agent's SysV counters segment) is gone
-# when it exits.
+# x86_64-unknown-linux-gnu/ (TSan) and asan/, so their RUSTFLAGS never touch the release
+# artefacts. Everything it starts (agent, churn writer) and creates (temp dir, the agent's SysV
+# counters segment) is gone when it exits.
+#
 # The checks are called by name (run_$c), which shellcheck cannot follow.
 # shellcheck disable=SC2317
 set -euo pipefail
