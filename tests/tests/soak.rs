@@ -258,8 +258,10 @@ fn fifo_flood_from_concurrent_writers_applies_every_valid_line_and_reports_every
         before.1,
         after.1
     );
+    // On time: `status` never reports the agent as down (its threshold is 3 s) while the agent
+    // drains a flood on a 2-core machine that may be busy with other work.
     assert!(
-        max_age < 1500,
+        max_age < 3000,
         "heartbeat stale during the flood: {max_age} ms"
     );
     // The table is a fixed-size mapping and the agent's own state is bounded by its capacities:
