@@ -24,10 +24,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use lbfo_core::cmd::{parse_bytes, Attr};
+use lbfo_core::cmd::{parse_bytes, Attr, Check};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
@@ -35,6 +35,8 @@ use crate::cluster::{Cluster, Dest};
 use crate::config::{self, Config, ConfigError};
 use crate::export::Export;
 use crate::fifo::{Piece, MAX_LINE};
+use crate::health::Verdict;
+use crate::state::{self, Saved};
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -50,6 +52,15 @@ pub struct Now {
     pub mono_ms: u64,
     /// Milliseconds since the Unix epoch.
     pub wall_ms: u64,
+}
+
+/// Writes the state file (the loop gives a closure over `state::save`; tests, one over memory).
+pub struct Saver<'m>(pub Box<dyn FnMut(&[u8]) -> Result<(), String> + 'm>);
+
+impl std::fmt::Debug for Saver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Saver")
+    }
 }
 
 /// What the next publish must write.
@@ -80,6 +91,13 @@ pub struct Agent<'m> {
     now: Now,
     next_cluster_status: u64,
     held: bool,
+    /// Something changed since the state was last handed out by [`Agent::take_state`].
+    state_dirty: bool,
+    /// Counts changes to the slots and reloads: the health checker re-reads its targets when it
+    /// moves.
+    changes: u64,
+    saver: Option<Saver<'m>>,
+    save_failing: bool,
 }
 
 impl<'m> Agent<'m> {
@@ -87,6 +105,7 @@ impl<'m> Agent<'m> {
     /// one (the previous agent's, reused after a restart) keeps slots, counters and up/down state
     /// of every backend the config still defines, and loses everything else. Everything is
     /// published before this returns.
+    #[cfg(test)]
     pub fn start(
         writer: Writer<'m>,
         counters: CountersView<'m>,
@@ -95,6 +114,36 @@ impl<'m> Agent<'m> {
         config: Config,
         now: Now,
         cluster: Option<Cluster>,
+    ) -> Agent<'m> {
+        Agent::start_with(
+            writer,
+            counters,
+            adopt,
+            config_path,
+            config,
+            now,
+            cluster,
+            None,
+            None,
+        )
+    }
+
+    /// [`Agent::start`] with what the state file held: it is restored before the config is
+    /// applied. In a cluster its entries are merged into the replica (so the config, stamped
+    /// with its file's mtime, loses to every later change, as before the restart). Alone, the
+    /// table is made to match it, and the config is applied on top only if the file changed
+    /// after the state was saved (as a reload would).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        writer: Writer<'m>,
+        counters: CountersView<'m>,
+        adopt: bool,
+        config_path: PathBuf,
+        config: Config,
+        now: Now,
+        cluster: Option<Cluster>,
+        saved: Option<Saved>,
+        saver: Option<Saver<'m>>,
     ) -> Agent<'m> {
         let view = writer.view();
         let slots: Vec<Option<Service>> = (0..MAX_SERVICES)
@@ -121,10 +170,61 @@ impl<'m> Agent<'m> {
             now,
             next_cluster_status: now.mono_ms,
             held: false,
+            state_dirty: true,
+            changes: 0,
+            saver,
+            save_failing: false,
         };
         if agent.cluster.is_some() {
+            if let (Some(s), Some(c)) = (&saved, agent.cluster.as_mut()) {
+                let mut merged = 0;
+                for e in &s.replica {
+                    merged += usize::from(c.replica.merge(e, now.wall_ms));
+                }
+                let n = c.replica.names().count();
+                agent.log(format!(
+                    "start: restored {merged} entries ({n} services) from the state file"
+                ));
+            }
             agent.start_cluster(adopt, config, now);
             return agent;
+        }
+        if let Some(s) = saved {
+            let mut scratch: Vec<Option<Service>> = vec![None; MAX_SERVICES];
+            let mut t = Table::new(&mut scratch);
+            for cmd in &s.table {
+                let _ = t.apply(cmd);
+            }
+            let mut names: BTreeSet<String> = agent
+                .services()
+                .map(|(_, s)| s.name.as_str().to_owned())
+                .collect();
+            names.extend(t.iter().map(|(_, s)| s.name.as_str().to_owned()));
+            for name in names {
+                let want = t
+                    .iter()
+                    .find(|(_, s)| s.name.as_str() == name)
+                    .map(|(_, s)| *s);
+                for (cmd, r) in agent.reconcile_to(&name, want) {
+                    if let Err(e) = r {
+                        agent.log(format!("start: state: {e} ({})", render(&cmd)));
+                    }
+                }
+            }
+            let n = agent.services().count();
+            agent.log(format!("start: restored {n} services from the state file"));
+            if config.mtime_ms <= s.saved_ms {
+                agent.log(format!(
+                    "start: {} unchanged since the state was saved; not applied again",
+                    agent.config_path.display()
+                ));
+                agent.config = config;
+                agent.pending.slots.extend(0..MAX_SERVICES);
+                agent.pending.index = true;
+                agent.publish();
+                agent.tick(now);
+                return agent;
+            }
         }
         // What the adopted table holds stands in for the previous config.
         agent.config.members = config::members(&Table::new(&mut agent.slots));
@@ -215,6 +315,7 @@ impl<'m> Agent<'m> {
             .as_mut()
             .map(Cluster::take_changed)
             .unwrap_or_default();
+        self.state_dirty |= !changed.is_empty();
         for name in changed {
             self.reconcile(&name);
         }
@@ -241,6 +342,21 @@ impl<'m> Agent<'m> {
             return;
         };
         let want = c.replica.service(name);
+        for (cmd, r) in self.reconcile_to(name, want) {
+            match r {
+                Ok(()) => self.log(format!("cluster: {}", render(&cmd))),
+                Err(e) => self.log(format!("cluster: {e} ({})", render(&cmd))),
+            }
+        }
+    }
+
+    /// Makes the slot of `name` match `want` with ordinary table commands (so slots and backend
+    /// positions, and with them the counters, stay put); returns what it applied.
+    fn reconcile_to(
+        &mut self,
+        name: &str,
+        want: Option<Service>,
+    ) -> Vec<(Command, Result<(), ApplyError>)> {
         let have = self
             .services()
             .find(|(_, s)| s.name.as_str() == name)
@@ -290,12 +406,12 @@ impl<'m> Agent<'m> {
                 }
             }
         }
-        for cmd in cmds {
-            match self.apply(&cmd) {
-                Ok(()) => self.log(format!("cluster: {}", render(&cmd))),
-                Err(e) => self.log(format!("cluster: {e} ({})", render(&cmd))),
-            }
-        }
+        cmds.into_iter()
+            .map(|cmd| {
+                let r = self.apply(&cmd);
+                (cmd, r)
+            })
+            .collect()
     }
 
     /// A command made on this node: applied locally, and in a cluster stamped, replicated and
@@ -311,6 +427,7 @@ impl<'m> Agent<'m> {
         let entries = c.replica.command(cmd, wall)?;
         c.send_entries(Dest::All, &entries, wall);
         c.take_changed();
+        self.state_dirty = true;
         if !self.holding() {
             self.reconcile(cmd.service().as_str());
         }
@@ -348,6 +465,7 @@ impl<'m> Agent<'m> {
             if let Some(c) = self.cluster.as_mut() {
                 let entries = c.replica.config_line(cmd, config.mtime_ms);
                 c.send_entries(Dest::All, &entries, wall);
+                self.state_dirty = true;
                 continue;
             }
             if let Err(e) = self.apply(cmd) {
@@ -413,7 +531,18 @@ impl<'m> Agent<'m> {
                 old.clone_into(new);
             }
         }
+        if self.config.state != config.state {
+            notes.push(format!(
+                "reload: `state` changed; still using {} until the agent is restarted",
+                self.config
+                    .state
+                    .as_ref()
+                    .map_or("none".to_owned(), |p| p.display().to_string())
+            ));
+            config.state.clone_from(&self.config.state);
+        }
         self.log.extend(notes);
+        self.changes += 1;
         self.load(config, "reload");
     }
 
@@ -448,6 +577,8 @@ impl<'m> Agent<'m> {
     /// Applies one command to the slots and notes what to publish.
     fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
         let ch = Table::new(&mut self.slots).apply(cmd)?;
+        self.state_dirty = true;
+        self.changes += 1;
         if ch.record || ch.index {
             self.pending.slots.insert(ch.slot);
         }
@@ -458,8 +589,10 @@ impl<'m> Agent<'m> {
         Ok(())
     }
 
-    /// Writes everything changed since the last publish to the shared table.
+    /// Writes everything changed since the last publish to the shared table — after the state
+    /// file, so no lookup ever sees a change that a `kill -9` could still lose.
     pub fn publish(&mut self) {
+        self.save();
         let p = std::mem::take(&mut self.pending);
         if p.slots.is_empty() && p.zero.is_empty() && !p.index {
             return;
@@ -552,6 +685,122 @@ impl<'m> Agent<'m> {
                     continue;
                 };
                 self.log(format!("limit reached: {service} {addr} after {n} lookups"));
+            }
+        }
+    }
+
+    /// The state to persist, if `state PATH` is set and anything changed since the last call:
+    /// the table as commands (alone) or the replica's entries (in a cluster).
+    fn take_state(&mut self) -> Option<Vec<u8>> {
+        if !self.state_dirty || self.config.state.is_none() {
+            return None;
+        }
+        self.state_dirty = false;
+        let wall = self.now.wall_ms;
+        if let Some(c) = &self.cluster {
+            return Some(state::encode(
+                wall,
+                Vec::new(),
+                &c.replica.entries(u64::MAX),
+            ));
+        }
+        let mut lines = Vec::new();
+        for (_, s) in self.services() {
+            let service = s.name;
+            lines.push(render(&Command::Policy {
+                service,
+                policy: s.policy,
+            }));
+            for (_, b) in s.iter() {
+                lines.push(render(&Command::Add {
+                    service,
+                    addr: b.addr,
+                    weight: Some(b.weight),
+                    prio: Some(b.prio),
+                    limit: Some(b.limit),
+                }));
+                if !b.up {
+                    lines.push(render(&Command::SetUp {
+                        service,
+                        addr: b.addr,
+                        up: false,
+                    }));
+                }
+            }
+        }
+        Some(state::encode(wall, lines, &[]))
+    }
+
+    /// A counter that moves whenever the table or the config changed (see [`Agent::checked`]).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Every backend of every service with a `check`, with its check.
+    pub fn checked(&self) -> Vec<(Check, IpAddr)> {
+        let mut out = Vec::new();
+        for c in &self.config.checks {
+            if let Some((_, s)) = self.services().find(|(_, s)| s.name == c.service) {
+                out.extend(s.iter().map(|(_, b)| (*c, b.addr)));
+            }
+        }
+        out
+    }
+
+    /// A health checker's verdict changed: logged, and if the table says otherwise, applied as
+    /// an ordinary `up`/`down` command (replicated to the group in a cluster) and published.
+    pub fn health(&mut self, v: &Verdict) {
+        let word = if v.up { "up" } else { "down" };
+        let current = self
+            .services()
+            .find(|(_, s)| s.name == v.service)
+            .and_then(|(_, s)| s.position(v.addr).and_then(|p| s.backends[p]))
+            .map(|b| b.up);
+        let Some(current) = current else {
+            return;
+        };
+        if current == v.up {
+            self.log(format!(
+                "check: {} {} {word} ({}); already {word}",
+                v.service, v.addr, v.why
+            ));
+            return;
+        }
+        let cmd = Command::SetUp {
+            service: v.service,
+            addr: v.addr,
+            up: v.up,
+        };
+        match self.command(&cmd) {
+            Ok(()) => self.log(format!(
+                "check: {} {} {word} ({})",
+                v.service, v.addr, v.why
+            )),
+            Err(e) => self.log(format!("check: {e} ({})", render(&cmd))),
+        }
+        self.publish();
+    }
+
+    /// Writes the state file if anything changed (at most once per publish, so once per batch).
+    fn save(&mut self) {
+        if self.saver.is_none() {
+            return;
+        }
+        let Some(bytes) = self.take_state() else {
+            return;
+        };
+        let Some(saver) = self.saver.as_mut() else {
+            return;
+        };
+        match (saver.0)(&bytes) {
+            Ok(()) => self.save_failing = false,
+            Err(e) => {
+                // Retried at the next publish; the table goes on (the group is the backup).
+                self.state_dirty = true;
+                if !self.save_failing {
+                    self.log(format!("state: cannot write: {e}"));
+                }
+                self.save_failing = true;
             }
         }
     }
@@ -725,7 +974,7 @@ mod tests {
             log,
             [
                 "fifo: line 1: down web.lan 10.0.0.1",
-                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)",
+                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
                 "fifo: line 5: add db.lan 10.0.1.1",
                 "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
                 "fifo: line 7: column 1: `table` and `fifo` are settings of the config file, not commands; change the config and restart the agent",

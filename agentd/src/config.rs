@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
+use lbfo_core::cmd::{parse_bytes, Check, ParseErrorKind};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, Line, Name, Service, Setting, Table, MAX_SERVICES};
 use nix::errno::Errno;
@@ -42,6 +42,11 @@ pub struct Config {
     /// `dnsmasq-pid PATH`: the pid file of the dnsmasq to signal (else: every process named
     /// `dnsmasq`).
     pub dnsmasq_pid: Option<PathBuf>,
+    /// `state PATH`: where every applied change is persisted (none: changes made through the
+    /// FIFO or the group live only in the table and, in a cluster, in the peers).
+    pub state: Option<PathBuf>,
+    /// `check` lines: health checks, at most one per service (the last one counts).
+    pub checks: Vec<Check>,
     /// The commands with their 1-based line numbers, in file order.
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
@@ -162,6 +167,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut table = None;
     let mut fifo = None;
+    let mut state = None;
+    let mut checks: Vec<Check> = Vec::new();
     let mut cluster = ClusterConfig::default();
     let mut seen = BTreeSet::new();
     let mut hosts_file = None;
@@ -177,12 +184,13 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             None => {}
             Some(Line::Setting(s)) => {
                 let what = s.keyword();
-                if what != "peer" && !seen.insert(what) {
+                if what != "peer" && what != "check" && !seen.insert(what) {
                     return Err(at(1, Problem::DuplicateSetting(what)));
                 }
                 let (path, slot) = match s {
                     Setting::Table(p) => (p, &mut table),
                     Setting::Fifo(p) => (p, &mut fifo),
+                    Setting::State(p) => (p, &mut state),
                     Setting::Key(p) => (p, &mut cluster.key),
                     Setting::HostsFile(p) => (p, &mut hosts_file),
                     Setting::DnsmasqPid(p) => (p, &mut dnsmasq_pid),
@@ -218,6 +226,11 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                         cluster.insecure = true;
                         continue;
                     }
+                    Setting::Check(c) => {
+                        checks.retain(|o| o.service != c.service);
+                        checks.push(c);
+                        continue;
+                    }
                 };
                 // The path borrows from the line, so its offset there is its column.
                 let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
@@ -237,6 +250,8 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
         fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
         hosts_file,
         dnsmasq_pid,
+        state,
+        checks,
         commands,
         members: members(&scratch),
         cluster,
@@ -336,7 +351,7 @@ mod tests {
 
     #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",

@@ -36,10 +36,12 @@ mod cluster;
 mod config;
 mod export;
 mod fifo;
+mod health;
 mod keyfile;
 mod net;
 mod replica;
 mod shm;
+mod state;
 mod status;
 mod tablefile;
 mod wire;
@@ -427,7 +429,21 @@ fn serve(
         ));
     }
     let status_path = status::cluster_path(&config.table);
-    let mut agent = Agent::start(
+    let state_path = config.state.clone();
+    let saved = match &state_path {
+        None => None,
+        Some(p) => match state::load(p) {
+            Ok(s) => s,
+            Err(e) => {
+                say(&format!(
+                    "state {}: {e}; starting from the config (and the group)",
+                    p.display()
+                ));
+                None
+            }
+        },
+    };
+    let mut agent = Agent::start_with(
         writer,
         counters,
         shared.adopted,
@@ -435,6 +451,13 @@ fn serve(
         config,
         clock.now(),
         cluster,
+        saved,
+        state_path.clone().map(|p| {
+            agent::Saver(Box::new(move |bytes: &[u8]| {
+                state::save(&p, bytes)
+                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_lowercase()))
+            }))
+        }),
     );
     flush(agent.take_log());
     if let Some(n) = net.as_mut() {
@@ -451,9 +474,20 @@ fn serve(
 
     let mut splitter = Splitter::default();
     let mut buf = vec![0u8; fifo::READ_CHUNK];
+    let mut health = health::Health::default();
+    let mut checked_at = None;
+    let mut verdicts = Vec::new();
     loop {
         let now = clock.now();
         agent.tick(now);
+        if checked_at != Some(agent.changes()) {
+            checked_at = Some(agent.changes());
+            health.sync(&agent.checked(), now.mono_ms);
+        }
+        health.tick(now.mono_ms, &mut verdicts);
+        for v in verdicts.drain(..) {
+            agent.health(&v);
+        }
         // Everything queued since the last turn (commands, replies, the digest) leaves now.
         if let Some(n) = net.as_mut() {
             for (dest, d) in agent.take_outbox() {
@@ -470,7 +504,10 @@ fn serve(
             }
         }
         flush(agent.take_log());
-        let wait = agent.next_deadline().saturating_sub(now.mono_ms);
+        let wait = agent
+            .next_deadline()
+            .min(health.next_deadline())
+            .saturating_sub(now.mono_ms);
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
         let mut fds = vec![
             PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
@@ -479,6 +516,14 @@ fn serve(
         if let Some(n) = &net {
             fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
         }
+        // Health-check connects in flight: extra sources, each with its deadline in `wait`.
+        let checks = health.fds();
+        let first_check = fds.len();
+        fds.extend(
+            checks
+                .iter()
+                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLOUT)),
+        );
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             // EINTR: a signal we do not block (e.g. SIGSTOP/SIGCONT) interrupted poll: go round.
@@ -487,8 +532,19 @@ fn serve(
         }
         let ready = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
         let (fifo_ev, sig_ev) = (ready(&fds[0]), ready(&fds[1]));
-        let net_ev = fds.get(2).map_or(PollFlags::empty(), ready);
+        let net_ev = if net.is_some() {
+            fds.get(2).map_or(PollFlags::empty(), ready)
+        } else {
+            PollFlags::empty()
+        };
+        let answered: Vec<health::Key> = fds[first_check..]
+            .iter()
+            .zip(&checks)
+            .filter(|(fd, _)| !ready(fd).is_empty())
+            .map(|(_, (_, k))| k.clone())
+            .collect();
         drop(fds);
+        drop(checks);
         let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
         if fifo_ev.intersects(bad) || sig_ev.intersects(bad) || net_ev.contains(PollFlags::POLLNVAL)
         {
@@ -504,6 +560,12 @@ fn serve(
             ));
         }
         agent.wake(clock.now());
+        for k in &answered {
+            health.done(k, &mut verdicts);
+        }
+        for v in verdicts.drain(..) {
+            agent.health(&v);
+        }
         if let Some(n) = &net {
             // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
             if net_ev.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {

@@ -17,11 +17,12 @@
 //! the caller refuse them elsewhere:
 //!
 //! ```text
-//! table PATH      fifo PATH
+//! table PATH      fifo PATH      state PATH (where changes are persisted across restarts)
 //! hosts-file PATH dnsmasq-pid PATH   the dnsmasq export
 //! group ADDR:PORT the cluster's multicast group: 239.0.0.0/8, or IPv6 ff00::/8 as [ff15::1]:PORT
 //! iface NAME      ttl N (1-255)      node NAME      peer ADDR:PORT (repeatable)
 //! key PATH        insecure
+//! check SERVICE tcp PORT [interval=100ms] [timeout=200ms] [fall=2] [rise=2]
 //! ```
 
 use core::fmt;
@@ -120,6 +121,8 @@ pub enum Setting<'a> {
     Table(&'a str),
     /// `fifo PATH`: the command pipe.
     Fifo(&'a str),
+    /// `state PATH`: the file every applied change is persisted to, so a restart loses none.
+    State(&'a str),
     /// `group ADDR:PORT`: the cluster's multicast group (checked to be multicast).
     Group(SocketAddr),
     /// `iface NAME`: the interface the group is joined and sent on.
@@ -138,7 +141,30 @@ pub enum Setting<'a> {
     HostsFile(&'a str),
     /// `dnsmasq-pid PATH`: the pid file of the dnsmasq to signal after each export.
     DnsmasqPid(&'a str),
+    /// `check SERVICE tcp PORT ...`: health-check every backend of a service.
+    Check(Check),
 }
+
+/// A health check: a TCP connect to each backend of `service` on `port`, every `interval_ms`,
+/// failed after `timeout_ms`; down after `fall` failures in a row, up after `rise` successes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    /// The service whose backends are checked.
+    pub service: Name,
+    /// The TCP port.
+    pub port: u16,
+    /// Milliseconds between the starts of two checks of one backend.
+    pub interval_ms: u32,
+    /// Milliseconds a connect may take.
+    pub timeout_ms: u32,
+    /// Failures in a row that mark a backend down.
+    pub fall: u8,
+    /// Successes in a row that mark it up again.
+    pub rise: u8,
+}
+
+/// The longest `interval=` or `timeout=` (60 s).
+pub const MAX_CHECK_MS: u64 = 60_000;
 
 impl Setting<'_> {
     /// The setting's keyword.
@@ -146,6 +172,7 @@ impl Setting<'_> {
         match self {
             Setting::Table(_) => "table",
             Setting::Fifo(_) => "fifo",
+            Setting::State(_) => "state",
             Setting::Group(_) => "group",
             Setting::Iface(_) => "iface",
             Setting::Ttl(_) => "ttl",
@@ -155,6 +182,7 @@ impl Setting<'_> {
             Setting::Insecure => "insecure",
             Setting::HostsFile(_) => "hosts-file",
             Setting::DnsmasqPid(_) => "dnsmasq-pid",
+            Setting::Check(_) => "check",
         }
     }
 }
@@ -197,6 +225,12 @@ pub enum ParseErrorKind {
     BadSocketAddr,
     /// A `group` that is not an IPv4 239.0.0.0/8 or IPv6 multicast address.
     NotMulticast,
+    /// A `check` kind other than `tcp`.
+    BadCheckKind,
+    /// A `check` option other than interval=, timeout=, fall= or rise=.
+    UnknownCheckOption,
+    /// Not a duration such as `100ms` or `2s` (1 ms to 60 s).
+    BadDuration,
 }
 
 /// A parse error: what ([`ParseErrorKind`]) and where (1-based column in the line).
@@ -212,7 +246,7 @@ impl fmt::Display for ParseErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)",
+                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
             ),
             ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
             ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
@@ -220,6 +254,9 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::BadAddr => f.write_str("not an IPv4 or IPv6 address"),
             ParseErrorKind::BadNumber(max) => write!(f, "not a whole number from 0 to {max}"),
             ParseErrorKind::UnknownOption => f.write_str("unknown option (expected weight=, prio= or limit=)"),
+            ParseErrorKind::BadCheckKind => f.write_str("unknown check kind (expected tcp)"),
+            ParseErrorKind::UnknownCheckOption => f.write_str("unknown option (expected interval=, timeout=, fall= or rise=)"),
+            ParseErrorKind::BadDuration => f.write_str("not a duration from 1ms to 60s (e.g. 100ms or 2s)"),
             ParseErrorKind::DuplicateOption => f.write_str("option given twice"),
             ParseErrorKind::BadPolicy => {
                 f.write_str("unknown policy (expected failover, roundrobin, weighted or leastused)")
@@ -288,15 +325,71 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
     let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
 
     let line = match verb {
-        "table" | "fifo" | "key" | "hosts-file" | "dnsmasq-pid" => {
+        "table" | "fifo" | "state" | "key" | "hosts-file" | "dnsmasq-pid" => {
             let (_, path) = next("path")?;
             Line::Setting(match verb {
                 "table" => Setting::Table(path),
                 "fifo" => Setting::Fifo(path),
                 "hosts-file" => Setting::HostsFile(path),
                 "dnsmasq-pid" => Setting::DnsmasqPid(path),
+                "state" => Setting::State(path),
                 _ => Setting::Key(path),
             })
+        }
+        "check" => {
+            let service = name(next("service name")?)?;
+            let (col, kind) = next("check kind")?;
+            if kind != "tcp" {
+                return Err(err(col, ParseErrorKind::BadCheckKind));
+            }
+            let (col, p) = next("port")?;
+            let port = match number(col, p, 65535)? {
+                0 => return Err(err(col, ParseErrorKind::BadNumber(65535))),
+                n => n as u16,
+            };
+            let mut c = Check {
+                service,
+                port,
+                interval_ms: 100,
+                timeout_ms: 200,
+                fall: 2,
+                rise: 2,
+            };
+            let mut seen = [false; 4];
+            for (col, opt) in toks.by_ref() {
+                let (key, value) = opt
+                    .split_once('=')
+                    .ok_or(err(col, ParseErrorKind::UnknownCheckOption))?;
+                let vcol = col + key.len() + 1;
+                let i = match key {
+                    "interval" => {
+                        c.interval_ms = duration(vcol, value)?;
+                        0
+                    }
+                    "timeout" => {
+                        c.timeout_ms = duration(vcol, value)?;
+                        1
+                    }
+                    "fall" | "rise" => {
+                        let n = match number(vcol, value, 255)? {
+                            0 => return Err(err(vcol, ParseErrorKind::BadNumber(255))),
+                            n => n as u8,
+                        };
+                        if key == "fall" {
+                            c.fall = n;
+                            2
+                        } else {
+                            c.rise = n;
+                            3
+                        }
+                    }
+                    _ => return Err(err(col, ParseErrorKind::UnknownCheckOption)),
+                };
+                if core::mem::replace(&mut seen[i], true) {
+                    return Err(err(col, ParseErrorKind::DuplicateOption));
+                }
+            }
+            Line::Setting(Setting::Check(c))
         }
         "iface" => Line::Setting(Setting::Iface(next("interface name")?.1)),
         "node" => Line::Setting(Setting::Node(next("node name")?.1)),
@@ -424,6 +517,32 @@ fn addr((col, tok): (usize, &str)) -> Result<IpAddr, ParseError> {
     })
 }
 
+/// `100ms` or `2s`, 1 ms to [`MAX_CHECK_MS`].
+fn duration(col: usize, tok: &str) -> Result<u32, ParseError> {
+    let bad = ParseError {
+        col,
+        kind: ParseErrorKind::BadDuration,
+    };
+    let (digits, scale) = if let Some(d) = tok.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = tok.strip_suffix('s') {
+        (d, 1000)
+    } else {
+        return Err(bad);
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad);
+    }
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(ms) if (1..=MAX_CHECK_MS).contains(&ms) => Ok(ms as u32),
+        _ => Err(bad),
+    }
+}
+
 fn number(col: usize, tok: &str, max: u64) -> Result<u64, ParseError> {
     match tok.parse::<u64>() {
         Ok(n) if n <= max && !tok.starts_with('+') => Ok(n),
@@ -512,11 +631,54 @@ mod tests {
             "  dnsmasq-pid /var/run/dnsmasq.pid # c",
             "DnsmasqPid(\"/var/run/dnsmasq.pid\")",
         );
+        check(
+            "state /var/lib/lbfo/state",
+            "State(\"/var/lib/lbfo/state\")",
+        );
+        check("state", "column 6: missing path");
+        check("state /a /b", "column 10: unexpected extra argument");
+        check(
+            "check web.lan tcp 80",
+            "Check(Check { service: Name(\"web.lan\"), port: 80, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
+        );
+        check(
+            "check web.lan tcp 443 interval=1s timeout=50ms fall=3 rise=1",
+            "Check(Check { service: Name(\"web.lan\"), port: 443, interval_ms: 1000, timeout_ms: 50, fall: 3, rise: 1 })",
+        );
+        check(
+            "check web.lan udp 80",
+            "column 15: unknown check kind (expected tcp)",
+        );
+        check(
+            "check web.lan tcp 0",
+            "column 19: not a whole number from 0 to 65535",
+        );
+        check(
+            "check web.lan tcp 80 interval=5",
+            "column 31: not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+        );
+        check(
+            "check web.lan tcp 80 timeout=61s",
+            "column 30: not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+        );
+        check(
+            "check web.lan tcp 80 fall=0",
+            "column 27: not a whole number from 0 to 255",
+        );
+        check(
+            "check web.lan tcp 80 weight=2",
+            "column 22: unknown option (expected interval=, timeout=, fall= or rise=)",
+        );
+        check(
+            "check web.lan tcp 80 rise=2 rise=3",
+            "column 29: option given twice",
+        );
+        check("check web.lan tcp", "column 18: missing port");
     }
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key or insecure)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
         check("hosts-file", "column 11: missing path");
         check("dnsmasq-pid  /a /b", "column 17: unexpected extra argument");
         check("add", "column 4: missing service name");

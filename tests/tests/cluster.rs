@@ -535,3 +535,121 @@ fn joining_without_a_key_is_refused_unless_insecure_and_loose_keys_are_refused()
     assert!(h.log().contains("warning: `insecure`"), "{}", h.log());
     wait_answer(&h, "a.lan", "10.0.0.1");
 }
+
+#[test]
+fn a_usage_limit_reached_on_host_1_removes_the_backend_on_every_host() {
+    let conf = "policy lim.lan failover\nadd lim.lan 10.0.9.1 prio=1 limit=3\nadd lim.lan 10.0.9.2 prio=2\n";
+    let Some(c) = Cluster::new(4, GROUP4, conf) else {
+        return;
+    };
+    for i in 1..=4 {
+        wait_answer(c.h(i), "lim.lan", "10.0.9.1");
+    }
+    // Lookups on host 1 count against host 1's counter only; at 3 its agent deletes the
+    // backend and repeats the delete to the group.
+    let h1 = c.h(1);
+    h1.wait_for("host 1 to stop answering 10.0.9.1", || {
+        answer(h1, "lim.lan") == "10.0.9.2"
+    });
+    for i in 2..=4 {
+        wait_answer(c.h(i), "lim.lan", "10.0.9.2");
+    }
+    let log = h1.log();
+    assert!(
+        log.contains("limit reached: lim.lan 10.0.9.1 after "),
+        "{log}"
+    );
+    c.wait_same(&c.all(), Duration::from_secs(5));
+}
+
+/// A `lbfo-listen` on host `i`'s own address and `port`, until dropped.
+struct Listener(std::process::Child);
+
+impl Listener {
+    fn start(c: &Cluster, i: usize, port: u16) -> Listener {
+        use std::io::BufRead;
+        let tool = udp_tool().with_file_name("lbfo-listen");
+        let mut child = c
+            .bed
+            .exec(i, tool)
+            .arg(format!("{}:{port}", c.bed.v4(i)))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_stopped_tcp_service_leaves_every_hosts_answers_and_comes_back() {
+    if !Bed::available() {
+        return;
+    }
+    // Hosts 1 and 2 run the service on their own addresses (10.77.0.1 and .2); every host checks.
+    let conf = "policy hc.lan failover\nadd hc.lan 10.77.0.1 prio=1\nadd hc.lan 10.77.0.2 prio=2\n\
+                check hc.lan tcp 8080 interval=50ms timeout=100ms fall=2 rise=2\n";
+    let Some(c) = Cluster::new(3, GROUP4, conf) else {
+        return;
+    };
+    assert_eq!(c.bed.v4(1), "10.77.0.1");
+    let l1 = Listener::start(&c, 1, 8080);
+    let _l2 = Listener::start(&c, 2, 8080);
+    for i in 1..=3 {
+        wait_answer(c.h(i), "hc.lan", "10.77.0.1");
+    }
+    drop(l1);
+    for i in 1..=3 {
+        wait_answer(c.h(i), "hc.lan", "10.77.0.2");
+    }
+    let log = c.h(3).log();
+    assert!(
+        log.contains("check: hc.lan 10.77.0.1 down (2 connects to port 8080 failed"),
+        "{log}"
+    );
+    let _l1 = Listener::start(&c, 1, 8080);
+    for i in 1..=3 {
+        wait_answer(c.h(i), "hc.lan", "10.77.0.1");
+    }
+    c.wait_same(&c.all(), Duration::from_secs(5));
+}
+
+#[test]
+fn a_cluster_node_restarts_from_its_state_file_with_the_groups_changes() {
+    let Some(mut c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    let key = c.key.clone();
+    for i in 1..=2 {
+        let h = &mut c.hosts[i - 1];
+        h.kill9();
+        let state = h.dir.join("lbfo.state");
+        let extra = format!("{CONF}state {}\n", state.display());
+        h.write_config(&body(GROUP4, i, &key, &extra));
+        h.start();
+    }
+    // Made on host 1, so host 2 has them only from the group.
+    c.h(1).send("down web.lan 10.0.0.11\nadd db.lan 10.0.5.5\n");
+    wait_answer(c.h(2), "db.lan", "10.0.5.5");
+    wait_answer(c.h(2), "web.lan", "10.0.0.12");
+    // Both killed, their tables gone (a reboot): host 2 comes back alone, from its state file,
+    // and its config (older than the changes) does not roll them back.
+    for h in &mut c.hosts {
+        h.kill9();
+        std::fs::remove_file(h.table()).unwrap();
+    }
+    c.hosts[1].start();
+    assert_eq!(answer(c.h(2), "db.lan"), "10.0.5.5");
+    assert_eq!(answer(c.h(2), "web.lan"), "10.0.0.12");
+    assert!(c.h(2).log().contains("from the state file"));
+}

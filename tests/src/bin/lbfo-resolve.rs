@@ -10,6 +10,9 @@
 //! lbfo-resolve [--nss SRC] gai4|gai6|gaiu|ghbn|ghbn2-4|ghbn2-6 NAME [COUNT]
 //!     one answer per line (COUNT times), or `count ADDR N` tallies with --tally
 //! lbfo-resolve [--nss SRC] wait NAME ADDR MS       until NAME answers ADDR (exit 1 on timeout)
+//! lbfo-resolve [--nss SRC] follow NAME             a long-running resolver: one getaddrinfo
+//!                                                  (IPv4) per line read from stdin, its answer
+//!                                                  printed on a line of its own
 //! lbfo-resolve [--nss SRC] sweep NAME MAXLEN       gethostbyname_r/2_r with buffers 1..MAXLEN
 //! lbfo-resolve [--nss SRC] stress NAME THREADS N ALLOWED,...   threads resolving concurrently
 //! lbfo-resolve module SO NAME MAXLEN               the module's 4_r/3_r/2_r/_r called directly
@@ -83,6 +86,22 @@ fn main() {
                     exit(1);
                 }
                 std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        "follow" => {
+            use std::io::{BufRead, Write};
+            let stdin = std::io::stdin();
+            let mut out = std::io::stdout().lock();
+            for line in stdin.lock().lines() {
+                if line.is_err() {
+                    break;
+                }
+                if writeln!(out, "{}", resolve("gai4", &name))
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
             }
         }
         "sweep" => sweep(&name, num(2, 1024) as usize),
