@@ -55,7 +55,10 @@ pub struct Now {
 }
 
 /// Writes the state file (the loop gives a closure over `state::save`; tests, one over memory).
-pub struct Saver<'m>(pub Box<dyn FnMut(&[u8]) -> Result<(), String> + 'm>);
+pub struct Saver<'m>(pub Box<SaveFn<'m>>);
+
+/// Writes the state's bytes; `Err` is the reason, for the log.
+pub type SaveFn<'m> = dyn FnMut(&[u8]) -> Result<(), String> + 'm;
 
 impl std::fmt::Debug for Saver<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -114,7 +114,9 @@ impl Command {
     }
 }
 
-/// An agent setting; valid only in the config file.
+/// An agent setting; valid only in the config file. (`Check` holds a [`Name`] inline, as
+/// `Command` does: no allocator to box it with, and a setting lives only as long as its parse.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting<'a> {
     /// `table PATH`: where the shared table lives.
