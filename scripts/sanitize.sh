@@ -177,6 +177,7 @@ run_valgrind() {
   local rc=0
   stress "$target/release/libnss_lbfo.so" "$vg_n" \
     valgrind --tool=memcheck --error-exitcode=99 --leak-check=full \
+    --suppressions="$PWD/scripts/valgrind.supp" \
     --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
     "$target/release/lbfo-resolve" >"$log" 2>&1 || rc=$?
   stop_agent
