@@ -13,8 +13,13 @@
 #   counts everything called from the entry points: glibc's strnlen, memcpy, time) per lookup,
 #   and syscalls per lookup (strace), both by the same two-length difference.
 #
-# Runs in a private mount and IPC namespace: the machine's /etc, /run and SysV segments are
-# untouched and everything vanishes with the namespace.
+#   The DNS baseline: the same hit answered by a local dnsmasq (its hosts file, from memory)
+#   through `hosts: dns` with /etc/resolv.conf pointing at 127.0.0.1, what a musl client or a
+#   LAN host without lbfo's module gets from an OpenWrt gateway.
+#
+# Runs in a private mount, IPC and network namespace: the machine's /etc, /run, SysV segments and
+# network are untouched (dnsmasq listens on the namespace's own loopback) and everything vanishes
+# with the namespace.
 # Usage: scripts/bench.sh [N calls per case per round, default 20000] [ROUNDS, default 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +28,8 @@ if [[ "${LBFO_BENCH_INNER:-}" != 1 ]]; then
   [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
   cargo build --release --workspace --locked -q
   cargo build --release -p lbfo-tests --bin lbfo-resolve --locked -q
-  ns=(unshare -m -i --propagation private)
-  [[ $(id -u) == 0 ]] || ns=(unshare -rmi --propagation private)
+  ns=(unshare -m -i -n --propagation private)
+  [[ $(id -u) == 0 ]] || ns=(unshare -rmin --propagation private)
   exec env LBFO_BENCH_INNER=1 "${ns[@]}" bash "$0" "$@"
 fi
 
@@ -32,8 +37,12 @@ N=${1:-20000}
 ROUNDS=${2:-5}
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 work=$(mktemp -d)
-agent_pid=
-cleanup() { [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null; rm -rf "$work"; }
+agent_pid='' dnsmasq_pid=''
+cleanup() {
+  [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null
+  [[ -n $dnsmasq_pid ]] && kill "$dnsmasq_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # The driver: nothing but getaddrinfo/freeaddrinfo in the loop, so that callgrind's per-call
@@ -103,6 +112,7 @@ export LD_LIBRARY_PATH=$work/lib
 mount --bind "$work/hosts" /etc/hosts
 echo "hosts: lbfo files" >"$work/nss-lbfo"
 echo "hosts: files" >"$work/nss-files"
+echo "hosts: dns" >"$work/nss-dns"
 cp "$work/nss-lbfo" "$work/nsswitch.conf"
 mount --bind "$work/nsswitch.conf" /etc/nsswitch.conf
 
@@ -116,6 +126,30 @@ for i in $(seq 1 200); do echo "add svc$i.lan 10.8.$((i / 250)).$((i % 250 + 1))
 agent_pid=$!
 for _ in $(seq 1 500); do [[ -e /run/lbfo/table ]] && break; sleep 0.01; done
 
+# The DNS baseline: dnsmasq on this namespace's loopback answering from a hosts file, the
+# resolver pointed at it (wherever /etc/resolv.conf leads: it may be a link into /run).
+ip link set lo up
+echo "192.0.2.98 dnshit.test" >"$work/dns-hosts"
+printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n' >"$work/resolv.conf"
+resolv=$(readlink -f /etc/resolv.conf)
+mkdir -p "$(dirname "$resolv")"
+[[ -e $resolv ]] || touch "$resolv"
+mount --bind "$work/resolv.conf" "$resolv"
+dns=0
+if command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]]; then
+  PATH=$PATH:/usr/sbin dnsmasq --keep-in-foreground --no-resolv --no-hosts \
+    --addn-hosts="$work/dns-hosts" --listen-address=127.0.0.1 --bind-interfaces --port=53 \
+    --user=root --pid-file="$work/dnsmasq.pid" --cache-size=150 2>"$work/dnsmasq.log" &
+  dnsmasq_pid=$!
+  cp "$work/nss-dns" "$work/nsswitch.conf"
+  for _ in $(seq 1 200); do
+    if "$drv" time dnshit.test 10 2>/dev/null | awk '{exit !$3}'; then dns=1 && break; fi
+    sleep 0.02
+  done
+fi
+cp "$work/nss-lbfo" "$work/nsswitch.conf"
+((dns)) || echo "bench: no local dnsmasq answering (install dnsmasq-base); DNS baseline left out" >&2
+
 # key | label | nsswitch file | name | expected to resolve (1/0)
 cases=(
   "hit|lbfo hit (lbfo files)|nss-lbfo|bench.lan|1"
@@ -124,6 +158,7 @@ cases=(
   "hosts|/etc/hosts hit (files only)|nss-files|hosthit.test|1"
   "fmiss|miss (files only)|nss-files|nowhere.test|0"
 )
+((dns)) && cases+=("dns|local dnsmasq hit (dns only)|nss-dns|dnshit.test|1")
 field() { # case index -> that field
   local IFS='|' f
   read -r -a f <<<"$1"
@@ -238,6 +273,12 @@ printf "| lbfo hit / hosts hit (files only) | %.3f | %s | %.3f | ≤ 0.25 | %s /
   "$t_hit" "$(spread hit hosts 0)" "$i_hit" "$(ok "$t_hit" 0.25)" "$(ok "$i_hit" 0.25)"
 printf "| miss through lbfo files vs files miss | %+.1f%% | %s | %+.1f%% | ≤ +5%% | %s / %s |\n" \
   "$t_miss" "$(spread miss fmiss 1)" "$i_miss" "$(ok "$t_miss" 5)" "$(ok "$i_miss" 5)"
+if ((dns)); then
+  t_dns=$(ratio hit dns)
+  i_dns=$(awk -v a="$(cat "$work/ir.hit")" -v b="$(cat "$work/ir.dns")" 'BEGIN{print a/b}')
+  printf "| lbfo hit / local dnsmasq hit (dns only) | %.3f | %s | %.3f | — (baseline) | — |\n" \
+    "$t_dns" "$(spread hit dns 0)" "$i_dns"
+fi
 echo
 echo "## The module's own work per lookup"
 echo
