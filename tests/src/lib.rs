@@ -366,6 +366,16 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// What a reboot does to the agent's shared memory while it is down: the table file and
+    /// its counters segment are gone (processes that still map them keep their mappings).
+    pub fn remove_table(&self) {
+        if let Some(id) = self.counters_id() {
+            // SAFETY: removing the segment this host's agent created; a null buf is allowed.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+        fs::remove_file(self.table()).expect("remove the table file");
+    }
+
     /// The SysV id of the table's counters segment, read from the table header (word 12).
     fn counters_id(&self) -> Option<i32> {
         let bytes = fs::read(self.table()).ok()?;

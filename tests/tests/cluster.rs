@@ -648,7 +648,7 @@ fn a_cluster_node_restarts_from_its_state_file_with_the_groups_changes() {
     // and its config (older than the changes) does not roll them back.
     for h in &mut c.hosts {
         h.kill9();
-        std::fs::remove_file(h.table()).unwrap();
+        h.remove_table();
     }
     c.hosts[1].start();
     assert_eq!(answer(c.h(2), "db.lan"), "10.0.5.5");

@@ -88,7 +88,7 @@ fn kill_9_in_a_stream_of_fifo_commands_loses_no_applied_command() {
     h.stop();
 
     // Even without the table (a reboot clears /run), the state file brings it all back.
-    std::fs::remove_file(h.table()).unwrap();
+    h.remove_table();
     h.start();
     let again = h.status_json();
     for c in &applied {
@@ -178,7 +178,7 @@ fn a_long_running_resolver_answers_across_agent_restarts_and_a_recreated_table()
     // answers from its mapping; the restarted agent recreates the table from the state file, and
     // the process moves to the new table within about a second.
     h.kill9();
-    std::fs::remove_file(h.table()).unwrap();
+    h.remove_table();
     assert_eq!(r.ask(), "10.0.0.3");
     h.start();
     h.send("add web.lan 10.0.0.4\ndel web.lan 10.0.0.3\n");
