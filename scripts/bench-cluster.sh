@@ -1,13 +1,4 @@
 #!/usr/bin/env bash
-# Cluster benchmark: figures, not assertions. Builds, then runs lbfo-clusterbench on a real
-# multi-host bed of network namespaces (needs root; everything it creates is removed when it
-# ends). Usage: scripts/bench-cluster.sh [COMMANDS]   (default 400 propagation samples)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --workspace --locked -q
-cargo build --release -p lbfo-tests --bins --locked -q
-dir=$(realpath "${CARGO_TARGET_DIR:-target}")/release
-export LBFO_BIN_DIR=${LBFO_BIN_DIR:-$dir}
-exec "$dir/lbfo-clusterbench" "$@"
+# Cluster benchmark: propagation over a 4-host bed, convergence of 16 agents under 20% loss.
+# Usage: scripts/bench-cluster.sh [COMMANDS]   (default 400 propagation samples; root)
+exec bash "$(dirname "$0")/bench-bed.sh" lbfo-clusterbench "$@"
