@@ -22,6 +22,6 @@ pub mod shm;
 pub mod table;
 
 pub use cmd::{parse_line, Command, Line, ParseError, Setting};
-pub use name::Name;
-pub use shm::{Answer, CountersView, Lookup, TableView, Turns, Want, Writer};
+pub use name::{Name, Query};
+pub use shm::{Answer, CountersView, Lookup, Miss, Picks, TableView, Turns, Want, Writer};
 pub use table::{Policy, Service, Table, MAX_BACKENDS, MAX_SERVICES};

@@ -118,6 +118,7 @@ impl fmt::Display for Name {
 }
 
 /// Drops one trailing dot, as resolvers treat `web.lan.` and `web.lan` alike.
+#[inline]
 pub fn strip_dot(text: &[u8]) -> &[u8] {
     match text.split_last() {
         Some((b'.', rest)) => rest,
@@ -131,6 +132,47 @@ pub fn strip_dot(text: &[u8]) -> &[u8] {
 /// Runs in one pass without copying; total for any input, so it is safe on hostile queries.
 pub fn hash_query(query: &[u8]) -> u64 {
     hash_folded(strip_dot(query)).0
+}
+
+/// A query as a lookup uses it: its text without the trailing dot, folded and hashed once (so a
+/// caller that looks it up twice, or a lookup that retries, does not do it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'q> {
+    text: &'q [u8],
+    hash: u64,
+    head: [u64; 2],
+}
+
+impl<'q> Query<'q> {
+    /// Folds and hashes `query` (any case, one optional trailing dot); `None` when it is too long
+    /// to be a service name.
+    #[inline]
+    pub fn new(query: &'q [u8]) -> Option<Query<'q>> {
+        let text = strip_dot(query);
+        if text.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let (hash, head) = hash_folded(text);
+        Some(Query { text, hash, head })
+    }
+
+    /// The name without its trailing dot, as given (not case-folded).
+    #[inline]
+    pub fn text(&self) -> &'q [u8] {
+        self.text
+    }
+
+    /// [`hash_query`] of the name.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The name's first two words as the table stores them (see [`folded_word`]).
+    #[inline]
+    pub(crate) fn head(&self) -> [u64; 2] {
+        self.head
+    }
 }
 
 /// Multiplier of the per-word mix: odd, with bits spread over the whole word (the 64-bit golden
@@ -148,19 +190,47 @@ const FINAL: u64 = 0xbf58_476d_1ce4_e5b9;
 /// uses and the high bits it keeps as a tag both depend on every byte. Two multiplies for a
 /// name of up to eight bytes, where byte-wise FNV-1a took one per byte. The writer indexes with
 /// the same function, so changing it changes the table format ([`crate::shm::LAYOUT_VERSION`]).
+#[inline]
 pub(crate) fn hash_folded(text: &[u8]) -> (u64, [u64; 2]) {
-    let first = folded_word(text, 0);
-    let mut h = mix(0x243f_6a88_85a3_08d3 ^ first);
-    let mut second = 0;
-    if text.len() > 8 {
-        second = folded_word(text, 1);
+    let n = text.len();
+    // Up to sixteen bytes (nearly every service name) without a loop: the first eight bytes,
+    // and the last eight shifted down to what follows them.
+    let [first, second] = match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
+        _ if n > 16 => return hash_long(text),
+        (Some(a), Some(b)) if n > 8 => [
+            lower8(u64::from_le_bytes(*a)),
+            lower8(u64::from_le_bytes(*b).wrapping_shr(8 * (16 - n as u32))),
+        ],
+        (Some(a), _) => [lower8(u64::from_le_bytes(*a)), 0],
+        _ => [lower8(load_tail(text, 0)), 0],
+    };
+    let mut h = mix(SEED ^ first);
+    if n > 8 {
         h = mix(h ^ second);
-        for k in 2..text.len().div_ceil(8) {
-            h = mix(h ^ folded_word(text, k));
-        }
     }
-    let h = (h ^ text.len() as u64).wrapping_mul(FINAL);
-    (h ^ h >> 31, [first, second])
+    (finish(h, n), [first, second])
+}
+
+/// [`hash_folded`] for names longer than sixteen bytes, word by word.
+#[inline(never)]
+fn hash_long(text: &[u8]) -> (u64, [u64; 2]) {
+    let first = folded_word(text, 0);
+    let second = folded_word(text, 1);
+    let mut h = mix(mix(SEED ^ first) ^ second);
+    for k in 2..text.len().div_ceil(8) {
+        h = mix(h ^ folded_word(text, k));
+    }
+    (finish(h, text.len()), [first, second])
+}
+
+/// The hash's starting value (the first digits of pi's fraction).
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// The final mix: the length, then a multiply-xorshift.
+#[inline(always)]
+const fn finish(h: u64, len: usize) -> u64 {
+    let h = (h ^ len as u64).wrapping_mul(FINAL);
+    h ^ h >> 31
 }
 
 #[inline(always)]

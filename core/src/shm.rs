@@ -26,7 +26,7 @@ use crate::atomic::AtomicU64;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, Ordering};
 
-use crate::name::{folded_word, hash_folded, strip_dot, Name, MAX_NAME_LEN};
+use crate::name::{folded_word, Name, Query, MAX_NAME_LEN};
 use crate::policy::{Family, Schedule, SCHED_LEN};
 use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
 
@@ -76,6 +76,9 @@ const R_NAME: usize = 3;
 const R_SCHED4: usize = R_NAME + NAME_WORDS;
 const R_SCHED6: usize = R_SCHED4 + SCHED_WORDS;
 const R_BACKENDS: usize = R_SCHED6 + SCHED_WORDS;
+
+/// Words in one service record of the layout this build reads and writes.
+const RECORD_WORDS: usize = R_BACKENDS + MAX_BACKENDS * BACKEND_WORDS;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
@@ -198,8 +201,83 @@ pub enum Lookup {
     Unavailable,
 }
 
-/// Word `at` of `w`, or 0 past the end: readers index only through this and [`load`], so no content
-/// of a mapping can make them panic.
+/// Why a lookup picked no address: the outcomes of [`Lookup`] but `Found`, as
+/// [`TableView::lookup_into`] returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// As [`Lookup::NotOurs`].
+    NotOurs,
+    /// As [`Lookup::NoData`].
+    NoData,
+    /// As [`Lookup::AllDown`].
+    AllDown,
+    /// As [`Lookup::Unavailable`].
+    Unavailable,
+}
+
+impl From<Miss> for Lookup {
+    fn from(m: Miss) -> Lookup {
+        match m {
+            Miss::NotOurs => Lookup::NotOurs,
+            Miss::NoData => Lookup::NoData,
+            Miss::AllDown => Lookup::AllDown,
+            Miss::Unavailable => Lookup::Unavailable,
+        }
+    }
+}
+
+/// The addresses one lookup picked, raw, as [`TableView::lookup_into`] leaves them: the form the
+/// NSS module copies into its caller's buffer (three aligned words, where an [`Answer`] is two
+/// unaligned options). Only the families named in `has` were picked; the other field holds
+/// whatever was there before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Picks {
+    /// The IPv4 address: its four bytes, network order, in memory order (as `in_addr` holds it).
+    pub v4: u32,
+    /// The IPv6 address: its sixteen bytes, network order, in memory order (as `in6_addr`).
+    pub v6: [u64; 2],
+    /// [`Picks::V4`] and / or [`Picks::V6`]: which of the two are answers.
+    pub has: u8,
+}
+
+impl Picks {
+    /// `has` bit: `v4` is an answer.
+    pub const V4: u8 = 1;
+    /// `has` bit: `v6` is an answer.
+    pub const V6: u8 = 2;
+
+    /// The IPv4 address, if picked.
+    pub fn v4(&self) -> Option<Ipv4Addr> {
+        (self.has & Picks::V4 != 0).then(|| Ipv4Addr::from(self.v4.to_ne_bytes()))
+    }
+
+    /// The IPv6 address's bytes in network order (meaningful if picked).
+    pub fn v6_octets(&self) -> [u8; 16] {
+        let [a, b, c, d, e, f, g, h] = self.v6[0].to_ne_bytes();
+        let [i, j, k, l, m, n, o, p] = self.v6[1].to_ne_bytes();
+        [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p]
+    }
+
+    /// The IPv6 address, if picked.
+    pub fn v6(&self) -> Option<Ipv6Addr> {
+        (self.has & Picks::V6 != 0).then(|| Ipv6Addr::from(self.v6_octets()))
+    }
+
+    /// How many addresses were picked (one per family at most).
+    #[inline]
+    pub fn count(&self) -> usize {
+        usize::from(self.has & Picks::V4) + usize::from(self.has >> 1 & 1)
+    }
+
+    /// The picks as an [`Answer`].
+    pub fn answer(&self) -> Answer {
+        Answer {
+            v4: self.v4(),
+            v6: self.v6(),
+        }
+    }
+}
+
 /// Where a lookup takes its turn (the number that rotates `roundrobin` and `weighted` through their
 /// schedules) and where it counts the backend it returned.
 #[derive(Debug, Clone, Copy)]
@@ -215,13 +293,14 @@ pub enum Turns<'a> {
 }
 
 impl Turns<'_> {
-    fn counters(&self) -> Option<CountersView<'_>> {
+    fn counters(&self) -> Option<&CountersView<'_>> {
         match self {
-            Turns::Shared(c) | Turns::ReadOnly(c, _) => Some(*c),
+            Turns::Shared(c) | Turns::ReadOnly(c, _) => Some(c),
             Turns::Local(_) => None,
         }
     }
 
+    #[inline]
     fn take(&self, slot: usize) -> u64 {
         match self {
             Turns::Shared(c) => c.take_turn(slot),
@@ -233,6 +312,7 @@ impl Turns<'_> {
         }
     }
 
+    #[inline]
     fn bump(&self, slot: usize, pos: usize) {
         if let Turns::Shared(c) = self {
             c.bump(slot, pos);
@@ -240,6 +320,8 @@ impl Turns<'_> {
     }
 }
 
+/// Word `at` of `w`, or 0 past the end: the cold readers (`service`, `status`) index only through
+/// this and [`load`], so no content of a mapping can make them panic.
 fn words_of(w: &[AtomicU64], at: usize) -> u64 {
     load(w, at, Ordering::Relaxed)
 }
@@ -253,17 +335,25 @@ fn byte_at(w: &[AtomicU64], base: usize, i: usize) -> u8 {
     (words_of(w, base.wrapping_add(i / 8)) >> (8 * (i % 8))) as u8
 }
 
+/// The header a view has when its mapping is shorter than one (only an unchecked view can be).
+static NO_HEADER: [AtomicU64; HEADER_WORDS] = [const { AtomicU64::new(0) }; HEADER_WORDS];
+
 /// A checked, read-only view of a mapped table; what the NSS module and `status` use.
 ///
-/// Every access goes through [`words_of`] / [`load`], which read 0 past the end of the mapping,
-/// so no table content can make a method panic or read out of bounds; `new_checked` guarantees
-/// that a well-formed table is read where its header says.
+/// The view holds the header, the index and the records as separate slices of exactly the sizes
+/// the layout gives (`new_checked` guarantees the mapping holds them), and a lookup takes a record
+/// as a fixed-size array of its head plus its backends: so no table content can make a method
+/// panic or read out of bounds, and the lookup path checks bounds once per record, not per word.
 #[derive(Debug, Clone, Copy)]
 pub struct TableView<'a> {
     w: &'a [AtomicU64],
     layout: Layout,
-    /// Word offset of the first service record (derived from `layout`).
-    records: usize,
+    /// The first [`HEADER_WORDS`] of `w` ([`NO_HEADER`] if `w` is shorter).
+    header: &'a [AtomicU64; HEADER_WORDS],
+    /// The index: exactly `layout.index_slots` words (none if `w` is shorter).
+    index: &'a [AtomicU64],
+    /// The records: exactly `max_services` records of `record_words` (none if `w` is shorter).
+    records: &'a [AtomicU64],
     /// Words per service record (derived from `layout`).
     record_words: usize,
 }
@@ -294,9 +384,12 @@ impl<'a> TableView<'a> {
             index_slots: small(h(H_INDEX_SLOTS), 1 << 22)?,
             sched_len: small(h(H_SCHED_LEN), 248)?,
         };
+        // The record's shape (offsets, `RECORD_WORDS`) is this build's: `SCHED_LEN` and
+        // `MAX_BACKENDS` are the only ones a writer uses (`Writer::init_with`).
         let ok = layout.index_slots.is_power_of_two()
             && layout.index_slots >= layout.max_services
-            && layout.sched_len % 8 == 0
+            && layout.sched_len == SCHED_LEN
+            && layout.max_backends == MAX_BACKENDS
             && h(H_SERVICE_WORDS) == layout.service_words() as u64
             && h(H_TOTAL_WORDS) == layout.total_words() as u64
             && layout.total_words() <= w.len();
@@ -307,12 +400,21 @@ impl<'a> TableView<'a> {
     }
 
     /// A view of `w` read with `layout`; for tables whose header was checked (or just written).
+    /// Parts that `w` is too short for are empty (nothing is found in them).
     fn with_layout(w: &'a [AtomicU64], layout: Layout) -> TableView<'a> {
+        let record_words = layout.service_words();
+        let part = |at: usize, len: Option<usize>| {
+            len.and_then(|len| w.get(at..at.checked_add(len)?))
+                .unwrap_or(&[])
+        };
+        let records_at = HEADER_WORDS.saturating_add(layout.index_slots);
         TableView {
             w,
             layout,
-            records: layout.record(0),
-            record_words: layout.service_words(),
+            header: w.first_chunk().unwrap_or(&NO_HEADER),
+            index: part(HEADER_WORDS, Some(layout.index_slots)),
+            records: part(records_at, layout.max_services.checked_mul(record_words)),
+            record_words,
         }
     }
 
@@ -323,7 +425,7 @@ impl<'a> TableView<'a> {
 
     /// The random number the agent chose when it created this table.
     pub fn generation(&self) -> u64 {
-        words_of(self.w, H_GENERATION)
+        self.header[H_GENERATION].load(Ordering::Relaxed)
     }
 
     /// The SysV shared memory id of the counters segment, or [`NO_COUNTERS`].
@@ -335,20 +437,21 @@ impl<'a> TableView<'a> {
     }
 
     /// Whether the agent replaced this table by a new file; readers should map the path again.
+    #[inline]
     pub fn retired(&self) -> bool {
         // Acquire pairs with the Release in `Writer::retire` / `retire_any`; nothing is read on the
         // strength of it, but it costs nothing on x86 and keeps the pairing explicit.
-        load(self.w, H_RETIRED, Ordering::Acquire) != 0
+        self.header[H_RETIRED].load(Ordering::Acquire) != 0
     }
 
     /// When the agent last wrote its heartbeat, in milliseconds since the Unix epoch.
     pub fn heartbeat_ms(&self) -> u64 {
-        words_of(self.w, H_HEARTBEAT)
+        self.header[H_HEARTBEAT].load(Ordering::Relaxed)
     }
 
     /// How many services the agent says the table holds.
     pub fn service_count(&self) -> u64 {
-        words_of(self.w, H_SERVICES)
+        self.header[H_SERVICES].load(Ordering::Relaxed)
     }
 
     /// Resolves `query` for `want`, taking a turn (and bumping usage) in `counters` if given.
@@ -363,249 +466,166 @@ impl<'a> TableView<'a> {
     }
 
     /// Resolves `query` (any case, one optional trailing dot) for `want`, taking the turn from
-    /// `turns` and counting the use there.
-    ///
-    /// Total and panic-free: any table content gives one of the [`Lookup`] outcomes, in bounded
-    /// time, allocating nothing. The query is folded (case, hash) once, a word at a time.
+    /// `turns` and counting the use there; [`TableView::lookup_into`] with the picks as an
+    /// [`Answer`].
     pub fn lookup_with(&self, query: &[u8], want: Want, turns: Turns<'_>) -> Lookup {
-        let query = strip_dot(query);
-        if query.len() > MAX_NAME_LEN {
+        let Some(query) = Query::new(query) else {
             return Lookup::NotOurs;
+        };
+        let mut picks = Picks::default();
+        match self.lookup_into(&query, want, &turns, &mut picks) {
+            Ok(()) => Lookup::Found(picks.answer()),
+            Err(miss) => miss.into(),
         }
-        let (hash, head) = hash_folded(query);
-        let mut turn = None;
-        for _ in 0..MAX_RETRIES {
-            // Acquire pairs with the Release that closes `Writer::write_index`.
-            let g1 = load(self.w, H_SEQ, Ordering::Acquire);
-            if g1 % 2 == 1 {
-                core::hint::spin_loop();
-                continue;
-            }
-            // The pick happens inside the index's seqlock too: a slot freed and reused for another
-            // name between `find` and `pick` changes the index sequence.
-            let found = match self.find(hash, head, query) {
-                Probe::Slot(slot) => self.pick(slot, want, &turns, &mut turn),
-                Probe::Missing => Pick::Done(Lookup::NotOurs),
-                Probe::Damaged => Pick::Done(Lookup::Unavailable),
-            };
-            // Orders the index reads above before the re-check; pairs with the Release fence that
-            // follows the odd store in `Writer::write_index`.
-            fence(Ordering::Acquire);
-            if words_of(self.w, H_SEQ) != g1 {
-                continue;
-            }
-            match found {
-                Pick::Done(l) => return l,
-                Pick::Chosen {
-                    slot,
-                    answer,
-                    used: [v4, v6],
-                } => {
-                    if let Some(pos) = v4 {
-                        turns.bump(slot, usize::from(pos));
-                    }
-                    if let Some(pos) = v6 {
-                        turns.bump(slot, usize::from(pos));
-                    }
-                    return Lookup::Found(answer);
-                }
-                Pick::Retry => continue,
-            }
-        }
-        Lookup::Unavailable
     }
 
-    /// Word offset of the record of `slot` (meaningful for `slot < max_services`).
+    /// Resolves `query` for `want`, taking the turn from `turns`, counting the use there, and
+    /// leaving the addresses picked in `out` (whose other fields it may overwrite whatever the
+    /// outcome).
+    ///
+    /// Total and panic-free: any table content gives `Ok` or one of the [`Miss`]es, in bounded
+    /// time, allocating nothing. This is the NSS module's path: the query comes folded and hashed,
+    /// a record is bounds-checked once ([`TableView::record_of`]), the addresses come out as words
+    /// ([`Picks`]), and a turn is taken at most once however often the seqlocks make it retry.
+    #[inline]
+    pub fn lookup_into(
+        &self,
+        query: &Query<'_>,
+        want: Want,
+        turns: &Turns<'_>,
+        out: &mut Picks,
+    ) -> Result<(), Miss> {
+        let mut turn = None;
+        // The first attempt inline, which is all a lookup needs unless the agent is writing;
+        // retries (and their loop state) out of line.
+        match self.attempt(query, want, turns, &mut turn, out) {
+            Some(done) => done,
+            None => self.retry(query, want, turns, turn, out),
+        }
+    }
+
+    /// [`TableView::lookup_into`]'s remaining attempts after a first one that met a writer.
+    #[inline(never)]
+    #[cold]
+    fn retry(
+        &self,
+        query: &Query<'_>,
+        want: Want,
+        turns: &Turns<'_>,
+        mut turn: Option<u64>,
+        out: &mut Picks,
+    ) -> Result<(), Miss> {
+        for _ in 1..MAX_RETRIES {
+            core::hint::spin_loop();
+            if let Some(done) = self.attempt(query, want, turns, &mut turn, out) {
+                return done;
+            }
+        }
+        Err(Miss::Unavailable)
+    }
+
+    /// One attempt of a lookup under the index's seqlock: the outcome, or `None` if the index or
+    /// the record changed under it (`turn` keeps the turn taken, so a retry takes no other).
+    #[inline(always)]
+    fn attempt(
+        &self,
+        query: &Query<'_>,
+        want: Want,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+        out: &mut Picks,
+    ) -> Option<Result<(), Miss>> {
+        let seq = &self.header[H_SEQ];
+        // Acquire pairs with the Release that closes `Writer::write_index`.
+        let g1 = seq.load(Ordering::Acquire);
+        if g1 % 2 == 1 {
+            return None;
+        }
+        // The pick happens inside the index's seqlock too: a slot freed and reused for another
+        // name between `find` and the pick changes the index sequence.
+        let outcome = match self.find(query) {
+            Probe::Slot(slot, rec) => {
+                let rseq = &rec.w[R_SEQ];
+                // Acquire pairs with the Release closing `Writer::write_service`.
+                let s1 = rseq.load(Ordering::Acquire);
+                if s1 % 2 == 1 {
+                    return None;
+                }
+                let chosen = rec.choose(slot, want, turns, turn, out);
+                // Orders the record reads above before the re-check; pairs with the Release
+                // fence after the odd store in `Writer::write_service`.
+                fence(Ordering::Acquire);
+                if rseq.load(Ordering::Relaxed) != s1 {
+                    return None;
+                }
+                chosen.map(|used| (slot, used))
+            }
+            Probe::Missing => Err(Miss::NotOurs),
+            Probe::Damaged => Err(Miss::Unavailable),
+        };
+        // Orders the index reads above before the re-check; pairs with the Release fence that
+        // follows the odd store in `Writer::write_index`.
+        fence(Ordering::Acquire);
+        if seq.load(Ordering::Relaxed) != g1 {
+            return None;
+        }
+        Some(outcome.map(|(slot, [v4, v6])| {
+            if let Some(pos) = v4 {
+                turns.bump(slot, usize::from(pos));
+            }
+            if let Some(pos) = v6 {
+                turns.bump(slot, usize::from(pos));
+            }
+        }))
+    }
+
+    /// Word offset of the record of `slot` in `w` (meaningful for `slot < max_services`).
     fn record(&self, slot: usize) -> usize {
-        self.records
+        HEADER_WORDS
+            .wrapping_add(self.layout.index_slots)
             .wrapping_add(slot.wrapping_mul(self.record_words))
     }
 
-    /// Probes the index for `query` (dot already stripped), whose first two folded words are
-    /// `head`.
-    fn find(&self, hash: u64, head: [u64; 2], query: &[u8]) -> Probe {
-        let l = &self.layout;
-        let mask = l.index_slots.wrapping_sub(1);
-        let mut i = (hash as usize) & mask;
-        for _ in 0..l.index_slots {
-            let e = words_of(self.w, HEADER_WORDS.wrapping_add(i));
+    /// The record of `slot`, bounds-checked once; `None` for a slot past the capacity (or
+    /// beyond a mapping too short for it, which only an unchecked view can be).
+    #[inline(always)]
+    fn record_of(&self, slot: usize) -> Option<Record<'a>> {
+        if slot >= self.layout.max_services {
+            return None;
+        }
+        let w = self
+            .records
+            .get(slot.wrapping_mul(RECORD_WORDS)..)?
+            .first_chunk::<RECORD_WORDS>()?;
+        Some(Record { w })
+    }
+
+    /// Probes the index for `query`.
+    #[inline]
+    fn find(&self, query: &Query<'_>) -> Probe<'a> {
+        let hash = query.hash();
+        let mask = self.index.len().wrapping_sub(1);
+        let mut i = hash as usize;
+        for _ in 0..self.index.len() {
+            i &= mask;
+            let Some(e) = self.index.get(i) else {
+                return Probe::Missing;
+            };
+            let e = e.load(Ordering::Relaxed);
             if e == 0 {
                 return Probe::Missing;
             }
             if e >> 32 == hash >> 32 {
-                let slot = ((e & 0xffff_ffff) as usize).wrapping_sub(1);
-                if slot >= l.max_services {
+                let Some(rec) = self.record_of((e as u32 as usize).wrapping_sub(1)) else {
                     return Probe::Damaged;
-                }
-                if self.name_is(self.record(slot), head, query) {
-                    return Probe::Slot(slot);
+                };
+                if rec.holds(query) {
+                    return Probe::Slot((e as u32 as usize).wrapping_sub(1), rec);
                 }
             }
-            i = i.wrapping_add(1) & mask;
+            i = i.wrapping_add(1);
         }
         Probe::Missing
-    }
-
-    /// Whether the record at `r` holds `query` (dot already stripped; `head` are its first two
-    /// folded words), compared a word at a time in the stored form (lower case, zero-padded).
-    fn name_is(&self, r: usize, head: [u64; 2], query: &[u8]) -> bool {
-        let meta = words_of(self.w, r.wrapping_add(R_META));
-        if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
-            return false;
-        }
-        let name = r.wrapping_add(R_NAME);
-        let [w0, w1] = head;
-        // Past the end of the name both sides are zero (stored padding, `hash_folded`'s 0).
-        words_of(self.w, name) == w0
-            && words_of(self.w, name.wrapping_add(1)) == w1
-            && (2..query.len().div_ceil(8))
-                .all(|k| words_of(self.w, name.wrapping_add(k)) == folded_word(query, k))
-    }
-
-    /// Reads the record in `slot` under its seqlock and applies the policy.
-    fn pick(&self, slot: usize, want: Want, turns: &Turns<'_>, turn: &mut Option<u64>) -> Pick {
-        let r = self.record(slot);
-        let Some(seq) = self.w.get(r.wrapping_add(R_SEQ)) else {
-            return Pick::Done(Lookup::Unavailable);
-        };
-        let s1 = seq.load(Ordering::Acquire); // pairs with the Release closing `Writer::write_service`
-        if s1 % 2 == 1 {
-            return Pick::Retry;
-        }
-        let pick = self.choose(slot, r, want, turns, turn);
-        // Orders the record reads above before the re-check; pairs with the Release fence after the
-        // odd store in `Writer::write_service`.
-        fence(Ordering::Acquire);
-        if seq.load(Ordering::Relaxed) == s1 {
-            pick
-        } else {
-            Pick::Retry
-        }
-    }
-
-    /// Applies the record's policy: one backend per wanted family that has an eligible one.
-    fn choose(
-        &self,
-        slot: usize,
-        r: usize,
-        want: Want,
-        turns: &Turns<'_>,
-        turn: &mut Option<u64>,
-    ) -> Pick {
-        let meta = words_of(self.w, r.wrapping_add(R_META));
-        let Some(policy) = Policy::from_code((meta >> 8) as u8) else {
-            return Pick::Done(Lookup::Unavailable);
-        };
-        let len4 = ((meta >> 24) & 0xff) as usize;
-        let len6 = ((meta >> 32) & 0xff) as usize;
-        let mut answer = Answer::default();
-        let mut used = [None; 2];
-        if want != Want::V6 && len4 != 0 {
-            let pos = self.position(slot, r, R_SCHED4, len4, policy, turns, turn);
-            let Some((pos, lo, _)) = pos.and_then(|pos| self.backend(r, pos, FAMILY_V4)) else {
-                return Pick::Done(Lookup::Unavailable);
-            };
-            answer.v4 = Some(Ipv4Addr::from((lo as u32).to_le_bytes()));
-            used[0] = u8::try_from(pos).ok();
-        }
-        if want != Want::V4 && len6 != 0 {
-            let pos = self.position(slot, r, R_SCHED6, len6, policy, turns, turn);
-            let Some((pos, lo, hi)) = pos.and_then(|pos| self.backend(r, pos, FAMILY_V6)) else {
-                return Pick::Done(Lookup::Unavailable);
-            };
-            answer.v6 = Some(Ipv6Addr::from(
-                (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes(),
-            ));
-            used[1] = u8::try_from(pos).ok();
-        }
-        if answer.v4.is_some() || answer.v6.is_some() {
-            Pick::Chosen { slot, answer, used }
-        } else if len4 != 0 || len6 != 0 {
-            Pick::Done(Lookup::NoData)
-        } else {
-            Pick::Done(Lookup::AllDown)
-        }
-    }
-
-    /// The backend position the policy picks from the schedule at `sched` (`len` entries, not 0);
-    /// `None` for a schedule longer than the layout allows.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn position(
-        &self,
-        slot: usize,
-        r: usize,
-        sched: usize,
-        len: usize,
-        policy: Policy,
-        turns: &Turns<'_>,
-        turn: &mut Option<u64>,
-    ) -> Option<usize> {
-        if len > self.layout.sched_len {
-            return None;
-        }
-        let sched = r.wrapping_add(sched);
-        Some(if policy == Policy::LeastUsed {
-            self.least_used(slot, r, sched, len, turns.counters().as_ref())
-        } else {
-            let t = *turn.get_or_insert_with(|| turns.take(slot));
-            usize::from(byte_at(
-                self.w,
-                sched,
-                t.checked_rem(len as u64).unwrap_or(0) as usize,
-            ))
-        })
-    }
-
-    /// Backend `pos` of the record at `r` as `(pos, low address word, high address word)`, if
-    /// it exists and is of `family`.
-    #[inline(always)]
-    fn backend(&self, r: usize, pos: usize, family: u8) -> Option<(usize, u64, u64)> {
-        if pos >= self.layout.max_backends || self.backend_word(r, pos, 2) as u8 != family {
-            return None;
-        }
-        Some((
-            pos,
-            self.backend_word(r, pos, 0),
-            self.backend_word(r, pos, 1),
-        ))
-    }
-
-    /// The position in the schedule at `sched` (of `len` entries) with the lowest count per
-    /// weight; the first entry without counters.
-    fn least_used(
-        &self,
-        slot: usize,
-        r: usize,
-        sched: usize,
-        len: usize,
-        counters: Option<&CountersView<'_>>,
-    ) -> usize {
-        let mut best = usize::from(byte_at(self.w, sched, 0));
-        let Some(c) = counters else { return best };
-        // Count and weight, widened so `count * weight` cannot overflow (64 x 32 bits).
-        let usage = |pos: usize| {
-            let weight = u128::from(self.backend_word(r, pos, 2) >> 32).max(1);
-            (u128::from(c.count(slot, pos)), weight)
-        };
-        let (mut bc, mut bw) = usage(best);
-        for i in 1..len {
-            let pos = usize::from(byte_at(self.w, sched, i));
-            let (cc, cw) = usage(pos);
-            if cc * bw < bc * cw {
-                (best, bc, bw) = (pos, cc, cw);
-            }
-        }
-        best
-    }
-
-    /// Word `word` of backend `pos` of the record at `r`.
-    fn backend_word(&self, r: usize, pos: usize, word: usize) -> u64 {
-        let at = r
-            .wrapping_add(R_BACKENDS)
-            .wrapping_add(pos.wrapping_mul(BACKEND_WORDS))
-            .wrapping_add(word);
-        words_of(self.w, at)
     }
 
     /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
@@ -645,12 +665,18 @@ impl<'a> TableView<'a> {
         let mut s = Service::new(Name::new_checked(name.get(..len)?).ok()?);
         s.policy = Policy::from_code((meta >> 8) as u8)?;
         for pos in 0..self.layout.max_backends {
-            let w2 = self.backend_word(r, pos, 2);
-            let addr = match self.backend(r, pos, w2 as u8) {
-                Some((_, lo, _)) if w2 as u8 == FAMILY_V4 => {
-                    IpAddr::V4(Ipv4Addr::from((lo as u32).to_le_bytes()))
-                }
-                Some((_, lo, hi)) if w2 as u8 == FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(
+            let word = |k: usize| {
+                words_of(
+                    self.w,
+                    r.wrapping_add(R_BACKENDS)
+                        .wrapping_add(pos.wrapping_mul(BACKEND_WORDS))
+                        .wrapping_add(k),
+                )
+            };
+            let (lo, hi, w2) = (word(0), word(1), word(2));
+            let addr = match w2 as u8 {
+                FAMILY_V4 => IpAddr::V4(Ipv4Addr::from((lo as u32).to_le_bytes())),
+                FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(
                     (u128::from(hi) << 64 | u128::from(lo)).to_le_bytes(),
                 )),
                 _ => continue,
@@ -659,32 +685,192 @@ impl<'a> TableView<'a> {
                 addr,
                 up: (w2 >> 8) & 1 == 1,
                 weight: (w2 >> 32) as u32,
-                prio: self.backend_word(r, pos, 3) as u32,
-                limit: self.backend_word(r, pos, 4),
+                prio: word(3) as u32,
+                limit: word(4),
             });
         }
         Some(s)
     }
 }
 
-enum Probe {
-    Slot(usize),
-    Missing,
-    Damaged,
+/// One service record as a lookup reads it: a fixed-size array (checked once, in
+/// [`TableView::record_of`]), so no read of it needs a bounds check of its own.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    w: &'a [AtomicU64; RECORD_WORDS],
 }
 
-enum Pick {
-    /// The record changed while it was read.
-    Retry,
-    /// The outcome; nothing to count.
-    Done(Lookup),
-    /// Addresses picked; `used` are the backend positions to count (they fit a byte: the header
-    /// check limits `max_backends` to 255).
-    Chosen {
+impl Record<'_> {
+    /// Word `at` of the record, or 0 past it.
+    #[inline(always)]
+    fn word(&self, at: usize) -> u64 {
+        self.w.get(at).map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Word `k` (below [`BACKEND_WORDS`]) of backend `pos`, or 0 past the record.
+    #[inline(always)]
+    fn backend_word(&self, pos: usize, k: usize) -> u64 {
+        self.word(
+            R_BACKENDS
+                .wrapping_add(pos.wrapping_mul(BACKEND_WORDS))
+                .wrapping_add(k),
+        )
+    }
+
+    /// Whether this record holds `query`, compared a word at a time in the stored form (lower
+    /// case, zero-padded).
+    #[inline]
+    fn holds(&self, query: &Query<'_>) -> bool {
+        let [w0, w1] = query.head();
+        let query = query.text();
+        let meta = self.w[R_META].load(Ordering::Relaxed);
+        if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
+            return false;
+        }
+        // Past the end of the name both sides are zero (stored padding, `hash_folded`'s 0).
+        self.w[R_NAME].load(Ordering::Relaxed) == w0
+            && self.w[R_NAME + 1].load(Ordering::Relaxed) == w1
+            && (query.len() <= 16 || self.holds_tail(query))
+    }
+
+    /// Whether the name's words from the third on are those of `query`.
+    #[inline(never)]
+    fn holds_tail(&self, query: &[u8]) -> bool {
+        (2..query.len().div_ceil(8))
+            .all(|k| self.word(R_NAME.wrapping_add(k)) == folded_word(query, k))
+    }
+
+    /// Applies the record's policy: one backend per wanted family that has an eligible one,
+    /// written to `out`; the positions picked (to count), or why there are none.
+    #[inline(always)]
+    fn choose(
+        &self,
         slot: usize,
-        answer: Answer,
-        used: [Option<u8>; 2],
-    },
+        want: Want,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+        out: &mut Picks,
+    ) -> Result<[Option<u8>; 2], Miss> {
+        let meta = self.w[R_META].load(Ordering::Relaxed);
+        let policy = Policy::from_code((meta >> 8) as u8).ok_or(Miss::Unavailable)?;
+        let len4 = usize::from((meta >> 24) as u8);
+        let len6 = usize::from((meta >> 32) as u8);
+        let mut used = [None; 2];
+        if want != Want::V6 && len4 != 0 {
+            let (pos, [lo, _]) = self
+                .position(slot, R_SCHED4, len4, policy, turns, turn)
+                .and_then(|pos| self.address(pos, FAMILY_V4))
+                .ok_or(Miss::Unavailable)?;
+            out.v4 = u32::from_ne_bytes((lo as u32).to_le_bytes());
+            used[0] = Some(pos);
+        }
+        if want != Want::V4 && len6 != 0 {
+            let (pos, [lo, hi]) = self
+                .position(slot, R_SCHED6, len6, policy, turns, turn)
+                .and_then(|pos| self.address(pos, FAMILY_V6))
+                .ok_or(Miss::Unavailable)?;
+            out.v6 = [
+                u64::from_ne_bytes(lo.to_le_bytes()),
+                u64::from_ne_bytes(hi.to_le_bytes()),
+            ];
+            used[1] = Some(pos);
+        }
+        out.has = u8::from(used[0].is_some()) | u8::from(used[1].is_some()) << 1;
+        if out.has != 0 {
+            Ok(used)
+        } else if len4 != 0 || len6 != 0 {
+            Err(Miss::NoData)
+        } else {
+            Err(Miss::AllDown)
+        }
+    }
+
+    /// The backend position the policy picks from the schedule at head word `sched` (`len`
+    /// entries, not 0); `None` for a schedule longer than [`SCHED_LEN`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn position(
+        &self,
+        slot: usize,
+        sched: usize,
+        len: usize,
+        policy: Policy,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+    ) -> Option<usize> {
+        if len > SCHED_LEN {
+            return None;
+        }
+        Some(if policy == Policy::LeastUsed {
+            self.least_used(slot, sched, len, turns.counters())
+        } else {
+            let t = match *turn {
+                Some(t) => t,
+                None => {
+                    let t = turns.take(slot);
+                    *turn = Some(t);
+                    t
+                }
+            };
+            self.entry(sched, t.checked_rem(len as u64).unwrap_or(0) as usize)
+        })
+    }
+
+    /// Entry `i` of the schedule at head word `sched`.
+    #[inline(always)]
+    fn entry(&self, sched: usize, i: usize) -> usize {
+        usize::from((self.word(sched.wrapping_add(i / 8)) >> (8 * (i % 8))) as u8)
+    }
+
+    /// Backend `pos`'s position (as a byte) and address words, if it is a backend of `family`.
+    #[inline(always)]
+    fn address(&self, pos: usize, family: u8) -> Option<(u8, [u64; 2])> {
+        if pos >= MAX_BACKENDS {
+            return None;
+        }
+        let at = R_BACKENDS + pos * BACKEND_WORDS;
+        let [lo, hi, kind] = [&self.w[at], &self.w[at + 1], &self.w[at + 2]];
+        // `MAX_BACKENDS <= 255`, so the position fits a byte.
+        (kind.load(Ordering::Relaxed) as u8 == family).then(|| {
+            (
+                pos as u8,
+                [lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)],
+            )
+        })
+    }
+
+    /// The position in the schedule at head word `sched` (of `len` entries) with the lowest
+    /// count per weight; the first entry without counters.
+    fn least_used(
+        &self,
+        slot: usize,
+        sched: usize,
+        len: usize,
+        counters: Option<&CountersView<'_>>,
+    ) -> usize {
+        let mut best = self.entry(sched, 0);
+        let Some(c) = counters else { return best };
+        // Count and weight, widened so `count * weight` cannot overflow (64 x 32 bits).
+        let usage = |pos: usize| {
+            let weight = u128::from(self.backend_word(pos, 2) >> 32).max(1);
+            (u128::from(c.count(slot, pos)), weight)
+        };
+        let (mut bc, mut bw) = usage(best);
+        for i in 1..len {
+            let pos = self.entry(sched, i);
+            let (cc, cw) = usage(pos);
+            if cc * bw < bc * cw {
+                (best, bc, bw) = (pos, cc, cw);
+            }
+        }
+        best
+    }
+}
+
+enum Probe<'a> {
+    Slot(usize, Record<'a>),
+    Missing,
+    Damaged,
 }
 
 /// The usage counters: per service slot a turn counter, then one counter per backend position.
@@ -723,17 +909,20 @@ impl<'a> CountersView<'a> {
         set(0, COUNTERS_MAGIC);
     }
 
+    #[inline]
     fn at(&self, slot: usize, i: usize) -> Option<&AtomicU64> {
         self.w.get(COUNTERS_HEADER_WORDS + slot * self.stride + i)
     }
 
     /// Takes the next turn of the service in `slot`.
+    #[inline]
     pub fn take_turn(&self, slot: usize) -> u64 {
         self.at(slot, 0)
             .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Counts one use of backend `pos` of `slot`.
+    #[inline]
     pub fn bump(&self, slot: usize, pos: usize) {
         if pos + 1 < self.stride {
             if let Some(c) = self.at(slot, 1 + pos) {

@@ -17,8 +17,8 @@
 use core::ffi::{c_char, c_int};
 use core::ptr;
 
-use lbfo_core::name::{strip_dot, MAX_NAME_LEN};
-use lbfo_core::{Answer, Lookup, Want};
+use lbfo_core::name::MAX_NAME_LEN;
+use lbfo_core::{Picks, Query, Want};
 
 use crate::answer::{addr_words, Failure, GaihAddrtuple, HostentLayout, TupleLayout, SUCCESS};
 use crate::map::{self, Mode};
@@ -176,15 +176,6 @@ unsafe fn finish(
     }
 }
 
-/// The answer of a successful lookup, or the failure to report.
-/// Borrowed, because an [`Answer`] is two unaligned options (29 instructions to move on x86-64).
-fn answer(lookup: &Lookup) -> Result<&Answer, Failure> {
-    match lookup {
-        Lookup::Found(a) => Ok(a),
-        other => Err(Failure::of(other).unwrap_or(Failure::UNAVAILABLE)),
-    }
-}
-
 /// The shared part of `gethostbyname{,2,3}_r`: fills `host` with one address of family `af`.
 ///
 /// # Safety
@@ -208,39 +199,43 @@ unsafe fn hostent_impl(
         // Not glibc; and ERANGE would only make a caller grow its buffer forever.
         return Err(Failure::UNAVAILABLE);
     }
+    let query = Query::new(q).ok_or(Failure::NOT_OURS)?;
+    let name = query.text();
     // A null buffer holds nothing.
     let buflen = if buf.is_null() { 0 } else { buflen };
-    let name = strip_dot(q);
     let layout =
         HostentLayout::new(buf as usize, addr_len, name.len()).ok_or(Failure::TOO_SMALL)?;
     let fits = layout.end <= buflen;
-    let found = map::lookup(q, want, if fits { Mode::Count } else { Mode::Peek });
-    let a = answer(&found)?;
-    let (v4, v6) = match (want, a.v4, a.v6) {
-        (Want::V4, Some(v4), _) => (Some(v4.octets()), None),
-        (Want::V6, _, Some(v6)) => (None, Some(v6.octets())),
-        _ => return Err(Failure::NO_DATA),
-    };
+    let mut picks = Picks::default();
+    map::lookup(
+        &query,
+        want,
+        if fits { Mode::Count } else { Mode::Peek },
+        &mut picks,
+    )
+    .map_err(Failure::of)?;
+    if picks.has == 0 {
+        return Err(Failure::NO_DATA);
+    }
     if !fits {
         return Err(Failure::TOO_SMALL);
     }
     // SAFETY: `layout.end <= buflen`, so every offset written below lies in the caller's buffer;
     // pointer slots are pointer-aligned and the address 4-aligned (`HostentLayout`). The name is
-    // copied first and with `ptr::copy`, so a query that lives in the buffer is read before
-    // anything overwrites it; `q` is not used afterwards.
+    // copied first, as a move, so a query that lives in the buffer is read before anything
+    // overwrites it; `q` is not used afterwards.
     unsafe {
         let h_name = buf.add(layout.name);
-        ptr::copy(name.as_ptr(), h_name, name.len());
-        h_name.add(name.len()).write(0);
+        copy_name(name, h_name);
         let aliases = buf.add(layout.aliases).cast::<*mut c_char>();
         aliases.write(ptr::null_mut());
         let h_addr = buf.add(layout.addr);
-        // Byte arrays (alignment 1), so fixed-size stores instead of a copy call.
-        if let Some(v4) = v4 {
-            h_addr.cast::<[u8; 4]>().write(v4);
-        }
-        if let Some(v6) = v6 {
-            h_addr.cast::<[u8; 16]>().write(v6);
+        // `Want::V4` picks only an IPv4 address and `Want::V6` only an IPv6 one. Byte arrays
+        // (alignment 1), so fixed-size stores instead of a copy call.
+        if want == Want::V4 {
+            h_addr.cast::<[u8; 4]>().write(picks.v4.to_ne_bytes());
+        } else {
+            h_addr.cast::<[u8; 16]>().write(picks.v6_octets());
         }
         let list = buf.add(layout.addr_list).cast::<*mut c_char>();
         list.write(h_addr.cast());
@@ -259,9 +254,38 @@ unsafe fn hostent_impl(
     Ok(())
 }
 
-/// How many addresses `a` holds (one per family at most).
-fn count(a: &Answer) -> usize {
-    usize::from(a.v4.is_some()) + usize::from(a.v6.is_some())
+/// Copies `name` to `dst` and NUL-terminates it, reading all of `name` before writing when it is
+/// at most 16 bytes (the common case, inline: two overlapping loads and stores), else with
+/// `ptr::copy` (a move); either way correct when the two overlap.
+///
+/// # Safety
+/// `dst` is writable for `name.len() + 1` bytes.
+#[inline(always)]
+unsafe fn copy_name(name: &[u8], dst: *mut u8) {
+    let n = name.len();
+    let src = name.as_ptr();
+    // SAFETY: every read lies in `name` (the offsets are below `n` and the widths fit, by each
+    // branch's condition) and every write in `dst`'s `n + 1` bytes.
+    unsafe {
+        if (8..=16).contains(&n) {
+            let (a, b) = (
+                src.cast::<u64>().read_unaligned(),
+                src.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if (4..8).contains(&n) {
+            let (a, b) = (
+                src.cast::<u32>().read_unaligned(),
+                src.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            ptr::copy(src, dst, n);
+        }
+        dst.add(n).write(0);
+    }
 }
 
 /// `gethostbyname4_r`'s body: one tuple per family found, the caller's own first if it gave one.
@@ -282,22 +306,21 @@ unsafe fn tuples_impl(
     // A null buffer holds nothing.
     let buflen = if buf.is_null() { 0 } else { buflen };
     let own = usize::from(!caller.is_null());
-    let name = strip_dot(q);
+    let query = Query::new(q).ok_or(Failure::NOT_OURS)?;
+    let name = query.text();
     let need =
         |tuples: usize| TupleLayout::new(buf as usize, tuples.saturating_sub(own), name.len());
     let worst = need(2).ok_or(Failure::TOO_SMALL)?;
-    let found = if worst.end <= buflen {
-        map::lookup(q, Want::Any, Mode::Count)
-    } else {
+    let mut picks = Picks::default();
+    if worst.end > buflen {
         // Find the answer's shape without counting; count only once it is known to fit.
-        let n = count(answer(&map::lookup(q, Want::Any, Mode::Peek))?);
-        if need(n).is_none_or(|l| l.end > buflen) {
+        map::lookup(&query, Want::Any, Mode::Peek, &mut picks).map_err(Failure::of)?;
+        if need(picks.count()).is_none_or(|l| l.end > buflen) {
             return Err(Failure::TOO_SMALL);
         }
-        map::lookup(q, Want::Any, Mode::Count)
-    };
-    let a = answer(&found)?;
-    let n = count(a);
+    }
+    map::lookup(&query, Want::Any, Mode::Count, &mut picks).map_err(Failure::of)?;
+    let n = picks.count();
     if n == 0 {
         return Err(Failure::NO_DATA);
     }
@@ -308,42 +331,37 @@ unsafe fn tuples_impl(
     }
     // SAFETY: `layout.end <= buflen`, so the name and the `n - own` tuples placed at
     // `layout.tuple(..)` lie in the caller's buffer, tuple-aligned (`TupleLayout`); the caller's
-    // own tuple is writable by the contract. The name is copied first, with `ptr::copy` (see
-    // `hostent_impl`). Tuples are written last to first (IPv4, then IPv6), each linked to the
-    // one after it; `i` counts down from `n` once per address, so it stays in `0..n`.
+    // own tuple is writable by the contract. The name is copied first, as a move (see
+    // `hostent_impl`). The list is IPv6 first: `first` holds the IPv6 tuple when there are two
+    // (`n == 2`, so the buffer holds `second`), else the one address.
     unsafe {
         let t_name = buf.add(layout.name);
-        ptr::copy(name.as_ptr(), t_name, name.len());
-        t_name.add(name.len()).write(0);
-        let at = |i: usize| -> *mut GaihAddrtuple {
-            if own == 1 && i == 0 {
-                caller
-            } else {
-                buf.add(layout.tuple(i.wrapping_sub(own))).cast()
+        copy_name(name, t_name);
+        let first: *mut GaihAddrtuple = if own == 1 {
+            caller
+        } else {
+            buf.add(layout.tuple(0)).cast()
+        };
+        let tuple = |next, family, addr| GaihAddrtuple {
+            next,
+            name: t_name.cast(),
+            family,
+            addr,
+            scopeid: 0,
+        };
+        let v4 = [picks.v4, 0, 0, 0];
+        if picks.has == Picks::V4 {
+            first.write(tuple(ptr::null_mut(), libc::AF_INET, v4));
+        } else {
+            let mut next = ptr::null_mut();
+            if picks.has & Picks::V4 != 0 {
+                next = buf.add(layout.tuple(1 - own)).cast::<GaihAddrtuple>();
+                next.write(tuple(ptr::null_mut(), libc::AF_INET, v4));
             }
-        };
-        let mut next = ptr::null_mut();
-        let mut i = n;
-        let mut link = |family: c_int, addr: [u32; 4]| {
-            i = i.wrapping_sub(1);
-            let t = at(i);
-            t.write(GaihAddrtuple {
-                next,
-                name: t_name.cast(),
-                family,
-                addr,
-                scopeid: 0,
-            });
-            next = t;
-        };
-        if let Some(v4) = a.v4 {
-            link(libc::AF_INET, [u32::from_ne_bytes(v4.octets()), 0, 0, 0]);
-        }
-        if let Some(v6) = a.v6 {
-            link(libc::AF_INET6, addr_words(v6.octets()));
+            first.write(tuple(next, libc::AF_INET6, addr_words(picks.v6_octets())));
         }
         if own == 0 {
-            pat.write(next);
+            pat.write(first);
         }
     }
     Ok(())

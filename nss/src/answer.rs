@@ -1,5 +1,6 @@
-//! How a core [`Lookup`] becomes an NSS reply: the status glibc sees, the `errno` and `h_errno`
-//! stored with it, and the exact layout of what goes into the caller's buffer.
+//! How a core lookup's outcome becomes an NSS reply: the status glibc sees for a
+//! [`lbfo_core::Miss`], the `errno` and `h_errno` stored with it, and the exact layout of what
+//! goes into the caller's buffer.
 //!
 //! Pure arithmetic on addresses and lengths, no `unsafe`: [`crate::abi`] computes a layout here,
 //! compares its `end` with the buffer length, and only then writes, at these offsets. Every
@@ -9,7 +10,7 @@
 use core::ffi::{c_char, c_int};
 use core::mem::{align_of, size_of};
 
-use lbfo_core::Lookup;
+use lbfo_core::Miss;
 
 /// `NSS_STATUS_TRYAGAIN` (nss.h).
 pub const TRYAGAIN: c_int = -2;
@@ -85,14 +86,13 @@ impl Failure {
         h_errno: NETDB_INTERNAL,
     };
 
-    /// The reply for an outcome other than [`Lookup::Found`]; `None` for `Found`.
-    pub fn of(lookup: &Lookup) -> Option<Failure> {
-        match lookup {
-            Lookup::Found(_) => None,
-            Lookup::NotOurs => Some(Failure::NOT_OURS),
-            Lookup::NoData => Some(Failure::NO_DATA),
-            Lookup::AllDown => Some(Failure::ALL_DOWN),
-            Lookup::Unavailable => Some(Failure::UNAVAILABLE),
+    /// The reply for a lookup that picked no address.
+    pub fn of(miss: Miss) -> Failure {
+        match miss {
+            Miss::NotOurs => Failure::NOT_OURS,
+            Miss::NoData => Failure::NO_DATA,
+            Miss::AllDown => Failure::ALL_DOWN,
+            Miss::Unavailable => Failure::UNAVAILABLE,
         }
     }
 }
@@ -236,32 +236,26 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_contract() {
-        use lbfo_core::Answer;
-        assert_eq!(Failure::of(&Lookup::Found(Answer::default())), None);
         assert_eq!(
-            Failure::of(&Lookup::NotOurs),
-            Some(Failure {
+            Failure::of(Miss::NotOurs),
+            Failure {
                 status: 0,
                 errno: libc::ENOENT,
                 h_errno: 1
-            })
+            }
         );
+        let f = Failure::of(Miss::NoData);
+        assert_eq!((f.status, f.h_errno), (0, 4));
         assert_eq!(
-            Failure::of(&Lookup::NoData).map(|f| (f.status, f.h_errno)),
-            Some((0, 4))
-        );
-        assert_eq!(
-            Failure::of(&Lookup::AllDown),
-            Some(Failure {
+            Failure::of(Miss::AllDown),
+            Failure {
                 status: -2,
                 errno: libc::EAGAIN,
                 h_errno: 2
-            })
+            }
         );
-        assert_eq!(
-            Failure::of(&Lookup::Unavailable).map(|f| (f.status, f.h_errno)),
-            Some((-1, 3))
-        );
+        let f = Failure::of(Miss::Unavailable);
+        assert_eq!((f.status, f.h_errno), (-1, 3));
         assert_eq!(
             Failure::TOO_SMALL,
             Failure {

@@ -48,7 +48,10 @@ use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
-use lbfo_core::shm::{CountersView, Lookup, TableView, Turns, Want, HEADER_WORDS, NO_COUNTERS};
+use lbfo_core::shm::{
+    CountersView, Miss, Picks, TableView, Turns, Want, HEADER_WORDS, NO_COUNTERS,
+};
+use lbfo_core::Query;
 
 /// Where the agent keeps the table, unless `LBFO_TABLE` says otherwise.
 const DEFAULT_PATH: &CStr = c"/run/lbfo/table";
@@ -86,11 +89,11 @@ struct Slot {
     view: UnsafeCell<MaybeUninit<TableView<'static>>>,
     /// The attached counters segment; null when none. Set at most once per mapping.
     counters: AtomicPtr<AtomicU64>,
-    /// The view of the segment, made by `CountersView::new_checked`; valid once `counters` is
-    /// non-null, under the same promise as `view`.
-    counters_view: UnsafeCell<MaybeUninit<CountersView<'static>>>,
-    /// Whether the counters segment is attached read-write.
-    counters_rw: AtomicBool,
+    /// Where lookups take turns and count: the view of the segment (made by
+    /// `CountersView::new_checked`), shared if it is attached read-write, else read-only beside
+    /// the process-local turns. Valid once `counters` is non-null, under the same promise as
+    /// `view`.
+    turns: UnsafeCell<MaybeUninit<Turns<'static>>>,
     /// The counters id last tried for this mapping, so a failed attach is retried only for a new id.
     counters_tried: AtomicU64,
     /// Device and inode of the mapped file, to notice a replaced file.
@@ -111,8 +114,7 @@ impl Slot {
             words: AtomicUsize::new(0),
             view: UnsafeCell::new(MaybeUninit::uninit()),
             counters: AtomicPtr::new(ptr::null_mut()),
-            counters_view: UnsafeCell::new(MaybeUninit::uninit()),
-            counters_rw: AtomicBool::new(false),
+            turns: UnsafeCell::new(MaybeUninit::uninit()),
             counters_tried: AtomicU64::new(NO_COUNTERS),
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
@@ -138,6 +140,10 @@ static CHECKED_IN: AtomicU64 = AtomicU64::new(u64::MAX);
 static REFRESHER: AtomicI32 = AtomicI32::new(0);
 /// Turns when no counters segment is attached.
 static LOCAL: [AtomicU64; LOCAL_TURNS] = [const { AtomicU64::new(0) }; LOCAL_TURNS];
+/// The turns of a lookup without a counters segment.
+static PROCESS_TURNS: Turns<'static> = Turns::Local(&LOCAL);
+/// The turns of a lookup that only looks ([`Mode::Peek`]): always turn 0, nothing counted.
+static NO_TURNS: Turns<'static> = Turns::Local(&[]);
 
 /// Whether a lookup takes a turn and counts its answer, or only looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,36 +155,41 @@ pub enum Mode {
     Peek,
 }
 
-/// Resolves `query` against the current table; [`Lookup::Unavailable`] when there is no usable
-/// table (the NSS reply is the same as for a damaged one).
-pub fn lookup(query: &[u8], want: Want, mode: Mode) -> Lookup {
-    let now = seconds();
-    let mut checked = false;
+/// Resolves `query` against the current table, leaving the addresses picked in `out`;
+/// [`Miss::Unavailable`] when there is no usable table (the NSS reply is the same as for a
+/// damaged one).
+///
+/// The steady state is: the clock's second (vDSO), one compare, entering the current slot, the
+/// retired flag, and [`TableView::lookup_into`] with the turns prepared when the counters were
+/// attached.
+pub fn lookup(query: &Query<'_>, want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
+    let mut refreshed = claim_check(seconds());
+    if refreshed {
+        refresh();
+    }
     let mut waited = false;
     loop {
-        let guard = Guard::enter();
-        if !checked {
-            checked = true;
-            // React to a retired table at once, the first time a lookup sees it; later lookups
-            // (for instance while the replacement cannot be read) wait for the periodic check.
-            let first_retired = guard.as_ref().is_some_and(|g| {
-                // Relaxed: the flag only elects one lookup; `refresh` is serialised by its lock.
-                g.view().retired() && !g.slot.retire_seen.swap(true, Ordering::Relaxed)
-            });
-            if first_retired || claim_check(now) {
-                drop(guard);
-                refresh();
-                continue;
-            }
-        }
-        match guard {
-            Some(guard) => return guard.view().lookup_with(query, want, guard.turns(mode)),
+        let Some(guard) = Guard::enter() else {
             // No table yet while another thread of this process maps one (the first lookups of a
             // multi-threaded program): wait for it rather than let these lookups fall through to
             // DNS. Only ever on this cold path.
-            None if !waited && await_first_mapping() => waited = true,
-            None => return Lookup::Unavailable,
+            if !waited && await_first_mapping() {
+                waited = true;
+                continue;
+            }
+            return Err(Miss::Unavailable);
+        };
+        let view = guard.view();
+        // React to a retired table at once, the first time a lookup sees it; later lookups (for
+        // instance while the replacement cannot be read) wait for the periodic check.
+        // Relaxed: the flag only elects one lookup; `refresh` is serialised by its lock.
+        if !refreshed && view.retired() && !guard.slot.retire_seen.swap(true, Ordering::Relaxed) {
+            drop(guard);
+            refresh();
+            refreshed = true;
+            continue;
         }
+        return view.lookup_into(query, want, guard.turns(mode), out);
     }
 }
 
@@ -302,26 +313,23 @@ impl Guard {
         unsafe { (*self.slot.view.get()).assume_init_ref() }
     }
 
-    /// Where this lookup takes its turn and counts its answer.
-    fn turns(&self, mode: Mode) -> Turns<'_> {
+    /// Where this lookup takes its turn and counts its answer (borrowed: prepared when the
+    /// counters were attached).
+    #[inline]
+    fn turns(&self, mode: Mode) -> &Turns<'_> {
         if mode == Mode::Peek {
-            return Turns::Local(&[]);
+            return &NO_TURNS;
         }
-        // Acquire pairs with the Release store in `retry_counters`, which follows the writes of
-        // `counters_view` and `counters_rw`.
+        // Acquire pairs with the Release store in `retry_counters`, which follows the write of
+        // `turns`.
         if self.slot.counters.load(Ordering::Acquire).is_null() {
-            return Turns::Local(&LOCAL);
+            return &PROCESS_TURNS;
         }
         // SAFETY: `counters` is non-null, so the cell was initialised before it was set (seen
         // through the Acquire above) and is not written again until the slot is reclaimed, which
         // waits for this guard; the segment stays attached as long as the mapping. If it is
-        // attached read-only, only loads happen through it (`Turns::ReadOnly` never counts).
-        let c = unsafe { (*self.slot.counters_view.get()).assume_init() };
-        if self.slot.counters_rw.load(Ordering::Relaxed) {
-            Turns::Shared(c)
-        } else {
-            Turns::ReadOnly(c, &LOCAL)
-        }
+        // attached read-only, the cell holds `Turns::ReadOnly`, through which only loads happen.
+        unsafe { (*self.slot.turns.get()).assume_init_ref() }
     }
 }
 
@@ -595,12 +603,16 @@ fn retry_counters(slot: &Slot) {
         unsafe { libc::shmdt(c.cast()) };
         return;
     };
+    let turns = if rw {
+        Turns::Shared(cv)
+    } else {
+        Turns::ReadOnly(cv, &LOCAL)
+    };
     // SAFETY: `counters` is null, so no lookup reads the cell (lookups read it only after seeing
     // `counters` set, below).
-    unsafe { (*slot.counters_view.get()).write(cv) };
-    slot.counters_rw.store(rw, Ordering::Relaxed);
+    unsafe { (*slot.turns.get()).write(turns) };
     // Release pairs with the Acquire in `Guard::turns`: a lookup that sees the pointer sees the
-    // view and the mode written above.
+    // turns written above.
     slot.counters.store(c, Ordering::Release);
 }
 
