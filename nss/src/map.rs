@@ -3,7 +3,7 @@
 //!
 //! **Steady state: no lock, no syscall, no allocation.** A lookup reads the clock's current second
 //! (`time`, from the vDSO, not a syscall), enters the current mapping as a reader and calls
-//! [`TableView::lookup_with`] on the view that [`TableView::new_checked`] made when the file was
+//! [`TableView::lookup_into`] on the view that [`TableView::new_checked`] made when the file was
 //! mapped. In every second in which lookups happen, one of them `stat`s the path (to see a
 //! replaced file, a removed one, or one that appeared after a failed open): so a lookup made a
 //! second or more after a change sees it. One lookup does so at once when the mapped table says
