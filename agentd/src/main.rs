@@ -44,6 +44,7 @@ mod shm;
 mod state;
 mod status;
 mod tablefile;
+mod vecmap;
 mod wire;
 
 use std::io::Write;

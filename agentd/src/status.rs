@@ -22,6 +22,7 @@ use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
 
 use crate::shm::{Segment, TableMapRo};
+use crate::vecmap::VecMap;
 
 /// A heartbeat older than this means the agent is not running (three missed beats).
 pub const STALE_MS: u64 = 3000;
@@ -421,9 +422,9 @@ fn cluster_json(o: &mut String, c: &ClusterInfo, now_ms: u64) {
         );
     }
     o.push_str("],\"drop_totals\":{");
-    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut totals: VecMap<&str, u64> = VecMap::new();
     for (_, why, n) in &c.drops {
-        *totals.entry(why).or_insert(0) += n;
+        *totals.get_or_insert_with(why, || 0) += n;
     }
     for (i, (why, n)) in totals.iter().enumerate() {
         let _ = write!(o, "{}{}:{n}", if i > 0 { "," } else { "" }, quote(why));
@@ -630,9 +631,9 @@ fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
         "counter",
         "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale).",
     );
-    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut totals: VecMap<&str, u64> = VecMap::new();
     for (_, why, n) in &c.drops {
-        *totals.entry(why).or_insert(0) += n;
+        *totals.get_or_insert_with(why, || 0) += n;
     }
     for (why, n) in totals {
         dropped
