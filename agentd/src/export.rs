@@ -223,10 +223,11 @@ fn dnsmasq_pids() -> Vec<i32> {
 fn lower(e: &io::Error) -> String {
     let s = e.to_string();
     // "No such file or directory (os error 2)" -> "no such file or directory"
-    let s = s.split(" (os error").next().unwrap_or(&s).to_owned();
-    let mut c = s.chars();
-    c.next()
-        .map_or(String::new(), |f| f.to_lowercase().chain(c).collect())
+    let mut s = s.split(" (os error").next().unwrap_or(&s).to_owned();
+    if let Some(first) = s.get_mut(..1) {
+        first.make_ascii_lowercase();
+    }
+    s
 }
 
 #[cfg(test)]

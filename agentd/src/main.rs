@@ -456,7 +456,7 @@ fn serve(
         state_path.clone().map(|p| {
             agent::Saver(Box::new(move |bytes: &[u8]| {
                 state::save(&p, bytes)
-                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_lowercase()))
+                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_ascii_lowercase()))
             }))
         }),
     );
@@ -613,5 +613,5 @@ fn serve(
 }
 
 fn lower(e: Errno) -> String {
-    e.desc().to_lowercase()
+    e.desc().to_ascii_lowercase()
 }
