@@ -105,7 +105,7 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Read(e) => write!(f, "cannot read: {}", e.desc().to_ascii_lowercase()),
+            Problem::Read(e) => write!(f, "cannot read: {}", crate::errno_text(*e as i32)),
             Problem::Parse(k) => k.fmt(f),
             Problem::Apply(e) => e.fmt(f),
             Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),

@@ -186,7 +186,8 @@ fn record(key: &Key, t: &mut Target, r: Result<(), Errno>, out: &mut Vec<Verdict
                     "{} connects to port {} failed: {}",
                     t.fails,
                     t.check.port,
-                    t.last_error.map_or("?", |e| e.desc()).to_ascii_lowercase()
+                    t.last_error
+                        .map_or("?".to_owned(), |e| crate::errno_text(e as i32))
                 )
             };
             out.push(Verdict {

@@ -284,7 +284,7 @@ fn map(file: &File) -> Result<TableMapRo, String> {
 
 fn lower(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_ascii_lowercase(),
+        Some(n) => crate::errno_text(n),
         None => e.to_string(),
     }
 }
