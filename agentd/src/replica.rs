@@ -487,7 +487,8 @@ impl Replica {
         out.policy = Policy::from_code(s.policy.value).unwrap_or(Policy::RoundRobin);
         let mut live: Vec<(&IpAddr, &BackendState)> =
             s.backends.iter().filter(|(_, b)| s.live(b)).collect();
-        live.sort_by_key(|(a, b)| (b.exists.at, **a));
+        // Addresses are unique: an unstable sort orders them exactly.
+        live.sort_unstable_by_key(|(a, b)| (b.exists.at, **a));
         for (slot, (addr, b)) in out.backends.iter_mut().zip(live) {
             *slot = Some(Backend {
                 addr: *addr,

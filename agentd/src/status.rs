@@ -188,11 +188,11 @@ impl Snapshot {
                     .iter()
                     .map(|b| format!("{} {} {} {} {}", b.addr, b.up, b.weight, b.prio, b.limit))
                     .collect();
-                b.sort();
+                b.sort_unstable();
                 format!("{} {} [{}]", sv.name, sv.policy, b.join(","))
             })
             .collect();
-        rows.sort();
+        rows.sort_unstable();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in rows.join("\n").bytes() {
             h ^= u64::from(byte);
