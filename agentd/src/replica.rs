@@ -46,12 +46,27 @@ pub const TOMBSTONE_MS: u64 = 10 * 60 * 1000;
 pub const BUCKETS: usize = 32;
 
 /// When a change was made, and by whom; ordered by time, then node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Stamp {
     /// Hybrid logical time, in milliseconds.
     pub time: u64,
     /// The node that made the change.
     pub node: NodeId,
+}
+
+/// Ordered by time, then node. One out-of-line comparison: registers, merges and prunes compare
+/// stamps everywhere, and inlined 64-bit comparisons are long on 32-bit routers.
+impl Ord for Stamp {
+    #[inline(never)]
+    fn cmp(&self, o: &Stamp) -> std::cmp::Ordering {
+        (self.time, self.node).cmp(&(o.time, o.node))
+    }
+}
+
+impl PartialOrd for Stamp {
+    fn partial_cmp(&self, o: &Stamp) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 impl Stamp {

@@ -512,6 +512,8 @@ fn flag(v: bool) -> Value {
 }
 
 impl Family {
+    // Called for every family; one copy instead of one per call (router size budget).
+    #[inline(never)]
     fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
         Family {
             name,
