@@ -38,7 +38,9 @@ for t in "${targets[@]}"; do
   flags=("${SIZE_FLAGS[@]}")
   # MIPS: non-PIC code; PIC on MIPS loads every call and global through the GOT ($gp), and a
   # static binary gains nothing from it.
-  case "$t" in mips*) flags+=(-Crelocation-model=static) ;; esac
+  # And no .eh_frame (cross/no-eh-frame.ld; tried on MIPS only so far, armv7 and aarch64 would
+  # gain the same).
+  case "$t" in mips*) flags+=(-Crelocation-model=static "-Clink-arg=-Wl,-T,$ROOT/cross/no-eh-frame.ld") ;; esac
   cross_log "building lbfo-agentd for $t"
   CARGO_TARGET_DIR="$TARGET_DIR" cargo +"$NIGHTLY" zigbuild --locked --release -p lbfo-agentd \
     --target "$t" -Zbuild-std=std,panic_abort -Zpanic-immediate-abort \

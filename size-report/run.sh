@@ -25,8 +25,11 @@ targets=("$@")
 rows=()
 over=0
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
-verdict() { # SIZE BUDGET -> "ok"/"OVER", and counts the overs
-  if (($1 <= $2)); then echo "ok ($(kib "$1") of $(kib "$2"))"; else over=1; echo "**OVER** by $(($1 - $2)) bytes"; fi
+verdict() { # SIZE BUDGET -> "ok"/"OVER" (runs in $(...): the caller records the over with `judge`)
+  if (($1 <= $2)); then echo "ok ($(kib "$1") of $(kib "$2"))"; else echo "**OVER** by $(($1 - $2)) bytes"; fi
+}
+judge() { # SIZE BUDGET: sets `over` in this shell (verdict's subshell cannot)
+  (($1 <= $2)) || over=1
 }
 
 for t in "${targets[@]}"; do
@@ -36,12 +39,14 @@ for t in "${targets[@]}"; do
     agent=$(stat -c %s "$TARGET_DIR/release/lbfo-agentd")
     nss=$(stat -c %s "$TARGET_DIR/release/libnss_lbfo.so")
     rows+=("| $t | $agent | $nss | NSS module ≤ $(kib $NSS_BUDGET_X86_64) | $(verdict "$nss" $NSS_BUDGET_X86_64) |")
+    judge "$nss" $NSS_BUDGET_X86_64
   else
     check_target "$t"
     bash "$ROOT/cross/build.sh" "$t"
     agent=$(stat -c %s "$(cross_out "$t")/lbfo-agentd")
     if [[ $t == mipsel-unknown-linux-musl ]]; then
       rows+=("| $t | $agent | — (musl: no NSS) | agent ≤ $(kib $AGENT_BUDGET_MIPSEL) | $(verdict "$agent" $AGENT_BUDGET_MIPSEL) |")
+      judge "$agent" $AGENT_BUDGET_MIPSEL
     else
       rows+=("| $t | $agent | — (musl: no NSS) | — | reported |")
     fi

@@ -22,7 +22,6 @@
 //! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
 //! `add` of an existing backend keeps its position and so its counter.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +36,7 @@ use crate::export::Export;
 use crate::fifo::{Piece, MAX_LINE};
 use crate::health::Verdict;
 use crate::state::{self, Saved};
+use crate::vecmap::VecSet;
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Saver<'_> {
 /// What the next publish must write.
 #[derive(Debug, Default)]
 struct Pending {
-    slots: BTreeSet<usize>,
+    slots: VecSet<usize>,
     zero: Vec<(usize, u16, bool)>,
     index: bool,
 }
@@ -198,12 +198,12 @@ impl<'m> Agent<'m> {
             for cmd in &s.table {
                 let _ = t.apply(cmd);
             }
-            let mut names: BTreeSet<String> = agent
+            let mut names: VecSet<String> = agent
                 .services()
-                .map(|(_, s)| s.name.as_str().to_owned())
+                .map(|(_, s)| (s.name.as_str().to_owned(), ()))
                 .collect();
-            names.extend(t.iter().map(|(_, s)| s.name.as_str().to_owned()));
-            for name in names {
+            names.extend(t.iter().map(|(_, s)| (s.name.as_str().to_owned(), ())));
+            for name in names.into_keys() {
                 let want = t
                     .iter()
                     .find(|(_, s)| s.name.as_str() == name)
@@ -222,7 +222,10 @@ impl<'m> Agent<'m> {
                     agent.config_path.display()
                 ));
                 agent.config = config;
-                agent.pending.slots.extend(0..MAX_SERVICES);
+                agent
+                    .pending
+                    .slots
+                    .extend((0..MAX_SERVICES).map(|s| (s, ())));
                 agent.pending.index = true;
                 agent.publish();
                 agent.tick(now);
@@ -239,7 +242,10 @@ impl<'m> Agent<'m> {
         }
         agent.load(config, "start");
         // Republish everything once: an adopted table may have been left by an older agent.
-        agent.pending.slots.extend(0..MAX_SERVICES);
+        agent
+            .pending
+            .slots
+            .extend((0..MAX_SERVICES).map(|s| (s, ())));
         agent.pending.index = true;
         agent.publish();
         agent.tick(now);
@@ -274,7 +280,9 @@ impl<'m> Agent<'m> {
         if !self.held {
             self.reconcile_all();
         }
-        self.pending.slots.extend(0..MAX_SERVICES);
+        self.pending
+            .slots
+            .extend((0..MAX_SERVICES).map(|s| (s, ())));
         self.pending.index = true;
         self.publish();
         self.tick(now);
@@ -326,15 +334,15 @@ impl<'m> Agent<'m> {
     }
 
     fn reconcile_all(&mut self) {
-        let mut names: BTreeSet<String> = self
+        let mut names: VecSet<String> = self
             .services()
-            .map(|(_, s)| s.name.as_str().to_owned())
+            .map(|(_, s)| (s.name.as_str().to_owned(), ()))
             .collect();
         if let Some(c) = self.cluster.as_mut() {
-            names.extend(c.replica.names().map(str::to_owned));
+            names.extend(c.replica.names().map(|n| (n.to_owned(), ())));
             c.take_changed();
         }
-        for name in names {
+        for name in names.into_keys() {
             self.reconcile(&name);
         }
     }
@@ -583,7 +591,7 @@ impl<'m> Agent<'m> {
         self.state_dirty = true;
         self.changes += 1;
         if ch.record || ch.index {
-            self.pending.slots.insert(ch.slot);
+            self.pending.slots.insert(ch.slot, ());
         }
         if ch.zero != 0 || ch.zero_ticket {
             self.pending.zero.push((ch.slot, ch.zero, ch.zero_ticket));
@@ -600,7 +608,7 @@ impl<'m> Agent<'m> {
         if p.slots.is_empty() && p.zero.is_empty() && !p.index {
             return;
         }
-        for &slot in &p.slots {
+        for &slot in p.slots.keys() {
             self.writer
                 .write_service(slot, self.slots.get(slot).and_then(Option::as_ref));
         }

@@ -22,10 +22,10 @@
 //!   receiver that has forgotten the sender. The clocks of a cluster must agree within
 //!   [`FRESH_MS`] (NTP).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
+use crate::vecmap::{VecMap, VecSet};
 use crate::wire::{self, Body, Drop, Key, Message, VERSION};
 
 /// How often each node sends its digest. Four rounds a second repair a lost command within
@@ -79,13 +79,13 @@ pub struct Cluster {
     epoch: u64,
     seq: u64,
     key: Key,
-    peers: BTreeMap<NodeId, Peer>,
-    drops: BTreeMap<(SocketAddr, Drop), u64>,
+    peers: VecMap<NodeId, Peer>,
+    drops: VecMap<(SocketAddr, Drop), u64>,
     outbox: Vec<(Dest, Vec<u8>)>,
     next_digest: u64,
     next_collect: u64,
     hold_until: Option<u64>,
-    changed: BTreeSet<String>,
+    changed: VecSet<String>,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
     pub sent: (u64, u64),
 }
@@ -101,14 +101,14 @@ impl Cluster {
             epoch: wall_ms,
             seq: 0,
             key,
-            peers: BTreeMap::new(),
-            drops: BTreeMap::new(),
+            peers: VecMap::new(),
+            drops: VecMap::new(),
             outbox: Vec::new(),
             // Spread the nodes' digest rounds apart.
             next_digest: mono_ms + DIGEST_MS + me % DIGEST_MS,
             next_collect: mono_ms + COLLECT_MS,
             hold_until: hold.then_some(mono_ms + CATCH_UP_MS),
-            changed: BTreeSet::new(),
+            changed: VecSet::new(),
             sent: (0, 0),
         }
     }
@@ -172,8 +172,8 @@ impl Cluster {
     }
 
     /// Names of services whose replicated state changed since the last call.
-    pub fn take_changed(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.changed)
+    pub fn take_changed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed).into_keys().collect()
     }
 
     /// Handles one received datagram.
@@ -211,7 +211,7 @@ impl Cluster {
                     // `open` checked every entry converts.
                     if let Some(e) = wire::from_wire(w) {
                         if self.replica.merge(&e, wall_ms) {
-                            self.changed.insert(e.name().as_str().to_owned());
+                            self.changed.insert(e.name().as_str().to_owned(), ());
                         }
                     }
                 }
@@ -299,13 +299,21 @@ impl Cluster {
     }
 
     fn dropped(&mut self, from: SocketAddr, why: Drop) {
-        let tracked = self.drops.keys().map(|(a, _)| a).collect::<BTreeSet<_>>();
-        let from = if tracked.contains(&from) || tracked.len() < MAX_DROP_SOURCES {
+        // The keys are sorted by source: count the distinct ones.
+        let (mut sources, mut known, mut last) = (0, false, None);
+        for (a, _) in self.drops.keys() {
+            if last != Some(a) {
+                sources += 1;
+                last = Some(a);
+            }
+            known |= *a == from;
+        }
+        let from = if known || sources < MAX_DROP_SOURCES {
             from
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
-        *self.drops.entry((from, why)).or_insert(0) += 1;
+        *self.drops.get_or_insert_with((from, why), || 0) += 1;
     }
 
     /// Does what is due at `now`: the periodic digest, tombstone collection, the end of a hold.
@@ -329,7 +337,7 @@ impl Cluster {
         }
         if mono_ms >= self.next_collect {
             for name in self.replica.collect(wall_ms) {
-                self.changed.insert(name.as_str().to_owned());
+                self.changed.insert(name.as_str().to_owned(), ());
             }
             self.next_collect = mono_ms + COLLECT_MS;
         }

@@ -12,7 +12,6 @@
 //! deletes what the old config defined and the new one no longer does ([`removals`]), and leaves
 //! alone whatever was created at run time through the FIFO.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,13 +21,15 @@ use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, Line, Name, Service, Setting, Table, MAX_SERVICES};
 use nix::errno::Errno;
 
+use crate::vecmap::VecMap;
+
 /// Where the table lives unless the config says `table PATH`; the NSS module's default too.
 pub const DEFAULT_TABLE: &str = "/run/lbfo/table";
 /// Where the command FIFO lives unless the config says `fifo PATH`.
 pub const DEFAULT_FIFO: &str = "/var/run/lbfo.sock";
 
-/// Services by name, each with its backends' addresses.
-pub type Members = BTreeMap<String, BTreeSet<IpAddr>>;
+/// Services by name, each with its backends' addresses (sorted).
+pub type Members = VecMap<String, Vec<IpAddr>>;
 
 /// A checked config.
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Read(e) => write!(f, "cannot read: {}", e.desc().to_lowercase()),
+            Problem::Read(e) => write!(f, "cannot read: {}", crate::errno_text(*e as i32)),
             Problem::Parse(k) => k.fmt(f),
             Problem::Apply(e) => e.fmt(f),
             Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),
@@ -170,7 +171,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut state = None;
     let mut checks: Vec<Check> = Vec::new();
     let mut cluster = ClusterConfig::default();
-    let mut seen = BTreeSet::new();
+    let mut seen: Vec<&str> = Vec::new();
     let mut hosts_file = None;
     let mut dnsmasq_pid = None;
     let mut commands = Vec::new();
@@ -184,8 +185,11 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             None => {}
             Some(Line::Setting(s)) => {
                 let what = s.keyword();
-                if what != "peer" && what != "check" && !seen.insert(what) {
-                    return Err(at(1, Problem::DuplicateSetting(what)));
+                if what != "peer" && what != "check" {
+                    if seen.contains(&what) {
+                        return Err(at(1, Problem::DuplicateSetting(what)));
+                    }
+                    seen.push(what);
                 }
                 let (path, slot) = match s {
                     Setting::Table(p) => (p, &mut table),
@@ -265,11 +269,10 @@ pub fn members(table: &Table<'_>) -> Members {
 }
 
 /// One service's entry in [`Members`].
-pub fn member(s: &Service) -> (String, BTreeSet<IpAddr>) {
-    (
-        s.name.as_str().to_owned(),
-        s.iter().map(|(_, b)| b.addr).collect(),
-    )
+pub fn member(s: &Service) -> (String, Vec<IpAddr>) {
+    let mut addrs: Vec<IpAddr> = s.iter().map(|(_, b)| b.addr).collect();
+    addrs.sort_unstable();
+    (s.name.as_str().to_owned(), addrs)
 }
 
 /// The deletions that take away what `old` defines and `new` does not: whole services first
@@ -286,10 +289,15 @@ pub fn removals(old: &Members, new: &Members) -> Vec<Command> {
                 addr: None,
             }),
             Some(keep) => {
-                out.extend(addrs.difference(keep).map(|&a| Command::Del {
-                    service,
-                    addr: Some(a),
-                }));
+                out.extend(
+                    addrs
+                        .iter()
+                        .filter(|a| !keep.contains(a))
+                        .map(|&a| Command::Del {
+                            service,
+                            addr: Some(a),
+                        }),
+                );
             }
         }
     }

@@ -164,7 +164,11 @@ impl Export {
 /// The hosts file for `services`: a header, then `ADDRESS NAME` per exported backend, services
 /// sorted by name, backends in position order.
 pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
-    let mut lines: Vec<(&str, String)> = Vec::new();
+    use std::fmt::Write as _;
+    // Names are unique in a table, so an unstable sort orders services exactly.
+    let mut services: Vec<&Service> = services.collect();
+    services.sort_unstable_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    let mut out = String::from("# lbfo-agentd: the backends each service's policy picks from now. Rewritten on every change; do not edit.\n");
     for s in services {
         let mut picked = [false; lbfo_core::MAX_BACKENDS];
         for family in [Family::V4, Family::V6] {
@@ -176,13 +180,10 @@ pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
         }
         for (pos, b) in s.iter() {
             if picked.get(pos) == Some(&true) {
-                lines.push((s.name.as_str(), format!("{} {}\n", b.addr, s.name)));
+                let _ = writeln!(out, "{} {}", b.addr, s.name);
             }
         }
     }
-    lines.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = String::from("# lbfo-agentd: the backends each service's policy picks from now. Rewritten on every change; do not edit.\n");
-    lines.iter().for_each(|(_, l)| out.push_str(l));
     out
 }
 
@@ -223,10 +224,11 @@ fn dnsmasq_pids() -> Vec<i32> {
 fn lower(e: &io::Error) -> String {
     let s = e.to_string();
     // "No such file or directory (os error 2)" -> "no such file or directory"
-    let s = s.split(" (os error").next().unwrap_or(&s).to_owned();
-    let mut c = s.chars();
-    c.next()
-        .map_or(String::new(), |f| f.to_lowercase().chain(c).collect())
+    let mut s = s.split(" (os error").next().unwrap_or(&s).to_owned();
+    if let Some(first) = s.get_mut(..1) {
+        first.make_ascii_lowercase();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ impl fmt::Display for FifoError {
                 write!(f, "is owned by uid {uid}, not by this agent; remove it")
             }
             FifoError::Busy => f.write_str("another lbfo-agentd reads this FIFO"),
-            FifoError::Os(what, e) => write!(f, "{what}: {}", e.desc().to_lowercase()),
+            FifoError::Os(what, e) => write!(f, "{what}: {}", crate::errno_text(*e as i32)),
         }
     }
 }

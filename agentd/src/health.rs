@@ -18,10 +18,10 @@
 //! off from a backend) do not flap: the most recent transition stands until a checker's view
 //! changes again.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use crate::vecmap::VecMap;
 use lbfo_core::cmd::Check;
 use lbfo_core::Name;
 use nix::errno::Errno;
@@ -62,20 +62,20 @@ pub struct Verdict {
 /// Every checked backend.
 #[derive(Debug, Default)]
 pub struct Health {
-    targets: BTreeMap<Key, Target>,
+    targets: VecMap<Key, Target>,
 }
 
 impl Health {
     /// Brings the targets to `backends` (every backend of every checked service, with its
     /// check), keeping the counts of those that stay.
     pub fn sync(&mut self, backends: &[(Check, IpAddr)], now_ms: u64) {
-        let keep: BTreeMap<Key, Check> = backends
+        let keep: VecMap<Key, Check> = backends
             .iter()
             .map(|(c, a)| ((c.service.as_str().to_owned(), *a), *c))
             .collect();
         self.targets.retain(|k, t| keep.get(k) == Some(&t.check));
         for (k, c) in keep {
-            self.targets.entry(k).or_insert(Target {
+            self.targets.get_or_insert_with(k, || Target {
                 check: c,
                 fails: 0,
                 oks: 0,
@@ -186,7 +186,8 @@ fn record(key: &Key, t: &mut Target, r: Result<(), Errno>, out: &mut Vec<Verdict
                     "{} connects to port {} failed: {}",
                     t.fails,
                     t.check.port,
-                    t.last_error.map_or("?", |e| e.desc()).to_lowercase()
+                    t.last_error
+                        .map_or("?".to_owned(), |e| crate::errno_text(e as i32))
                 )
             };
             out.push(Verdict {

@@ -20,7 +20,12 @@ pub fn generate(path: &Path) -> Result<(), String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(|e| format!("read /dev/urandom: {e}"))?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut hex = String::with_capacity(2 * KEY_BYTES);
+    for b in key {
+        for nibble in [b >> 4, b & 15] {
+            hex.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+        }
+    }
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -44,9 +44,9 @@ mod shm;
 mod state;
 mod status;
 mod tablefile;
+mod vecmap;
 mod wire;
 
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
-                    print!("{}", early.output);
+                    let _ = put(std::io::stdout(), early.output.as_bytes());
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
@@ -195,7 +195,25 @@ fn main() -> ExitCode {
 
 /// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
 fn say(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let mut l = String::with_capacity(line.len() + 1);
+    l.push_str(line);
+    l.push('\n');
+    let _ = put(std::io::stderr(), l.as_bytes());
+}
+
+/// Writes all of `bytes` to stdout or stderr, unbuffered (one `write` when the pipe takes it
+/// whole), retrying on EINTR. The agent writes whole lines and reports, so std's buffered,
+/// locked `Stdout`/`Stderr` writers are not used: they are a few KiB of the router binary.
+fn put(fd: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd.as_fd(), bytes) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn check_main(config: Option<PathBuf>) -> ExitCode {
@@ -205,7 +223,10 @@ fn check_main(config: Option<PathBuf>) -> ExitCode {
     };
     match config::load(&path) {
         Ok(_) => {
-            let _ = writeln!(std::io::stdout().lock(), "{}: ok", path.display());
+            let _ = put(
+                std::io::stdout(),
+                format!("{}: ok\n", path.display()).as_bytes(),
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -240,7 +261,7 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
             } else {
                 status::text(&snap)
             };
-            match std::io::stdout().lock().write_all(out.as_bytes()) {
+            match put(std::io::stdout(), out.as_bytes()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::from(EXIT_FAILURE),
             }
@@ -248,9 +269,10 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
         Err(line) => {
             say(&line);
             if s.prometheus {
-                let _ = std::io::stdout()
-                    .lock()
-                    .write_all(status::prometheus_unreadable().as_bytes());
+                let _ = put(
+                    std::io::stdout(),
+                    status::prometheus_unreadable().as_bytes(),
+                );
             }
             ExitCode::from(EXIT_FAILURE)
         }
@@ -341,9 +363,8 @@ impl Clock {
 }
 
 fn flush(lines: Vec<String>) {
-    let mut err = std::io::stderr().lock();
     for l in lines {
-        let _ = writeln!(err, "{l}");
+        say(&l);
     }
 }
 
@@ -455,7 +476,7 @@ fn serve(
         state_path.clone().map(|p| {
             agent::Saver(Box::new(move |bytes: &[u8]| {
                 state::save(&p, bytes)
-                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_lowercase()))
+                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_ascii_lowercase()))
             }))
         }),
     );
@@ -612,5 +633,18 @@ fn serve(
 }
 
 fn lower(e: Errno) -> String {
-    e.desc().to_lowercase()
+    errno_text(e as i32)
+}
+
+/// The C library's text for errno `n` (strerror), lower-cased, as the agent logs it: "no such file
+/// or directory". One source for every message (std's `io::Error` uses the same text), and on
+/// the routers no second table of errno strings (nix's `Errno::desc`) in the binary.
+pub(crate) fn errno_text(n: i32) -> String {
+    let mut s = std::io::Error::from_raw_os_error(n).to_string();
+    // std appends " (os error N)".
+    if let Some(i) = s.find(" (os error") {
+        s.truncate(i);
+    }
+    s.make_ascii_lowercase();
+    s
 }

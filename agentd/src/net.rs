@@ -188,7 +188,7 @@ impl Net {
 
 fn lower(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        Some(n) => crate::errno_text(n),
         None => e.to_string(),
     }
 }

@@ -25,12 +25,13 @@
 //! [`Replica::digest`] summarises the state in [`BUCKETS`] order-independent hashes; nodes
 //! compare digests and send each other the entries of the buckets that differ.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use lbfo_core::cmd::Attr;
 use lbfo_core::table::{ApplyError, Backend, DEFAULT_PRIO, DEFAULT_WEIGHT};
 use lbfo_core::{Command, Name, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
+
+use crate::vecmap::VecMap;
 
 /// A node's id: the FNV-1a hash of its name (names must be unique in a cluster).
 pub type NodeId = u64;
@@ -45,12 +46,27 @@ pub const TOMBSTONE_MS: u64 = 10 * 60 * 1000;
 pub const BUCKETS: usize = 32;
 
 /// When a change was made, and by whom; ordered by time, then node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Stamp {
     /// Hybrid logical time, in milliseconds.
     pub time: u64,
     /// The node that made the change.
     pub node: NodeId,
+}
+
+/// Ordered by time, then node. One out-of-line comparison: registers, merges and prunes compare
+/// stamps everywhere, and inlined 64-bit comparisons are long on 32-bit routers.
+impl Ord for Stamp {
+    #[inline(never)]
+    fn cmp(&self, o: &Stamp) -> std::cmp::Ordering {
+        (self.time, self.node).cmp(&(o.time, o.node))
+    }
+}
+
+impl PartialOrd for Stamp {
+    fn partial_cmp(&self, o: &Stamp) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 impl Stamp {
@@ -149,7 +165,7 @@ pub struct ServiceState {
     /// Policy code (see [`Policy::code`]).
     pub policy: Reg<u8>,
     /// Backends by address.
-    pub backends: BTreeMap<IpAddr, BackendState>,
+    pub backends: VecMap<IpAddr, BackendState>,
 }
 
 impl ServiceState {
@@ -159,7 +175,7 @@ impl ServiceState {
             created: Stamp::ZERO,
             deleted: Stamp::ZERO,
             policy: Reg::new(Policy::RoundRobin.code()),
-            backends: BTreeMap::new(),
+            backends: VecMap::new(),
         }
     }
 
@@ -216,7 +232,7 @@ impl Entry {
 pub struct Replica {
     me: NodeId,
     clock: u64,
-    services: BTreeMap<String, ServiceState>,
+    services: VecMap<String, Box<ServiceState>>,
 }
 
 /// The node id for a node name.
@@ -244,7 +260,7 @@ impl Replica {
         Replica {
             me,
             clock: 0,
-            services: BTreeMap::new(),
+            services: VecMap::new(),
         }
     }
 
@@ -336,8 +352,9 @@ impl Replica {
         let name = *cmd.service();
         let s = self
             .services
-            .entry(name.as_str().to_owned())
-            .or_insert_with(|| ServiceState::new(name));
+            .get_or_insert_with(name.as_str().to_owned(), || {
+                Box::new(ServiceState::new(name))
+            });
         let mut backend_touched = None;
         match *cmd {
             Command::Add {
@@ -349,7 +366,7 @@ impl Replica {
             } => {
                 s.created = s.created.max(at);
                 let was_live = s.live_backend(addr).is_some();
-                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                let b = s.backends.get_or_insert_with(addr, || BackendState::NEW);
                 b.exists.set(true, at);
                 if !was_live {
                     // A new incarnation starts from the defaults.
@@ -374,17 +391,17 @@ impl Replica {
             Command::Del {
                 addr: Some(addr), ..
             } => {
-                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                let b = s.backends.get_or_insert_with(addr, || BackendState::NEW);
                 b.exists.set(false, at);
                 backend_touched = Some(addr);
             }
             Command::SetUp { addr, up, .. } => {
-                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                let b = s.backends.get_or_insert_with(addr, || BackendState::NEW);
                 b.up.set(up, at);
                 backend_touched = Some(addr);
             }
             Command::Set { addr, attr, .. } => {
-                let b = s.backends.entry(addr).or_insert(BackendState::NEW);
+                let b = s.backends.get_or_insert_with(addr, || BackendState::NEW);
                 match attr {
                     Attr::Weight(w) => b.weight.set(w, at),
                     Attr::Prio(p) => b.prio.set(p, at),
@@ -426,8 +443,9 @@ impl Replica {
         }
         let s = self
             .services
-            .entry(name.as_str().to_owned())
-            .or_insert_with(|| ServiceState::new(name));
+            .get_or_insert_with(name.as_str().to_owned(), || {
+                Box::new(ServiceState::new(name))
+            });
         let changed = match e {
             Entry::Service {
                 created,
@@ -484,7 +502,8 @@ impl Replica {
         out.policy = Policy::from_code(s.policy.value).unwrap_or(Policy::RoundRobin);
         let mut live: Vec<(&IpAddr, &BackendState)> =
             s.backends.iter().filter(|(_, b)| s.live(b)).collect();
-        live.sort_by_key(|(a, b)| (b.exists.at, **a));
+        // Addresses are unique: an unstable sort orders them exactly.
+        live.sort_unstable_by_key(|(a, b)| (b.exists.at, **a));
         for (slot, (addr, b)) in out.backends.iter_mut().zip(live) {
             *slot = Some(Backend {
                 addr: *addr,

@@ -92,7 +92,7 @@ pub fn load(path: &Path) -> Result<Option<Saved>, String> {
     match fs::read(path) {
         Ok(bytes) => decode(&bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string().to_lowercase()),
+        Err(e) => Err(e.to_string().to_ascii_lowercase()),
     }
 }
 

@@ -22,6 +22,7 @@ use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
 
 use crate::shm::{Segment, TableMapRo};
+use crate::vecmap::VecMap;
 
 /// A heartbeat older than this means the agent is not running (three missed beats).
 pub const STALE_MS: u64 = 3000;
@@ -187,11 +188,11 @@ impl Snapshot {
                     .iter()
                     .map(|b| format!("{} {} {} {} {}", b.addr, b.up, b.weight, b.prio, b.limit))
                     .collect();
-                b.sort();
+                b.sort_unstable();
                 format!("{} {} [{}]", sv.name, sv.policy, b.join(","))
             })
             .collect();
-        rows.sort();
+        rows.sort_unstable();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in rows.join("\n").bytes() {
             h ^= u64::from(byte);
@@ -283,7 +284,7 @@ fn map(file: &File) -> Result<TableMapRo, String> {
 
 fn lower(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        Some(n) => crate::errno_text(n),
         None => e.to_string(),
     }
 }
@@ -421,9 +422,9 @@ fn cluster_json(o: &mut String, c: &ClusterInfo, now_ms: u64) {
         );
     }
     o.push_str("],\"drop_totals\":{");
-    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut totals: VecMap<&str, u64> = VecMap::new();
     for (_, why, n) in &c.drops {
-        *totals.entry(why).or_insert(0) += n;
+        *totals.get_or_insert_with(why, || 0) += n;
     }
     for (i, (why, n)) in totals.iter().enumerate() {
         let _ = write!(o, "{}{}:{n}", if i > 0 { "," } else { "" }, quote(why));
@@ -492,10 +493,27 @@ pub struct Family {
     /// `counter` or `gauge`.
     pub kind: &'static str,
     /// Label pairs and value, one per sample.
-    pub samples: Vec<(Vec<(&'static str, String)>, f64)>,
+    pub samples: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+/// A sample's value. Every value `status` reports is a count (or a 0/1 flag) or a time in
+/// milliseconds, shown in seconds; integers keep them exact and keep floating point (soft-float
+/// code on the routers) out of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// A count or a flag.
+    Count(u64),
+    /// Milliseconds, printed as seconds.
+    Ms(u64),
+}
+
+fn flag(v: bool) -> Value {
+    Value::Count(u64::from(v))
 }
 
 impl Family {
+    // Called for every family; one copy instead of one per call (router size budget).
+    #[inline(never)]
     fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
         Family {
             name,
@@ -505,7 +523,7 @@ impl Family {
         }
     }
 
-    fn one(mut self, value: f64) -> Family {
+    fn one(mut self, value: Value) -> Family {
         self.samples.push((Vec::new(), value));
         self
     }
@@ -517,7 +535,6 @@ impl Family {
 /// `lbfo_agent_dropped_total{reason="..."}`, a `counter`) become a field of [`Snapshot`] filled in
 /// by [`snapshot`], and one more [`Family`] pushed here; [`prometheus`] renders any family.
 pub fn families(s: &Snapshot) -> Vec<Family> {
-    let b = |v: bool| if v { 1.0 } else { 0.0 };
     let mut out = vec![
         table_readable(true),
         Family::new(
@@ -525,7 +542,7 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
             "gauge",
             "Whether the agent's heartbeat in the table is recent (1) or not (0).",
         )
-        .one(b(s.agent_running())),
+        .one(flag(s.agent_running())),
     ];
     if let Some(age) = s.heartbeat_age_ms() {
         out.push(
@@ -534,7 +551,7 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
                 "gauge",
                 "Seconds since the agent last wrote its heartbeat into the table.",
             )
-            .one(age as f64 / 1000.0),
+            .one(Value::Ms(age)),
         );
     }
     out.push(
@@ -543,7 +560,7 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
             "gauge",
             "Whether an agent replaced this table file by another (1).",
         )
-        .one(b(s.retired)),
+        .one(flag(s.retired)),
     );
     out.push(
         Family::new(
@@ -551,11 +568,11 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
             "gauge",
             "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
         )
-        .one(b(s.counters_ok)),
+        .one(flag(s.counters_ok)),
     );
     out.push(
         Family::new("lbfo_services", "gauge", "Services in the table.")
-            .one(s.services.len() as f64),
+            .one(Value::Count(s.services.len() as u64)),
     );
     let mut info = Family::new(
         "lbfo_service_info",
@@ -589,7 +606,7 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
                 ("service", sv.name.clone()),
                 ("policy", sv.policy.to_owned()),
             ],
-            1.0,
+            Value::Count(1),
         ));
         for be in &sv.backends {
             let labels = vec![
@@ -597,12 +614,15 @@ pub fn families(s: &Snapshot) -> Vec<Family> {
                 ("address", be.addr.to_string()),
             ];
             if let Some(n) = be.lookups {
-                lookups.samples.push((labels.clone(), n as f64));
+                lookups.samples.push((labels.clone(), Value::Count(n)));
             }
-            up.samples.push((labels.clone(), b(be.up)));
-            weight.samples.push((labels.clone(), f64::from(be.weight)));
-            prio.samples.push((labels.clone(), f64::from(be.prio)));
-            limit.samples.push((labels, be.limit as f64));
+            up.samples.push((labels.clone(), flag(be.up)));
+            weight
+                .samples
+                .push((labels.clone(), Value::Count(be.weight.into())));
+            prio.samples
+                .push((labels.clone(), Value::Count(be.prio.into())));
+            limit.samples.push((labels, Value::Count(be.limit)));
         }
     }
     out.extend([info, lookups, up, weight, prio, limit]);
@@ -622,7 +642,7 @@ fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
     for p in &c.peers {
         peers.samples.push((
             vec![("node", p.node.clone()), ("address", p.addr.clone())],
-            now_ms.saturating_sub(p.heard_ms) as f64 / 1000.0,
+            Value::Ms(now_ms.saturating_sub(p.heard_ms)),
         ));
     }
     let mut dropped = Family::new(
@@ -630,28 +650,28 @@ fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
         "counter",
         "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale).",
     );
-    let mut totals: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut totals: VecMap<&str, u64> = VecMap::new();
     for (_, why, n) in &c.drops {
-        *totals.entry(why).or_insert(0) += n;
+        *totals.get_or_insert_with(why, || 0) += n;
     }
     for (why, n) in totals {
         dropped
             .samples
-            .push((vec![("reason", why.to_owned())], n as f64));
+            .push((vec![("reason", why.to_owned())], Value::Count(n)));
     }
     let sent = Family::new(
         "lbfo_cluster_sent_bytes_total",
         "counter",
         "Bytes of cluster datagrams sent since the agent started.",
     )
-    .one(c.sent.1 as f64);
+    .one(Value::Count(c.sent.1));
     vec![
         Family::new(
             "lbfo_cluster_peers",
             "gauge",
             "Peers heard since the agent started.",
         )
-        .one(c.peers.len() as f64),
+        .one(Value::Count(c.peers.len() as u64)),
         peers,
         dropped,
         sent,
@@ -682,31 +702,16 @@ pub fn prometheus(families: &[Family]) -> String {
     o
 }
 
-/// A sample value: integral values without a fraction or exponent, others with up to three
-/// decimals (every value here is a count, a flag, or milliseconds shown as seconds). Done by hand
-/// because f64's `Display` brings a float printer of ~20 KiB into the agent, too much for the
-/// router budget (size-report/run.sh).
-fn sample_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_owned();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
-    }
-    let sign = if v < 0.0 { "-" } else { "" };
-    let a = v.abs();
-    if a.fract() == 0.0 || a >= 1e15 {
-        // `as` saturates; u64 holds every count the table can have.
-        return format!("{sign}{}", a as u64);
-    }
-    let milli = (a * 1000.0).round() as u64;
-    let (int, frac) = (milli / 1000, milli % 1000);
-    let frac = format!("{frac:03}");
-    let frac = frac.trim_end_matches('0');
-    match (frac.is_empty(), milli) {
-        (_, 0) => "0".to_owned(),
-        (true, _) => format!("{sign}{int}"),
-        (false, _) => format!("{sign}{int}.{frac}"),
+/// A sample value: a count as it is, milliseconds as seconds with up to three decimals (no
+/// trailing zeros, no exponent).
+fn sample_value(v: Value) -> String {
+    match v {
+        Value::Count(n) => n.to_string(),
+        Value::Ms(ms) if ms % 1000 == 0 => (ms / 1000).to_string(),
+        Value::Ms(ms) => {
+            let frac = format!("{:03}", ms % 1000);
+            format!("{}.{}", ms / 1000, frac.trim_end_matches('0'))
+        }
     }
 }
 
@@ -722,7 +727,7 @@ fn table_readable(yes: bool) -> Family {
         "gauge",
         "Whether the table could be read (1) or not (0).",
     )
-    .one(if yes { 1.0 } else { 0.0 })
+    .one(flag(yes))
 }
 
 /// Escapes a label value (`\\`, `"`, newline) or HELP text (`\\`, newline).
@@ -971,25 +976,23 @@ lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
     fn prometheus_escaping_and_values() {
         assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
         assert_eq!(escape("a\"b\\c\nd", false), "a\"b\\\\c\\nd");
-        let f = Family::new("x", "gauge", "h").one(3_000_000_000.0);
+        let f = Family::new("x", "gauge", "h").one(Value::Count(3_000_000_000));
         assert_eq!(
             prometheus(&[f]),
             "# HELP x h\n# TYPE x gauge\nx 3000000000\n"
         );
-        let f = Family::new("x", "gauge", "h").one(0.05);
+        let f = Family::new("x", "gauge", "h").one(Value::Ms(50));
         assert!(prometheus(&[f]).ends_with("x 0.05\n"));
         for (v, text) in [
-            (0.0, "0"),
-            (9.6, "9.6"),
-            (1.234_56, "1.235"),
-            (-2.5, "-2.5"),
-            (0.000_4, "0"),
-            (1.999_9, "2"),
-            (1.8e19, "18000000000000000000"),
-            (f64::NAN, "NaN"),
-            (f64::INFINITY, "+Inf"),
+            (Value::Count(0), "0"),
+            (Value::Ms(0), "0"),
+            (Value::Ms(9600), "9.6"),
+            (Value::Ms(1235), "1.235"),
+            (Value::Ms(2000), "2"),
+            (Value::Ms(1), "0.001"),
+            (Value::Count(u64::MAX), "18446744073709551615"),
         ] {
-            assert_eq!(sample_value(v), text, "{v}");
+            assert_eq!(sample_value(v), text, "{v:?}");
         }
     }
 }

@@ -44,7 +44,7 @@ pub enum SetupError {
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetupError::Os(what, e) => write!(f, "{what}: {}", e.desc().to_lowercase()),
+            SetupError::Os(what, e) => write!(f, "{what}: {}", crate::errno_text(*e as i32)),
             SetupError::Locked => {
                 f.write_str("another lbfo-agentd is running on this table (its .lock file is held)")
             }

@@ -185,16 +185,13 @@ impl Key {
 
 /// Encodes and authenticates `msg`; `None` if it would exceed [`MAX_DATAGRAM`].
 pub fn seal(msg: &Message, key: &Key) -> Option<Vec<u8>> {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let used = postcard::to_slice(msg, &mut buf[..MAX_DATAGRAM - TAG])
-        .ok()?
-        .len();
+    // to_allocvec, as the state file: one postcard serializer in the binary, not two.
+    let mut out = postcard::to_allocvec(msg)
+        .ok()
+        .filter(|b| b.len() <= MAX_DATAGRAM - TAG)?;
     let mut mac = key.mac();
-    mac.update(&buf[..used]);
-    let tag = mac.finalize().into_bytes();
-    let mut out = Vec::with_capacity(used + TAG);
-    out.extend_from_slice(&buf[..used]);
-    out.extend_from_slice(&tag);
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
     Some(out)
 }
 
