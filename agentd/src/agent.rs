@@ -37,6 +37,7 @@ use crate::fifo::{Piece, MAX_LINE};
 use crate::health::Verdict;
 use crate::state::{self, Saved};
 use crate::vecmap::VecSet;
+use crate::wire::Drop;
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -301,6 +302,13 @@ impl<'m> Agent<'m> {
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
         if let Some(c) = self.cluster.as_mut() {
             c.datagram(bytes, from, self.now.wall_ms);
+        }
+    }
+
+    /// A datagram the socket dropped before the cluster saw it: counted with the cluster's own.
+    pub fn dropped(&mut self, from: SocketAddr, why: Drop) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.dropped(from, why);
         }
     }
 

@@ -298,7 +298,8 @@ impl Cluster {
         true
     }
 
-    fn dropped(&mut self, from: SocketAddr, why: Drop) {
+    /// Counts a refused datagram under its reason and source.
+    pub fn dropped(&mut self, from: SocketAddr, why: Drop) {
         // The keys are sorted by source: count the distinct ones.
         let (mut sources, mut known, mut last) = (0, false, None);
         for (a, _) in self.drops.keys() {

@@ -422,8 +422,12 @@ fn serve(
     let mut cluster = None;
     if let Some(setup) = setup {
         let c = &config.cluster;
-        let n = net::Net::open(c.group, c.iface.as_deref(), c.ttl.unwrap_or(1), &c.peers)
-            .map_err(|e| format!("cluster: {e}"))?;
+        let (n, warnings) =
+            net::Net::open(c.group, c.iface.as_deref(), c.ttl.unwrap_or(1), &c.peers)
+                .map_err(|e| format!("cluster: {e}"))?;
+        for w in warnings {
+            say(&w);
+        }
         let now = clock.now();
         let mut line = format!("cluster: node {}", setup.name);
         if let Some(g) = c.group {
@@ -590,8 +594,11 @@ fn serve(
         if let Some(n) = &net {
             // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
             if net_ev.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
-                n.drain(|d, from| agent.datagram(d, from))
-                    .map_err(|e| format!("cluster socket: read: {e}"))?;
+                n.drain(|d, from| match d {
+                    net::Incoming::Datagram(d) => agent.datagram(d, from),
+                    net::Incoming::Dropped(why) => agent.dropped(from, why),
+                })
+                .map_err(|e| format!("cluster socket: read: {e}"))?;
                 agent.sync();
             }
         }

@@ -2,21 +2,45 @@
 //!
 //! One socket, non-blocking and close-on-exec, bound to the wildcard address on the group's port
 //! (or the peers' port without a group), so it receives both the group's datagrams and unicast
-//! replies. `IP_MULTICAST_ALL` is off (IPv4) so another group on the same port in this network
-//! namespace is not delivered to us. The group is joined, and sent to, on `iface` when given
-//! (by index, which works for IPv4 and IPv6 alike).
+//! replies. The group is joined, and sent to, on `iface` when given (by index, which works for
+//! IPv4 and IPv6 alike); without `iface` the routing table picks the interface.
 //!
-//! The one module of the agent besides `shm` with `unsafe` code: `setsockopt` and
-//! `if_nametoindex`, which std and nix do not offer in the form needed (join by index).
+//! **Only our group's datagrams are taken in.** A socket bound to the wildcard address receives
+//! every group that anything in this network namespace joined on its port; `IP_MULTICAST_ALL`
+//! (`IPV6_MULTICAST_ALL`) off makes the kernel deliver only the groups this socket joined. Where
+//! the kernel refuses that option (Linux before 2.6.31, or 4.20 for IPv6; qemu-user, which does
+//! not emulate it), the same rule is kept by hand: the socket asks for each datagram's
+//! destination address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and [`Net::drain`] drops one sent to
+//! any other multicast address (counted as [`Drop::OtherGroup`]). Binding to the group address
+//! instead would also shut out the unicast repairs peers send us.
+//!
+//! **Sends to the group leave by `iface`.** `IP_MULTICAST_IF` is given the interface by index
+//! (`struct ip_mreqn`). Where that option is refused in every form (qemu-user before 10.0 does
+//! not emulate it at all, so its `struct in_addr` form fails the same way), each datagram to the
+//! group carries the interface's IPv4 address as its source (`IP_PKTINFO` on `sendmsg`): the
+//! kernel sends a multicast datagram whose source is a local address out of the interface that
+//! holds it. The address is read once, at start. For IPv6, a refused `IPV6_MULTICAST_IF` is
+//! replaced by the sticky `IPV6_PKTINFO` option with the interface's index, which pins every send
+//! of the socket (unicast replies too) to `iface`. Each fallback is logged once, as a warning
+//! naming the missing option.
+//!
+//! The one module of the agent besides `shm` with `unsafe` code: `setsockopt`,
+//! `if_nametoindex` and the `SIOCGIFADDR` ioctl, which std and nix do not offer in the form
+//! needed (join by index).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
+};
+
 use crate::cluster::Dest;
-use crate::wire::MAX_DATAGRAM;
+use crate::wire::{Drop, MAX_DATAGRAM};
 
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
@@ -27,8 +51,23 @@ pub struct Net {
     sock: UdpSocket,
     group: Option<SocketAddr>,
     peers: Vec<SocketAddr>,
+    /// The kernel would not filter other groups (no `IP_MULTICAST_ALL`): [`Net::drain`] checks
+    /// each datagram's destination.
+    check_dest: bool,
+    /// The kernel would not take `IP_MULTICAST_IF`: datagrams to the group carry this source
+    /// address (the interface's), which sends them out of its interface.
+    source: Option<Ipv4Addr>,
     /// Sends that failed (buffer full, no route), counted rather than logged one by one.
     pub send_errors: u64,
+}
+
+/// What [`Net::drain`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A datagram for us (the group or our unicast address), to be checked by the cluster.
+    Datagram(&'a [u8]),
+    /// A datagram dropped here, and why.
+    Dropped(Drop),
 }
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Result<()> {
@@ -49,6 +88,12 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Re
     }
 }
 
+/// Whether `e` says the option is unknown here (an older kernel, an emulator), which is what
+/// the fallbacks stand in for; any other error is a real failure.
+fn unknown_option(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOPROTOOPT)
+}
+
 fn ifindex(name: &str) -> Result<u32, String> {
     let c = CString::new(name).map_err(|_| format!("iface {name:?}: not a name"))?;
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
@@ -60,14 +105,40 @@ fn ifindex(name: &str) -> Result<u32, String> {
     }
 }
 
+/// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
+/// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
+fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
+    // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(format!("iface {name}: name too long"));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFADDR reads the NUL-terminated name (the last byte stays 0) and writes a
+    // `sockaddr` into `req`, which outlives the call; the fd is open (borrowed).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR as _, &mut req) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!("iface {name}: no IPv4 address ({})", lower(&e)));
+    }
+    // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
+    // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
+    let sin: libc::sockaddr_in =
+        unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(req.ifr_ifru.ifru_addr).cast()) };
+    Ok(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+}
+
 impl Net {
-    /// Opens the socket, joins the group. `Err` is the line to print.
+    /// Opens the socket, joins the group. `Err` is the line to print; the `Vec` holds the
+    /// warnings to log (a socket option this kernel refused, and what stands in for it).
     pub fn open(
         group: Option<SocketAddr>,
         iface: Option<&str>,
         ttl: u8,
         peers: &[SocketAddr],
-    ) -> Result<Net, String> {
+    ) -> Result<(Net, Vec<String>), String> {
         let first = group
             .or(peers.first().copied())
             .ok_or("no group and no peer")?;
@@ -84,6 +155,10 @@ impl Net {
         sock.set_nonblocking(true)
             .map_err(what("set non-blocking"))?;
         let fd = sock.as_fd();
+        let mut warnings = Vec::new();
+        let mut check_dest = false;
+        let mut source = None;
+        let on = iface.map_or(String::new(), |i| format!(" on {i}"));
         match group.map(|g| g.ip()) {
             Some(IpAddr::V4(g)) => {
                 let mreq = libc::ip_mreqn {
@@ -93,12 +168,38 @@ impl Net {
                     imr_address: libc::in_addr { s_addr: 0 },
                     imr_ifindex: index as i32,
                 };
-                setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, &0i32)
-                    .map_err(what("IP_MULTICAST_ALL"))?;
+                match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, &0i32) {
+                    Err(e) if unknown_option(&e) => {
+                        setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, &1i32)
+                            .map_err(what("IP_PKTINFO (standing in for IP_MULTICAST_ALL)"))?;
+                        check_dest = true;
+                        warnings.push(format!(
+                            "cluster: warning: IP_MULTICAST_ALL: {}; datagrams to other groups \
+                             on port {} are dropped by their destination (IP_PKTINFO) instead",
+                            lower(&e),
+                            first.port()
+                        ));
+                    }
+                    r => r.map_err(what("IP_MULTICAST_ALL"))?,
+                }
                 setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
                     .map_err(what("join the group"))?;
-                setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)
-                    .map_err(what("IP_MULTICAST_IF"))?;
+                // Without `iface` the routing table picks the interface: nothing to set.
+                if let Some(name) = iface {
+                    match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq) {
+                        Err(e) if unknown_option(&e) => {
+                            let a = ipv4_of(fd, name)
+                                .map_err(|m| format!("IP_MULTICAST_IF: {}; and {m}", lower(&e)))?;
+                            source = Some(a);
+                            warnings.push(format!(
+                                "cluster: warning: IP_MULTICAST_IF: {}; datagrams to the group \
+                                 leave{on} by their source address {a} (IP_PKTINFO) instead",
+                                lower(&e)
+                            ));
+                        }
+                        r => r.map_err(what("IP_MULTICAST_IF"))?,
+                    }
+                }
                 setsockopt(
                     fd,
                     libc::IPPROTO_IP,
@@ -111,15 +212,47 @@ impl Net {
                     .map_err(what("IP_MULTICAST_LOOP"))?;
             }
             Some(IpAddr::V6(g)) => {
+                match setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_ALL, &0i32) {
+                    Err(e) if unknown_option(&e) => {
+                        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32).map_err(
+                            what("IPV6_RECVPKTINFO (standing in for IPV6_MULTICAST_ALL)"),
+                        )?;
+                        check_dest = true;
+                        warnings.push(format!(
+                            "cluster: warning: IPV6_MULTICAST_ALL: {}; datagrams to other groups \
+                             on port {} are dropped by their destination (IPV6_PKTINFO) instead",
+                            lower(&e),
+                            first.port()
+                        ));
+                    }
+                    r => r.map_err(what("IPV6_MULTICAST_ALL"))?,
+                }
                 sock.join_multicast_v6(&g, index)
                     .map_err(what("join the group"))?;
-                setsockopt(
-                    fd,
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_MULTICAST_IF,
-                    &(index as i32),
-                )
-                .map_err(what("IPV6_MULTICAST_IF"))?;
+                if iface.is_some() {
+                    match setsockopt(
+                        fd,
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_MULTICAST_IF,
+                        &(index as i32),
+                    ) {
+                        Err(e) if unknown_option(&e) => {
+                            let pin = libc::in6_pktinfo {
+                                ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
+                                ipi6_ifindex: index,
+                            };
+                            setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &pin).map_err(
+                                what("IPV6_PKTINFO (standing in for IPV6_MULTICAST_IF)"),
+                            )?;
+                            warnings.push(format!(
+                                "cluster: warning: IPV6_MULTICAST_IF: {}; every datagram leaves{on} \
+                                 (sticky IPV6_PKTINFO) instead",
+                                lower(&e)
+                            ));
+                        }
+                        r => r.map_err(what("IPV6_MULTICAST_IF"))?,
+                    }
+                }
                 setsockopt(
                     fd,
                     libc::IPPROTO_IPV6,
@@ -132,12 +265,15 @@ impl Net {
             }
             None => {}
         }
-        Ok(Net {
+        let net = Net {
             sock,
             group,
             peers: peers.to_vec(),
+            check_dest,
+            source,
             send_errors: 0,
-        })
+        };
+        Ok((net, warnings))
     }
 
     /// The socket, for `poll`.
@@ -147,8 +283,30 @@ impl Net {
 
     /// Sends one datagram; a failure is counted (the protocol repairs loss), never fatal.
     pub fn send(&mut self, dest: Dest, datagram: &[u8]) {
-        let one = |s: &UdpSocket, to: SocketAddr| loop {
-            match s.send_to(datagram, to) {
+        let (sock, source, group) = (&self.sock, self.source, self.group);
+        let one = |to: SocketAddr| loop {
+            let sent = match source {
+                // To the group without IP_MULTICAST_IF: our interface's address as the source.
+                Some(a) if Some(to) == group => {
+                    let info = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from_ne_bytes(a.octets()),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    sendmsg(
+                        sock.as_raw_fd(),
+                        &[IoSlice::new(datagram)],
+                        &[ControlMessage::Ipv4PacketInfo(&info)],
+                        MsgFlags::empty(),
+                        Some(&SockaddrStorage::from(to)),
+                    )
+                    .map_err(io::Error::from)
+                }
+                _ => sock.send_to(datagram, to),
+            };
+            match sent {
                 Ok(_) => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // WouldBlock (buffer full), ENETUNREACH, ECONNREFUSED…: lost like on the wire.
@@ -157,10 +315,10 @@ impl Net {
         };
         let mut failed = 0;
         match dest {
-            Dest::To(to) => failed += u64::from(!one(&self.sock, to)),
+            Dest::To(to) => failed += u64::from(!one(to)),
             Dest::All => {
                 for to in self.group.iter().chain(&self.peers) {
-                    failed += u64::from(!one(&self.sock, *to));
+                    failed += u64::from(!one(*to));
                 }
             }
         }
@@ -168,13 +326,22 @@ impl Net {
     }
 
     /// Reads datagrams until the socket is drained or [`MAX_RECV`] were read; calls `f` with
-    /// each (bytes, source). A datagram longer than [`MAX_DATAGRAM`] is passed on cut to one
-    /// byte more than that, for the caller to refuse as oversized.
-    pub fn drain(&self, mut f: impl FnMut(&[u8], SocketAddr)) -> io::Result<()> {
+    /// each and its source. A datagram longer than [`MAX_DATAGRAM`] is passed on cut to one
+    /// byte more than that, for the caller to refuse as oversized; one sent to another group
+    /// (seen only where the kernel lacks `IP_MULTICAST_ALL`) is passed on as dropped.
+    pub fn drain(&self, mut f: impl FnMut(Incoming<'_>, SocketAddr)) -> io::Result<()> {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         for _ in 0..MAX_RECV {
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => f(&buf[..n.min(buf.len())], from),
+            let got = if self.check_dest {
+                self.recv_checked(&mut buf)
+            } else {
+                self.sock
+                    .recv_from(&mut buf)
+                    .map(|(n, from)| (n, from, true))
+            };
+            match got {
+                Ok((n, from, true)) => f(Incoming::Datagram(&buf[..n.min(buf.len())]), from),
+                Ok((_, from, false)) => f(Incoming::Dropped(Drop::OtherGroup), from),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error from an earlier unicast send surfaces here: not ours to act on.
@@ -184,11 +351,77 @@ impl Net {
         }
         Ok(())
     }
+
+    /// One datagram with its destination address: (length, source, whether it is for us:
+    /// sent to our group or to a unicast address).
+    fn recv_checked(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, bool)> {
+        let mut space = nix::cmsg_space!(libc::in6_pktinfo);
+        let mut iov = [IoSliceMut::new(buf)];
+        let m = recvmsg::<SockaddrStorage>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )?;
+        let from = m
+            .address
+            .and_then(|a| match a.family() {
+                Some(nix::sys::socket::AddressFamily::Inet) => a
+                    .as_sockaddr_in()
+                    .map(|s| SocketAddr::from((s.ip(), s.port()))),
+                Some(nix::sys::socket::AddressFamily::Inet6) => a
+                    .as_sockaddr_in6()
+                    .map(|s| SocketAddr::from((s.ip(), s.port()))),
+                _ => None,
+            })
+            .ok_or_else(|| io::Error::from(Errno::EAFNOSUPPORT))?;
+        let dest = m.cmsgs()?.find_map(|c| match c {
+            ControlMessageOwned::Ipv4PacketInfo(i) => {
+                Some(IpAddr::from(i.ipi_addr.s_addr.to_ne_bytes()))
+            }
+            ControlMessageOwned::Ipv6PacketInfo(i) => Some(IpAddr::from(i.ipi6_addr.s6_addr)),
+            _ => None,
+        });
+        Ok((m.bytes, from, for_us(dest, self.group)))
+    }
+}
+
+/// Whether a datagram sent to `dest` is ours: sent to our group, or not to a group at all.
+/// (No destination reported: taken, as a kernel that filtered would.)
+fn for_us(dest: Option<IpAddr>, group: Option<SocketAddr>) -> bool {
+    match dest {
+        Some(d) if d.is_multicast() => group.is_some_and(|g| g.ip() == d),
+        _ => true,
+    }
 }
 
 fn lower(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => crate::errno_text(n),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_group_and_unicast_are_ours() {
+        let g4: SocketAddr = "239.255.77.1:7331".parse().unwrap();
+        let g6: SocketAddr = "[ff15::77]:7331".parse().unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(for_us(ip("239.255.77.1"), Some(g4)));
+        assert!(!for_us(ip("239.255.77.2"), Some(g4)), "another group");
+        assert!(!for_us(ip("224.0.0.251"), Some(g4)), "mDNS on our port");
+        assert!(for_us(ip("10.0.0.1"), Some(g4)), "unicast (a repair)");
+        assert!(for_us(ip("ff15::77"), Some(g6)));
+        assert!(!for_us(ip("ff15::78"), Some(g6)));
+        assert!(for_us(ip("fd00::1"), Some(g6)));
+        assert!(
+            !for_us(ip("239.255.77.1"), None),
+            "peers only: no group is ours"
+        );
+        assert!(for_us(None, Some(g4)), "no destination reported");
     }
 }

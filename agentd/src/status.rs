@@ -648,7 +648,7 @@ fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
     let mut dropped = Family::new(
         "lbfo_cluster_dropped_total",
         "counter",
-        "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale).",
+        "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group).",
     );
     let mut totals: VecMap<&str, u64> = VecMap::new();
     for (_, why, n) in &c.drops {

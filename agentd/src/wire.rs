@@ -52,6 +52,9 @@ pub enum Drop {
     Replay,
     /// Sent more than the freshness window ago (or ahead).
     Stale,
+    /// Sent to another multicast group on our port (dropped by `net` where the kernel does not
+    /// filter other groups itself).
+    OtherGroup,
 }
 
 impl Drop {
@@ -65,6 +68,7 @@ impl Drop {
             Drop::Garbage => "garbage",
             Drop::Replay => "replay",
             Drop::Stale => "stale",
+            Drop::OtherGroup => "other_group",
         }
     }
 }
