@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use lbfo_core::cmd::{parse_bytes, Attr, Check};
+use lbfo_core::cmd::{parse_bytes, Attr, Check, Setting};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
@@ -560,6 +560,13 @@ impl<'m> Agent<'m> {
             ));
             config.state.clone_from(&self.config.state);
         }
+        if self.config.cluster != config.cluster {
+            notes.push(
+                "reload: cluster settings changed; still using the running ones until the agent is restarted"
+                    .to_owned(),
+            );
+            config.cluster.clone_from(&self.config.cluster);
+        }
         self.log.extend(notes);
         self.changes += 1;
         self.load(config, "reload");
@@ -582,10 +589,9 @@ impl<'m> Agent<'m> {
         match parse_bytes(bytes) {
             Err(e) => self.log(format!("fifo: line {n}: column {}: {}", e.col, e.kind)),
             Ok(None) => {}
-            Ok(Some(Line::Setting(_))) => self.log(format!(
-                "fifo: line {n}: column 1: `table` and `fifo` are settings of the config file, not commands; \
-                 change the config and restart the agent"
-            )),
+            Ok(Some(Line::Setting(s))) => {
+                self.log(format!("fifo: line {n}: column 1: {}", setting_refused(&s)))
+            }
             Ok(Some(Line::Command(cmd))) => match self.command(&cmd) {
                 Ok(()) => self.log(format!("fifo: line {n}: {}", render(&cmd))),
                 Err(e) => self.log(format!("fifo: line {n}: column 1: {e} ({})", render(&cmd))),
@@ -891,6 +897,22 @@ pub fn render(cmd: &Command) -> String {
     s
 }
 
+/// Why a setting sent through the FIFO is refused, and how to change it: settings live in the
+/// config file only. A reload (SIGHUP) applies `hosts-file`, `dnsmasq-pid` and `check`; the
+/// others name files, sockets and keys the agent opened at start, so they need a restart.
+fn setting_refused(s: &Setting<'_>) -> String {
+    let how = match s {
+        Setting::HostsFile(_) | Setting::DnsmasqPid(_) | Setting::Check(_) => {
+            "change it in the config file and reload (SIGHUP)"
+        }
+        _ => "change it in the config file and restart the agent (a reload keeps the running one)",
+    };
+    format!(
+        "`{}` is a setting of the config file, not a FIFO command; {how}",
+        s.keyword()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -981,6 +1003,48 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_refused_on_the_fifo_naming_how_to_change_it() {
+        let m = Mem::new();
+        let mut a = m.agent(false, CONF, 0);
+        a.take_log();
+        // One line per `Setting` variant.
+        let lines = [
+            "table /t",
+            "fifo /f",
+            "state /s",
+            "group 239.255.1.1:7000",
+            "iface eth0",
+            "ttl 2",
+            "node gw1",
+            "peer 10.0.0.9:7000",
+            "key /k",
+            "insecure",
+            "hosts-file /h",
+            "dnsmasq-pid /p",
+            "check web.lan tcp 80",
+        ];
+        let log = send(&mut a, &lines.join("\n"));
+        assert_eq!(log.len(), lines.len(), "{log:?}");
+        for (i, (line, got)) in lines.iter().zip(&log).enumerate() {
+            let kw = line.split(' ').next().unwrap();
+            let how = match kw {
+                "hosts-file" | "dnsmasq-pid" | "check" => {
+                    "change it in the config file and reload (SIGHUP)"
+                }
+                _ => "change it in the config file and restart the agent (a reload keeps the running one)",
+            };
+            assert_eq!(
+                got,
+                &format!(
+                    "fifo: line {}: column 1: `{kw}` is a setting of the config file, not a FIFO command; {how}",
+                    i + 1
+                )
+            );
+        }
+        assert_eq!(m.v4("web.lan"), "10.0.0.1", "nothing changed");
+    }
+
+    #[test]
     fn fifo_lines_apply_and_bad_ones_are_skipped() {
         let m = Mem::new();
         let mut a = m.agent(false, CONF, 0);
@@ -996,7 +1060,7 @@ mod tests {
                 "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
                 "fifo: line 5: add db.lan 10.0.1.1",
                 "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
-                "fifo: line 7: column 1: `table` and `fifo` are settings of the config file, not commands; change the config and restart the agent",
+                "fifo: line 7: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent (a reload keeps the running one)",
                 "fifo: line 8: column 21: unknown option (expected weight=, prio= or limit=)",
             ]
         );

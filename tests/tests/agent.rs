@@ -20,8 +20,8 @@ fn a_bad_fifo_line_is_reported_and_skipped_while_its_neighbours_apply() {
         "{log}"
     );
     assert!(
-        log.contains("line 4"),
-        "settings are refused on the FIFO: {log}"
+        log.contains("line 4: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent"),
+        "settings are refused on the FIFO, naming the rule: {log}"
     );
     // Lines split across writes are reassembled.
     h.send("add d.lan 10.0");
