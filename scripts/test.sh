@@ -2,7 +2,8 @@
 # The test command: builds the release artefacts the end-to-end tests drive and the Debian
 # package, then runs every test (unit tests beside the code, end-to-end tests in tests/), then
 # the lints, then the router part: the core's tests and an agent smoke test under qemu for one
-# little-endian and one big-endian MIPS target, and the size report with its budgets
+# little-endian and one big-endian MIPS target, the interop run (the big-endian agent and the
+# native one in one group, cross/interop.sh, via cross/test.sh), and the size report with its budgets
 # (LBFO_SKIP_CROSS=1 skips the router part for a quick local run; CI runs it). The full router
 # matrix: bash cross/test.sh
 set -euo pipefail

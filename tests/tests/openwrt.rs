@@ -3,6 +3,7 @@
 //! default config against the real agent.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -23,8 +24,9 @@ fn init_script_passes_sh_n() {
 }
 
 /// Sources the init script under `sh` with procd's helpers (and `mkdir`) stubbed out to record
-/// their arguments, one call a line, then calls `fns` in order.
-fn run_init(fns: &str) -> String {
+/// their arguments, one call a line, runs `after` (more stubs or settings), then calls `fns` in
+/// order.
+fn run_init(fns: &str, after: &str) -> String {
     let stub = r#"
         rec() { printf '%s' "$1" >> "$LOG"; shift; for a in "$@"; do printf ' [%s]' "$a" >> "$LOG"; done; echo >> "$LOG"; }
         procd_open_instance() { rec open_instance "$@"; }
@@ -35,6 +37,7 @@ fn run_init(fns: &str) -> String {
         procd_send_signal() { rec send_signal "$@"; }
         mkdir() { rec mkdir "$@"; }
         . "$INIT"
+        eval "$AFTER"
         for f in $FNS; do "$f"; done
     "#;
     // One directory per call: tests run in parallel threads of one process.
@@ -51,6 +54,7 @@ fn run_init(fns: &str) -> String {
         .env("LOG", &log)
         .env("INIT", pkg().join("files/lbfo.init"))
         .env("FNS", fns)
+        .env("AFTER", after)
         .output()
         .unwrap();
     let calls = fs::read_to_string(&log).unwrap_or_default();
@@ -61,10 +65,11 @@ fn run_init(fns: &str) -> String {
 
 #[test]
 fn init_script_starts_the_agent_in_the_foreground_with_respawn() {
-    let calls = run_init("start_service");
+    let calls = run_init("start_service", "keygen_once() { rec keygen_once; }");
     assert_eq!(
         calls,
         "mkdir [-p] [/tmp/hosts] [/var/run/lbfo]\n\
+         keygen_once\n\
          open_instance\n\
          set_param [command] [/usr/sbin/lbfo-agentd] [-c] [/etc/lbfo.conf]\n\
          set_param [respawn] [3600] [5] [5]\n\
@@ -75,12 +80,31 @@ fn init_script_starts_the_agent_in_the_foreground_with_respawn() {
 }
 
 #[test]
+fn init_script_makes_the_cluster_key_once_with_the_real_agent() {
+    let dir = std::env::temp_dir().join(format!("lbfo-openwrt-key-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("lbfo.key");
+    let after = format!(
+        "KEY={}; PROG={}",
+        key.display(),
+        artefacts().agent.display()
+    );
+    run_init("keygen_once", &after);
+    let first = fs::read(&key).unwrap();
+    let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    run_init("keygen_once", &after);
+    assert_eq!(fs::read(&key).unwrap(), first, "an existing key is kept");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn init_script_reloads_with_sighup_on_its_triggers() {
-    let calls = run_init("service_triggers reload_service");
+    let calls = run_init("service_triggers reload_service", "");
     assert_eq!(
         calls,
         "reload_trigger [lbfo]\n\
-         interface_trigger [interface.*.up] [lan] [/etc/init.d/lbfo] [reload]\n\
+         interface_trigger [interface.*.up] [lan] [/etc/init.d/lbfo] [restart]\n\
          send_signal [lbfo] [*] [HUP]\n"
     );
     let init = fs::read_to_string(pkg().join("files/lbfo.init")).unwrap();
@@ -101,7 +125,15 @@ fn default_config_parses_with_the_real_agent() {
         String::from_utf8_lossy(&out.stdout),
         format!("{}: ok\n", conf.display())
     );
-    // Its examples parse too, once uncommented (the cluster block needs the cluster settings).
+    // The cluster is on: the LAN interface, a group, the key the init script makes.
+    for line in [
+        "iface br-lan\n",
+        "group 239.255.76.66:7331\n",
+        "key /etc/lbfo.key\n",
+    ] {
+        assert!(fs::read_to_string(&conf).unwrap().contains(line), "{line}");
+    }
+    // Its examples parse too, once uncommented.
     let text = fs::read_to_string(&conf).unwrap();
     let examples: String = text
         .lines()
