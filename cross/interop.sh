@@ -5,16 +5,17 @@
 #   bash cross/interop.sh [TARGET]          # TARGET defaults to mips-unknown-linux-musl
 #
 # The bed (as tests/src/bed.rs, in shell): network namespaces on a bridge in a namespace of its
-# own, each host with `eth0` (10.77.0.N/24) on the bridge. Hosts:
-#   be     the cross-built agent under qemu, cluster A (239.255.77.1:7331 on eth0)
+# own, each host with `eth0` (10.77.0.N/24, fd77::N/64) on the bridge. Run twice, over IPv4
+# (groups 239.255.77.x) and IPv6 (ff15::77:x). Hosts:
+#   be     the cross-built agent under qemu, cluster A (group .1, port 7331, on eth0)
 #   x86    the native agent, cluster A
-#   other  a native agent of cluster B (239.255.77.2, the same port 7331): a neighbour whose
+#   other  a native agent of cluster B (group .2, the same port 7331): a neighbour whose
 #          datagrams must not be taken in by cluster A
 # On `be` and `x86` a native agent of a third cluster joins group B on another port, so both
 # kernels accept group B's datagrams and offer them to every socket on port 7331 that does not
-# filter: the native agent filters with IP_MULTICAST_ALL, the emulated one (qemu-user emulates
-# neither IP_MULTICAST_ALL nor IP_MULTICAST_IF) with its fallbacks (net.rs), which this run is
-# the test of. Every cluster is `insecure`, so nothing but that filter keeps B's entries out.
+# filter: the native agent filters with IP(V6)_MULTICAST_ALL, the emulated one (qemu-user
+# emulates neither IP(V6)_MULTICAST_ALL nor IP(V6)_MULTICAST_IF) with its fallbacks (net.rs),
+# which this run is the test of. Every cluster is `insecure`, so nothing but that filter keeps B's entries out.
 #
 # Commands go into the FIFO of each side; each table is read by its own agent's `status --json`
 # (the layout is native-endian) and the two are compared on (service, address, state) and on the
@@ -46,7 +47,18 @@ if [[ ${LBFO_INTEROP_INSIDE:-} != 1 ]]; then
   # Incremental: no-ops when up to date.
   CARGO_TARGET_DIR="$TARGET_DIR" cargo build --locked --release -p lbfo-agentd >&2
   bash cross/build.sh "$t"
-  exec unshare --ipc env LBFO_INTEROP_INSIDE=1 bash "$0" "$t"
+  # Once over IPv4, once over IPv6: each in a private IPC namespace.
+  for family in 4 6; do
+    unshare --ipc env LBFO_INTEROP_INSIDE=1 LBFO_INTEROP_FAMILY=$family bash "$0" "$t"
+  done
+  exit 0
+fi
+if [[ ${LBFO_INTEROP_FAMILY:-4} == 6 ]]; then
+  group_a='[ff15::77:1]:7331' group_b='[ff15::77:2]:7331' group_c='[ff15::77:2]:7332'
+  opts=(IPV6_MULTICAST_ALL IPV6_MULTICAST_IF)
+else
+  group_a=239.255.77.1:7331 group_b=239.255.77.2:7331 group_c=239.255.77.2:7332
+  opts=(IP_MULTICAST_ALL IP_MULTICAST_IF)
 fi
 
 start_s=$SECONDS
@@ -85,6 +97,8 @@ host() { # NAME N
   ip -n "${tag}b" link set "p$2" master br0 up
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add "10.77.0.$2/24" dev eth0
+  # No duplicate-address detection: IPv6 sends would fail for about 2 s.
+  ip -n "$ns" addr add "fd77::$2/64" dev eth0 nodad
   ip -n "$ns" link set eth0 up
 }
 host be 1
@@ -105,14 +119,14 @@ insecure
 CONF
   ip netns exec "$tag$on" "$@" -c "$dir/$name/lbfo.conf" 2> "$dir/$name/agent.log" &
   pids+=($!)
-  for _ in $(seq 200); do grep -q '^ready:' "$dir/$name/agent.log" && return 0; sleep 0.1; done
+  for _ in $(seq 200); do grep -qs '^ready:' "$dir/$name/agent.log" && return 0; sleep 0.1; done
   fail "$name agent not ready"
 }
-start be be 239.255.77.1:7331 "$qemu" "$cross"
-start x86 x86 239.255.77.1:7331 "$native"
-start other other 239.255.77.2:7331 "$native"
-start listen-be be 239.255.77.2:7332 "$native"
-start listen-x86 x86 239.255.77.2:7332 "$native"
+start be be "$group_a" "$qemu" "$cross"
+start x86 x86 "$group_a" "$native"
+start other other "$group_b" "$native"
+start listen-be be "$group_c" "$native"
+start listen-x86 x86 "$group_c" "$native"
 
 be_status() { "$qemu" "$cross" status --json --table "$dir/be/table"; }
 x86_status() { "$native" status --json --table "$dir/x86/table"; }
@@ -163,8 +177,8 @@ be=$(be_status)
 [[ $be =~ \"reason\":\"other_group\",\"count\":([0-9]+) ]] || fail "big-endian agent: no other_group drops: $be"
 drops=${BASH_REMATCH[1]}
 [[ $(x86_status) != *other_group* ]] || fail "x86_64 agent counted other_group drops (the kernel filters there)"
-for opt in IP_MULTICAST_ALL IP_MULTICAST_IF; do
+for opt in "${opts[@]}"; do
   [[ $(grep -c "cluster: warning: $opt:" "$dir/be/agent.log") == 1 ]] || fail "big-endian agent: no single warning for $opt"
 done
 ! grep -q 'cluster: warning: IP' "$dir/x86/agent.log" || fail "x86_64 agent: a socket option fallback on a native kernel"
-echo "interop: ok: $t under $qemu and x86_64 converged (3 rounds in ${converged} s, $drops group-B datagrams dropped by the emulated agent; $((SECONDS - start_s)) s in all)" >&2
+echo "interop: ok (IPv${LBFO_INTEROP_FAMILY:-4}, group $group_a): $t under $qemu and x86_64 converged (3 rounds in ${converged} s, $drops group-B datagrams dropped by the emulated agent; $((SECONDS - start_s)) s in all)" >&2
