@@ -89,7 +89,7 @@ impl Health {
 
     /// How many backends are checked.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.targets.len()
     }
 

@@ -31,22 +31,6 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod agent;
-mod cluster;
-mod config;
-mod export;
-mod fifo;
-mod health;
-mod keyfile;
-mod net;
-mod replica;
-mod shm;
-mod state;
-mod status;
-mod tablefile;
-mod vecmap;
-mod wire;
-
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,8 +42,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use agent::{Agent, Now};
-use fifo::{Fifo, Opened, Splitter};
+use lbfo_agentd::agent::{self, Agent, Now};
+use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
+use lbfo_agentd::{cluster, config, health, keyfile, net, state, status, tablefile, wire};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;

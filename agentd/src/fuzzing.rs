@@ -1,0 +1,299 @@
+//! The datagram receive path as the fuzz target `fuzz/fuzz_targets/datagram.rs` drives it, and
+//! the seed corpus it starts from. Here rather than in `fuzz/` so that a crash the fuzzer finds
+//! becomes a unit test calling [`receive`] with the same bytes.
+//!
+//! An input is one mode byte and a datagram: with bit 0 clear the rest is the datagram as
+//! received (so almost every mutation stops at the length, version or MAC check); with bit 0 set
+//! the rest is a message's bytes, which [`receive`] signs with [`KEY`] first, so the fuzzer gets
+//! past authentication to the decoder, the entry checks, the freshness and replay checks, the
+//! replica's merge and the digest replies.
+//!
+//! [`receive`] hands the datagram to a node the way the loop in `main` does (`datagram`, then
+//! `sync`, then the outbox), twice: **a datagram seen a second time must change nothing and make
+//! nothing be sent** (a replay, or the same refusal). Every datagram the node sends in reply must
+//! open with the key. The node is fresh for every input (a [`Cluster`] with a small replicated
+//! config, [`NODE`]), so a crash replays exactly. Every service the datagram changed is then
+//! published as the agent does it, through `Writer::write_service`, into one record of a table
+//! kept between inputs (building a whole `Agent` per input would cost milliseconds: it publishes
+//! all `MAX_SERVICES` records at start).
+//!
+//! The seeds are [`seeds`]: real datagrams of every kind from a peer. To rewrite the corpus:
+//!
+//! ```text
+//! LBFO_FUZZ_CORPUS=fuzz/corpus/datagram cargo test -p lbfo-agentd --lib fuzzing
+//! ```
+
+use std::net::SocketAddr;
+
+use hmac::{Hmac, Mac};
+use std::sync::OnceLock;
+
+use lbfo_core::atomic::AtomicU64;
+use lbfo_core::{parse_line, Command, Line, Writer};
+use sha2::Sha256;
+
+use crate::cluster::{Cluster, DIGEST_MS};
+use crate::replica::{Replica, BUCKETS};
+use crate::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
+
+/// The cluster key of the fuzz node and of the seeds' sender.
+pub const KEY: &[u8] = b"lbfo fuzz key, not a secret";
+/// The wall clock of the fuzz node and of every seed (ms since the epoch).
+pub const T0: u64 = 1_700_000_000_000;
+/// The fuzz node's name.
+pub const NODE: &str = "fuzz-a";
+/// The seeds' sender.
+pub const PEER: &str = "peer-b";
+/// The fuzz node's replicated state before each input: what the seeds merge with.
+pub const SETUP: &[&str] = &[
+    "add web.lan 10.0.0.1",
+    "add web.lan 10.0.0.2 weight=3",
+    "add web.lan fd00::2 prio=2",
+    "policy db.lan failover",
+    "add db.lan 10.0.1.1 prio=1",
+    "add db.lan 10.0.1.2 prio=2 limit=1000",
+];
+
+fn cmd(line: &str) -> Command {
+    match parse_line(line) {
+        Ok(Some(Line::Command(c))) => c,
+        _ => unreachable!("fuzzing: bad built-in line {line}"),
+    }
+}
+
+fn key() -> Key {
+    Key::new(KEY.to_vec())
+}
+
+fn from() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 2], 7946))
+}
+
+/// `body` followed by its HMAC-SHA256 tag under [`KEY`]: what `wire::seal` makes of a message.
+pub fn sign(body: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(KEY)
+        .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+    mac.update(body);
+    let mut out = body.to_vec();
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// The table the changed services are published to, made once (attaching checks every word).
+fn table() -> &'static Writer<'static> {
+    static WRITER: OnceLock<Writer<'static>> = OnceLock::new();
+    WRITER.get_or_init(|| {
+        let words: &'static [AtomicU64] =
+            Vec::leak((0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect());
+        Writer::init(words, 1).unwrap_or_else(|| unreachable!("fuzzing: Writer::WORDS words"))
+    })
+}
+
+/// The fuzz node, as it is before each input (its replica is made once, then copied).
+pub fn node() -> Cluster {
+    static REPLICA: OnceLock<Replica> = OnceLock::new();
+    let mut c = Cluster::new(NODE, key(), T0 - 60_000, 0, false);
+    c.replica = REPLICA
+        .get_or_init(|| {
+            let mut r = Replica::new(c.replica.me());
+            for l in SETUP {
+                r.config_line(&cmd(l), T0 - 120_000);
+            }
+            r
+        })
+        .clone();
+    c
+}
+
+/// Hands one fuzz input to a fresh node (see the module's documentation); panics if an
+/// invariant breaks.
+pub fn receive(input: &[u8]) {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let datagram = if mode & 1 == 1 {
+        sign(rest)
+    } else {
+        rest.to_vec()
+    };
+    let mut c = node();
+    c.datagram(&datagram, from(), T0);
+    let changed = c.take_changed();
+    let writer = table();
+    for name in &changed {
+        // The agent reconciles its slots to this and publishes it.
+        let s = c.replica.service(name);
+        if let Some(s) = &s {
+            assert_eq!(s.name.as_str(), name);
+        }
+        writer.write_service(0, s.as_ref());
+    }
+    for (_, d) in c.take_outbox() {
+        assert!(d.len() <= MAX_DATAGRAM, "sent {} bytes", d.len());
+        assert!(
+            wire::open(&d, &key()).is_ok(),
+            "sent a datagram that does not open"
+        );
+    }
+    let digest = c.replica.digest();
+    let status = c.status_lines(T0);
+    c.datagram(&datagram, from(), T0);
+    assert!(
+        c.take_changed().is_empty(),
+        "a repeated datagram changed the replica"
+    );
+    assert!(
+        c.take_outbox().is_empty(),
+        "a repeated datagram was answered"
+    );
+    assert_eq!(c.replica.digest(), digest);
+    // Only the drop counters (or nothing, for our own looped-back datagram) move.
+    let again = c.status_lines(T0);
+    let peers = |s: &str| s.lines().filter(|l| !l.starts_with("drop ")).count();
+    assert_eq!(peers(&again), peers(&status));
+    // The periodic duties still run: a digest round, tombstone collection.
+    c.tick(10 * DIGEST_MS + 60_000, T0 + 1000);
+    c.take_outbox();
+}
+
+/// Real datagrams of every kind from [`PEER`] to [`NODE`], each named: hello, digest, a digest
+/// reply, entries of every command, a repair of several datagrams, and a few a node refuses
+/// (wrong key, stale, a newer version).
+pub fn seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut peer = Cluster::new(PEER, key(), T0 - 1000, 0, false);
+    let mut grab = |name: &str, c: &mut Cluster| {
+        for (i, (_, d)) in c.take_outbox().into_iter().enumerate() {
+            out.push((format!("{name}-{i}"), d));
+        }
+    };
+    peer.hello(T0);
+    grab("hello", &mut peer);
+    for (name, line) in [
+        ("add", "add web.lan 10.0.0.3 weight=2 prio=1 limit=100"),
+        ("add6", "add web.lan fd00::3"),
+        ("policy", "policy web.lan weighted"),
+        ("down", "down web.lan 10.0.0.3"),
+        ("up", "up web.lan 10.0.0.3"),
+        ("weight", "weight web.lan 10.0.0.3 5"),
+        ("prio", "prio web.lan 10.0.0.3 7"),
+        ("limit", "limit web.lan 10.0.0.3 9"),
+        ("del-backend", "del web.lan fd00::3"),
+        ("new-service", "add new.lan 10.0.9.9"),
+        ("del-service", "del new.lan"),
+    ] {
+        let es = peer.replica.command(&cmd(line), T0).unwrap_or_default();
+        peer.send_entries(crate::cluster::Dest::All, &es, T0);
+        grab(name, &mut peer);
+    }
+    peer.tick(10 * DIGEST_MS, T0);
+    grab("digest", &mut peer);
+    // The node's hello makes the peer answer with the buckets that differ and a digest reply.
+    let mut a = node();
+    a.hello(T0);
+    for (_, d) in a.take_outbox() {
+        peer.datagram(&d, from(), T0);
+    }
+    grab("repair", &mut peer);
+    // Enough services for a repair of several full datagrams.
+    for i in 0..40 {
+        let line = format!("add s{i}.big.example.lan 10.1.{i}.1 weight=3 prio={i}");
+        let es = peer.replica.command(&cmd(&line), T0).unwrap_or_default();
+        peer.send_entries(crate::cluster::Dest::All, &es, T0);
+    }
+    peer.take_outbox();
+    let mut late = Cluster::new("late-c", key(), T0, 0, false);
+    late.hello(T0);
+    for (_, d) in late.take_outbox() {
+        peer.datagram(&d, from(), T0);
+    }
+    grab("repair-big", &mut peer);
+    // Refused ones.
+    let msg = |body| Message {
+        version: VERSION,
+        node: crate::replica::node_id(PEER),
+        epoch: T0 - 1000,
+        seq: 10_000,
+        sent_ms: T0,
+        body,
+    };
+    let hello = Body::Hello {
+        name: PEER.into(),
+        digest: vec![0; BUCKETS],
+    };
+    let seal = |m: &Message, k: &Key| wire::seal(m, k).unwrap_or_default();
+    out.push((
+        "wrong-key".into(),
+        seal(&msg(hello.clone()), &Key::new(b"another key".to_vec())),
+    ));
+    out.push((
+        "stale".into(),
+        seal(
+            &Message {
+                sent_ms: T0 - 3_600_000,
+                ..msg(hello.clone())
+            },
+            &key(),
+        ),
+    ));
+    let mut v2 = seal(&msg(hello), &key());
+    if let Some(b) = v2.first_mut() {
+        *b = VERSION + 1;
+    }
+    out.push(("version".into(), v2));
+    out
+}
+
+/// The seeds as fuzz inputs: each datagram as received (mode 0) and as a message to sign
+/// (mode 1, the datagram without its tag).
+pub fn corpus() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, d) in seeds() {
+        out.push((format!("raw-{name}"), [&[0u8][..], &d].concat()));
+        let body = &d[..d.len().saturating_sub(wire::TAG)];
+        out.push((format!("signed-{name}"), [&[1u8][..], body].concat()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_passes_and_the_valid_ones_are_taken_in() {
+        let seeds = seeds();
+        assert!(seeds.len() > 15, "{}", seeds.len());
+        for (name, d) in &seeds {
+            assert!(d.len() <= MAX_DATAGRAM, "{name}");
+            let refused = ["wrong-key", "stale", "version"].contains(&name.as_str());
+            let mut c = node();
+            c.datagram(d, from(), T0);
+            let drops = c.status_lines(T0).lines().any(|l| l.starts_with("drop "));
+            assert_eq!(drops, refused, "{name}: {}", c.status_lines(T0));
+        }
+        for (_, input) in corpus() {
+            receive(&input);
+        }
+    }
+
+    /// The corpus in `fuzz/corpus/datagram` is [`corpus`]; with `LBFO_FUZZ_CORPUS=DIR` set, this
+    /// writes it there.
+    #[test]
+    fn the_corpus_in_the_repository_is_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/datagram");
+        if let Some(to) = std::env::var_os("LBFO_FUZZ_CORPUS") {
+            std::fs::create_dir_all(&to).unwrap();
+            for (name, bytes) in corpus() {
+                std::fs::write(std::path::Path::new(&to).join(name), bytes).unwrap();
+            }
+        }
+        for (name, bytes) in corpus() {
+            let have = std::fs::read(dir.join(&name)).unwrap_or_default();
+            assert!(
+                have == bytes,
+                "fuzz/corpus/datagram/{name} is missing or stale: rerun with LBFO_FUZZ_CORPUS=fuzz/corpus/datagram"
+            );
+        }
+    }
+}
