@@ -11,6 +11,19 @@ pub mod export;
 pub mod fifo;
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// The C library's text for errno `n` (strerror), lower-cased, as the agent logs it: "no such file
+/// or directory". One source for every message (std's `io::Error` uses the same text), and on
+/// the routers no second table of errno strings (nix's `Errno::desc`) in the binary.
+pub fn errno_text(n: i32) -> String {
+    let mut s = std::io::Error::from_raw_os_error(n).to_string();
+    // std appends " (os error N)".
+    if let Some(i) = s.find(" (os error") {
+        s.truncate(i);
+    }
+    s.make_ascii_lowercase();
+    s
+}
 pub mod health;
 pub mod keyfile;
 pub mod net;

@@ -44,7 +44,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use lbfo_agentd::agent::{self, Agent, Now};
 use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
-use lbfo_agentd::{cluster, config, health, keyfile, net, state, status, tablefile, wire};
+use lbfo_agentd::{
+    cluster, config, errno_text, health, keyfile, net, state, status, tablefile, wire,
+};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -626,17 +628,4 @@ fn serve(
 
 fn lower(e: Errno) -> String {
     errno_text(e as i32)
-}
-
-/// The C library's text for errno `n` (strerror), lower-cased, as the agent logs it: "no such file
-/// or directory". One source for every message (std's `io::Error` uses the same text), and on
-/// the routers no second table of errno strings (nix's `Errno::desc`) in the binary.
-pub(crate) fn errno_text(n: i32) -> String {
-    let mut s = std::io::Error::from_raw_os_error(n).to_string();
-    // std appends " (os error N)".
-    if let Some(i) = s.find(" (os error") {
-        s.truncate(i);
-    }
-    s.make_ascii_lowercase();
-    s
 }
