@@ -2,18 +2,29 @@
 //! lines, while it must keep its other duties (the heartbeat, usage-limit removals).
 //!
 //! The CI size is 10^5 lines from 4 writers; `LBFO_SOAK_LINES=N` floods N lines instead (for
-//! example 10^6). The datagram flood on the agent's port joins this file when multicast
-//! clustering lands (see `flood` below: a writer kind is all it needs).
+//! example 10^6).
 //!
 //! Checks: every valid line is applied (the final weights in `status --json` are exactly those a
 //! sequential replay predicts, and lookups answer from the flooded services); every invalid line
 //! is reported in the log (counted); the agent's anonymous memory stays flat; the heartbeat never
 //! gets older than 1.5 s while the flood runs; a usage limit reached during the flood removes its
 //! backend.
+//!
+//! The datagram flood (root: a bed of network namespaces) puts the same kind of FIFO flood into
+//! one agent of a three-agent cluster and into its two peers (whose every command reaches it as a
+//! valid signed datagram), while a fourth host runs an agent with the wrong key and a fifth sends
+//! random bytes of every length and replays of captured datagrams to its port and to the group.
+//! Checks: every valid line and datagram applied (the final weights, and no datagram of a peer
+//! refused), every bad datagram counted under its reason in `status --json` (exactly, less what
+//! the kernel itself dropped from the full socket buffer, which `/proc/net/udp` shows), memory
+//! flat across a second, measured round, the heartbeat fresh and a FIFO command applied within a
+//! bound while it all runs. `LBFO_SOAK_DATAGRAM_LINES=N` sets the FIFO lines (default 20,000).
 
-use lbfo_tests::Host;
+use lbfo_tests::bed::Bed;
+use lbfo_tests::{describe, Host};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -267,4 +278,385 @@ fn fifo_flood_from_concurrent_writers_applies_every_valid_line_and_reports_every
     // The table is a fixed-size mapping and the agent's own state is bounded by its capacities:
     // the heap may settle a little, but a flood must not make it grow with the line count.
     assert!(grow < 1024, "anonymous memory grew {grow} KiB");
+}
+
+const GROUP: &str = "239.77.0.9:7946";
+
+/// The tools built beside the test executables.
+fn tool(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+fn keygen(dir: &Path, name: &str, agent: &Path) -> PathBuf {
+    let key = dir.join(name);
+    let out = std::process::Command::new(agent)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    key
+}
+
+/// The drop counters of `status --json`: (source, reason) -> count.
+fn drops(json: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    let Some(list) = json.split("\"drops\":[").nth(1) else {
+        return out;
+    };
+    let list = list.split(']').next().unwrap_or("");
+    for item in list.split("},{") {
+        let field = |k: &str| {
+            item.split(&format!("\"{k}\":"))
+                .nth(1)
+                .map(|v| v.split([',', '}']).next().unwrap_or("").trim_matches('"'))
+                .unwrap_or("")
+                .to_owned()
+        };
+        if let Ok(n) = field("count").parse() {
+            out.insert((field("addr"), field("reason")), n);
+        }
+    }
+    out
+}
+
+/// Datagrams the kernel dropped at the agent's cluster socket (port 7946) in host `i`: the last
+/// column of its `/proc/net/udp` line, read inside the namespace.
+fn kernel_drops(bed: &Bed, i: usize) -> u64 {
+    let out = bed.exec(i, "cat").arg("/proc/net/udp").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(":1F0A"))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One FIFO line written with a blocking open (the FIFO may be full while the flood runs).
+fn fifo_line(fifo: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
+/// What `lbfo-udp random` says the receiver must refuse, by reason.
+fn refusals(out: &str) -> BTreeMap<String, u64> {
+    let w: Vec<&str> = out.split_whitespace().collect();
+    w.windows(2)
+        .filter(|p| ["truncated", "oversized", "version", "bad_mac"].contains(&p[0]))
+        .map(|p| (p[0].to_owned(), p[1].parse().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn datagram_flood_on_the_agents_port_while_fifo_commands_flow() {
+    if !Bed::available() {
+        eprintln!("skipped: the datagram flood needs root and iproute2 (a bed of namespaces)");
+        return;
+    }
+    let lines: u32 = std::env::var("LBFO_SOAK_DATAGRAM_LINES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let bed = Bed::new(5);
+    let agent_bin = lbfo_tests::artefacts().agent;
+    let keydir = std::env::temp_dir().join(format!("lbfo-soak-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&keydir).unwrap();
+    let key = keygen(&keydir, "key", &agent_bin);
+    let wrong = keygen(&keydir, "wrong", &agent_bin);
+    let body = |i: usize, key: &Path, rest: &str| {
+        format!(
+            "group {GROUP}\niface eth0\nnode h{i}\nkey {}\n{rest}",
+            key.display()
+        )
+    };
+    // Hosts 1-3: the cluster (host 1 is measured); 4: the wrong key; 5: the hostile sender.
+    let conf = config();
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|i| bed.agent_host(i, &body(i, &key, &conf)))
+        .collect();
+    let mut evil = bed.agent_host(4, &body(4, &wrong, "add evil.lan 6.6.6.6\n"));
+    for h in hosts.iter_mut() {
+        h.start();
+    }
+    evil.start();
+    let digest = |h: &Host| {
+        let j = h.status_json();
+        let at = j.find("\"digest\":\"").map_or(j.len(), |a| a + 10);
+        j[at..].split('"').next().unwrap_or("").to_owned()
+    };
+    let converge = |hosts: &[Host], what: &str| {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let d: Vec<String> = hosts.iter().map(digest).collect();
+            if d.iter().all(|x| *x == d[0]) {
+                return;
+            }
+            if Instant::now() > end {
+                for h in hosts {
+                    let j = h.status_json();
+                    let c = j.find("\"cluster\"").unwrap_or(0);
+                    eprintln!("{}", &j[c..]);
+                }
+                panic!("{what}: no convergence: {d:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    converge(&hosts, "start");
+    let pid = hosts[0].agent_pid().unwrap();
+    let (h4, h5) = (bed.v4(4), bed.v4(5));
+    let direct = format!("{}:7946", bed.v4(1));
+
+    let mut want = Weights::new();
+    let (mut valid, mut invalid, mut probes) = (0u64, 0u64, 0u64);
+    let mut sent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut before = (0, 0);
+    let mut figures = String::new();
+    for round in 0..2u32 {
+        let per_writer = if round == 0 { lines / 16 } else { lines / 4 };
+        // Captured before the flood: datagrams of host 2 (commands, digests), replayed during it.
+        let capture = keydir.join(format!("capture{round}"));
+        let mut spy = bed
+            .exec(5, tool("lbfo-udp"))
+            .args(["capture", GROUP, &h5])
+            .arg(&capture)
+            .args(["1200", &bed.v4(2)])
+            .spawn()
+            .unwrap();
+        let ready = capture.with_extension("ready");
+        hosts[1].wait_for("the capture to join", || ready.exists());
+        for j in 1..=10 {
+            fifo_line(
+                &hosts[1].fifo(),
+                &format!("weight lim.lan 10.9.0.2 {}\n", round * 10 + j),
+            );
+        }
+        assert!(spy.wait().unwrap().success());
+        let _ = std::fs::remove_file(&ready);
+        converge(&hosts, "after the capture");
+
+        let scripts: Vec<_> = (0..WRITERS).map(|k| script(k, per_writer)).collect();
+        let flooding = AtomicBool::new(true);
+        let (max_age, max_probe) = (AtomicU64::new(0), AtomicU64::new(0));
+        let probed = AtomicU64::new(0);
+        let started = Instant::now();
+        let outs: Vec<String> = std::thread::scope(|s| {
+            // FIFO writers 0 and 1 into host 1, 2 and 3 into its peers: the peers' commands
+            // reach host 1 as valid signed datagrams.
+            let fifo: Vec<_> = scripts
+                .iter()
+                .enumerate()
+                .map(|(k, (chunks, ..))| {
+                    let path = hosts[[0, 0, 1, 2][k]].fifo();
+                    s.spawn(move || pour(&path, chunks))
+                })
+                .collect();
+            let evil_fifo = evil.fifo();
+            let wrong_key = s.spawn(move || {
+                for n in 0..200 {
+                    fifo_line(
+                        &evil_fifo,
+                        &format!("weight evil.lan 6.6.6.6 {}\n", n % 9 + 1),
+                    );
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            // Random bytes to host 1 and to the group, and the replay, from host 5.
+            let hostile: Vec<_> = [
+                &direct,
+                &direct.clone(),
+                &GROUP.to_owned(),
+                &GROUP.to_owned(),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(n, dest)| {
+                let mut c = bed.exec(5, tool("lbfo-udp"));
+                let seed = (round * 10 + n as u32 + 1).to_string();
+                c.args(["random", dest, &h5, "1500", &seed, "1000"]);
+                s.spawn(move || c.output().unwrap())
+            })
+            .collect();
+            let mut replay = bed.exec(5, tool("lbfo-udp"));
+            replay.args(["replay", &direct, &h5]).arg(&capture);
+            let replay = s.spawn(move || replay.output().unwrap());
+            // The heartbeat, sampled throughout; a FIFO command's latency, every 300 ms.
+            let sampler = s.spawn(|| {
+                while flooding.load(Ordering::Relaxed) {
+                    if let Some(age) = json_u64(&hosts[0].status_json(), "heartbeat_age_ms") {
+                        max_age.fetch_max(age, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let prober = s.spawn(|| {
+                let mut n = 0;
+                while flooding.load(Ordering::Relaxed) {
+                    n += 1;
+                    let t = Instant::now();
+                    let name = format!("probe{round}-{n}.lan");
+                    fifo_line(&hosts[0].fifo(), &format!("add {name} 127.0.3.1\n"));
+                    hosts[0].wait_answer(&name, "127.0.3.1");
+                    max_probe.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    probed.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+            for t in fifo {
+                t.join().unwrap();
+            }
+            wrong_key.join().unwrap();
+            let mut outs = Vec::new();
+            for t in hostile.into_iter().chain([replay]) {
+                let out = t.join().unwrap();
+                assert!(out.status.success(), "{}", describe(&out));
+                outs.push(String::from_utf8_lossy(&out.stdout).to_string());
+            }
+            flooding.store(false, Ordering::Relaxed);
+            sampler.join().unwrap();
+            prober.join().unwrap();
+            outs
+        });
+        let took = started.elapsed();
+        // Applied everywhere: a sentinel through host 1, then the three tables agree.
+        fifo_line(
+            &hosts[0].fifo(),
+            &format!("add sentinel{round}.lan 127.0.2.9\n"),
+        );
+        hosts[0].wait_answer(&format!("sentinel{round}.lan"), "127.0.2.9");
+        converge(&hosts, "after the flood");
+
+        for (.., w) in &scripts {
+            want.extend(w.iter().map(|(k, x)| (k.clone(), *x)));
+        }
+        valid += scripts[..2].iter().map(|s| s.1).sum::<u64>();
+        invalid += scripts[..2].iter().map(|s| s.2).sum::<u64>();
+        probes += probed.load(Ordering::Relaxed) + 1;
+        for out in &outs {
+            for (why, n) in refusals(out) {
+                *sent.entry(why).or_default() += n;
+            }
+            if let Some(n) = out.strip_prefix("replayed ") {
+                *sent.entry("replay".into()).or_default() += n.trim().parse::<u64>().unwrap();
+            }
+        }
+        let (max_age, max_probe) = (max_age.into_inner(), max_probe.into_inner());
+        let mem = memory(pid);
+        figures += &format!(
+            "round {round}: {} FIFO lines, {} datagrams from host 5, in {:.2} s; heartbeat max age \
+             {max_age} ms; FIFO command applied within {max_probe} ms ({} probes); VmRSS {} KiB, \
+             RssAnon {} KiB\n",
+            per_writer * WRITERS,
+            sent.values().sum::<u64>(),
+            took.as_secs_f64(),
+            probed.load(Ordering::Relaxed),
+            mem.0,
+            mem.1
+        );
+        // On time while flooded: `status` never calls the agent down (3 s), and a FIFO command
+        // queued behind the flood is applied within a few seconds on a busy 2-core machine.
+        assert!(
+            max_age < 3000,
+            "heartbeat stale during the flood: {max_age} ms"
+        );
+        assert!(max_probe < 5000, "a FIFO command took {max_probe} ms");
+        if round == 0 {
+            // The warm-up round: what the agent allocates for its busiest wake-ups is now held.
+            before = mem;
+        }
+    }
+    let after = memory(pid);
+
+    // Every valid line and datagram applied: host 1 holds the final weight of every backend,
+    // the ones its peers' FIFOs changed included, and the capture rounds' last weight.
+    let status = hosts[0].status_json();
+    want.insert(("lim.lan".into(), "10.9.0.2".into()), 20);
+    for ((svc, addr), w) in &want {
+        let at = status
+            .find(&format!("\"name\":\"{svc}\""))
+            .unwrap_or_else(|| panic!("{svc} missing"));
+        let rest = &status[at..];
+        let end = rest.find("]}").unwrap_or(rest.len());
+        let be = rest[..end]
+            .find(&format!("\"addr\":\"{addr}\""))
+            .unwrap_or_else(|| panic!("{svc} {addr} missing"));
+        assert_eq!(
+            json_u64(&rest[be..end], "weight"),
+            Some(u64::from(*w)),
+            "{svc} {addr}"
+        );
+    }
+    assert!(
+        !status.contains("evil.lan"),
+        "the wrong key changed the table"
+    );
+    // Every line of host 1's FIFO accounted for in its log.
+    let log = hosts[0].log();
+    let reported = log
+        .lines()
+        .filter(|l| l.contains("fifo: line ") && l.contains(": column "))
+        .count() as u64;
+    let applied = log.lines().filter(|l| l.contains("fifo: line ")).count() as u64 - reported;
+    assert_eq!(reported, invalid, "every invalid FIFO line reported");
+    // Valid lines, the probes and the sentinels.
+    assert_eq!(applied, valid + probes, "every valid FIFO line applied");
+
+    // Every bad datagram counted under its reason; none of a peer's refused.
+    let counted = drops(&status);
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for ((addr, why), n) in &counted {
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |a| a.0);
+        assert!(
+            host == h4 || host == h5,
+            "a datagram from {addr} refused ({why})"
+        );
+        if host == h5 {
+            *by_reason.entry(why.clone()).or_default() += n;
+        }
+    }
+    let wrong_key = counted
+        .iter()
+        .filter(|((a, w), _)| a.starts_with(&format!("{h4}:")) && w == "bad_mac")
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    assert!(
+        wrong_key > 0,
+        "the wrong-key agent's datagrams counted: {counted:?}"
+    );
+    let lost = kernel_drops(&bed, 1);
+    for (why, n) in &sent {
+        let got = by_reason.get(why).copied().unwrap_or(0);
+        assert!(got <= *n, "{why}: counted {got} of {n} sent");
+    }
+    assert_eq!(
+        by_reason.keys().filter(|w| !sent.contains_key(*w)).count(),
+        0,
+        "reasons nothing was sent for: {by_reason:?}"
+    );
+    let (total_sent, total_counted) = (sent.values().sum::<u64>(), by_reason.values().sum::<u64>());
+    assert!(
+        total_sent - total_counted <= lost,
+        "{} bad datagrams neither counted nor dropped by the kernel ({lost}): sent {sent:?}, counted {by_reason:?}",
+        total_sent - total_counted
+    );
+
+    let grow = (
+        after.0.saturating_sub(before.0),
+        after.1.saturating_sub(before.1),
+    );
+    eprintln!(
+        "soak datagrams: {figures}bad datagrams sent {sent:?}, counted {by_reason:?}, kernel \
+         drops {lost}; wrong-key datagrams counted {wrong_key}; VmRSS grew {} KiB, RssAnon {} KiB",
+        grow.0, grow.1
+    );
+    // Flat: the second, measured round (4 times the first) leaves memory where the first did.
+    assert!(grow.0 < 1024, "VmRSS grew {} KiB", grow.0);
+    assert!(grow.1 < 1024, "anonymous memory grew {} KiB", grow.1);
+    drop(evil);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(keydir);
 }

@@ -1,13 +1,17 @@
 //! `lbfo-udp`: a hostile or nosy host on the cluster's network, for the end-to-end tests.
 //!
 //! ```text
-//! lbfo-udp capture GROUP:PORT LOCAL_V4 FILE MS   join the group, record every datagram for MS ms
-//! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE       send the recorded datagrams again, in order
-//! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED     send N datagrams of random bytes and lengths
+//! lbfo-udp capture GROUP:PORT LOCAL_V4 FILE MS [FROM]   join the group, record every datagram
+//!                                                      (from FROM only) for MS ms
+//! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE             send the recorded datagrams again, in order
+//! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED [GAP_US]  send N datagrams of random bytes and
+//!                                                      lengths, GAP_US microseconds apart
 //! ```
 //! Records are a 2-byte little-endian length and the bytes. `capture` creates FILE.ready once it
-//! has joined, so a test can wait for it instead of sleeping. IPv4 only (the tests' replay and
-//! garbage cases run on the IPv4 group).
+//! has joined, so a test can wait for it instead of sleeping. `random` prints how many of what it
+//! sent a receiver must refuse for which reason, in the order `wire::open` checks (`sent N
+//! truncated T oversized O version V bad_mac B`), so a test can hold the receiver's drop counters
+//! to it. IPv4 only (the tests' replay and garbage cases run on the IPv4 group).
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -29,8 +33,12 @@ fn main() {
             let mut out = std::fs::File::create(arg(3)).expect("create");
             let end = Instant::now() + Duration::from_millis(ms);
             let mut buf = [0u8; 2048];
+            let from: Option<std::net::IpAddr> = args.get(5).map(|a| a.parse().expect("FROM"));
             while Instant::now() < end {
-                if let Ok((n, _)) = s.recv_from(&mut buf) {
+                if let Ok((n, src)) = s.recv_from(&mut buf) {
+                    if from.is_some_and(|f| f != src.ip()) {
+                        continue;
+                    }
                     out.write_all(&(n as u16).to_le_bytes()).expect("write");
                     out.write_all(&buf[..n]).expect("write");
                 }
@@ -60,6 +68,9 @@ fn main() {
                 x ^= x << 17;
                 x
             };
+            let gap = Duration::from_micros(args.get(5).map_or(0, |g| g.parse().expect("GAP_US")));
+            // What the receiver must make of each: its length, version byte and MAC checks.
+            let (mut truncated, mut oversized, mut version, mut bad_mac) = (0, 0, 0, 0);
             for i in 0..n {
                 let len = (next() % 1400) as usize;
                 let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -67,9 +78,20 @@ fn main() {
                 if i % 2 == 0 && !d.is_empty() {
                     d[0] = 1;
                 }
+                match d.len() {
+                    l if l > 1200 => oversized += 1,
+                    l if l < 6 + 32 => truncated += 1,
+                    _ if d[0] != 1 => version += 1,
+                    _ => bad_mac += 1,
+                }
                 s.send_to(&d, addr).expect("send");
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
             }
-            println!("sent {n}");
+            println!(
+                "sent {n} truncated {truncated} oversized {oversized} version {version} bad_mac {bad_mac}"
+            );
         }
         _ => usage(),
     }
