@@ -137,6 +137,8 @@ fn a_user_reads_answers_but_cannot_change_them() {
 
     // Commands, the table's bytes, the table's name: all refused.
     let t = h.table().display().to_string();
+    // Where nobody may write: the copy it tries to move over the table.
+    let copy = format!("/tmp/lbfo-nobody-{}", std::process::id());
     let attempts = [
         (
             "write a command",
@@ -146,7 +148,7 @@ fn a_user_reads_answers_but_cannot_change_them() {
         ("truncate the table", format!("truncate -s 0 {t}")),
         (
             "replace the table",
-            format!("cp {t} /tmp/lbfo-nobody-$$ && mv -f /tmp/lbfo-nobody-$$ {t}"),
+            format!("cp {t} {copy} && mv -f {copy} {t}"),
         ),
         ("remove the table", format!("rm -f {t}")),
         (
@@ -167,7 +169,7 @@ fn a_user_reads_answers_but_cannot_change_them() {
             describe(&out)
         );
     }
-    let _ = std::fs::remove_file("/tmp/lbfo-nobody-*");
+    let _ = std::fs::remove_file(&copy);
     assert_eq!(mode(&h.table()), 0o644);
     assert!(!run.join("evil").exists());
 
