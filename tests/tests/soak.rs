@@ -124,6 +124,25 @@ fn memory(pid: i32) -> (u64, u64) {
     (kib("VmRSS:"), kib("RssAnon:"))
 }
 
+/// Every (service, address) in `want` is in `status --json` output with exactly that weight.
+fn assert_weights(status: &str, want: &Weights) {
+    for ((svc, addr), w) in want {
+        let at = status
+            .find(&format!("\"name\":\"{svc}\""))
+            .unwrap_or_else(|| panic!("{svc} missing"));
+        let rest = &status[at..];
+        let end = rest.find("]}").unwrap_or(rest.len());
+        let be = rest[..end]
+            .find(&format!("\"addr\":\"{addr}\""))
+            .unwrap_or_else(|| panic!("{svc} {addr} missing"));
+        assert_eq!(
+            json_u64(&rest[be..end], "weight"),
+            Some(u64::from(*w)),
+            "{svc} {addr}"
+        );
+    }
+}
+
 fn json_u64(json: &str, key: &str) -> Option<u64> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
     json[at..]
@@ -229,21 +248,7 @@ fn fifo_flood_from_concurrent_writers_applies_every_valid_line_and_reports_every
     for s in &scripts {
         want.extend(s.3.iter().map(|(k, v)| (k.clone(), *v)));
     }
-    for ((svc, addr), w) in &want {
-        let at = status
-            .find(&format!("\"name\":\"{svc}\""))
-            .unwrap_or_else(|| panic!("{svc} missing"));
-        let rest = &status[at..];
-        let end = rest.find("]}").unwrap_or(rest.len());
-        let be = rest[..end]
-            .find(&format!("\"addr\":\"{addr}\""))
-            .unwrap_or_else(|| panic!("{svc} {addr} missing"));
-        assert_eq!(
-            json_u64(&rest[be..end], "weight"),
-            Some(u64::from(*w)),
-            "{svc} {addr}"
-        );
-    }
+    assert_weights(&status, &want);
     // And lookups answer from the flooded services.
     let counts = h.tally("gai4", "w3-0.lan", 400);
     assert_eq!(
@@ -576,21 +581,7 @@ fn datagram_flood_on_the_agents_port_while_fifo_commands_flow() {
     // the ones its peers' FIFOs changed included, and the capture rounds' last weight.
     let status = hosts[0].status_json();
     want.insert(("lim.lan".into(), "10.9.0.2".into()), 20);
-    for ((svc, addr), w) in &want {
-        let at = status
-            .find(&format!("\"name\":\"{svc}\""))
-            .unwrap_or_else(|| panic!("{svc} missing"));
-        let rest = &status[at..];
-        let end = rest.find("]}").unwrap_or(rest.len());
-        let be = rest[..end]
-            .find(&format!("\"addr\":\"{addr}\""))
-            .unwrap_or_else(|| panic!("{svc} {addr} missing"));
-        assert_eq!(
-            json_u64(&rest[be..end], "weight"),
-            Some(u64::from(*w)),
-            "{svc} {addr}"
-        );
-    }
+    assert_weights(&status, &want);
     assert!(
         !status.contains("evil.lan"),
         "the wrong key changed the table"
