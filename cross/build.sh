@@ -18,10 +18,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-targets=("$@")
-((${#targets[@]})) || targets=("${ROUTER_TARGETS[@]}")
-for t in "${targets[@]}"; do check_target "$t"; done
-cross_setup
+cross_targets "$@"
 
 # Size flags for the agent only (the tests in cross/test.sh keep panic messages and Debug):
 # no panic locations, no Debug formatting (the agent prints only Display), no unwind tables

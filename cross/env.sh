@@ -70,3 +70,13 @@ check_target() {
   cross_log "unknown target $1 (known: ${ROUTER_TARGETS[*]})"
   return 2
 }
+
+# The scripts' common start: TARGET... (default: every router target) checked into the array
+# `targets`, then the toolchain and tools installed.
+cross_targets() {
+  targets=("$@")
+  ((${#targets[@]})) || targets=("${ROUTER_TARGETS[@]}")
+  local t
+  for t in "${targets[@]}"; do check_target "$t"; done
+  cross_setup
+}

@@ -13,17 +13,14 @@
 # The tests build in a profile of their own, `cross-test`: optimised (the table tests take
 # minutes unoptimised under qemu) and unwinding. The dev profile aborts, and a test run in it
 # makes -Zbuild-std build std twice into one directory, where the second compile sees two `core`s;
-# a profile of its own also keeps the test std apart from the agent's release std. The smoke test runs in a private IPC namespace, so the
-# agent's SysV counters segment goes away with it. (3) for mips: cross/interop.sh.
+# a profile of its own also keeps the test std apart from the agent's release std. The smoke test
+# runs in a private IPC namespace, so the agent's SysV counters segment goes away with it. (3) for mips: cross/interop.sh.
 set -euo pipefail
 # shellcheck source=cross/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-targets=("$@")
-((${#targets[@]})) || targets=("${ROUTER_TARGETS[@]}")
-for t in "${targets[@]}"; do check_target "$t"; done
-cross_setup
+cross_targets "$@"
 
 core_tests() {
   local t=$1 start=$SECONDS
