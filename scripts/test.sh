@@ -20,7 +20,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 target=${CARGO_TARGET_DIR:-target}
 shellcheck scripts/deb.sh scripts/sanitize.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
   contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
-shellcheck -x cross/*.sh size-report/run.sh
+shellcheck -x cross/*.sh size-report/*.sh
 shellcheck -s sh openwrt/lbfo/files/lbfo.init
 shellcheck -s sh "$target"/debian/lbfo_*/DEBIAN/{postinst,prerm,postrm}
 # Debian's package checker, where installed (apt-get install lintian; not needed for the tests).
