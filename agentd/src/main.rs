@@ -244,7 +244,7 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> ExitCode {
             let out = if s.json {
                 status::json(&snap)
             } else if s.prometheus {
-                status::prometheus(&status::families(&snap))
+                status::prometheus(&snap)
             } else {
                 status::text(&snap)
             };

@@ -482,18 +482,15 @@ pub fn json(s: &Snapshot) -> String {
     o
 }
 
-/// A Prometheus metric family: one `# HELP` and `# TYPE` header and its samples, which the text
-/// format requires to stay together.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Family {
-    /// Metric name (`lbfo_...`).
-    pub name: &'static str,
-    /// One line of help.
-    pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
-    /// Label pairs and value, one per sample.
-    pub samples: Vec<(Vec<(&'static str, String)>, Value)>,
+/// The Prometheus text exposition format (version 0.0.4), written as it goes: [`Prom::family`]
+/// writes a family's `# HELP` and `# TYPE` lines and [`Prom::sample`] its samples, which the
+/// format requires to follow at once. Nothing is collected first, so the families, labels and
+/// values cost no intermediate structures (and little code on the routers).
+#[derive(Debug, Default)]
+pub struct Prom {
+    out: String,
+    /// The family being written.
+    name: &'static str,
 }
 
 /// A sample's value. Every value `status` reports is a count (or a 0/1 flag) or a time in
@@ -511,141 +508,165 @@ fn flag(v: bool) -> Value {
     Value::Count(u64::from(v))
 }
 
-impl Family {
-    // Called for every family; one copy instead of one per call (router size budget).
-    #[inline(never)]
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-        Family {
-            name,
-            help,
-            kind,
-            samples: Vec::new(),
-        }
+impl Prom {
+    /// Starts the family `name` (`lbfo_...`) of `kind` (`counter` or `gauge`) with one line of
+    /// `help`.
+    pub fn family(&mut self, name: &'static str, kind: &str, help: &str) {
+        self.name = name;
+        let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
-    fn one(mut self, value: Value) -> Family {
-        self.samples.push((Vec::new(), value));
-        self
+    /// A sample of the current family.
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: Value) {
+        self.out.push_str(self.name);
+        for (i, (k, v)) in labels.iter().enumerate() {
+            self.out.push(if i == 0 { '{' } else { ',' });
+            let _ = write!(self.out, "{k}=\"{}\"", escape(v, true));
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", sample_value(value));
+    }
+
+    /// A family of one sample without labels.
+    #[inline(never)]
+    fn one(&mut self, name: &'static str, kind: &str, help: &str, value: Value) {
+        self.family(name, kind, help);
+        self.sample(&[], value);
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.out
     }
 }
 
-/// The metric families for a snapshot, in output order.
+/// The metrics of a snapshot, in the Prometheus text format.
 ///
 /// Extension point: agent-side counters (for example the cluster's dropped datagrams, as
 /// `lbfo_agent_dropped_total{reason="..."}`, a `counter`) become a field of [`Snapshot`] filled in
-/// by [`snapshot`], and one more [`Family`] pushed here; [`prometheus`] renders any family.
-pub fn families(s: &Snapshot) -> Vec<Family> {
-    let mut out = vec![
-        table_readable(true),
-        Family::new(
-            "lbfo_agent_up",
-            "gauge",
-            "Whether the agent's heartbeat in the table is recent (1) or not (0).",
-        )
-        .one(flag(s.agent_running())),
-    ];
+/// by [`snapshot`], and one more family written here.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut p = Prom::default();
+    table_readable(&mut p, true);
+    p.one(
+        "lbfo_agent_up",
+        "gauge",
+        "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        flag(s.agent_running()),
+    );
     if let Some(age) = s.heartbeat_age_ms() {
-        out.push(
-            Family::new(
-                "lbfo_agent_heartbeat_age_seconds",
-                "gauge",
-                "Seconds since the agent last wrote its heartbeat into the table.",
-            )
-            .one(Value::Ms(age)),
+        p.one(
+            "lbfo_agent_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the agent last wrote its heartbeat into the table.",
+            Value::Ms(age),
         );
     }
-    out.push(
-        Family::new(
-            "lbfo_table_retired",
-            "gauge",
-            "Whether an agent replaced this table file by another (1).",
-        )
-        .one(flag(s.retired)),
+    p.one(
+        "lbfo_table_retired",
+        "gauge",
+        "Whether an agent replaced this table file by another (1).",
+        flag(s.retired),
     );
-    out.push(
-        Family::new(
-            "lbfo_counters_readable",
-            "gauge",
-            "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
-        )
-        .one(flag(s.counters_ok)),
+    p.one(
+        "lbfo_counters_readable",
+        "gauge",
+        "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
+        flag(s.counters_ok),
     );
-    out.push(
-        Family::new("lbfo_services", "gauge", "Services in the table.")
-            .one(Value::Count(s.services.len() as u64)),
+    p.one(
+        "lbfo_services",
+        "gauge",
+        "Services in the table.",
+        Value::Count(s.services.len() as u64),
     );
-    let mut info = Family::new(
+    p.family(
         "lbfo_service_info",
         "gauge",
         "One sample per service, labelled with its policy.",
     );
-    let mut lookups = Family::new(
-        "lbfo_backend_lookups_total",
-        "counter",
-        "Lookups answered with this backend since its counter was last zeroed (reset, limit).",
-    );
-    let mut up = Family::new(
-        "lbfo_backend_up",
-        "gauge",
-        "Whether the backend is in rotation (1) or marked down (0).",
-    );
-    let mut weight = Family::new("lbfo_backend_weight", "gauge", "The backend's weight.");
-    let mut prio = Family::new(
-        "lbfo_backend_priority",
-        "gauge",
-        "The backend's priority (failover picks the lowest among up backends).",
-    );
-    let mut limit = Family::new(
-        "lbfo_backend_limit",
-        "gauge",
-        "The backend's usage limit; 0 means none.",
-    );
     for sv in &s.services {
-        info.samples.push((
-            vec![
-                ("service", sv.name.clone()),
-                ("policy", sv.policy.to_owned()),
-            ],
+        p.sample(
+            &[("service", &sv.name), ("policy", sv.policy)],
             Value::Count(1),
-        ));
-        for be in &sv.backends {
-            let labels = vec![
-                ("service", sv.name.clone()),
-                ("address", be.addr.to_string()),
-            ];
-            if let Some(n) = be.lookups {
-                lookups.samples.push((labels.clone(), Value::Count(n)));
+        );
+    }
+    // One family after the other, each over every backend; `None` leaves a backend out.
+    type Of = fn(&BackendRow) -> Option<Value>;
+    let backend_families: [(&str, &str, &str, Of); 5] = [
+        (
+            "lbfo_backend_lookups_total",
+            "counter",
+            "Lookups answered with this backend since its counter was last zeroed (reset, limit).",
+            |b| b.lookups.map(Value::Count),
+        ),
+        (
+            "lbfo_backend_up",
+            "gauge",
+            "Whether the backend is in rotation (1) or marked down (0).",
+            |b| Some(flag(b.up)),
+        ),
+        (
+            "lbfo_backend_weight",
+            "gauge",
+            "The backend's weight.",
+            |b| Some(Value::Count(b.weight.into())),
+        ),
+        (
+            "lbfo_backend_priority",
+            "gauge",
+            "The backend's priority (failover picks the lowest among up backends).",
+            |b| Some(Value::Count(b.prio.into())),
+        ),
+        (
+            "lbfo_backend_limit",
+            "gauge",
+            "The backend's usage limit; 0 means none.",
+            |b| Some(Value::Count(b.limit)),
+        ),
+    ];
+    for (name, kind, help, of) in backend_families {
+        p.family(name, kind, help);
+        for sv in &s.services {
+            for b in &sv.backends {
+                if let Some(v) = of(b) {
+                    p.sample(
+                        &[("service", &sv.name), ("address", &b.addr.to_string())],
+                        v,
+                    );
+                }
             }
-            up.samples.push((labels.clone(), flag(be.up)));
-            weight
-                .samples
-                .push((labels.clone(), Value::Count(be.weight.into())));
-            prio.samples
-                .push((labels.clone(), Value::Count(be.prio.into())));
-            limit.samples.push((labels, Value::Count(be.limit)));
         }
     }
-    out.extend([info, lookups, up, weight, prio, limit]);
     if let Some(c) = &s.cluster {
-        out.extend(cluster_families(c, s.now_ms));
+        cluster_metrics(&mut p, c, s.now_ms);
     }
-    out
+    p.finish()
 }
 
 /// The cluster's families: peers and when each was last heard, dropped datagrams by reason.
-fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
-    let mut peers = Family::new(
+fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
+    p.one(
+        "lbfo_cluster_peers",
+        "gauge",
+        "Peers heard since the agent started.",
+        Value::Count(c.peers.len() as u64),
+    );
+    p.family(
         "lbfo_cluster_peer_last_heard_seconds",
         "gauge",
         "Seconds since the agent last accepted a datagram from this peer.",
     );
-    for p in &c.peers {
-        peers.samples.push((
-            vec![("node", p.node.clone()), ("address", p.addr.clone())],
-            Value::Ms(now_ms.saturating_sub(p.heard_ms)),
-        ));
+    for peer in &c.peers {
+        p.sample(
+            &[("node", &peer.node), ("address", &peer.addr)],
+            Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
+        );
     }
-    let mut dropped = Family::new(
+    p.family(
         "lbfo_cluster_dropped_total",
         "counter",
         "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group).",
@@ -655,51 +676,14 @@ fn cluster_families(c: &ClusterInfo, now_ms: u64) -> Vec<Family> {
         *totals.get_or_insert_with(why, || 0) += n;
     }
     for (why, n) in totals {
-        dropped
-            .samples
-            .push((vec![("reason", why.to_owned())], Value::Count(n)));
+        p.sample(&[("reason", why)], Value::Count(n));
     }
-    let sent = Family::new(
+    p.one(
         "lbfo_cluster_sent_bytes_total",
         "counter",
         "Bytes of cluster datagrams sent since the agent started.",
-    )
-    .one(Value::Count(c.sent.1));
-    vec![
-        Family::new(
-            "lbfo_cluster_peers",
-            "gauge",
-            "Peers heard since the agent started.",
-        )
-        .one(Value::Count(c.peers.len() as u64)),
-        peers,
-        dropped,
-        sent,
-    ]
-}
-
-/// The Prometheus text exposition format (version 0.0.4) of `families`.
-pub fn prometheus(families: &[Family]) -> String {
-    let mut o = String::new();
-    for f in families {
-        let _ = writeln!(o, "# HELP {} {}", f.name, escape(f.help, false));
-        let _ = writeln!(o, "# TYPE {} {}", f.name, f.kind);
-        for (labels, value) in &f.samples {
-            o.push_str(f.name);
-            if !labels.is_empty() {
-                o.push('{');
-                for (i, (k, v)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        o.push(',');
-                    }
-                    let _ = write!(o, "{k}=\"{}\"", escape(v, true));
-                }
-                o.push('}');
-            }
-            let _ = writeln!(o, " {}", sample_value(*value));
-        }
-    }
-    o
+        Value::Count(c.sent.1),
+    );
 }
 
 /// A sample value: a count as it is, milliseconds as seconds with up to three decimals (no
@@ -718,16 +702,18 @@ fn sample_value(v: Value) -> String {
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
 /// still reports the outage instead of keeping stale numbers.
 pub fn prometheus_unreadable() -> String {
-    prometheus(&[table_readable(false)])
+    let mut p = Prom::default();
+    table_readable(&mut p, false);
+    p.finish()
 }
 
-fn table_readable(yes: bool) -> Family {
-    Family::new(
+fn table_readable(p: &mut Prom, yes: bool) {
+    p.one(
         "lbfo_table_readable",
         "gauge",
         "Whether the table could be read (1) or not (0).",
-    )
-    .one(flag(yes))
+        flag(yes),
+    );
 }
 
 /// Escapes a label value (`\\`, `"`, newline) or HELP text (`\\`, newline).
@@ -953,9 +939,9 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
 ";
-        assert_eq!(prometheus(&families(&sample(9_600, true))), expect);
+        assert_eq!(prometheus(&sample(9_600, true)), expect);
         // No heartbeat: no age sample, agent down. No counters: the family stays, empty.
-        let p = prometheus(&families(&sample(0, false)));
+        let p = prometheus(&sample(0, false));
         assert!(
             p.contains("lbfo_agent_up 0\n") && !p.contains("lbfo_agent_heartbeat_age_seconds"),
             "{p}"
@@ -976,13 +962,16 @@ lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
     fn prometheus_escaping_and_values() {
         assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
         assert_eq!(escape("a\"b\\c\nd", false), "a\"b\\\\c\\nd");
-        let f = Family::new("x", "gauge", "h").one(Value::Count(3_000_000_000));
+        let mut p = Prom::default();
+        p.one("x", "gauge", "h", Value::Count(3_000_000_000));
+        assert_eq!(p.finish(), "# HELP x h\n# TYPE x gauge\nx 3000000000\n");
+        let mut p = Prom::default();
+        p.family("x", "gauge", "h\\n");
+        p.sample(&[("a", "1"), ("b", "q\"")], Value::Ms(50));
         assert_eq!(
-            prometheus(&[f]),
-            "# HELP x h\n# TYPE x gauge\nx 3000000000\n"
+            p.finish(),
+            "# HELP x h\\\\n\n# TYPE x gauge\nx{a=\"1\",b=\"q\\\"\"} 0.05\n"
         );
-        let f = Family::new("x", "gauge", "h").one(Value::Ms(50));
-        assert!(prometheus(&[f]).ends_with("x 0.05\n"));
         for (v, text) in [
             (Value::Count(0), "0"),
             (Value::Ms(0), "0"),
