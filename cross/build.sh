@@ -33,11 +33,12 @@ objcopy=$(objcopy_bin)
 for t in "${targets[@]}"; do
   start=$SECONDS
   flags=("${SIZE_FLAGS[@]}")
+  # No .eh_frame (cross/no-eh-frame.ld): the C runtime's unwind tables, ~6 KB on aarch64 and
+  # MIPS (armv7 unwinds with .ARM.exidx instead, 2 KB, kept).
+  flags+=("-Clink-arg=-Wl,-T,$ROOT/cross/no-eh-frame.ld")
   # MIPS: non-PIC code; PIC on MIPS loads every call and global through the GOT ($gp), and a
   # static binary gains nothing from it.
-  # And no .eh_frame (cross/no-eh-frame.ld; tried on MIPS only so far, armv7 and aarch64 would
-  # gain the same).
-  case "$t" in mips*) flags+=(-Crelocation-model=static "-Clink-arg=-Wl,-T,$ROOT/cross/no-eh-frame.ld") ;; esac
+  case "$t" in mips*) flags+=(-Crelocation-model=static) ;; esac
   cross_log "building lbfo-agentd for $t"
   CARGO_TARGET_DIR="$TARGET_DIR" cargo +"$NIGHTLY" zigbuild --locked --release -p lbfo-agentd \
     --target "$t" -Zbuild-std=std,panic_abort -Zpanic-immediate-abort \
