@@ -73,8 +73,7 @@ def main():
                 by_line[(path, line)] += 4
                 break
         else:
-            func = re.sub(r"<.*?>|\{closure#\d+\}", "", chain[-1][0])
-            other[func[:90] or chain[-1][0][:90]] += 4
+            other[chain[-1][0][:100]] += 4
     total = end - start
     if only:
         print(f"| {only} line | bytes |\n|---|---:|")
