@@ -126,33 +126,34 @@ pub fn strip_dot(text: &[u8]) -> &[u8] {
     }
 }
 
-/// The index hash of `query`: its ASCII-lower-cased bytes, one trailing dot ignored, mixed eight
-/// bytes at a time (see [`hash_folded`]).
+/// The index hash of `query`: its bytes with ASCII case folded, one trailing dot ignored, mixed
+/// sixteen bytes at a time (see [`hash_words`]).
 ///
 /// Runs in one pass without copying; total for any input, so it is safe on hostile queries.
 pub fn hash_query(query: &[u8]) -> u64 {
-    hash_folded(strip_dot(query)).0
+    hash_words(strip_dot(query)).0
 }
 
-/// A query as a lookup uses it: its text without the trailing dot, folded and hashed once (so a
-/// caller that looks it up twice, or a lookup that retries, does not do it again).
+/// A query as a lookup uses it: its text without the trailing dot, hashed once (so a caller that
+/// looks it up twice, or a lookup that retries, does not do it again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query<'q> {
     text: &'q [u8],
     hash: u64,
+    /// The first two words of `text`, zero-padded, as given (not case-folded).
     head: [u64; 2],
 }
 
 impl<'q> Query<'q> {
-    /// Folds and hashes `query` (any case, one optional trailing dot); `None` when it is too long
-    /// to be a service name.
+    /// Hashes `query` (any case, one optional trailing dot); `None` when it is too long to be a
+    /// service name.
     #[inline]
     pub fn new(query: &'q [u8]) -> Option<Query<'q>> {
         let text = strip_dot(query);
         if text.len() > MAX_NAME_LEN {
             return None;
         }
-        let (hash, head) = hash_folded(text);
+        let (hash, head) = hash_words(text);
         Some(Query { text, hash, head })
     }
 
@@ -169,86 +170,107 @@ impl<'q> Query<'q> {
     }
 
     /// The name's first two words as the table stores them (see [`folded_word`]).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn head(&self) -> [u64; 2] {
+        [lower8(self.head[0]), lower8(self.head[1])]
+    }
+
+    /// The name's first two words, zero-padded, as given (compare with [`same_folded`]).
+    #[inline(always)]
+    pub(crate) fn head_raw(&self) -> [u64; 2] {
         self.head
     }
 }
 
-/// Multiplier of the per-word mix: odd, with bits spread over the whole word (the 64-bit golden
-/// ratio), so every input bit reaches the high half of the product.
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-/// Multiplier of the final mix (an odd constant from splitmix64's finaliser).
-const FINAL: u64 = 0xbf58_476d_1ce4_e5b9;
+/// Whether the word `query` of a name, in any case, is the word `stored` of a valid lower-case
+/// name (as the table stores them, zero-padded): the same bytes except that bit 5 (case) may
+/// differ where `stored` has a letter. Of the bytes a name may hold (`a-z 0-9 - _ .`, and 0
+/// past its end), the letters are those from `a` (0x61) on, so the bytes whose bit 7 adding 0x1f
+/// sets (no carry leaves a byte below 0x80). Cheaper than folding `query` ([`lower8`]), and
+/// exact for every `stored` a writer can produce.
+#[inline(always)]
+pub(crate) fn same_folded(stored: u64, query: u64) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let letters = (stored.wrapping_add(0x1f1f_1f1f_1f1f_1f1f) & HIGH) >> 2;
+    (stored ^ query) & !letters == 0
+}
 
-/// [`hash_query`] of `text` as it is (no dot stripped); also returns its first two folded words
-/// (`folded_word(text, 0)` and `(.., 1)`), which a lookup compares without folding them again.
+/// Bit 5 of every byte: the bit ASCII case changes. Or-ing it in folds case for the hash (and
+/// folds pairs such as `@` and `` ` `` too, which only makes such names hash alike: names are
+/// compared exactly, lower-cased, once a record's tag matches).
+const CASE: u64 = 0x2020_2020_2020_2020;
+/// Xor-ed into the second word of each pair: the 64-bit golden ratio. Its low byte (`0x15`)
+/// has bit 5 clear, so `(word | CASE) ^ PAIR` is never zero and no pair multiplies to nothing.
+const PAIR: u64 = 0x9e37_79b9_7f4a_7c15;
+/// The hash's starting value (the first digits of pi's fraction), xor-ed with the length. Its
+/// second byte (`0x08`) has bit 5 clear, so for a name (under 256 bytes) `SEED ^ len` never
+/// equals a case-folded word and a one-pair name never multiplies to nothing either.
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// [`hash_query`] of `text` as it is (no dot stripped); also returns its first two words,
+/// zero-padded and not folded (`word(text, 0)` and `(.., 1)`).
 ///
-/// Each zero-padded, lower-cased word `w` of the name (the form the table stores) goes through
-/// `h = (h ^ w) * MIX; h ^= h >> 32` (a multiply pushes low bits up, the shift brings them back
-/// down), and the length and a final multiply-xorshift finish it, so the low bits the index
-/// uses and the high bits it keeps as a tag both depend on every byte. Two multiplies for a
-/// name of up to eight bytes, where byte-wise FNV-1a took one per byte. The writer indexes with
-/// the same function, so changing it changes the table format ([`crate::shm::LAYOUT_VERSION`]).
+/// The name's zero-padded words, case folded by or-ing [`CASE`] into every byte, are taken in
+/// pairs `(a, b)` (the last pair padded with a zero word) and each pair goes through one folded
+/// multiply, `h = fold(h ^ a, b ^ PAIR)`, the 128-bit product's halves xor-ed, starting from
+/// `h = SEED ^ len`: every input bit reaches the middle of the product, so both the low bits the
+/// index uses and the high bits it keeps as a tag depend on every byte. One multiply for a name
+/// of up to sixteen bytes. The writer indexes with the same function, so changing it changes
+/// the table format ([`crate::shm::LAYOUT_VERSION`]).
 #[inline]
-pub(crate) fn hash_folded(text: &[u8]) -> (u64, [u64; 2]) {
+pub(crate) fn hash_words(text: &[u8]) -> (u64, [u64; 2]) {
     let n = text.len();
     // Up to sixteen bytes (nearly every service name) without a loop: the first eight bytes,
     // and the last eight shifted down to what follows them.
     let [first, second] = match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
         _ if n > 16 => return hash_long(text),
         (Some(a), Some(b)) if n > 8 => [
-            lower8(u64::from_le_bytes(*a)),
-            lower8(u64::from_le_bytes(*b).wrapping_shr(8 * (16 - n as u32))),
+            u64::from_le_bytes(*a),
+            u64::from_le_bytes(*b).wrapping_shr(8 * (16 - n as u32)),
         ],
-        (Some(a), _) => [lower8(u64::from_le_bytes(*a)), 0],
-        _ => [lower8(load_tail(text, 0)), 0],
+        (Some(a), _) => [u64::from_le_bytes(*a), 0],
+        _ => [load_tail(text, 0), 0],
     };
-    let mut h = mix(SEED ^ first);
-    if n > 8 {
-        h = mix(h ^ second);
-    }
-    (finish(h, n), [first, second])
+    (pair(SEED ^ n as u64, first, second), [first, second])
 }
 
-/// [`hash_folded`] for names longer than sixteen bytes, word by word.
+/// [`hash_words`] for names longer than sixteen bytes, a pair of words at a time.
 #[inline(never)]
 fn hash_long(text: &[u8]) -> (u64, [u64; 2]) {
-    let first = folded_word(text, 0);
-    let second = folded_word(text, 1);
-    let mut h = mix(mix(SEED ^ first) ^ second);
-    for k in 2..text.len().div_ceil(8) {
-        h = mix(h ^ folded_word(text, k));
+    let first = word(text, 0);
+    let second = word(text, 1);
+    let mut h = pair(SEED ^ text.len() as u64, first, second);
+    let mut k = 2;
+    while k < text.len().div_ceil(8) {
+        h = pair(h, word(text, k), word(text, k.wrapping_add(1)));
+        k = k.wrapping_add(2);
     }
-    (finish(h, text.len()), [first, second])
+    (h, [first, second])
 }
 
-/// The hash's starting value (the first digits of pi's fraction).
-const SEED: u64 = 0x243f_6a88_85a3_08d3;
-
-/// The final mix: the length, then a multiply-xorshift.
+/// One pair of words mixed into `h`: a folded multiply of the case-folded words.
 #[inline(always)]
-const fn finish(h: u64, len: usize) -> u64 {
-    let h = (h ^ len as u64).wrapping_mul(FINAL);
-    h ^ h >> 31
+fn pair(h: u64, a: u64, b: u64) -> u64 {
+    let p = u128::from(h ^ (a | CASE)) * u128::from((b | CASE) ^ PAIR);
+    p as u64 ^ (p >> 64) as u64
 }
 
+/// Word `k` of `text`: bytes `8k..8k + 8`, little-endian, zero-padded past the end of `text`,
+/// not case-folded.
 #[inline(always)]
-const fn mix(x: u64) -> u64 {
-    let x = x.wrapping_mul(MIX);
-    x ^ x >> 32
+fn word(text: &[u8], k: usize) -> u64 {
+    let at = k.wrapping_mul(8);
+    match text.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        Some(w) => u64::from_le_bytes(*w),
+        None => load_tail(text, at),
+    }
 }
 
 /// Word `k` of `text` the way the shared table stores a name: bytes `8k..8k + 8`, little-endian,
 /// ASCII-lower-cased, zero-padded past the end of `text`.
 #[inline(always)]
 pub(crate) fn folded_word(text: &[u8], k: usize) -> u64 {
-    let at = k.wrapping_mul(8);
-    let word = match text.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-        Some(w) => u64::from_le_bytes(*w),
-        None => load_tail(text, at),
-    };
-    lower8(word)
+    lower8(word(text, k))
 }
 
 /// The fewer than eight bytes of `text` from `at` on, as a zero-padded little-endian word,
@@ -345,17 +367,18 @@ mod tests {
 
     #[test]
     fn folding_by_words_matches_folding_by_bytes() {
-        // The hash restated over whole padded words of the lower-cased text.
+        // The hash restated byte by byte: pairs of padded words, each byte or-ed with 0x20.
         fn reference(text: &[u8]) -> u64 {
-            let mut padded: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
-            padded.resize(text.len().div_ceil(8).max(1) * 8, 0);
-            let mut h = 0x243f_6a88_85a3_08d3u64;
-            for w in padded.chunks(8) {
-                h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(MIX);
-                h ^= h >> 32;
+            let mut padded: Vec<u8> = text.iter().map(|b| b | 0x20).collect();
+            padded.resize(text.len().div_ceil(16).max(1) * 16, 0x20);
+            let mut h = SEED ^ text.len() as u64;
+            for p in padded.chunks(16) {
+                let a = u64::from_le_bytes(p[..8].try_into().unwrap());
+                let b = u64::from_le_bytes(p[8..].try_into().unwrap());
+                let x = u128::from(h ^ a) * u128::from(b ^ 0x9e37_79b9_7f4a_7c15);
+                h = (x as u64) ^ (x >> 64) as u64;
             }
-            let h = (h ^ text.len() as u64).wrapping_mul(FINAL);
-            h ^ h >> 31
+            h
         }
         let all: Vec<u8> = (0..=255u8).collect();
         for k in 0..32 {
@@ -366,13 +389,18 @@ mod tests {
         for len in 0..40 {
             let text: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(
-                hash_folded(&text),
-                (
-                    reference(&text),
-                    [folded_word(&text, 0), folded_word(&text, 1)]
-                ),
+                hash_words(&text),
+                (reference(&text), [word(&text, 0), word(&text, 1)]),
                 "len {len}"
             );
+            let query = Query::new(&text).filter(|_| text.last() != Some(&b'.'));
+            if let Some(q) = query {
+                assert_eq!(
+                    q.head(),
+                    [folded_word(&text, 0), folded_word(&text, 1)],
+                    "len {len}"
+                );
+            }
             let mut padded = text.clone();
             padded.resize(48, 0);
             for k in 0..6 {
@@ -388,6 +416,22 @@ mod tests {
             }
         }
         assert_eq!(hash_query(b"Web.LAN."), reference(b"web.lan"));
+        assert_eq!(hash_query(b"Web.LAN."), hash_query(b"web.lan"));
+        // `same_folded` is `lower8` equality for every stored byte a name can hold, against
+        // every query byte.
+        let stored: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz0123456789-_.\0".to_vec();
+        for &s in &stored {
+            for q in 0..=255u8 {
+                for at in [0, 3, 7] {
+                    let (sw, qw) = (u64::from(s) << (8 * at), u64::from(q) << (8 * at));
+                    assert_eq!(
+                        same_folded(sw | 0x2e00, qw | 0x2e00),
+                        lower8(qw | 0x2e00) == sw | 0x2e00,
+                        "{s:#x} {q:#x} at {at}"
+                    );
+                }
+            }
+        }
         // Zero padding does not make a name equal to itself with NUL bytes appended.
         assert_ne!(hash_query(b"web"), hash_query(b"web\0"));
     }
@@ -405,6 +449,24 @@ mod tests {
         }
         assert!(slots.iter().all(|&n| n <= 8), "{:?}", slots.iter().max());
         assert_eq!(tags.len(), 4096);
+        // The same for short names (one word), long ones (several pairs) and names that differ
+        // only past the sixteenth byte.
+        for name in [
+            |i| std::format!("s{i}"),
+            |i| std::format!("backend-{i}.rack-7.dc-east.example.net"),
+            |i| std::format!("a-shared-prefix.{i}"),
+        ] as [fn(u32) -> std::string::String; 3]
+        {
+            let mut slots = vec![0u32; 8192];
+            let mut tags = std::collections::BTreeSet::new();
+            for i in 0..4096 {
+                let h = hash_query(name(i).as_bytes());
+                slots[(h as usize) & 8191] += 1;
+                tags.insert(h >> 32);
+            }
+            assert!(slots.iter().all(|&n| n <= 8), "{:?}", slots.iter().max());
+            assert_eq!(tags.len(), 4096, "{}", name(0));
+        }
     }
 
     #[test]

@@ -26,15 +26,16 @@ use crate::atomic::AtomicU64;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, Ordering};
 
-use crate::name::{folded_word, Name, Query, MAX_NAME_LEN};
+use crate::name::{folded_word, same_folded, Name, Query, MAX_NAME_LEN};
 use crate::policy::{Family, Schedule, SCHED_LEN};
 use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
 
 /// `LBFOTAB` and a format byte, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LBFOTAB\x01");
 /// Bumped whenever the meaning of any word changes (2: the index hash is `name::hash_query`'s
-/// word-at-a-time mix, no longer FNV-1a).
-pub const LAYOUT_VERSION: u64 = 2;
+/// word-at-a-time mix, no longer FNV-1a; 3: that hash is one folded multiply per sixteen bytes,
+/// case folded by or-ing bit 5 into every byte).
+pub const LAYOUT_VERSION: u64 = 3;
 /// Words in the header.
 pub const HEADER_WORDS: usize = 16;
 /// Index slots: a power of two, twice the services, so probes stay short.
@@ -176,6 +177,23 @@ pub enum Want {
     Any,
 }
 
+impl Want {
+    /// Which of a record's two schedule lengths (v4 in the low byte, v6 in the high one) this
+    /// lookup wants.
+    #[inline(always)]
+    fn mask(self) -> u16 {
+        match self {
+            Want::V4 => 0x00ff,
+            Want::V6 => 0xff00,
+            Want::Any => 0xffff,
+        }
+    }
+}
+
+/// A family not picked, in the positions a lookup counts: past every backend position.
+const UNUSED: u8 = u8::MAX;
+const _: () = assert!(MAX_BACKENDS < UNUSED as usize);
+
 /// The addresses picked for one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Answer {
@@ -300,7 +318,7 @@ impl Turns<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&self, slot: usize) -> u64 {
         match self {
             Turns::Shared(c) => c.take_turn(slot),
@@ -312,10 +330,18 @@ impl Turns<'_> {
         }
     }
 
-    #[inline]
-    fn bump(&self, slot: usize, pos: usize) {
+    /// Counts the uses of the positions picked (`[v4, v6]`, [`UNUSED`] for none).
+    #[inline(always)]
+    fn bump(&self, slot: usize, used: [u8; 2]) {
         if let Turns::Shared(c) = self {
-            c.bump(slot, pos);
+            if let Some(row) = c.row(slot) {
+                for pos in used {
+                    // One compare skips both an unused family and a position past the row.
+                    if let Some(count) = row.get(1 + usize::from(pos)) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 }
@@ -543,40 +569,31 @@ impl<'a> TableView<'a> {
         }
         // The pick happens inside the index's seqlock too: a slot freed and reused for another
         // name between `find` and the pick changes the index sequence.
-        let outcome = match self.find(query) {
-            Probe::Slot(slot, rec) => {
-                let rseq = &rec.w[R_SEQ];
-                // Acquire pairs with the Release closing `Writer::write_service`.
-                let s1 = rseq.load(Ordering::Acquire);
-                if s1 % 2 == 1 {
-                    return None;
-                }
-                let chosen = rec.choose(slot, want, turns, turn, out);
-                // Orders the record reads above before the re-check; pairs with the Release
-                // fence after the odd store in `Writer::write_service`.
+        let (slot, rec) = match self.find(query) {
+            Ok(found) => found,
+            Err(miss) => {
+                // Orders the index reads above before the re-check; pairs with the Release fence
+                // that follows the odd store in `Writer::write_index`.
                 fence(Ordering::Acquire);
-                if rseq.load(Ordering::Relaxed) != s1 {
-                    return None;
-                }
-                chosen.map(|used| (slot, used))
+                return (seq.load(Ordering::Relaxed) == g1).then_some(Err(miss));
             }
-            Probe::Missing => Err(Miss::NotOurs),
-            Probe::Damaged => Err(Miss::Unavailable),
         };
-        // Orders the index reads above before the re-check; pairs with the Release fence that
-        // follows the odd store in `Writer::write_index`.
-        fence(Ordering::Acquire);
-        if seq.load(Ordering::Relaxed) != g1 {
+        let rseq = &rec.w[R_SEQ];
+        // Acquire pairs with the Release closing `Writer::write_service`.
+        let s1 = rseq.load(Ordering::Acquire);
+        if s1 % 2 == 1 {
             return None;
         }
-        Some(outcome.map(|(slot, [v4, v6])| {
-            if let Some(pos) = v4 {
-                turns.bump(slot, usize::from(pos));
-            }
-            if let Some(pos) = v6 {
-                turns.bump(slot, usize::from(pos));
-            }
-        }))
+        let chosen = rec.choose(slot, want, turns, turn, out);
+        // Orders the record and index reads above before both re-checks; pairs with the Release
+        // fences after the odd stores in `Writer::write_service` and `Writer::write_index`.
+        fence(Ordering::Acquire);
+        if rseq.load(Ordering::Relaxed) != s1 || seq.load(Ordering::Relaxed) != g1 {
+            return None;
+        }
+        // Counted only now, once the answer is known to be consistent (a retry counts nothing
+        // twice).
+        Some(chosen.map(|used| turns.bump(slot, used)))
     }
 
     /// Word offset of the record of `slot` in `w` (meaningful for `slot < max_services`).
@@ -586,46 +603,46 @@ impl<'a> TableView<'a> {
             .wrapping_add(slot.wrapping_mul(self.record_words))
     }
 
-    /// The record of `slot`, bounds-checked once; `None` for a slot past the capacity (or
-    /// beyond a mapping too short for it, which only an unchecked view can be).
+    /// The record of `slot`, bounds-checked once; `None` for a slot past the capacity (the
+    /// records part holds exactly `max_services` records, or none for a mapping too short for
+    /// them, which only an unchecked view can be).
     #[inline(always)]
-    fn record_of(&self, slot: usize) -> Option<Record<'a>> {
-        if slot >= self.layout.max_services {
-            return None;
-        }
+    fn record_of(&self, slot: u32) -> Option<Record<'a>> {
+        // At most `u32::MAX * RECORD_WORDS`: no overflow.
+        let at = (slot as usize).wrapping_mul(RECORD_WORDS);
         let w = self
             .records
-            .get(slot.wrapping_mul(RECORD_WORDS)..)?
+            .get(at..at.wrapping_add(RECORD_WORDS))?
             .first_chunk::<RECORD_WORDS>()?;
         Some(Record { w })
     }
 
-    /// Probes the index for `query`.
-    #[inline]
-    fn find(&self, query: &Query<'_>) -> Probe<'a> {
+    /// Probes the index for `query`: its slot and record, [`Miss::NotOurs`] when it is not
+    /// there, [`Miss::Unavailable`] when the index names a slot past the capacity.
+    #[inline(always)]
+    fn find(&self, query: &Query<'_>) -> Result<(usize, Record<'a>), Miss> {
         let hash = query.hash();
         let mask = self.index.len().wrapping_sub(1);
         let mut i = hash as usize;
         for _ in 0..self.index.len() {
             i &= mask;
             let Some(e) = self.index.get(i) else {
-                return Probe::Missing;
+                break;
             };
             let e = e.load(Ordering::Relaxed);
             if e == 0 {
-                return Probe::Missing;
+                break;
             }
-            if e >> 32 == hash >> 32 {
-                let Some(rec) = self.record_of((e as u32 as usize).wrapping_sub(1)) else {
-                    return Probe::Damaged;
-                };
+            if (e ^ hash) >> 32 == 0 {
+                let slot = (e as u32).wrapping_sub(1);
+                let rec = self.record_of(slot).ok_or(Miss::Unavailable)?;
                 if rec.holds(query) {
-                    return Probe::Slot((e as u32 as usize).wrapping_sub(1), rec);
+                    return Ok((slot as usize, rec));
                 }
             }
             i = i.wrapping_add(1);
         }
-        Probe::Missing
+        Err(Miss::NotOurs)
     }
 
     /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
@@ -719,18 +736,19 @@ impl Record<'_> {
 
     /// Whether this record holds `query`, compared a word at a time in the stored form (lower
     /// case, zero-padded).
-    #[inline]
+    #[inline(always)]
     fn holds(&self, query: &Query<'_>) -> bool {
-        let [w0, w1] = query.head();
-        let query = query.text();
+        let text = query.text();
         let meta = self.w[R_META].load(Ordering::Relaxed);
-        if meta >> 40 & 1 == 0 || (meta & 0xff) as usize != query.len() {
+        // Present (bit 40) and of the query's length (the low byte), in one compare.
+        if meta & (1 << 40 | 0xff) != 1 << 40 | text.len() as u64 {
             return false;
         }
-        // Past the end of the name both sides are zero (stored padding, `hash_folded`'s 0).
-        self.w[R_NAME].load(Ordering::Relaxed) == w0
-            && self.w[R_NAME + 1].load(Ordering::Relaxed) == w1
-            && (query.len() <= 16 || self.holds_tail(query))
+        // Past the end of the name both sides are zero (stored padding, `Query`'s padding).
+        let [q0, q1] = query.head_raw();
+        same_folded(self.w[R_NAME].load(Ordering::Relaxed), q0)
+            && same_folded(self.w[R_NAME + 1].load(Ordering::Relaxed), q1)
+            && (text.len() <= 16 || self.holds_tail(text))
     }
 
     /// Whether the name's words from the third on are those of `query`.
@@ -742,6 +760,9 @@ impl Record<'_> {
 
     /// Applies the record's policy: one backend per wanted family that has an eligible one,
     /// written to `out`; the positions picked (to count), or why there are none.
+    ///
+    /// The turn is taken (once per lookup: `turn` keeps it across retries) before either family
+    /// is picked, and both use it.
     #[inline(always)]
     fn choose(
         &self,
@@ -750,70 +771,107 @@ impl Record<'_> {
         turns: &Turns<'_>,
         turn: &mut Option<u64>,
         out: &mut Picks,
-    ) -> Result<[Option<u8>; 2], Miss> {
+    ) -> Result<[u8; 2], Miss> {
         let meta = self.w[R_META].load(Ordering::Relaxed);
         let policy = Policy::from_code((meta >> 8) as u8).ok_or(Miss::Unavailable)?;
-        let len4 = usize::from((meta >> 24) as u8);
-        let len6 = usize::from((meta >> 32) as u8);
-        let mut used = [None; 2];
-        if want != Want::V6 && len4 != 0 {
-            let (pos, [lo, _]) = self
-                .position(slot, R_SCHED4, len4, policy, turns, turn)
+        // The two schedules' lengths (bytes 3 and 4), then those of the families wanted.
+        let lens = (meta >> 24) as u16;
+        let wanted = lens & want.mask();
+        if wanted == 0 {
+            out.has = 0;
+            return Err(if lens != 0 {
+                Miss::NoData
+            } else {
+                Miss::AllDown
+            });
+        }
+        let [want4, want6] = wanted.to_le_bytes().map(usize::from);
+        if policy == Policy::LeastUsed {
+            return self.choose_least_used(slot, want4, want6, turns, out);
+        }
+        let t = match *turn {
+            Some(t) => t,
+            None => {
+                let t = turns.take(slot);
+                *turn = Some(t);
+                t
+            }
+        };
+        let mut used = [UNUSED; 2];
+        let mut has = 0;
+        if want4 != 0 {
+            let pos = self.scheduled(R_SCHED4, want4, t);
+            let (pos, [lo, _]) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V4))
                 .ok_or(Miss::Unavailable)?;
             out.v4 = u32::from_ne_bytes((lo as u32).to_le_bytes());
-            used[0] = Some(pos);
+            used[0] = pos;
+            has = Picks::V4;
         }
-        if want != Want::V4 && len6 != 0 {
-            let (pos, [lo, hi]) = self
-                .position(slot, R_SCHED6, len6, policy, turns, turn)
+        if want6 != 0 {
+            let pos = self.scheduled(R_SCHED6, want6, t);
+            let (pos, [lo, hi]) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V6))
                 .ok_or(Miss::Unavailable)?;
             out.v6 = [
                 u64::from_ne_bytes(lo.to_le_bytes()),
                 u64::from_ne_bytes(hi.to_le_bytes()),
             ];
-            used[1] = Some(pos);
+            used[1] = pos;
+            has |= Picks::V6;
         }
-        out.has = u8::from(used[0].is_some()) | u8::from(used[1].is_some()) << 1;
-        if out.has != 0 {
-            Ok(used)
-        } else if len4 != 0 || len6 != 0 {
-            Err(Miss::NoData)
-        } else {
-            Err(Miss::AllDown)
-        }
+        out.has = has;
+        Ok(used)
     }
 
-    /// The backend position the policy picks from the schedule at head word `sched` (`len`
-    /// entries, not 0); `None` for a schedule longer than [`SCHED_LEN`].
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn position(
+    /// [`Record::choose`] for `leastused`, out of line: `want4` and `want6` are the lengths of
+    /// the schedules wanted (not both 0).
+    #[inline(never)]
+    fn choose_least_used(
         &self,
         slot: usize,
-        sched: usize,
-        len: usize,
-        policy: Policy,
+        want4: usize,
+        want6: usize,
         turns: &Turns<'_>,
-        turn: &mut Option<u64>,
-    ) -> Option<usize> {
+        out: &mut Picks,
+    ) -> Result<[u8; 2], Miss> {
+        let mut used = [UNUSED; 2];
+        let mut has = 0;
+        if want4 != 0 {
+            let pos = (want4 <= SCHED_LEN)
+                .then(|| self.least_used(slot, R_SCHED4, want4, turns.counters()));
+            let (pos, [lo, _]) = pos
+                .and_then(|pos| self.address(pos, FAMILY_V4))
+                .ok_or(Miss::Unavailable)?;
+            out.v4 = u32::from_ne_bytes((lo as u32).to_le_bytes());
+            used[0] = pos;
+            has = Picks::V4;
+        }
+        if want6 != 0 {
+            let pos = (want6 <= SCHED_LEN)
+                .then(|| self.least_used(slot, R_SCHED6, want6, turns.counters()));
+            let (pos, [lo, hi]) = pos
+                .and_then(|pos| self.address(pos, FAMILY_V6))
+                .ok_or(Miss::Unavailable)?;
+            out.v6 = [
+                u64::from_ne_bytes(lo.to_le_bytes()),
+                u64::from_ne_bytes(hi.to_le_bytes()),
+            ];
+            used[1] = pos;
+            has |= Picks::V6;
+        }
+        out.has = has;
+        Ok(used)
+    }
+
+    /// The backend position at turn `t` of the schedule at head word `sched` (`len` entries,
+    /// not 0); `None` for a schedule longer than [`SCHED_LEN`].
+    #[inline(always)]
+    fn scheduled(&self, sched: usize, len: usize, t: u64) -> Option<usize> {
         if len > SCHED_LEN {
             return None;
         }
-        Some(if policy == Policy::LeastUsed {
-            self.least_used(slot, sched, len, turns.counters())
-        } else {
-            let t = match *turn {
-                Some(t) => t,
-                None => {
-                    let t = turns.take(slot);
-                    *turn = Some(t);
-                    t
-                }
-            };
-            self.entry(sched, t.checked_rem(len as u64).unwrap_or(0) as usize)
-        })
+        Some(self.entry(sched, t.checked_rem(len as u64).unwrap_or(0) as usize))
     }
 
     /// Entry `i` of the schedule at head word `sched`.
@@ -867,12 +925,6 @@ impl Record<'_> {
     }
 }
 
-enum Probe<'a> {
-    Slot(usize, Record<'a>),
-    Missing,
-    Damaged,
-}
-
 /// The usage counters: per service slot a turn counter, then one counter per backend position.
 ///
 /// Lookups write here, so it is a separate segment (SysV shared memory, which no user can shrink
@@ -880,8 +932,10 @@ enum Probe<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct CountersView<'a> {
     w: &'a [AtomicU64],
-    stride: usize,
 }
+
+/// Words per service in the counters segment: the turn, then one per backend position.
+const COUNTER_STRIDE: usize = 1 + MAX_BACKENDS;
 
 impl<'a> CountersView<'a> {
     /// Checks that `w` is the counters segment of the table `view`.
@@ -891,11 +945,9 @@ impl<'a> CountersView<'a> {
             && words_of(w, 0) == COUNTERS_MAGIC
             && words_of(w, 1) == view.generation()
             && words_of(w, 2) == l.max_services as u64
-            && words_of(w, 3) == l.max_backends as u64;
-        ok.then_some(CountersView {
-            w,
-            stride: 1 + l.max_backends,
-        })
+            && words_of(w, 3) == l.max_backends as u64
+            && l.max_backends == MAX_BACKENDS;
+        ok.then_some(CountersView { w })
     }
 
     /// Writes the header of a fresh, zeroed segment for a table of `generation`.
@@ -911,7 +963,19 @@ impl<'a> CountersView<'a> {
 
     #[inline]
     fn at(&self, slot: usize, i: usize) -> Option<&AtomicU64> {
-        self.w.get(COUNTERS_HEADER_WORDS + slot * self.stride + i)
+        self.w.get(
+            slot.wrapping_mul(COUNTER_STRIDE)
+                .wrapping_add(COUNTERS_HEADER_WORDS + i),
+        )
+    }
+
+    /// The counters of `slot`: its turn, then one per backend position.
+    #[inline(always)]
+    fn row(&self, slot: usize) -> Option<&[AtomicU64; COUNTER_STRIDE]> {
+        let at = slot
+            .wrapping_mul(COUNTER_STRIDE)
+            .wrapping_add(COUNTERS_HEADER_WORDS);
+        self.w.get(at..at.wrapping_add(COUNTER_STRIDE))?.first_chunk()
     }
 
     /// Takes the next turn of the service in `slot`.
@@ -924,7 +988,7 @@ impl<'a> CountersView<'a> {
     /// Counts one use of backend `pos` of `slot`.
     #[inline]
     pub fn bump(&self, slot: usize, pos: usize) {
-        if pos + 1 < self.stride {
+        if pos < MAX_BACKENDS {
             if let Some(c) = self.at(slot, 1 + pos) {
                 c.fetch_add(1, Ordering::Relaxed);
             }
@@ -933,7 +997,7 @@ impl<'a> CountersView<'a> {
 
     /// How often backend `pos` of `slot` was returned since its counter was last zeroed.
     pub fn count(&self, slot: usize, pos: usize) -> u64 {
-        if pos + 1 < self.stride {
+        if pos < MAX_BACKENDS {
             self.at(slot, 1 + pos)
                 .map_or(0, |c| c.load(Ordering::Relaxed))
         } else {
@@ -949,7 +1013,7 @@ impl<'a> CountersView<'a> {
             }
         }
         for pos in (0..16).filter(|p| mask >> p & 1 == 1) {
-            if pos + 1 < self.stride {
+            if pos < MAX_BACKENDS {
                 if let Some(c) = self.at(slot, 1 + pos) {
                     c.store(0, Ordering::Relaxed);
                 }

@@ -159,11 +159,31 @@ pub enum Mode {
 /// [`Miss::Unavailable`] when there is no usable table (the NSS reply is the same as for a
 /// damaged one).
 ///
-/// The steady state is: the clock's second (vDSO), one compare, entering the current slot, the
-/// retired flag, and [`TableView::lookup_into`] with the turns prepared when the counters were
-/// attached.
+/// The steady state, inline: the clock's second (vDSO), one compare, entering the current slot,
+/// the retired flag, and [`TableView::lookup_into`] with the turns prepared when the counters
+/// were attached. Anything else (the periodic check, no table, a retired one) is
+/// [`enter_cold`]'s, which ends in the same slot entered.
 pub fn lookup(query: &Query<'_>, want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
-    let mut refreshed = claim_check(seconds());
+    let check = claim_check(seconds());
+    let entered = if check {
+        None
+    } else {
+        Guard::enter().filter(|g| !g.view().retired())
+    };
+    let guard = match entered {
+        Some(guard) => guard,
+        None => enter_cold(check).ok_or(Miss::Unavailable)?,
+    };
+    guard.view().lookup_into(query, want, guard.turns(mode), out)
+}
+
+/// [`lookup`]'s way into a slot off the steady state: runs the periodic check first if `check`
+/// (this lookup claimed it), waits for or makes the first mapping, and reacts to a retired
+/// table. `None` when there is no usable table.
+#[cold]
+#[inline(never)]
+fn enter_cold(check: bool) -> Option<Guard> {
+    let mut refreshed = check;
     if refreshed {
         refresh();
     }
@@ -177,19 +197,21 @@ pub fn lookup(query: &Query<'_>, want: Want, mode: Mode, out: &mut Picks) -> Res
                 waited = true;
                 continue;
             }
-            return Err(Miss::Unavailable);
+            return None;
         };
-        let view = guard.view();
         // React to a retired table at once, the first time a lookup sees it; later lookups (for
         // instance while the replacement cannot be read) wait for the periodic check.
         // Relaxed: the flag only elects one lookup; `refresh` is serialised by its lock.
-        if !refreshed && view.retired() && !guard.slot.retire_seen.swap(true, Ordering::Relaxed) {
+        if !refreshed
+            && guard.view().retired()
+            && !guard.slot.retire_seen.swap(true, Ordering::Relaxed)
+        {
             drop(guard);
             refresh();
             refreshed = true;
             continue;
         }
-        return view.lookup_into(query, want, guard.turns(mode), out);
+        return Some(guard);
     }
 }
 
