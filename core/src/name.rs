@@ -220,15 +220,18 @@ const SEED: u64 = 0x243f_6a88_85a3_08d3;
 #[inline]
 pub(crate) fn hash_words(text: &[u8]) -> (u64, [u64; 2]) {
     let n = text.len();
+    if n > 16 {
+        return hash_long(text);
+    }
     // Up to sixteen bytes (nearly every service name) without a loop: the first eight bytes,
-    // and the last eight shifted down to what follows them.
+    // and the last eight shifted down to what follows them (none for exactly eight).
     let [first, second] = match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
-        _ if n > 16 => return hash_long(text),
-        (Some(a), Some(b)) if n > 8 => [
+        (Some(a), Some(b)) => [
             u64::from_le_bytes(*a),
-            u64::from_le_bytes(*b).wrapping_shr(8 * (16 - n as u32)),
+            u64::from_le_bytes(*b)
+                .checked_shr(8 * (16 - n as u32))
+                .unwrap_or(0),
         ],
-        (Some(a), _) => [u64::from_le_bytes(*a), 0],
         _ => [load_tail(text, 0), 0],
     };
     (pair(SEED ^ n as u64, first, second), [first, second])

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! **Consistency** is two seqlocks: the header's `seq` guards the index (changed only when a
-//! service appears or vanishes), each record's own `seq` guards that record. A reader that sees an
-//! odd or changed sequence retries, at most [`MAX_RETRIES`] times, then reports
+//! service appears or vanishes), each record's own `seq` guards that record. A hit is read under
+//! its record's seqlock, the name compared inside it; a miss under the index's. A reader that
+//! sees an odd or changed sequence retries, at most [`MAX_RETRIES`] times, then reports
 //! [`Lookup::Unavailable`]; it never acts on a torn record.
 //!
 //! **Untrusted bytes**: [`TableView::new_checked`] validates the header against the mapping's
@@ -318,28 +319,52 @@ impl Turns<'_> {
         }
     }
 
+    /// The turn counter and the usage counters of the service in `slot`, found (and
+    /// bounds-checked) once per attempt, for [`Tally::take`] and [`Tally::bump`].
     #[inline(always)]
-    fn take(&self, slot: usize) -> u64 {
+    fn tally(&self, slot: usize) -> Tally<'_> {
         match self {
-            Turns::Shared(c) => c.take_turn(slot),
-            Turns::ReadOnly(_, local) | Turns::Local(local) => slot
-                .checked_rem(local.len())
-                .and_then(|i| local.get(i))
-                // Relaxed: a turn only has to be unique, it orders no other memory.
-                .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed)),
+            Turns::Shared(c) => {
+                let counts = c.row(slot);
+                Tally {
+                    turn: counts.map(|row| &row[0]),
+                    counts,
+                }
+            }
+            Turns::ReadOnly(_, local) | Turns::Local(local) => Tally {
+                turn: slot.checked_rem(local.len()).and_then(|i| local.get(i)),
+                counts: None,
+            },
         }
+    }
+}
+
+/// Where one lookup of one service takes its turn and counts its answer ([`Turns::tally`]).
+#[derive(Clone, Copy)]
+struct Tally<'t> {
+    /// The turn counter; none means always turn 0.
+    turn: Option<&'t AtomicU64>,
+    /// The service's row in a writable counters segment (the turn, then one count per backend
+    /// position); none when nothing is counted.
+    counts: Option<&'t [AtomicU64; COUNTER_STRIDE]>,
+}
+
+impl Tally<'_> {
+    /// Takes the next turn.
+    #[inline(always)]
+    fn take(&self) -> u64 {
+        // Relaxed: a turn only has to be unique, it orders no other memory.
+        self.turn.map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Counts the uses of the positions picked (`[v4, v6]`, [`UNUSED`] for none).
     #[inline(always)]
-    fn bump(&self, slot: usize, used: [u8; 2]) {
-        if let Turns::Shared(c) = self {
-            if let Some(row) = c.row(slot) {
-                for pos in used {
-                    // One compare skips both an unused family and a position past the row.
-                    if let Some(count) = row.get(1 + usize::from(pos)) {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
+    fn bump(&self, used: [u8; 2]) {
+        if let Some(row) = self.counts {
+            for pos in used {
+                // One compare skips both an unused family and a position past the row.
+                if let Some(count) = row.get(1 + usize::from(pos)) {
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -550,8 +575,14 @@ impl<'a> TableView<'a> {
         Err(Miss::Unavailable)
     }
 
-    /// One attempt of a lookup under the index's seqlock: the outcome, or `None` if the index or
-    /// the record changed under it (`turn` keeps the turn taken, so a retry takes no other).
+    /// One attempt of a lookup: the outcome, or `None` if the table changed under it (`turn`
+    /// keeps the turn taken, so a retry takes no other).
+    ///
+    /// A hit needs only its record's seqlock: the name is compared inside it, so a consistent
+    /// record that holds the query is an answer, whatever happened to the index meanwhile (a
+    /// slot freed and reused for another name fails the compare or the re-check). A miss is
+    /// believed only under the index's seqlock: the index was not being rebuilt and did not
+    /// change during the probe.
     #[inline(always)]
     fn attempt(
         &self,
@@ -564,36 +595,41 @@ impl<'a> TableView<'a> {
         let seq = &self.header[H_SEQ];
         // Acquire pairs with the Release that closes `Writer::write_index`.
         let g1 = seq.load(Ordering::Acquire);
-        if g1 % 2 == 1 {
-            return None;
-        }
-        // The pick happens inside the index's seqlock too: a slot freed and reused for another
-        // name between `find` and the pick changes the index sequence.
-        let (slot, rec) = match self.find(query) {
-            Ok(found) => found,
-            Err(miss) => {
-                // Orders the index reads above before the re-check; pairs with the Release fence
-                // that follows the odd store in `Writer::write_index`.
-                fence(Ordering::Acquire);
-                return (seq.load(Ordering::Relaxed) == g1).then_some(Err(miss));
+        let hash = query.hash();
+        let mask = self.index.len().wrapping_sub(1);
+        let mut i = hash as usize;
+        let miss = 'probe: {
+            for _ in 0..self.index.len() {
+                i &= mask;
+                let Some(e) = self.index.get(i) else {
+                    break;
+                };
+                let e = e.load(Ordering::Relaxed);
+                if e == 0 {
+                    break;
+                }
+                if (e ^ hash) >> 32 == 0 {
+                    let slot = (e as u32).wrapping_sub(1);
+                    let Some(rec) = self.record_of(slot) else {
+                        break 'probe Miss::Unavailable;
+                    };
+                    // Acquire pairs with the Release closing `Writer::write_service`.
+                    let s1 = rec.w[R_SEQ].load(Ordering::Acquire);
+                    if s1 % 2 == 1 {
+                        return None;
+                    }
+                    if rec.holds(query) {
+                        return rec.answer(slot as usize, s1, want, turns, turn, out);
+                    }
+                }
+                i = i.wrapping_add(1);
             }
+            Miss::NotOurs
         };
-        let rseq = &rec.w[R_SEQ];
-        // Acquire pairs with the Release closing `Writer::write_service`.
-        let s1 = rseq.load(Ordering::Acquire);
-        if s1 % 2 == 1 {
-            return None;
-        }
-        let chosen = rec.choose(slot, want, turns, turn, out);
-        // Orders the record and index reads above before both re-checks; pairs with the Release
-        // fences after the odd stores in `Writer::write_service` and `Writer::write_index`.
+        // Orders the index reads above before the re-check; pairs with the Release fence that
+        // follows the odd store in `Writer::write_index`.
         fence(Ordering::Acquire);
-        if rseq.load(Ordering::Relaxed) != s1 || seq.load(Ordering::Relaxed) != g1 {
-            return None;
-        }
-        // Counted only now, once the answer is known to be consistent (a retry counts nothing
-        // twice).
-        Some(chosen.map(|used| turns.bump(slot, used)))
+        (g1 % 2 == 0 && seq.load(Ordering::Relaxed) == g1).then_some(Err(miss))
     }
 
     /// Word offset of the record of `slot` in `w` (meaningful for `slot < max_services`).
@@ -615,34 +651,6 @@ impl<'a> TableView<'a> {
             .get(at..at.wrapping_add(RECORD_WORDS))?
             .first_chunk::<RECORD_WORDS>()?;
         Some(Record { w })
-    }
-
-    /// Probes the index for `query`: its slot and record, [`Miss::NotOurs`] when it is not
-    /// there, [`Miss::Unavailable`] when the index names a slot past the capacity.
-    #[inline(always)]
-    fn find(&self, query: &Query<'_>) -> Result<(usize, Record<'a>), Miss> {
-        let hash = query.hash();
-        let mask = self.index.len().wrapping_sub(1);
-        let mut i = hash as usize;
-        for _ in 0..self.index.len() {
-            i &= mask;
-            let Some(e) = self.index.get(i) else {
-                break;
-            };
-            let e = e.load(Ordering::Relaxed);
-            if e == 0 {
-                break;
-            }
-            if (e ^ hash) >> 32 == 0 {
-                let slot = (e as u32).wrapping_sub(1);
-                let rec = self.record_of(slot).ok_or(Miss::Unavailable)?;
-                if rec.holds(query) {
-                    return Ok((slot as usize, rec));
-                }
-            }
-            i = i.wrapping_add(1);
-        }
-        Err(Miss::NotOurs)
     }
 
     /// A consistent copy of the service in `slot`, for `status`; `None` for an empty or damaged
@@ -758,6 +766,30 @@ impl Record<'_> {
             .all(|k| self.word(R_NAME.wrapping_add(k)) == folded_word(query, k))
     }
 
+    /// The answer from this record, which holds the query and whose sequence was `s1` before
+    /// anything else of it was read: the policy's picks, counted once the sequence is seen
+    /// unchanged (so a retry counts nothing twice); `None` if it changed.
+    #[inline(always)]
+    fn answer(
+        &self,
+        slot: usize,
+        s1: u64,
+        want: Want,
+        turns: &Turns<'_>,
+        turn: &mut Option<u64>,
+        out: &mut Picks,
+    ) -> Option<Result<(), Miss>> {
+        let tally = turns.tally(slot);
+        let chosen = self.choose(slot, want, turns, tally, turn, out);
+        // Orders the record reads above (the name compared too) before the re-check; pairs with
+        // the Release fence after the odd store in `Writer::write_service`.
+        fence(Ordering::Acquire);
+        if self.w[R_SEQ].load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        Some(chosen.map(|used| tally.bump(used)))
+    }
+
     /// Applies the record's policy: one backend per wanted family that has an eligible one,
     /// written to `out`; the positions picked (to count), or why there are none.
     ///
@@ -769,6 +801,7 @@ impl Record<'_> {
         slot: usize,
         want: Want,
         turns: &Turns<'_>,
+        tally: Tally<'_>,
         turn: &mut Option<u64>,
         out: &mut Picks,
     ) -> Result<[u8; 2], Miss> {
@@ -792,7 +825,7 @@ impl Record<'_> {
         let t = match *turn {
             Some(t) => t,
             None => {
-                let t = turns.take(slot);
+                let t = tally.take();
                 *turn = Some(t);
                 t
             }

@@ -91,9 +91,12 @@ struct Slot {
     counters: AtomicPtr<AtomicU64>,
     /// Where lookups take turns and count: the view of the segment (made by
     /// `CountersView::new_checked`), shared if it is attached read-write, else read-only beside
-    /// the process-local turns. Valid once `counters` is non-null, under the same promise as
-    /// `view`.
+    /// the process-local turns. Valid once `counters` is non-null (and lookups read it only
+    /// through `turns_at`), under the same promise as `view`.
     turns: UnsafeCell<MaybeUninit<Turns<'static>>>,
+    /// The turns lookups of this mapping use: `PROCESS_TURNS` until a segment is attached, then
+    /// `turns`'s. Set before the slot is published and again (Release) once `turns` is written.
+    turns_at: AtomicPtr<Turns<'static>>,
     /// The counters id last tried for this mapping, so a failed attach is retried only for a new id.
     counters_tried: AtomicU64,
     /// Device and inode of the mapped file, to notice a replaced file.
@@ -115,6 +118,7 @@ impl Slot {
             view: UnsafeCell::new(MaybeUninit::uninit()),
             counters: AtomicPtr::new(ptr::null_mut()),
             turns: UnsafeCell::new(MaybeUninit::uninit()),
+            turns_at: AtomicPtr::new(ptr::null_mut()),
             counters_tried: AtomicU64::new(NO_COUNTERS),
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
@@ -131,8 +135,9 @@ impl Slot {
 unsafe impl Sync for Slot {}
 
 static SLOT: [Slot; SLOTS] = [const { Slot::free() }; SLOTS];
-/// 1 + the index of the slot lookups use; 0 when there is no usable table.
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
+/// The slot lookups use, an element of `SLOT` (a pointer, not an index, so entering it is one
+/// load); null when there is no usable table.
+static CURRENT: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
 /// The second (of `time`) in which the last periodic check was claimed; `u64::MAX` before the
 /// first.
 static CHECKED_IN: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -310,7 +315,8 @@ impl Guard {
             // protocol in the module docs; they pair with the SeqCst store of `CURRENT` in
             // `publish` and the SeqCst load of `readers` in `reclaim`.
             let cur = CURRENT.load(Ordering::SeqCst);
-            let slot = SLOT.get(cur.checked_sub(1)?)?;
+            // SAFETY: `CURRENT` is null or points to an element of the static `SLOT` (`publish`).
+            let slot: &'static Slot = unsafe { cur.as_ref() }?;
             slot.readers.fetch_add(1, Ordering::SeqCst);
             if CURRENT.load(Ordering::SeqCst) == cur {
                 return Some(Guard { slot });
@@ -344,14 +350,14 @@ impl Guard {
         }
         // Acquire pairs with the Release store in `retry_counters`, which follows the write of
         // `turns`.
-        if self.slot.counters.load(Ordering::Acquire).is_null() {
-            return &PROCESS_TURNS;
-        }
-        // SAFETY: `counters` is non-null, so the cell was initialised before it was set (seen
-        // through the Acquire above) and is not written again until the slot is reclaimed, which
-        // waits for this guard; the segment stays attached as long as the mapping. If it is
-        // attached read-only, the cell holds `Turns::ReadOnly`, through which only loads happen.
-        unsafe { (*self.slot.turns.get()).assume_init_ref() }
+        let at = self.slot.turns_at.load(Ordering::Acquire);
+        // SAFETY: `turns_at` is set before the slot is published (seen through `enter`'s SeqCst
+        // load of `CURRENT`) to `PROCESS_TURNS`, a static, and later only to the slot's `turns`
+        // cell, after initialising it (seen through the Acquire above); the cell is not written
+        // again until the slot is reclaimed, which waits for this guard, and the segment stays
+        // attached as long as the mapping. If it is attached read-only, the cell holds
+        // `Turns::ReadOnly`, through which only loads happen.
+        unsafe { &*at }
     }
 }
 
@@ -408,19 +414,20 @@ fn refresh_locked() {
     reclaim();
     let path = table_path();
     // Only the lock holder stores `CURRENT`, so any ordering reads our own last store.
-    let cur = CURRENT.load(Ordering::Relaxed);
+    let cur = CURRENT.load(Ordering::Relaxed).cast_const();
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `path` is a NUL-terminated string and `st` is writable for a `struct stat`.
     if unsafe { libc::stat(path, st.as_mut_ptr()) } != 0 {
         if errno() == libc::ENOENT {
             // The agent removed its table: stop answering from a table nobody maintains.
-            publish(0);
+            publish(None);
         }
         return;
     }
     // SAFETY: stat succeeded, so it initialised `st`.
     let st = unsafe { st.assume_init() };
-    if let Some(s) = cur.checked_sub(1).and_then(|i| SLOT.get(i)) {
+    // SAFETY: `CURRENT` is null or points to an element of the static `SLOT`.
+    if let Some(s) = unsafe { cur.as_ref() } {
         if s.dev.load(Ordering::Relaxed) == st.st_dev && s.ino.load(Ordering::Relaxed) == st.st_ino
         {
             retry_counters(s);
@@ -430,15 +437,14 @@ fn refresh_locked() {
     let m = match Mapping::open(path) {
         Opened::Table(m) => m,
         // Nothing usable is at the path any more: fall through to the next source.
-        Opened::Gone => return publish(0),
+        Opened::Gone => return publish(None),
         // Out of fds or address space: keep what we have and try again later.
         Opened::Busy => return,
     };
     let free = SLOT
         .iter()
-        .enumerate()
-        .find(|(i, s)| i + 1 != cur && s.table.load(Ordering::Relaxed).is_null());
-    let Some((i, slot)) = free else {
+        .find(|s| !ptr::eq(*s, cur) && s.table.load(Ordering::Relaxed).is_null());
+    let Some(slot) = free else {
         m.unmap();
         return;
     };
@@ -452,27 +458,30 @@ fn refresh_locked() {
     slot.uid.store(m.uid, Ordering::Relaxed);
     slot.retire_seen.store(false, Ordering::Relaxed);
     slot.counters.store(ptr::null_mut(), Ordering::Relaxed);
+    slot.turns_at
+        .store(ptr::addr_of!(PROCESS_TURNS).cast_mut(), Ordering::Relaxed);
     slot.counters_tried.store(NO_COUNTERS, Ordering::Relaxed);
     slot.table.store(m.ptr, Ordering::Relaxed);
     retry_counters(slot);
-    publish(i + 1);
+    publish(Some(slot));
 }
 
-/// Makes slot index `cur - 1` (or none, for 0) the one lookups use, and unmaps what it can.
-fn publish(cur: usize) {
+/// Makes `slot` (an element of `SLOT`, or none) the one lookups use, and unmaps what it can.
+fn publish(slot: Option<&'static Slot>) {
+    let p = slot.map_or(ptr::null_mut(), |s| ptr::from_ref(s).cast_mut());
     // SeqCst: the writer half of the protocol in the module docs (pairs with `Guard::enter`).
-    CURRENT.store(cur, Ordering::SeqCst);
+    CURRENT.store(p, Ordering::SeqCst);
     reclaim();
 }
 
 /// Unmaps every mapping that is not current and has no reader.
 fn reclaim() {
-    let cur = CURRENT.load(Ordering::SeqCst);
-    for (i, s) in SLOT.iter().enumerate() {
+    let cur = CURRENT.load(Ordering::SeqCst).cast_const();
+    for s in &SLOT {
         let p = s.table.load(Ordering::Relaxed);
         // SeqCst: pairs with the reader's SeqCst fetch_add in `Guard::enter` (module docs) and,
         // as an acquire, with the decrement in `Guard::drop`.
-        if i + 1 == cur || p.is_null() || s.readers.load(Ordering::SeqCst) != 0 {
+        if ptr::eq(s, cur) || p.is_null() || s.readers.load(Ordering::SeqCst) != 0 {
             continue;
         }
         let c = s.counters.load(Ordering::Relaxed);
@@ -633,9 +642,11 @@ fn retry_counters(slot: &Slot) {
     // SAFETY: `counters` is null, so no lookup reads the cell (lookups read it only after seeing
     // `counters` set, below).
     unsafe { (*slot.turns.get()).write(turns) };
+    slot.counters.store(c, Ordering::Relaxed);
     // Release pairs with the Acquire in `Guard::turns`: a lookup that sees the pointer sees the
     // turns written above.
-    slot.counters.store(c, Ordering::Release);
+    slot.turns_at
+        .store(slot.turns.get().cast::<Turns<'static>>(), Ordering::Release);
 }
 
 /// Attaches segment `id` if it belongs to `owner` and is large enough for `view`'s layout.
