@@ -145,12 +145,18 @@ pub struct Query<'q> {
 }
 
 impl<'q> Query<'q> {
-    /// Hashes `query` (any case, one optional trailing dot); `None` when it is too long to be a
-    /// service name.
+    /// Hashes `query` (any case, one optional trailing dot); `None` when it is empty or too long
+    /// to be a service name.
     #[inline]
     pub fn new(query: &'q [u8]) -> Option<Query<'q>> {
-        let text = strip_dot(query);
-        if text.len() > MAX_NAME_LEN {
+        Query::of_text(strip_dot(query))
+    }
+
+    /// Hashes `text`, a query whose one optional trailing dot is already dropped (as
+    /// [`strip_dot`] does); `None` when it is empty or too long to be a service name.
+    #[inline(always)]
+    pub fn of_text(text: &'q [u8]) -> Option<Query<'q>> {
+        if text.is_empty() || text.len() > MAX_NAME_LEN {
             return None;
         }
         let (hash, head) = hash_words(text);
@@ -182,17 +188,16 @@ impl<'q> Query<'q> {
     }
 }
 
-/// Whether the word `query` of a name, in any case, is the word `stored` of a valid lower-case
-/// name (as the table stores them, zero-padded): the same bytes except that bit 5 (case) may
-/// differ where `stored` has a letter. Of the bytes a name may hold (`a-z 0-9 - _ .`, and 0
-/// past its end), the letters are those from `a` (0x61) on, so the bytes whose bit 7 adding 0x1f
-/// sets (no carry leaves a byte below 0x80). Cheaper than folding `query` ([`lower8`]), and
-/// exact for every `stored` a writer can produce.
-#[inline(always)]
-pub(crate) fn same_folded(stored: u64, query: u64) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let letters = (stored.wrapping_add(0x1f1f_1f1f_1f1f_1f1f) & HIGH) >> 2;
-    (stored ^ query) & !letters == 0
+/// For the word `stored` of a lower-case name as the table stores it (zero-padded): the bits a
+/// query's word must match for the two to be the same name in any case, all but bit 5 of each
+/// letter byte. A query word `q` names `stored` exactly when `(stored ^ q) & must_match(stored)`
+/// is 0.
+pub(crate) fn must_match(stored: u64) -> u64 {
+    u64::from_le_bytes(
+        stored
+            .to_le_bytes()
+            .map(|b| if b.is_ascii_lowercase() { !0x20 } else { 0xff }),
+    )
 }
 
 /// Bit 5 of every byte: the bit ASCII case changes. Or-ing it in folds case for the hash (and
@@ -420,16 +425,17 @@ mod tests {
         }
         assert_eq!(hash_query(b"Web.LAN."), reference(b"web.lan"));
         assert_eq!(hash_query(b"Web.LAN."), hash_query(b"web.lan"));
-        // `same_folded` is `lower8` equality for every stored byte a name can hold, against
+        // `must_match` gives `lower8` equality for every stored byte a name can hold, against
         // every query byte.
         let stored: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz0123456789-_.\0".to_vec();
         for &s in &stored {
             for q in 0..=255u8 {
                 for at in [0, 3, 7] {
                     let (sw, qw) = (u64::from(s) << (8 * at), u64::from(q) << (8 * at));
+                    let (sw, qw) = (sw | 0x2e00, qw | 0x2e00);
                     assert_eq!(
-                        same_folded(sw | 0x2e00, qw | 0x2e00),
-                        lower8(qw | 0x2e00) == sw | 0x2e00,
+                        (sw ^ qw) & must_match(sw) == 0,
+                        lower8(qw) == sw,
                         "{s:#x} {q:#x} at {at}"
                     );
                 }

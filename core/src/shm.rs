@@ -27,7 +27,7 @@ use crate::atomic::AtomicU64;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, Ordering};
 
-use crate::name::{folded_word, same_folded, Name, Query, MAX_NAME_LEN};
+use crate::name::{folded_word, must_match, Name, Query, MAX_NAME_LEN};
 use crate::policy::{Family, Schedule, SCHED_LEN};
 use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
 
@@ -75,7 +75,11 @@ const R_SEQ: usize = 0;
 const R_META: usize = 1;
 const R_HASH: usize = 2;
 const R_NAME: usize = 3;
-const R_SCHED4: usize = R_NAME + NAME_WORDS;
+/// Per word of the name's first two: the bits a query's word must match (all but bit 5 of each
+/// letter byte), so comparing a query in any case is one xor and one and per word.
+const R_MUST: usize = R_NAME + NAME_WORDS;
+const MUST_WORDS: usize = 2;
+const R_SCHED4: usize = R_MUST + MUST_WORDS;
 const R_SCHED6: usize = R_SCHED4 + SCHED_WORDS;
 const R_BACKENDS: usize = R_SCHED6 + SCHED_WORDS;
 
@@ -121,7 +125,7 @@ impl Layout {
 
     /// Words in one service record.
     pub const fn service_words(&self) -> usize {
-        R_NAME + NAME_WORDS + 2 * (self.sched_len / 8) + self.max_backends * BACKEND_WORDS
+        R_MUST + MUST_WORDS + 2 * (self.sched_len / 8) + self.max_backends * BACKEND_WORDS
     }
 
     /// Words in the whole table.
@@ -167,28 +171,18 @@ impl core::fmt::Display for ViewError {
     }
 }
 
-/// Which addresses a lookup wants.
+/// Which addresses a lookup wants. The discriminants are masks of a record's two schedule
+/// lengths (v4 in the low byte, v6 in the high one), so a lookup keeps the wanted ones with one
+/// `and`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
 pub enum Want {
     /// One IPv4 address.
-    V4,
+    V4 = 0x00ff,
     /// One IPv6 address.
-    V6,
+    V6 = 0xff00,
     /// One of each family the service has (getaddrinfo with AF_UNSPEC).
-    Any,
-}
-
-impl Want {
-    /// Which of a record's two schedule lengths (v4 in the low byte, v6 in the high one) this
-    /// lookup wants.
-    #[inline(always)]
-    fn mask(self) -> u16 {
-        match self {
-            Want::V4 => 0x00ff,
-            Want::V6 => 0xff00,
-            Want::Any => 0xffff,
-        }
-    }
+    Any = 0xffff,
 }
 
 /// A family not picked, in the positions a lookup counts: past every backend position.
@@ -551,7 +545,7 @@ impl<'a> TableView<'a> {
         // retries (and their loop state) out of line.
         match self.attempt(query, want, turns, &mut turn, out) {
             Some(done) => done,
-            None => self.retry(query, want, turns, turn, out),
+            None => self.retry(query.text(), want, turns, turn, out),
         }
     }
 
@@ -560,15 +554,20 @@ impl<'a> TableView<'a> {
     #[cold]
     fn retry(
         &self,
-        query: &Query<'_>,
+        text: &[u8],
         want: Want,
         turns: &Turns<'_>,
         mut turn: Option<u64>,
         out: &mut Picks,
     ) -> Result<(), Miss> {
+        // Hashed again from the text, which is two words: a query passed by reference or value
+        // would have to be in memory, and the compiler would store it on every lookup.
+        let Some(query) = Query::of_text(text) else {
+            return Err(Miss::NotOurs);
+        };
         for _ in 1..MAX_RETRIES {
             core::hint::spin_loop();
-            if let Some(done) = self.attempt(query, want, turns, &mut turn, out) {
+            if let Some(done) = self.attempt(&query, want, turns, &mut turn, out) {
                 return done;
             }
         }
@@ -742,21 +741,26 @@ impl Record<'_> {
         )
     }
 
-    /// Whether this record holds `query`, compared a word at a time in the stored form (lower
-    /// case, zero-padded).
+    /// Whether this record holds `query`, compared a word at a time with the stored form (lower
+    /// case, zero-padded): the first two words through the record's [`R_MUST`] masks, the rest
+    /// folded.
     #[inline(always)]
     fn holds(&self, query: &Query<'_>) -> bool {
         let text = query.text();
         let meta = self.w[R_META].load(Ordering::Relaxed);
-        // Present (bit 40) and of the query's length (the low byte), in one compare.
-        if meta & (1 << 40 | 0xff) != 1 << 40 | text.len() as u64 {
+        // Of the query's length (the low byte). A query is never empty, so this also tells a
+        // present record from a cleared one.
+        if meta as u8 as usize != text.len() {
             return false;
         }
         // Past the end of the name both sides are zero (stored padding, `Query`'s padding).
         let [q0, q1] = query.head_raw();
-        same_folded(self.w[R_NAME].load(Ordering::Relaxed), q0)
-            && same_folded(self.w[R_NAME + 1].load(Ordering::Relaxed), q1)
-            && (text.len() <= 16 || self.holds_tail(text))
+        let differs = |k: usize, q: u64| {
+            (self.w[R_NAME + k].load(Ordering::Relaxed) ^ q)
+                & self.w[R_MUST + k].load(Ordering::Relaxed)
+                != 0
+        };
+        !differs(0, q0) && !differs(1, q1) && (text.len() <= 16 || self.holds_tail(text))
     }
 
     /// Whether the name's words from the third on are those of `query`.
@@ -809,7 +813,7 @@ impl Record<'_> {
         let policy = Policy::from_code((meta >> 8) as u8).ok_or(Miss::Unavailable)?;
         // The two schedules' lengths (bytes 3 and 4), then those of the families wanted.
         let lens = (meta >> 24) as u16;
-        let wanted = lens & want.mask();
+        let wanted = lens & want as u16;
         if wanted == 0 {
             out.has = 0;
             return Err(if lens != 0 {
@@ -834,18 +838,20 @@ impl Record<'_> {
         let mut has = 0;
         if want4 != 0 {
             let pos = self.scheduled(R_SCHED4, want4, t);
-            let (pos, [lo, _]) = pos
+            let (pos, at) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V4))
                 .ok_or(Miss::Unavailable)?;
+            let lo = self.word(at);
             out.v4 = u32::from_ne_bytes((lo as u32).to_le_bytes());
             used[0] = pos;
             has = Picks::V4;
         }
         if want6 != 0 {
             let pos = self.scheduled(R_SCHED6, want6, t);
-            let (pos, [lo, hi]) = pos
+            let (pos, at) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V6))
                 .ok_or(Miss::Unavailable)?;
+            let [lo, hi] = [self.word(at), self.word(at.wrapping_add(1))];
             out.v6 = [
                 u64::from_ne_bytes(lo.to_le_bytes()),
                 u64::from_ne_bytes(hi.to_le_bytes()),
@@ -873,9 +879,10 @@ impl Record<'_> {
         if want4 != 0 {
             let pos = (want4 <= SCHED_LEN)
                 .then(|| self.least_used(slot, R_SCHED4, want4, turns.counters()));
-            let (pos, [lo, _]) = pos
+            let (pos, at) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V4))
                 .ok_or(Miss::Unavailable)?;
+            let lo = self.word(at);
             out.v4 = u32::from_ne_bytes((lo as u32).to_le_bytes());
             used[0] = pos;
             has = Picks::V4;
@@ -883,9 +890,10 @@ impl Record<'_> {
         if want6 != 0 {
             let pos = (want6 <= SCHED_LEN)
                 .then(|| self.least_used(slot, R_SCHED6, want6, turns.counters()));
-            let (pos, [lo, hi]) = pos
+            let (pos, at) = pos
                 .and_then(|pos| self.address(pos, FAMILY_V6))
                 .ok_or(Miss::Unavailable)?;
+            let [lo, hi] = [self.word(at), self.word(at.wrapping_add(1))];
             out.v6 = [
                 u64::from_ne_bytes(lo.to_le_bytes()),
                 u64::from_ne_bytes(hi.to_le_bytes()),
@@ -915,19 +923,14 @@ impl Record<'_> {
 
     /// Backend `pos`'s position (as a byte) and address words, if it is a backend of `family`.
     #[inline(always)]
-    fn address(&self, pos: usize, family: u8) -> Option<(u8, [u64; 2])> {
+    fn address(&self, pos: usize, family: u8) -> Option<(u8, usize)> {
         if pos >= MAX_BACKENDS {
             return None;
         }
         let at = R_BACKENDS + pos * BACKEND_WORDS;
-        let [lo, hi, kind] = [&self.w[at], &self.w[at + 1], &self.w[at + 2]];
-        // `MAX_BACKENDS <= 255`, so the position fits a byte.
-        (kind.load(Ordering::Relaxed) as u8 == family).then(|| {
-            (
-                pos as u8,
-                [lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)],
-            )
-        })
+        // `MAX_BACKENDS <= 255`, so the position fits a byte. The address words (at `at` and
+        // `at + 1`) are left to the caller: an IPv4 answer reads only the first.
+        (self.w[at + 2].load(Ordering::Relaxed) as u8 == family).then_some((pos as u8, at))
     }
 
     /// The position in the schedule at head word `sched` (of `len` entries) with the lowest
@@ -1153,6 +1156,7 @@ impl<'a> Writer<'a> {
         set(R_META, meta);
         set(R_HASH, svc.name.hash());
         pack(name, NAME_WORDS, |i, v| set(R_NAME + i, v));
+        pack(name, MUST_WORDS, |i, v| set(R_MUST + i, must_match(v)));
         pack(s4.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED4 + i, v));
         pack(s6.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED6 + i, v));
         for (pos, b) in svc.backends.iter().enumerate() {

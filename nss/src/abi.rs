@@ -17,8 +17,8 @@
 use core::ffi::{c_char, c_int};
 use core::ptr;
 
-use lbfo_core::name::MAX_NAME_LEN;
-use lbfo_core::{Picks, Query, Want};
+use lbfo_core::name::{strip_dot, MAX_NAME_LEN};
+use lbfo_core::{Picks, Want};
 
 use crate::answer::{addr_words, Failure, GaihAddrtuple, HostentLayout, TupleLayout, SUCCESS};
 use crate::map::{self, Mode};
@@ -129,6 +129,16 @@ pub unsafe extern "C" fn _nss_lbfo_gethostbyname_r(
     }
 }
 
+/// The query without its one optional trailing dot, if it can be a service name (not empty, at
+/// most [`MAX_NAME_LEN`] bytes); else the reply for a name that is not ours.
+fn service_name(q: &[u8]) -> Result<&[u8], Failure> {
+    let name = strip_dot(q);
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(Failure::NOT_OURS);
+    }
+    Ok(name)
+}
+
 /// The first bytes of the C string `name` (at most [`QUERY_MAX`], without the NUL).
 ///
 /// # Safety
@@ -199,8 +209,7 @@ unsafe fn hostent_impl(
         // Not glibc; and ERANGE would only make a caller grow its buffer forever.
         return Err(Failure::UNAVAILABLE);
     }
-    let query = Query::new(q).ok_or(Failure::NOT_OURS)?;
-    let name = query.text();
+    let name = service_name(q)?;
     // A null buffer holds nothing.
     let buflen = if buf.is_null() { 0 } else { buflen };
     let layout =
@@ -208,7 +217,7 @@ unsafe fn hostent_impl(
     let fits = layout.end <= buflen;
     let mut picks = Picks::default();
     map::lookup(
-        &query,
+        name,
         want,
         if fits { Mode::Count } else { Mode::Peek },
         &mut picks,
@@ -306,34 +315,35 @@ unsafe fn tuples_impl(
     // A null buffer holds nothing.
     let buflen = if buf.is_null() { 0 } else { buflen };
     let own = usize::from(!caller.is_null());
-    let query = Query::new(q).ok_or(Failure::NOT_OURS)?;
-    let name = query.text();
+    let name = service_name(q)?;
     let need =
         |tuples: usize| TupleLayout::new(buf as usize, tuples.saturating_sub(own), name.len());
-    let worst = need(2).ok_or(Failure::TOO_SMALL)?;
+    // Where the name and the tuples go does not depend on how many there are: only the end.
+    let layout = need(2).ok_or(Failure::TOO_SMALL)?;
     let mut picks = Picks::default();
-    if worst.end > buflen {
+    let fits = layout.end <= buflen;
+    if !fits {
         // Find the answer's shape without counting; count only once it is known to fit.
-        map::lookup(&query, Want::Any, Mode::Peek, &mut picks).map_err(Failure::of)?;
+        map::lookup(name, Want::Any, Mode::Peek, &mut picks).map_err(Failure::of)?;
         if need(picks.count()).is_none_or(|l| l.end > buflen) {
             return Err(Failure::TOO_SMALL);
         }
     }
-    map::lookup(&query, Want::Any, Mode::Count, &mut picks).map_err(Failure::of)?;
+    map::lookup(name, Want::Any, Mode::Count, &mut picks).map_err(Failure::of)?;
     let n = picks.count();
     if n == 0 {
         return Err(Failure::NO_DATA);
     }
-    let layout = need(n).ok_or(Failure::TOO_SMALL)?;
-    if layout.end > buflen {
+    if !fits && need(n).is_none_or(|l| l.end > buflen) {
         // Only if the table changed between the peek and the lookup.
         return Err(Failure::TOO_SMALL);
     }
-    // SAFETY: `layout.end <= buflen`, so the name and the `n - own` tuples placed at
-    // `layout.tuple(..)` lie in the caller's buffer, tuple-aligned (`TupleLayout`); the caller's
-    // own tuple is writable by the contract. The name is copied first, as a move (see
-    // `hostent_impl`). The list is IPv6 first: `first` holds the IPv6 tuple when there are two
-    // (`n == 2`, so the buffer holds `second`), else the one address.
+    // SAFETY: `need(n).end <= buflen` (the worst case's, or checked just above), so the name and
+    // the `n - own` tuples placed at `layout.tuple(..)` lie in the caller's buffer, tuple-aligned
+    // (`TupleLayout`: they go where the worst case puts them); the caller's own tuple is
+    // writable by the contract. The name is copied first, as a move (see `hostent_impl`). The
+    // list is IPv6 first: `first` holds the IPv6 tuple when there are two (`n == 2`, so the
+    // buffer holds `second`), else the one address.
     unsafe {
         let t_name = buf.add(layout.name);
         copy_name(name, t_name);

@@ -87,6 +87,7 @@ impl Failure {
     };
 
     /// The reply for a lookup that picked no address.
+    #[inline]
     pub fn of(miss: Miss) -> Failure {
         match miss {
             Miss::NotOurs => Failure::NOT_OURS,
@@ -155,14 +156,16 @@ impl HostentLayout {
     }
 }
 
-/// Where the parts of a `gethostbyname4_r` answer go: the tuples that live in the buffer (the
-/// caller may supply the first one itself), then the name they all point to.
+/// Where the parts of a `gethostbyname4_r` answer go: the name they all point to, then the
+/// tuples that live in the buffer (the caller may supply the first one itself). Name first, so
+/// that where anything goes does not depend on how many tuples there are: a lookup that finds
+/// fewer than the worst case writes where the worst case's layout says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TupleLayout {
+    /// The name and its NUL: the start of the buffer.
+    pub name: usize,
     /// The first tuple placed in the buffer; aligned for [`GaihAddrtuple`].
     pub first: usize,
-    /// The name and its NUL.
-    pub name: usize,
     /// One past the last byte written: the buffer must be at least this long.
     pub end: usize,
 }
@@ -171,10 +174,20 @@ impl TupleLayout {
     /// The layout for a buffer at address `buf` holding `tuples` tuples and a name of `name_len`
     /// bytes (without its NUL). `None` only if the sizes overflow.
     pub fn new(buf: usize, tuples: usize, name_len: usize) -> Option<TupleLayout> {
-        let first = padding(buf, align_of::<GaihAddrtuple>());
-        let name = first.checked_add(tuples.checked_mul(size_of::<GaihAddrtuple>())?)?;
-        let end = name.checked_add(name_len)?.checked_add(1)?;
-        Some(TupleLayout { first, name, end })
+        let name_end = name_len.checked_add(1)?;
+        let first = name_end.checked_add(padding(
+            buf.wrapping_add(name_end),
+            align_of::<GaihAddrtuple>(),
+        ))?;
+        let end = match tuples {
+            0 => name_end,
+            _ => first.checked_add(tuples.checked_mul(size_of::<GaihAddrtuple>())?)?,
+        };
+        Some(TupleLayout {
+            name: 0,
+            first,
+            end,
+        })
     }
 
     /// Offset of the `i`th tuple placed in the buffer.
@@ -224,12 +237,17 @@ mod tests {
     fn tuple_layout_is_aligned_and_exact() {
         assert_eq!(size_of::<GaihAddrtuple>(), 40);
         for buf in 0x2000..0x2010usize {
+            let worst = TupleLayout::new(buf, 2, 10).unwrap();
             for tuples in 0..=2 {
                 let l = TupleLayout::new(buf, tuples, 10).unwrap();
                 assert_eq!((buf + l.first) % 8, 0);
                 assert_eq!((buf + l.tuple(1)) % 8, 0);
-                assert_eq!(l.name, l.first + 40 * tuples);
-                assert_eq!(l.end, l.name + 11);
+                assert_eq!(l.name, 0);
+                assert!(l.first >= 11 && l.first < 19);
+                let end = if tuples == 0 { 11 } else { l.first + 40 * tuples };
+                assert_eq!(l.end, end);
+                // Only the end depends on the number of tuples.
+                assert_eq!((l.name, l.first), (worst.name, worst.first));
             }
         }
     }

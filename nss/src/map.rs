@@ -160,7 +160,9 @@ pub enum Mode {
     Peek,
 }
 
-/// Resolves `query` against the current table, leaving the addresses picked in `out`;
+/// Resolves the query `text` (its one optional trailing dot already dropped, see
+/// [`lbfo_core::name::strip_dot`]) against the current table, leaving the addresses picked in
+/// `out`; [`Miss::NotOurs`] for a text that cannot be a service name,
 /// [`Miss::Unavailable`] when there is no usable table (the NSS reply is the same as for a
 /// damaged one).
 ///
@@ -168,7 +170,9 @@ pub enum Mode {
 /// the retired flag, and [`TableView::lookup_into`] with the turns prepared when the counters
 /// were attached. Anything else (the periodic check, no table, a retired one) is
 /// [`enter_cold`]'s, which ends in the same slot entered.
-pub fn lookup(query: &Query<'_>, want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
+pub fn lookup(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
+    // Hashed here rather than by the caller, so the query stays in registers.
+    let query = Query::of_text(text).ok_or(Miss::NotOurs)?;
     let check = claim_check(seconds());
     let entered = if check {
         None
@@ -179,7 +183,7 @@ pub fn lookup(query: &Query<'_>, want: Want, mode: Mode, out: &mut Picks) -> Res
         Some(guard) => guard,
         None => enter_cold(check).ok_or(Miss::Unavailable)?,
     };
-    guard.view().lookup_into(query, want, guard.turns(mode), out)
+    guard.view().lookup_into(&query, want, guard.turns(mode), out)
 }
 
 /// [`lookup`]'s way into a slot off the steady state: runs the periodic check first if `check`
