@@ -230,14 +230,20 @@ pub(crate) fn hash_words(text: &[u8]) -> (u64, [u64; 2]) {
     }
     // Up to sixteen bytes (nearly every service name) without a loop: the first eight bytes,
     // and the last eight shifted down to what follows them (none for exactly eight).
-    let [first, second] = match (text.first_chunk::<8>(), text.last_chunk::<8>()) {
-        (Some(a), Some(b)) => [
-            u64::from_le_bytes(*a),
-            u64::from_le_bytes(*b)
+    let [first, second] = if n >= 8 {
+        let word_at = |at: usize| {
+            text.get(at..)
+                .and_then(|t| t.first_chunk::<8>())
+                .map_or(0, |w| u64::from_le_bytes(*w))
+        };
+        [
+            word_at(0),
+            word_at(n - 8)
                 .checked_shr(8 * (16 - n as u32))
                 .unwrap_or(0),
-        ],
-        _ => [load_tail(text, 0), 0],
+        ]
+    } else {
+        [load_tail(text, 0), 0]
     };
     (pair(SEED ^ n as u64, first, second), [first, second])
 }

@@ -171,8 +171,6 @@ pub enum Mode {
 /// were attached. Anything else (the periodic check, no table, a retired one) is
 /// [`enter_cold`]'s, which ends in the same slot entered.
 pub fn lookup(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
-    // Hashed here rather than by the caller, so the query stays in registers.
-    let query = Query::of_text(text).ok_or(Miss::NotOurs)?;
     let check = claim_check(seconds());
     let entered = if check {
         None
@@ -183,6 +181,9 @@ pub fn lookup(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<()
         Some(guard) => guard,
         None => enter_cold(check).ok_or(Miss::Unavailable)?,
     };
+    // Hashed here rather than by the caller, so the query stays in registers, and only now, so
+    // that it is not kept across the calls above.
+    let query = Query::of_text(text).ok_or(Miss::NotOurs)?;
     guard.view().lookup_into(&query, want, guard.turns(mode), out)
 }
 
