@@ -205,12 +205,10 @@ pub(crate) fn must_match(stored: u64) -> u64 {
 /// compared exactly, lower-cased, once a record's tag matches).
 const CASE: u64 = 0x2020_2020_2020_2020;
 /// Xor-ed into the second word of each pair: the 64-bit golden ratio. Its low byte (`0x15`)
-/// has bit 5 clear, so `(word | CASE) ^ PAIR` is never zero and no pair multiplies to nothing.
+/// has bit 5 clear, so `(word | CASE) ^ PAIR` is never zero. Nor is the other factor of a
+/// name's first pair, `len ^ (word | CASE)`: a name is shorter than 256 bytes, so its second
+/// byte keeps bit 5 set.
 const PAIR: u64 = 0x9e37_79b9_7f4a_7c15;
-/// The hash's starting value (the first digits of pi's fraction), xor-ed with the length. Its
-/// second byte (`0x08`) has bit 5 clear, so for a name (under 256 bytes) `SEED ^ len` never
-/// equals a case-folded word and a one-pair name never multiplies to nothing either.
-const SEED: u64 = 0x243f_6a88_85a3_08d3;
 
 /// [`hash_query`] of `text` as it is (no dot stripped); also returns its first two words,
 /// zero-padded and not folded (`word(text, 0)` and `(.., 1)`).
@@ -218,7 +216,7 @@ const SEED: u64 = 0x243f_6a88_85a3_08d3;
 /// The name's zero-padded words, case folded by or-ing [`CASE`] into every byte, are taken in
 /// pairs `(a, b)` (the last pair padded with a zero word) and each pair goes through one folded
 /// multiply, `h = fold(h ^ a, b ^ PAIR)`, the 128-bit product's halves xor-ed, starting from
-/// `h = SEED ^ len`: every input bit reaches the middle of the product, so both the low bits the
+/// `h = len`: every input bit reaches the middle of the product, so both the low bits the
 /// index uses and the high bits it keeps as a tag depend on every byte. One multiply for a name
 /// of up to sixteen bytes. The writer indexes with the same function, so changing it changes
 /// the table format ([`crate::shm::LAYOUT_VERSION`]).
@@ -238,14 +236,12 @@ pub(crate) fn hash_words(text: &[u8]) -> (u64, [u64; 2]) {
         };
         [
             word_at(0),
-            word_at(n - 8)
-                .checked_shr(8 * (16 - n as u32))
-                .unwrap_or(0),
+            word_at(n - 8).checked_shr(8 * (16 - n as u32)).unwrap_or(0),
         ]
     } else {
         [load_tail(text, 0), 0]
     };
-    (pair(SEED ^ n as u64, first, second), [first, second])
+    (pair(n as u64, first, second), [first, second])
 }
 
 /// [`hash_words`] for names longer than sixteen bytes, a pair of words at a time.
@@ -253,7 +249,7 @@ pub(crate) fn hash_words(text: &[u8]) -> (u64, [u64; 2]) {
 fn hash_long(text: &[u8]) -> (u64, [u64; 2]) {
     let first = word(text, 0);
     let second = word(text, 1);
-    let mut h = pair(SEED ^ text.len() as u64, first, second);
+    let mut h = pair(text.len() as u64, first, second);
     let mut k = 2;
     while k < text.len().div_ceil(8) {
         h = pair(h, word(text, k), word(text, k.wrapping_add(1)));
@@ -385,7 +381,7 @@ mod tests {
         fn reference(text: &[u8]) -> u64 {
             let mut padded: Vec<u8> = text.iter().map(|b| b | 0x20).collect();
             padded.resize(text.len().div_ceil(16).max(1) * 16, 0x20);
-            let mut h = SEED ^ text.len() as u64;
+            let mut h = text.len() as u64;
             for p in padded.chunks(16) {
                 let a = u64::from_le_bytes(p[..8].try_into().unwrap());
                 let b = u64::from_le_bytes(p[8..].try_into().unwrap());

@@ -1011,7 +1011,9 @@ impl<'a> CountersView<'a> {
         let at = slot
             .wrapping_mul(COUNTER_STRIDE)
             .wrapping_add(COUNTERS_HEADER_WORDS);
-        self.w.get(at..at.wrapping_add(COUNTER_STRIDE))?.first_chunk()
+        self.w
+            .get(at..at.wrapping_add(COUNTER_STRIDE))?
+            .first_chunk()
     }
 
     /// Takes the next turn of the service in `slot`.

@@ -252,7 +252,11 @@ mod tests {
                 assert_eq!((buf + l.tuple(1)) % 8, 0);
                 assert_eq!(l.name, 0);
                 assert!(l.first >= 11 && l.first < 19);
-                let end = if tuples == 0 { 11 } else { l.first + 40 * tuples };
+                let end = if tuples == 0 {
+                    11
+                } else {
+                    l.first + 40 * tuples
+                };
                 assert_eq!(l.end, end);
                 // Only the end depends on the number of tuples.
                 assert_eq!((l.name, l.first), (worst.name, worst.first));

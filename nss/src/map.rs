@@ -184,7 +184,9 @@ pub fn lookup(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<()
     // Hashed here rather than by the caller, so the query stays in registers, and only now, so
     // that it is not kept across the calls above.
     let query = Query::of_text(text).ok_or(Miss::NotOurs)?;
-    guard.view().lookup_into(&query, want, guard.turns(mode), out)
+    guard
+        .view()
+        .lookup_into(&query, want, guard.turns(mode), out)
 }
 
 /// [`lookup`]'s way into a slot off the steady state: runs the periodic check first if `check`
