@@ -139,8 +139,7 @@ fn service_name(q: &[u8]) -> Result<&[u8], Failure> {
 ///
 /// `strlen`, not `strnlen` bounded at the longest name: for a short name (nearly all of them)
 /// glibc's `strlen` takes fewer instructions, and a caller's string is NUL-terminated by the NSS
-/// contract; a name longer than [`MAX_NAME_LEN`] (and a dot) is
-/// then not ours, as before.
+/// contract. A name longer than [`MAX_NAME_LEN`] (and a dot) is then not ours, as before.
 ///
 /// # Safety
 /// `name` is null or a NUL-terminated string that outlives the returned slice.
