@@ -322,22 +322,31 @@ unsafe fn tuples_impl(
     let layout = need(2).ok_or(Failure::TOO_SMALL)?;
     let mut picks = Picks::default();
     let fits = layout.end <= buflen;
-    // When the worst case does not fit, first find the answer's shape without counting, and
-    // count only once it is known to fit. One call site, so `map::lookup` is inlined once.
-    let mut mode = if fits { Mode::Count } else { Mode::Peek };
-    loop {
-        map::lookup(name, Want::Any, mode, &mut picks).map_err(Failure::of)?;
+    // The common case, a buffer that holds the worst case: one counted lookup, inline (the one
+    // call site where inlining pays: getaddrinfo's). Otherwise first find the answer's shape
+    // without counting, and count only once it is known to fit.
+    if fits {
+        map::lookup_inline(name, Want::Any, Mode::Count, &mut picks).map_err(Failure::of)?;
         if picks.has == 0 {
             return Err(Failure::NO_DATA);
         }
-        // For a count that followed a peek: only if the table changed in between.
-        if !fits && need(picks.count()).is_none_or(|l| l.end > buflen) {
-            return Err(Failure::TOO_SMALL);
+    }
+    if !fits {
+        let mut mode = Mode::Peek;
+        loop {
+            map::lookup(name, Want::Any, mode, &mut picks).map_err(Failure::of)?;
+            if picks.has == 0 {
+                return Err(Failure::NO_DATA);
+            }
+            // After the count: only if the table changed since the peek.
+            if need(picks.count()).is_none_or(|l| l.end > buflen) {
+                return Err(Failure::TOO_SMALL);
+            }
+            if mode == Mode::Count {
+                break;
+            }
+            mode = Mode::Count;
         }
-        if mode == Mode::Count {
-            break;
-        }
-        mode = Mode::Count;
     }
     // SAFETY: `need(n).end <= buflen` (the worst case's, or checked just above), so the name and
     // the `n - own` tuples placed at `layout.tuple(..)` lie in the caller's buffer, tuple-aligned

@@ -170,7 +170,14 @@ pub enum Mode {
 /// the retired flag, and [`TableView::lookup_into`] with the turns prepared when the counters
 /// were attached. Anything else (the periodic check, no table, a retired one) is
 /// [`enter_cold`]'s, which ends in the same slot entered.
+#[inline(never)]
 pub fn lookup(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
+    lookup_inline(text, want, mode, out)
+}
+
+/// [`lookup`], inline: for the one call site where it pays (getaddrinfo's counted lookup).
+#[inline(always)]
+pub fn lookup_inline(text: &[u8], want: Want, mode: Mode, out: &mut Picks) -> Result<(), Miss> {
     let check = claim_check(seconds());
     let entered = if check {
         None
