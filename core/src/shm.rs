@@ -810,10 +810,15 @@ impl Record<'_> {
         out: &mut Picks,
     ) -> Result<[u8; 2], Miss> {
         let meta = self.w[R_META].load(Ordering::Relaxed);
-        let policy = Policy::from_code((meta >> 8) as u8).ok_or(Miss::Unavailable)?;
         // The two schedules' lengths (bytes 3 and 4), then those of the families wanted.
         let lens = (meta >> 24) as u16;
         let wanted = lens & want as u16;
+        // Failover, roundrobin and weighted (the codes below leastused's) pick by turn, here;
+        // leastused and unknown codes out of line.
+        let code = (meta >> 8) as u8;
+        if code >= Policy::LeastUsed.code() {
+            return self.choose_least_used(slot, code, lens, wanted, turns, out);
+        }
         if wanted == 0 {
             out.has = 0;
             return Err(if lens != 0 {
@@ -823,9 +828,6 @@ impl Record<'_> {
             });
         }
         let [want4, want6] = wanted.to_le_bytes().map(usize::from);
-        if policy == Policy::LeastUsed {
-            return self.choose_least_used(slot, want4, want6, turns, out);
-        }
         let t = match *turn {
             Some(t) => t,
             None => {
@@ -863,17 +865,30 @@ impl Record<'_> {
         Ok(used)
     }
 
-    /// [`Record::choose`] for `leastused`, out of line: `want4` and `want6` are the lengths of
-    /// the schedules wanted (not both 0).
+    /// [`Record::choose`] for a policy `code` from leastused's on, out of line: leastused, or an
+    /// unknown code. `lens` are the two schedules' lengths, `wanted` those wanted.
     #[inline(never)]
     fn choose_least_used(
         &self,
         slot: usize,
-        want4: usize,
-        want6: usize,
+        code: u8,
+        lens: u16,
+        wanted: u16,
         turns: &Turns<'_>,
         out: &mut Picks,
     ) -> Result<[u8; 2], Miss> {
+        if Policy::from_code(code) != Some(Policy::LeastUsed) {
+            return Err(Miss::Unavailable);
+        }
+        if wanted == 0 {
+            out.has = 0;
+            return Err(if lens != 0 {
+                Miss::NoData
+            } else {
+                Miss::AllDown
+            });
+        }
+        let [want4, want6] = wanted.to_le_bytes().map(usize::from);
         let mut used = [UNUSED; 2];
         let mut has = 0;
         if want4 != 0 {
