@@ -10,7 +10,7 @@
 #   difference divided by the difference in calls is the exact, repeatable cost of one
 #   getaddrinfo + freeaddrinfo (start-up, dlopen and the first mapping cancel out).
 #   The module's own work: instructions inside `_nss_lbfo_*` (callgrind --toggle-collect, which
-#   counts everything called from the entry points: glibc's strnlen, memcpy, time) per lookup,
+#   counts everything called from the entry points: glibc's strlen, memcpy, time) per lookup,
 #   and syscalls per lookup (strace), both by the same two-length difference.
 #
 #   The DNS baseline: the same hit answered by a local dnsmasq (its hosts file, from memory)
@@ -283,7 +283,7 @@ echo
 echo "## The module's own work per lookup"
 echo
 echo "Instructions inside \`_nss_lbfo_*\` (callgrind --toggle-collect: includes what the entry"
-echo "points call in glibc, such as strnlen, memcpy, time; the vDSO is not visible under valgrind)."
+echo "points call in glibc, such as strlen, memcpy, time; the vDSO is not visible under valgrind)."
 echo
 echo "| measure | value | target | verdict |"
 echo "|---|---:|---:|---|"
