@@ -26,6 +26,7 @@ pub fn errno_text(n: i32) -> String {
 }
 pub mod health;
 pub mod keyfile;
+pub mod malloc;
 pub mod net;
 pub mod replica;
 pub mod shm;
