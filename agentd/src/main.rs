@@ -33,7 +33,7 @@
 #![no_main]
 
 use std::ffi::{c_char, c_int, CStr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::Utf8Error;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -176,7 +176,7 @@ fn lbfo_main(args: Vec<Result<String, Utf8Error>>) -> u8 {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
-                    let _ = put(std::io::stdout(), early.output.as_bytes());
+                    let _ = put(STDOUT, early.output.as_bytes());
                     0
                 }
                 Err(()) => {
@@ -208,20 +208,29 @@ fn lbfo_main(args: Vec<Result<String, Utf8Error>>) -> u8 {
     }
 }
 
+/// Standard output and error, written to directly (`put`): not through std's `Stdout`, whose
+/// global (a lock and a line buffer) is ~0.5 KB of the router binary.
+#[allow(unsafe_code)]
+// SAFETY: `main` holds fds 1 and 2 open (on /dev/null if they came closed) for the process's life.
+const STDOUT: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(1) };
+#[allow(unsafe_code)]
+// SAFETY: as STDOUT.
+const STDERR: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(2) };
+
 /// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
 fn say(line: &str) {
     let mut l = String::with_capacity(line.len() + 1);
     l.push_str(line);
     l.push('\n');
-    let _ = put(std::io::stderr(), l.as_bytes());
+    let _ = put(STDERR, l.as_bytes());
 }
 
 /// Writes all of `bytes` to stdout or stderr, unbuffered (one `write` when the pipe takes it
 /// whole), retrying on EINTR. The agent writes whole lines and reports, so std's buffered,
 /// locked `Stdout`/`Stderr` writers are not used: they are a few KiB of the router binary.
-fn put(fd: impl AsFd, mut bytes: &[u8]) -> nix::Result<()> {
+fn put(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
     while !bytes.is_empty() {
-        match nix::unistd::write(fd.as_fd(), bytes) {
+        match nix::unistd::write(fd, bytes) {
             Ok(0) => return Err(Errno::EIO),
             Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
             Err(Errno::EINTR) => {}
@@ -238,10 +247,7 @@ fn check_main(config: Option<PathBuf>) -> u8 {
     };
     match config::load(&path) {
         Ok(_) => {
-            let _ = put(
-                std::io::stdout(),
-                format!("{}: ok\n", path.display()).as_bytes(),
-            );
+            let _ = put(STDOUT, format!("{}: ok\n", path.display()).as_bytes());
             0
         }
         Err(e) => {
@@ -276,7 +282,7 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> u8 {
             } else {
                 status::text(&snap)
             };
-            match put(std::io::stdout(), out.as_bytes()) {
+            match put(STDOUT, out.as_bytes()) {
                 Ok(()) => 0,
                 Err(_) => EXIT_FAILURE,
             }
@@ -284,10 +290,7 @@ fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> u8 {
         Err(line) => {
             say(&line);
             if s.prometheus {
-                let _ = put(
-                    std::io::stdout(),
-                    status::prometheus_unreadable().as_bytes(),
-                );
+                let _ = put(STDOUT, status::prometheus_unreadable().as_bytes());
             }
             EXIT_FAILURE
         }
