@@ -142,7 +142,8 @@ view() {
 converge() { # EXPECTED-SUBSTRING...
   local a b want ok
   for _ in $(seq 150); do
-    a=$(be_status | view) b=$(x86_status | view)
+    # A status that fails or lacks a field this round is a mismatch to retry, not an exit.
+    a=$(be_status | view || true) b=$(x86_status | view || true)
     if [[ $a == "$b" ]]; then
       ok=1
       for want in "$@"; do [[ $a == *"$want"* ]] || ok=0; done
