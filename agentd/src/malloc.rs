@@ -21,6 +21,10 @@
 //! - One spin lock guards the lists and the arena cursor: the agent has one thread, so it is never
 //!   contended; it keeps the functions correct if a thread ever appears.
 //!
+//! The exported functions only call the module's private ones, never each other: under LTO the
+//! compiler gives calls to `malloc`, `realloc` and the rest their C meaning (it may merge or
+//! remove them), which is for callers, not for the allocator's own inside.
+//!
 //! Alignment: every block is aligned to two words (8 bytes on the 32-bit routers, where that is
 //! `max_align_t`; 16 on 64-bit). Larger alignments, up to a page, come from a mapping.
 #![allow(unsafe_code)]
@@ -262,21 +266,20 @@ pub unsafe extern "C" fn lbfo_free(p: *mut c_void) {
     unsafe { release(p) }
 }
 
-/// C's `realloc`: grows into a new block when the old one is too small; never moves to shrink.
+/// Grows `p` into a new block when it is too small for `n` bytes; never moves to shrink.
 ///
 /// # Safety
-/// As C's: `p` is null or a live block of this allocator.
-#[cfg_attr(target_env = "musl", export_name = "realloc")]
-pub unsafe extern "C" fn lbfo_realloc(p: *mut c_void, n: size_t) -> *mut c_void {
+/// `p` is null or a live block of this allocator.
+unsafe fn resize(p: *mut c_void, n: usize) -> *mut c_void {
     if p.is_null() {
-        return lbfo_malloc(n);
+        return alloc_or_errno(ALIGN, n);
     }
     // SAFETY: the caller's promise.
     let (cap, _) = unsafe { header(p) };
     if n <= cap {
         return p;
     }
-    let q = lbfo_malloc(n);
+    let q = alloc_or_errno(ALIGN, n);
     if !q.is_null() {
         // SAFETY: both blocks are live and distinct; the old one holds `cap` (< n) bytes.
         unsafe {
@@ -285,6 +288,16 @@ pub unsafe extern "C" fn lbfo_realloc(p: *mut c_void, n: size_t) -> *mut c_void 
         }
     }
     q
+}
+
+/// C's `realloc`.
+///
+/// # Safety
+/// As C's: `p` is null or a live block of this allocator.
+#[cfg_attr(target_env = "musl", export_name = "realloc")]
+pub unsafe extern "C" fn lbfo_realloc(p: *mut c_void, n: size_t) -> *mut c_void {
+    // SAFETY: the caller's promise.
+    unsafe { resize(p, n) }
 }
 
 /// C's `reallocarray`.
@@ -299,7 +312,7 @@ pub unsafe extern "C" fn lbfo_reallocarray(
 ) -> *mut c_void {
     match count.checked_mul(size) {
         // SAFETY: the caller's promise.
-        Some(n) => unsafe { lbfo_realloc(p, n) },
+        Some(n) => unsafe { resize(p, n) },
         None => {
             set_errno(libc::ENOMEM);
             null_mut()
@@ -329,9 +342,7 @@ pub unsafe extern "C" fn lbfo_posix_memalign(
     0
 }
 
-/// C's `aligned_alloc` and `memalign`.
-#[cfg_attr(target_env = "musl", export_name = "aligned_alloc")]
-pub extern "C" fn lbfo_aligned_alloc(align: size_t, n: size_t) -> *mut c_void {
+fn aligned(align: usize, n: usize) -> *mut c_void {
     if !align.is_power_of_two() {
         set_errno(libc::EINVAL);
         return null_mut();
@@ -339,10 +350,16 @@ pub extern "C" fn lbfo_aligned_alloc(align: size_t, n: size_t) -> *mut c_void {
     alloc_or_errno(align, n)
 }
 
+/// C's `aligned_alloc`.
+#[cfg_attr(target_env = "musl", export_name = "aligned_alloc")]
+pub extern "C" fn lbfo_aligned_alloc(align: size_t, n: size_t) -> *mut c_void {
+    aligned(align, n)
+}
+
 /// C's `memalign`.
 #[cfg_attr(target_env = "musl", export_name = "memalign")]
 pub extern "C" fn lbfo_memalign(align: size_t, n: size_t) -> *mut c_void {
-    lbfo_aligned_alloc(align, n)
+    aligned(align, n)
 }
 
 /// C's `valloc`.
@@ -423,7 +440,7 @@ mod tests {
 
     #[test]
     fn freed_blocks_are_reused_by_their_size() {
-        let p = lbfo_malloc(40);
+        let p = std::hint::black_box(lbfo_malloc(40));
         // SAFETY: live, freed once.
         unsafe { lbfo_free(p) };
         // Other threads' tests may take it first; within a few tries it comes back.
@@ -450,14 +467,13 @@ mod tests {
             // SAFETY: live, freed once.
             unsafe { lbfo_free(q) };
         }
-        assert!(
-            lbfo_calloc(usize::MAX / 2, 3).is_null(),
-            "count * size overflows"
-        );
-        assert!(
-            lbfo_malloc(usize::MAX - 4).is_null(),
-            "size + header overflows"
-        );
+        // black_box: the compiler may take a `calloc`/`malloc` whose result is only compared with
+        // null for one that succeeded, and remove it (as it does on musl, where these are the C
+        // functions).
+        let p = std::hint::black_box(lbfo_calloc(usize::MAX / 2, 3));
+        assert!(p.is_null(), "count * size overflows");
+        let p = std::hint::black_box(lbfo_malloc(usize::MAX - 4));
+        assert!(p.is_null(), "size + header overflows");
     }
 
     #[test]
@@ -509,11 +525,9 @@ mod tests {
             assert_eq!(lbfo_posix_memalign(&mut out, 24, 10), libc::EINVAL);
             assert_eq!(lbfo_posix_memalign(&mut out, 2, 10), libc::EINVAL);
         }
-        assert!(lbfo_aligned_alloc(3, 10).is_null());
-        assert!(
-            lbfo_aligned_alloc(1 << 20, 10).is_null(),
-            "beyond a page: refused"
-        );
+        assert!(std::hint::black_box(lbfo_aligned_alloc(3, 10)).is_null());
+        let p = std::hint::black_box(lbfo_aligned_alloc(1 << 20, 10));
+        assert!(p.is_null(), "beyond a page: refused");
         let v = lbfo_valloc(10);
         assert_eq!(v as usize % PAGE, 0);
         // SAFETY: live, freed once.
