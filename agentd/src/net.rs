@@ -30,14 +30,10 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
+use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-
-use nix::errno::Errno;
-use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage,
-};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use crate::cluster::Dest;
 use crate::wire::{Drop, MAX_DATAGRAM};
@@ -287,23 +283,7 @@ impl Net {
         let one = |to: SocketAddr| loop {
             let sent = match source {
                 // To the group without IP_MULTICAST_IF: our interface's address as the source.
-                Some(a) if Some(to) == group => {
-                    let info = libc::in_pktinfo {
-                        ipi_ifindex: 0,
-                        ipi_spec_dst: libc::in_addr {
-                            s_addr: u32::from_ne_bytes(a.octets()),
-                        },
-                        ipi_addr: libc::in_addr { s_addr: 0 },
-                    };
-                    sendmsg(
-                        sock.as_raw_fd(),
-                        &[IoSlice::new(datagram)],
-                        &[ControlMessage::Ipv4PacketInfo(&info)],
-                        MsgFlags::empty(),
-                        Some(&SockaddrStorage::from(to)),
-                    )
-                    .map_err(io::Error::from)
-                }
+                Some(a) if Some(to) == group => send_from(sock.as_raw_fd(), datagram, to, a),
                 _ => sock.send_to(datagram, to),
             };
             match sent {
@@ -355,34 +335,120 @@ impl Net {
     /// One datagram with its destination address: (length, source, whether it is for us:
     /// sent to our group or to a unicast address).
     fn recv_checked(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, bool)> {
-        let mut space = nix::cmsg_space!(libc::in6_pktinfo);
-        let mut iov = [IoSliceMut::new(buf)];
-        let m = recvmsg::<SockaddrStorage>(
-            self.sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::empty(),
-        )?;
-        let from = m
-            .address
-            .and_then(|a| match a.family() {
-                Some(nix::sys::socket::AddressFamily::Inet) => a
-                    .as_sockaddr_in()
-                    .map(|s| SocketAddr::from((s.ip(), s.port()))),
-                Some(nix::sys::socket::AddressFamily::Inet6) => a
-                    .as_sockaddr_in6()
-                    .map(|s| SocketAddr::from((s.ip(), s.port()))),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::from(Errno::EAFNOSUPPORT))?;
-        let dest = m.cmsgs()?.find_map(|c| match c {
-            ControlMessageOwned::Ipv4PacketInfo(i) => {
-                Some(IpAddr::from(i.ipi_addr.s_addr.to_ne_bytes()))
+        // Raw `recvmsg` and cmsg walking rather than nix's, which decode every kind of control
+        // message: for the router size budget.
+        // SAFETY: all zeroes is a valid `sockaddr_storage` and `msghdr` (null pointers, zero
+        // lengths); the pointers set below stay valid for the call: `from`, `iov` over `buf`,
+        // and `space`, a buffer aligned for `cmsghdr` and large enough for one `in6_pktinfo`.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut space = [0u64; 8];
+        // SAFETY: as above, all zeroes is a valid `msghdr`.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_name = std::ptr::addr_of_mut!(from).cast();
+        m.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = space.as_mut_ptr().cast();
+        m.msg_controllen = size_of::<[u64; 8]>() as _;
+        // SAFETY: see above.
+        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut m, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // As nix's `cmsgs()`: cut control data is an error, not a datagram without destination.
+        if m.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        // The family says which `sockaddr` the kernel wrote.
+        let from = match i32::from(from.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: a `sockaddr_in` fits in `from`; read unaligned.
+                let s: libc::sockaddr_in =
+                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
+                SocketAddr::from((s.sin_addr.s_addr.to_ne_bytes(), u16::from_be(s.sin_port)))
             }
-            ControlMessageOwned::Ipv6PacketInfo(i) => Some(IpAddr::from(i.ipi6_addr.s6_addr)),
-            _ => None,
-        });
-        Ok((m.bytes, from, for_us(dest, self.group)))
+            libc::AF_INET6 => {
+                // SAFETY: a `sockaddr_in6` fits in `from`; read unaligned.
+                let s: libc::sockaddr_in6 =
+                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
+                SocketAddr::from((s.sin6_addr.s6_addr, u16::from_be(s.sin6_port)))
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+        };
+        let mut dest = None;
+        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `space`, which the
+        // kernel filled; each payload is read unaligned as the type its level and type name.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&m);
+            while !c.is_null() && dest.is_none() {
+                let data = libc::CMSG_DATA(c);
+                dest = match ((*c).cmsg_level, (*c).cmsg_type) {
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let i: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                        Some(IpAddr::from(i.ipi_addr.s_addr.to_ne_bytes()))
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                        let i: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                        Some(IpAddr::from(i.ipi6_addr.s6_addr))
+                    }
+                    _ => None,
+                };
+                c = libc::CMSG_NXTHDR(&m, c);
+            }
+        }
+        Ok((n as usize, from, for_us(dest, self.group)))
+    }
+}
+
+/// Sends `datagram` to `to` (IPv4) with the source address `src`, through an `IP_PKTINFO`
+/// control message; raw `sendmsg` for the router size budget.
+fn send_from(fd: RawFd, datagram: &[u8], to: SocketAddr, src: Ipv4Addr) -> io::Result<usize> {
+    let SocketAddr::V4(to) = to else {
+        return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+    };
+    // SAFETY: all zeroes is a valid `sockaddr_in` and `msghdr`; the pointers set below stay
+    // valid for the call: `sin`, `iov` over `datagram` (only read), and `space`, aligned for
+    // `cmsghdr` and large enough for one `in_pktinfo`, into which one control message is
+    // written within `CMSG_SPACE` bytes.
+    unsafe {
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as _;
+        sin.sin_port = to.port().to_be();
+        sin.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
+        let mut iov = libc::iovec {
+            iov_base: datagram.as_ptr() as *mut _,
+            iov_len: datagram.len(),
+        };
+        let mut space = [0u64; 8];
+        let mut m: libc::msghdr = std::mem::zeroed();
+        m.msg_name = std::ptr::addr_of_mut!(sin).cast();
+        m.msg_namelen = size_of::<libc::sockaddr_in>() as _;
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = space.as_mut_ptr().cast();
+        m.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as _) as _;
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as _) as _;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from_ne_bytes(src.octets()),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+        let n = libc::sendmsg(fd, &m, 0);
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 
