@@ -245,7 +245,9 @@ fn dnsmasq_answers_live_backends_and_drops_a_downed_one_within_a_second() {
     }
     burst += "up web.lan 10.0.0.2\ndel web.lan 10.0.0.3\n";
     h.send(&burst);
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // (Not the 1 s of `down` above, which the export promises: these only must happen, so they
+    // get room for a loaded machine.)
+    let deadline = Instant::now() + Duration::from_secs(3);
     while addrs(&query(&ns, "web.lan", "a")) != ["10.0.0.1", "10.0.0.2"] {
         assert!(
             Instant::now() < deadline,
@@ -256,7 +258,7 @@ fn dnsmasq_answers_live_backends_and_drops_a_downed_one_within_a_second() {
 
     // Deleting the service removes the name: dnsmasq has no answer for it any more.
     h.send("del web.lan\n");
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(3);
     while !query(&ns, "web.lan", "a").is_empty() {
         assert!(Instant::now() < deadline, "deleted service still answered");
         std::thread::sleep(Duration::from_millis(10));
