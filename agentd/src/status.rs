@@ -484,17 +484,20 @@ fn addr_string(a: &IpAddr) -> String {
     o.0
 }
 
-/// The drop counts summed by reason, in reason order.
-fn drop_totals(c: &ClusterInfo) -> Vec<(&str, u64)> {
-    let mut totals: Vec<(&str, u64)> = Vec::new();
-    for (_, why, n) in &c.drops {
-        let i = totals.iter().take_while(|(k, _)| *k < why.as_str()).count();
-        match totals.get_mut(i) {
-            Some((k, total)) if *k == why => *total += n,
-            _ => totals.insert(i, (why, *n)),
+/// The drop counts summed by reason, in reason order: the total of the first reason after
+/// `after` (all when `None`). Called once per reason, which costs less code than a sorted map
+/// (router size budget); there are a handful of reasons.
+fn next_total<'a>(c: &'a ClusterInfo, after: Option<&str>) -> Option<(&'a str, u64)> {
+    let mut next: Option<&str> = None;
+    for (_, why, _) in &c.drops {
+        let why = why.as_str();
+        if after.is_none_or(|a| why > a) && next.is_none_or(|n| why < n) {
+            next = Some(why);
         }
     }
-    totals
+    let next = next?;
+    let total = c.drops.iter().filter(|d| d.1 == next).map(|d| d.2).sum();
+    Some((next, total))
 }
 
 /// The human-readable report.
@@ -623,8 +626,10 @@ fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         o.s(",\"count\":").n(*n).s("}");
     }
     o.s("],\"drop_totals\":{");
-    for (i, (why, n)) in drop_totals(c).into_iter().enumerate() {
-        o.sep(i).q(why).s(":").n(n);
+    let mut at = None;
+    while let Some((why, n)) = next_total(c, at) {
+        o.s(if at.is_some() { "," } else { "" }).q(why).s(":").n(n);
+        at = Some(why);
     }
     o.s("}}");
 }
@@ -804,8 +809,9 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     // One family after the other, each over every backend; `None` leaves a backend out.
+    // A static table, not an array built on the stack at every call (router size budget).
     type Of = fn(&BackendRow) -> Option<Value>;
-    let backend_families: [(&str, &str, &str, Of); 5] = [
+    static BACKEND_FAMILIES: [(&str, &str, &str, Of); 5] = [
         (
             "lbfo_backend_lookups_total",
             "counter",
@@ -837,7 +843,7 @@ pub fn prometheus(s: &Snapshot) -> String {
             |b| Some(Value::Count(b.limit)),
         ),
     ];
-    for (name, kind, help, of) in backend_families {
+    for &(name, kind, help, of) in &BACKEND_FAMILIES {
         p.family(name, kind, help);
         for sv in &s.services {
             for b in &sv.backends {
@@ -878,8 +884,10 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
         "counter",
         "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group).",
     );
-    for (why, n) in drop_totals(c) {
+    let mut at = None;
+    while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));
+        at = Some(why);
     }
     p.one(
         "lbfo_cluster_sent_bytes_total",
@@ -1099,6 +1107,21 @@ web.lan  policy failover
             (c.send_errors, c.drops),
             (7, vec![("x".into(), "?".into(), 0)])
         );
+        // Totals by reason, in reason order.
+        let mut s = sample(0, true);
+        s.cluster = Some(parse_cluster(
+            "drop a stale 2\ndrop b replay 1\ndrop c stale 5\ndrop d bad_mac 1\ndrop e replay 0\n",
+        ));
+        assert!(
+            json(&s).ends_with("\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}}}\n"),
+            "{}",
+            json(&s)
+        );
+        assert!(prometheus(&s).contains(
+            "lbfo_cluster_dropped_total{reason=\"bad_mac\"} 1\n\
+             lbfo_cluster_dropped_total{reason=\"replay\"} 1\n\
+             lbfo_cluster_dropped_total{reason=\"stale\"} 7\n"
+        ));
     }
 
     #[test]
