@@ -410,48 +410,55 @@ impl Out {
     /// Milliseconds as seconds with one decimal: `1.2 s`.
     #[inline(never)]
     fn secs(&mut self, ms: u64) -> &mut Self {
-        self.n(ms / 1000).s(".").n(ms % 1000 / 100).s(" s")
+        // The remainder in 32 bits: 64-bit division is a library call on the routers.
+        let tenths = (ms % 1000) as u32 / 100;
+        self.n(ms / 1000).s(".").n(tenths.into()).s(" s")
     }
 
     /// A JSON string literal.
-    #[inline(never)]
     fn q(&mut self, s: &str) -> &mut Self {
-        self.0.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\r' => self.0.push_str("\\r"),
-                '\t' => self.0.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    self.0.push_str("\\u00");
-                    self.hex_digit(c as u32 >> 4).hex_digit(c as u32);
-                }
-                c => self.0.push(c),
+        self.s("\"").escaped(s, Escape::Json).s("\"")
+    }
+
+    /// A Prometheus label value (`\\`, `"`, newline escaped) or HELP text (`\\`, newline).
+    fn esc(&mut self, s: &str, label: bool) -> &mut Self {
+        self.escaped(s, if label { Escape::Label } else { Escape::Help })
+    }
+
+    /// `s` escaped for `how`: one routine for JSON and Prometheus, byte by byte (every byte it
+    /// replaces is ASCII, so the runs between them are whole characters), for the router size
+    /// budget.
+    #[inline(never)]
+    fn escaped(&mut self, s: &str, how: Escape) -> &mut Self {
+        let json = how == Escape::Json;
+        let mut from = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let by = match b {
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'"' if how != Escape::Help => "\\\"",
+                b'\r' if json => "\\r",
+                b'\t' if json => "\\t",
+                // The other control characters, as \u00XX.
+                0..0x20 if json => "",
+                _ => continue,
+            };
+            self.s(s.get(from..i).unwrap_or_default());
+            if by.is_empty() {
+                self.s("\\u00")
+                    .hex_digit(u32::from(b) >> 4)
+                    .hex_digit(b.into());
+            } else {
+                self.s(by);
             }
+            from = i + 1;
         }
-        self.0.push('"');
-        self
+        self.s(s.get(from..).unwrap_or_default())
     }
 
     fn hex_digit(&mut self, v: u32) -> &mut Self {
         self.0
             .push(char::from(b"0123456789abcdef"[v as usize & 15]));
-        self
-    }
-
-    /// A Prometheus label value (`\\`, `"`, newline escaped) or HELP text (`\\`, newline).
-    #[inline(never)]
-    fn esc(&mut self, s: &str, label: bool) -> &mut Self {
-        for c in s.chars() {
-            match c {
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '"' if label => self.0.push_str("\\\""),
-                c => self.0.push(c),
-            }
-        }
         self
     }
 
@@ -464,7 +471,8 @@ impl Out {
             Value::Ms(ms) => ms,
         };
         self.n(ms / 1000);
-        let (mut frac, mut unit) = (ms % 1000, 100);
+        // In 32 bits: 64-bit division is a library call on the routers.
+        let (mut frac, mut unit) = ((ms % 1000) as u32, 100);
         if frac != 0 {
             self.0.push('.');
         }
@@ -475,6 +483,17 @@ impl Out {
         }
         self
     }
+}
+
+/// What [`Out::escaped`] escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// A JSON string: `"`, `\\`, control characters.
+    Json,
+    /// A Prometheus label value: `\\`, `"`, newline.
+    Label,
+    /// Prometheus HELP text: `\\`, newline.
+    Help,
 }
 
 /// An address as text.
@@ -1127,6 +1146,8 @@ web.lan  policy failover
     #[test]
     fn quoting() {
         assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+        assert_eq!(quote("\r\t\u{1f}\u{7f}→"), "\"\\r\\t\\u001f\u{7f}→\"");
+        assert_eq!(escape("\r\t→\"", false), "\r\t→\"");
     }
 
     #[test]
