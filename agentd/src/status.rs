@@ -251,6 +251,7 @@ impl Snapshot {
     }
 
     /// Milliseconds since the last heartbeat, if there was one.
+    #[inline(never)]
     pub fn heartbeat_age_ms(&self) -> Option<u64> {
         (self.heartbeat_ms != 0).then(|| self.now_ms.saturating_sub(self.heartbeat_ms))
     }
@@ -553,13 +554,10 @@ pub fn text(s: &Snapshot) -> String {
     if let Some(c) = &s.cluster {
         cluster_text(&mut o, c, s.now_ms);
     }
-    let width = s
-        .services
-        .iter()
-        .flat_map(|sv| sv.backends.iter().map(|b| addr_string(&b.addr).len()))
-        .max()
-        .unwrap_or(0)
-        .max(7);
+    let mut width = 7;
+    for b in s.services.iter().flat_map(|sv| &sv.backends) {
+        width = width.max(addr_string(&b.addr).len());
+    }
     for sv in &s.services {
         o.s("\n").s(&sv.name).s("  policy ").s(sv.policy).s("\n");
         if sv.backends.is_empty() {
