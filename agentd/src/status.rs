@@ -717,6 +717,18 @@ pub struct Prom {
     name: &'static str,
 }
 
+/// A metric family. The views pass a family as one pointer to a constant instead of three
+/// strings (router size budget).
+#[derive(Debug)]
+pub struct Family {
+    /// `lbfo_...`.
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+}
+
 /// A sample's value. Every value `status` reports is a count (or a 0/1 flag) or a time in
 /// milliseconds, shown in seconds; integers keep them exact and keep floating point (soft-float
 /// code on the routers) out of the agent.
@@ -733,14 +745,13 @@ fn flag(v: bool) -> Value {
 }
 
 impl Prom {
-    /// Starts the family `name` (`lbfo_...`) of `kind` (`counter` or `gauge`) with one line of
-    /// `help`.
+    /// Starts the family `f`.
     #[inline(never)]
-    pub fn family(&mut self, name: &'static str, kind: &str, help: &str) {
-        self.name = name;
+    pub fn family(&mut self, f: &Family) {
+        self.name = f.name;
         let o = &mut self.out;
-        o.s("# HELP ").s(name).s(" ").esc(help, false);
-        o.s("\n# TYPE ").s(name).s(" ").s(kind).s("\n");
+        o.s("# HELP ").s(f.name).s(" ").esc(f.help, false);
+        o.s("\n# TYPE ").s(f.name).s(" ").s(f.kind).s("\n");
     }
 
     /// A sample of the current family.
@@ -763,8 +774,8 @@ impl Prom {
 
     /// A family of one sample without labels.
     #[inline(never)]
-    fn one(&mut self, name: &'static str, kind: &str, help: &str, value: Value) {
-        self.family(name, kind, help);
+    fn one(&mut self, f: &Family, value: Value) {
+        self.family(f);
         self.sample(&[], value);
     }
 
@@ -783,42 +794,46 @@ pub fn prometheus(s: &Snapshot) -> String {
     let mut p = Prom::default();
     table_readable(&mut p, true);
     p.one(
-        "lbfo_agent_up",
-        "gauge",
-        "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        &Family {
+            name: "lbfo_agent_up",
+            kind: "gauge",
+            help: "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        },
         flag(s.agent_running()),
     );
     if let Some(age) = s.heartbeat_age_ms() {
         p.one(
-            "lbfo_agent_heartbeat_age_seconds",
-            "gauge",
-            "Seconds since the agent last wrote its heartbeat into the table.",
+            &Family {
+                name: "lbfo_agent_heartbeat_age_seconds",
+                kind: "gauge",
+                help: "Seconds since the agent last wrote its heartbeat into the table.",
+            },
             Value::Ms(age),
         );
     }
     p.one(
-        "lbfo_table_retired",
-        "gauge",
-        "Whether an agent replaced this table file by another (1).",
+        &Family {
+            name: "lbfo_table_retired",
+            kind: "gauge",
+            help: "Whether an agent replaced this table file by another (1).",
+        },
         flag(s.retired),
     );
-    p.one(
-        "lbfo_counters_readable",
-        "gauge",
-        "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
-        flag(s.counters_ok),
+    p.one(&Family { name: "lbfo_counters_readable", kind: "gauge", help: "Whether the shared usage counters could be read (1); without them there are no lookup counts." }, flag(s.counters_ok),
     );
     p.one(
-        "lbfo_services",
-        "gauge",
-        "Services in the table.",
+        &Family {
+            name: "lbfo_services",
+            kind: "gauge",
+            help: "Services in the table.",
+        },
         Value::Count(s.services.len() as u64),
     );
-    p.family(
-        "lbfo_service_info",
-        "gauge",
-        "One sample per service, labelled with its policy.",
-    );
+    p.family(&Family {
+        name: "lbfo_service_info",
+        kind: "gauge",
+        help: "One sample per service, labelled with its policy.",
+    });
     for sv in &s.services {
         p.sample(
             &[("service", &sv.name), ("policy", sv.policy)],
@@ -828,40 +843,20 @@ pub fn prometheus(s: &Snapshot) -> String {
     // One family after the other, each over every backend; `None` leaves a backend out.
     // A static table, not an array built on the stack at every call (router size budget).
     type Of = fn(&BackendRow) -> Option<Value>;
-    static BACKEND_FAMILIES: [(&str, &str, &str, Of); 5] = [
-        (
-            "lbfo_backend_lookups_total",
-            "counter",
-            "Lookups answered with this backend since its counter was last zeroed (reset, limit).",
-            |b| b.lookups.map(Value::Count),
+    static BACKEND_FAMILIES: [(Family, Of); 5] = [
+        (Family { name: "lbfo_backend_lookups_total", kind: "counter", help: "Lookups answered with this backend since its counter was last zeroed (reset, limit)." }, |b| b.lookups.map(Value::Count),
         ),
-        (
-            "lbfo_backend_up",
-            "gauge",
-            "Whether the backend is in rotation (1) or marked down (0).",
-            |b| Some(flag(b.up)),
+        (Family { name: "lbfo_backend_up", kind: "gauge", help: "Whether the backend is in rotation (1) or marked down (0)." }, |b| Some(flag(b.up)),
         ),
-        (
-            "lbfo_backend_weight",
-            "gauge",
-            "The backend's weight.",
-            |b| Some(Value::Count(b.weight.into())),
+        (Family { name: "lbfo_backend_weight", kind: "gauge", help: "The backend's weight." }, |b| Some(Value::Count(b.weight.into())),
         ),
-        (
-            "lbfo_backend_priority",
-            "gauge",
-            "The backend's priority (failover picks the lowest among up backends).",
-            |b| Some(Value::Count(b.prio.into())),
+        (Family { name: "lbfo_backend_priority", kind: "gauge", help: "The backend's priority (failover picks the lowest among up backends)." }, |b| Some(Value::Count(b.prio.into())),
         ),
-        (
-            "lbfo_backend_limit",
-            "gauge",
-            "The backend's usage limit; 0 means none.",
-            |b| Some(Value::Count(b.limit)),
+        (Family { name: "lbfo_backend_limit", kind: "gauge", help: "The backend's usage limit; 0 means none." }, |b| Some(Value::Count(b.limit)),
         ),
     ];
-    for &(name, kind, help, of) in &BACKEND_FAMILIES {
-        p.family(name, kind, help);
+    for (family, of) in &BACKEND_FAMILIES {
+        p.family(family);
         for sv in &s.services {
             for b in &sv.backends {
                 if let Some(v) = of(b) {
@@ -880,36 +875,36 @@ pub fn prometheus(s: &Snapshot) -> String {
 /// The cluster's families: peers and when each was last heard, dropped datagrams by reason.
 fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
     p.one(
-        "lbfo_cluster_peers",
-        "gauge",
-        "Peers heard since the agent started.",
+        &Family {
+            name: "lbfo_cluster_peers",
+            kind: "gauge",
+            help: "Peers heard since the agent started.",
+        },
         Value::Count(c.peers.len() as u64),
     );
-    p.family(
-        "lbfo_cluster_peer_last_heard_seconds",
-        "gauge",
-        "Seconds since the agent last accepted a datagram from this peer.",
-    );
+    p.family(&Family {
+        name: "lbfo_cluster_peer_last_heard_seconds",
+        kind: "gauge",
+        help: "Seconds since the agent last accepted a datagram from this peer.",
+    });
     for peer in &c.peers {
         p.sample(
             &[("node", &peer.node), ("address", &peer.addr)],
             Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
         );
     }
-    p.family(
-        "lbfo_cluster_dropped_total",
-        "counter",
-        "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group).",
-    );
+    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group)." });
     let mut at = None;
     while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));
         at = Some(why);
     }
     p.one(
-        "lbfo_cluster_sent_bytes_total",
-        "counter",
-        "Bytes of cluster datagrams sent since the agent started.",
+        &Family {
+            name: "lbfo_cluster_sent_bytes_total",
+            kind: "counter",
+            help: "Bytes of cluster datagrams sent since the agent started.",
+        },
         Value::Count(c.sent.1),
     );
 }
@@ -924,9 +919,11 @@ pub fn prometheus_unreadable() -> String {
 
 fn table_readable(p: &mut Prom, yes: bool) {
     p.one(
-        "lbfo_table_readable",
-        "gauge",
-        "Whether the table could be read (1) or not (0).",
+        &Family {
+            name: "lbfo_table_readable",
+            kind: "gauge",
+            help: "Whether the table could be read (1) or not (0).",
+        },
         flag(yes),
     );
 }
@@ -1217,10 +1214,21 @@ lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
         assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
         assert_eq!(escape("a\"b\\c\nd", false), "a\"b\\\\c\\nd");
         let mut p = Prom::default();
-        p.one("x", "gauge", "h", Value::Count(3_000_000_000));
+        p.one(
+            &Family {
+                name: "x",
+                kind: "gauge",
+                help: "h",
+            },
+            Value::Count(3_000_000_000),
+        );
         assert_eq!(p.finish(), "# HELP x h\n# TYPE x gauge\nx 3000000000\n");
         let mut p = Prom::default();
-        p.family("x", "gauge", "h\\n");
+        p.family(&Family {
+            name: "x",
+            kind: "gauge",
+            help: "h\\n",
+        });
         p.sample(&[("a", "1"), ("b", "q\"")], Value::Ms(50));
         assert_eq!(
             p.finish(),
