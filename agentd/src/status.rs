@@ -400,11 +400,7 @@ impl Out {
     /// Sixteen lower-case hex digits.
     #[inline(never)]
     fn hex(&mut self, v: u64) -> &mut Self {
-        for i in (0..16).rev() {
-            self.0.push(char::from(
-                b"0123456789abcdef"[(v >> (i * 4)) as usize & 15],
-            ));
-        }
+        let _ = write!(self.0, "{v:016x}");
         self
     }
 
