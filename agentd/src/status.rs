@@ -216,6 +216,14 @@ impl Snapshot {
     /// A hash of what the cluster shares, independent of slots, positions and counters: equal on
     /// two hosts exactly when they answer from the same table (16 hex digits).
     pub fn digest(&self) -> String {
+        let mut o = Out::default();
+        self.write_digest(&mut o);
+        o.0
+    }
+
+    /// Writes [`Snapshot::digest`] into `o`, with no `String` of its own (router size budget).
+    #[inline(never)]
+    fn write_digest(&self, out: &mut Out) {
         // FNV-1a over the services' lines, sorted, joined by newlines; each line is
         // "name policy [backend,...]" with the backends' "addr up weight prio limit" sorted.
         let mut rows: Vec<String> = Vec::new();
@@ -245,9 +253,7 @@ impl Snapshot {
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
         }
-        let mut o = Out::default();
-        o.hex(h);
-        o.0
+        out.hex(h);
     }
 
     /// Milliseconds since the last heartbeat, if there was one.
@@ -546,7 +552,9 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     o.s("\nservices    ").n(s.services.len() as u64);
-    o.s("\ndigest      ").s(&s.digest()).s("\n");
+    o.s("\ndigest      ");
+    s.write_digest(&mut o);
+    o.s("\n");
     if let Some(c) = &s.cluster {
         cluster_text(&mut o, c, s.now_ms);
     }
@@ -691,7 +699,9 @@ pub fn json(s: &Snapshot) -> String {
         }
         o.s("]}");
     }
-    o.s("],\"digest\":\"").s(&s.digest()).s("\",\"cluster\":");
+    o.s("],\"digest\":\"");
+    s.write_digest(&mut o);
+    o.s("\",\"cluster\":");
     match &s.cluster {
         Some(c) => cluster_json(&mut o, c, s.now_ms),
         None => {
