@@ -299,9 +299,9 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         let Some(s) = view.service(slot) else {
             continue;
         };
-        let backends = s
-            .iter()
-            .map(|(pos, b)| BackendRow {
+        let mut backends = Vec::new();
+        for (pos, b) in s.iter() {
+            backends.push(BackendRow {
                 pos,
                 addr: b.addr,
                 up: b.up,
@@ -309,8 +309,8 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
                 prio: b.prio,
                 limit: b.limit,
                 lookups: counters.map(|c| c.count(slot, pos)),
-            })
-            .collect();
+            });
+        }
         services.push(ServiceRow {
             slot,
             name: s.name.as_str().to_owned(),
