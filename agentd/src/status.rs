@@ -572,7 +572,7 @@ pub fn text(s: &Snapshot) -> String {
         o.s("  STATE   WEIGHT        PRIO       LIMIT     LOOKUPS\n");
         for b in &sv.backends {
             o.s("  ").addr(&b.addr, width).s("  ");
-            o.l(if b.up { "up" } else { "down" }, 5).s("  ");
+            o.s(if b.up { "up     " } else { "down   " });
             o.r(Some(b.weight.into()), 7)
                 .s("  ")
                 .r(Some(b.prio.into()), 10);
