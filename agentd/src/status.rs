@@ -13,7 +13,6 @@
 //! digest exactly when they answer from the same table.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,6 @@ use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
 
 use crate::shm::{Segment, TableMapRo};
-use crate::vecmap::VecMap;
 
 /// A heartbeat older than this means the agent is not running (three missed beats).
 pub const STALE_MS: u64 = 3000;
@@ -145,65 +143,121 @@ pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.
+///
+/// Lines and words are split as `lines()` and `split_whitespace()` would, in one pass over the
+/// characters, and numbers are read by [`number`]: the std versions cost ~2 KB of inlined code
+/// on the routers (size budget).
 pub fn parse_cluster(text: &str) -> ClusterInfo {
     let mut c = ClusterInfo::default();
-    for line in text.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let n = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let t = |i: usize| w.get(i).copied().unwrap_or("?").to_owned();
-        match w.first().copied() {
-            Some("node") => {
-                c.node = t(1);
-                c.id = t(2);
-                c.epoch = n(3);
-                c.written_ms = n(4);
-                c.sent = (n(5), n(6));
+    // The line's first seven words; a missing word stays "".
+    let mut w = [""; 7];
+    let (mut words, mut start) = (0, None);
+    for (i, ch) in text.char_indices().chain([(text.len(), '\n')]) {
+        if !ch.is_whitespace() {
+            start = start.or(Some(i));
+            continue;
+        }
+        if let Some(from) = start.take() {
+            if let Some(slot) = w.get_mut(words) {
+                *slot = text.get(from..i).unwrap_or_default();
             }
-            Some("peer") => c.peers.push(PeerRow {
-                node: t(1),
-                id: t(2),
-                addr: t(3),
-                heard_ms: n(4),
-                epoch: n(5),
-                in_sync: w.get(6) == Some(&"true"),
-            }),
-            Some("drop") => c.drops.push((t(1), t(2), n(3))),
-            Some("send_errors") => c.send_errors = n(1),
-            _ => {}
+            words += 1;
+        }
+        if ch == '\n' {
+            cluster_line(&mut c, &w);
+            (w, words) = ([""; 7], 0);
         }
     }
     c
+}
+
+/// One line of the cluster state file, as words.
+fn cluster_line(c: &mut ClusterInfo, w: &[&str; 7]) {
+    let n = |i: usize| number(w[i]);
+    let t = |i: usize| if w[i].is_empty() { "?" } else { w[i] }.to_owned();
+    match w[0] {
+        "node" => {
+            c.node = t(1);
+            c.id = t(2);
+            c.epoch = n(3);
+            c.written_ms = n(4);
+            c.sent = (n(5), n(6));
+        }
+        "peer" => c.peers.push(PeerRow {
+            node: t(1),
+            id: t(2),
+            addr: t(3),
+            heard_ms: n(4),
+            epoch: n(5),
+            in_sync: w[6] == "true",
+        }),
+        "drop" => c.drops.push((t(1), t(2), n(3))),
+        "send_errors" => c.send_errors = n(1),
+        _ => {}
+    }
+}
+
+/// `w.parse::<u64>()`, 0 when that fails (not a number, or too large).
+#[inline(never)]
+fn number(w: &str) -> u64 {
+    let digits = w.strip_prefix('+').unwrap_or(w);
+    let mut n: u64 = 0;
+    for b in digits.bytes() {
+        let d = u64::from(b.wrapping_sub(b'0'));
+        if d > 9 || n > (u64::MAX - d) / 10 {
+            return 0;
+        }
+        n = n * 10 + d;
+    }
+    n
 }
 
 impl Snapshot {
     /// A hash of what the cluster shares, independent of slots, positions and counters: equal on
     /// two hosts exactly when they answer from the same table (16 hex digits).
     pub fn digest(&self) -> String {
-        let mut rows: Vec<String> = self
-            .services
-            .iter()
-            .map(|sv| {
-                let mut b: Vec<String> = sv
-                    .backends
-                    .iter()
-                    .map(|b| format!("{} {} {} {} {}", b.addr, b.up, b.weight, b.prio, b.limit))
-                    .collect();
-                b.sort_unstable();
-                format!("{} {} [{}]", sv.name, sv.policy, b.join(","))
-            })
-            .collect();
+        let mut o = Out::default();
+        self.write_digest(&mut o);
+        o.0
+    }
+
+    /// Writes [`Snapshot::digest`] into `o`, with no `String` of its own (router size budget).
+    #[inline(never)]
+    fn write_digest(&self, out: &mut Out) {
+        // FNV-1a over the services' lines, sorted, joined by newlines; each line is
+        // "name policy [backend,...]" with the backends' "addr up weight prio limit" sorted.
+        let mut rows: Vec<String> = Vec::new();
+        for sv in &self.services {
+            let mut bs: Vec<String> = Vec::new();
+            for b in &sv.backends {
+                let mut o = Out::default();
+                o.addr(&b.addr, 0).s(" ").b(b.up).s(" ").n(b.weight.into());
+                o.s(" ").n(b.prio.into()).s(" ").n(b.limit);
+                bs.push(o.0);
+            }
+            bs.sort_unstable();
+            let mut o = Out::default();
+            o.s(&sv.name).s(" ").s(sv.policy).s(" [");
+            for (i, b) in bs.iter().enumerate() {
+                o.sep(i).s(b);
+            }
+            o.s("]");
+            rows.push(o.0);
+        }
         rows.sort_unstable();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in rows.join("\n").bytes() {
-            h ^= u64::from(byte);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        for (i, row) in rows.iter().enumerate() {
+            let sep: &[u8] = if i > 0 { b"\n" } else { b"" };
+            for &byte in sep.iter().chain(row.as_bytes()) {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
         }
-        format!("{h:016x}")
+        out.hex(h);
     }
-}
 
-impl Snapshot {
     /// Milliseconds since the last heartbeat, if there was one.
+    #[inline(never)]
     pub fn heartbeat_age_ms(&self) -> Option<u64> {
         (self.heartbeat_ms != 0).then(|| self.now_ms.saturating_sub(self.heartbeat_ms))
     }
@@ -216,21 +270,22 @@ impl Snapshot {
 
 /// Reads the table at `path`; the error is the one line to print.
 pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
-    let shown = path.display();
+    // One place prefixes every error with the table, for the router size budget.
+    read(path, now_ms).map_err(|e| format!("table {}: {e}", path.display()))
+}
+
+fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| format!("table {shown}: {}", lower(&e)))?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("table {shown}: {}", lower(&e)))?
-        .len();
+        .map_err(|e| lower(&e))?;
+    let len = file.metadata().map_err(|e| lower(&e))?.len();
     if len < 8 {
-        return Err(format!("table {shown}: not an lbfo table ({len} bytes)"));
+        return Err(format!("not an lbfo table ({len} bytes)"));
     }
-    let map = map(&file).map_err(|e| format!("table {shown}: {e}"))?;
-    let view = TableView::new_checked(map.words()).map_err(|e| format!("table {shown}: {e}"))?;
+    let map = TableMapRo::map(&file).map_err(|e| lower(&e))?;
+    let view = TableView::new_checked(map.words()).map_err(|e| e.to_string())?;
     let id = view.counters_id();
     let seg = i32::try_from(id)
         .ok()
@@ -244,9 +299,9 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         let Some(s) = view.service(slot) else {
             continue;
         };
-        let backends = s
-            .iter()
-            .map(|(pos, b)| BackendRow {
+        let mut backends = Vec::new();
+        for (pos, b) in s.iter() {
+            backends.push(BackendRow {
                 pos,
                 addr: b.addr,
                 up: b.up,
@@ -254,8 +309,8 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
                 prio: b.prio,
                 limit: b.limit,
                 lookups: counters.map(|c| c.count(slot, pos)),
-            })
-            .collect();
+            });
+        }
         services.push(ServiceRow {
             slot,
             name: s.name.as_str().to_owned(),
@@ -264,7 +319,7 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         });
     }
     Ok(Snapshot {
-        table: shown.to_string(),
+        table: path.display().to_string(),
         generation: view.generation(),
         heartbeat_ms: view.heartbeat_ms(),
         now_ms,
@@ -278,10 +333,6 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
     })
 }
 
-fn map(file: &File) -> Result<TableMapRo, String> {
-    TableMapRo::map(file).map_err(|e| lower(&e))
-}
-
 fn lower(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => crate::errno_text(n),
@@ -289,197 +340,376 @@ fn lower(e: &std::io::Error) -> String {
     }
 }
 
+/// The one output buffer of every view. For the router size budget each kind of piece (text,
+/// number, padded cell, JSON string, ...) is written by one out-of-line method, so the views are
+/// chains of calls instead of a `format!` and a temporary `String` per field.
+#[derive(Debug, Default)]
+struct Out(String);
+
+impl Out {
+    /// Text as it is.
+    #[inline(never)]
+    fn s(&mut self, s: &str) -> &mut Self {
+        self.0.push_str(s);
+        self
+    }
+
+    /// A comma before every item but the first.
+    fn sep(&mut self, i: usize) -> &mut Self {
+        self.s(if i > 0 { "," } else { "" })
+    }
+
+    /// A number.
+    #[inline(never)]
+    fn n(&mut self, n: u64) -> &mut Self {
+        let _ = write!(self.0, "{n}");
+        self
+    }
+
+    /// `true` or `false`.
+    fn b(&mut self, v: bool) -> &mut Self {
+        self.s(if v { "true" } else { "false" })
+    }
+
+    /// A number or `null`.
+    fn opt(&mut self, v: Option<u64>) -> &mut Self {
+        match v {
+            Some(v) => self.n(v),
+            None => self.s("null"),
+        }
+    }
+
+    /// Text left-aligned in `w` columns (characters, as `{:<w$}` counts them).
+    #[inline(never)]
+    fn l(&mut self, s: &str, w: usize) -> &mut Self {
+        let _ = write!(self.0, "{s:<w$}");
+        self
+    }
+
+    /// A number right-aligned in `w` columns, `-` for none.
+    #[inline(never)]
+    fn r(&mut self, v: Option<u64>, w: usize) -> &mut Self {
+        let _ = match v {
+            Some(n) => write!(self.0, "{n:>w$}"),
+            None => write!(self.0, "{:>w$}", "-"),
+        };
+        self
+    }
+
+    /// An address, left-aligned in `w` columns (0: as it is).
+    #[inline(never)]
+    fn addr(&mut self, a: &IpAddr, w: usize) -> &mut Self {
+        let _ = write!(self.0, "{a:<w$}");
+        self
+    }
+
+    /// Sixteen lower-case hex digits.
+    #[inline(never)]
+    fn hex(&mut self, v: u64) -> &mut Self {
+        let _ = write!(self.0, "{v:016x}");
+        self
+    }
+
+    /// Milliseconds as seconds with one decimal: `1.2 s`.
+    #[inline(never)]
+    fn secs(&mut self, ms: u64) -> &mut Self {
+        // The remainder in 32 bits: 64-bit division is a library call on the routers.
+        let tenths = (ms % 1000) as u32 / 100;
+        self.n(ms / 1000).s(".").n(tenths.into()).s(" s")
+    }
+
+    /// A JSON string literal.
+    fn q(&mut self, s: &str) -> &mut Self {
+        self.s("\"").escaped(s, Escape::Json).s("\"")
+    }
+
+    /// A Prometheus label value (`\\`, `"`, newline escaped) or HELP text (`\\`, newline).
+    fn esc(&mut self, s: &str, label: bool) -> &mut Self {
+        self.escaped(s, if label { Escape::Label } else { Escape::Help })
+    }
+
+    /// `s` escaped for `how`: one routine for JSON and Prometheus, byte by byte (every byte it
+    /// replaces is ASCII, so the runs between them are whole characters), for the router size
+    /// budget.
+    #[inline(never)]
+    fn escaped(&mut self, s: &str, how: Escape) -> &mut Self {
+        let json = how == Escape::Json;
+        let mut from = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let by = match b {
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'"' if how != Escape::Help => "\\\"",
+                b'\r' if json => "\\r",
+                b'\t' if json => "\\t",
+                // The other control characters, as \u00XX.
+                0..0x20 if json => "",
+                _ => continue,
+            };
+            self.s(s.get(from..i).unwrap_or_default());
+            if by.is_empty() {
+                self.s("\\u00")
+                    .hex_digit(u32::from(b) >> 4)
+                    .hex_digit(b.into());
+            } else {
+                self.s(by);
+            }
+            from = i + 1;
+        }
+        self.s(s.get(from..).unwrap_or_default())
+    }
+
+    fn hex_digit(&mut self, v: u32) -> &mut Self {
+        self.0
+            .push(char::from(b"0123456789abcdef"[v as usize & 15]));
+        self
+    }
+
+    /// A Prometheus sample value: a count as it is, milliseconds as seconds with up to three
+    /// decimals (no trailing zeros, no exponent).
+    #[inline(never)]
+    fn value(&mut self, v: Value) -> &mut Self {
+        let ms = match v {
+            Value::Count(n) => return self.n(n),
+            Value::Ms(ms) => ms,
+        };
+        self.n(ms / 1000);
+        // In 32 bits: 64-bit division is a library call on the routers.
+        let (mut frac, mut unit) = ((ms % 1000) as u32, 100);
+        if frac != 0 {
+            self.0.push('.');
+        }
+        while frac != 0 {
+            self.0.push(char::from(b'0' + (frac / unit) as u8));
+            frac %= unit;
+            unit /= 10;
+        }
+        self
+    }
+}
+
+/// What [`Out::escaped`] escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// A JSON string: `"`, `\\`, control characters.
+    Json,
+    /// A Prometheus label value: `\\`, `"`, newline.
+    Label,
+    /// Prometheus HELP text: `\\`, newline.
+    Help,
+}
+
+/// An address as text.
+fn addr_string(a: &IpAddr) -> String {
+    let mut o = Out::default();
+    o.addr(a, 0);
+    o.0
+}
+
+/// The drop counts summed by reason, in reason order: the total of the first reason after
+/// `after` (all when `None`). Called once per reason, which costs less code than a sorted map
+/// (router size budget); there are a handful of reasons.
+fn next_total<'a>(c: &'a ClusterInfo, after: Option<&str>) -> Option<(&'a str, u64)> {
+    let mut next: Option<&str> = None;
+    for (_, why, _) in &c.drops {
+        let why = why.as_str();
+        if after.is_none_or(|a| why > a) && next.is_none_or(|n| why < n) {
+            next = Some(why);
+        }
+    }
+    let next = next?;
+    let total = c.drops.iter().filter(|d| d.1 == next).map(|d| d.2).sum();
+    Some((next, total))
+}
+
 /// The human-readable report.
 pub fn text(s: &Snapshot) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "table       {}", s.table);
-    let _ = writeln!(o, "generation  {:016x}", s.generation);
-    let heartbeat = match s.heartbeat_age_ms() {
-        None => "never (agent not running)".to_owned(),
-        Some(age) if !s.agent_running() => format!("{} ago (agent not running)", secs(age)),
-        Some(age) => format!("{} ago (agent running)", secs(age)),
+    let mut o = Out::default();
+    o.s("table       ").s(&s.table);
+    o.s("\ngeneration  ").hex(s.generation).s("\nheartbeat   ");
+    match s.heartbeat_age_ms() {
+        None => o.s("never"),
+        Some(age) => o.secs(age).s(" ago"),
     };
-    let _ = writeln!(o, "heartbeat   {heartbeat}");
+    o.s(if s.agent_running() {
+        " (agent running)\n"
+    } else {
+        " (agent not running)\n"
+    });
     if s.retired {
-        let _ = writeln!(
-            o,
-            "retired     yes: an agent replaced this file; run status again for the new one"
-        );
+        o.s("retired     yes: an agent replaced this file; run status again for the new one\n");
     }
-    let counters = match (s.counters_id, s.counters_ok) {
-        (Some(id), true) => format!("shm segment {id}"),
-        (Some(id), false) => format!("shm segment {id} unreadable; lookups are shown as -"),
-        (None, _) => "none yet; lookups are shown as -".to_owned(),
-    };
-    let _ = writeln!(o, "counters    {counters}");
-    let _ = writeln!(o, "services    {}", s.services.len());
-    let _ = writeln!(o, "digest      {}", s.digest());
+    o.s("counters    ");
+    match s.counters_id {
+        Some(id) => {
+            o.s("shm segment ").n(id);
+            if !s.counters_ok {
+                o.s(" unreadable; lookups are shown as -");
+            }
+        }
+        None => {
+            o.s("none yet; lookups are shown as -");
+        }
+    }
+    o.s("\nservices    ").n(s.services.len() as u64);
+    o.s("\ndigest      ");
+    s.write_digest(&mut o);
+    o.s("\n");
     if let Some(c) = &s.cluster {
         cluster_text(&mut o, c, s.now_ms);
     }
-    let width = s
-        .services
-        .iter()
-        .flat_map(|sv| sv.backends.iter().map(|b| b.addr.to_string().len()))
-        .max()
-        .unwrap_or(0)
-        .max(7);
+    let mut width = 7;
+    for b in s.services.iter().flat_map(|sv| &sv.backends) {
+        width = width.max(addr_string(&b.addr).len());
+    }
     for sv in &s.services {
-        let _ = writeln!(o, "\n{}  policy {}", sv.name, sv.policy);
+        o.s("\n").s(&sv.name).s("  policy ").s(sv.policy).s("\n");
         if sv.backends.is_empty() {
-            let _ = writeln!(o, "  (no backends)");
+            o.s("  (no backends)\n");
             continue;
         }
-        let _ = writeln!(
-            o,
-            "  {:<width$}  STATE  {:>7}  {:>10}  {:>10}  {:>10}",
-            "ADDRESS", "WEIGHT", "PRIO", "LIMIT", "LOOKUPS"
-        );
+        o.s("  ").l("ADDRESS", width);
+        o.s("  STATE   WEIGHT        PRIO       LIMIT     LOOKUPS\n");
         for b in &sv.backends {
-            let limit = if b.limit == 0 {
-                "-".to_owned()
-            } else {
-                b.limit.to_string()
-            };
-            let lookups = b.lookups.map_or("-".to_owned(), |n| n.to_string());
-            let state = if b.up { "up" } else { "down" };
-            let addr = b.addr.to_string();
-            let _ = writeln!(
-                o,
-                "  {addr:<width$}  {state:<5}  {:>7}  {:>10}  {limit:>10}  {lookups:>10}",
-                b.weight, b.prio
-            );
+            o.s("  ").addr(&b.addr, width).s("  ");
+            o.s(if b.up { "up     " } else { "down   " });
+            o.r(Some(b.weight.into()), 7)
+                .s("  ")
+                .r(Some(b.prio.into()), 10);
+            o.s("  ").r((b.limit != 0).then_some(b.limit), 10);
+            o.s("  ").r(b.lookups, 10).s("\n");
         }
     }
-    o
+    o.0
 }
 
-fn cluster_text(o: &mut String, c: &ClusterInfo, now_ms: u64) {
-    let _ = writeln!(
-        o,
-        "cluster     node {} (id {}), epoch {}, written {} ago; sent {} datagrams, {} bytes, {} send errors",
-        c.node,
-        c.id,
-        c.epoch,
-        secs(now_ms.saturating_sub(c.written_ms)),
-        c.sent.0,
-        c.sent.1,
-        c.send_errors
-    );
-    let _ = writeln!(o, "peers       {}", c.peers.len());
+fn cluster_text(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
+    o.s("cluster     node ")
+        .s(&c.node)
+        .s(" (id ")
+        .s(&c.id)
+        .s("), epoch ")
+        .n(c.epoch);
+    o.s(", written ").secs(now_ms.saturating_sub(c.written_ms));
+    o.s(" ago; sent ")
+        .n(c.sent.0)
+        .s(" datagrams, ")
+        .n(c.sent.1)
+        .s(" bytes, ");
+    o.n(c.send_errors).s(" send errors\npeers       ");
+    o.n(c.peers.len() as u64).s("\n");
     for p in &c.peers {
-        let _ = writeln!(
-            o,
-            "  {:<16} {:<24} heard {} ago  epoch {}  {}",
-            p.node,
-            p.addr,
-            secs(now_ms.saturating_sub(p.heard_ms)),
-            p.epoch,
-            if p.in_sync { "in sync" } else { "differs" }
-        );
+        o.s("  ").l(&p.node, 16).s(" ").l(&p.addr, 24).s(" heard ");
+        o.secs(now_ms.saturating_sub(p.heard_ms))
+            .s(" ago  epoch ")
+            .n(p.epoch);
+        o.s(if p.in_sync {
+            "  in sync\n"
+        } else {
+            "  differs\n"
+        });
     }
     let total: u64 = c.drops.iter().map(|d| d.2).sum();
-    let _ = writeln!(o, "dropped     {total}");
+    o.s("dropped     ").n(total).s("\n");
     for (addr, why, n) in &c.drops {
-        let _ = writeln!(o, "  {addr:<24} {why:<10} {n}");
+        o.s("  ").l(addr, 24).s(" ").l(why, 10).s(" ").n(*n).s("\n");
     }
 }
 
-fn cluster_json(o: &mut String, c: &ClusterInfo, now_ms: u64) {
-    let _ = write!(
-        o,
-        "{{\"node\":{},\"id\":\"{}\",\"epoch\":{},\"written_ms\":{},\"sent_datagrams\":{},\"sent_bytes\":{},\"send_errors\":{},\"peers\":[",
-        quote(&c.node),
-        c.id,
-        c.epoch,
-        c.written_ms,
-        c.sent.0,
-        c.sent.1,
-        c.send_errors
-    );
+fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
+    o.s("{\"node\":").q(&c.node).s(",\"id\":\"").s(&c.id);
+    o.s("\",\"epoch\":")
+        .n(c.epoch)
+        .s(",\"written_ms\":")
+        .n(c.written_ms);
+    o.s(",\"sent_datagrams\":")
+        .n(c.sent.0)
+        .s(",\"sent_bytes\":")
+        .n(c.sent.1);
+    o.s(",\"send_errors\":").n(c.send_errors).s(",\"peers\":[");
     for (i, p) in c.peers.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{}{{\"node\":{},\"id\":\"{}\",\"addr\":{},\"last_heard_ms\":{},\"last_heard_age_ms\":{},\"epoch\":{},\"in_sync\":{}}}",
-            if i > 0 { "," } else { "" },
-            quote(&p.node),
-            p.id,
-            quote(&p.addr),
-            p.heard_ms,
-            now_ms.saturating_sub(p.heard_ms),
-            p.epoch,
-            p.in_sync
-        );
+        o.sep(i).s("{\"node\":").q(&p.node).s(",\"id\":\"").s(&p.id);
+        o.s("\",\"addr\":")
+            .q(&p.addr)
+            .s(",\"last_heard_ms\":")
+            .n(p.heard_ms);
+        o.s(",\"last_heard_age_ms\":")
+            .n(now_ms.saturating_sub(p.heard_ms));
+        o.s(",\"epoch\":")
+            .n(p.epoch)
+            .s(",\"in_sync\":")
+            .b(p.in_sync)
+            .s("}");
     }
-    o.push_str("],\"drops\":[");
+    o.s("],\"drops\":[");
     for (i, (addr, why, n)) in c.drops.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{}{{\"addr\":{},\"reason\":{},\"count\":{n}}}",
-            if i > 0 { "," } else { "" },
-            quote(addr),
-            quote(why)
-        );
+        o.sep(i).s("{\"addr\":").q(addr).s(",\"reason\":").q(why);
+        o.s(",\"count\":").n(*n).s("}");
     }
-    o.push_str("],\"drop_totals\":{");
-    let mut totals: VecMap<&str, u64> = VecMap::new();
-    for (_, why, n) in &c.drops {
-        *totals.get_or_insert_with(why, || 0) += n;
+    o.s("],\"drop_totals\":{");
+    let mut at = None;
+    while let Some((why, n)) = next_total(c, at) {
+        o.s(if at.is_some() { "," } else { "" }).q(why).s(":").n(n);
+        at = Some(why);
     }
-    for (i, (why, n)) in totals.iter().enumerate() {
-        let _ = write!(o, "{}{}:{n}", if i > 0 { "," } else { "" }, quote(why));
-    }
-    o.push_str("}}");
+    o.s("}}");
 }
 
 /// The report for scripts: one JSON object (see the README for its fields).
 pub fn json(s: &Snapshot) -> String {
-    let mut o = String::from("{");
-    let _ = write!(o, "\"table\":{},", quote(&s.table));
-    let _ = write!(o, "\"generation\":\"{:016x}\",", s.generation);
-    let _ = write!(o, "\"heartbeat_ms\":{},", s.heartbeat_ms);
-    let _ = write!(o, "\"heartbeat_age_ms\":{},", opt(s.heartbeat_age_ms()));
-    let _ = write!(o, "\"agent_running\":{},", s.agent_running());
-    let _ = write!(o, "\"retired\":{},", s.retired);
-    let _ = write!(o, "\"counters_id\":{},", opt(s.counters_id));
-    let _ = write!(o, "\"counters_ok\":{},", s.counters_ok);
-    o.push_str("\"services\":[");
+    let mut o = Out::default();
+    o.s("{\"table\":")
+        .q(&s.table)
+        .s(",\"generation\":\"")
+        .hex(s.generation);
+    o.s("\",\"heartbeat_ms\":").n(s.heartbeat_ms);
+    o.s(",\"heartbeat_age_ms\":").opt(s.heartbeat_age_ms());
+    o.s(",\"agent_running\":").b(s.agent_running());
+    o.s(",\"retired\":")
+        .b(s.retired)
+        .s(",\"counters_id\":")
+        .opt(s.counters_id);
+    o.s(",\"counters_ok\":")
+        .b(s.counters_ok)
+        .s(",\"services\":[");
     for (i, sv) in s.services.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        let _ = write!(
-            o,
-            "{{\"slot\":{},\"name\":{},\"policy\":\"{}\",\"backends\":[",
-            sv.slot,
-            quote(&sv.name),
-            sv.policy
-        );
+        o.sep(i)
+            .s("{\"slot\":")
+            .n(sv.slot as u64)
+            .s(",\"name\":")
+            .q(&sv.name);
+        o.s(",\"policy\":\"").s(sv.policy).s("\",\"backends\":[");
         for (j, b) in sv.backends.iter().enumerate() {
-            if j > 0 {
-                o.push(',');
-            }
-            let _ = write!(
-                o,
-                "{{\"pos\":{},\"addr\":\"{}\",\"state\":\"{}\",\"weight\":{},\"prio\":{},\"limit\":{},\"lookups\":{}}}",
-                b.pos,
-                b.addr,
-                if b.up { "up" } else { "down" },
-                b.weight,
-                b.prio,
-                b.limit,
-                opt(b.lookups)
-            );
+            o.sep(j)
+                .s("{\"pos\":")
+                .n(b.pos as u64)
+                .s(",\"addr\":\"")
+                .addr(&b.addr, 0);
+            o.s(if b.up {
+                "\",\"state\":\"up\",\"weight\":"
+            } else {
+                "\",\"state\":\"down\",\"weight\":"
+            });
+            o.n(b.weight.into()).s(",\"prio\":").n(b.prio.into());
+            o.s(",\"limit\":")
+                .n(b.limit)
+                .s(",\"lookups\":")
+                .opt(b.lookups)
+                .s("}");
         }
-        o.push_str("]}");
+        o.s("]}");
     }
-    let _ = write!(o, "],\"digest\":\"{}\",\"cluster\":", s.digest());
+    o.s("],\"digest\":\"");
+    s.write_digest(&mut o);
+    o.s("\",\"cluster\":");
     match &s.cluster {
         Some(c) => cluster_json(&mut o, c, s.now_ms),
-        None => o.push_str("null"),
+        None => {
+            o.s("null");
+        }
     }
-    o.push_str("}\n");
-    o
+    o.s("}\n");
+    o.0
 }
 
 /// The Prometheus text exposition format (version 0.0.4), written as it goes: [`Prom::family`]
@@ -488,9 +718,21 @@ pub fn json(s: &Snapshot) -> String {
 /// values cost no intermediate structures (and little code on the routers).
 #[derive(Debug, Default)]
 pub struct Prom {
-    out: String,
+    out: Out,
     /// The family being written.
     name: &'static str,
+}
+
+/// A metric family. The views pass a family as one pointer to a constant instead of three
+/// strings (router size budget).
+#[derive(Debug)]
+pub struct Family {
+    /// `lbfo_...`.
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// One line of help.
+    pub help: &'static str,
 }
 
 /// A sample's value. Every value `status` reports is a count (or a 0/1 flag) or a time in
@@ -509,37 +751,43 @@ fn flag(v: bool) -> Value {
 }
 
 impl Prom {
-    /// Starts the family `name` (`lbfo_...`) of `kind` (`counter` or `gauge`) with one line of
-    /// `help`.
-    pub fn family(&mut self, name: &'static str, kind: &str, help: &str) {
-        self.name = name;
-        let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    /// Starts the family `f`.
+    #[inline(never)]
+    pub fn family(&mut self, f: &Family) {
+        self.name = f.name;
+        let o = &mut self.out;
+        o.s("# HELP ").s(f.name).s(" ").esc(f.help, false);
+        o.s("\n# TYPE ").s(f.name).s(" ").s(f.kind).s("\n");
     }
 
     /// A sample of the current family.
+    #[inline(never)]
     pub fn sample(&mut self, labels: &[(&str, &str)], value: Value) {
-        self.out.push_str(self.name);
+        let o = &mut self.out;
+        o.s(self.name);
         for (i, (k, v)) in labels.iter().enumerate() {
-            self.out.push(if i == 0 { '{' } else { ',' });
-            let _ = write!(self.out, "{k}=\"{}\"", escape(v, true));
+            o.s(if i == 0 { "{" } else { "," })
+                .s(k)
+                .s("=\"")
+                .esc(v, true)
+                .s("\"");
         }
         if !labels.is_empty() {
-            self.out.push('}');
+            o.s("}");
         }
-        let _ = writeln!(self.out, " {}", sample_value(value));
+        o.s(" ").value(value).s("\n");
     }
 
     /// A family of one sample without labels.
     #[inline(never)]
-    fn one(&mut self, name: &'static str, kind: &str, help: &str, value: Value) {
-        self.family(name, kind, help);
+    fn one(&mut self, f: &Family, value: Value) {
+        self.family(f);
         self.sample(&[], value);
     }
 
     /// The text written so far.
     pub fn finish(self) -> String {
-        self.out
+        self.out.0
     }
 }
 
@@ -552,42 +800,46 @@ pub fn prometheus(s: &Snapshot) -> String {
     let mut p = Prom::default();
     table_readable(&mut p, true);
     p.one(
-        "lbfo_agent_up",
-        "gauge",
-        "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        &Family {
+            name: "lbfo_agent_up",
+            kind: "gauge",
+            help: "Whether the agent's heartbeat in the table is recent (1) or not (0).",
+        },
         flag(s.agent_running()),
     );
     if let Some(age) = s.heartbeat_age_ms() {
         p.one(
-            "lbfo_agent_heartbeat_age_seconds",
-            "gauge",
-            "Seconds since the agent last wrote its heartbeat into the table.",
+            &Family {
+                name: "lbfo_agent_heartbeat_age_seconds",
+                kind: "gauge",
+                help: "Seconds since the agent last wrote its heartbeat into the table.",
+            },
             Value::Ms(age),
         );
     }
     p.one(
-        "lbfo_table_retired",
-        "gauge",
-        "Whether an agent replaced this table file by another (1).",
+        &Family {
+            name: "lbfo_table_retired",
+            kind: "gauge",
+            help: "Whether an agent replaced this table file by another (1).",
+        },
         flag(s.retired),
     );
-    p.one(
-        "lbfo_counters_readable",
-        "gauge",
-        "Whether the shared usage counters could be read (1); without them there are no lookup counts.",
-        flag(s.counters_ok),
+    p.one(&Family { name: "lbfo_counters_readable", kind: "gauge", help: "Whether the shared usage counters could be read (1); without them there are no lookup counts." }, flag(s.counters_ok),
     );
     p.one(
-        "lbfo_services",
-        "gauge",
-        "Services in the table.",
+        &Family {
+            name: "lbfo_services",
+            kind: "gauge",
+            help: "Services in the table.",
+        },
         Value::Count(s.services.len() as u64),
     );
-    p.family(
-        "lbfo_service_info",
-        "gauge",
-        "One sample per service, labelled with its policy.",
-    );
+    p.family(&Family {
+        name: "lbfo_service_info",
+        kind: "gauge",
+        help: "One sample per service, labelled with its policy.",
+    });
     for sv in &s.services {
         p.sample(
             &[("service", &sv.name), ("policy", sv.policy)],
@@ -595,48 +847,27 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     // One family after the other, each over every backend; `None` leaves a backend out.
+    // A static table, not an array built on the stack at every call (router size budget).
     type Of = fn(&BackendRow) -> Option<Value>;
-    let backend_families: [(&str, &str, &str, Of); 5] = [
-        (
-            "lbfo_backend_lookups_total",
-            "counter",
-            "Lookups answered with this backend since its counter was last zeroed (reset, limit).",
-            |b| b.lookups.map(Value::Count),
+    static BACKEND_FAMILIES: [(Family, Of); 5] = [
+        (Family { name: "lbfo_backend_lookups_total", kind: "counter", help: "Lookups answered with this backend since its counter was last zeroed (reset, limit)." }, |b| b.lookups.map(Value::Count),
         ),
-        (
-            "lbfo_backend_up",
-            "gauge",
-            "Whether the backend is in rotation (1) or marked down (0).",
-            |b| Some(flag(b.up)),
+        (Family { name: "lbfo_backend_up", kind: "gauge", help: "Whether the backend is in rotation (1) or marked down (0)." }, |b| Some(flag(b.up)),
         ),
-        (
-            "lbfo_backend_weight",
-            "gauge",
-            "The backend's weight.",
-            |b| Some(Value::Count(b.weight.into())),
+        (Family { name: "lbfo_backend_weight", kind: "gauge", help: "The backend's weight." }, |b| Some(Value::Count(b.weight.into())),
         ),
-        (
-            "lbfo_backend_priority",
-            "gauge",
-            "The backend's priority (failover picks the lowest among up backends).",
-            |b| Some(Value::Count(b.prio.into())),
+        (Family { name: "lbfo_backend_priority", kind: "gauge", help: "The backend's priority (failover picks the lowest among up backends)." }, |b| Some(Value::Count(b.prio.into())),
         ),
-        (
-            "lbfo_backend_limit",
-            "gauge",
-            "The backend's usage limit; 0 means none.",
-            |b| Some(Value::Count(b.limit)),
+        (Family { name: "lbfo_backend_limit", kind: "gauge", help: "The backend's usage limit; 0 means none." }, |b| Some(Value::Count(b.limit)),
         ),
     ];
-    for (name, kind, help, of) in backend_families {
-        p.family(name, kind, help);
+    for (family, of) in &BACKEND_FAMILIES {
+        p.family(family);
         for sv in &s.services {
             for b in &sv.backends {
                 if let Some(v) = of(b) {
-                    p.sample(
-                        &[("service", &sv.name), ("address", &b.addr.to_string())],
-                        v,
-                    );
+                    let addr = addr_string(&b.addr);
+                    p.sample(&[("service", &sv.name), ("address", &addr)], v);
                 }
             }
         }
@@ -650,53 +881,38 @@ pub fn prometheus(s: &Snapshot) -> String {
 /// The cluster's families: peers and when each was last heard, dropped datagrams by reason.
 fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
     p.one(
-        "lbfo_cluster_peers",
-        "gauge",
-        "Peers heard since the agent started.",
+        &Family {
+            name: "lbfo_cluster_peers",
+            kind: "gauge",
+            help: "Peers heard since the agent started.",
+        },
         Value::Count(c.peers.len() as u64),
     );
-    p.family(
-        "lbfo_cluster_peer_last_heard_seconds",
-        "gauge",
-        "Seconds since the agent last accepted a datagram from this peer.",
-    );
+    p.family(&Family {
+        name: "lbfo_cluster_peer_last_heard_seconds",
+        kind: "gauge",
+        help: "Seconds since the agent last accepted a datagram from this peer.",
+    });
     for peer in &c.peers {
         p.sample(
             &[("node", &peer.node), ("address", &peer.addr)],
             Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
         );
     }
-    p.family(
-        "lbfo_cluster_dropped_total",
-        "counter",
-        "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group).",
-    );
-    let mut totals: VecMap<&str, u64> = VecMap::new();
-    for (_, why, n) in &c.drops {
-        *totals.get_or_insert_with(why, || 0) += n;
-    }
-    for (why, n) in totals {
+    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group)." });
+    let mut at = None;
+    while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));
+        at = Some(why);
     }
     p.one(
-        "lbfo_cluster_sent_bytes_total",
-        "counter",
-        "Bytes of cluster datagrams sent since the agent started.",
+        &Family {
+            name: "lbfo_cluster_sent_bytes_total",
+            kind: "counter",
+            help: "Bytes of cluster datagrams sent since the agent started.",
+        },
         Value::Count(c.sent.1),
     );
-}
-
-/// A sample value: a count as it is, milliseconds as seconds with up to three decimals (no
-/// trailing zeros, no exponent).
-fn sample_value(v: Value) -> String {
-    match v {
-        Value::Count(n) => n.to_string(),
-        Value::Ms(ms) if ms % 1000 == 0 => (ms / 1000).to_string(),
-        Value::Ms(ms) => {
-            let frac = format!("{:03}", ms % 1000);
-            format!("{}.{}", ms / 1000, frac.trim_end_matches('0'))
-        }
-    }
 }
 
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
@@ -709,53 +925,37 @@ pub fn prometheus_unreadable() -> String {
 
 fn table_readable(p: &mut Prom, yes: bool) {
     p.one(
-        "lbfo_table_readable",
-        "gauge",
-        "Whether the table could be read (1) or not (0).",
+        &Family {
+            name: "lbfo_table_readable",
+            kind: "gauge",
+            help: "Whether the table could be read (1) or not (0).",
+        },
         flag(yes),
     );
 }
 
-/// Escapes a label value (`\\`, `"`, newline) or HELP text (`\\`, newline).
+/// [`Out::esc`] as a string, for the tests.
+#[cfg(test)]
 fn escape(s: &str, label: bool) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '"' if label => o.push_str("\\\""),
-            c => o.push(c),
-        }
-    }
-    o
+    let mut o = Out::default();
+    o.esc(s, label);
+    o.0
 }
 
-fn opt(v: Option<u64>) -> String {
-    v.map_or("null".to_owned(), |v| v.to_string())
+/// [`Out::value`] as a string, for the tests.
+#[cfg(test)]
+fn sample_value(v: Value) -> String {
+    let mut o = Out::default();
+    o.value(v);
+    o.0
 }
 
-fn secs(ms: u64) -> String {
-    format!("{}.{} s", ms / 1000, ms % 1000 / 100)
-}
-
-/// A JSON string literal.
+/// [`Out::q`] as a string, for the tests.
+#[cfg(test)]
 fn quote(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+    let mut o = Out::default();
+    o.q(s);
+    o.0
 }
 
 #[cfg(test)]
@@ -890,8 +1090,65 @@ web.lan  policy failover
     }
 
     #[test]
+    fn cluster_state_words_and_numbers() {
+        for w in [
+            "",
+            "0",
+            "+",
+            "+5",
+            "-1",
+            "12a",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "١",
+        ] {
+            assert_eq!(number(w), w.parse::<u64>().unwrap_or(0), "{w:?}");
+        }
+        // As lines() and split_whitespace() split: CR LF, tabs, runs of blanks, Unicode spaces.
+        let c = parse_cluster(
+            "send_errors +7\r\n\tpeer  a\u{a0}b  x y 18446744073709551615 true extra\n\nsend_errors",
+        );
+        assert_eq!(c.send_errors, 0);
+        assert_eq!(
+            c.peers,
+            [PeerRow {
+                node: "a".into(),
+                id: "b".into(),
+                addr: "x".into(),
+                heard_ms: 0,
+                epoch: u64::MAX,
+                in_sync: true,
+            }]
+        );
+        let c = parse_cluster("send_errors +7\r\ndrop x");
+        assert_eq!(
+            (c.send_errors, c.drops),
+            (7, vec![("x".into(), "?".into(), 0)])
+        );
+        // Totals by reason, in reason order.
+        let mut s = sample(0, true);
+        s.cluster = Some(parse_cluster(
+            "drop a stale 2\ndrop b replay 1\ndrop c stale 5\ndrop d bad_mac 1\ndrop e replay 0\n",
+        ));
+        assert!(
+            json(&s).ends_with("\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}}}\n"),
+            "{}",
+            json(&s)
+        );
+        assert!(prometheus(&s).contains(
+            "lbfo_cluster_dropped_total{reason=\"bad_mac\"} 1\n\
+             lbfo_cluster_dropped_total{reason=\"replay\"} 1\n\
+             lbfo_cluster_dropped_total{reason=\"stale\"} 7\n"
+        ));
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+        assert_eq!(quote("\r\t\u{1f}\u{7f}→"), "\"\\r\\t\\u001f\u{7f}→\"");
+        assert_eq!(escape("\r\t→\"", false), "\r\t→\"");
     }
 
     #[test]
@@ -963,10 +1220,21 @@ lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
         assert_eq!(escape("a\"b\\c\nd", true), "a\\\"b\\\\c\\nd");
         assert_eq!(escape("a\"b\\c\nd", false), "a\"b\\\\c\\nd");
         let mut p = Prom::default();
-        p.one("x", "gauge", "h", Value::Count(3_000_000_000));
+        p.one(
+            &Family {
+                name: "x",
+                kind: "gauge",
+                help: "h",
+            },
+            Value::Count(3_000_000_000),
+        );
         assert_eq!(p.finish(), "# HELP x h\n# TYPE x gauge\nx 3000000000\n");
         let mut p = Prom::default();
-        p.family("x", "gauge", "h\\n");
+        p.family(&Family {
+            name: "x",
+            kind: "gauge",
+            help: "h\\n",
+        });
         p.sample(&[("a", "1"), ("b", "q\"")], Value::Ms(50));
         assert_eq!(
             p.finish(),
