@@ -26,7 +26,7 @@
 //! ```
 
 use core::fmt;
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::name::{Name, NameError};
 use crate::table::Policy;
@@ -250,31 +250,32 @@ pub struct ParseError {
 }
 
 impl fmt::Display for ParseErrorKind {
+    /// One `write_str` of a fixed text, and for the three kinds that carry a value the value
+    /// after it, without `write!` (each `write!` is its own formatting call site: router size
+    /// budget).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            ParseErrorKind::Missing(_) => "missing ",
+            ParseErrorKind::Extra => "unexpected extra argument",
+            ParseErrorKind::BadName(_) => "bad service name: ",
+            ParseErrorKind::BadAddr => "not an IPv4 or IPv6 address",
+            ParseErrorKind::BadNumber(_) => "not a whole number from 0 to ",
+            ParseErrorKind::UnknownOption => "unknown option (expected weight=, prio= or limit=)",
+            ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp)",
+            ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall= or rise=)",
+            ParseErrorKind::BadDuration => "not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+            ParseErrorKind::DuplicateOption => "option given twice",
+            ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted or leastused)",
+            ParseErrorKind::NotText => "line is not UTF-8 text",
+            ParseErrorKind::BadSocketAddr => "not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)",
+            ParseErrorKind::NotMulticast => "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
+        })?;
         match self {
-            ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
-            ),
-            ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
-            ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
-            ParseErrorKind::BadName(e) => write!(f, "bad service name: {e}"),
-            ParseErrorKind::BadAddr => f.write_str("not an IPv4 or IPv6 address"),
-            ParseErrorKind::BadNumber(max) => write!(f, "not a whole number from 0 to {max}"),
-            ParseErrorKind::UnknownOption => f.write_str("unknown option (expected weight=, prio= or limit=)"),
-            ParseErrorKind::BadCheckKind => f.write_str("unknown check kind (expected tcp)"),
-            ParseErrorKind::UnknownCheckOption => f.write_str("unknown option (expected interval=, timeout=, fall= or rise=)"),
-            ParseErrorKind::BadDuration => f.write_str("not a duration from 1ms to 60s (e.g. 100ms or 2s)"),
-            ParseErrorKind::DuplicateOption => f.write_str("option given twice"),
-            ParseErrorKind::BadPolicy => {
-                f.write_str("unknown policy (expected failover, roundrobin, weighted or leastused)")
-            }
-            ParseErrorKind::NotText => f.write_str("line is not UTF-8 text"),
-            ParseErrorKind::BadSocketAddr => {
-                f.write_str("not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)")
-            }
-            ParseErrorKind::NotMulticast => f.write_str(
-                "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
-            ),
+            ParseErrorKind::Missing(what) => f.write_str(what),
+            ParseErrorKind::BadName(e) => e.fmt(f),
+            ParseErrorKind::BadNumber(max) => max.fmt(f),
+            _ => Ok(()),
         }
     }
 }
@@ -502,10 +503,10 @@ impl<'a> Args<'a> {
                     Some(p) => self.policy = p,
                     None => return err(ParseErrorKind::BadPolicy),
                 },
-                Arg::Peer | Arg::Group => match tok.parse::<SocketAddr>() {
-                    Ok(sa) if arg == Arg::Peer || is_group(sa.ip()) => self.socket = sa,
-                    Ok(_) => return err(ParseErrorKind::NotMulticast),
-                    Err(_) => return err(ParseErrorKind::BadSocketAddr),
+                Arg::Peer | Arg::Group => match socket_addr(tok) {
+                    Some(sa) if arg == Arg::Peer || is_group(sa.ip()) => self.socket = sa,
+                    Some(_) => return err(ParseErrorKind::NotMulticast),
+                    None => return err(ParseErrorKind::BadSocketAddr),
                 },
                 _ => self.number = value(arg, col, tok)?,
             }
@@ -527,7 +528,7 @@ impl<'a> Args<'a> {
         unknown: ParseErrorKind,
     ) -> Result<(), ParseError> {
         for (col, opt) in self.toks.by_ref() {
-            let found = opt.split_once('=').and_then(|(key, v)| {
+            let found = split(opt, opt.bytes().position(|b| b == b'=')).and_then(|(key, v)| {
                 let i = table.iter().position(|(k, _)| *k == key)?;
                 Some((i, col + key.len() + 1, v))
             });
@@ -678,6 +679,36 @@ pub fn is_group(ip: IpAddr) -> bool {
     }
 }
 
+/// `ADDR:PORT`, an IPv6 address in brackets with an optional `%SCOPE`: what `SocketAddr`'s
+/// `FromStr` accepts, by hand around the one IP address parser the `Addr` argument uses too
+/// (std's socket address parser is a second, larger copy of it: router size budget).
+fn socket_addr(tok: &str) -> Option<SocketAddr> {
+    let (host, port) = split(tok, tok.bytes().rposition(|b| b == b':'))?;
+    let port = u16::try_from(whole(port)?).ok()?;
+    let (ip, scope) = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']')?;
+            match split(v6, v6.bytes().position(|b| b == b'%')) {
+                Some((ip, scope)) => (ip, u32::try_from(whole(scope)?).ok()?),
+                None => (v6, 0),
+            }
+        }
+        None => (host, 0),
+    };
+    match (ip.parse().ok()?, host.starts_with('[')) {
+        (IpAddr::V4(a), false) => Some(SocketAddr::V4(SocketAddrV4::new(a, port))),
+        (IpAddr::V6(a), true) => Some(SocketAddr::V6(SocketAddrV6::new(a, port, 0, scope))),
+        _ => None,
+    }
+}
+
+/// `s` split around the ASCII separator at byte `at`, which is dropped; `None` without one.
+/// (`str::split_once` with a `char` costs a few hundred bytes per use on the router build.)
+fn split(s: &str, at: Option<usize>) -> Option<(&str, &str)> {
+    let at = at?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
+}
+
 /// The number or duration `tok` as `arg` (one of the numeric [`Arg`]s) takes it, in range.
 fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
     let (min, max) = match arg {
@@ -715,12 +746,18 @@ fn duration(tok: &str) -> Option<u64> {
     whole(digits)?.checked_mul(scale)
 }
 
-/// Decimal digits only (no sign) as a `u64`, if it fits.
+/// Decimal digits only (no sign) as a `u64`, if it fits. (By hand rather than `str::parse`,
+/// whose generic code is several times the size of this loop on the router build.)
 fn whole(tok: &str) -> Option<u64> {
-    if tok.starts_with('+') {
+    if tok.is_empty() {
         return None;
     }
-    tok.parse().ok()
+    let mut n: u64 = 0;
+    for b in tok.bytes() {
+        let digit = char::from(b).to_digit(10)?;
+        n = n.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    Some(n)
 }
 
 #[cfg(test)]
@@ -935,6 +972,59 @@ mod tests {
         check("ttl 0", "column 5: not a whole number from 0 to 255");
         check("ttl 256", "column 5: not a whole number from 0 to 255");
         check("ttl", "column 4: missing number");
+    }
+
+    #[test]
+    fn hand_parsers_match_std() {
+        // `socket_addr` and `whole` stand in for std's parsers; they must accept exactly what
+        // those accept (`whole` without a sign), with the same values.
+        let hosts = [
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3",
+            "[::1]",
+            "[ff15::4c62]",
+            "[::ffff:1.2.3.4]",
+            "[fe80::1%2]",
+            "[fe80::1%]",
+            "[fe80::1%x]",
+            "[fe80::1%4294967296]",
+            "[fe80::1%007]",
+            "::1",
+            "[1.2.3.4]",
+            "[::1",
+            "::1]",
+            "",
+            "[]",
+            "[::1]%1",
+            "a.b",
+        ];
+        let ports = [
+            "",
+            "0",
+            "80",
+            "0080",
+            "65535",
+            "65536",
+            "+1",
+            "-1",
+            "1a",
+            "99999999999999999999",
+        ];
+        for h in hosts {
+            for p in ports {
+                for tok in [format!("{h}:{p}"), format!("{h}{p}"), format!("{h}:{p}:1")] {
+                    assert_eq!(socket_addr(&tok), tok.parse().ok(), "{tok:?}");
+                }
+            }
+            for n in ports
+                .iter()
+                .chain(&["18446744073709551615", "18446744073709551616"])
+            {
+                let want = n.parse::<u64>().ok().filter(|_| !n.starts_with('+'));
+                assert_eq!(whole(n), want, "{n:?}");
+            }
+        }
     }
 
     #[test]
