@@ -180,10 +180,12 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
         let at = |col, problem| ConfigError { line, col, problem };
-        let parsed = parse_bytes(raw).map_err(|e| at(e.col, Problem::Parse(e.kind)))?;
-        match parsed {
-            None => {}
-            Some(Line::Setting(s)) => {
+        // Matched in place, not through `?` (a parsed line holds a 254-byte name: every move
+        // of it is a copy, and the router build counts them).
+        match parse_bytes(raw) {
+            Err(e) => return Err(at(e.col, Problem::Parse(e.kind))),
+            Ok(None) => {}
+            Ok(Some(Line::Setting(s))) => {
                 let what = s.keyword();
                 if what != "peer" && what != "check" {
                     if seen.contains(&what) {
@@ -231,7 +233,10 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                         continue;
                     }
                     Setting::Check(c) => {
-                        checks.retain(|o| o.service != c.service);
+                        // At most one earlier check of the service: take it out.
+                        if let Some(i) = checks.iter().position(|o| o.service == c.service) {
+                            checks.remove(i);
+                        }
                         checks.push(c);
                         continue;
                     }
@@ -243,7 +248,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                 }
                 *slot = Some(PathBuf::from(path));
             }
-            Some(Line::Command(c)) => {
+            Ok(Some(Line::Command(c))) => {
                 scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
                 commands.push((line, c));
             }

@@ -303,8 +303,10 @@ impl<'a> Iterator for Tokens<'a> {
             self.pos = self.line.len();
             return None;
         }
+        // By bytes: an ASCII blank is never part of a longer UTF-8 character.
         let len = rest
-            .find(|c: char| c.is_ascii_whitespace())
+            .bytes()
+            .position(|b| b.is_ascii_whitespace())
             .unwrap_or(rest.len());
         self.pos = start + len;
         Some((start + 1, rest.get(..len)?))
