@@ -160,7 +160,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64);
+        // `as_millis() as u64` without the u128 arithmetic (router size budget); wrapping, as
+        // that truncation was.
+        .map_or(0, |d| {
+            d.as_secs()
+                .wrapping_mul(1000)
+                .wrapping_add(u64::from(d.subsec_millis()))
+        });
     Ok(config)
 }
 
@@ -187,7 +193,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             Ok(None) => {}
             Ok(Some(Line::Setting(s))) => {
                 let what = s.keyword();
-                if what != "peer" && what != "check" {
+                if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
                     if seen.contains(&what) {
                         return Err(at(1, Problem::DuplicateSetting(what)));
                     }
