@@ -281,7 +281,11 @@ pub fn members(table: &Table<'_>) -> Members {
 
 /// One service's entry in [`Members`].
 pub fn member(s: &Service) -> (String, Vec<IpAddr>) {
-    let mut addrs: Vec<IpAddr> = s.iter().map(|(_, b)| b.addr).collect();
+    // A loop rather than `collect`: smaller on the router build.
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for (_, b) in s.iter() {
+        addrs.push(b.addr);
+    }
     addrs.sort_unstable();
     (s.name.as_str().to_owned(), addrs)
 }
