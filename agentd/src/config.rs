@@ -304,15 +304,12 @@ pub fn removals(old: &Members, new: &Members) -> Vec<Command> {
                 addr: None,
             }),
             Some(keep) => {
-                out.extend(
-                    addrs
-                        .iter()
-                        .filter(|a| !keep.contains(a))
-                        .map(|&a| Command::Del {
-                            service,
-                            addr: Some(a),
-                        }),
-                );
+                for &a in addrs.iter().filter(|a| !keep.contains(a)) {
+                    out.push(Command::Del {
+                        service,
+                        addr: Some(a),
+                    });
+                }
             }
         }
     }
