@@ -160,7 +160,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64);
+        // `as_millis() as u64` without the u128 arithmetic (router size budget); wrapping, as
+        // that truncation was.
+        .map_or(0, |d| {
+            d.as_secs()
+                .wrapping_mul(1000)
+                .wrapping_add(u64::from(d.subsec_millis()))
+        });
     Ok(config)
 }
 
@@ -180,12 +186,14 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
         let at = |col, problem| ConfigError { line, col, problem };
-        let parsed = parse_bytes(raw).map_err(|e| at(e.col, Problem::Parse(e.kind)))?;
-        match parsed {
-            None => {}
-            Some(Line::Setting(s)) => {
+        // Matched in place, not through `?` (a parsed line holds a 254-byte name: every move
+        // of it is a copy, and the router build counts them).
+        match parse_bytes(raw) {
+            Err(e) => return Err(at(e.col, Problem::Parse(e.kind))),
+            Ok(None) => {}
+            Ok(Some(Line::Setting(s))) => {
                 let what = s.keyword();
-                if what != "peer" && what != "check" {
+                if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
                     if seen.contains(&what) {
                         return Err(at(1, Problem::DuplicateSetting(what)));
                     }
@@ -231,7 +239,10 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                         continue;
                     }
                     Setting::Check(c) => {
-                        checks.retain(|o| o.service != c.service);
+                        // At most one earlier check of the service: take it out.
+                        if let Some(i) = checks.iter().position(|o| o.service == c.service) {
+                            checks.remove(i);
+                        }
                         checks.push(c);
                         continue;
                     }
@@ -243,7 +254,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                 }
                 *slot = Some(PathBuf::from(path));
             }
-            Some(Line::Command(c)) => {
+            Ok(Some(Line::Command(c))) => {
                 scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
                 commands.push((line, c));
             }
@@ -270,7 +281,11 @@ pub fn members(table: &Table<'_>) -> Members {
 
 /// One service's entry in [`Members`].
 pub fn member(s: &Service) -> (String, Vec<IpAddr>) {
-    let mut addrs: Vec<IpAddr> = s.iter().map(|(_, b)| b.addr).collect();
+    // A loop rather than `collect`: smaller on the router build.
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for (_, b) in s.iter() {
+        addrs.push(b.addr);
+    }
     addrs.sort_unstable();
     (s.name.as_str().to_owned(), addrs)
 }
@@ -289,15 +304,12 @@ pub fn removals(old: &Members, new: &Members) -> Vec<Command> {
                 addr: None,
             }),
             Some(keep) => {
-                out.extend(
-                    addrs
-                        .iter()
-                        .filter(|a| !keep.contains(a))
-                        .map(|&a| Command::Del {
-                            service,
-                            addr: Some(a),
-                        }),
-                );
+                for &a in addrs.iter().filter(|a| !keep.contains(a)) {
+                    out.push(Command::Del {
+                        service,
+                        addr: Some(a),
+                    });
+                }
             }
         }
     }

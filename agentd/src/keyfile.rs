@@ -14,17 +14,19 @@ pub const KEY_BYTES: usize = 32;
 /// The shortest key accepted (128 bits).
 pub const MIN_KEY_BYTES: usize = 16;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Writes a new random key to `path` (mode 0600); refuses to overwrite an existing file.
 pub fn generate(path: &Path) -> Result<(), String> {
     let mut key = [0u8; KEY_BYTES];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(|e| format!("read /dev/urandom: {e}"))?;
-    let mut hex = String::with_capacity(2 * KEY_BYTES);
-    for b in key {
-        for nibble in [b >> 4, b & 15] {
-            hex.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
-        }
+    // The key as hex digits and a newline, written straight from a buffer.
+    let mut text = [b'\n'; 2 * KEY_BYTES + 1];
+    for (i, b) in key.into_iter().enumerate() {
+        text[2 * i] = HEX[usize::from(b >> 4)];
+        text[2 * i + 1] = HEX[usize::from(b & 15)];
     }
     let mut f = OpenOptions::new()
         .write(true)
@@ -33,7 +35,7 @@ pub fn generate(path: &Path) -> Result<(), String> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| e.to_string())?;
-    f.write_all(format!("{hex}\n").as_bytes())
+    f.write_all(&text)
         .and_then(|()| f.sync_all())
         .map_err(|e| e.to_string())
 }
@@ -55,23 +57,41 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
             m.mode() & 0o7777
         ));
     }
-    let mut text = String::new();
-    f.read_to_string(&mut text)
-        .map_err(|_| "not a key file (expected hex text)".to_owned())?;
-    parse(&text)
+    // A plain read loop and the UTF-8 check apart, not `read_to_string`, whose inlined
+    // buffer-growing machinery is a kilobyte on the router build (size budget, issue #5).
+    let bad = || "not a key file (expected hex text)".to_owned();
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 128];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(bad()),
+        }
+    }
+    parse(std::str::from_utf8(&bytes).map_err(|_| bad())?)
 }
 
 fn parse(text: &str) -> Result<Vec<u8>, String> {
-    let t = text.trim();
+    let t = text.trim().as_bytes();
     let bad = || format!("not a key (expected at least {MIN_KEY_BYTES} bytes as hex digits)");
     if t.len() % 2 != 0 || t.len() < 2 * MIN_KEY_BYTES {
         return Err(bad());
     }
-    (0..t.len())
-        .step_by(2)
-        .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
+    // Each pair of characters as `u8::from_str_radix(pair, 16)` reads it (which takes a `+`
+    // before a single digit too), by hand for the router size budget.
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut key = Vec::with_capacity(t.len() / 2);
+    for pair in t.chunks_exact(2) {
+        let byte = match *pair {
+            [b'+', lo] => hex(lo),
+            [hi, lo] => hex(hi).zip(hex(lo)).map(|(hi, lo)| hi << 4 | lo),
+            _ => None,
+        };
+        key.push(byte.ok_or_else(bad)? as u8);
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -101,5 +121,9 @@ mod tests {
         assert!(parse("abcd").is_err());
         assert!(parse(&"zz".repeat(16)).is_err());
         assert_eq!(parse(&"0f".repeat(16)).unwrap(), vec![15; 16]);
+        // What `u8::from_str_radix` takes, as before: `+` before one digit, any case.
+        assert_eq!(parse(&"+fFf".repeat(8)).unwrap(), [15, 255].repeat(8));
+        assert!(parse(&"-f".repeat(16)).is_err());
+        assert!(parse(&"é".repeat(16)).is_err());
     }
 }

@@ -27,13 +27,11 @@ use crate::wire::{from_wire, to_wire, WEntry};
 /// The state file's format version.
 pub const VERSION: u8 = 1;
 
+/// The file's contents: version, save time, table lines, replica entries. A tuple struct, so
+/// serde's derive makes no field-name matching that postcard never uses (router size budget);
+/// postcard writes it exactly as the struct with named fields it was.
 #[derive(Serialize, Deserialize)]
-struct WState {
-    version: u8,
-    saved_ms: u64,
-    table: Vec<String>,
-    replica: Vec<WEntry>,
-}
+struct WState(u8, u64, Vec<String>, Vec<WEntry>);
 
 /// A state file's contents.
 #[derive(Debug, Default)]
@@ -48,40 +46,43 @@ pub struct Saved {
 
 /// Encodes a state. `table` holds command lines in the command language.
 pub fn encode(saved_ms: u64, table: Vec<String>, replica: &[Entry]) -> Vec<u8> {
-    let w = WState {
-        version: VERSION,
+    let w = WState(
+        VERSION,
         saved_ms,
         table,
-        replica: replica.iter().map(to_wire).collect(),
-    };
+        replica.iter().map(to_wire).collect(),
+    );
     postcard::to_allocvec(&w).unwrap_or_default()
 }
 
 /// Decodes a state; `Err` says what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
-    let w: WState = postcard::from_bytes(bytes).map_err(|_| "not a state file".to_owned())?;
-    if w.version != VERSION {
+    let WState(version, saved_ms, lines, entries) =
+        postcard::from_bytes(bytes).map_err(|_| "not a state file".to_owned())?;
+    if version != VERSION {
         return Err(format!(
-            "format version {} (this agent reads {VERSION})",
-            w.version
+            "format version {version} (this agent reads {VERSION})"
         ));
     }
     let mut table = Vec::new();
-    for (i, l) in w.table.iter().enumerate() {
+    for (i, l) in lines.iter().enumerate() {
         match parse_line(l) {
             Ok(Some(Line::Command(c))) => table.push(c),
             Ok(None) => {}
             _ => return Err(format!("entry {}: not a command: {l}", i + 1)),
         }
     }
-    let replica = w
-        .replica
-        .iter()
-        .map(from_wire)
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| "a replicated entry does not decode".to_owned())?;
+    // A loop rather than `collect::<Option<Vec<_>>>()`, whose adapter is bigger on the router
+    // build (size budget).
+    let mut replica = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let Some(e) = from_wire(e) else {
+            return Err("a replicated entry does not decode".to_owned());
+        };
+        replica.push(e);
+    }
     Ok(Saved {
-        saved_ms: w.saved_ms,
+        saved_ms,
         table,
         replica,
     })

@@ -26,7 +26,7 @@
 //! ```
 
 use core::fmt;
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::name::{Name, NameError};
 use crate::table::Policy;
@@ -35,7 +35,12 @@ use crate::table::Policy;
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
 /// A change to the service table.
+///
+/// `repr(C, u8)` puts `service`, every variant's first field, at one offset in all of them, so
+/// code that builds or reads a command copies the name in one place instead of once per variant
+/// (for the router build's size budget, issue #5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, u8)]
 pub enum Command {
     /// Add a backend (creating the service), or update the options given for an existing one.
     Add {
@@ -245,31 +250,32 @@ pub struct ParseError {
 }
 
 impl fmt::Display for ParseErrorKind {
+    /// One `write_str` of a fixed text, and for the three kinds that carry a value the value
+    /// after it, without `write!` (each `write!` is its own formatting call site: router size
+    /// budget).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            ParseErrorKind::Missing(_) => "missing ",
+            ParseErrorKind::Extra => "unexpected extra argument",
+            ParseErrorKind::BadName(_) => "bad service name: ",
+            ParseErrorKind::BadAddr => "not an IPv4 or IPv6 address",
+            ParseErrorKind::BadNumber(_) => "not a whole number from 0 to ",
+            ParseErrorKind::UnknownOption => "unknown option (expected weight=, prio= or limit=)",
+            ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp)",
+            ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall= or rise=)",
+            ParseErrorKind::BadDuration => "not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+            ParseErrorKind::DuplicateOption => "option given twice",
+            ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted or leastused)",
+            ParseErrorKind::NotText => "line is not UTF-8 text",
+            ParseErrorKind::BadSocketAddr => "not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)",
+            ParseErrorKind::NotMulticast => "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
+        })?;
         match self {
-            ParseErrorKind::UnknownVerb => f.write_str(
-                "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
-            ),
-            ParseErrorKind::Missing(what) => write!(f, "missing {what}"),
-            ParseErrorKind::Extra => f.write_str("unexpected extra argument"),
-            ParseErrorKind::BadName(e) => write!(f, "bad service name: {e}"),
-            ParseErrorKind::BadAddr => f.write_str("not an IPv4 or IPv6 address"),
-            ParseErrorKind::BadNumber(max) => write!(f, "not a whole number from 0 to {max}"),
-            ParseErrorKind::UnknownOption => f.write_str("unknown option (expected weight=, prio= or limit=)"),
-            ParseErrorKind::BadCheckKind => f.write_str("unknown check kind (expected tcp)"),
-            ParseErrorKind::UnknownCheckOption => f.write_str("unknown option (expected interval=, timeout=, fall= or rise=)"),
-            ParseErrorKind::BadDuration => f.write_str("not a duration from 1ms to 60s (e.g. 100ms or 2s)"),
-            ParseErrorKind::DuplicateOption => f.write_str("option given twice"),
-            ParseErrorKind::BadPolicy => {
-                f.write_str("unknown policy (expected failover, roundrobin, weighted or leastused)")
-            }
-            ParseErrorKind::NotText => f.write_str("line is not UTF-8 text"),
-            ParseErrorKind::BadSocketAddr => {
-                f.write_str("not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)")
-            }
-            ParseErrorKind::NotMulticast => f.write_str(
-                "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
-            ),
+            ParseErrorKind::Missing(what) => f.write_str(what),
+            ParseErrorKind::BadName(e) => e.fmt(f),
+            ParseErrorKind::BadNumber(max) => max.fmt(f),
+            _ => Ok(()),
         }
     }
 }
@@ -297,11 +303,328 @@ impl<'a> Iterator for Tokens<'a> {
             self.pos = self.line.len();
             return None;
         }
+        // By bytes: an ASCII blank is never part of a longer UTF-8 character.
         let len = rest
-            .find(|c: char| c.is_ascii_whitespace())
+            .bytes()
+            .position(|b| b.is_ascii_whitespace())
             .unwrap_or(rest.len());
         self.pos = start + len;
         Some((start + 1, rest.get(..len)?))
+    }
+}
+
+/// The verbs. Those up to and including `Check` take a service name first (see
+/// [`Verb::takes_service`]); the order is otherwise free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verb {
+    Add,
+    Del,
+    Down,
+    Up,
+    Policy,
+    Weight,
+    Prio,
+    Limit,
+    Reset,
+    Check,
+    Table,
+    Fifo,
+    State,
+    Key,
+    HostsFile,
+    DnsmasqPid,
+    Iface,
+    Node,
+    Insecure,
+    Ttl,
+    Group,
+    Peer,
+}
+
+impl Verb {
+    fn takes_service(self) -> bool {
+        self <= Verb::Check
+    }
+}
+
+/// One argument of a verb, after the service name: what it must be and where it is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    /// A file path, kept as is.
+    Path,
+    /// An interface name, kept as is.
+    Iface,
+    /// A node name, kept as is.
+    Node,
+    /// A backend's IP address.
+    Addr,
+    /// A backend's IP address or nothing (the last argument).
+    MaybeAddr,
+    /// The word `tcp`, the one health-check kind.
+    Tcp,
+    /// A TCP port, 1 to 65535.
+    Port,
+    /// A multicast hop limit, 1 to 255.
+    Ttl,
+    /// A weight, 0 to [`MAX_WEIGHT`].
+    Weight,
+    /// A priority, 0 to `u32::MAX`.
+    Prio,
+    /// A usage limit, any `u64`.
+    Limit,
+    /// A health check's fall or rise count, 1 to 255.
+    Count,
+    /// A health check's interval or timeout (see [`duration`]).
+    Duration,
+    /// A policy name.
+    Policy,
+    /// A unicast peer's `ADDR:PORT`.
+    Peer,
+    /// The cluster's multicast `ADDR:PORT`.
+    Group,
+    /// `add`'s options ([`ADD_OPTIONS`]), up to the end of the line.
+    AddOptions,
+    /// `check`'s options ([`CHECK_OPTIONS`]), up to the end of the line.
+    CheckOptions,
+}
+
+/// The grammar: every verb's arguments after the service name, in order. One table and one
+/// routine that walks it ([`Args::parse`]) instead of a parser per verb, for the router build's
+/// size budget (issue #5).
+const VERBS: [(&str, Verb, &[Arg]); 22] = [
+    ("add", Verb::Add, &[Arg::Addr, Arg::AddOptions]),
+    ("del", Verb::Del, &[Arg::MaybeAddr]),
+    ("down", Verb::Down, &[Arg::Addr]),
+    ("up", Verb::Up, &[Arg::Addr]),
+    ("policy", Verb::Policy, &[Arg::Policy]),
+    ("weight", Verb::Weight, &[Arg::Addr, Arg::Weight]),
+    ("prio", Verb::Prio, &[Arg::Addr, Arg::Prio]),
+    ("limit", Verb::Limit, &[Arg::Addr, Arg::Limit]),
+    ("reset", Verb::Reset, &[]),
+    (
+        "check",
+        Verb::Check,
+        &[Arg::Tcp, Arg::Port, Arg::CheckOptions],
+    ),
+    ("table", Verb::Table, &[Arg::Path]),
+    ("fifo", Verb::Fifo, &[Arg::Path]),
+    ("state", Verb::State, &[Arg::Path]),
+    ("key", Verb::Key, &[Arg::Path]),
+    ("hosts-file", Verb::HostsFile, &[Arg::Path]),
+    ("dnsmasq-pid", Verb::DnsmasqPid, &[Arg::Path]),
+    ("iface", Verb::Iface, &[Arg::Iface]),
+    ("node", Verb::Node, &[Arg::Node]),
+    ("insecure", Verb::Insecure, &[]),
+    ("ttl", Verb::Ttl, &[Arg::Ttl]),
+    ("group", Verb::Group, &[Arg::Group]),
+    ("peer", Verb::Peer, &[Arg::Peer]),
+];
+
+/// `add`'s `key=value` options, in the order of [`Args::options`].
+const ADD_OPTIONS: [(&str, Arg); 3] = [
+    ("weight", Arg::Weight),
+    ("prio", Arg::Prio),
+    ("limit", Arg::Limit),
+];
+
+/// `check`'s `key=value` options, in the order of [`Args::options`].
+const CHECK_OPTIONS: [(&str, Arg); 4] = [
+    ("interval", Arg::Duration),
+    ("timeout", Arg::Duration),
+    ("fall", Arg::Count),
+    ("rise", Arg::Count),
+];
+
+/// A line's tokens and what [`Args::parse`] took from them. Each field is set by the [`Arg`]s
+/// that name it, so a verb reads only the fields its table entry sets.
+struct Args<'a> {
+    toks: Tokens<'a>,
+    /// `Path`, `Iface`, `Node`.
+    word: &'a str,
+    /// `Addr`, `MaybeAddr`.
+    addr: Option<IpAddr>,
+    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`.
+    number: u64,
+    /// `Policy`.
+    policy: Policy,
+    /// `Peer`, `Group`.
+    socket: SocketAddr,
+    /// `AddOptions`, `CheckOptions`: each option's value, if given, in its table's order.
+    options: [Option<u64>; 4],
+}
+
+impl<'a> Args<'a> {
+    /// The next token, or `Missing(what)` at the end of the line.
+    fn next(&mut self, what: &'static str) -> Result<(usize, &'a str), ParseError> {
+        self.toks.next().ok_or_else(|| self.missing(what))
+    }
+
+    /// `what` is missing: the error points just past the line's last token.
+    fn missing(&self, what: &'static str) -> ParseError {
+        ParseError {
+            col: self.toks.line.trim_end().len() + 1,
+            kind: ParseErrorKind::Missing(what),
+        }
+    }
+
+    /// Takes the arguments `spec` lists, then makes sure nothing follows.
+    fn parse(&mut self, spec: &[Arg]) -> Result<(), ParseError> {
+        for &arg in spec {
+            let what = match arg {
+                Arg::AddOptions => {
+                    return self.options(&ADD_OPTIONS, ParseErrorKind::UnknownOption)
+                }
+                Arg::CheckOptions => {
+                    return self.options(&CHECK_OPTIONS, ParseErrorKind::UnknownCheckOption)
+                }
+                Arg::Path => "path",
+                Arg::Iface => "interface name",
+                Arg::Node => "node name",
+                Arg::Addr | Arg::MaybeAddr => "address",
+                Arg::Tcp => "check kind",
+                Arg::Port => "port",
+                Arg::Policy => "policy",
+                Arg::Peer | Arg::Group => "ADDR:PORT",
+                _ => "number",
+            };
+            let (col, tok) = match self.toks.next() {
+                Some(tok) => tok,
+                None if arg == Arg::MaybeAddr => break,
+                None => return Err(self.missing(what)),
+            };
+            let err = |kind| Err(ParseError { col, kind });
+            match arg {
+                Arg::Path | Arg::Iface | Arg::Node => self.word = tok,
+                Arg::Addr | Arg::MaybeAddr => match tok.parse() {
+                    Ok(a) => self.addr = Some(a),
+                    Err(_) => return err(ParseErrorKind::BadAddr),
+                },
+                Arg::Tcp if tok != "tcp" => return err(ParseErrorKind::BadCheckKind),
+                Arg::Tcp => {}
+                Arg::Policy => match Policy::from_name(tok) {
+                    Some(p) => self.policy = p,
+                    None => return err(ParseErrorKind::BadPolicy),
+                },
+                Arg::Peer | Arg::Group => match socket_addr(tok) {
+                    Some(sa) if arg == Arg::Peer || is_group(sa.ip()) => self.socket = sa,
+                    Some(_) => return err(ParseErrorKind::NotMulticast),
+                    None => return err(ParseErrorKind::BadSocketAddr),
+                },
+                _ => self.number = value(arg, col, tok)?,
+            }
+        }
+        match self.toks.next() {
+            Some((col, _)) => Err(ParseError {
+                col,
+                kind: ParseErrorKind::Extra,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes `key=value` options from `table` up to the end of the line into `self.options`;
+    /// `unknown` is the error for a token that is not one of them.
+    fn options(
+        &mut self,
+        table: &[(&str, Arg)],
+        unknown: ParseErrorKind,
+    ) -> Result<(), ParseError> {
+        for (col, opt) in self.toks.by_ref() {
+            let found = split(opt, opt.bytes().position(|b| b == b'=')).and_then(|(key, v)| {
+                let i = table.iter().position(|(k, _)| *k == key)?;
+                Some((i, col + key.len() + 1, v))
+            });
+            let Some((i, vcol, v)) = found else {
+                return Err(ParseError { col, kind: unknown });
+            };
+            let n = value(table[i].1, vcol, v)?;
+            if self.options[i].replace(n).is_some() {
+                return Err(ParseError {
+                    col,
+                    kind: ParseErrorKind::DuplicateOption,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The address of a verb whose table entry has `Addr` (set by the time this is asked).
+    fn addr(&self) -> IpAddr {
+        self.addr
+            .unwrap_or(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// The line of a verb that takes a service name, once its arguments are parsed.
+    ///
+    /// Out of line and with the name by reference: inlined, LLVM split the 254-byte name into
+    /// single bytes and copied them one by one per variant (kilobytes on the router build).
+    #[inline(never)]
+    fn command(&self, verb: Verb, service: &Name) -> Line<'a> {
+        let service = *service;
+        let [o0, o1, o2, o3] = self.options;
+        let addr = self.addr();
+        Line::Command(match verb {
+            Verb::Add => Command::Add {
+                service,
+                addr,
+                weight: o0.map(|n| n as u32),
+                prio: o1.map(|n| n as u32),
+                limit: o2,
+            },
+            Verb::Del => Command::Del {
+                service,
+                addr: self.addr,
+            },
+            Verb::Down | Verb::Up => Command::SetUp {
+                service,
+                addr,
+                up: verb == Verb::Up,
+            },
+            Verb::Policy => Command::Policy {
+                service,
+                policy: self.policy,
+            },
+            Verb::Weight | Verb::Prio | Verb::Limit => Command::Set {
+                service,
+                addr,
+                attr: match verb {
+                    Verb::Weight => Attr::Weight(self.number as u32),
+                    Verb::Prio => Attr::Prio(self.number as u32),
+                    _ => Attr::Limit(self.number),
+                },
+            },
+            Verb::Reset => Command::Reset { service },
+            // `check`, the one setting with a service name.
+            _ => {
+                return Line::Setting(Setting::Check(Check {
+                    service,
+                    port: self.number as u16,
+                    interval_ms: o0.unwrap_or(100) as u32,
+                    timeout_ms: o1.unwrap_or(200) as u32,
+                    fall: o2.unwrap_or(2) as u8,
+                    rise: o3.unwrap_or(2) as u8,
+                }))
+            }
+        })
+    }
+
+    /// The setting of a verb that takes no service name, once its arguments are parsed.
+    fn setting(&self, verb: Verb) -> Setting<'a> {
+        let w = self.word;
+        match verb {
+            Verb::Table => Setting::Table(w),
+            Verb::Fifo => Setting::Fifo(w),
+            Verb::State => Setting::State(w),
+            Verb::Key => Setting::Key(w),
+            Verb::HostsFile => Setting::HostsFile(w),
+            Verb::DnsmasqPid => Setting::DnsmasqPid(w),
+            Verb::Iface => Setting::Iface(w),
+            Verb::Node => Setting::Node(w),
+            Verb::Ttl => Setting::Ttl(self.number as u8),
+            Verb::Group => Setting::Group(self.socket),
+            Verb::Peer => Setting::Peer(self.socket),
+            _ => Setting::Insecure,
+        }
     }
 }
 
@@ -318,182 +641,35 @@ pub fn parse_bytes(line: &[u8]) -> Result<Option<Line<'_>>, ParseError> {
 
 /// Parses one line: `Ok(None)` for a blank or comment line.
 pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
-    let mut toks = Tokens { line, pos: 0 };
-    let Some((col, verb)) = toks.next() else {
+    let mut a = Args {
+        toks: Tokens { line, pos: 0 },
+        word: "",
+        addr: None,
+        number: 0,
+        policy: Policy::Failover,
+        socket: SocketAddr::from(([0; 4], 0)),
+        options: [None; 4],
+    };
+    let Some((col, word)) = a.toks.next() else {
         return Ok(None);
     };
-    let end = line.trim_end().len() + 1;
-    let err = |col, kind| ParseError { col, kind };
-    let mut next = |what: &'static str| toks.next().ok_or(err(end, ParseErrorKind::Missing(what)));
-
-    let line = match verb {
-        "table" | "fifo" | "state" | "key" | "hosts-file" | "dnsmasq-pid" => {
-            let (_, path) = next("path")?;
-            Line::Setting(match verb {
-                "table" => Setting::Table(path),
-                "fifo" => Setting::Fifo(path),
-                "hosts-file" => Setting::HostsFile(path),
-                "dnsmasq-pid" => Setting::DnsmasqPid(path),
-                "state" => Setting::State(path),
-                _ => Setting::Key(path),
-            })
-        }
-        "check" => {
-            let service = name(next("service name")?)?;
-            let (col, kind) = next("check kind")?;
-            if kind != "tcp" {
-                return Err(err(col, ParseErrorKind::BadCheckKind));
-            }
-            let (col, p) = next("port")?;
-            let port = match number(col, p, 65535)? {
-                0 => return Err(err(col, ParseErrorKind::BadNumber(65535))),
-                n => n as u16,
-            };
-            let mut c = Check {
-                service,
-                port,
-                interval_ms: 100,
-                timeout_ms: 200,
-                fall: 2,
-                rise: 2,
-            };
-            let mut seen = [false; 4];
-            for (col, opt) in toks.by_ref() {
-                let (key, value) = opt
-                    .split_once('=')
-                    .ok_or(err(col, ParseErrorKind::UnknownCheckOption))?;
-                let vcol = col + key.len() + 1;
-                let i = match key {
-                    "interval" => {
-                        c.interval_ms = duration(vcol, value)?;
-                        0
-                    }
-                    "timeout" => {
-                        c.timeout_ms = duration(vcol, value)?;
-                        1
-                    }
-                    "fall" | "rise" => {
-                        let n = match number(vcol, value, 255)? {
-                            0 => return Err(err(vcol, ParseErrorKind::BadNumber(255))),
-                            n => n as u8,
-                        };
-                        if key == "fall" {
-                            c.fall = n;
-                            2
-                        } else {
-                            c.rise = n;
-                            3
-                        }
-                    }
-                    _ => return Err(err(col, ParseErrorKind::UnknownCheckOption)),
-                };
-                if core::mem::replace(&mut seen[i], true) {
-                    return Err(err(col, ParseErrorKind::DuplicateOption));
-                }
-            }
-            Line::Setting(Setting::Check(c))
-        }
-        "iface" => Line::Setting(Setting::Iface(next("interface name")?.1)),
-        "node" => Line::Setting(Setting::Node(next("node name")?.1)),
-        "insecure" => Line::Setting(Setting::Insecure),
-        "ttl" => {
-            let (col, n) = next("number")?;
-            match number(col, n, 255)? {
-                0 => return Err(err(col, ParseErrorKind::BadNumber(255))),
-                n => Line::Setting(Setting::Ttl(n as u8)),
-            }
-        }
-        "group" | "peer" => {
-            let (col, tok) = next("ADDR:PORT")?;
-            let sa: SocketAddr = tok
-                .parse()
-                .map_err(|_| err(col, ParseErrorKind::BadSocketAddr))?;
-            if verb == "peer" {
-                Line::Setting(Setting::Peer(sa))
-            } else if is_group(sa.ip()) {
-                Line::Setting(Setting::Group(sa))
-            } else {
-                return Err(err(col, ParseErrorKind::NotMulticast));
-            }
-        }
-        "add" => {
-            let service = name(next("service name")?)?;
-            let addr = addr(next("address")?)?;
-            let (mut weight, mut prio, mut limit) = (None, None, None);
-            for (col, opt) in toks.by_ref() {
-                let (key, value) = opt
-                    .split_once('=')
-                    .ok_or(err(col, ParseErrorKind::UnknownOption))?;
-                let vcol = col + key.len() + 1;
-                let dup = match key {
-                    "weight" => weight
-                        .replace(number(vcol, value, u64::from(MAX_WEIGHT))? as u32)
-                        .is_some(),
-                    "prio" => prio
-                        .replace(number(vcol, value, u64::from(u32::MAX))? as u32)
-                        .is_some(),
-                    "limit" => limit.replace(number(vcol, value, u64::MAX)?).is_some(),
-                    _ => return Err(err(col, ParseErrorKind::UnknownOption)),
-                };
-                if dup {
-                    return Err(err(col, ParseErrorKind::DuplicateOption));
-                }
-            }
-            Line::Command(Command::Add {
-                service,
-                addr,
-                weight,
-                prio,
-                limit,
-            })
-        }
-        "del" => {
-            let service = name(next("service name")?)?;
-            let addr = match toks.next() {
-                Some(tok) => Some(self::addr(tok)?),
-                None => None,
-            };
-            Line::Command(Command::Del { service, addr })
-        }
-        "down" | "up" => {
-            let service = name(next("service name")?)?;
-            let addr = addr(next("address")?)?;
-            Line::Command(Command::SetUp {
-                service,
-                addr,
-                up: verb == "up",
-            })
-        }
-        "policy" => {
-            let service = name(next("service name")?)?;
-            let (col, p) = next("policy")?;
-            let policy = Policy::from_name(p).ok_or(err(col, ParseErrorKind::BadPolicy))?;
-            Line::Command(Command::Policy { service, policy })
-        }
-        "weight" | "prio" | "limit" => {
-            let service = name(next("service name")?)?;
-            let addr = addr(next("address")?)?;
-            let (col, n) = next("number")?;
-            let attr = match verb {
-                "weight" => Attr::Weight(number(col, n, u64::from(MAX_WEIGHT))? as u32),
-                "prio" => Attr::Prio(number(col, n, u64::from(u32::MAX))? as u32),
-                _ => Attr::Limit(number(col, n, u64::MAX)?),
-            };
-            Line::Command(Command::Set {
-                service,
-                addr,
-                attr,
-            })
-        }
-        "reset" => Line::Command(Command::Reset {
-            service: name(next("service name")?)?,
-        }),
-        _ => return Err(err(col, ParseErrorKind::UnknownVerb)),
+    let Some(&(_, verb, spec)) = VERBS.iter().find(|(w, ..)| *w == word) else {
+        return Err(ParseError {
+            col,
+            kind: ParseErrorKind::UnknownVerb,
+        });
     };
-    match toks.next() {
-        Some((col, _)) => Err(err(col, ParseErrorKind::Extra)),
-        None => Ok(Some(line)),
+    if !verb.takes_service() {
+        a.parse(spec)?;
+        return Ok(Some(Line::Setting(a.setting(verb))));
     }
+    let (col, tok) = a.next("service name")?;
+    let service = Name::new_checked(tok.as_bytes()).map_err(|e| ParseError {
+        col,
+        kind: ParseErrorKind::BadName(e),
+    })?;
+    a.parse(spec)?;
+    Ok(Some(a.command(verb, &service)))
 }
 
 /// Whether `ip` may be a cluster group: administratively scoped IPv4 (239.0.0.0/8, RFC 2365) or
@@ -505,54 +681,85 @@ pub fn is_group(ip: IpAddr) -> bool {
     }
 }
 
-fn name((col, tok): (usize, &str)) -> Result<Name, ParseError> {
-    Name::new_checked(tok.as_bytes()).map_err(|e| ParseError {
-        col,
-        kind: ParseErrorKind::BadName(e),
-    })
-}
-
-fn addr((col, tok): (usize, &str)) -> Result<IpAddr, ParseError> {
-    tok.parse().map_err(|_| ParseError {
-        col,
-        kind: ParseErrorKind::BadAddr,
-    })
-}
-
-/// `100ms` or `2s`, 1 ms to [`MAX_CHECK_MS`].
-fn duration(col: usize, tok: &str) -> Result<u32, ParseError> {
-    let bad = ParseError {
-        col,
-        kind: ParseErrorKind::BadDuration,
+/// `ADDR:PORT`, an IPv6 address in brackets with an optional `%SCOPE`: what `SocketAddr`'s
+/// `FromStr` accepts, by hand around the one IP address parser the `Addr` argument uses too
+/// (std's socket address parser is a second, larger copy of it: router size budget).
+fn socket_addr(tok: &str) -> Option<SocketAddr> {
+    let (host, port) = split(tok, tok.bytes().rposition(|b| b == b':'))?;
+    let port = u16::try_from(whole(port)?).ok()?;
+    let (ip, scope) = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']')?;
+            match split(v6, v6.bytes().position(|b| b == b'%')) {
+                Some((ip, scope)) => (ip, u32::try_from(whole(scope)?).ok()?),
+                None => (v6, 0),
+            }
+        }
+        None => (host, 0),
     };
-    let (digits, scale) = if let Some(d) = tok.strip_suffix("ms") {
-        (d, 1)
-    } else if let Some(d) = tok.strip_suffix('s') {
-        (d, 1000)
+    match (ip.parse().ok()?, host.starts_with('[')) {
+        (IpAddr::V4(a), false) => Some(SocketAddr::V4(SocketAddrV4::new(a, port))),
+        (IpAddr::V6(a), true) => Some(SocketAddr::V6(SocketAddrV6::new(a, port, 0, scope))),
+        _ => None,
+    }
+}
+
+/// `s` split around the ASCII separator at byte `at`, which is dropped; `None` without one.
+/// (`str::split_once` with a `char` costs a few hundred bytes per use on the router build.)
+fn split(s: &str, at: Option<usize>) -> Option<(&str, &str)> {
+    let at = at?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
+}
+
+/// The number or duration `tok` as `arg` (one of the numeric [`Arg`]s) takes it, in range.
+fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
+    let (min, max) = match arg {
+        Arg::Port => (1, 65535),
+        Arg::Ttl | Arg::Count => (1, 255),
+        Arg::Weight => (0, u64::from(MAX_WEIGHT)),
+        Arg::Prio => (0, u64::from(u32::MAX)),
+        Arg::Duration => (1, MAX_CHECK_MS),
+        _ => (0, u64::MAX),
+    };
+    let n = if arg == Arg::Duration {
+        duration(tok)
     } else {
-        return Err(bad);
+        whole(tok)
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad);
-    }
-    match digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-    {
-        Some(ms) if (1..=MAX_CHECK_MS).contains(&ms) => Ok(ms as u32),
-        _ => Err(bad),
-    }
-}
-
-fn number(col: usize, tok: &str, max: u64) -> Result<u64, ParseError> {
-    match tok.parse::<u64>() {
-        Ok(n) if n <= max && !tok.starts_with('+') => Ok(n),
+    match n {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ParseError {
             col,
-            kind: ParseErrorKind::BadNumber(max),
+            kind: if arg == Arg::Duration {
+                ParseErrorKind::BadDuration
+            } else {
+                ParseErrorKind::BadNumber(max)
+            },
         }),
     }
+}
+
+/// `100ms` or `2s` in milliseconds, if it fits a `u64`.
+fn duration(tok: &str) -> Option<u64> {
+    let (digits, scale) = match tok.strip_suffix("ms") {
+        Some(d) => (d, 1),
+        None => (tok.strip_suffix('s')?, 1000),
+    };
+    whole(digits)?.checked_mul(scale)
+}
+
+/// Decimal digits only (no sign) as a `u64`, if it fits. (By hand rather than `str::parse`,
+/// whose generic code is several times the size of this loop on the router build.)
+fn whole(tok: &str) -> Option<u64> {
+    if tok.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in tok.bytes() {
+        let digit = char::from(b).to_digit(10)?;
+        n = n.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    Some(n)
 }
 
 #[cfg(test)]
@@ -767,6 +974,59 @@ mod tests {
         check("ttl 0", "column 5: not a whole number from 0 to 255");
         check("ttl 256", "column 5: not a whole number from 0 to 255");
         check("ttl", "column 4: missing number");
+    }
+
+    #[test]
+    fn hand_parsers_match_std() {
+        // `socket_addr` and `whole` stand in for std's parsers; they must accept exactly what
+        // those accept (`whole` without a sign), with the same values.
+        let hosts = [
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3",
+            "[::1]",
+            "[ff15::4c62]",
+            "[::ffff:1.2.3.4]",
+            "[fe80::1%2]",
+            "[fe80::1%]",
+            "[fe80::1%x]",
+            "[fe80::1%4294967296]",
+            "[fe80::1%007]",
+            "::1",
+            "[1.2.3.4]",
+            "[::1",
+            "::1]",
+            "",
+            "[]",
+            "[::1]%1",
+            "a.b",
+        ];
+        let ports = [
+            "",
+            "0",
+            "80",
+            "0080",
+            "65535",
+            "65536",
+            "+1",
+            "-1",
+            "1a",
+            "99999999999999999999",
+        ];
+        for h in hosts {
+            for p in ports {
+                for tok in [format!("{h}:{p}"), format!("{h}{p}"), format!("{h}:{p}:1")] {
+                    assert_eq!(socket_addr(&tok), tok.parse().ok(), "{tok:?}");
+                }
+            }
+            for n in ports
+                .iter()
+                .chain(&["18446744073709551615", "18446744073709551616"])
+            {
+                let want = n.parse::<u64>().ok().filter(|_| !n.starts_with('+'));
+                assert_eq!(whole(n), want, "{n:?}");
+            }
+        }
     }
 
     #[test]

@@ -26,15 +26,18 @@ pub enum NameError {
 }
 
 impl fmt::Display for NameError {
+    /// Fixed texts with one `write_str` each rather than `write!` (router size budget); the
+    /// limits in them are [`MAX_NAME_LEN`] and [`MAX_LABEL_LEN`], checked below.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const _: () = assert!(MAX_NAME_LEN == 253 && MAX_LABEL_LEN == 63);
         match self {
             NameError::Empty => f.write_str("empty name"),
-            NameError::TooLong => write!(f, "name longer than {MAX_NAME_LEN} bytes"),
-            NameError::BadLabel => {
-                write!(f, "empty label or label longer than {MAX_LABEL_LEN} bytes")
-            }
+            NameError::TooLong => f.write_str("name longer than 253 bytes"),
+            NameError::BadLabel => f.write_str("empty label or label longer than 63 bytes"),
             NameError::BadChar(at) => {
-                write!(f, "character at offset {at} is not allowed in a host name")
+                f.write_str("character at offset ")?;
+                at.fmt(f)?;
+                f.write_str(" is not allowed in a host name")
             }
         }
     }
@@ -373,6 +376,25 @@ mod tests {
         assert_eq!(long.len(), 253);
         check(&long, Ok(&long));
         check(&format!("{long}e"), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn error_texts() {
+        use std::string::ToString;
+        for (e, text) in [
+            (NameError::Empty, "empty name"),
+            (NameError::TooLong, "name longer than 253 bytes"),
+            (
+                NameError::BadLabel,
+                "empty label or label longer than 63 bytes",
+            ),
+            (
+                NameError::BadChar(12),
+                "character at offset 12 is not allowed in a host name",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]
