@@ -242,12 +242,18 @@ fn partition_run() -> Option<String> {
     c.wait_same(&c.all(), Duration::from_secs(5));
     c.bed.split(&[3, 4]);
     // Conflicting changes on each side, one after the other (each waited for), so their stamps
-    // come in the same order every run.
+    // come in the same order every run. Across the split "after" must also be later by more than
+    // a burst: a node's hybrid clock stamps a burst of n commands up to n ms ahead of the wall
+    // clock, and the other side cannot see that clock (on a fast machine the next side's change
+    // came within those ms, stamped earlier, and lost).
+    let apart = || std::thread::sleep(Duration::from_millis(30));
     c.h(1)
         .send("weight web.lan 10.0.0.11 5\ndown web.lan 10.0.0.12\nadd api.lan 10.0.1.1\n");
     wait_answer(c.h(2), "api.lan", "10.0.1.1");
+    apart();
     c.h(3).send("weight web.lan 10.0.0.11 9\ndel web.lan 10.0.0.12\nadd api.lan 10.0.1.2\npolicy api.lan weighted\n");
     wait_answer(c.h(4), "api.lan", "10.0.1.2");
+    apart();
     c.h(2).send("del api.lan\n");
     wait_answer(c.h(1), "api.lan", "");
     c.h(4).send("add web.lan 10.0.0.13 prio=0\n");
