@@ -222,9 +222,11 @@ fn dnsmasq_pids() -> Vec<i32> {
 }
 
 fn lower(e: &io::Error) -> String {
-    let s = e.to_string();
+    let mut s = e.to_string();
     // "No such file or directory (os error 2)" -> "no such file or directory"
-    let mut s = s.split(" (os error").next().unwrap_or(&s).to_owned();
+    if let Some(i) = s.rfind('(') {
+        s.truncate(s[..i].trim_end().len());
+    }
     if let Some(first) = s.get_mut(..1) {
         first.make_ascii_lowercase();
     }

@@ -36,6 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use crate::cluster::Dest;
+use crate::io_text;
 use crate::wire::{Drop, MAX_DATAGRAM};
 
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
@@ -117,7 +118,7 @@ fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR as _, &mut req) };
     if r != 0 {
         let e = io::Error::last_os_error();
-        return Err(format!("iface {name}: no IPv4 address ({})", lower(&e)));
+        return Err(format!("iface {name}: no IPv4 address ({})", io_text(&e)));
     }
     // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
     // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
@@ -144,7 +145,7 @@ impl Net {
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         };
         fn what(w: &'static str) -> impl Fn(io::Error) -> String {
-            move |e| format!("{w}: {}", lower(&e))
+            move |e| format!("{w}: {}", io_text(&e))
         }
         // std opens sockets close-on-exec.
         let sock = UdpSocket::bind((any, first.port())).map_err(what("bind"))?;
@@ -172,7 +173,7 @@ impl Net {
                         warnings.push(format!(
                             "cluster: warning: IP_MULTICAST_ALL: {}; datagrams to other groups \
                              on port {} are dropped by their destination (IP_PKTINFO) instead",
-                            lower(&e),
+                            io_text(&e),
                             first.port()
                         ));
                     }
@@ -184,13 +185,14 @@ impl Net {
                 if let Some(name) = iface {
                     match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq) {
                         Err(e) if unknown_option(&e) => {
-                            let a = ipv4_of(fd, name)
-                                .map_err(|m| format!("IP_MULTICAST_IF: {}; and {m}", lower(&e)))?;
+                            let a = ipv4_of(fd, name).map_err(|m| {
+                                format!("IP_MULTICAST_IF: {}; and {m}", io_text(&e))
+                            })?;
                             source = Some(a);
                             warnings.push(format!(
                                 "cluster: warning: IP_MULTICAST_IF: {}; datagrams to the group \
                                  leave{on} by their source address {a} (IP_PKTINFO) instead",
-                                lower(&e)
+                                io_text(&e)
                             ));
                         }
                         r => r.map_err(what("IP_MULTICAST_IF"))?,
@@ -217,7 +219,7 @@ impl Net {
                         warnings.push(format!(
                             "cluster: warning: IPV6_MULTICAST_ALL: {}; datagrams to other groups \
                              on port {} are dropped by their destination (IPV6_PKTINFO) instead",
-                            lower(&e),
+                            io_text(&e),
                             first.port()
                         ));
                     }
@@ -243,7 +245,7 @@ impl Net {
                             warnings.push(format!(
                                 "cluster: warning: IPV6_MULTICAST_IF: {}; every datagram leaves{on} \
                                  (sticky IPV6_PKTINFO) instead",
-                                lower(&e)
+                                io_text(&e)
                             ));
                         }
                         r => r.map_err(what("IPV6_MULTICAST_IF"))?,
@@ -458,13 +460,6 @@ fn for_us(dest: Option<IpAddr>, group: Option<SocketAddr>) -> bool {
     match dest {
         Some(d) if d.is_multicast() => group.is_some_and(|g| g.ip() == d),
         _ => true,
-    }
-}
-
-fn lower(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => crate::errno_text(n),
-        None => e.to_string(),
     }
 }
 
