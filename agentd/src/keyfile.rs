@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::io_text;
+
 /// Bytes in a generated key.
 pub const KEY_BYTES: usize = 32;
 /// The shortest key accepted (128 bits).
@@ -21,7 +23,7 @@ pub fn generate(path: &Path) -> Result<(), String> {
     let mut key = [0u8; KEY_BYTES];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
-        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+        .map_err(|e| format!("read /dev/urandom: {}", io_text(&e)))?;
     // The key as hex digits and a newline, written straight from a buffer.
     let mut text = [b'\n'; 2 * KEY_BYTES + 1];
     for (i, b) in key.into_iter().enumerate() {
@@ -34,10 +36,10 @@ pub fn generate(path: &Path) -> Result<(), String> {
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| io_text(&e))?;
     f.write_all(&text)
         .and_then(|()| f.sync_all())
-        .map_err(|e| e.to_string())
+        .map_err(|e| io_text(&e))
 }
 
 /// Reads and checks a key file; the error says what is wrong.
@@ -46,8 +48,8 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| e.to_string())?;
-    let m = f.metadata().map_err(|e| e.to_string())?;
+        .map_err(|e| io_text(&e))?;
+    let m = f.metadata().map_err(|e| io_text(&e))?;
     if !m.is_file() {
         return Err("not a regular file".into());
     }
@@ -66,7 +68,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
         match f.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => bytes.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(_) => return Err(bad()),
         }
     }

@@ -33,6 +33,7 @@
 #![no_main]
 
 use std::ffi::{c_char, c_int, CStr};
+use std::fmt::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::Utf8Error;
@@ -47,7 +48,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use lbfo_agentd::agent::{self, Agent, Now};
 use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
 use lbfo_agentd::{
-    cluster, config, errno_text, health, keyfile, net, state, status, tablefile, wire,
+    cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile, wire,
 };
 
 const EXIT_FAILURE: u8 = 1;
@@ -448,17 +449,20 @@ fn serve(
         }
         let now = clock.now();
         let mut line = format!("cluster: node {}", setup.name);
+        // `write!` into the one line, no temporary Strings. (Writing to a String cannot fail.)
         if let Some(g) = c.group {
-            line += &format!(" joins {g}");
+            let _ = write!(line, " joins {g}");
             if let Some(i) = &c.iface {
-                line += &format!(" on {i}");
+                let _ = write!(line, " on {i}");
             }
         }
         if !c.peers.is_empty() {
-            line += &format!(" with {} unicast peers", c.peers.len());
+            let _ = write!(line, " with {} unicast peers", c.peers.len());
         }
         match &c.key {
-            Some(k) => line += &format!(" (key {})", k.display()),
+            Some(k) => {
+                let _ = write!(line, " (key {})", k.display());
+            }
             None => line += " (insecure)",
         }
         say(&line);
@@ -497,8 +501,7 @@ fn serve(
         saved,
         state_path.clone().map(|p| {
             agent::Saver(Box::new(move |bytes: &[u8]| {
-                state::save(&p, bytes)
-                    .map_err(|e| format!("{}: {}", p.display(), e.to_string().to_ascii_lowercase()))
+                state::save(&p, bytes).map_err(|e| format!("{}: {}", p.display(), io_text(&e)))
             }))
         }),
     );
