@@ -64,35 +64,42 @@ impl Schedule {
     /// Computes the schedule of `service` for `family`.
     pub fn build(service: &Service, family: Family) -> Schedule {
         let mut s = Schedule::EMPTY;
-        let eligible = || {
-            service
-                .iter()
-                .filter(|(_, b)| b.eligible() && Family::of(&b.addr) == family)
-        };
-        match service.policy {
-            Policy::RoundRobin | Policy::LeastUsed => eligible().for_each(|(i, _)| s.push(i)),
-            Policy::Failover => {
-                if let Some(best) = eligible().map(|(_, b)| b.prio).min() {
-                    eligible()
-                        .filter(|(_, b)| b.prio == best)
-                        .for_each(|(i, _)| s.push(i));
+        // One pass over the backends: each eligible one's weight (0: not eligible) and the
+        // best prio among them.
+        let mut w = [0u64; MAX_BACKENDS];
+        let mut prio = [0u32; MAX_BACKENDS];
+        let mut best = u32::MAX;
+        for (i, b) in service.iter() {
+            if b.eligible() && Family::of(&b.addr) == family {
+                if let (Some(wi), Some(pi)) = (w.get_mut(i), prio.get_mut(i)) {
+                    (*wi, *pi) = (u64::from(b.weight), b.prio);
+                    best = best.min(b.prio);
                 }
             }
+        }
+        match service.policy {
+            Policy::RoundRobin | Policy::LeastUsed => (0..MAX_BACKENDS)
+                .filter(|&i| w[i] > 0)
+                .for_each(|i| s.push(i)),
+            Policy::Failover => (0..MAX_BACKENDS)
+                .filter(|&i| w[i] > 0 && prio[i] == best)
+                .for_each(|i| s.push(i)),
             Policy::Weighted => {
-                let mut w = [0u64; MAX_BACKENDS];
-                eligible().for_each(|(i, b)| w[i] = u64::from(b.weight));
                 scale(&mut w);
-                let total: u64 = w.iter().sum();
-                let mut current = [0i64; MAX_BACKENDS];
+                // Scaled, the weights sum to at most SCHED_LEN: 32-bit arithmetic from here on
+                // (on 32-bit routers each 64-bit operation is several instructions).
+                let w = w.map(|x| x.min(SCHED_LEN as u64) as i32);
+                let total: i32 = w.iter().sum();
+                let mut current = [0i32; MAX_BACKENDS];
                 for _ in 0..total {
                     let mut pick = 0;
                     for i in 0..MAX_BACKENDS {
-                        current[i] += w[i] as i64;
+                        current[i] += w[i];
                         if w[i] > 0 && (w[pick] == 0 || current[i] > current[pick]) {
                             pick = i;
                         }
                     }
-                    current[pick] -= total as i64;
+                    current[pick] -= total;
                     s.push(pick);
                 }
             }
