@@ -154,24 +154,22 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     }
     let args = (1..usize::try_from(argc).unwrap_or(0))
         .map(|i| {
-            // SAFETY: the C runtime passes `argc` pointers to NUL-terminated strings in `argv`.
-            let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
-            arg.to_str().map(String::from)
+            // SAFETY: the C runtime passes `argc` pointers to NUL-terminated strings in `argv`,
+            // which stay in place, unchanged, for the life of the process.
+            let arg: &'static CStr = unsafe { CStr::from_ptr(*argv.add(i)) };
+            arg.to_str()
         })
         .collect();
     c_int::from(lbfo_main(args))
 }
 
-/// The command line (without the program's name), each argument as text or not.
-fn lbfo_main(args: Vec<Result<String, Utf8Error>>) -> u8 {
-    let args: Vec<String> = match args.into_iter().collect() {
-        Ok(a) => a,
-        Err(_) => {
-            say("lbfo-agentd: arguments must be UTF-8 text");
-            return EXIT_USAGE;
-        }
+/// The command line without the program's name: every argument as text, or the UTF-8 error of
+/// the first that is not.
+fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
+    let Ok(refs) = args else {
+        say("lbfo-agentd: arguments must be UTF-8 text");
+        return EXIT_USAGE;
     };
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let cli = match Cli::from_args(&["lbfo-agentd"], &refs) {
         Ok(cli) => cli,
         Err(early) => {

@@ -161,3 +161,40 @@ fn sighup_applies_the_new_config_and_keeps_counters_and_runtime_state() {
     h.wait_answer("sentinel.lan", "127.0.0.9");
     assert_eq!(h.resolve(&["gai4", "new.lan"]), "10.0.8.8");
 }
+
+#[test]
+fn the_command_line_refuses_non_text_and_unknown_flags_with_exit_2_and_helps_with_exit_0() {
+    use std::os::unix::ffi::OsStrExt;
+    let bin = lbfo_tests::artefacts().agent;
+    let run = |args: &[&std::ffi::OsStr]| Command::new(&bin).args(args).output().unwrap();
+
+    let out = run(&[
+        "-c".as_ref(),
+        std::ffi::OsStr::from_bytes(b"/etc/lbfo-\xff.conf"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "lbfo-agentd: arguments must be UTF-8 text\n"
+    );
+
+    let out = run(&["--frobnicate".as_ref()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--frobnicate")
+            && err.ends_with("Run lbfo-agentd --help for more information.\n"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+
+    let out = run(&["--help".as_ref()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("Usage: lbfo-agentd")
+            && help.contains("keygen")
+            && help.contains("status"),
+        "{help}"
+    );
+}
