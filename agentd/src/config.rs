@@ -147,7 +147,7 @@ impl ConfigError {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read(path).map_err(|e| ConfigError {
+    let text = crate::read_file(path).map_err(|e| ConfigError {
         line: 0,
         col: 0,
         problem: Problem::Read(

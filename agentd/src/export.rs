@@ -135,10 +135,10 @@ impl Export {
     /// Sends SIGHUP to dnsmasq; `Some(problem)` if none could be signalled.
     fn signal(&self) -> Option<String> {
         let pids = match &self.pid_file {
-            Some(f) => match fs::read_to_string(f) {
-                Ok(t) => match t.trim().parse::<i32>() {
-                    Ok(pid) if pid > 0 && is_dnsmasq(pid) => vec![pid],
-                    Ok(pid) if pid > 0 => {
+            Some(f) => match crate::read_file(f) {
+                Ok(t) => match std::str::from_utf8(&t).map(|t| t.trim().parse::<i32>()) {
+                    Ok(Ok(pid)) if pid > 0 && is_dnsmasq(pid) => vec![pid],
+                    Ok(Ok(pid)) if pid > 0 => {
                         return Some(format!(
                             "export: {}: process {pid} is not {DNSMASQ}; not signalled",
                             f.display()
@@ -208,7 +208,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn is_dnsmasq(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == DNSMASQ)
+    crate::read_file(Path::new(&format!("/proc/{pid}/comm")))
+        .is_ok_and(|c| c.trim_ascii_end() == DNSMASQ.as_bytes())
 }
 
 /// Every process named `dnsmasq`, from /proc.

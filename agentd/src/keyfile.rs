@@ -59,19 +59,8 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
             m.mode() & 0o7777
         ));
     }
-    // A plain read loop and the UTF-8 check apart, not `read_to_string`, whose inlined
-    // buffer-growing machinery is a kilobyte on the router build (size budget, issue #5).
     let bad = || "not a key file (expected hex text)".to_owned();
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 128];
-    loop {
-        match f.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(_) => return Err(bad()),
-        }
-    }
+    let bytes = crate::read_all(&mut f).map_err(|_| bad())?;
     parse(std::str::from_utf8(&bytes).map_err(|_| bad())?)
 }
 

@@ -26,6 +26,28 @@ pub fn errno_text(n: i32) -> String {
     s
 }
 
+/// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
+/// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
+/// kilobyte or two of the router build; every file the agent reads goes through here.
+pub fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => bytes.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The contents of the file at `path`, as `std::fs::read` (through [`read_all`]).
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_all(&mut std::fs::File::open(path)?)
+}
+
 /// An I/O error as the agent logs it: the C library's text, lower-cased, for an OS error (see
 /// [`errno_text`]); std's own message for the rest.
 pub fn io_text(e: &std::io::Error) -> String {
@@ -58,5 +80,17 @@ mod tests {
         assert_eq!(io_text(&e), "file exists");
         let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a key (hex)");
         assert_eq!(io_text(&e), "not a key (hex)");
+    }
+
+    #[test]
+    fn read_file_reads_all_of_a_file_over_many_chunks_and_reports_a_missing_one() {
+        let path = std::env::temp_dir().join(format!("lbfo-read-file-{}", std::process::id()));
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(read_file(&path).unwrap(), body);
+        std::fs::remove_file(&path).unwrap();
+        let e = read_file(&path).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(io_text(&e), "no such file or directory");
     }
 }

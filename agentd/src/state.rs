@@ -90,10 +90,10 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
 
 /// Reads the state at `path`: `Ok(None)` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<Saved>, String> {
-    match fs::read(path) {
+    match crate::read_file(path) {
         Ok(bytes) => decode(&bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string().to_ascii_lowercase()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(crate::io_text(&e)),
     }
 }
 

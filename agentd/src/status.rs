@@ -327,8 +327,9 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
         services,
-        cluster: std::fs::read_to_string(cluster_path(path))
+        cluster: crate::read_file(&cluster_path(path))
             .ok()
+            .and_then(|b| String::from_utf8(b).ok())
             .map(|t| parse_cluster(&t)),
     })
 }
