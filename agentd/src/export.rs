@@ -32,7 +32,10 @@ use std::path::{Path, PathBuf};
 
 use lbfo_core::policy::{Family, Schedule};
 use lbfo_core::Service;
+use nix::dir::Dir;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 /// The shortest time between two writes of the hosts file (and two signals to dnsmasq): short
@@ -214,10 +217,13 @@ fn is_dnsmasq(pid: i32) -> bool {
 
 /// Every process named `dnsmasq`, from /proc.
 fn dnsmasq_pids() -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
+    // nix's `Dir` (readdir) rather than std's `read_dir`: half a kilobyte less on the routers.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(mut dir) = Dir::open("/proc", flags, Mode::empty()) else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    dir.iter()
+        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse::<i32>().ok())
         .filter(|&p| is_dnsmasq(p))
         .collect()
 }
@@ -349,5 +355,35 @@ mod tests {
             )]
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_pid_file_every_process_named_dnsmasq_is_found_in_proc() {
+        // A process whose name (/proc/PID/comm) is `dnsmasq`: a copy of `sleep` by that name.
+        let dir = std::env::temp_dir().join(format!("lbfo-export-proc-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join(DNSMASQ);
+        fs::copy("/bin/sleep", &fake).unwrap();
+        // ETXTBSY: another test's child, between fork and exec, can still hold the copy's
+        // write descriptor for a moment.
+        let mut spawned = std::process::Command::new(&fake).arg("30").spawn();
+        for _ in 0..50 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    spawned = std::process::Command::new(&fake).arg("30").spawn();
+                }
+                _ => break,
+            }
+        }
+        let mut child = spawned.unwrap();
+        let pid = child.id() as i32;
+        let found = dnsmasq_pids();
+        let me = std::process::id() as i32;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(found.contains(&pid), "{pid} in {found:?}");
+        assert!(!found.contains(&me), "{me} is not dnsmasq: {found:?}");
     }
 }
