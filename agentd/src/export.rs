@@ -115,7 +115,7 @@ impl Export {
             Err(e) => Some(format!(
                 "export: {}: {}; dnsmasq keeps the previous answers",
                 self.hosts.display(),
-                lower(&e)
+                crate::io_text(&e)
             )),
             Ok(()) => {
                 self.last_text = Some(text);
@@ -139,9 +139,9 @@ impl Export {
     fn signal(&self) -> Option<String> {
         let pids = match &self.pid_file {
             Some(f) => match crate::read_file(f) {
-                Ok(t) => match std::str::from_utf8(&t).map(|t| t.trim().parse::<i32>()) {
-                    Ok(Ok(pid)) if pid > 0 && is_dnsmasq(pid) => vec![pid],
-                    Ok(Ok(pid)) if pid > 0 => {
+                Ok(t) => match pid_of(t.trim_ascii()) {
+                    Some(pid) if is_dnsmasq(pid) => vec![pid],
+                    Some(pid) => {
                         return Some(format!(
                             "export: {}: process {pid} is not {DNSMASQ}; not signalled",
                             f.display()
@@ -149,7 +149,7 @@ impl Export {
                     }
                     _ => return Some(format!("export: {}: not a pid", f.display())),
                 },
-                Err(e) => return Some(format!("export: {}: {}", f.display(), lower(&e))),
+                Err(e) => return Some(format!("export: {}: {}", f.display(), crate::io_text(&e))),
             },
             None => dnsmasq_pids(),
         };
@@ -210,6 +210,23 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// A process id written in decimal digits (as in a pid file or a /proc entry's name); `None`
+/// for anything else, 0 and what is past `i32::MAX`. (Not `str::parse`, which is a kilobyte of
+/// the router build for the agent's only two signed numbers.)
+fn pid_of(digits: &[u8]) -> Option<i32> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i32 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i32::from(d - b'0'))?;
+    }
+    (n > 0).then_some(n)
+}
+
 fn is_dnsmasq(pid: i32) -> bool {
     crate::read_file(Path::new(&format!("/proc/{pid}/comm")))
         .is_ok_and(|c| c.trim_ascii_end() == DNSMASQ.as_bytes())
@@ -223,21 +240,9 @@ fn dnsmasq_pids() -> Vec<i32> {
         return Vec::new();
     };
     dir.iter()
-        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse::<i32>().ok())
+        .filter_map(|e| pid_of(e.ok()?.file_name().to_bytes()))
         .filter(|&p| is_dnsmasq(p))
         .collect()
-}
-
-fn lower(e: &io::Error) -> String {
-    let mut s = e.to_string();
-    // "No such file or directory (os error 2)" -> "no such file or directory"
-    if let Some(i) = s.rfind('(') {
-        s.truncate(s[..i].trim_end().len());
-    }
-    if let Some(first) = s.get_mut(..1) {
-        first.make_ascii_lowercase();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -385,5 +390,24 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert!(found.contains(&pid), "{pid} in {found:?}");
         assert!(!found.contains(&me), "{me} is not dnsmasq: {found:?}");
+    }
+
+    #[test]
+    fn pids_are_positive_decimal_numbers_that_fit() {
+        for (text, want) in [
+            (&b"1"[..], Some(1)),
+            (b"4242", Some(4242)),
+            (b"2147483647", Some(i32::MAX)),
+            (b"2147483648", None),
+            (b"99999999999", None),
+            (b"0", None),
+            (b"", None),
+            (b"-5", None),
+            (b"+5", None),
+            (b"12a", None),
+            (b"self", None),
+        ] {
+            assert_eq!(pid_of(text), want, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 }

@@ -65,7 +65,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn parse(text: &str) -> Result<Vec<u8>, String> {
-    let t = text.trim().as_bytes();
+    let t = text.as_bytes().trim_ascii();
     let bad = || format!("not a key (expected at least {MIN_KEY_BYTES} bytes as hex digits)");
     if t.len() % 2 != 0 || t.len() < 2 * MIN_KEY_BYTES {
         return Err(bad());

@@ -179,7 +179,7 @@ fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
                     0
                 }
                 Err(()) => {
-                    say(early.output.trim_end());
+                    say(early.output.trim_ascii_end());
                     say("Run lbfo-agentd --help for more information.");
                     EXIT_USAGE
                 }

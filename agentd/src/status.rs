@@ -279,12 +279,12 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| lower(&e))?;
-    let len = file.metadata().map_err(|e| lower(&e))?.len();
+        .map_err(|e| crate::io_text(&e))?;
+    let len = file.metadata().map_err(|e| crate::io_text(&e))?.len();
     if len < 8 {
         return Err(format!("not an lbfo table ({len} bytes)"));
     }
-    let map = TableMapRo::map(&file).map_err(|e| lower(&e))?;
+    let map = TableMapRo::map(&file).map_err(|e| crate::io_text(&e))?;
     let view = TableView::new_checked(map.words()).map_err(|e| e.to_string())?;
     let id = view.counters_id();
     let seg = i32::try_from(id)
@@ -332,13 +332,6 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
             .and_then(|b| String::from_utf8(b).ok())
             .map(|t| parse_cluster(&t)),
     })
-}
-
-fn lower(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => crate::errno_text(n),
-        None => e.to_string(),
-    }
 }
 
 /// The one output buffer of every view. For the router size budget each kind of piece (text,
