@@ -4,6 +4,10 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
 pub mod agent;
 pub mod cluster;
 pub mod config;
@@ -46,6 +50,40 @@ pub fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
 /// The contents of the file at `path`, as `std::fs::read` (through [`read_all`]).
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     read_all(&mut std::fs::File::open(path)?)
+}
+
+/// The directory `path` names a file in: everything before its last `/` ("/run/lbfo/table" →
+/// "/run/lbfo", "/table" → "/", "table" → "."). Byte-wise, for paths as the config gives them
+/// (a file's, no trailing `/`): std's `Path::parent` and `create_dir_all` bring its component
+/// parser, ~1.5 KB of the router build.
+pub fn dir_of(path: &Path) -> &Path {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => Path::new("/"),
+        Some(i) => Path::new(OsStr::from_bytes(bytes.get(..i).unwrap_or_default())),
+        None => Path::new("."),
+    }
+}
+
+/// Creates directory `dir` with `mode` (before the umask), and its missing parents, as
+/// `DirBuilder::recursive` does; `Ok` when it is already a directory.
+pub fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let bytes = dir.as_os_str().as_bytes();
+    // Every prefix that ends before a `/` (but the root), then the whole path.
+    let ends = (1..bytes.len()).filter(|&i| bytes[i] == b'/');
+    for end in ends.chain([bytes.len()]) {
+        let prefix = Path::new(OsStr::from_bytes(bytes.get(..end).unwrap_or_default()));
+        match std::fs::DirBuilder::new().mode(mode).create(prefix) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+            _ => {}
+        }
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::ENOTDIR))
+    }
 }
 
 /// An I/O error as the agent logs it: the C library's text, lower-cased, for an OS error (see
@@ -92,5 +130,35 @@ mod tests {
         let e = read_file(&path).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         assert_eq!(io_text(&e), "no such file or directory");
+    }
+
+    #[test]
+    fn dir_of_is_everything_before_the_last_slash() {
+        for (path, dir) in [
+            ("/run/lbfo/table", "/run/lbfo"),
+            ("/table", "/"),
+            ("table", "."),
+            ("run/lbfo/table", "run/lbfo"),
+        ] {
+            assert_eq!(dir_of(Path::new(path)), Path::new(dir), "{path}");
+        }
+    }
+
+    #[test]
+    fn create_dirs_makes_the_missing_parents_and_refuses_a_file_in_the_way() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("lbfo-create-dirs-{}", std::process::id()));
+        let deep = top.join("a/b/c");
+        create_dirs(&deep, 0o755).unwrap();
+        assert!(deep.is_dir());
+        let mode = std::fs::metadata(&deep).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o700, 0o700, "{mode:o}");
+        create_dirs(&deep, 0o755).unwrap();
+        std::fs::write(top.join("file"), b"x").unwrap();
+        let e = create_dirs(&top.join("file/d"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        let e = create_dirs(&top.join("file"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

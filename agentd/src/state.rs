@@ -117,11 +117,7 @@ pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("/"),
-    };
-    File::open(dir)?.sync_all()
+    File::open(crate::dir_of(path))?.sync_all()
 }
 
 #[cfg(test)]

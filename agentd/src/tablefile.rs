@@ -15,9 +15,9 @@
 //! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
 
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -129,16 +129,9 @@ impl Shared {
 /// touched, so a second agent stops here.
 pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
     let shown = path.display();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::dir_of(path);
     if !dir.exists() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(os("create the table's directory"))?;
+        crate::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
         // The umask may have narrowed it; readers in every process must reach the table.
         std::fs::set_permissions(dir, Permissions::from_mode(0o755))
             .map_err(os("chmod the table's directory"))?;
