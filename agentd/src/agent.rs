@@ -22,6 +22,7 @@
 //! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
 //! `add` of an existing backend keeps its position and so its counter.
 
+use crate::Shown;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -220,7 +221,7 @@ impl<'m> Agent<'m> {
             if config.mtime_ms <= s.saved_ms {
                 agent.log(format!(
                     "start: {} unchanged since the state was saved; not applied again",
-                    agent.config_path.display()
+                    agent.config_path.shown()
                 ));
                 agent.config = config;
                 agent
@@ -275,7 +276,7 @@ impl<'m> Agent<'m> {
         let name = self.cluster.as_ref().map_or("", |c| c.name()).to_owned();
         self.log(format!(
             "start: {}: {n} commands as node {name}'s initial state",
-            self.config_path.display()
+            self.config_path.shown()
         ));
         self.held = self.holding();
         if !self.held {
@@ -466,7 +467,7 @@ impl<'m> Agent<'m> {
     /// Brings the live table to `config`: removes what the current config defines and `config`
     /// does not, then applies `config`'s commands on top (skipping `reset`).
     fn load(&mut self, config: Config, what: &str) {
-        let file = self.config_path.display().to_string();
+        let file = self.config_path.shown().to_string();
         for cmd in config::removals(&self.config.members, &config.members) {
             // A service or backend already deleted through the FIFO is fine.
             if self.command(&cmd).is_ok() {
@@ -513,12 +514,10 @@ impl<'m> Agent<'m> {
         }
         self.export = hosts.map(|h| Export::new(h.to_owned(), pid.map(ToOwned::to_owned)));
         let line = match (hosts, pid) {
-            (Some(h), Some(p)) => format!(
-                "export to {} for the dnsmasq of {}",
-                h.display(),
-                p.display()
-            ),
-            (Some(h), None) => format!("export to {} for every dnsmasq process", h.display()),
+            (Some(h), Some(p)) => {
+                format!("export to {} for the dnsmasq of {}", h.shown(), p.shown())
+            }
+            (Some(h), None) => format!("export to {} for every dnsmasq process", h.shown()),
             (None, _) => "export stopped".to_owned(),
         };
         self.log(format!("{what}: {line}"));
@@ -544,8 +543,8 @@ impl<'m> Agent<'m> {
             if old != new {
                 notes.push(format!(
                     "reload: `{what}` changed to {}; still using {} until the agent is restarted",
-                    new.display(),
-                    old.display()
+                    new.shown(),
+                    old.shown()
                 ));
                 old.clone_into(new);
             }
@@ -556,7 +555,7 @@ impl<'m> Agent<'m> {
                 self.config
                     .state
                     .as_ref()
-                    .map_or("none".to_owned(), |p| p.display().to_string())
+                    .map_or("none".to_owned(), |p| p.shown().to_string())
             ));
             config.state.clone_from(&self.config.state);
         }

@@ -12,6 +12,7 @@
 //! deletes what the old config defined and the new one no longer does ([`removals`]), and leaves
 //! alone whatever was created at run time through the FIFO.
 
+use crate::Shown;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -132,11 +133,11 @@ impl ConfigError {
     /// The one-line report: `FILE:LINE:COL: reason` (or `FILE: reason` without a position).
     pub fn report(&self, file: &Path) -> String {
         if self.line == 0 {
-            format!("{}: {}", file.display(), self.problem)
+            format!("{}: {}", file.shown(), self.problem)
         } else {
             format!(
                 "{}:{}:{}: {}",
-                file.display(),
+                file.shown(),
                 self.line,
                 self.col,
                 self.problem

@@ -25,6 +25,7 @@
 //!
 //! When the agent exits, the file stays, like the table: dnsmasq keeps answering the last state.
 
+use crate::Shown;
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -114,7 +115,7 @@ impl Export {
         let problem = match write_atomically(&self.hosts, text.as_bytes()) {
             Err(e) => Some(format!(
                 "export: {}: {}; dnsmasq keeps the previous answers",
-                self.hosts.display(),
+                self.hosts.shown(),
                 crate::io_text(&e)
             )),
             Ok(()) => {
@@ -126,7 +127,7 @@ impl Export {
             match &problem {
                 Some(p) => log.push(p.clone()),
                 None if self.last_problem.is_some() => {
-                    log.push(format!("export: {}: written again", self.hosts.display()));
+                    log.push(format!("export: {}: written again", self.hosts.shown()));
                 }
                 None => {}
             }
@@ -144,12 +145,12 @@ impl Export {
                     Some(pid) => {
                         return Some(format!(
                             "export: {}: process {pid} is not {DNSMASQ}; not signalled",
-                            f.display()
+                            f.shown()
                         ))
                     }
-                    _ => return Some(format!("export: {}: not a pid", f.display())),
+                    _ => return Some(format!("export: {}: not a pid", f.shown())),
                 },
-                Err(e) => return Some(format!("export: {}: {}", f.display(), crate::io_text(&e))),
+                Err(e) => return Some(format!("export: {}: {}", f.shown(), crate::io_text(&e))),
             },
             None => dnsmasq_pids(),
         };

@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 #![no_main]
 
+use lbfo_agentd::Shown;
 use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -190,11 +191,11 @@ fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
         (Some(Sub::Status(s)), top) => status_main(s, top),
         (Some(Sub::Keygen(k)), _) => match keyfile::generate(&k.path) {
             Ok(()) => {
-                say(&format!("keygen: wrote {} (mode 0600)", k.path.display()));
+                say(&format!("keygen: wrote {} (mode 0600)", k.path.shown()));
                 0
             }
             Err(e) => {
-                say(&format!("keygen: {}: {e}", k.path.display()));
+                say(&format!("keygen: {}: {e}", k.path.shown()));
                 EXIT_FAILURE
             }
         },
@@ -246,7 +247,7 @@ fn check_main(config: Option<PathBuf>) -> u8 {
     };
     match config::load(&path) {
         Ok(_) => {
-            let _ = put(STDOUT, format!("{}: ok\n", path.display()).as_bytes());
+            let _ = put(STDOUT, format!("{}: ok\n", path.shown()).as_bytes());
             0
         }
         Err(e) => {
@@ -339,11 +340,11 @@ fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<Clust
             .ok()
             .and_then(|h| h.into_string().ok())
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{}: no `node NAME` and no host name", path.display()))?,
+            .ok_or_else(|| format!("{}: no `node NAME` and no host name", path.shown()))?,
     };
     let key = match (&c.key, c.insecure) {
         (Some(k), _) => wire::Key::new(
-            keyfile::read(k).map_err(|e| format!("{}: key {}: {e}", path.display(), k.display()))?,
+            keyfile::read(k).map_err(|e| format!("{}: key {}: {e}", path.shown(), k.shown()))?,
         ),
         (None, true) => {
             say("cluster: warning: `insecure`: datagrams are not authenticated; anyone on the network can change this table");
@@ -352,7 +353,7 @@ fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<Clust
         (None, false) => {
             return Err(format!(
                 "{}: a cluster needs `key PATH` (make one with `lbfo-agentd keygen PATH`), or `insecure` to join without one",
-                path.display()
+                path.shown()
             ))
         }
     };
@@ -402,13 +403,13 @@ fn serve(
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {}", lower(e)))?;
 
-    let table_path = config.table.display().to_string();
+    let table_path = config.table.shown().to_string();
     let mut log = Vec::new();
     let lock = tablefile::prepare(&config.table, &mut log);
     flush(std::mem::take(&mut log));
     let lock = lock.map_err(|e| format!("table {table_path}: {e}"))?;
 
-    let fifo_path = config.fifo.display().to_string();
+    let fifo_path = config.fifo.shown().to_string();
     let (fifo, opened) = Fifo::open(&config.fifo).map_err(|e| format!("fifo {fifo_path}: {e}"))?;
     let how = match opened {
         Opened::Created => "created (mode 0600)".to_owned(),
@@ -459,7 +460,7 @@ fn serve(
         }
         match &c.key {
             Some(k) => {
-                let _ = write!(line, " (key {})", k.display());
+                let _ = write!(line, " (key {})", k.shown());
             }
             None => line += " (insecure)",
         }
@@ -482,7 +483,7 @@ fn serve(
             Err(e) => {
                 say(&format!(
                     "state {}: {e}; starting from the config (and the group)",
-                    p.display()
+                    p.shown()
                 ));
                 None
             }
@@ -499,7 +500,7 @@ fn serve(
         saved,
         state_path.clone().map(|p| {
             agent::Saver(Box::new(move |bytes: &[u8]| {
-                state::save(&p, bytes).map_err(|e| format!("{}: {}", p.display(), io_text(&e)))
+                state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))
             }))
         }),
     );
@@ -542,7 +543,7 @@ fn serve(
                 if let Err(e) = status::write_cluster(&status_path, &text) {
                     say(&format!(
                         "cluster: cannot write {}: {e}",
-                        status_path.display()
+                        status_path.shown()
                     ));
                 }
             }
@@ -644,7 +645,7 @@ fn serve(
             agent.publish();
         }
         if reload {
-            say(&format!("SIGHUP: reloading {}", config_path.display()));
+            say(&format!("SIGHUP: reloading {}", config_path.shown()));
             agent.reload(config::load(config_path));
             agent.publish();
         }

@@ -12,6 +12,7 @@
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
 
+use crate::Shown;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -271,7 +272,7 @@ impl Snapshot {
 /// Reads the table at `path`; the error is the one line to print.
 pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
     // One place prefixes every error with the table, for the router size budget.
-    read(path, now_ms).map_err(|e| format!("table {}: {e}", path.display()))
+    read(path, now_ms).map_err(|e| format!("table {}: {e}", path.shown()))
 }
 
 fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
@@ -319,7 +320,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         });
     }
     Ok(Snapshot {
-        table: path.display().to_string(),
+        table: path.shown().to_string(),
         generation: view.generation(),
         heartbeat_ms: view.heartbeat_ms(),
         now_ms,

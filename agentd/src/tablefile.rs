@@ -14,6 +14,7 @@
 //! Counters are never removed on exit: lookups keep counting while the agent is down.
 //! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
 
+use crate::Shown;
 use std::fmt;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Read};
@@ -109,7 +110,7 @@ impl Shared {
             let _ = Segment::remove(self.counters.id());
             return Err(os("rename the new table into place")(e));
         }
-        let shown = swap.path.display();
+        let shown = swap.path.shown();
         log.push(format!(
             "table {shown}: created (generation {:016x}, mode 0644)",
             swap.generation
@@ -128,7 +129,7 @@ impl Shared {
 /// Creates the table's directory if missing and takes the table's lock, before anything else is
 /// touched, so a second agent stops here.
 pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
-    let shown = path.display();
+    let shown = path.shown();
     let dir = crate::dir_of(path);
     if !dir.exists() {
         crate::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
@@ -137,19 +138,19 @@ pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
             .map_err(os("chmod the table's directory"))?;
         log.push(format!(
             "table {shown}: created directory {} (mode 0755)",
-            dir.display()
+            dir.shown()
         ));
     } else if let Ok(m) = std::fs::metadata(dir) {
         if m.mode() & 0o001 == 0 {
             log.push(format!(
                 "table {shown}: warning: {} is not searchable by other users, whose lookups will fall through",
-                dir.display()
+                dir.shown()
             ));
         }
         if m.mode() & 0o022 != 0 {
             log.push(format!(
                 "table {shown}: warning: {} is writable by other users, who could replace the table",
-                dir.display()
+                dir.shown()
             ));
         }
     }
@@ -162,7 +163,7 @@ pub struct Lock(Flock<File>);
 
 /// Reuses or creates the table at `path`, pushing what it did to `log`.
 pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
-    let shown = path.display();
+    let shown = path.shown();
     let mut old = None;
     match OpenOptions::new()
         .read(true)
@@ -243,7 +244,7 @@ fn adopt(
     let generation = view.generation();
     log.push(format!(
         "table {}: reusing it (generation {generation:016x})",
-        path.display()
+        path.shown()
     ));
     let id = view.counters_id();
     let kept = i32::try_from(id)
@@ -347,7 +348,7 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
     }
     log.push(format!(
         "table {}: retired the previous table; readers map the new one",
-        path.display()
+        path.shown()
     ));
     // Only a segment that is provably that table's counters, and ours, is removed.
     let Some(view) = view else { return };
