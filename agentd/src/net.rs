@@ -290,7 +290,7 @@ impl Net {
             };
             match sent {
                 Ok(_) => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // WouldBlock (buffer full), ENETUNREACH, ECONNREFUSED…: lost like on the wire.
                 Err(_) => return false,
             }
@@ -324,10 +324,10 @@ impl Net {
             match got {
                 Ok((n, from, true)) => f(Incoming::Datagram(&buf[..n.min(buf.len())]), from),
                 Ok((_, from, false)) => f(Incoming::Dropped(Drop::OtherGroup), from),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // An ICMP error from an earlier unicast send surfaces here: not ours to act on.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
                 Err(e) => return Err(e),
             }
         }

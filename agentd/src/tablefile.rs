@@ -184,7 +184,7 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
                     .and_then(|_| TableMap::map(&file).ok());
             }
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         // ELOOP: a symlink; rename replaces the link itself.
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             log.push(format!("table {shown}: replacing a symlink"));
