@@ -540,7 +540,7 @@ impl<'m> Agent<'m> {
             ("table", &self.config.table, &mut config.table),
             ("fifo", &self.config.fifo, &mut config.fifo),
         ] {
-            if old != new {
+            if !crate::same_path(Some(old), Some(new)) {
                 notes.push(format!(
                     "reload: `{what}` changed to {}; still using {} until the agent is restarted",
                     new.shown(),
@@ -549,7 +549,7 @@ impl<'m> Agent<'m> {
                 old.clone_into(new);
             }
         }
-        if self.config.state != config.state {
+        if !crate::same_path(self.config.state.as_deref(), config.state.as_deref()) {
             notes.push(format!(
                 "reload: `state` changed; still using {} until the agent is restarted",
                 self.config

@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// The cluster settings of a config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Eq)]
 pub struct ClusterConfig {
     /// `group ADDR:PORT`.
     pub group: Option<SocketAddr>,
@@ -77,6 +77,29 @@ pub struct ClusterConfig {
     pub key: Option<PathBuf>,
     /// `insecure`.
     pub insecure: bool,
+}
+
+/// Field by field, the key's path as text ([`crate::same_path`]).
+impl PartialEq for ClusterConfig {
+    fn eq(&self, other: &ClusterConfig) -> bool {
+        // Destructured, so that a new field cannot be left out of the comparison.
+        let ClusterConfig {
+            group,
+            iface,
+            ttl,
+            node,
+            peers,
+            key,
+            insecure,
+        } = self;
+        *group == other.group
+            && *iface == other.iface
+            && *ttl == other.ttl
+            && *node == other.node
+            && *peers == other.peers
+            && crate::same_path(key.as_deref(), other.key.as_deref())
+            && *insecure == other.insecure
+    }
 }
 
 impl ClusterConfig {
@@ -444,5 +467,26 @@ mod tests {
             ]
         );
         assert!(removals(&new.members, &new.members).is_empty());
+    }
+
+    #[test]
+    fn cluster_settings_are_equal_exactly_when_every_setting_is() {
+        let base =
+            "group [ff15::1]:7946\niface eth0\nttl 2\nnode gw1\npeer [fd00::2]:7946\nkey /k\n";
+        let c = |text: &str| parse(text.as_bytes()).unwrap().cluster;
+        assert_eq!(c(base), c(base));
+        assert_eq!(c(&format!("{base}add a.lan 10.0.0.1\n")), c(base));
+        for other in [
+            base.replace("key /k", "key /k2"),
+            base.replace("key /k\n", ""),
+            base.replace("ttl 2", "ttl 3"),
+            base.replace("node gw1", "node gw2"),
+            base.replace("iface eth0", "iface eth1"),
+            base.replace("[ff15::1]:7946", "[ff15::2]:7946"),
+            base.replace("peer [fd00::2]:7946", "peer [fd00::3]:7946"),
+            format!("{base}insecure\n"),
+        ] {
+            assert_ne!(c(&other), c(base), "{other}");
+        }
     }
 }

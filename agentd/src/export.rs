@@ -78,7 +78,8 @@ impl Export {
 
     /// Whether this export writes `hosts` and signals as `pid_file` says.
     pub fn is(&self, hosts: &Path, pid_file: Option<&Path>) -> bool {
-        self.hosts == hosts && self.pid_file.as_deref() == pid_file
+        crate::same_path(Some(&self.hosts), Some(hosts))
+            && crate::same_path(self.pid_file.as_deref(), pid_file)
     }
 
     /// Notes that the table changed.

@@ -66,6 +66,13 @@ impl Shown for Path {
     }
 }
 
+/// Whether two (optional) paths are the same text. Not `Path`'s `==`, which compares component
+/// by component (~1 KB of the router build): for the agent a path spelled differently in the
+/// config is a changed setting.
+pub fn same_path(a: Option<&Path>, b: Option<&Path>) -> bool {
+    a.map(Path::as_os_str) == b.map(Path::as_os_str)
+}
+
 /// The directory `path` names a file in: everything before its last `/` ("/run/lbfo/table" →
 /// "/run/lbfo", "/table" → "/", "table" → "."). Byte-wise, for paths as the config gives them
 /// (a file's, no trailing `/`): std's `Path::parent` and `create_dir_all` bring its component
@@ -174,5 +181,14 @@ mod tests {
         let e = create_dirs(&top.join("file"), 0o755).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
         std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn same_path_compares_the_text() {
+        let (a, b) = (Path::new("/run/lbfo/table"), Path::new("/run//lbfo/table"));
+        assert!(same_path(Some(a), Some(a)));
+        assert!(!same_path(Some(a), Some(b)), "spelled differently: changed");
+        assert!(!same_path(Some(a), None));
+        assert!(same_path(None, None));
     }
 }
