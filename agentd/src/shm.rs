@@ -13,51 +13,100 @@
 use lbfo_core::atomic::AtomicU64;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+/// A shared mapping of a whole file, unmapped on drop. Mapped with `mmap(2)` directly, as the
+/// counters' segment is attached with `shmat`: memmap2, on the 32-bit routers, brings a page
+/// size query (`sysconf`, `getrlimit`) and boxed string errors, ~2.5 KB of the 200 KiB budget.
+#[derive(Debug)]
+struct FileMap {
+    addr: *mut libc::c_void,
+    bytes: usize,
+}
+
+impl FileMap {
+    /// Maps all of `file` (`MAP_SHARED`) with protection `prot`. An empty file is an empty map.
+    fn new(file: &File, prot: libc::c_int) -> io::Result<FileMap> {
+        let len = file.metadata()?.len();
+        let bytes = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        if bytes == 0 {
+            return Ok(FileMap {
+                addr: std::ptr::null_mut(),
+                bytes,
+            });
+        }
+        // SAFETY: a null address lets the kernel choose where to map; `file` is an open
+        // descriptor for the call's duration and `bytes` its length; the result is checked.
+        // Rust never sees the pages as anything but atomics (`words`), so other processes
+        // changing them (lookups counting, the agent writing) are not data races.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                prot,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileMap { addr, bytes })
+    }
+
+    fn words(&self) -> &[AtomicU64] {
+        words_of(self.addr.cast::<u8>().cast_const(), self.bytes)
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            // SAFETY: `addr` and `bytes` are a live mapping from `mmap`, unmapped exactly once,
+            // here; no slice from `words` outlives `self`.
+            unsafe { libc::munmap(self.addr, self.bytes) };
+        }
+    }
+}
 
 /// A read-write shared mapping of a whole table file.
 #[derive(Debug)]
 pub struct TableMap {
-    map: MmapMut,
+    map: FileMap,
 }
 
 impl TableMap {
-    /// Maps all of `file` shared and writable. The file must be open read-write.
+    /// Maps all of `file` shared and writable. The file must be open read-write. The table file
+    /// is ours (root-owned, mode 0644, the agent is its only writer and never truncates it).
     pub fn map(file: &File) -> io::Result<TableMap> {
-        // SAFETY: memmap2 requires that the file is not truncated or changed in ways Rust cannot
-        // see while mapped. The table file is ours (root-owned, mode 0644, the agent is its only
-        // writer and never truncates it), and we only ever access the mapping through atomics
-        // (`words`), so concurrent readers in other processes are not data races.
-        let map = unsafe { MmapOptions::new().map_mut(file)? };
+        let map = FileMap::new(file, libc::PROT_READ | libc::PROT_WRITE)?;
         Ok(TableMap { map })
     }
 
     /// The mapping as words.
     pub fn words(&self) -> &[AtomicU64] {
-        words_of(self.map.as_ptr(), self.map.len())
+        self.map.words()
     }
 }
 
 /// A read-only shared mapping of a table file, for `status`.
 #[derive(Debug)]
 pub struct TableMapRo {
-    map: Mmap,
+    map: FileMap,
 }
 
 impl TableMapRo {
     /// Maps all of `file` shared and read-only.
     pub fn map(file: &File) -> io::Result<TableMapRo> {
-        // SAFETY: as for `TableMap::map`; here we only load through atomics, and the agent that
-        // writes the file only ever writes it through atomics too.
-        let map = unsafe { MmapOptions::new().map(file)? };
+        let map = FileMap::new(file, libc::PROT_READ)?;
         Ok(TableMapRo { map })
     }
 
     /// The mapping as words. Only loads are allowed on these pages: `lbfo_core::shm::TableView`
     /// never stores, and a plain 64-bit atomic load does not write on the targets lbfo builds for.
     pub fn words(&self) -> &[AtomicU64] {
-        words_of(self.map.as_ptr(), self.map.len())
+        self.map.words()
     }
 }
 
@@ -211,5 +260,20 @@ mod tests {
         assert_eq!((rw.words().len(), ro.words().len()), (512, 512));
         rw.words()[511].store(42, Ordering::Relaxed);
         assert_eq!(ro.words()[511].load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn an_empty_file_maps_to_no_words_and_a_missing_mapping_is_an_error() {
+        let path =
+            std::env::temp_dir().join(format!("lbfo-agentd-shm-empty-{}", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        let ro = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(TableMapRo::map(&ro).unwrap().words().is_empty());
+        f.set_len(4096).unwrap();
+        assert_eq!(TableMapRo::map(&ro).unwrap().words().len(), 512);
+        // Write-only descriptor: mmap refuses (EACCES), and says so.
+        let e = TableMap::map(&f).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     }
 }

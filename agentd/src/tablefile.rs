@@ -214,7 +214,7 @@ fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
 
 /// Maps `file` if it is a table this agent may take over; otherwise says why not.
 fn reusable(file: &File) -> Result<TableMap, String> {
-    let m = file.metadata().map_err(|e| e.to_string())?;
+    let m = file.metadata().map_err(|e| crate::io_text(&e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.is_file() {
         return Err("not a regular file".into());
@@ -228,7 +228,7 @@ fn reusable(file: &File) -> Result<TableMap, String> {
     if m.len() != TABLE_BYTES {
         return Err(format!("{} bytes, expected {TABLE_BYTES}", m.len()));
     }
-    let map = TableMap::map(file).map_err(|e| e.to_string())?;
+    let map = TableMap::map(file).map_err(|e| crate::io_text(&e))?;
     Writer::attach(map.words()).map_err(|e| e.to_string())?;
     Ok(map)
 }
