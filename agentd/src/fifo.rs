@@ -14,10 +14,10 @@
 //! means writers coming and going never make `poll` report hang-up over and over.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, Permissions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -142,11 +142,7 @@ impl Fifo {
             Err(e) => return Err(FifoError::Os("mkfifo", e)),
         }
         // O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), not followed.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path)
+        let file = crate::open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOFOLLOW, 0)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => FifoError::NotFifo,
                 Some(n) => FifoError::Os("open", Errno::from_raw(n)),
@@ -316,7 +312,7 @@ mod tests {
         );
 
         // Writes split over the pipe come out as lines; an empty pipe reads as nothing.
-        let mut w = OpenOptions::new().write(true).open(&path).unwrap();
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         use std::io::Write;
         w.write_all(b"one\ntw").unwrap();
         let (mut s, mut buf, mut lines) = (Splitter::default(), vec![0; 8], Vec::new());

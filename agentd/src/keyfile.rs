@@ -4,9 +4,8 @@
 //! newline). **A key file that anyone but its owner can read, or that is not a regular file, is
 //! refused**: whoever reads the key can change every table in the cluster.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::io_text;
@@ -21,7 +20,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Writes a new random key to `path` (mode 0600); refuses to overwrite an existing file.
 pub fn generate(path: &Path) -> Result<(), String> {
     let mut key = [0u8; KEY_BYTES];
-    std::fs::File::open("/dev/urandom")
+    crate::open(Path::new("/dev/urandom"), libc::O_RDONLY, 0)
         .and_then(|mut f| f.read_exact(&mut key))
         .map_err(|e| format!("read /dev/urandom: {}", io_text(&e)))?;
     // The key as hex digits and a newline, written straight from a buffer.
@@ -30,13 +29,8 @@ pub fn generate(path: &Path) -> Result<(), String> {
         text[2 * i] = HEX[usize::from(b >> 4)];
         text[2 * i + 1] = HEX[usize::from(b & 15)];
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| io_text(&e))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let mut f = crate::open(path, flags, 0o600).map_err(|e| io_text(&e))?;
     f.write_all(&text)
         .and_then(|()| f.sync_all())
         .map_err(|e| io_text(&e))
@@ -44,11 +38,7 @@ pub fn generate(path: &Path) -> Result<(), String> {
 
 /// Reads and checks a key file; the error says what is wrong.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| io_text(&e))?;
+    let mut f = crate::open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0).map_err(|e| io_text(&e))?;
     let m = f.metadata().map_err(|e| io_text(&e))?;
     if !m.is_file() {
         return Err("not a regular file".into());

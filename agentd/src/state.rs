@@ -13,9 +13,8 @@
 //! a restart the cluster's merge orders the saved changes, the config and the peers' changes
 //! exactly as before. Only the wire types derive serde; the entries use [`WEntry`].
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::{parse_line, Command, Line};
@@ -106,18 +105,12 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)?;
+    let mut f = crate::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
-    File::open(crate::dir_of(path))?.sync_all()
+    crate::open(crate::dir_of(path), libc::O_RDONLY | libc::O_DIRECTORY, 0)?.sync_all()
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 use crate::Shown;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::NO_COUNTERS;
@@ -132,13 +131,8 @@ pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&tmp)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
+    let mut f = crate::open(&tmp, flags, 0o644)?;
     f.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)
 }
@@ -276,11 +270,7 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
 }
 
 fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| crate::io_text(&e))?;
+    let file = crate::open(path, libc::O_RDONLY, 0).map_err(|e| crate::io_text(&e))?;
     let len = file.metadata().map_err(|e| crate::io_text(&e))?.len();
     if len < 8 {
         return Err(format!("not an lbfo table ({len} bytes)"));

@@ -16,9 +16,9 @@
 
 use crate::Shown;
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -165,12 +165,7 @@ pub struct Lock(Flock<File>);
 pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
     let shown = path.shown();
     let mut old = None;
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-    {
+    match crate::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
         Ok(file) => match reusable(&file) {
             Ok(map) => return adopt(map, lock, path, log),
             Err(reason) => {
@@ -197,15 +192,12 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
 fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
     let mut p = path.as_os_str().to_owned();
     p.push(".lock");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(PathBuf::from(p))
-        .map_err(os("open the table's lock file"))?;
+    let f = crate::open(
+        Path::new(&p),
+        libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .map_err(os("open the table's lock file"))?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
         Errno::EWOULDBLOCK => SetupError::Locked,
         e => SetupError::Os("lock the table", e),
@@ -319,14 +311,8 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
 
 /// Makes a complete table with its counters in `tmp`.
 fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(tmp)
-        .map_err(os("create the new table"))?;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let file = crate::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
     // The umask may have narrowed the mode; every process must be able to read the table.
     file.set_permissions(Permissions::from_mode(0o644))
         .map_err(os("chmod the new table"))?;
@@ -368,7 +354,7 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
 
 /// A random nonzero generation number.
 fn random_generation() -> io::Result<u64> {
-    let mut f = File::open("/dev/urandom")?;
+    let mut f = crate::open(Path::new("/dev/urandom"), libc::O_RDONLY, 0)?;
     loop {
         let mut b = [0u8; 8];
         f.read_exact(&mut b)?;
