@@ -4,7 +4,7 @@
 //! newline). **A key file that anyone but its owner can read, or that is not a regular file, is
 //! refused**: whoever reads the key can change every table in the cluster.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -20,9 +20,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Writes a new random key to `path` (mode 0600); refuses to overwrite an existing file.
 pub fn generate(path: &Path) -> Result<(), String> {
     let mut key = [0u8; KEY_BYTES];
-    crate::open(Path::new("/dev/urandom"), libc::O_RDONLY, 0)
-        .and_then(|mut f| f.read_exact(&mut key))
-        .map_err(|e| format!("read /dev/urandom: {}", io_text(&e)))?;
+    crate::random(&mut key).map_err(|e| format!("getrandom: {}", io_text(&e)))?;
     // The key as hex digits and a newline, written straight from a buffer.
     let mut text = [b'\n'; 2 * KEY_BYTES + 1];
     for (i, b) in key.into_iter().enumerate() {

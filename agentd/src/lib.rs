@@ -46,6 +46,24 @@ pub fn open(path: &Path, flags: libc::c_int, mode: u32) -> std::io::Result<std::
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`, which waits only until the
+/// kernel's generator is first seeded): for keys and table generations. No file to open, and
+/// no `read_exact` machinery in the router build.
+#[allow(unsafe_code)]
+pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..).filter(|r| !r.is_empty()) {
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which we own.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => got += n,
+            Err(_) if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
+            Err(_) => return Err(std::io::Error::last_os_error()),
+        }
+    }
+    Ok(())
+}
+
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
 /// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
 /// kilobyte or two of the router build; every file the agent reads goes through here.
@@ -206,5 +224,18 @@ mod tests {
         assert!(!same_path(Some(a), Some(b)), "spelled differently: changed");
         assert!(!same_path(Some(a), None));
         assert!(same_path(None, None));
+    }
+
+    #[test]
+    fn random_fills_the_whole_buffer_differently_each_time() {
+        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+        random(&mut a).unwrap();
+        random(&mut b).unwrap();
+        assert_ne!(a, b);
+        // Every byte is written: in 4 KiB of random bytes each value shows up.
+        let mut seen = [false; 256];
+        a.iter().for_each(|&x| seen[usize::from(x)] = true);
+        assert!(seen.iter().all(|&s| s), "some byte value never appeared");
+        random(&mut []).unwrap();
     }
 }

@@ -17,7 +17,7 @@
 use crate::Shown;
 use std::fmt;
 use std::fs::{File, Permissions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -319,7 +319,7 @@ fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
     file.set_len(TABLE_BYTES)
         .map_err(os("size the new table"))?;
     let map = TableMap::map(&file).map_err(os("map the new table"))?;
-    let generation = random_generation().map_err(os("read /dev/urandom"))?;
+    let generation = random_generation().map_err(os("getrandom"))?;
     let writer = Writer::init(map.words(), generation).ok_or(SetupError::Init)?;
     let counters = new_counters(generation)?;
     writer.set_counters_id(counters.id() as u64);
@@ -354,10 +354,9 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
 
 /// A random nonzero generation number.
 fn random_generation() -> io::Result<u64> {
-    let mut f = crate::open(Path::new("/dev/urandom"), libc::O_RDONLY, 0)?;
     loop {
         let mut b = [0u8; 8];
-        f.read_exact(&mut b)?;
+        crate::random(&mut b)?;
         let g = u64::from_ne_bytes(b);
         if g != 0 {
             return Ok(g);
