@@ -23,6 +23,7 @@
 //! `add` of an existing backend keeps its position and so its counter.
 
 use crate::Shown;
+use lbfo_core::addr::Ip;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -708,7 +709,10 @@ impl<'m> Agent<'m> {
                 else {
                     continue;
                 };
-                self.log(format!("limit reached: {service} {addr} after {n} lookups"));
+                self.log(format!(
+                    "limit reached: {service} {} after {n} lookups",
+                    Ip(addr)
+                ));
             }
         }
     }
@@ -786,7 +790,9 @@ impl<'m> Agent<'m> {
         if current == v.up {
             self.log(format!(
                 "check: {} {} {word} ({}); already {word}",
-                v.service, v.addr, v.why
+                v.service,
+                Ip(v.addr),
+                v.why
             ));
             return;
         }
@@ -798,7 +804,9 @@ impl<'m> Agent<'m> {
         match self.command(&cmd) {
             Ok(()) => self.log(format!(
                 "check: {} {} {word} ({})",
-                v.service, v.addr, v.why
+                v.service,
+                Ip(v.addr),
+                v.why
             )),
             Err(e) => self.log(format!("check: {e} ({})", render(&cmd))),
         }
@@ -868,7 +876,7 @@ pub fn render(cmd: &Command) -> String {
     let mut s = String::from(verb);
     let _ = write!(s, " {}", cmd.service());
     if let Some(a) = addr {
-        let _ = write!(s, " {a}");
+        let _ = write!(s, " {}", Ip(*a));
     }
     match cmd {
         Command::Add {

@@ -22,6 +22,7 @@
 //!   receiver that has forgotten the sender. The clocks of a cluster must agree within
 //!   [`FRESH_MS`] (NTP).
 
+use lbfo_core::addr::Sock;
 use std::net::SocketAddr;
 
 use crate::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
@@ -401,11 +402,15 @@ impl Cluster {
         for (id, p) in &self.peers {
             o += &format!(
                 "peer {} {id:016x} {} {} {} {}\n",
-                p.name, p.addr, p.heard_ms, p.epoch, p.in_sync
+                p.name,
+                Sock(p.addr),
+                p.heard_ms,
+                p.epoch,
+                p.in_sync
             );
         }
         for ((addr, why), n) in &self.drops {
-            o += &format!("drop {addr} {} {n}\n", why.name());
+            o += &format!("drop {} {} {n}\n", Sock(*addr), why.name());
         }
         o
     }
@@ -633,7 +638,7 @@ mod tests {
         assert_eq!(b.replica.service("w.lan").unwrap().iter().count(), 1);
         let drops: Vec<String> = b
             .drops()
-            .map(|((a, w), n)| format!("{a} {} {n}", w.name()))
+            .map(|((a, w), n)| format!("{} {} {n}", Sock(*a), w.name()))
             .collect();
         assert_eq!(
             drops,

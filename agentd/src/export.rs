@@ -26,6 +26,7 @@
 //! When the agent exits, the file stays, like the table: dnsmasq keeps answering the last state.
 
 use crate::Shown;
+use lbfo_core::addr::Ip;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -184,7 +185,7 @@ pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
         }
         for (pos, b) in s.iter() {
             if picked.get(pos) == Some(&true) {
-                let _ = writeln!(out, "{} {}", b.addr, s.name);
+                let _ = writeln!(out, "{} {}", Ip(b.addr), s.name);
             }
         }
     }

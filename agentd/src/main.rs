@@ -33,6 +33,7 @@
 #![no_main]
 
 use lbfo_agentd::Shown;
+use lbfo_core::addr::Sock;
 use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -450,7 +451,7 @@ fn serve(
         let mut line = format!("cluster: node {}", setup.name);
         // `write!` into the one line, no temporary Strings. (Writing to a String cannot fail.)
         if let Some(g) = c.group {
-            let _ = write!(line, " joins {g}");
+            let _ = write!(line, " joins {}", Sock(g));
             if let Some(i) = &c.iface {
                 let _ = write!(line, " on {i}");
             }

@@ -29,6 +29,7 @@
 //! needed (join by index).
 #![allow(unsafe_code)]
 
+use lbfo_core::addr::Ip;
 use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
@@ -191,8 +192,9 @@ impl Net {
                             source = Some(a);
                             warnings.push(format!(
                                 "cluster: warning: IP_MULTICAST_IF: {}; datagrams to the group \
-                                 leave{on} by their source address {a} (IP_PKTINFO) instead",
-                                io_text(&e)
+                                 leave{on} by their source address {} (IP_PKTINFO) instead",
+                                io_text(&e),
+                                Ip(IpAddr::V4(a))
                             ));
                         }
                         r => r.map_err(what("IP_MULTICAST_IF"))?,

@@ -13,6 +13,7 @@
 //! digest exactly when they answer from the same table.
 
 use crate::Shown;
+use lbfo_core::addr::Ip;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -384,7 +385,7 @@ impl Out {
     /// An address, left-aligned in `w` columns (0: as it is).
     #[inline(never)]
     fn addr(&mut self, a: &IpAddr, w: usize) -> &mut Self {
-        let _ = write!(self.0, "{a:<w$}");
+        let _ = write!(self.0, "{:<w$}", Ip(*a));
         self
     }
 

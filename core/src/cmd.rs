@@ -495,9 +495,9 @@ impl<'a> Args<'a> {
             let err = |kind| Err(ParseError { col, kind });
             match arg {
                 Arg::Path | Arg::Iface | Arg::Node => self.word = tok,
-                Arg::Addr | Arg::MaybeAddr => match tok.parse() {
-                    Ok(a) => self.addr = Some(a),
-                    Err(_) => return err(ParseErrorKind::BadAddr),
+                Arg::Addr | Arg::MaybeAddr => match crate::addr::parse_ip(tok) {
+                    Some(a) => self.addr = Some(a),
+                    None => return err(ParseErrorKind::BadAddr),
                 },
                 Arg::Tcp if tok != "tcp" => return err(ParseErrorKind::BadCheckKind),
                 Arg::Tcp => {}
@@ -697,7 +697,7 @@ fn socket_addr(tok: &str) -> Option<SocketAddr> {
         }
         None => (host, 0),
     };
-    match (ip.parse().ok()?, host.starts_with('[')) {
+    match (crate::addr::parse_ip(ip)?, host.starts_with('[')) {
         (IpAddr::V4(a), false) => Some(SocketAddr::V4(SocketAddrV4::new(a, port))),
         (IpAddr::V6(a), true) => Some(SocketAddr::V6(SocketAddrV6::new(a, port, 0, scope))),
         _ => None,

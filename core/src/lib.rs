@@ -5,6 +5,7 @@
 //! time in and does the mapping; this crate only interprets memory it is given, and it does so
 //! through checked views that cannot panic on any content.
 //!
+//! - [`addr`]: IP addresses parsed and shown as `core::net` does, in less code.
 //! - [`name`]: service names, case folding and hashing.
 //! - [`cmd`]: the one parser for config files and FIFO lines.
 //! - [`table`]: the agent's table and how commands change it.
@@ -14,6 +15,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod atomic;
 pub mod cmd;
 pub mod name;
