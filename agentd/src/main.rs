@@ -652,8 +652,15 @@ fn serve(
         }
         flush(agent.take_log());
         if let Some(sig) = stop {
+            // Only SIGTERM and SIGINT are blocked for the signalfd besides SIGHUP. (Not nix's
+            // `Display`, a table of every signal's name.)
+            let name = if sig == Signal::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
             say(&format!(
-                "{sig}: exiting; the table stays in place and keeps answering"
+                "{name}: exiting; the table stays in place and keeps answering"
             ));
             return Ok(());
         }

@@ -198,3 +198,28 @@ fn the_command_line_refuses_non_text_and_unknown_flags_with_exit_2_and_helps_wit
         "{help}"
     );
 }
+
+#[test]
+fn sigint_and_sigterm_exit_cleanly_naming_the_signal_and_the_table_keeps_answering() {
+    let mut h = Host::new("add a.lan 10.0.0.1\n");
+    h.start();
+    h.signal(libc::SIGINT);
+    h.wait_for("the agent logs its exit on SIGINT", || {
+        h.log()
+            .contains("SIGINT: exiting; the table stays in place and keeps answering")
+    });
+    let st = h.stop().expect("the agent ran");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert_eq!(h.resolve(&["gai4", "a.lan"]), "10.0.0.1");
+
+    h.start();
+    let st = h.stop().expect("the agent ran");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(
+        h.log()
+            .contains("SIGTERM: exiting; the table stays in place and keeps answering"),
+        "{}",
+        h.log()
+    );
+    assert_eq!(h.resolve(&["gai4", "a.lan"]), "10.0.0.1");
+}
