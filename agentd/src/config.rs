@@ -180,17 +180,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         ),
     })?;
     let mut config = parse(&text)?;
-    config.mtime_ms = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        // `as_millis() as u64` without the u128 arithmetic (router size budget); wrapping, as
-        // that truncation was.
-        .map_or(0, |d| {
-            d.as_secs()
-                .wrapping_mul(1000)
-                .wrapping_add(u64::from(d.subsec_millis()))
-        });
+    // From the raw `st_mtime` fields, not through `SystemTime` (router size budget); 0 for
+    // a time before 1970, as before.
+    config.mtime_ms = std::fs::metadata(path).map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        crate::ms_of(m.mtime(), m.mtime_nsec())
+    });
     Ok(config)
 }
 

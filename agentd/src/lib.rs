@@ -64,6 +64,23 @@ pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Milliseconds on `clock` (`CLOCK_MONOTONIC` or `CLOCK_REALTIME`; 0 before its epoch, which
+/// cannot happen on these clocks). `clock_gettime` read directly: std's `Instant` and
+/// `SystemTime` bring `Duration` arithmetic in 128 bits, a kilobyte on the 32-bit routers.
+pub fn clock_ms(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock).map_or(0, |t| ms_of(t.tv_sec(), t.tv_nsec()))
+}
+
+/// Seconds and nanoseconds (of whatever width the target's `timespec` has) as milliseconds;
+/// 0 for a time before the epoch.
+pub(crate) fn ms_of(secs: impl Into<i64>, nanos: impl Into<i64>) -> u64 {
+    let ms = secs
+        .into()
+        .wrapping_mul(1000)
+        .wrapping_add(nanos.into() / 1_000_000);
+    u64::try_from(ms).unwrap_or(0)
+}
+
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
 /// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
 /// kilobyte or two of the router build; every file the agent reads goes through here.
@@ -237,5 +254,24 @@ mod tests {
         a.iter().for_each(|&x| seen[usize::from(x)] = true);
         assert!(seen.iter().all(|&s| s), "some byte value never appeared");
         random(&mut []).unwrap();
+    }
+
+    #[test]
+    fn clocks_in_milliseconds_agree_with_std() {
+        use nix::time::ClockId;
+        let std_ms = || {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            d.as_millis() as u64
+        };
+        let (before, ours, after) = (std_ms(), clock_ms(ClockId::CLOCK_REALTIME), std_ms());
+        assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+        let t0 = clock_ms(ClockId::CLOCK_MONOTONIC);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t1 = clock_ms(ClockId::CLOCK_MONOTONIC);
+        assert!((20..2000).contains(&(t1 - t0)), "{t0} {t1}");
+        assert_eq!(ms_of(1_700_000_000i64, 999_999_999i64), 1_700_000_000_999);
+        assert_eq!(ms_of(-1i64, 0i64), 0, "before the epoch");
     }
 }

@@ -39,18 +39,19 @@ use std::fmt::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::Utf8Error;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use argh::FromArgs;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::time::ClockId;
 
 use lbfo_agentd::agent::{self, Agent, Now};
 use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
 use lbfo_agentd::{
-    cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile, wire,
+    clock_ms, cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile,
+    wire,
 };
 
 const EXIT_FAILURE: u8 = 1;
@@ -362,20 +363,25 @@ fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<Clust
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    clock_ms(ClockId::CLOCK_REALTIME)
 }
 
 /// The loop's clock: the only place the agent reads the time.
 struct Clock {
-    start: Instant,
+    /// `CLOCK_MONOTONIC` at start, in milliseconds.
+    start_ms: u64,
 }
 
 impl Clock {
+    fn start() -> Clock {
+        Clock {
+            start_ms: clock_ms(ClockId::CLOCK_MONOTONIC),
+        }
+    }
+
     fn now(&self) -> Now {
         Now {
-            mono_ms: self.start.elapsed().as_millis() as u64,
+            mono_ms: clock_ms(ClockId::CLOCK_MONOTONIC).saturating_sub(self.start_ms),
             wall_ms: wall_ms(),
         }
     }
@@ -434,9 +440,7 @@ fn serve(
         .counters_view()
         .ok_or_else(|| format!("table {table_path}: counters segment does not match"))?;
 
-    let clock = Clock {
-        start: Instant::now(),
-    };
+    let clock = Clock::start();
     let mut net = None;
     let mut cluster = None;
     if let Some(setup) = setup {
