@@ -122,6 +122,8 @@ pub enum Problem {
     DuplicateSetting(&'static str),
     /// A setting's path that is not absolute (the agent may run from any directory).
     RelativePath,
+    /// A path with a NUL byte, which no system call takes.
+    NulInPath,
     /// `peer` and `group` addresses of different families, or peers on different ports.
     MixedPeers,
 }
@@ -134,6 +136,7 @@ impl fmt::Display for Problem {
             Problem::Apply(e) => e.fmt(f),
             Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),
             Problem::RelativePath => f.write_str("path must be absolute"),
+            Problem::NulInPath => f.write_str("path contains a NUL byte"),
             Problem::MixedPeers => f.write_str(
                 "`group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
             ),
@@ -270,6 +273,9 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                 let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
                 if !path.starts_with('/') {
                     return Err(at(col, Problem::RelativePath));
+                }
+                if path.bytes().any(|b| b == 0) {
+                    return Err(at(col, Problem::NulInPath));
                 }
                 *slot = Some(PathBuf::from(path));
             }
@@ -412,6 +418,7 @@ mod tests {
             "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
         );
         check("hosts-file tmp/h", "f:1:12: path must be absolute");
+        check("state /var/lib/l\0x", "f:1:7: path contains a NUL byte");
         check(
             "dnsmasq-pid /a\ndnsmasq-pid /b",
             "f:2:1: `dnsmasq-pid` given twice",

@@ -16,16 +16,23 @@ pub mod fifo;
 #[doc(hidden)]
 pub mod fuzzing;
 
-/// The C library's text for errno `n` (strerror), lower-cased, as the agent logs it: "no such file
-/// or directory". One source for every message (std's `io::Error` uses the same text), and on
-/// the routers no second table of errno strings (nix's `Errno::desc`) in the binary.
+/// The C library's text for errno `n` (`strerror_r`), lower-cased, as the agent logs it: "no
+/// such file or directory". One source for every message (std's `io::Error` uses the same
+/// text), and on the routers no second table of errno strings (nix's `Errno::desc`).
+#[allow(unsafe_code)]
 pub fn errno_text(n: i32) -> String {
-    let mut s = std::io::Error::from_raw_os_error(n).to_string();
-    // std appends " (os error N)". (A byte search: a `&str` pattern would bring in the two-way
-    // substring searcher, ~1.5 KB on the routers, and even `rfind(char)` is half a kilobyte.)
-    if let Some(i) = s.bytes().rposition(|b| b == b'(') {
-        s.truncate(i.saturating_sub(1));
-    }
+    let mut buf = [0u8; 128];
+    // SAFETY: strerror_r (the XSI one, which the libc crate binds on glibc and musl) writes at
+    // most `buf.len()` bytes, NUL included, into `buf`.
+    let r = unsafe { libc::strerror_r(n, buf.as_mut_ptr().cast(), buf.len()) };
+    let text = std::ffi::CStr::from_bytes_until_nul(&buf)
+        .ok()
+        .filter(|_| r == 0)
+        .and_then(|c| c.to_str().ok());
+    let Some(text) = text else {
+        return format!("unknown error {n}");
+    };
+    let mut s = text.to_owned();
     s.make_ascii_lowercase();
     s
 }
@@ -163,7 +170,11 @@ pub fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
 pub fn io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => errno_text(n),
-        None => e.to_string(),
+        // Not reached in practice: the agent's std calls fail with an errno but for a NUL byte
+        // in a path (refused when the config is read) and a write of nothing (`WriteZero`).
+        // Not std's own text, whose `Display` is ~2 KB of the router build with its lossy
+        // UTF-8 decoding.
+        None => "I/O error without an errno".to_owned(),
     }
 }
 pub mod health;
@@ -188,8 +199,9 @@ mod tests {
         assert_eq!(errno_text(libc::EACCES), "permission denied");
         let e = std::io::Error::from_raw_os_error(libc::EEXIST);
         assert_eq!(io_text(&e), "file exists");
-        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a key (hex)");
-        assert_eq!(io_text(&e), "not a key (hex)");
+        let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+        assert_eq!(io_text(&e), "I/O error without an errno");
+        assert_eq!(errno_text(-1), "unknown error -1");
     }
 
     #[test]

@@ -547,8 +547,9 @@ fn serve(
                 let text = format!("{text}send_errors {}\n", n.send_errors);
                 if let Err(e) = status::write_cluster(&status_path, &text) {
                     say(&format!(
-                        "cluster: cannot write {}: {e}",
-                        status_path.shown()
+                        "cluster: cannot write {}: {}",
+                        status_path.shown(),
+                        io_text(&e)
                     ));
                 }
             }
@@ -623,7 +624,7 @@ fn serve(
                     net::Incoming::Datagram(d) => agent.datagram(d, from),
                     net::Incoming::Dropped(why) => agent.dropped(from, why),
                 })
-                .map_err(|e| format!("cluster socket: read: {e}"))?;
+                .map_err(|e| format!("cluster socket: read: {}", io_text(&e)))?;
                 agent.sync();
             }
         }
