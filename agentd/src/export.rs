@@ -34,9 +34,7 @@ use std::path::{Path, PathBuf};
 use lbfo_core::policy::{Family, Schedule};
 use lbfo_core::Service;
 use nix::dir::Dir;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 /// The shortest time between two writes of the hosts file (and two signals to dnsmasq): short
@@ -232,8 +230,8 @@ fn is_dnsmasq(pid: i32) -> bool {
 /// Every process named `dnsmasq`, from /proc.
 fn dnsmasq_pids() -> Vec<i32> {
     // nix's `Dir` (readdir) rather than std's `read_dir`: half a kilobyte less on the routers.
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let Ok(mut dir) = Dir::open("/proc", flags, Mode::empty()) else {
+    let proc = crate::open(Path::new("/proc"), libc::O_RDONLY | libc::O_DIRECTORY, 0);
+    let Some(mut dir) = proc.ok().and_then(|f| Dir::from(f).ok()) else {
         return Vec::new();
     };
     dir.iter()

@@ -21,7 +21,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
 
 /// The longest command line accepted, newline excluded. Equal to Linux's `PIPE_BUF`, the largest
 /// write a pipe keeps whole when several processes write at once.
@@ -136,7 +135,7 @@ impl Fifo {
     /// Creates (if missing) and opens the FIFO at `path`; see the module docs for the checks.
     pub fn open(path: &Path) -> Result<(Fifo, Opened), FifoError> {
         let mut created = false;
-        match nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)) {
+        match crate::mkfifo(path, 0o600) {
             Ok(()) => created = true,
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(FifoError::Os("mkfifo", e)),

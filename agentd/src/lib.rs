@@ -44,11 +44,13 @@ pub fn errno_text(n: i32) -> String {
 #[allow(unsafe_code)]
 pub fn open(path: &Path, flags: libc::c_int, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
-    let fd = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC),
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-    )?;
+    let path = c_path(path).map_err(std::io::Error::from)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; the mode is passed as
+    // the C variadic argument's promoted type.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // SAFETY: `open` just returned this descriptor; nothing else owns it.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
@@ -86,6 +88,23 @@ pub(crate) fn ms_of(secs: impl Into<i64>, nanos: impl Into<i64>) -> u64 {
         .wrapping_mul(1000)
         .wrapping_add(nanos.into() / 1_000_000);
     u64::try_from(ms).unwrap_or(0)
+}
+
+/// `mkfifo(3)` with `mode` (before the umask).
+#[allow(unsafe_code)]
+pub fn mkfifo(path: &Path, mode: u32) -> nix::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::mkfifo(path.as_ptr(), mode) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+/// `path` for a system call; EINVAL if it holds a NUL byte. (One conversion for the agent's few
+/// path calls, in place of nix's per-call copies.)
+fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
 }
 
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
