@@ -87,9 +87,18 @@ impl<K: Ord, V> VecMap<K, V> {
         }
     }
 
-    /// Keeps the entries for which `f` says yes.
+    /// Keeps the entries for which `f` says yes, in order. (Kept entries are swapped forward
+    /// and the rest cut off the end: less code per map type than `Vec::retain_mut`.)
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
-        self.0.retain_mut(|(k, v)| f(k, v));
+        let mut kept = 0;
+        for i in 0..self.0.len() {
+            let (k, v) = &mut self.0[i];
+            if f(k, v) {
+                self.0.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.0.truncate(kept);
     }
 }
 
@@ -210,5 +219,22 @@ mod tests {
         assert!(m.contains_key("d") && !m.contains_key("c"));
         assert_eq!(m.get_mut("zz"), None);
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn retain_keeps_order_and_changes_and_drops_the_rest() {
+        for mask in 0u32..256 {
+            let mut m: VecMap<u32, String> = (0..8).map(|k| (k, format!("v{k}"))).collect();
+            m.retain(|k, v| {
+                v.push('!');
+                mask & (1 << k) != 0
+            });
+            let want: Vec<(u32, String)> = (0..8)
+                .filter(|k| mask & (1 << k) != 0)
+                .map(|k| (k, format!("v{k}!")))
+                .collect();
+            let got: Vec<(u32, String)> = m.iter().map(|(k, v)| (*k, v.clone())).collect();
+            assert_eq!(got, want, "mask {mask:08b}");
+        }
     }
 }
