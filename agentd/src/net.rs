@@ -103,6 +103,32 @@ fn ifindex(name: &str) -> Result<u32, String> {
     }
 }
 
+/// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
+/// and `first`'s port. (nix's calls rather than `UdpSocket::bind` and `set_nonblocking`, whose
+/// address resolution and `ioctl` are half a kilobyte more of the router build.)
+fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{
+        bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let port = first.port();
+    let fd = match first {
+        SocketAddr::V4(_) => {
+            let fd = socket(AddressFamily::Inet, SockType::Datagram, flags, None)?;
+            let any = SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+            bind(fd.as_raw_fd(), &any)?;
+            fd
+        }
+        SocketAddr::V6(_) => {
+            let fd = socket(AddressFamily::Inet6, SockType::Datagram, flags, None)?;
+            let any = std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(any))?;
+            fd
+        }
+    };
+    Ok(UdpSocket::from(fd))
+}
+
 /// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
 /// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
 fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
@@ -141,17 +167,10 @@ impl Net {
             .or(peers.first().copied())
             .ok_or("no group and no peer")?;
         let index = iface.map(ifindex).transpose()?.unwrap_or(0);
-        let any: IpAddr = match first {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
         fn what(w: &'static str) -> impl Fn(io::Error) -> String {
             move |e| format!("{w}: {}", io_text(&e))
         }
-        // std opens sockets close-on-exec.
-        let sock = UdpSocket::bind((any, first.port())).map_err(what("bind"))?;
-        sock.set_nonblocking(true)
-            .map_err(what("set non-blocking"))?;
+        let sock = bound(first).map_err(what("bind"))?;
         let fd = sock.as_fd();
         let mut warnings = Vec::new();
         let mut check_dest = false;
