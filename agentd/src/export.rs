@@ -28,7 +28,8 @@
 use crate::Shown;
 use lbfo_core::addr::Ip;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::policy::{Family, Schedule};
@@ -197,7 +198,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = PathBuf::from(tmp);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
     let result = crate::open(&tmp, flags, 0o644)
-        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|f| crate::write_all(f.as_fd(), bytes))
         .and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -14,13 +14,14 @@
 //! means writers coming and going never make `poll` report hang-up over and over.
 
 use std::fmt;
-use std::fs::{File, Permissions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use nix::errno::Errno;
+use nix::sys::stat::Mode;
 
 /// The longest command line accepted, newline excluded. Equal to Linux's `PIPE_BUF`, the largest
 /// write a pipe keeps whole when several processes write at once.
@@ -172,8 +173,8 @@ impl Fifo {
             Opened::Existing
         };
         if mode != 0o600 && (created || mode & 0o077 != 0) {
-            file.set_permissions(Permissions::from_mode(0o600))
-                .map_err(|e| FifoError::Os("fchmod", io_errno(&e)))?;
+            nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(0o600))
+                .map_err(|e| FifoError::Os("fchmod", e))?;
         }
         // Best effort: a smaller buffer only makes big concurrent writes less safe.
         let fd = file.as_raw_fd();
@@ -301,7 +302,7 @@ mod tests {
         );
         assert_eq!(Fifo::open(&path).unwrap_err(), FifoError::Busy);
         drop(fifo);
-        std::fs::set_permissions(&path, Permissions::from_mode(0o622)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622)).unwrap();
         let (fifo, how) = Fifo::open(&path).unwrap();
         assert_eq!(how, Opened::Narrowed(0o622));
         assert_eq!(fifo.pipe_bytes(), PIPE_BYTES as usize);

@@ -4,7 +4,7 @@
 //! newline). **A key file that anyone but its owner can read, or that is not a regular file, is
 //! refused**: whoever reads the key can change every table in the cluster.
 
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -28,8 +28,8 @@ pub fn generate(path: &Path) -> Result<(), String> {
         text[2 * i + 1] = HEX[usize::from(b & 15)];
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let mut f = crate::open(path, flags, 0o600).map_err(|e| io_text(&e))?;
-    f.write_all(&text)
+    let f = crate::open(path, flags, 0o600).map_err(|e| io_text(&e))?;
+    crate::write_all(f.as_fd(), &text)
         .and_then(|()| f.sync_all())
         .map_err(|e| io_text(&e))
 }

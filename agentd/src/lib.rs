@@ -107,6 +107,21 @@ fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
 }
 
+/// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
+/// the agent's (files, stdout, stderr) goes through here rather than `Write::write_all`.
+pub fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EIO.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
 /// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
 /// kilobyte or two of the router build; every file the agent reads goes through here.

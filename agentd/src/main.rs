@@ -230,16 +230,8 @@ fn say(line: &str) {
 /// Writes all of `bytes` to stdout or stderr, unbuffered (one `write` when the pipe takes it
 /// whole), retrying on EINTR. The agent writes whole lines and reports, so std's buffered,
 /// locked `Stdout`/`Stderr` writers are not used: they are a few KiB of the router binary.
-fn put(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(0) => return Err(Errno::EIO),
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+fn put(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
+    lbfo_agentd::write_all(fd, bytes)
 }
 
 fn check_main(config: Option<PathBuf>) -> u8 {

@@ -14,7 +14,7 @@
 //! exactly as before. Only the wire types derive serde; the entries use [`WEntry`].
 
 use std::fs;
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::{parse_line, Command, Line};
@@ -105,8 +105,8 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    let mut f = crate::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
-    f.write_all(bytes)?;
+    let f = crate::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
+    crate::write_all(f.as_fd(), bytes)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;

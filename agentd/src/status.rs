@@ -128,13 +128,13 @@ pub fn cluster_path(table: &Path) -> PathBuf {
 
 /// Replaces the cluster state file in one step (temporary file, rename), mode 0644.
 pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
+    use std::os::fd::AsFd;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
-    let mut f = crate::open(&tmp, flags, 0o644)?;
-    f.write_all(text.as_bytes())?;
+    let f = crate::open(&tmp, flags, 0o644)?;
+    crate::write_all(f.as_fd(), text.as_bytes())?;
     std::fs::rename(&tmp, path)
 }
 

@@ -18,6 +18,7 @@ use crate::Shown;
 use std::fmt;
 use std::fs::{File, Permissions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -314,8 +315,11 @@ fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
     let file = crate::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
     // The umask may have narrowed the mode; every process must be able to read the table.
-    file.set_permissions(Permissions::from_mode(0o644))
-        .map_err(os("chmod the new table"))?;
+    nix::sys::stat::fchmod(
+        file.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| os("chmod the new table")(e.into()))?;
     file.set_len(TABLE_BYTES)
         .map_err(os("size the new table"))?;
     let map = TableMap::map(&file).map_err(os("map the new table"))?;
