@@ -205,9 +205,8 @@ pub fn io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => errno_text(n),
         // Not reached in practice: the agent's std calls fail with an errno but for a NUL byte
-        // in a path (refused when the config is read) and a write of nothing (`WriteZero`).
-        // Not std's own text, whose `Display` is ~2 KB of the router build with its lossy
-        // UTF-8 decoding.
+        // in a path, which the config refuses (and argv cannot hold). Not std's own text, whose
+        // `Display` is ~2 KB of the router build with its lossy UTF-8 decoding.
         None => "I/O error without an errno".to_owned(),
     }
 }

@@ -331,8 +331,8 @@ impl<'de> serde::de::Visitor<'de> for EntryVisitor {
     }
 }
 
-/// What a message says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a message says. Serde by hand in the derive's exact layout, as [`WEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// "I have just started: here is my initial state's digest; send me what you know beyond it."
     Hello {
@@ -352,6 +352,72 @@ pub enum Body {
     },
     /// State: a command's effect, or the contents of digest buckets that differed.
     Entries(Vec<WEntry>),
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTupleVariant;
+        let (index, variant, name, digest, reply) = match self {
+            Body::Hello { name, digest } => (0, "Hello", name, digest, None),
+            Body::Digest {
+                name,
+                digest,
+                reply,
+            } => (1, "Digest", name, digest, Some(reply)),
+            Body::Entries(es) => return s.serialize_newtype_variant("Body", 2, "Entries", es),
+        };
+        let fields = 2 + usize::from(reply.is_some());
+        let mut t = s.serialize_tuple_variant("Body", index, variant, fields)?;
+        t.serialize_field(name)?;
+        t.serialize_field(digest)?;
+        if let Some(r) = reply {
+            t.serialize_field(r)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
+        d.deserialize_enum("Body", &["Hello", "Digest", "Entries"], BodyVisitor(0))
+    }
+}
+
+/// Reads a body; `.0` is the variant, once known.
+struct BodyVisitor(u32);
+
+impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a message body")
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<Body, A::Error> {
+        use serde::de::{Error, VariantAccess};
+        let (index, v): (u32, _) = a.variant()?;
+        match index {
+            0 => v.tuple_variant(2, BodyVisitor(0)),
+            1 => v.tuple_variant(3, BodyVisitor(1)),
+            2 => v.newtype_variant().map(Body::Entries),
+            _ => Err(A::Error::custom("unknown message kind")),
+        }
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+        let short = || serde::de::Error::custom("message cut short");
+        let name: String = seq.next_element()?.ok_or_else(short)?;
+        let digest: Vec<u32> = seq.next_element()?.ok_or_else(short)?;
+        if self.0 == 0 {
+            return Ok(Body::Hello { name, digest });
+        }
+        let reply = seq.next_element()?.ok_or_else(short)?;
+        Ok(Body::Digest {
+            name,
+            digest,
+            reply,
+        })
+    }
 }
 
 /// One datagram's content.
@@ -845,6 +911,83 @@ mod tests {
         }
         assert!(
             postcard::from_bytes::<WEntry>(&[2, 0]).is_err(),
+            "unknown kind"
+        );
+    }
+
+    /// What `#[derive]` makes of `Body`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum DerivedBody {
+        Hello {
+            name: String,
+            digest: Vec<u32>,
+        },
+        Digest {
+            name: String,
+            digest: Vec<u32>,
+            reply: bool,
+        },
+        Entries(Vec<DerivedEntry>),
+    }
+
+    #[test]
+    fn bodies_encode_as_the_derived_enum_does() {
+        let mut g = Rng(0x0123_4567_89ab_cdef);
+        for i in 0..300u32 {
+            let name = format!("node-{i}");
+            let digest: Vec<u32> = (0..i % 70).map(|_| g.n() as u32).collect();
+            let reply = g.n() % 2 == 0;
+            let st = g.st();
+            let (ours, derived) = match i % 3 {
+                0 => (
+                    Body::Hello {
+                        name: name.clone(),
+                        digest: digest.clone(),
+                    },
+                    DerivedBody::Hello { name, digest },
+                ),
+                1 => (
+                    Body::Digest {
+                        name: name.clone(),
+                        digest: digest.clone(),
+                        reply,
+                    },
+                    DerivedBody::Digest {
+                        name,
+                        digest,
+                        reply,
+                    },
+                ),
+                _ => {
+                    let n = (i % 5) as usize;
+                    let ours = (0..n)
+                        .map(|_| WEntry::Service {
+                            name: name.clone(),
+                            created: st,
+                            deleted: st,
+                            policy: (1, st),
+                        })
+                        .collect();
+                    let derived = (0..n)
+                        .map(|_| DerivedEntry::Service {
+                            name: name.clone(),
+                            created: st,
+                            deleted: st,
+                            policy: (1, st),
+                        })
+                        .collect();
+                    (Body::Entries(ours), DerivedBody::Entries(derived))
+                }
+            };
+            let bytes = postcard::to_allocvec(&ours).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&derived).unwrap(), "{i}");
+            assert_eq!(postcard::from_bytes::<Body>(&bytes).unwrap(), ours);
+            for cut in 0..bytes.len() {
+                assert!(postcard::from_bytes::<Body>(&bytes[..cut]).is_err());
+            }
+        }
+        assert!(
+            postcard::from_bytes::<Body>(&[3, 0]).is_err(),
             "unknown kind"
         );
     }
