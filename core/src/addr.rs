@@ -144,6 +144,8 @@ impl Buf {
         }
     }
 
+    // Out of line: every other method pushes through it.
+    #[inline(never)]
     fn push(&mut self, b: u8) {
         if let Some(slot) = self.bytes.get_mut(self.len) {
             *slot = b;
@@ -193,11 +195,13 @@ impl Buf {
     }
 
     fn v6(&mut self, a: &Ipv6Addr) {
-        if let Some(v4) = a.to_ipv4_mapped() {
+        let o = a.octets();
+        if o[..10] == [0; 10] && o[10..12] == [0xff; 2] {
+            // IPv4-mapped.
             self.push_str("::ffff:");
-            return self.v4(&v4);
+            return self.v4(&Ipv4Addr::new(o[12], o[13], o[14], o[15]));
         }
-        let g = a.segments();
+        let g: [u16; 8] = core::array::from_fn(|i| u16::from_be_bytes([o[2 * i], o[2 * i + 1]]));
         // The first longest run of two or more zero groups becomes `::`.
         let (mut best, mut best_len, mut run) = (0, 0, 0);
         for (i, &x) in g.iter().enumerate() {
