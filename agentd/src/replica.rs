@@ -805,19 +805,7 @@ mod tests {
         assert!(a.names().next().is_none());
     }
 
-    /// A tiny deterministic generator for the property tests (no dependency needed).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::TestRng as Rng;
 
     fn random_command(rng: &mut Rng) -> Command {
         let s = rng.below(3);
