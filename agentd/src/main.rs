@@ -193,11 +193,11 @@ fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
         (Some(Sub::Status(s)), top) => status_main(s, top),
         (Some(Sub::Keygen(k)), _) => match keyfile::generate(&k.path) {
             Ok(()) => {
-                say(&format!("keygen: wrote {} (mode 0600)", k.path.shown()));
+                say_fmt(format_args!("keygen: wrote {} (mode 0600)", k.path.shown()));
                 0
             }
             Err(e) => {
-                say(&format!("keygen: {}: {e}", k.path.shown()));
+                say_fmt(format_args!("keygen: {}: {e}", k.path.shown()));
                 EXIT_FAILURE
             }
         },
@@ -221,8 +221,13 @@ const STDERR: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(2) };
 
 /// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
 fn say(line: &str) {
-    let mut l = String::with_capacity(line.len() + 1);
-    l.push_str(line);
+    say_fmt(format_args!("{line}"));
+}
+
+/// [`say`] for a formatted line: written into one buffer with its newline.
+fn say_fmt(line: std::fmt::Arguments<'_>) {
+    let mut l = String::new();
+    let _ = l.write_fmt(line);
     l.push('\n');
     let _ = put(STDERR, l.as_bytes());
 }
@@ -417,7 +422,7 @@ fn serve(
             format!("mode was {m:04o}, letting other users in; set to 0600")
         }
     };
-    say(&format!(
+    say_fmt(format_args!(
         "fifo {fifo_path}: {how}; pipe buffer {} bytes",
         fifo.pipe_bytes()
     ));
@@ -478,7 +483,7 @@ fn serve(
         Some(p) => match state::load(p) {
             Ok(s) => s,
             Err(e) => {
-                say(&format!(
+                say_fmt(format_args!(
                     "state {}: {e}; starting from the config (and the group)",
                     p.shown()
                 ));
@@ -510,7 +515,7 @@ fn serve(
     let committed = shared.commit(&mut log);
     flush(std::mem::take(&mut log));
     committed.map_err(|e| format!("table {table_path}: {e}"))?;
-    say(&format!(
+    say_fmt(format_args!(
         "ready: commands on {fifo_path}, table {table_path}"
     ));
 
@@ -538,7 +543,7 @@ fn serve(
             if let Some(text) = agent.cluster_status(clock.now()) {
                 let text = format!("{text}send_errors {}\n", n.send_errors);
                 if let Err(e) = status::write_cluster(&status_path, &text) {
-                    say(&format!(
+                    say_fmt(format_args!(
                         "cluster: cannot write {}: {}",
                         status_path.shown(),
                         io_text(&e)
@@ -643,7 +648,7 @@ fn serve(
             agent.publish();
         }
         if reload {
-            say(&format!("SIGHUP: reloading {}", config_path.shown()));
+            say_fmt(format_args!("SIGHUP: reloading {}", config_path.shown()));
             agent.reload(config::load(config_path));
             agent.publish();
         }
@@ -656,7 +661,7 @@ fn serve(
             } else {
                 "SIGTERM"
             };
-            say(&format!(
+            say_fmt(format_args!(
                 "{name}: exiting; the table stays in place and keeps answering"
             ));
             return Ok(());
