@@ -27,7 +27,6 @@
 
 use crate::Shown;
 use lbfo_core::addr::Ip;
-use std::fs;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -199,9 +198,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
     let result = crate::open(&tmp, flags, 0o644)
         .and_then(|f| crate::write_all(f.as_fd(), bytes))
-        .and_then(|()| fs::rename(&tmp, path));
+        .and_then(|()| crate::rename(&tmp, path));
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = crate::unlink(&tmp);
     }
     result
 }
@@ -245,6 +244,7 @@ fn dnsmasq_pids() -> Vec<i32> {
 mod tests {
     use super::*;
     use lbfo_core::{parse_line, Line, Table, MAX_SERVICES};
+    use std::fs;
 
     fn table(cmds: &str) -> Vec<Option<Service>> {
         let mut slots = vec![None; MAX_SERVICES];

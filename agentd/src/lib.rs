@@ -107,6 +107,67 @@ fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
 }
 
+/// Runs the path system call `call` on `path` as a C string: `Err` with the errno when it
+/// returns -1. The agent's path calls ([`rename`], [`unlink`], [`mkdir`], [`chmod`],
+/// [`mode_of`]) go through here and [`c_path`] rather than `std::fs`, whose per-call C-string
+/// conversions are ~1 KB more of the router build.
+fn path_call(
+    path: &Path,
+    call: impl FnOnce(&std::ffi::CStr) -> libc::c_int,
+) -> std::io::Result<()> {
+    if call(&c_path(path)?) < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `rename(2)`.
+#[allow(unsafe_code)]
+pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    let to = c_path(to)?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    path_call(from, |from| unsafe {
+        libc::rename(from.as_ptr(), to.as_ptr())
+    })
+}
+
+/// `unlink(2)`.
+#[allow(unsafe_code)]
+pub fn unlink(path: &Path) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::unlink(p.as_ptr()) })
+}
+
+/// `mkdir(2)` with `mode` (before the umask).
+#[allow(unsafe_code)]
+pub fn mkdir(path: &Path, mode: u32) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::mkdir(p.as_ptr(), mode) })
+}
+
+/// `chmod(2)`.
+#[allow(unsafe_code)]
+pub fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::chmod(p.as_ptr(), mode) })
+}
+
+/// `stat(2)`: the mode (file type and permission bits) of what `path` names.
+#[allow(unsafe_code)]
+pub fn mode_of(path: &Path) -> std::io::Result<u32> {
+    // SAFETY: all zeroes is a valid `stat` (plain integers).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated string that outlives the call; stat writes one `struct stat`
+    // into `st`, which is that big.
+    path_call(path, |p| unsafe { libc::stat(p.as_ptr(), &mut st) })?;
+    Ok(st.st_mode)
+}
+
+/// Whether `mode` (as [`mode_of`] gives it) is a directory's.
+pub fn is_dir(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
+}
+
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
 /// the agent's (files, stdout, stderr) goes through here rather than `Write::write_all`.
 pub fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
@@ -181,18 +242,17 @@ pub fn dir_of(path: &Path) -> &Path {
 /// Creates directory `dir` with `mode` (before the umask), and its missing parents, as
 /// `DirBuilder::recursive` does; `Ok` when it is already a directory.
 pub fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
     let bytes = dir.as_os_str().as_bytes();
     // Every prefix that ends before a `/` (but the root), then the whole path.
     let ends = (1..bytes.len()).filter(|&i| bytes[i] == b'/');
     for end in ends.chain([bytes.len()]) {
         let prefix = Path::new(OsStr::from_bytes(bytes.get(..end).unwrap_or_default()));
-        match std::fs::DirBuilder::new().mode(mode).create(prefix) {
+        match mkdir(prefix, mode) {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
             _ => {}
         }
     }
-    if dir.is_dir() {
+    if mode_of(dir).is_ok_and(is_dir) {
         Ok(())
     } else {
         Err(std::io::Error::from_raw_os_error(libc::ENOTDIR))
@@ -336,5 +396,29 @@ mod tests {
         assert!((20..2000).contains(&(t1 - t0)), "{t0} {t1}");
         assert_eq!(ms_of(1_700_000_000i64, 999_999_999i64), 1_700_000_000_999);
         assert_eq!(ms_of(-1i64, 0i64), 0, "before the epoch");
+    }
+
+    #[test]
+    fn path_calls_do_what_their_system_calls_do_and_report_errno() {
+        let top = std::env::temp_dir().join(format!("lbfo-path-calls-{}", std::process::id()));
+        mkdir(&top, 0o700).unwrap();
+        assert!(is_dir(mode_of(&top).unwrap()));
+        assert_eq!(
+            mkdir(&top, 0o700).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
+        chmod(&top, 0o750).unwrap();
+        assert_eq!(mode_of(&top).unwrap() & 0o777, 0o750);
+        let (a, b) = (top.join("a"), top.join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        assert!(!is_dir(mode_of(&a).unwrap()));
+        rename(&a, &b).unwrap();
+        assert_eq!(mode_of(&a).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+        unlink(&b).unwrap();
+        assert_eq!(unlink(&b).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        let nul = Path::new(OsStr::from_bytes(b"/tmp/a\0b"));
+        assert_eq!(unlink(nul).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        std::fs::remove_dir(&top).unwrap();
     }
 }

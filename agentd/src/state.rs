@@ -13,7 +13,6 @@
 //! a restart the cluster's merge orders the saved changes, the config and the peers' changes
 //! exactly as before. Only the wire types derive serde; the entries use [`WEntry`].
 
-use std::fs;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +108,7 @@ pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::write_all(f.as_fd(), bytes)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path)?;
+    crate::rename(&tmp, path)?;
     crate::open(crate::dir_of(path), libc::O_RDONLY | libc::O_DIRECTORY, 0)?.sync_all()
 }
 
@@ -117,6 +116,7 @@ pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::replica::Replica;
+    use std::fs;
 
     #[test]
     fn round_trip_and_atomic_save() {

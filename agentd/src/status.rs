@@ -135,7 +135,7 @@ pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
     let f = crate::open(&tmp, flags, 0o644)?;
     crate::write_all(f.as_fd(), text.as_bytes())?;
-    std::fs::rename(&tmp, path)
+    crate::rename(&tmp, path)
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.

@@ -16,10 +16,10 @@
 
 use crate::Shown;
 use std::fmt;
-use std::fs::{File, Permissions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -106,8 +106,8 @@ impl Shared {
         let Some(swap) = &self.swap else {
             return Ok(());
         };
-        if let Err(e) = std::fs::rename(&swap.tmp, &swap.path) {
-            let _ = std::fs::remove_file(&swap.tmp);
+        if let Err(e) = crate::rename(&swap.tmp, &swap.path) {
+            let _ = crate::unlink(&swap.tmp);
             let _ = Segment::remove(self.counters.id());
             return Err(os("rename the new table into place")(e));
         }
@@ -132,23 +132,23 @@ impl Shared {
 pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
     let shown = path.shown();
     let dir = crate::dir_of(path);
-    if !dir.exists() {
+    let found = crate::mode_of(dir);
+    if found.is_err() {
         crate::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
         // The umask may have narrowed it; readers in every process must reach the table.
-        std::fs::set_permissions(dir, Permissions::from_mode(0o755))
-            .map_err(os("chmod the table's directory"))?;
+        crate::chmod(dir, 0o755).map_err(os("chmod the table's directory"))?;
         log.push(format!(
             "table {shown}: created directory {} (mode 0755)",
             dir.shown()
         ));
-    } else if let Ok(m) = std::fs::metadata(dir) {
-        if m.mode() & 0o001 == 0 {
+    } else if let Ok(mode) = found {
+        if mode & 0o001 == 0 {
             log.push(format!(
                 "table {shown}: warning: {} is not searchable by other users, whose lookups will fall through",
                 dir.shown()
             ));
         }
-        if m.mode() & 0o022 != 0 {
+        if mode & 0o022 != 0 {
             log.push(format!(
                 "table {shown}: warning: {} is writable by other users, who could replace the table",
                 dir.shown()
@@ -286,7 +286,7 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
+    let _ = crate::unlink(&tmp);
     match build(&tmp) {
         Ok((map, counters, generation)) => {
             let swap = Swap {
@@ -304,7 +304,7 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
             })
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = crate::unlink(&tmp);
             Err(e)
         }
     }
@@ -371,6 +371,8 @@ fn random_generation() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::Ordering;
 
     struct Dir(PathBuf);
