@@ -22,6 +22,7 @@ use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
 
 use crate::shm::{Segment, TableMapRo};
+use crate::vecmap::VecSet;
 
 /// A heartbeat older than this means the agent is not running (three missed beats).
 pub const STALE_MS: u64 = 3000;
@@ -222,27 +223,26 @@ impl Snapshot {
     fn write_digest(&self, out: &mut Out) {
         // FNV-1a over the services' lines, sorted, joined by newlines; each line is
         // "name policy [backend,...]" with the backends' "addr up weight prio limit" sorted.
-        let mut rows: Vec<String> = Vec::new();
+        // Sorted sets: the rows are unique (services by name, backends by address).
+        let mut rows: VecSet<String> = VecSet::new();
         for sv in &self.services {
-            let mut bs: Vec<String> = Vec::new();
+            let mut bs: VecSet<String> = VecSet::new();
             for b in &sv.backends {
                 let mut o = Out::default();
                 o.addr(&b.addr, 0).s(" ").b(b.up).s(" ").n(b.weight.into());
                 o.s(" ").n(b.prio.into()).s(" ").n(b.limit);
-                bs.push(o.0);
+                bs.insert(o.0, ());
             }
-            bs.sort_unstable();
             let mut o = Out::default();
             o.s(&sv.name).s(" ").s(sv.policy).s(" [");
-            for (i, b) in bs.iter().enumerate() {
+            for (i, b) in bs.keys().enumerate() {
                 o.sep(i).s(b);
             }
             o.s("]");
-            rows.push(o.0);
+            rows.insert(o.0, ());
         }
-        rows.sort_unstable();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (i, row) in rows.iter().enumerate() {
+        for (i, row) in rows.keys().enumerate() {
             let sep: &[u8] = if i > 0 { b"\n" } else { b"" };
             for &byte in sep.iter().chain(row.as_bytes()) {
                 h ^= u64::from(byte);
@@ -1033,6 +1033,32 @@ web.lan  policy failover
                 && j.contains("\"lookups\":null"),
             "{j}"
         );
+    }
+
+    #[test]
+    fn digest_is_fnv1a_of_the_sorted_service_lines() {
+        // The definition, written out plainly: hosts of different versions compare digests.
+        let s = sample(0, true);
+        let mut rows: Vec<String> = s
+            .services
+            .iter()
+            .map(|sv| {
+                let mut bs: Vec<String> = sv
+                    .backends
+                    .iter()
+                    .map(|b| format!("{} {} {} {} {}", b.addr, b.up, b.weight, b.prio, b.limit))
+                    .collect();
+                bs.sort();
+                format!("{} {} [{}]", sv.name, sv.policy, bs.join(","))
+            })
+            .collect();
+        rows.sort();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in rows.join("\n").bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(s.digest(), format!("{h:016x}"));
     }
 
     #[test]
