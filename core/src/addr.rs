@@ -380,8 +380,11 @@ mod tests {
                 None => {}
             }
         }
-        // The corpus holds valid addresses of both kinds, not only refusals.
-        assert!(v4 > CASES / 200 && v6 > CASES / 200, "{v4} IPv4, {v6} IPv6");
+        // The corpus holds valid addresses of both kinds, not only refusals (counted on the
+        // full run; Miri's hundred cases are too few to be sure of both).
+        if !cfg!(miri) {
+            assert!(v4 > CASES / 200 && v6 > CASES / 200, "{v4} IPv4, {v6} IPv6");
+        }
     }
 
     #[test]
