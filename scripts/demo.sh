@@ -18,7 +18,7 @@ if [[ "${LBFO_DEMO_INNER:-}" != 1 ]]; then
   exec env LBFO_DEMO_INNER=1 "${ns[@]}" bash "$0" "$@"
 fi
 
-bin=$PWD/target/release
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d)
 agent_pid=
 cleanup() {
