@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub mod agent;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod export;

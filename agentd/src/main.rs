@@ -40,7 +40,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::Utf8Error;
 
-use argh::FromArgs;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
@@ -48,6 +47,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
 use lbfo_agentd::agent::{self, Agent, Now};
+use lbfo_agentd::cli::{self, Exit, Sub};
 use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
 use lbfo_agentd::{
     clock_ms, cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile,
@@ -56,85 +56,6 @@ use lbfo_agentd::{
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
-
-/// lbfo's agent: keeps the shared service table that the lbfo NSS module answers from, and
-/// takes commands from its FIFO.
-#[derive(FromArgs, Debug)]
-#[argh(
-    example = "lbfo-agentd -c /etc/lbfo.conf\necho \"down web.lan 10.0.0.11\" > /var/run/lbfo.sock\n{command_name} status --json",
-    note = "Runs in the foreground and logs one line per event to stderr. SIGHUP reloads the config; SIGTERM and SIGINT exit, leaving the table answering.",
-    error_code(1, "runtime failure"),
-    error_code(2, "bad usage or config")
-)]
-struct Cli {
-    /// the config file: agent settings (`table PATH`, `fifo PATH`) and commands
-    #[argh(option, short = 'c')]
-    config: Option<PathBuf>,
-    #[argh(subcommand)]
-    command: Option<Sub>,
-}
-
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
-enum Sub {
-    Status(StatusCmd),
-    Keygen(KeygenCmd),
-    Check(CheckCmd),
-}
-
-/// Write a new random cluster key (32 bytes, hex) to PATH with mode 0600; refuses to overwrite.
-#[derive(FromArgs, Debug)]
-#[argh(
-    subcommand,
-    name = "keygen",
-    example = "{command_name} /etc/lbfo.key   # then copy it to every node and add `key /etc/lbfo.key`",
-    error_code(1, "the file cannot be written (or exists)")
-)]
-struct KeygenCmd {
-    /// where to write the key
-    #[argh(positional)]
-    path: PathBuf,
-}
-
-/// Check a config file without touching the running agent or its table: every line parses and
-/// every command applies; prints `FILE: ok` or the first problem as FILE:LINE:COLUMN.
-#[derive(FromArgs, Debug)]
-#[argh(
-    subcommand,
-    name = "check",
-    example = "{command_name} -c /etc/lbfo.conf && /etc/init.d/lbfo reload",
-    error_code(2, "bad usage or config")
-)]
-struct CheckCmd {
-    /// the config file to check
-    #[argh(option, short = 'c')]
-    config: Option<PathBuf>,
-}
-
-/// Show the shared table: services, policies, backends, state, weight, prio, limit, lookups.
-#[derive(FromArgs, Debug)]
-#[argh(
-    subcommand,
-    name = "status",
-    example = "{command_name} -c /etc/lbfo.conf\n{command_name} --table /run/lbfo/table --json\n{command_name} --prometheus > lbfo.prom.tmp && mv lbfo.prom.tmp lbfo.prom",
-    note = "The table is --table, else the config's `table` setting, else /run/lbfo/table. Works whether or not the agent runs. With --prometheus an unreadable table still prints lbfo_table_readable 0 (and exits 1); lbfo-agentd(8) shows how to feed node_exporter's textfile collector.",
-    error_code(1, "the table cannot be read"),
-    error_code(2, "bad usage or config")
-)]
-struct StatusCmd {
-    /// config file whose `table` setting names the table
-    #[argh(option, short = 'c')]
-    config: Option<PathBuf>,
-    /// the table file (overrides the config)
-    #[argh(option)]
-    table: Option<PathBuf>,
-    /// print one JSON object, for scripts
-    #[argh(switch)]
-    json: bool,
-    /// print Prometheus text exposition format (for node_exporter's textfile collector)
-    #[argh(switch)]
-    prometheus: bool,
-}
 
 /// The C entry point, in place of std's `fn main` runtime (`#![no_main]`): on the routers that
 /// runtime (argument capture, the exit-time flush of std's stdout, stack-overflow handlers) is
@@ -173,40 +94,39 @@ fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
         say("lbfo-agentd: arguments must be UTF-8 text");
         return EXIT_USAGE;
     };
-    let cli = match Cli::from_args(&["lbfo-agentd"], &refs) {
+    let cli = match cli::parse(&refs) {
         Ok(cli) => cli,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    let _ = put(STDOUT, early.output.as_bytes());
-                    0
-                }
-                Err(()) => {
-                    say(early.output.trim_ascii_end());
-                    say("Run lbfo-agentd --help for more information.");
-                    EXIT_USAGE
-                }
-            };
+        Err(Exit::Help(text)) => {
+            let _ = put(STDOUT, text.as_bytes());
+            return 0;
+        }
+        Err(Exit::Usage(line)) => {
+            say(&line);
+            say("Run lbfo-agentd --help for more information.");
+            return EXIT_USAGE;
         }
     };
-    match (cli.command, cli.config) {
-        (Some(Sub::Status(s)), top) => status_main(s, top),
-        (Some(Sub::Keygen(k)), _) => match keyfile::generate(&k.path) {
+    let top = cli.config.map(Path::new);
+    match cli.command {
+        Some(Sub::Status(s)) => status_main(&s, top),
+        Some(Sub::Keygen(path)) => match keyfile::generate(Path::new(path)) {
             Ok(()) => {
-                say_fmt(format_args!("keygen: wrote {} (mode 0600)", k.path.shown()));
+                say_fmt(format_args!("keygen: wrote {path} (mode 0600)"));
                 0
             }
             Err(e) => {
-                say_fmt(format_args!("keygen: {}: {e}", k.path.shown()));
+                say_fmt(format_args!("keygen: {path}: {e}"));
                 EXIT_FAILURE
             }
         },
-        (Some(Sub::Check(c)), top) => check_main(c.config.or(top)),
-        (None, Some(config)) => run(&config),
-        (None, None) => {
-            say("lbfo-agentd: missing -c FILE (run lbfo-agentd --help)");
-            EXIT_USAGE
-        }
+        Some(Sub::Check(c)) => check_main(c.map(Path::new).or(top)),
+        None => match top {
+            Some(config) => run(config),
+            None => {
+                say("lbfo-agentd: missing -c FILE (run lbfo-agentd --help)");
+                EXIT_USAGE
+            }
+        },
     }
 }
 
@@ -239,34 +159,34 @@ fn put(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
     lbfo_agentd::write_all(fd, bytes)
 }
 
-fn check_main(config: Option<PathBuf>) -> u8 {
+fn check_main(config: Option<&Path>) -> u8 {
     let Some(path) = config else {
         say("lbfo-agentd check: missing -c FILE");
         return EXIT_USAGE;
     };
-    match config::load(&path) {
+    match config::load(path) {
         Ok(_) => {
             let _ = put(STDOUT, format!("{}: ok\n", path.shown()).as_bytes());
             0
         }
         Err(e) => {
-            say(&e.report(&path));
+            say(&e.report(path));
             EXIT_USAGE
         }
     }
 }
 
-fn status_main(s: StatusCmd, top_config: Option<PathBuf>) -> u8 {
+fn status_main(s: &cli::Status<'_>, top_config: Option<&Path>) -> u8 {
     if s.json && s.prometheus {
         say("lbfo-agentd status: --json and --prometheus exclude each other");
         return EXIT_USAGE;
     }
-    let table = match (s.table, s.config.or(top_config)) {
-        (Some(t), _) => t,
-        (None, Some(c)) => match config::load(&c) {
+    let table = match (s.table, s.config.map(Path::new).or(top_config)) {
+        (Some(t), _) => PathBuf::from(t),
+        (None, Some(c)) => match config::load(c) {
             Ok(conf) => conf.table,
             Err(e) => {
-                say(&e.report(&c));
+                say(&e.report(c));
                 return EXIT_USAGE;
             }
         },
