@@ -30,7 +30,6 @@
 #![allow(unsafe_code)]
 
 use lbfo_core::addr::Ip;
-use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -92,15 +91,38 @@ fn unknown_option(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOPROTOOPT)
 }
 
-fn ifindex(name: &str) -> Result<u32, String> {
-    let c = CString::new(name).map_err(|_| format!("iface {name:?}: not a name"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(format!("iface {name}: no such interface"))
-    } else {
-        Ok(i)
+/// An `ifreq` naming interface `name`, for the interface ioctls.
+fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+    // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // The last byte stays 0, the name's end; a NUL inside would name another interface.
+    if name.len() >= req.ifr_name.len() || name.contains('\0') {
+        return Err(format!("iface {name:?}: not an interface name"));
     }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// The index of interface `name` (`SIOCGIFINDEX` on the socket `fd`; what `if_nametoindex` does
+/// with a socket of its own).
+fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFINDEX reads the name and writes an int into `req`, which outlives the call.
+    unsafe {
+        crate::ioctl(
+            fd,
+            libc::SIOCGIFINDEX as _,
+            std::ptr::addr_of_mut!(req).cast(),
+        )
+    }
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENODEV) => format!("iface {name}: no such interface"),
+        _ => format!("iface {name}: {}", io_text(&e)),
+    })?;
+    // SAFETY: on success the union holds the index.
+    Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
 }
 
 /// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
@@ -132,21 +154,17 @@ fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
 /// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
 /// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
 fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
-    // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return Err(format!("iface {name}: name too long"));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
+    let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFADDR reads the NUL-terminated name (the last byte stays 0) and writes a
     // `sockaddr` into `req`, which outlives the call; the fd is open (borrowed).
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR as _, &mut req) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(format!("iface {name}: no IPv4 address ({})", io_text(&e)));
+    unsafe {
+        crate::ioctl(
+            fd,
+            libc::SIOCGIFADDR as _,
+            std::ptr::addr_of_mut!(req).cast(),
+        )
     }
+    .map_err(|e| format!("iface {name}: no IPv4 address ({})", io_text(&e)))?;
     // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
     // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
     let sin: libc::sockaddr_in =
@@ -166,12 +184,12 @@ impl Net {
         let first = group
             .or(peers.first().copied())
             .ok_or("no group and no peer")?;
-        let index = iface.map(ifindex).transpose()?.unwrap_or(0);
         fn what(w: &'static str) -> impl Fn(io::Error) -> String {
             move |e| format!("{w}: {}", io_text(&e))
         }
         let sock = bound(first).map_err(what("bind"))?;
         let fd = sock.as_fd();
+        let index = iface.map(|i| ifindex(fd, i)).transpose()?.unwrap_or(0);
         let mut warnings = Vec::new();
         let mut check_dest = false;
         let mut source = None;
@@ -377,8 +395,10 @@ impl Net {
         m.msg_iovlen = 1;
         m.msg_control = space.as_mut_ptr().cast();
         m.msg_controllen = size_of::<[u64; 8]>() as _;
+        // The system call itself, not musl's `recvmsg`, which on 32-bit targets converts
+        // timestamp control messages (never asked for here) to time64: 0.5 KB of the router build.
         // SAFETY: see above.
-        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut m, 0) };
+        let n = unsafe { libc::syscall(libc::SYS_recvmsg, self.sock.as_raw_fd(), &mut m, 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -505,5 +525,55 @@ mod tests {
             "peers only: no group is ours"
         );
         assert!(for_us(None, Some(g4)), "no destination reported");
+    }
+
+    #[test]
+    fn interface_lookups_answer_as_the_c_library_does() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = sock.as_fd();
+        // SAFETY: a NUL-terminated name.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert_eq!(ifindex(fd, "lo"), Ok(lo));
+        assert_eq!(ipv4_of(fd, "lo"), Ok(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            ifindex(fd, "lbfo-nosuch0"),
+            Err("iface lbfo-nosuch0: no such interface".into())
+        );
+        for bad in ["lo\0x", "an-interface-name-too-long"] {
+            assert_eq!(
+                ifindex(fd, bad),
+                Err(format!("iface {bad:?}: not an interface name"))
+            );
+        }
+    }
+
+    /// The destination check that stands in for `IP_MULTICAST_ALL` on kernels without it
+    /// (qemu-user among them), on this kernel: the raw `recvmsg` and its `IP_PKTINFO`.
+    #[test]
+    fn datagrams_read_with_their_destination_keep_their_bytes_and_source() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (mut net, _) = Net::open(None, None, 1, &[peer]).unwrap();
+        setsockopt(net.sock.as_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &1i32).unwrap();
+        net.check_dest = true;
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"first", peer).unwrap();
+        sender.send_to(&[7u8; MAX_DATAGRAM + 100], peer).unwrap();
+        let mut got = Vec::new();
+        // Both are queued on loopback before the drain.
+        net.drain(|d, from| match d {
+            Incoming::Datagram(d) => got.push((d.to_vec(), from)),
+            Incoming::Dropped(why) => panic!("dropped: {why:?}"),
+        })
+        .unwrap();
+        let from = sender.local_addr().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], (b"first".to_vec(), from));
+        assert_eq!(got[1].0.len(), MAX_DATAGRAM + 1, "cut to one byte over");
+        assert_eq!(got[1].1, from);
     }
 }
