@@ -183,12 +183,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         ),
     })?;
     let mut config = parse(&text)?;
-    // From the raw `st_mtime` fields, not through `SystemTime` (router size budget); 0 for
-    // a time before 1970, as before.
-    config.mtime_ms = std::fs::metadata(path).map_or(0, |m| {
-        use std::os::unix::fs::MetadataExt;
-        crate::ms_of(m.mtime(), m.mtime_nsec())
-    });
+    // 0 for a time before 1970, or when the file is gone already.
+    config.mtime_ms = crate::stat(path).map_or(0, |m| m.mtime_ms);
     Ok(config)
 }
 

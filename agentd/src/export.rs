@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 
 use lbfo_core::policy::{Family, Schedule};
 use lbfo_core::Service;
-use nix::dir::Dir;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -229,15 +228,13 @@ fn is_dnsmasq(pid: i32) -> bool {
 
 /// Every process named `dnsmasq`, from /proc.
 fn dnsmasq_pids() -> Vec<i32> {
-    // nix's `Dir` (readdir) rather than std's `read_dir`: half a kilobyte less on the routers.
-    let proc = crate::open(Path::new("/proc"), libc::O_RDONLY | libc::O_DIRECTORY, 0);
-    let Some(mut dir) = proc.ok().and_then(|f| Dir::from(f).ok()) else {
-        return Vec::new();
-    };
-    dir.iter()
-        .filter_map(|e| pid_of(e.ok()?.file_name().to_bytes()))
-        .filter(|&p| is_dnsmasq(p))
-        .collect()
+    let mut pids = Vec::new();
+    if let Ok(proc) = crate::open(Path::new("/proc"), libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+        // A /proc that fails half-way gives the pids read so far.
+        let _ = crate::dir_names(proc.as_fd(), |name| pids.extend(pid_of(name)));
+    }
+    pids.retain(|&p| is_dnsmasq(p));
+    pids
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -148,15 +148,13 @@ impl Fifo {
                 Some(n) => FifoError::Os("open", Errno::from_raw(n)),
                 None => FifoError::Os("open", Errno::UnknownErrno),
             })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
-        if !meta.file_type().is_fifo() {
+        let meta = crate::fstat(file.as_fd()).map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
+        if !meta.is_fifo() {
             return Err(FifoError::NotFifo);
         }
         let me = nix::unistd::geteuid().as_raw();
-        if meta.uid() != me {
-            return Err(FifoError::NotOwner(meta.uid()));
+        if meta.uid != me {
+            return Err(FifoError::NotOwner(meta.uid));
         }
         // Two agents on one FIFO would each get a random share of the commands.
         let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
@@ -164,7 +162,7 @@ impl Fifo {
                 Errno::EWOULDBLOCK => FifoError::Busy,
                 e => FifoError::Os("flock", e),
             })?;
-        let mode = meta.mode() & 0o7777;
+        let mode = meta.mode & 0o7777;
         let opened = if created {
             Opened::Created
         } else if mode & 0o077 != 0 {

@@ -5,7 +5,6 @@
 //! refused**: whoever reads the key can change every table in the cluster.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::io_text;
@@ -37,14 +36,14 @@ pub fn generate(path: &Path) -> Result<(), String> {
 /// Reads and checks a key file; the error says what is wrong.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     let mut f = crate::open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0).map_err(|e| io_text(&e))?;
-    let m = f.metadata().map_err(|e| io_text(&e))?;
+    let m = crate::fstat(f.as_fd()).map_err(|e| io_text(&e))?;
     if !m.is_file() {
         return Err("not a regular file".into());
     }
-    if m.mode() & 0o077 != 0 {
+    if m.mode & 0o077 != 0 {
         return Err(format!(
             "mode {:04o} lets other users read or change it; chmod 600 it",
-            m.mode() & 0o7777
+            m.mode & 0o7777
         ));
     }
     let bad = || "not a key file (expected hex text)".to_owned();

@@ -109,8 +109,8 @@ fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
 }
 
 /// Runs the path system call `call` on `path` as a C string: `Err` with the errno when it
-/// returns -1. The agent's path calls ([`rename`], [`unlink`], [`mkdir`], [`chmod`],
-/// [`mode_of`]) go through here and [`c_path`] rather than `std::fs`, whose per-call C-string
+/// returns -1. The agent's path calls ([`rename`], [`unlink`], [`mkdir`], [`chmod`]; [`stat`]
+/// through [`c_path`] only) go through here rather than `std::fs`, whose per-call C-string
 /// conversions are ~1 KB more of the router build.
 fn path_call(
     path: &Path,
@@ -153,15 +153,123 @@ pub fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
     path_call(path, |p| unsafe { libc::chmod(p.as_ptr(), mode) })
 }
 
-/// `stat(2)`: the mode (file type and permission bits) of what `path` names.
+/// What the agent reads of a file's status (`statx(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// The file type and permission bits, as `st_mode`.
+    pub mode: u32,
+    /// The owner.
+    pub uid: u32,
+    /// The size in bytes.
+    pub size: u64,
+    /// The last modification, in milliseconds since 1970 (0 for a time before).
+    pub mtime_ms: u64,
+}
+
+impl FileStat {
+    /// A regular file's.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// A directory's.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// A FIFO's.
+    pub fn is_fifo(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFIFO
+    }
+}
+
+/// `stat(2)` of what `path` names (symlinks followed).
+pub fn stat(path: &Path) -> std::io::Result<FileStat> {
+    statx(libc::AT_FDCWD, &c_path(path)?, 0)
+}
+
+/// `fstat(2)` of an open file.
+pub fn fstat(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<FileStat> {
+    use std::os::fd::AsRawFd;
+    statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+/// Every stat of the agent's, as the `statx` system call itself (Linux 4.11 or later). Not the C
+/// library's `stat` and `fstat`: musl's, on 32-bit targets, convert the kernel's structure to a
+/// time64 one, 1.2 KB of the router build; and `statx`'s structure is the same on every target.
 #[allow(unsafe_code)]
-pub fn mode_of(path: &Path) -> std::io::Result<u32> {
-    // SAFETY: all zeroes is a valid `stat` (plain integers).
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated string that outlives the call; stat writes one `struct stat`
-    // into `st`, which is that big.
-    path_call(path, |p| unsafe { libc::stat(p.as_ptr(), &mut st) })?;
-    Ok(st.st_mode)
+fn statx(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::io::Result<FileStat> {
+    // SAFETY: all zeroes is a valid `statx` (plain integers).
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and outlives the call; the kernel writes one `statx`
+    // into `st`, which is that big (the size is fixed by the kernel's ABI).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            libc::STATX_BASIC_STATS,
+            std::ptr::addr_of_mut!(st),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FileStat {
+        mode: u32::from(st.stx_mode),
+        uid: st.stx_uid,
+        size: st.stx_size,
+        mtime_ms: ms_of(st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec),
+    })
+}
+
+/// Calls `each` with the name of every entry of the directory open on `dir` (`.` and `..`
+/// included), by the `getdents64` system call: not nix's `Dir` (readdir), whose `fdopendir` and
+/// `fstat` are 1 KB of the router build.
+#[allow(unsafe_code)]
+pub fn dir_names(
+    dir: std::os::fd::BorrowedFd<'_>,
+    mut each: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // A `linux_dirent64`: inode (8 bytes), offset (8), record length (2), type (1), then the
+    // NUL-terminated name.
+    const NAME: usize = 19;
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`; the fd is open.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n <= 0 {
+            return if n == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            };
+        }
+        let mut rest = buf.get(..n as usize).unwrap_or_default();
+        while let Some(len) = rest
+            .get(16..18)
+            .map(|l| usize::from(u16::from_ne_bytes([l[0], l[1]])))
+        {
+            let Some(name) = rest.get(NAME..len) else {
+                break;
+            };
+            each(name.split(|&b| b == 0).next().unwrap_or_default());
+            rest = &rest[len..];
+        }
+    }
 }
 
 /// `ioctl(2)` as the system call itself. (musl's `ioctl` converts, on 32-bit targets, the
@@ -181,11 +289,6 @@ pub unsafe fn ioctl(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Whether `mode` (as [`mode_of`] gives it) is a directory's.
-pub fn is_dir(mode: u32) -> bool {
-    mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
@@ -272,7 +375,7 @@ pub fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
             _ => {}
         }
     }
-    if mode_of(dir).is_ok_and(is_dir) {
+    if stat(dir).is_ok_and(|s| s.is_dir()) {
         Ok(())
     } else {
         Err(std::io::Error::from_raw_os_error(libc::ENOTDIR))
@@ -419,21 +522,89 @@ mod tests {
     }
 
     #[test]
+    fn dir_names_lists_what_read_dir_lists_over_many_reads() {
+        let top = std::env::temp_dir().join(format!("lbfo-dir-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        mkdir(&top, 0o700).unwrap();
+        // 300 entries of ~60 bytes each: several 4 KiB reads.
+        for i in 0..300 {
+            std::fs::write(top.join(format!("{i:03}-{}", "n".repeat(i % 40))), b"").unwrap();
+        }
+        mkdir(&top.join("sub"), 0o700).unwrap();
+        let mut want: Vec<Vec<u8>> = std::fs::read_dir(&top)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .chain([b".".to_vec(), b"..".to_vec()])
+            .collect();
+        let dir = open(&top, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let mut got = Vec::new();
+        dir_names(std::os::fd::AsFd::as_fd(&dir), |n| got.push(n.to_vec())).unwrap();
+        want.sort();
+        got.sort();
+        assert_eq!(got.len(), 303);
+        assert_eq!(got, want);
+        let file = open(&top.join("sub/../000-"), libc::O_RDONLY, 0).unwrap();
+        let err = dir_names(std::os::fd::AsFd::as_fd(&file), |_| {}).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn stat_and_fstat_agree_with_std() {
+        use std::os::unix::fs::MetadataExt;
+        let top = std::env::temp_dir().join(format!("lbfo-stat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        mkdir(&top, 0o700).unwrap();
+        let (file, fifo, link) = (top.join("f"), top.join("p"), top.join("l"));
+        std::fs::write(&file, b"twelve bytes").unwrap();
+        chmod(&file, 0o640).unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let like_std = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            FileStat {
+                mode: m.mode(),
+                uid: m.uid(),
+                size: m.len(),
+                mtime_ms: ms_of(m.mtime(), m.mtime_nsec()),
+            }
+        };
+        for p in [&top, &file, &fifo, &link] {
+            assert_eq!(stat(p).unwrap(), like_std(p), "{}", p.shown());
+        }
+        let f = open(&link, libc::O_RDONLY, 0).unwrap();
+        assert_eq!(
+            fstat(std::os::fd::AsFd::as_fd(&f)).unwrap(),
+            like_std(&file)
+        );
+        let s = stat(&file).unwrap();
+        assert!(s.is_file() && !s.is_dir() && !s.is_fifo());
+        assert_eq!((s.size, s.mode & 0o7777), (12, 0o640));
+        assert!(stat(&top).unwrap().is_dir());
+        assert!(stat(&fifo).unwrap().is_fifo());
+        assert_eq!(
+            stat(&top.join("missing")).unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
     fn path_calls_do_what_their_system_calls_do_and_report_errno() {
         let top = std::env::temp_dir().join(format!("lbfo-path-calls-{}", std::process::id()));
         mkdir(&top, 0o700).unwrap();
-        assert!(is_dir(mode_of(&top).unwrap()));
+        assert!(stat(&top).unwrap().is_dir());
         assert_eq!(
             mkdir(&top, 0o700).unwrap_err().raw_os_error(),
             Some(libc::EEXIST)
         );
         chmod(&top, 0o750).unwrap();
-        assert_eq!(mode_of(&top).unwrap() & 0o777, 0o750);
+        assert_eq!(stat(&top).unwrap().mode & 0o777, 0o750);
         let (a, b) = (top.join("a"), top.join("b"));
         std::fs::write(&a, b"x").unwrap();
-        assert!(!is_dir(mode_of(&a).unwrap()));
+        assert!(stat(&a).unwrap().is_file());
         rename(&a, &b).unwrap();
-        assert_eq!(mode_of(&a).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(stat(&a).unwrap_err().raw_os_error(), Some(libc::ENOENT));
         assert_eq!(std::fs::read(&b).unwrap(), b"x");
         unlink(&b).unwrap();
         assert_eq!(unlink(&b).unwrap_err().raw_os_error(), Some(libc::ENOENT));

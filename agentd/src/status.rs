@@ -16,6 +16,7 @@ use crate::Shown;
 use lbfo_core::addr::Ip;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::NO_COUNTERS;
@@ -272,7 +273,9 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
 
 fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
     let file = crate::open(path, libc::O_RDONLY, 0).map_err(|e| crate::io_text(&e))?;
-    let len = file.metadata().map_err(|e| crate::io_text(&e))?.len();
+    let len = crate::fstat(file.as_fd())
+        .map_err(|e| crate::io_text(&e))?
+        .size;
     if len < 8 {
         return Err(format!("not an lbfo table ({len} bytes)"));
     }

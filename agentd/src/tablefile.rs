@@ -18,8 +18,7 @@ use crate::Shown;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -132,7 +131,7 @@ impl Shared {
 pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
     let shown = path.shown();
     let dir = crate::dir_of(path);
-    let found = crate::mode_of(dir);
+    let found = crate::stat(dir).map(|s| s.mode);
     if found.is_err() {
         crate::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
         // The umask may have narrowed it; readers in every process must reach the table.
@@ -173,10 +172,9 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
                 log.push(format!(
                     "table {shown}: cannot reuse the existing file ({reason}); replacing it"
                 ));
-                old = file
-                    .metadata()
+                old = crate::fstat(file.as_fd())
                     .ok()
-                    .filter(|m| m.is_file() && m.len() >= 8)
+                    .filter(|m| m.is_file() && m.size >= 8)
                     .and_then(|_| TableMap::map(&file).ok());
             }
         },
@@ -207,19 +205,19 @@ fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
 
 /// Maps `file` if it is a table this agent may take over; otherwise says why not.
 fn reusable(file: &File) -> Result<TableMap, String> {
-    let m = file.metadata().map_err(|e| crate::io_text(&e))?;
+    let m = crate::fstat(file.as_fd()).map_err(|e| crate::io_text(&e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.is_file() {
         return Err("not a regular file".into());
     }
-    if m.uid() != me {
-        return Err(format!("owned by uid {}", m.uid()));
+    if m.uid != me {
+        return Err(format!("owned by uid {}", m.uid));
     }
-    if m.mode() & 0o022 != 0 {
-        return Err(format!("mode {:o} lets others write it", m.mode() & 0o7777));
+    if m.mode & 0o022 != 0 {
+        return Err(format!("mode {:o} lets others write it", m.mode & 0o7777));
     }
-    if m.len() != TABLE_BYTES {
-        return Err(format!("{} bytes, expected {TABLE_BYTES}", m.len()));
+    if m.size != TABLE_BYTES {
+        return Err(format!("{} bytes, expected {TABLE_BYTES}", m.size));
     }
     let map = TableMap::map(file).map_err(|e| crate::io_text(&e))?;
     Writer::attach(map.words()).map_err(|e| e.to_string())?;
@@ -372,7 +370,7 @@ fn random_generation() -> io::Result<u64> {
 mod tests {
     use super::*;
     use std::fs::Permissions;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::atomic::Ordering;
 
     struct Dir(PathBuf);
