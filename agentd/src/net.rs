@@ -91,8 +91,15 @@ fn unknown_option(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOPROTOOPT)
 }
 
-/// An `ifreq` naming interface `name`, for the interface ioctls.
-fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+/// Interface request `request` (a `SIOCGIF*` that reads the name and writes the union) for
+/// interface `name` on the socket `fd`: the filled `ifreq`, or the line to print, in which
+/// `failed` says what the errno means for this request.
+fn if_ioctl(
+    fd: BorrowedFd<'_>,
+    name: &str,
+    request: libc::c_ulong,
+    failed: fn(&io::Error) -> String,
+) -> Result<libc::ifreq, String> {
     // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     // The last byte stays 0, the name's end; a NUL inside would name another interface.
@@ -102,24 +109,21 @@ fn ifreq(name: &str) -> Result<libc::ifreq, String> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
+    // SAFETY: the request reads the NUL-terminated name and writes into the union, both inside
+    // `req`, which outlives the call; the fd is open (borrowed).
+    unsafe { crate::ioctl(fd, request, std::ptr::addr_of_mut!(req).cast()) }
+        .map_err(|e| format!("iface {name}: {}", failed(&e)))?;
     Ok(req)
 }
 
 /// The index of interface `name` (`SIOCGIFINDEX` on the socket `fd`; what `if_nametoindex` does
 /// with a socket of its own).
 fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
-    let mut req = ifreq(name)?;
-    // SAFETY: SIOCGIFINDEX reads the name and writes an int into `req`, which outlives the call.
-    unsafe {
-        crate::ioctl(
-            fd,
-            libc::SIOCGIFINDEX as _,
-            std::ptr::addr_of_mut!(req).cast(),
-        )
-    }
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::ENODEV) => format!("iface {name}: no such interface"),
-        _ => format!("iface {name}: {}", io_text(&e)),
+    let req = if_ioctl(fd, name, libc::SIOCGIFINDEX as _, |e| {
+        match e.raw_os_error() {
+            Some(libc::ENODEV) => "no such interface".into(),
+            _ => io_text(e),
+        }
     })?;
     // SAFETY: on success the union holds the index.
     Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
@@ -154,17 +158,9 @@ fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
 /// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
 /// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
 fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
-    let mut req = ifreq(name)?;
-    // SAFETY: SIOCGIFADDR reads the NUL-terminated name (the last byte stays 0) and writes a
-    // `sockaddr` into `req`, which outlives the call; the fd is open (borrowed).
-    unsafe {
-        crate::ioctl(
-            fd,
-            libc::SIOCGIFADDR as _,
-            std::ptr::addr_of_mut!(req).cast(),
-        )
-    }
-    .map_err(|e| format!("iface {name}: no IPv4 address ({})", io_text(&e)))?;
+    let req = if_ioctl(fd, name, libc::SIOCGIFADDR as _, |e| {
+        format!("no IPv4 address ({})", io_text(e))
+    })?;
     // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
     // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
     let sin: libc::sockaddr_in =
