@@ -23,7 +23,7 @@
 //! `add` of an existing backend keeps its position and so its counter.
 
 use crate::Shown;
-use lbfo_core::addr::Ip;
+use lbfo_core::addr::{Ip, Sock};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -302,8 +302,18 @@ impl<'m> Agent<'m> {
 
     /// Handles a datagram from the cluster socket.
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        if let Some(c) = self.cluster.as_mut() {
-            c.datagram(bytes, from, self.now.wall_ms);
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.datagram(bytes, from, self.now.wall_ms);
+        if let Some(a) = c.same_name.take() {
+            let line = format!(
+                "cluster: warning: {} sends under this node's name {}; its datagrams are ignored \
+                 (every node needs a name of its own: `node NAME`)",
+                Sock(a),
+                c.name()
+            );
+            self.log(line);
         }
     }
 

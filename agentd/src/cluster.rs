@@ -98,6 +98,8 @@ pub struct Cluster {
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
     pub sent: (u64, u64),
+    /// A source newly found sending under this node's name, for the agent to log once.
+    pub same_name: Option<SocketAddr>,
 }
 
 impl Cluster {
@@ -123,6 +125,7 @@ impl Cluster {
             // different parts of the state from each.
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
+            same_name: None,
         }
     }
 
@@ -196,7 +199,14 @@ impl Cluster {
             Err(d) => return self.dropped(from, d),
         };
         if msg.node == self.replica.me() {
-            // Our own multicast looped back (or a node with our name: see `status`).
+            // Our own multicast looped back. From another boot, and fresh: a second node with
+            // our name, whose every datagram is ignored as ours; counted, and logged once a source.
+            if msg.epoch != self.epoch
+                && msg.sent_ms.abs_diff(wall_ms) <= FRESH_MS
+                && self.count_drop(from, Drop::SameName)
+            {
+                self.same_name = Some(from);
+            }
             return;
         }
         if msg.sent_ms.abs_diff(wall_ms) > FRESH_MS {
@@ -332,6 +342,11 @@ impl Cluster {
 
     /// Counts a refused datagram under its reason and source.
     pub fn dropped(&mut self, from: SocketAddr, why: Drop) {
+        self.count_drop(from, why);
+    }
+
+    /// Counts a dropped datagram: whether it is the first of its reason from its source.
+    fn count_drop(&mut self, from: SocketAddr, why: Drop) -> bool {
         // The keys are sorted by source: count the distinct ones.
         let (mut sources, mut known, mut last) = (0, false, None);
         for (a, _) in self.drops.keys() {
@@ -346,7 +361,9 @@ impl Cluster {
         } else {
             SocketAddr::from(([0, 0, 0, 0], 0))
         };
-        *self.drops.get_or_insert_with((from, why), || 0) += 1;
+        let n = self.drops.get_or_insert_with((from, why), || 0);
+        *n += 1;
+        *n == 1
     }
 
     /// Does what is due at `now`: the periodic digest, tombstone collection, the end of a hold.
@@ -469,6 +486,44 @@ mod tests {
     fn run(c: &mut Cluster, line: &str, wall: u64) {
         let es = c.replica.command(&cmd(line), wall).unwrap();
         c.send_entries(Dest::All, &es, wall);
+    }
+
+    #[test]
+    fn a_second_node_with_our_name_is_counted_and_reported_once_a_source() {
+        let later = T0 + 5_000;
+        let mut a = node("gw");
+        let mut twin = Cluster::new("gw", Key::new(b"k".to_vec()), later, 0, false);
+        // Our own datagrams, looped back: ignored, not counted.
+        run(&mut a, "add x.lan 10.0.0.2", later);
+        for (_, d) in a.take_outbox() {
+            a.datagram(&d, addr(1), later);
+        }
+        assert_eq!((a.drops().count(), a.same_name), (0, None));
+        run(&mut twin, "add w.lan 10.0.0.1", later);
+        let sent = twin.take_outbox();
+        assert!(!sent.is_empty());
+        for (_, d) in &sent {
+            a.datagram(d, addr(2), later);
+        }
+        assert_eq!(a.same_name.take(), Some(addr(2)));
+        assert!(
+            a.replica.service("w.lan").is_none(),
+            "the twin's change is not applied"
+        );
+        let same_name = |a: &Cluster| -> u64 {
+            a.drops()
+                .filter(|((s, why), _)| *s == addr(2) && *why == Drop::SameName)
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        assert_eq!(same_name(&a), sent.len() as u64);
+        // More from the same source: counted, not reported again.
+        run(&mut twin, "add v.lan 10.0.0.3", later + 1_000);
+        for (_, d) in twin.take_outbox() {
+            a.datagram(&d, addr(2), later + 1_000);
+        }
+        assert_eq!(a.same_name, None);
+        assert!(same_name(&a) > sent.len() as u64);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum Drop {
     /// Sent to another multicast group on our port (dropped by `net` where the kernel does not
     /// filter other groups itself).
     OtherGroup,
+    /// Authentic, from another boot of this node's own id: a second node with this node's name,
+    /// which the cluster cannot tell apart from this one (each node needs a name of its own).
+    SameName,
 }
 
 impl Drop {
@@ -71,6 +74,7 @@ impl Drop {
             Drop::Replay => "replay",
             Drop::Stale => "stale",
             Drop::OtherGroup => "other_group",
+            Drop::SameName => "same_name",
         }
     }
 }

@@ -242,6 +242,22 @@ impl Bed {
         c.args(["netns", "exec", &self.host(i)]).arg(program);
         c
     }
+
+    /// Datagrams the kernel dropped at the agent's cluster socket (port 7946) in host `i`, from
+    /// a full receive buffer: the last column of its `/proc/net/udp` line, read inside the
+    /// namespace. A burst the kernel partly dropped is accounted for with it.
+    pub fn kernel_drops(&self, i: usize) -> u64 {
+        let out = self.exec(i, "cat").arg("/proc/net/udp").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(":1F0A"))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    }
 }
 
 impl Drop for Bed {

@@ -326,21 +326,6 @@ fn drops(json: &str) -> BTreeMap<(String, String), u64> {
     out
 }
 
-/// Datagrams the kernel dropped at the agent's cluster socket (port 7946) in host `i`: the last
-/// column of its `/proc/net/udp` line, read inside the namespace.
-fn kernel_drops(bed: &Bed, i: usize) -> u64 {
-    let out = bed.exec(i, "cat").arg("/proc/net/udp").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|a| a.ends_with(":1F0A"))
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// One FIFO line written with a blocking open (the FIFO may be full while the flood runs).
 fn fifo_line(fifo: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
@@ -619,7 +604,7 @@ fn datagram_flood_on_the_agents_port_while_fifo_commands_flow() {
         wrong_key > 0,
         "the wrong-key agent's datagrams counted: {counted:?}"
     );
-    let lost = kernel_drops(&bed, 1);
+    let lost = bed.kernel_drops(1);
     for (why, n) in &sent {
         let got = by_reason.get(why).copied().unwrap_or(0);
         assert!(got <= *n, "{why}: counted {got} of {n} sent");
