@@ -172,7 +172,7 @@ fn scan<'b, 'a>(
                 continue;
             }
             if help {
-                return Err(usage(
+                return Err(Exit::Usage(
                     "Trailing arguments are not allowed after `help`.".into(),
                 ));
             }
@@ -181,10 +181,12 @@ fn scan<'b, 'a>(
                 Some((_, Slot::Switch(i))) => found.switches[*i] = true,
                 Some((_, Slot::Value(i))) => {
                     let Some(&value) = rest.next() else {
-                        return Err(usage(format!("No value provided for option '{arg}'.")));
+                        return Err(Exit::Usage(format!(
+                            "No value provided for option '{arg}'."
+                        )));
                     };
                     if found.values[*i].replace(value).is_some() {
-                        return Err(usage(format!(
+                        return Err(Exit::Usage(format!(
                             "Error parsing option '{arg}' with value '{value}': duplicate values provided"
                         )));
                     }
@@ -205,19 +207,15 @@ fn scan<'b, 'a>(
         return Err(Exit::Help(g.help));
     }
     match g.positional {
-        Some(name) if found.positional.is_none() => Err(usage(format!(
+        Some(name) if found.positional.is_none() => Err(Exit::Usage(format!(
             "Required positional arguments not provided:\n    {name}"
         ))),
         _ => Ok((found, None)),
     }
 }
 
-fn usage(line: String) -> Exit {
-    Exit::Usage(line)
-}
-
 fn unrecognized(arg: &str) -> Exit {
-    usage(format!("Unrecognized argument: {arg}"))
+    Exit::Usage(format!("Unrecognized argument: {arg}"))
 }
 
 const TOP_HELP: &str = r#"Usage: lbfo-agentd [-c <config>] [<command>] [<args>]

@@ -17,7 +17,6 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-
 use std::path::Path;
 
 use nix::errno::Errno;

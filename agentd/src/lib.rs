@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -189,8 +190,7 @@ pub fn stat(path: &Path) -> std::io::Result<FileStat> {
 }
 
 /// `fstat(2)` of an open file.
-pub fn fstat(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<FileStat> {
-    use std::os::fd::AsRawFd;
+pub fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<FileStat> {
     statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
 }
 
@@ -232,11 +232,7 @@ fn statx(
 /// included), by the `getdents64` system call: not nix's `Dir` (readdir), whose `fdopendir` and
 /// `fstat` are 1 KB of the router build.
 #[allow(unsafe_code)]
-pub fn dir_names(
-    dir: std::os::fd::BorrowedFd<'_>,
-    mut each: impl FnMut(&[u8]),
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub fn dir_names(dir: BorrowedFd<'_>, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
     // A `linux_dirent64`: inode (8 bytes), offset (8), record length (2), type (1), then the
     // NUL-terminated name.
     const NAME: usize = 19;
@@ -279,11 +275,10 @@ pub fn dir_names(
 /// `arg` must point to what `request` reads and writes, valid for the call.
 #[allow(unsafe_code)]
 pub unsafe fn ioctl(
-    fd: std::os::fd::BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
     request: libc::c_ulong,
     arg: *mut libc::c_void,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     // SAFETY: the caller's promise about `arg`; the fd is open (borrowed).
     if unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), request, arg) } < 0 {
         return Err(std::io::Error::last_os_error());
@@ -293,7 +288,7 @@ pub unsafe fn ioctl(
 
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
 /// the agent's (files, stdout, stderr) goes through here rather than `Write::write_all`.
-pub fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
     use nix::errno::Errno;
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
