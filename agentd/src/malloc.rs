@@ -54,6 +54,52 @@ struct Heap {
     end: *mut u8,
 }
 
+impl Heap {
+    const fn new() -> Self {
+        Heap {
+            free: [null_mut(); CLASSES],
+            next: null_mut(),
+            end: null_mut(),
+        }
+    }
+
+    /// A block of `class` (its header's start), the most recently freed one if there is one, else
+    /// carved from the current arena or a new one; null if no memory can be mapped.
+    fn take(&mut self, class: usize) -> *mut u8 {
+        let block_size = 1usize << (MIN_SHIFT as usize + class);
+        let head = self.free[class];
+        if !head.is_null() {
+            // SAFETY: a free block's first word is the next free block of its class (`give`).
+            self.free[class] = unsafe { head.cast::<*mut u8>().read() };
+            return head;
+        }
+        if (self.end as usize) - (self.next as usize) < block_size {
+            // The rest of the old arena (less than this block) is left unused.
+            let arena = map(ARENA);
+            if arena.is_null() {
+                return null_mut();
+            }
+            self.next = arena;
+            // SAFETY: one past the end of the mapping.
+            self.end = unsafe { arena.add(ARENA) };
+        }
+        let block = self.next;
+        // SAFETY: at most `end`, checked above.
+        self.next = unsafe { block.add(block_size) };
+        block
+    }
+
+    /// Puts a block on its class's free list, to be the next one `take` hands out.
+    ///
+    /// # Safety
+    /// `block` came from `take(class)` on this heap and is no longer used.
+    unsafe fn give(&mut self, class: usize, block: *mut u8) {
+        // SAFETY: the block is at least two words, free for the list link now.
+        unsafe { block.cast::<*mut u8>().write(self.free[class]) };
+        self.free[class] = block;
+    }
+}
+
 struct Global {
     locked: AtomicBool,
     heap: UnsafeCell<Heap>,
@@ -64,11 +110,7 @@ unsafe impl Sync for Global {}
 
 static GLOBAL: Global = Global {
     locked: AtomicBool::new(false),
-    heap: UnsafeCell::new(Heap {
-        free: [null_mut(); CLASSES],
-        next: null_mut(),
-        end: null_mut(),
-    }),
+    heap: UnsafeCell::new(Heap::new()),
 };
 
 fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
@@ -161,28 +203,7 @@ fn alloc(n: usize) -> *mut c_void {
     }
     let class = (usize::BITS - (size - 1).leading_zeros()).saturating_sub(MIN_SHIFT) as usize;
     let block_size = 1usize << (MIN_SHIFT as usize + class);
-    let block = with_heap(|h| {
-        let head = h.free[class];
-        if !head.is_null() {
-            // SAFETY: a free block's first word is the next free block of its class (`release`).
-            h.free[class] = unsafe { head.cast::<*mut u8>().read() };
-            return head;
-        }
-        if (h.end as usize) - (h.next as usize) < block_size {
-            // The rest of the old arena (less than this block) is left unused.
-            let arena = map(ARENA);
-            if arena.is_null() {
-                return null_mut();
-            }
-            h.next = arena;
-            // SAFETY: one past the end of the mapping.
-            h.end = unsafe { arena.add(ARENA) };
-        }
-        let block = h.next;
-        // SAFETY: at most `end`, checked above.
-        h.next = unsafe { block.add(block_size) };
-        block
-    });
+    let block = with_heap(|h| h.take(class));
     if block.is_null() {
         return null_mut();
     }
@@ -209,11 +230,8 @@ unsafe fn release(p: *mut c_void) {
     let class = (block_size.trailing_zeros() - MIN_SHIFT) as usize;
     // SAFETY: the block's header start; its first word is free to hold the list link now.
     let block = unsafe { p.cast::<u8>().sub(ALIGN) };
-    with_heap(|h| {
-        // SAFETY: as above.
-        unsafe { block.cast::<*mut u8>().write(h.free[class]) };
-        h.free[class] = block;
-    });
+    // SAFETY: as above; the block is the class's size and no longer used.
+    with_heap(|h| unsafe { h.give(class, block) });
 }
 
 fn alloc_aligned(align: usize, n: usize) -> *mut c_void {
@@ -438,21 +456,34 @@ mod tests {
         }
     }
 
+    /// On a heap of its own: the global one is the whole test process's allocator on musl, where
+    /// the harness's threads may take a freed block first and keep it.
     #[test]
     fn freed_blocks_are_reused_by_their_size() {
-        let p = std::hint::black_box(lbfo_malloc(40));
-        // SAFETY: live, freed once.
-        unsafe { lbfo_free(p) };
-        // Other threads' tests may take it first; within a few tries it comes back.
-        let again: Vec<_> = (0..64).map(|_| lbfo_malloc(40)).collect();
-        assert!(
-            again.contains(&p),
-            "the freed 40-byte block is handed out again"
-        );
-        for q in again {
-            // SAFETY: live, freed once.
-            unsafe { lbfo_free(q) };
+        let mut h = Heap::new();
+        let a = h.take(2);
+        let b = h.take(2);
+        let c = h.take(5);
+        assert!(!a.is_null() && !b.is_null() && !c.is_null());
+        assert_eq!(b as usize - a as usize, 64, "carved one after the other");
+        // SAFETY: each came from `take` of its class on `h` and is no longer used.
+        unsafe {
+            h.give(2, a);
+            h.give(2, b);
+            h.give(5, c);
         }
+        assert_eq!(h.take(2), b, "the last freed comes back first");
+        assert_eq!(h.take(2), a);
+        assert_eq!(h.take(5), c, "each class has its own list");
+        let d = h.take(2);
+        assert!(![a, b, c].contains(&d), "an empty list carves a new block");
+        // A full arena maps the next one.
+        let blocks: Vec<_> = (0..ARENA / MAX_BLOCK + 1)
+            .map(|_| h.take(CLASSES - 1))
+            .collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        let distinct: std::collections::BTreeSet<_> = blocks.iter().collect();
+        assert_eq!(distinct.len(), blocks.len());
     }
 
     #[test]
