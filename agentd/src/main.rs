@@ -32,7 +32,7 @@
 #![deny(unsafe_code)]
 #![no_main]
 
-use lbfo_agentd::Shown;
+use lbfo_agentd::sys::fs::Shown;
 use lbfo_core::addr::Sock;
 use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
@@ -47,12 +47,13 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
 use lbfo_agentd::agent::{self, Agent, Now};
-use lbfo_agentd::cli::{self, Exit, Sub};
-use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
-use lbfo_agentd::{
-    clock_ms, cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile,
-    wire,
-};
+use lbfo_agentd::cluster::{self, socket as net, wire};
+use lbfo_agentd::control::cli::{self, Exit, Sub};
+use lbfo_agentd::control::fifo::{self, Fifo, Opened, Splitter};
+use lbfo_agentd::control::{config, keyfile};
+use lbfo_agentd::sys::{clock_ms, errno_text, io_text};
+use lbfo_agentd::table::{file as tablefile, state};
+use lbfo_agentd::{health, status};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -156,7 +157,7 @@ fn say_fmt(line: std::fmt::Arguments<'_>) {
 /// whole), retrying on EINTR. The agent writes whole lines and reports, so std's buffered,
 /// locked `Stdout`/`Stderr` writers are not used: they are a few KiB of the router binary.
 fn put(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
-    lbfo_agentd::write_all(fd, bytes)
+    lbfo_agentd::sys::fs::write_all(fd, bytes)
 }
 
 fn check_main(config: Option<&Path>) -> u8 {

@@ -22,7 +22,7 @@
 //! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
 //! `add` of an existing backend keeps its position and so its counter.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use lbfo_core::addr::{Ip, Sock};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -32,14 +32,14 @@ use lbfo_core::cmd::{parse_bytes, Attr, Check, Setting};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
+use crate::cluster::wire::Drop;
 use crate::cluster::{Cluster, Dest};
-use crate::config::{self, Config, ConfigError};
-use crate::export::Export;
-use crate::fifo::{Piece, MAX_LINE};
+use crate::control::config::{self, Config, ConfigError};
+use crate::control::fifo::{Piece, MAX_LINE};
 use crate::health::Verdict;
-use crate::state::{self, Saved};
+use crate::table::export::Export;
+use crate::table::state::{self, Saved};
 use crate::vecmap::VecSet;
-use crate::wire::Drop;
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -551,7 +551,7 @@ impl<'m> Agent<'m> {
             ("table", &self.config.table, &mut config.table),
             ("fifo", &self.config.fifo, &mut config.fifo),
         ] {
-            if !crate::same_path(Some(old), Some(new)) {
+            if !crate::sys::fs::same_path(Some(old), Some(new)) {
                 notes.push(format!(
                     "reload: `{what}` changed to {}; still using {} until the agent is restarted",
                     new.shown(),
@@ -560,7 +560,7 @@ impl<'m> Agent<'m> {
                 old.clone_into(new);
             }
         }
-        if !crate::same_path(self.config.state.as_deref(), config.state.as_deref()) {
+        if !crate::sys::fs::same_path(self.config.state.as_deref(), config.state.as_deref()) {
             notes.push(format!(
                 "reload: `state` changed; still using {} until the agent is restarted",
                 self.config
@@ -1255,7 +1255,7 @@ mod tests {
     /// Two agents in cluster mode over plain memory, wired back to back, with a fake clock.
     #[test]
     fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() {
-        use crate::wire::Key;
+        use crate::cluster::wire::Key;
         let (ma, mb) = (Mem::new(), Mem::new());
         fn mk<'m>(m: &'m Mem, name: &str, adopt: bool, conf: &str, t: u64) -> Agent<'m> {
             let w = Writer::attach(&m.table).unwrap();
@@ -1325,7 +1325,7 @@ mod tests {
 
     #[test]
     fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
-        use crate::wire::Key;
+        use crate::cluster::wire::Key;
         let m = Mem::new();
         let w = Writer::attach(&m.table).unwrap();
         let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
