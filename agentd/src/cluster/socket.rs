@@ -11,7 +11,7 @@
 //! the kernel refuses that option (Linux before 2.6.31, or 4.20 for IPv6; qemu-user, which does
 //! not emulate it), the same rule is kept by hand: the socket asks for each datagram's
 //! destination address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and [`Net::drain`] drops one sent to
-//! any other multicast address (counted as [`Drop::OtherGroup`]). Binding to the group address
+//! any other multicast address (counted as [`DropReason::OtherGroup`]). Binding to the group address
 //! instead would also shut out the unicast repairs peers send us.
 //!
 //! **Sends to the group leave by `iface`.** `IP_MULTICAST_IF` is given the interface by index
@@ -35,7 +35,7 @@ use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use crate::cluster::wire::{Drop, MAX_DATAGRAM};
+use crate::cluster::wire::{DropReason, MAX_DATAGRAM};
 use crate::cluster::Dest;
 use crate::sys::io_text;
 
@@ -64,7 +64,7 @@ pub enum Incoming<'a> {
     /// A datagram for us (the group or our unicast address), to be checked by the cluster.
     Datagram(&'a [u8]),
     /// A datagram dropped here, and why.
-    Dropped(Drop),
+    Dropped(DropReason),
 }
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Result<()> {
@@ -358,7 +358,7 @@ impl Net {
             };
             match got {
                 Ok((n, from, true)) => f(Incoming::Datagram(&buf[..n.min(buf.len())]), from),
-                Ok((_, from, false)) => f(Incoming::Dropped(Drop::OtherGroup), from),
+                Ok((_, from, false)) => f(Incoming::Dropped(DropReason::OtherGroup), from),
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // An ICMP error from an earlier unicast send surfaces here: not ours to act on.
