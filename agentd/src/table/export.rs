@@ -31,7 +31,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use lbfo_core::policy::{Family, Schedule};
+use lbfo_core::schedule::{Family, Schedule};
 use lbfo_core::Service;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
