@@ -194,8 +194,22 @@ pub fn dir_names(dir: BorrowedFd<'_>, mut each: impl FnMut(&[u8])) -> std::io::R
     }
 }
 
+/// Standard output, as a descriptor for [`write_all`].
+pub fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open for the life of the process: std's runtime reopens it on
+    // /dev/null if the agent was started without it, and nothing in the agent closes it.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// Standard error, as a descriptor for [`write_all`].
+pub fn stderr() -> BorrowedFd<'static> {
+    // SAFETY: as for [`stdout`], with fd 2.
+    unsafe { BorrowedFd::borrow_raw(2) }
+}
+
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
-/// the agent's (files, stdout, stderr) goes through here rather than `Write::write_all`.
+/// the agent's (files, stdout, stderr) goes through here: whole lines and reports in one
+/// `write` where the pipe takes them, with no buffer or lock of std's `Stdout` in between.
 pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
     use nix::errno::Errno;
     while !bytes.is_empty() {
