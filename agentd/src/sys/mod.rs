@@ -5,12 +5,10 @@
 //!
 //! - this module: errno text, the clock, random bytes, `ioctl`;
 //! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...);
-//! - [`shm`]: the table file's mapping and the counters' SysV segment;
-//! - [`malloc`]: the router builds' allocator.
+//! - [`shm`]: the table file's mapping and the counters' SysV segment.
 #![allow(unsafe_code)]
 
 pub mod fs;
-pub mod malloc;
 pub mod shm;
 
 use std::os::fd::{AsRawFd, BorrowedFd};
