@@ -24,20 +24,18 @@
 //! of the socket (unicast replies too) to `iface`. Each fallback is logged once, as a warning
 //! naming the missing option.
 //!
-//! The one module of the agent besides `shm` with `unsafe` code: `setsockopt`,
-//! `if_nametoindex` and the `SIOCGIFADDR` ioctl, which std and nix do not offer in the form
-//! needed (join by index).
-#![allow(unsafe_code)]
+//! The system calls that std and nix do not offer in the form needed (options by interface
+//! index, interface requests, control messages) are `crate::sys::net`'s.
 
 use lbfo_core::addr::Ip;
 use std::io;
-use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use crate::cluster::wire::{DropReason, MAX_DATAGRAM};
 use crate::cluster::Dest;
-use crate::sys::io_text;
+use crate::sys::{self, io_text};
+use sys::net::setsockopt;
 
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
@@ -67,66 +65,19 @@ pub enum Incoming<'a> {
     Dropped(DropReason),
 }
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed; the fd is open (borrowed).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Whether `e` says the option is unknown here (an older kernel, an emulator), which is what
 /// the fallbacks stand in for; any other error is a real failure.
 fn unknown_option(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOPROTOOPT)
 }
 
-/// Interface request `request` (a `SIOCGIF*` that reads the name and writes the union) for
-/// interface `name` on the socket `fd`: the filled `ifreq`, or the line to print, in which
-/// `failed` says what the errno means for this request.
-fn if_ioctl(
-    fd: BorrowedFd<'_>,
-    name: &str,
-    request: libc::c_ulong,
-    failed: fn(&io::Error) -> String,
-) -> Result<libc::ifreq, String> {
-    // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    // The last byte stays 0, the name's end; a NUL inside would name another interface.
-    if name.len() >= req.ifr_name.len() || name.contains('\0') {
-        return Err(format!("iface {name:?}: not an interface name"));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: the request reads the NUL-terminated name and writes into the union, both inside
-    // `req`, which outlives the call; the fd is open (borrowed).
-    unsafe { crate::sys::ioctl(fd, request, std::ptr::addr_of_mut!(req).cast()) }
-        .map_err(|e| format!("iface {name}: {}", failed(&e)))?;
-    Ok(req)
-}
-
-/// The index of interface `name` (`SIOCGIFINDEX` on the socket `fd`; what `if_nametoindex` does
-/// with a socket of its own).
+/// The index of interface `name`, or the line to print.
 fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
-    let req = if_ioctl(fd, name, libc::SIOCGIFINDEX as _, |e| {
-        match e.raw_os_error() {
-            Some(libc::ENODEV) => "no such interface".into(),
-            _ => io_text(e),
-        }
-    })?;
-    // SAFETY: on success the union holds the index.
-    Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
+    sys::net::if_index(fd, name).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => format!("iface {name:?}: not an interface name"),
+        Some(libc::ENODEV) => format!("iface {name}: no such interface"),
+        _ => format!("iface {name}: {}", io_text(&e)),
+    })
 }
 
 /// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
@@ -155,17 +106,10 @@ fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
-/// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
+/// The primary IPv4 address of interface `name`, or the line to print.
 fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
-    let req = if_ioctl(fd, name, libc::SIOCGIFADDR as _, |e| {
-        format!("no IPv4 address ({})", io_text(e))
-    })?;
-    // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
-    // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
-    let sin: libc::sockaddr_in =
-        unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(req.ifr_ifru.ifru_addr).cast()) };
-    Ok(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+    sys::net::if_ipv4(fd, name)
+        .map_err(|e| format!("iface {name}: no IPv4 address ({})", io_text(&e)))
 }
 
 impl Net {
@@ -320,7 +264,10 @@ impl Net {
         let one = |to: SocketAddr| loop {
             let sent = match source {
                 // To the group without IP_MULTICAST_IF: our interface's address as the source.
-                Some(a) if Some(to) == group => send_from(sock.as_raw_fd(), datagram, to, a),
+                Some(a) if Some(to) == group => match to {
+                    SocketAddr::V4(to) => sys::net::send_from(sock.as_fd(), datagram, to, a),
+                    SocketAddr::V6(_) => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+                },
                 _ => sock.send_to(datagram, to),
             };
             match sent {
@@ -372,122 +319,8 @@ impl Net {
     /// One datagram with its destination address: (length, source, whether it is for us:
     /// sent to our group or to a unicast address).
     fn recv_checked(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, bool)> {
-        // Raw `recvmsg` and cmsg walking rather than nix's, which decode every kind of control
-        // message: for the router size budget.
-        // SAFETY: all zeroes is a valid `sockaddr_storage` and `msghdr` (null pointers, zero
-        // lengths); the pointers set below stay valid for the call: `from`, `iov` over `buf`,
-        // and `space`, a buffer aligned for `cmsghdr` and large enough for one `in6_pktinfo`.
-        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut space = [0u64; 8];
-        // SAFETY: as above, all zeroes is a valid `msghdr`.
-        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-        m.msg_name = std::ptr::addr_of_mut!(from).cast();
-        m.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        m.msg_control = space.as_mut_ptr().cast();
-        m.msg_controllen = size_of::<[u64; 8]>() as _;
-        // The system call itself, not musl's `recvmsg`, which on 32-bit targets converts
-        // timestamp control messages (never asked for here) to time64: 0.5 KB of the router build.
-        // SAFETY: see above.
-        let n = unsafe { libc::syscall(libc::SYS_recvmsg, self.sock.as_raw_fd(), &mut m, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // As nix's `cmsgs()`: cut control data is an error, not a datagram without destination.
-        if m.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
-        }
-        // The family says which `sockaddr` the kernel wrote.
-        let from = match i32::from(from.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: a `sockaddr_in` fits in `from`; read unaligned.
-                let s: libc::sockaddr_in =
-                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
-                SocketAddr::from((s.sin_addr.s_addr.to_ne_bytes(), u16::from_be(s.sin_port)))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: a `sockaddr_in6` fits in `from`; read unaligned.
-                let s: libc::sockaddr_in6 =
-                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
-                SocketAddr::from((s.sin6_addr.s6_addr, u16::from_be(s.sin6_port)))
-            }
-            _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
-        };
-        let mut dest = None;
-        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `space`, which the
-        // kernel filled; each payload is read unaligned as the type its level and type name.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&m);
-            while !c.is_null() && dest.is_none() {
-                let data = libc::CMSG_DATA(c);
-                dest = match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                        let i: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
-                        Some(IpAddr::from(i.ipi_addr.s_addr.to_ne_bytes()))
-                    }
-                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                        let i: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                        Some(IpAddr::from(i.ipi6_addr.s6_addr))
-                    }
-                    _ => None,
-                };
-                c = libc::CMSG_NXTHDR(&m, c);
-            }
-        }
-        Ok((n as usize, from, for_us(dest, self.group)))
-    }
-}
-
-/// Sends `datagram` to `to` (IPv4) with the source address `src`, through an `IP_PKTINFO`
-/// control message; raw `sendmsg` for the router size budget.
-fn send_from(fd: RawFd, datagram: &[u8], to: SocketAddr, src: Ipv4Addr) -> io::Result<usize> {
-    let SocketAddr::V4(to) = to else {
-        return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
-    };
-    // SAFETY: all zeroes is a valid `sockaddr_in` and `msghdr`; the pointers set below stay
-    // valid for the call: `sin`, `iov` over `datagram` (only read), and `space`, aligned for
-    // `cmsghdr` and large enough for one `in_pktinfo`, into which one control message is
-    // written within `CMSG_SPACE` bytes.
-    unsafe {
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as _;
-        sin.sin_port = to.port().to_be();
-        sin.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
-        let mut iov = libc::iovec {
-            iov_base: datagram.as_ptr() as *mut _,
-            iov_len: datagram.len(),
-        };
-        let mut space = [0u64; 8];
-        let mut m: libc::msghdr = std::mem::zeroed();
-        m.msg_name = std::ptr::addr_of_mut!(sin).cast();
-        m.msg_namelen = size_of::<libc::sockaddr_in>() as _;
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        m.msg_control = space.as_mut_ptr().cast();
-        m.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as _) as _;
-        let c = libc::CMSG_FIRSTHDR(&m);
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as _) as _;
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from_ne_bytes(src.octets()),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-        let n = libc::sendmsg(fd, &m, 0);
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let (n, from, dest) = sys::net::recv_with_dest(self.sock.as_fd(), buf)?;
+        Ok((n, from, for_us(dest, self.group)))
     }
 }
 
@@ -524,12 +357,9 @@ mod tests {
     }
 
     #[test]
-    fn interface_lookups_answer_as_the_c_library_does() {
+    fn interface_errors_read_as_lines() {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let fd = sock.as_fd();
-        // SAFETY: a NUL-terminated name.
-        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        assert_eq!(ifindex(fd, "lo"), Ok(lo));
         assert_eq!(ipv4_of(fd, "lo"), Ok(Ipv4Addr::LOCALHOST));
         assert_eq!(
             ifindex(fd, "lbfo-nosuch0"),
