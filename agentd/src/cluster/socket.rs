@@ -470,9 +470,17 @@ mod tests {
                     .into()
             )
         );
-        assert_eq!(read(&mut net), None, "the same errno again: not logged again");
+        assert_eq!(
+            read(&mut net),
+            None,
+            "the same errno again: not logged again"
+        );
         ask(&net, 0);
         assert_eq!(read(&mut net), None);
-        assert_eq!(got, [b"3rd".to_vec()], "each error cost its datagram, no more");
+        assert_eq!(
+            got,
+            [b"3rd".to_vec()],
+            "each error cost its datagram, no more"
+        );
     }
 }
