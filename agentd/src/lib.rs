@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cluster;
 pub mod control;
 pub mod health;
+pub mod serve;
 pub mod status;
 pub mod sys;
 pub mod table;

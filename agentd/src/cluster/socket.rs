@@ -54,6 +54,8 @@ pub struct Net {
     source: Option<Ipv4Addr>,
     /// Sends that failed (buffer full, no route), counted rather than logged one by one.
     pub send_errors: u64,
+    /// The errnos of read errors logged so far (each is logged once).
+    read_errors: Vec<i32>,
 }
 
 /// What [`Net::drain`] read.
@@ -249,6 +251,7 @@ impl Net {
             check_dest,
             source,
             send_errors: 0,
+            read_errors: Vec::new(),
         };
         Ok((net, warnings))
     }
@@ -293,7 +296,12 @@ impl Net {
     /// each and its source. A datagram longer than [`MAX_DATAGRAM`] is passed on cut to one
     /// byte more than that, for the caller to refuse as oversized; one sent to another group
     /// (seen only where the kernel lacks `IP_MULTICAST_ALL`) is passed on as dropped.
-    pub fn drain(&self, mut f: impl FnMut(Incoming<'_>, SocketAddr)) -> io::Result<()> {
+    ///
+    /// A read error other than EAGAIN, EINTR and ECONNREFUSED (an ICMP error from an earlier
+    /// unicast send, not ours to act on) ends this drain, not the agent: the socket is read
+    /// again at the next wake-up. The first error of each errno comes back as the line to log;
+    /// later ones of the same errno are not logged again.
+    pub fn drain(&mut self, mut f: impl FnMut(Incoming<'_>, SocketAddr)) -> Option<String> {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         for _ in 0..MAX_RECV {
             let got = if self.check_dest {
@@ -303,17 +311,31 @@ impl Net {
                     .recv_from(&mut buf)
                     .map(|(n, from)| (n, from, true))
             };
-            match got {
-                Ok((n, from, true)) => f(Incoming::Datagram(&buf[..n.min(buf.len())]), from),
-                Ok((_, from, false)) => f(Incoming::Dropped(DropReason::OtherGroup), from),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // An ICMP error from an earlier unicast send surfaces here: not ours to act on.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
-                Err(e) => return Err(e),
+            let e = match got {
+                Ok((n, from, true)) => {
+                    f(Incoming::Datagram(&buf[..n.min(buf.len())]), from);
+                    continue;
+                }
+                Ok((_, from, false)) => {
+                    f(Incoming::Dropped(DropReason::OtherGroup), from);
+                    continue;
+                }
+                Err(e) => e.raw_os_error().unwrap_or(0),
+            };
+            match e {
+                libc::EAGAIN => return None,
+                libc::EINTR | libc::ECONNREFUSED => continue,
+                _ if self.read_errors.contains(&e) => return None,
+                _ => {
+                    self.read_errors.push(e);
+                    return Some(format!(
+                        "cluster: socket read: {}; the agent goes on (logged once per kind of error)",
+                        sys::errno_text(e)
+                    ));
+                }
             }
         }
-        Ok(())
+        None
     }
 
     /// One datagram with its destination address: (length, source, whether it is for us:
@@ -391,15 +413,74 @@ mod tests {
         sender.send_to(&[7u8; MAX_DATAGRAM + 100], peer).unwrap();
         let mut got = Vec::new();
         // Both are queued on loopback before the drain.
-        net.drain(|d, from| match d {
+        let error = net.drain(|d, from| match d {
             Incoming::Datagram(d) => got.push((d.to_vec(), from)),
             Incoming::Dropped(why) => panic!("dropped: {why:?}"),
-        })
-        .unwrap();
+        });
+        assert_eq!(error, None);
         let from = sender.local_addr().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], (b"first".to_vec(), from));
         assert_eq!(got[1].0.len(), MAX_DATAGRAM + 1, "cut to one byte over");
         assert_eq!(got[1].1, from);
+    }
+
+    /// A read error other than EAGAIN, EINTR and ECONNREFUSED is logged once per errno and the
+    /// socket keeps being read: here control data cut short (`MSG_CTRUNC`, read as ENOBUFS), made
+    /// real by asking the kernel for more control messages than the agent's buffer holds.
+    #[test]
+    fn a_read_error_is_logged_once_and_the_socket_is_read_again() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (mut net, _) = Net::open(None, None, 1, &[peer]).unwrap();
+        net.check_dest = true;
+        let extra = [
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+            (libc::IPPROTO_IP, libc::IP_RECVTOS),
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+        ];
+        let ask = |net: &Net, on: i32| {
+            for (level, name) in extra.iter().skip(1) {
+                setsockopt(net.sock.as_fd(), *level, *name, &on).unwrap();
+            }
+        };
+        setsockopt(net.sock.as_fd(), extra[0].0, extra[0].1, &1i32).unwrap();
+        ask(&net, 1);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in [b"one", b"two", b"3rd"] {
+            sender.send_to(d, peer).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut read = |net: &mut Net| {
+            net.drain(|d, _| match d {
+                Incoming::Datagram(d) => got.push(d.to_vec()),
+                Incoming::Dropped(why) => panic!("dropped: {why:?}"),
+            })
+        };
+        assert_eq!(
+            read(&mut net),
+            Some(
+                "cluster: socket read: no buffer space available; the agent goes on (logged \
+                 once per kind of error)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            read(&mut net),
+            None,
+            "the same errno again: not logged again"
+        );
+        ask(&net, 0);
+        assert_eq!(read(&mut net), None);
+        assert_eq!(
+            got,
+            [b"3rd".to_vec()],
+            "each error cost its datagram, no more"
+        );
     }
 }

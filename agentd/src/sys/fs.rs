@@ -207,6 +207,15 @@ pub fn stderr() -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(2) }
 }
 
+/// Writes `line` and a newline to stderr in one `write`, ignoring failure: a closed stderr must
+/// not stop the agent. Every log line of the agent's goes through here.
+pub fn say(line: &str) {
+    let mut l = String::with_capacity(line.len() + 1);
+    l.push_str(line);
+    l.push('\n');
+    let _ = write_all(stderr(), l.as_bytes());
+}
+
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
 /// the agent's (files, stdout, stderr) goes through here: whole lines and reports in one
 /// `write` where the pipe takes them, with no buffer or lock of std's `Stdout` in between.
