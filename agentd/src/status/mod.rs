@@ -128,16 +128,9 @@ pub fn cluster_path(table: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Replaces the cluster state file in one step (temporary file, rename), mode 0644.
+/// Replaces the cluster state file in one step (`sys::fs::write_atomically`), mode 0644.
 pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
-    let f = crate::sys::fs::open(&tmp, flags, 0o644)?;
-    crate::sys::fs::write_all(f.as_fd(), text.as_bytes())?;
-    crate::sys::fs::rename(&tmp, path)
+    crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644)
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.
