@@ -33,8 +33,9 @@ use lbfo_core::{parse_line, Command, Line, Writer};
 use sha2::Sha256;
 
 use crate::cluster::replica::{Replica, BUCKETS};
+use crate::cluster::trickle::IMAX_MS;
 use crate::cluster::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
-use crate::cluster::{Cluster, DIGEST_MS};
+use crate::cluster::Cluster;
 
 /// The cluster key of the fuzz node and of the seeds' sender.
 pub const KEY: &[u8] = b"lbfo fuzz key, not a secret";
@@ -152,7 +153,7 @@ pub fn receive(input: &[u8]) {
     let peers = |s: &str| s.lines().filter(|l| !l.starts_with("drop ")).count();
     assert_eq!(peers(&again), peers(&status));
     // The periodic duties still run: a digest round, tombstone collection.
-    c.tick(10 * DIGEST_MS + 60_000, T0 + 1000);
+    c.tick(10 * IMAX_MS + 60_000, T0 + 1000);
     c.take_outbox();
 }
 
@@ -186,7 +187,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         peer.send_entries(crate::cluster::Dest::All, &es, T0);
         grab(name, &mut peer);
     }
-    peer.tick(10 * DIGEST_MS, T0);
+    peer.tick(10 * IMAX_MS, T0);
     grab("digest", &mut peer);
     // The node's hello makes the peer answer with the buckets that differ and a digest reply.
     let mut a = node();

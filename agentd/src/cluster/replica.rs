@@ -233,6 +233,9 @@ pub struct Replica {
     me: NodeId,
     clock: u64,
     services: VecMap<String, Box<ServiceState>>,
+    /// The digest as last computed, until the next change: every digest heard is compared with
+    /// ours, and computing it walks every entry.
+    digest: Option<[u32; BUCKETS]>,
 }
 
 /// The node id for a node name.
@@ -261,6 +264,7 @@ impl Replica {
             me,
             clock: 0,
             services: VecMap::new(),
+            digest: None,
         }
     }
 
@@ -349,6 +353,7 @@ impl Replica {
 
     /// Writes `cmd`'s fields at `at` (merging, so an older stamp loses to what is there).
     fn apply_at(&mut self, cmd: &Command, at: Stamp) -> Vec<Entry> {
+        self.digest = None;
         let name = *cmd.service();
         let s = self
             .services
@@ -441,6 +446,7 @@ impl Replica {
         if dead && newest.time < horizon && known.is_none() {
             return false;
         }
+        self.digest = None;
         let s = self
             .services
             .get_or_insert_with(name.as_str().to_owned(), || {
@@ -474,6 +480,7 @@ impl Replica {
     /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
     /// with no backend. Returns the names of services that vanished.
     pub fn collect(&mut self, wall_ms: u64) -> Vec<Name> {
+        self.digest = None;
         let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
         let mut gone = Vec::new();
         self.services.retain(|_, s| {
@@ -540,20 +547,33 @@ impl Replica {
 
     /// One order-independent hash per bucket of everything held.
     pub fn digest(&self) -> [u32; BUCKETS] {
-        let mut sums = [0u64; BUCKETS];
-        for s in self.services.values() {
-            let b = bucket(&s.name);
-            sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
-            for (addr, st) in &s.backends {
-                sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
-                    name: s.name,
-                    addr: *addr,
-                    state: *st,
-                }));
-            }
-        }
-        sums.map(|h| (h ^ (h >> 32)) as u32)
+        compute_digest(&self.services)
     }
+
+    /// [`Replica::digest`], kept until the next change: the cluster compares every digest it
+    /// hears with its own, and computing it walks every entry.
+    pub fn digest_cached(&mut self) -> [u32; BUCKETS] {
+        *self
+            .digest
+            .get_or_insert_with(|| compute_digest(&self.services))
+    }
+}
+
+/// The digest's buckets: the sum of every entry's hash in each.
+fn compute_digest(services: &VecMap<String, Box<ServiceState>>) -> [u32; BUCKETS] {
+    let mut sums = [0u64; BUCKETS];
+    for s in services.values() {
+        let b = bucket(&s.name);
+        sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
+        for (addr, st) in &s.backends {
+            sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
+                name: s.name,
+                addr: *addr,
+                state: *st,
+            }));
+        }
+    }
+    sums.map(|h| (h ^ (h >> 32)) as u32)
 }
 
 /// Resets every field a service delete superseded (stamp not newer than `deleted`) to its
@@ -848,6 +868,9 @@ mod tests {
                     let e = sent[rng.below(sent.len() as u64) as usize].clone();
                     nodes[rng.below(4) as usize].merge(&e, t);
                 }
+                // Digests cached along the way must follow every change.
+                let d = nodes[n].digest_cached();
+                assert_eq!(d, nodes[n].digest(), "seed {seed}");
             }
             for node in nodes.iter_mut() {
                 let mut order: Vec<usize> = (0..sent.len()).collect();
@@ -857,6 +880,10 @@ mod tests {
                 for &i in order.iter().chain(order.iter().take(5)) {
                     node.merge(&sent[i], t);
                 }
+            }
+            for n in nodes.iter_mut() {
+                n.collect(t + TOMBSTONE_MS / 2);
+                assert_eq!(n.digest_cached(), n.digest(), "seed {seed}");
             }
             let first = (show(&nodes[0]), nodes[0].digest());
             for n in &nodes[1..] {

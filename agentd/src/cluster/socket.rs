@@ -40,6 +40,12 @@ use sys::net::setsockopt;
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
 
+/// The receive buffer asked for: a joiner takes a whole table in bursts of answers (up to
+/// `cluster::RESPONDERS` × `cluster::REPAIR_ENTRIES` entries at once), which the kernel's default
+/// of about 200 KB would drop. Root's `SO_RCVBUFFORCE` gets it whole; otherwise `SO_RCVBUF`, which
+/// the kernel caps at `net.core.rmem_max`. Memory is taken only while datagrams wait.
+pub const RCVBUF: i32 = 4 << 20;
+
 /// The socket and where "everyone" is.
 #[derive(Debug)]
 pub struct Net {
@@ -131,6 +137,10 @@ impl Net {
         }
         let sock = bound(first).map_err(what("bind"))?;
         let fd = sock.as_fd();
+        if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
+            // Not root (or no CAP_NET_ADMIN): as much as rmem_max allows.
+            let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF);
+        }
         let index = iface.map(|i| ifindex(fd, i)).transpose()?.unwrap_or(0);
         let mut warnings = Vec::new();
         let mut check_dest = false;

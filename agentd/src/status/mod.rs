@@ -7,7 +7,7 @@
 //! rendered by pure functions.
 //!
 //! In a cluster, the agent also writes its cluster state (node, peers, drop counters) to
-//! `<table>.cluster` five times a second ([`write_cluster`]); `status` shows it when present. Every
+//! `<table>.cluster` at most once a second, when it changed ([`write_cluster`]); `status` shows it when present. Every
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
@@ -128,9 +128,12 @@ pub fn cluster_path(table: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Replaces the cluster state file in one step (`sys::fs::write_atomically`), mode 0644.
+/// Replaces the cluster state file in one step (`sys::fs::NewFile`), mode 0644, without a
+/// flush to disk: it describes the running agent only.
 pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
-    crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644)
+    let new = crate::sys::fs::NewFile::create(path, 0o644)?;
+    crate::sys::fs::write_all(new.file().as_fd(), text.as_bytes())?;
+    new.rename_in()
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.
