@@ -32,6 +32,8 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod replica;
+#[doc(hidden)]
+pub mod sim;
 pub mod socket;
 pub mod trickle;
 pub mod wire;

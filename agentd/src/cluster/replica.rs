@@ -273,6 +273,12 @@ impl Replica {
         self.me
     }
 
+    /// A copy of this replica held by node `me` (the simulator gives every node one table
+    /// without merging it entry by entry).
+    pub fn copy_for(&self, me: NodeId) -> Replica {
+        Replica { me, ..self.clone() }
+    }
+
     /// A fresh stamp, newer than everything seen.
     fn tick(&mut self, wall_ms: u64) -> Stamp {
         self.clock = wall_ms.max(self.clock + 1);
