@@ -23,7 +23,7 @@
 //! `add` of an existing backend keeps its position and so its counter.
 
 use crate::sys::fs::Shown;
-use lbfo_core::addr::{Ip, Sock};
+use lbfo_core::addr::Ip;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -31,7 +31,7 @@ use lbfo_core::cmd::{parse_bytes, Check, Setting};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
-use crate::cluster::wire::Drop;
+use crate::cluster::wire::DropReason;
 use crate::cluster::{Cluster, Dest};
 use crate::control::config::{self, Config, ConfigError};
 use crate::control::fifo::{Piece, MAX_LINE};
@@ -305,21 +305,14 @@ impl<'m> Agent<'m> {
             return;
         };
         c.datagram(bytes, from, self.now.wall_ms);
-        if let Some(a) = c.same_name.take() {
-            let line = format!(
-                "cluster: warning: {} sends under this node's name {}; its datagrams are ignored \
-                 (every node needs a name of its own: `node NAME`)",
-                Sock(a),
-                c.name()
-            );
-            self.log(line);
-        }
+        self.log.append(&mut c.take_log());
     }
 
     /// A datagram the socket dropped before the cluster saw it: counted with the cluster's own.
-    pub fn dropped(&mut self, from: SocketAddr, why: Drop) {
+    pub fn dropped(&mut self, from: SocketAddr, why: DropReason) {
         if let Some(c) = self.cluster.as_mut() {
             c.dropped(from, why);
+            self.log.append(&mut c.take_log());
         }
     }
 

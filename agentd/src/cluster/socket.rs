@@ -11,7 +11,7 @@
 //! the kernel refuses that option (Linux before 2.6.31, or 4.20 for IPv6; qemu-user, which does
 //! not emulate it), the same rule is kept by hand: the socket asks for each datagram's
 //! destination address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and [`Net::drain`] drops one sent to
-//! any other multicast address (counted as [`Drop::OtherGroup`]). Binding to the group address
+//! any other multicast address (counted as [`DropReason::OtherGroup`]). Binding to the group address
 //! instead would also shut out the unicast repairs peers send us.
 //!
 //! **Sends to the group leave by `iface`.** `IP_MULTICAST_IF` is given the interface by index
@@ -32,7 +32,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::cluster::wire::{Drop, MAX_DATAGRAM};
+use crate::cluster::wire::{DropReason, MAX_DATAGRAM};
 use crate::cluster::Dest;
 use crate::sys::{self, io_text};
 use sys::net::setsockopt;
@@ -64,7 +64,7 @@ pub enum Incoming<'a> {
     /// A datagram for us (the group or our unicast address), to be checked by the cluster.
     Datagram(&'a [u8]),
     /// A datagram dropped here, and why.
-    Dropped(Drop),
+    Dropped(DropReason),
 }
 
 /// Whether `e` says the option is unknown here (an older kernel, an emulator), which is what
@@ -317,7 +317,7 @@ impl Net {
                     continue;
                 }
                 Ok((_, from, false)) => {
-                    f(Incoming::Dropped(Drop::OtherGroup), from);
+                    f(Incoming::Dropped(DropReason::OtherGroup), from);
                     continue;
                 }
                 Err(e) => e.raw_os_error().unwrap_or(0),
