@@ -369,6 +369,14 @@ mod tests {
         }
         let mut child = spawned.unwrap();
         let pid = child.id() as i32;
+        // The kernel lets a vfork-spawning parent go on before the new program's name is set
+        // (`begin_new_exec`): wait until /proc shows it.
+        for _ in 0..500 {
+            if is_dnsmasq(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let found = dnsmasq_pids();
         let me = std::process::id() as i32;
         child.kill().unwrap();
