@@ -84,7 +84,7 @@ fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
 
 /// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
 /// and `first`'s port. (nix's calls rather than `UdpSocket::bind` and `set_nonblocking`, whose
-/// address resolution and `ioctl` are half a kilobyte more of the router build.)
+/// address resolution and `ioctl` are more code on the router build.)
 fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
     use nix::sys::socket::{
         bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,

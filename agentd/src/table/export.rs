@@ -196,7 +196,7 @@ pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
 }
 
 /// A process id written in decimal digits (as in a pid file or a /proc entry's name); `None`
-/// for anything else, 0 and what is past `i32::MAX`. (Not `str::parse`, which is a kilobyte of
+/// for anything else, 0 and what is past `i32::MAX`. (Not `str::parse`, which is more code on
 /// the router build for the agent's only two signed numbers.)
 fn pid_of(digits: &[u8]) -> Option<i32> {
     if digits.is_empty() {
