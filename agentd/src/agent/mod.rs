@@ -31,6 +31,7 @@ use lbfo_core::cmd::{parse_bytes, Check, Setting};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
+use crate::cluster::replica::Refused;
 use crate::cluster::wire::DropReason;
 use crate::cluster::{Cluster, Dest};
 use crate::control::config::{self, Config, ConfigError};
@@ -182,14 +183,24 @@ impl<'m> Agent<'m> {
         };
         if agent.cluster.is_some() {
             if let (Some(s), Some(c)) = (&saved, agent.cluster.as_mut()) {
-                let mut merged = 0;
+                let (mut merged, mut ahead) = (0, None);
                 for e in &s.replica {
-                    merged += usize::from(c.replica.merge(e, now.wall_ms));
+                    match c.replica.merge(e, now.wall_ms) {
+                        Ok(changed) => merged += usize::from(changed),
+                        Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
+                    }
                 }
                 let n = c.replica.names().count();
                 agent.log(format!(
                     "start: restored {merged} entries ({n} services) from the state file"
                 ));
+                if let Some(ms) = ahead {
+                    agent.log(format!(
+                        "start: state: entries stamped up to {} s ahead of this clock refused \
+                         (a damaged file, or this clock set back: the group fills them in)",
+                        ms / 1000
+                    ));
+                }
             }
             agent.start_cluster(adopt, config, now);
             return agent;
@@ -261,7 +272,7 @@ impl<'m> Agent<'m> {
         let mut cluster = self.cluster.take();
         if let Some(c) = cluster.as_mut() {
             for (_, cmd) in &config.commands {
-                c.replica.config_line(cmd, config.mtime_ms);
+                c.replica.config_line(cmd, config.mtime_ms, now.wall_ms);
             }
             c.hello(now.wall_ms);
         }
@@ -483,7 +494,7 @@ impl<'m> Agent<'m> {
                 continue;
             }
             if let Some(c) = self.cluster.as_mut() {
-                let entries = c.replica.config_line(cmd, config.mtime_ms);
+                let entries = c.replica.config_line(cmd, config.mtime_ms, wall);
                 c.send_entries(Dest::All, &entries, wall);
                 self.state_dirty = true;
                 continue;
