@@ -145,7 +145,7 @@ pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
 /// Parses the cluster state file; unknown or damaged lines are skipped.
 ///
 /// Lines and words are split as `lines()` and `split_whitespace()` would, in one pass over the
-/// characters, and numbers are read by [`number`]: the std versions inline much more code on the
+/// characters, and numbers are read by `number`: the std versions inline much more code on the
 /// routers (size budget).
 pub fn parse_cluster(text: &str) -> ClusterInfo {
     let mut c = ClusterInfo::default();
