@@ -101,7 +101,11 @@ pub fn debian_packages(pkgs: &[&str]) -> Option<Vec<PathBuf>> {
         .args(pkgs)
         .output()
         .expect("run debian-pkgs.sh");
-    assert!(out.status.success(), "debian-pkgs.sh {pkgs:?}: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "debian-pkgs.sh {pkgs:?}: {}",
+        describe(&out)
+    );
     let roots: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(PathBuf::from)

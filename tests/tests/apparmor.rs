@@ -47,7 +47,8 @@ fn apparmor_parser_accepts_a_nameservice_profile_with_the_snippet() {
         .output()
         .expect("cp");
     assert!(cp.status.success(), "{}", describe(&cp));
-    let abstraction = std::fs::read_to_string(tree.join("abstractions/nameservice")).expect("abstraction");
+    let abstraction =
+        std::fs::read_to_string(tree.join("abstractions/nameservice")).expect("abstraction");
     assert!(
         abstraction.contains("include if exists <abstractions/nameservice.d>"),
         "this apparmor's nameservice abstraction includes nameservice.d"
@@ -59,7 +60,11 @@ fn apparmor_parser_accepts_a_nameservice_profile_with_the_snippet() {
     std::fs::write(dir.join("parser.conf"), "").expect("parser.conf");
 
     let out = parser(root, &tree, &dir, &["-Q", "-K"]);
-    assert!(out.status.success(), "the profile compiles: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "the profile compiles: {}",
+        describe(&out)
+    );
     let out = parser(root, &tree, &dir, &["-p"]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -68,12 +73,22 @@ fn apparmor_parser_accepts_a_nameservice_profile_with_the_snippet() {
         .map(str::trim)
         .filter(|l| !l.starts_with('#') && l.contains("lbfo/table"))
         .collect();
-    assert_eq!(rules, ["@{run}/lbfo/table r,"], "the snippet's one rule, reached through the abstraction");
+    assert_eq!(
+        rules,
+        ["@{run}/lbfo/table r,"],
+        "the snippet's one rule, reached through the abstraction"
+    );
 
-    let broken = std::fs::read_to_string(&snippet).expect("snippet").replace("table r,", "table rz,");
+    let broken = std::fs::read_to_string(&snippet)
+        .expect("snippet")
+        .replace("table r,", "table rz,");
     std::fs::write(drop_in.join("lbfo"), broken).expect("broken snippet");
     let out = parser(root, &tree, &dir, &["-Q", "-K"]);
-    assert!(!out.status.success(), "a broken snippet is refused: {}", describe(&out));
+    assert!(
+        !out.status.success(),
+        "a broken snippet is refused: {}",
+        describe(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("nameservice.d/lbfo"),
         "{}",

@@ -29,7 +29,16 @@ fn run(which: &str) {
     let guarded = ["/etc/nsswitch.conf", "/etc/passwd", "/etc/group"];
     let before: Vec<_> = guarded.iter().map(|p| std::fs::read(p).ok()).collect();
     let out = Command::new("unshare")
-        .args(["-m", "-n", "-i", "-p", "-f", "--mount-proc", "--propagation", "private"])
+        .args([
+            "-m",
+            "-n",
+            "-i",
+            "-p",
+            "-f",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
         .arg("bash")
         .arg(here.join("scripts/nscd.sh"))
         .arg(which)
@@ -47,7 +56,11 @@ fn run(which: &str) {
     assert_eq!(before, after, "the machine's own files are untouched");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(stdout.contains(&format!("{which}: all checks passed")), "{}", describe(&out));
+    assert!(
+        stdout.contains(&format!("{which}: all checks passed")),
+        "{}",
+        describe(&out)
+    );
     let oks = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert_eq!(oks, 3, "{stdout}");
 }

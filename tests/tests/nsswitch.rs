@@ -116,7 +116,11 @@ fn add_puts_lbfo_first_on_every_line_in_the_wild() {
         let (blanks, sources) = rest.split_at(lead);
         let want = format!("passwd: files\nhosts:{blanks}lbfo {sources}\nnetworks: files\n");
         check(&input, &want);
-        assert_eq!(ending(&want), "", "{what}: lbfo first, nothing ends a lookup before it");
+        assert_eq!(
+            ending(&want),
+            "",
+            "{what}: lbfo first, nothing ends a lookup before it"
+        );
     }
 }
 
@@ -257,7 +261,11 @@ const NSS_PACKAGES: &[&str] = &[
 /// DPKG_ROOT, so the script never sees this machine's /etc).
 fn maintscript(unpacked: &Path, pkg: &str, script: &str, arg: &str, root: &Path) {
     assert!(root.is_absolute() && root != Path::new("/"));
-    let path = unpacked.parent().expect("package dir").join("DEBIAN").join(script);
+    let path = unpacked
+        .parent()
+        .expect("package dir")
+        .join("DEBIAN")
+        .join(script);
     let out = Command::new("sh")
         .arg(&path)
         .arg(arg)
@@ -266,7 +274,11 @@ fn maintscript(unpacked: &Path, pkg: &str, script: &str, arg: &str, root: &Path)
         .env("DPKG_MAINTSCRIPT_PACKAGE_INSTCOUNT", "0")
         .output()
         .expect("run a maintainer script");
-    assert!(out.status.success(), "{pkg} {script} {arg}: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "{pkg} {script} {arg}: {}",
+        describe(&out)
+    );
 }
 
 /// Every order of `items` (Heap's algorithm).
@@ -329,12 +341,21 @@ fn real_packages_in_every_order() {
                 std::fs::write(&conf, edit("add", &read())).expect("lbfo add");
             } else {
                 maintscript(&roots[i], NSS_PACKAGES[i], "preinst", "install", &scratch);
-                maintscript(&roots[i], NSS_PACKAGES[i], "postinst", "configure", &scratch);
+                maintscript(
+                    &roots[i],
+                    NSS_PACKAGES[i],
+                    "postinst",
+                    "configure",
+                    &scratch,
+                );
             }
             states.push(read());
         }
         let line = hosts_line(states.last().expect("a state")).to_string();
-        assert!(line.starts_with("hosts:          lbfo "), "{order:?}: {line}");
+        assert!(
+            line.starts_with("hosts:          lbfo "),
+            "{order:?}: {line}"
+        );
         assert_eq!(ending(&read()), "", "{order:?}: {line}");
         for (&i, before) in order.iter().rev().zip(states.iter().rev().skip(1)) {
             if i == 4 {

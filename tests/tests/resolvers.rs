@@ -49,7 +49,16 @@ fn lbfo_first_under_systemd_resolved_and_the_real_modules() {
 
     let before: Vec<_> = GUARDED.iter().map(|p| std::fs::read(p).ok()).collect();
     let out = Command::new("unshare")
-        .args(["-m", "-n", "-i", "-p", "-f", "--mount-proc", "--propagation", "private"])
+        .args([
+            "-m",
+            "-n",
+            "-i",
+            "-p",
+            "-f",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
         .arg("bash")
         .arg(here.join("scripts/real-modules.sh"))
         .arg(&bin.agent)
@@ -70,7 +79,11 @@ fn lbfo_first_under_systemd_resolved_and_the_real_modules() {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(stdout.contains("real-modules: all checks passed"), "{}", describe(&out));
+    assert!(
+        stdout.contains("real-modules: all checks passed"),
+        "{}",
+        describe(&out)
+    );
     // Every check ran, so a shortened script cannot pass.
     let oks = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert_eq!(oks, 10, "{stdout}");
