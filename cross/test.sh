@@ -31,7 +31,7 @@ core_tests() {
     --config 'profile.cross-test.opt-level=2' --config 'profile.cross-test.panic="unwind"' \
     --config "target.$t.rustflags=[\"-Alinker-messages\"]" >&2
   cross_log "$t: core unit tests passed in $((SECONDS - start)) s"
-  # The agent's own malloc (agentd/src/malloc.rs), which musl builds link in place of the C
+  # The agent's own malloc (agentd/src/sys/malloc.rs), which musl builds link in place of the C
   # library's: its tests on the router's word size, in a test binary that itself (harness
   # threads and all) allocates through it.
   start=$SECONDS

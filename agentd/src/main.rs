@@ -30,96 +30,67 @@
 //! SIGTERM: exiting; the table stays in place and keeps answering
 //! ```
 #![deny(unsafe_code)]
-#![no_main]
 
-use lbfo_agentd::Shown;
+use lbfo_agentd::sys::fs::Shown;
 use lbfo_core::addr::Sock;
-use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Write as _;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::str::Utf8Error;
+use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
 use lbfo_agentd::agent::{self, Agent, Now};
-use lbfo_agentd::cli::{self, Exit, Sub};
-use lbfo_agentd::fifo::{self, Fifo, Opened, Splitter};
-use lbfo_agentd::{
-    clock_ms, cluster, config, errno_text, health, io_text, keyfile, net, state, status, tablefile,
-    wire,
-};
+use lbfo_agentd::cluster::{self, socket as net, wire};
+use lbfo_agentd::control::cli::{self, Parsed, Sub};
+use lbfo_agentd::control::fifo::{self, Fifo, Opened, Splitter};
+use lbfo_agentd::control::{config, keyfile};
+use lbfo_agentd::sys::fs::{stderr, stdout, write_all};
+use lbfo_agentd::sys::{clock_ms, errno_text, io_text};
+use lbfo_agentd::table::{file as tablefile, state};
+use lbfo_agentd::{health, status};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
-/// The C entry point, in place of std's `fn main` runtime (`#![no_main]`): on the routers that
-/// runtime (argument capture, the exit-time flush of std's stdout, stack-overflow handlers) is
-/// ~5 KB of the 200 KiB budget, and the agent uses none of it. What of it matters is done here:
-/// SIGPIPE ignored (a reader of `status` that goes away is an EPIPE, not a kill), and fds 0-2
-/// held open, so that no file the agent opens can become its stderr.
-#[allow(unsafe_code)]
-#[no_mangle]
-extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
-    // SAFETY: ignoring a signal installs no handler code.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only reads the descriptor's flags; open takes a C string and returns a
-        // descriptor the process keeps for good (the lowest free number: `fd`).
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1 && Errno::last() == Errno::EBADF {
-                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            }
-        }
-    }
-    let args = (1..usize::try_from(argc).unwrap_or(0))
-        .map(|i| {
-            // SAFETY: the C runtime passes `argc` pointers to NUL-terminated strings in `argv`,
-            // which stay in place, unchanged, for the life of the process.
-            let arg: &'static CStr = unsafe { CStr::from_ptr(*argv.add(i)) };
-            arg.to_str()
-        })
-        .collect();
-    c_int::from(lbfo_main(args))
+/// std's runtime has already done what the agent needs of it: SIGPIPE is ignored (a reader of
+/// `status` that goes away is an EPIPE, not a kill), and fds 0-2 are open (on /dev/null if they
+/// came closed), so no file the agent opens can become its stderr. `tests/tests/agent.rs` checks
+/// both.
+fn main() -> ExitCode {
+    ExitCode::from(lbfo_main())
 }
 
-/// The command line without the program's name: every argument as text, or the UTF-8 error of
-/// the first that is not.
-fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
-    let Ok(refs) = args else {
+fn lbfo_main() -> u8 {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let Ok(args) = args else {
         say("lbfo-agentd: arguments must be UTF-8 text");
         return EXIT_USAGE;
     };
-    let cli = match cli::parse(&refs) {
-        Ok(cli) => cli,
-        Err(Exit::Help(text)) => {
-            let _ = put(STDOUT, text.as_bytes());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match cli::parse(&args) {
+        Parsed::Run(cli) => cli,
+        Parsed::Help(text) => {
+            let _ = write_all(stdout(), text.as_bytes());
             return 0;
         }
-        Err(Exit::Usage(line)) => {
-            say(&line);
-            say("Run lbfo-agentd --help for more information.");
+        Parsed::Usage(lines) => {
+            say(&lines);
             return EXIT_USAGE;
         }
     };
-    let top = cli.config.map(Path::new);
+    let top = cli.config.as_deref();
     match cli.command {
         Some(Sub::Status(s)) => status_main(&s, top),
-        Some(Sub::Keygen(path)) => match keyfile::generate(Path::new(path)) {
-            Ok(()) => {
-                say_fmt(format_args!("keygen: wrote {path} (mode 0600)"));
-                0
-            }
-            Err(e) => {
-                say_fmt(format_args!("keygen: {path}: {e}"));
-                EXIT_FAILURE
-            }
-        },
-        Some(Sub::Check(c)) => check_main(c.map(Path::new).or(top)),
+        Some(Sub::Keygen(k)) => keygen_main(&k.path),
+        Some(Sub::Check(c)) => check_main(c.config.as_deref().or(top)),
         None => match top {
             Some(config) => run(config),
             None => {
@@ -130,33 +101,30 @@ fn lbfo_main(args: Result<Vec<&'static str>, Utf8Error>) -> u8 {
     }
 }
 
-/// Standard output and error, written to directly (`put`): not through std's `Stdout`, whose
-/// global (a lock and a line buffer) is ~0.5 KB of the router binary.
-#[allow(unsafe_code)]
-// SAFETY: `main` holds fds 1 and 2 open (on /dev/null if they came closed) for the process's life.
-const STDOUT: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(1) };
-#[allow(unsafe_code)]
-// SAFETY: as STDOUT.
-const STDERR: BorrowedFd<'static> = unsafe { BorrowedFd::borrow_raw(2) };
-
 /// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
 fn say(line: &str) {
     say_fmt(format_args!("{line}"));
 }
 
-/// [`say`] for a formatted line: written into one buffer with its newline.
+/// [`say`] for a formatted line: written into one buffer with its newline, in one `write`.
 fn say_fmt(line: std::fmt::Arguments<'_>) {
     let mut l = String::new();
     let _ = l.write_fmt(line);
     l.push('\n');
-    let _ = put(STDERR, l.as_bytes());
+    let _ = write_all(stderr(), l.as_bytes());
 }
 
-/// Writes all of `bytes` to stdout or stderr, unbuffered (one `write` when the pipe takes it
-/// whole), retrying on EINTR. The agent writes whole lines and reports, so std's buffered,
-/// locked `Stdout`/`Stderr` writers are not used: they are a few KiB of the router binary.
-fn put(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
-    lbfo_agentd::write_all(fd, bytes)
+fn keygen_main(path: &Path) -> u8 {
+    match keyfile::generate(path) {
+        Ok(()) => {
+            say_fmt(format_args!("keygen: wrote {} (mode 0600)", path.shown()));
+            0
+        }
+        Err(e) => {
+            say_fmt(format_args!("keygen: {}: {e}", path.shown()));
+            EXIT_FAILURE
+        }
+    }
 }
 
 fn check_main(config: Option<&Path>) -> u8 {
@@ -166,7 +134,7 @@ fn check_main(config: Option<&Path>) -> u8 {
     };
     match config::load(path) {
         Ok(_) => {
-            let _ = put(STDOUT, format!("{}: ok\n", path.shown()).as_bytes());
+            let _ = write_all(stdout(), format!("{}: ok\n", path.shown()).as_bytes());
             0
         }
         Err(e) => {
@@ -176,13 +144,13 @@ fn check_main(config: Option<&Path>) -> u8 {
     }
 }
 
-fn status_main(s: &cli::Status<'_>, top_config: Option<&Path>) -> u8 {
+fn status_main(s: &cli::Status, top_config: Option<&Path>) -> u8 {
     if s.json && s.prometheus {
         say("lbfo-agentd status: --json and --prometheus exclude each other");
         return EXIT_USAGE;
     }
-    let table = match (s.table, s.config.map(Path::new).or(top_config)) {
-        (Some(t), _) => PathBuf::from(t),
+    let table = match (&s.table, s.config.as_deref().or(top_config)) {
+        (Some(t), _) => t.clone(),
         (None, Some(c)) => match config::load(c) {
             Ok(conf) => conf.table,
             Err(e) => {
@@ -201,7 +169,7 @@ fn status_main(s: &cli::Status<'_>, top_config: Option<&Path>) -> u8 {
             } else {
                 status::text(&snap)
             };
-            match put(STDOUT, out.as_bytes()) {
+            match write_all(stdout(), out.as_bytes()) {
                 Ok(()) => 0,
                 Err(_) => EXIT_FAILURE,
             }
@@ -209,7 +177,7 @@ fn status_main(s: &cli::Status<'_>, top_config: Option<&Path>) -> u8 {
         Err(line) => {
             say(&line);
             if s.prometheus {
-                let _ = put(STDOUT, status::prometheus_unreadable().as_bytes());
+                let _ = write_all(stdout(), status::prometheus_unreadable().as_bytes());
             }
             EXIT_FAILURE
         }

@@ -271,25 +271,12 @@ pub fn write_ip(w: &mut impl Write, addr: &IpAddr) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestRng;
     use core::net::{SocketAddrV4, SocketAddrV6};
     use core::str::FromStr;
 
     /// Random cases per test: fewer under Miri, which runs every core test and is slow.
     const CASES: u32 = if cfg!(miri) { 100 } else { 200_000 };
-
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-            from[(self.next() % from.len() as u64) as usize]
-        }
-    }
 
     fn same_as_std(s: &str) {
         assert_eq!(parse_ip(s), IpAddr::from_str(s).ok(), "parsing {s:?}");
@@ -366,7 +353,7 @@ mod tests {
             "0", "1", "00", "12", "255", "256", "ffff", "abcd", "12345", ".", ":", "::", "A", "g",
             "1.2.3.4", "0.0.0.0",
         ];
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut r = TestRng(0x9e37_79b9_7f4a_7c15);
         let (mut v4, mut v6) = (0, 0);
         for _ in 0..CASES {
             let mut s = String::new();
@@ -389,8 +376,8 @@ mod tests {
 
     #[test]
     fn shows_what_std_shows() {
-        let mut r = Rng(0x2545_f491_4f6c_dd1d);
-        let v6 = |r: &mut Rng| {
+        let mut r = TestRng(0x2545_f491_4f6c_dd1d);
+        let v6 = |r: &mut TestRng| {
             // Mostly zero groups, so that runs of every length and position come up.
             let mut g = [0u16; 8];
             for x in g.iter_mut() {

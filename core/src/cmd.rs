@@ -28,8 +28,9 @@
 use core::fmt;
 use core::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use crate::addr::Ip;
 use crate::name::{Name, NameError};
-use crate::table::Policy;
+use crate::policy::Policy;
 
 /// The largest accepted weight; keeps weight arithmetic far from overflow.
 pub const MAX_WEIGHT: u32 = 1_000_000;
@@ -115,6 +116,76 @@ impl Command {
             | Command::Policy { service, .. }
             | Command::Set { service, .. }
             | Command::Reset { service } => service,
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    /// The command as a line of the command language: [`parse_line`] reads it back as this very
+    /// command (property-tested below), so logs and saved state speak the language they are read
+    /// in. Every command is `VERB SERVICE [ADDR] [TAIL]`, written a part at a time.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, addr) = match self {
+            Command::Add { addr, .. } => ("add", Some(addr)),
+            Command::Del { addr, .. } => ("del", addr.as_ref()),
+            Command::SetUp { addr, up, .. } => (if *up { "up" } else { "down" }, Some(addr)),
+            Command::Policy { .. } => ("policy", None),
+            Command::Set { addr, attr, .. } => (attr.verb(), Some(addr)),
+            Command::Reset { .. } => ("reset", None),
+        };
+        f.write_str(verb)?;
+        f.write_str(" ")?;
+        f.write_str(self.service().as_str())?;
+        if let Some(a) = addr {
+            f.write_str(" ")?;
+            Ip(*a).fmt(f)?;
+        }
+        match *self {
+            Command::Add {
+                weight,
+                prio,
+                limit,
+                ..
+            } => {
+                let options = [weight.map(u64::from), prio.map(u64::from), limit];
+                for ((key, _), value) in ADD_OPTIONS.iter().zip(options) {
+                    if let Some(v) = value {
+                        f.write_str(" ")?;
+                        f.write_str(key)?;
+                        f.write_str("=")?;
+                        v.fmt(f)?;
+                    }
+                }
+                Ok(())
+            }
+            Command::Policy { policy, .. } => {
+                f.write_str(" ")?;
+                f.write_str(policy.name())
+            }
+            Command::Set { attr, .. } => {
+                f.write_str(" ")?;
+                attr.value().fmt(f)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Attr {
+    /// The verb that sets this attribute.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Attr::Weight(_) => "weight",
+            Attr::Prio(_) => "prio",
+            Attr::Limit(_) => "limit",
+        }
+    }
+
+    /// The value set.
+    pub fn value(&self) -> u64 {
+        match *self {
+            Attr::Weight(n) | Attr::Prio(n) => u64::from(n),
+            Attr::Limit(n) => n,
         }
     }
 }
@@ -765,6 +836,7 @@ fn whole(tok: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestRng;
     use std::format;
     use std::string::{String, ToString};
 
@@ -1027,6 +1099,144 @@ mod tests {
                 assert_eq!(whole(n), want, "{n:?}");
             }
         }
+    }
+
+    #[test]
+    fn commands_show_as_the_lines_they_parse_from() {
+        for line in [
+            "add a.lan 10.0.0.1",
+            "add a.lan ::1 weight=2 prio=3 limit=4",
+            "add a.lan fd00::1 limit=18446744073709551615",
+            "del a.lan",
+            "del a.lan 10.0.0.1",
+            "down a.lan 10.0.0.1",
+            "up a.lan ::ffff:10.0.0.1",
+            "policy a.lan leastused",
+            "weight a.lan 10.0.0.1 1000000",
+            "prio a.lan 10.0.0.1 4294967295",
+            "limit a.lan 10.0.0.1 5",
+            "reset a.lan",
+        ] {
+            let Ok(Some(Line::Command(c))) = parse_line(line) else {
+                panic!("{line}")
+            };
+            assert_eq!(c.to_string(), line);
+        }
+    }
+
+    /// A valid name of 1 to 253 bytes: one to a few labels, now and then long ones, in any case.
+    fn random_name(r: &mut TestRng) -> Name {
+        const CHARS: &[u8] = b"abcxyzABCXYZ0129-_";
+        loop {
+            let mut text = std::vec::Vec::new();
+            let labels = if r.below(8) == 0 { 8 } else { 3 };
+            for i in 0..1 + r.below(labels) {
+                if i > 0 {
+                    text.push(b'.');
+                }
+                let longest = if r.below(4) == 0 { 63 } else { 8 };
+                let len = 1 + r.below(longest);
+                text.extend((0..len).map(|_| r.pick(CHARS)));
+            }
+            if let Ok(name) = Name::new_checked(&text) {
+                return name;
+            }
+        }
+    }
+
+    /// An address of either family; IPv6 mostly zero groups (so every compression comes up) and
+    /// now and then IPv4-mapped.
+    fn random_addr(r: &mut TestRng) -> IpAddr {
+        let v4 = core::net::Ipv4Addr::from(r.next() as u32);
+        match r.below(4) {
+            0 | 1 => IpAddr::V4(v4),
+            2 => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => {
+                let g = [0u16; 8].map(|_| match r.below(3) {
+                    0 | 1 => 0,
+                    _ => r.next() as u16,
+                });
+                IpAddr::V6(core::net::Ipv6Addr::from(g))
+            }
+        }
+    }
+
+    /// A number from 0 to `max`, often one of the two ends.
+    fn random_number(r: &mut TestRng, max: u64) -> u64 {
+        match r.below(4) {
+            0 => 0,
+            1 => max,
+            _ if max == u64::MAX => r.next(),
+            _ => r.below(max + 1),
+        }
+    }
+
+    /// Any command the parser can produce.
+    fn random_command(r: &mut TestRng) -> Command {
+        let service = random_name(r);
+        let addr = random_addr(r);
+        let mut option = |max: u64| (r.below(2) == 0).then(|| random_number(r, max));
+        let (weight, prio, limit) = (
+            option(u64::from(MAX_WEIGHT)).map(|n| n as u32),
+            option(u64::from(u32::MAX)).map(|n| n as u32),
+            option(u64::MAX),
+        );
+        match r.below(6) {
+            0 => Command::Add {
+                service,
+                addr,
+                weight,
+                prio,
+                limit,
+            },
+            1 => Command::Del {
+                service,
+                addr: (r.below(2) == 0).then_some(addr),
+            },
+            2 => Command::SetUp {
+                service,
+                addr,
+                up: r.below(2) == 0,
+            },
+            3 => Command::Policy {
+                service,
+                policy: r.pick(&Policy::ALL),
+            },
+            4 => {
+                let attrs = [
+                    Attr::Weight(random_number(r, u64::from(MAX_WEIGHT)) as u32),
+                    Attr::Prio(random_number(r, u64::from(u32::MAX)) as u32),
+                    Attr::Limit(random_number(r, u64::MAX)),
+                ];
+                Command::Set {
+                    service,
+                    addr,
+                    attr: r.pick(&attrs),
+                }
+            }
+            _ => Command::Reset { service },
+        }
+    }
+
+    #[test]
+    fn every_command_shows_as_a_line_that_parses_back_to_it() {
+        let cases = if cfg!(miri) { 200 } else { 100_000 };
+        let mut r = TestRng(0x5eed_0fc0_ffee);
+        let mut kinds = [0u32; 6];
+        for _ in 0..cases {
+            let c = random_command(&mut r);
+            let line = c.to_string();
+            assert_eq!(parse_line(&line), Ok(Some(Line::Command(c))), "{line}");
+            kinds[match c {
+                Command::Add { .. } => 0,
+                Command::Del { .. } => 1,
+                Command::SetUp { .. } => 2,
+                Command::Policy { .. } => 3,
+                Command::Set { .. } => 4,
+                Command::Reset { .. } => 5,
+            }] += 1;
+        }
+        assert!(kinds.iter().all(|&n| n > cases / 12), "{kinds:?}");
     }
 
     #[test]

@@ -28,8 +28,9 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, Ordering};
 
 use crate::name::{folded_word, must_match, Name, Query, MAX_NAME_LEN};
-use crate::policy::{Family, Schedule, SCHED_LEN};
-use crate::table::{Backend, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
+use crate::policy::Policy;
+use crate::schedule::{Family, Schedule, SCHED_LEN};
+use crate::table::{Backend, Service, MAX_BACKENDS, MAX_SERVICES};
 
 /// `LBFOTAB` and a format byte, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LBFOTAB\x01");
@@ -1466,13 +1467,8 @@ mod tests {
             "policy b.lan leastused",
             "add b.lan 10.0.0.2",
         ]);
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::TestRng(0x1234_5678_9abc_def1);
+        let mut rnd = || rng.next();
         for round in 0..if cfg!(miri) { 4 } else { 300 } {
             let copy: Vec<AtomicU64> = f
                 .table

@@ -11,6 +11,7 @@ use core::net::IpAddr;
 
 use crate::cmd::{Attr, Command};
 use crate::name::Name;
+use crate::policy::Policy;
 
 /// Services in one table: 4,096 is ample for a site's internal names while keeping the shared
 /// table near 4 MiB (see [`crate::shm`]).
@@ -23,69 +24,6 @@ pub const MAX_BACKENDS: usize = 16;
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Default priority of a backend added without `prio=`.
 pub const DEFAULT_PRIO: u32 = 1;
-
-/// How a service picks its backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// The up backend(s) with the lowest priority value; ties take turns.
-    Failover,
-    /// Every up backend in turn.
-    RoundRobin,
-    /// Up backends in proportion to their weights, interleaved smoothly.
-    Weighted,
-    /// The up backend with the lowest usage counter divided by weight.
-    LeastUsed,
-}
-
-impl Policy {
-    /// The policy's name in the command language.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Failover => "failover",
-            Policy::RoundRobin => "roundrobin",
-            Policy::Weighted => "weighted",
-            Policy::LeastUsed => "leastused",
-        }
-    }
-
-    /// Parses a policy name.
-    pub fn from_name(name: &str) -> Option<Policy> {
-        Some(match name {
-            "failover" => Policy::Failover,
-            "roundrobin" => Policy::RoundRobin,
-            "weighted" => Policy::Weighted,
-            "leastused" => Policy::LeastUsed,
-            _ => return None,
-        })
-    }
-
-    /// The policy's code in the shared table.
-    pub fn code(self) -> u8 {
-        match self {
-            Policy::Failover => 0,
-            Policy::RoundRobin => 1,
-            Policy::Weighted => 2,
-            Policy::LeastUsed => 3,
-        }
-    }
-
-    /// The policy for a code read from the shared table; `None` for an unknown code.
-    pub fn from_code(code: u8) -> Option<Policy> {
-        Some(match code {
-            0 => Policy::Failover,
-            1 => Policy::RoundRobin,
-            2 => Policy::Weighted,
-            3 => Policy::LeastUsed,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// One backend of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,9 +32,9 @@ use lbfo_core::atomic::AtomicU64;
 use lbfo_core::{parse_line, Command, Line, Writer};
 use sha2::Sha256;
 
+use crate::cluster::replica::{Replica, BUCKETS};
+use crate::cluster::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
 use crate::cluster::{Cluster, DIGEST_MS};
-use crate::replica::{Replica, BUCKETS};
-use crate::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
 
 /// The cluster key of the fuzz node and of the seeds' sender.
 pub const KEY: &[u8] = b"lbfo fuzz key, not a secret";
@@ -211,7 +211,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     // Refused ones.
     let msg = |body| Message {
         version: VERSION,
-        node: crate::replica::node_id(PEER),
+        node: crate::cluster::replica::node_id(PEER),
         epoch: T0 - 1000,
         seq: 10_000,
         sent_ms: T0,

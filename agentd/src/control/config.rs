@@ -12,7 +12,7 @@
 //! deletes what the old config defined and the new one no longer does ([`removals`]), and leaves
 //! alone whatever was created at run time through the FIFO.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ pub struct ClusterConfig {
     pub insecure: bool,
 }
 
-/// Field by field, the key's path as text ([`crate::same_path`]).
+/// Field by field, the key's path as text ([`crate::sys::fs::same_path`]).
 impl PartialEq for ClusterConfig {
     fn eq(&self, other: &ClusterConfig) -> bool {
         // Destructured, so that a new field cannot be left out of the comparison.
@@ -97,7 +97,7 @@ impl PartialEq for ClusterConfig {
             && *ttl == other.ttl
             && *node == other.node
             && *peers == other.peers
-            && crate::same_path(key.as_deref(), other.key.as_deref())
+            && crate::sys::fs::same_path(key.as_deref(), other.key.as_deref())
             && *insecure == other.insecure
     }
 }
@@ -131,7 +131,7 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Read(e) => write!(f, "cannot read: {}", crate::errno_text(*e as i32)),
+            Problem::Read(e) => write!(f, "cannot read: {}", crate::sys::errno_text(*e as i32)),
             Problem::Parse(k) => k.fmt(f),
             Problem::Apply(e) => e.fmt(f),
             Problem::DuplicateSetting(what) => write!(f, "`{what}` given twice"),
@@ -174,7 +174,7 @@ impl ConfigError {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = crate::read_file(path).map_err(|e| ConfigError {
+    let text = crate::sys::fs::read_file(path).map_err(|e| ConfigError {
         line: 0,
         col: 0,
         problem: Problem::Read(
@@ -184,7 +184,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut config = parse(&text)?;
     // 0 for a time before 1970, or when the file is gone already.
-    config.mtime_ms = crate::stat(path).map_or(0, |m| m.mtime_ms);
+    config.mtime_ms = crate::sys::fs::stat(path).map_or(0, |m| m.mtime_ms);
     Ok(config)
 }
 

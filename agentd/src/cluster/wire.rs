@@ -26,7 +26,7 @@ use lbfo_core::Name;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::replica::{BackendState, Entry, Reg, Stamp, BUCKETS};
+use crate::cluster::replica::{BackendState, Entry, Reg, Stamp, BUCKETS};
 
 /// The protocol version this agent speaks.
 pub const VERSION: u8 = 1;
@@ -640,7 +640,7 @@ pub fn pack(entries: &[Entry], key: &Key, mut header: impl FnMut() -> Message) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Replica;
+    use crate::cluster::replica::Replica;
     use lbfo_core::{parse_line, Line};
 
     fn msg(body: Body) -> Message {

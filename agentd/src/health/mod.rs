@@ -187,7 +187,7 @@ fn record(key: &Key, t: &mut Target, r: Result<(), Errno>, out: &mut Vec<Verdict
                     t.fails,
                     t.check.port,
                     t.last_error
-                        .map_or("?".to_owned(), |e| crate::errno_text(e as i32))
+                        .map_or("?".to_owned(), |e| crate::sys::errno_text(e as i32))
                 )
             };
             out.push(Verdict {

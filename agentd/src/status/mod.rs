@@ -12,7 +12,7 @@
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use lbfo_core::addr::Ip;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use lbfo_core::shm::NO_COUNTERS;
 use lbfo_core::{CountersView, TableView};
 
-use crate::shm::{Segment, TableMapRo};
+use crate::sys::shm::{Segment, TableMapRo};
 use crate::vecmap::VecSet;
 
 /// A heartbeat older than this means the agent is not running (three missed beats).
@@ -135,9 +135,9 @@ pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
-    let f = crate::open(&tmp, flags, 0o644)?;
-    crate::write_all(f.as_fd(), text.as_bytes())?;
-    crate::rename(&tmp, path)
+    let f = crate::sys::fs::open(&tmp, flags, 0o644)?;
+    crate::sys::fs::write_all(f.as_fd(), text.as_bytes())?;
+    crate::sys::fs::rename(&tmp, path)
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.
@@ -272,14 +272,15 @@ pub fn snapshot(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
 }
 
 fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
-    let file = crate::open(path, libc::O_RDONLY, 0).map_err(|e| crate::io_text(&e))?;
-    let len = crate::fstat(file.as_fd())
-        .map_err(|e| crate::io_text(&e))?
+    let file =
+        crate::sys::fs::open(path, libc::O_RDONLY, 0).map_err(|e| crate::sys::io_text(&e))?;
+    let len = crate::sys::fs::fstat(file.as_fd())
+        .map_err(|e| crate::sys::io_text(&e))?
         .size;
     if len < 8 {
         return Err(format!("not an lbfo table ({len} bytes)"));
     }
-    let map = TableMapRo::map(&file).map_err(|e| crate::io_text(&e))?;
+    let map = TableMapRo::map(&file).map_err(|e| crate::sys::io_text(&e))?;
     let view = TableView::new_checked(map.words()).map_err(|e| e.to_string())?;
     let id = view.counters_id();
     let seg = i32::try_from(id)
@@ -322,7 +323,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
         services,
-        cluster: crate::read_file(&cluster_path(path))
+        cluster: crate::sys::fs::read_file(&cluster_path(path))
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .map(|t| parse_cluster(&t)),

@@ -14,7 +14,7 @@
 //! Counters are never removed on exit: lookups keep counting while the agent is down.
 //! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -26,7 +26,7 @@ use lbfo_core::{CountersView, TableView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::shm::{Segment, TableMap};
+use crate::sys::shm::{Segment, TableMap};
 
 /// Bytes in a table of the current layout.
 pub const TABLE_BYTES: u64 = Writer::WORDS as u64 * 8;
@@ -45,7 +45,7 @@ pub enum SetupError {
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetupError::Os(what, e) => write!(f, "{what}: {}", crate::errno_text(*e as i32)),
+            SetupError::Os(what, e) => write!(f, "{what}: {}", crate::sys::errno_text(*e as i32)),
             SetupError::Locked => {
                 f.write_str("another lbfo-agentd is running on this table (its .lock file is held)")
             }
@@ -105,8 +105,8 @@ impl Shared {
         let Some(swap) = &self.swap else {
             return Ok(());
         };
-        if let Err(e) = crate::rename(&swap.tmp, &swap.path) {
-            let _ = crate::unlink(&swap.tmp);
+        if let Err(e) = crate::sys::fs::rename(&swap.tmp, &swap.path) {
+            let _ = crate::sys::fs::unlink(&swap.tmp);
             let _ = Segment::remove(self.counters.id());
             return Err(os("rename the new table into place")(e));
         }
@@ -130,12 +130,12 @@ impl Shared {
 /// touched, so a second agent stops here.
 pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
     let shown = path.shown();
-    let dir = crate::dir_of(path);
-    let found = crate::stat(dir).map(|s| s.mode);
+    let dir = crate::sys::fs::dir_of(path);
+    let found = crate::sys::fs::stat(dir).map(|s| s.mode);
     if found.is_err() {
-        crate::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
+        crate::sys::fs::create_dirs(dir, 0o755).map_err(os("create the table's directory"))?;
         // The umask may have narrowed it; readers in every process must reach the table.
-        crate::chmod(dir, 0o755).map_err(os("chmod the table's directory"))?;
+        crate::sys::fs::chmod(dir, 0o755).map_err(os("chmod the table's directory"))?;
         log.push(format!(
             "table {shown}: created directory {} (mode 0755)",
             dir.shown()
@@ -165,14 +165,14 @@ pub struct Lock(Flock<File>);
 pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
     let shown = path.shown();
     let mut old = None;
-    match crate::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
+    match crate::sys::fs::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
         Ok(file) => match reusable(&file) {
             Ok(map) => return adopt(map, lock, path, log),
             Err(reason) => {
                 log.push(format!(
                     "table {shown}: cannot reuse the existing file ({reason}); replacing it"
                 ));
-                old = crate::fstat(file.as_fd())
+                old = crate::sys::fs::fstat(file.as_fd())
                     .ok()
                     .filter(|m| m.is_file() && m.size >= 8)
                     .and_then(|_| TableMap::map(&file).ok());
@@ -191,7 +191,7 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
 fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
     let mut p = path.as_os_str().to_owned();
     p.push(".lock");
-    let f = crate::open(
+    let f = crate::sys::fs::open(
         Path::new(&p),
         libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
         0o600,
@@ -205,7 +205,7 @@ fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
 
 /// Maps `file` if it is a table this agent may take over; otherwise says why not.
 fn reusable(file: &File) -> Result<TableMap, String> {
-    let m = crate::fstat(file.as_fd()).map_err(|e| crate::io_text(&e))?;
+    let m = crate::sys::fs::fstat(file.as_fd()).map_err(|e| crate::sys::io_text(&e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.is_file() {
         return Err("not a regular file".into());
@@ -219,7 +219,7 @@ fn reusable(file: &File) -> Result<TableMap, String> {
     if m.size != TABLE_BYTES {
         return Err(format!("{} bytes, expected {TABLE_BYTES}", m.size));
     }
-    let map = TableMap::map(file).map_err(|e| crate::io_text(&e))?;
+    let map = TableMap::map(file).map_err(|e| crate::sys::io_text(&e))?;
     Writer::attach(map.words()).map_err(|e| e.to_string())?;
     Ok(map)
 }
@@ -284,7 +284,7 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let _ = crate::unlink(&tmp);
+    let _ = crate::sys::fs::unlink(&tmp);
     match build(&tmp) {
         Ok((map, counters, generation)) => {
             let swap = Swap {
@@ -302,7 +302,7 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
             })
         }
         Err(e) => {
-            let _ = crate::unlink(&tmp);
+            let _ = crate::sys::fs::unlink(&tmp);
             Err(e)
         }
     }
@@ -311,7 +311,7 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
 /// Makes a complete table with its counters in `tmp`.
 fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let file = crate::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
+    let file = crate::sys::fs::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
     // The umask may have narrowed the mode; every process must be able to read the table.
     nix::sys::stat::fchmod(
         file.as_raw_fd(),
@@ -358,7 +358,7 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
 fn random_generation() -> io::Result<u64> {
     loop {
         let mut b = [0u8; 8];
-        crate::random(&mut b)?;
+        crate::sys::random(&mut b)?;
         let g = u64::from_ne_bytes(b);
         if g != 0 {
             return Ok(g);
@@ -445,7 +445,7 @@ mod tests {
 
         // A table others may write is not reused: a new one replaces it, the old one is retired.
         std::fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
-        let old_map = crate::shm::TableMapRo::map(&old).unwrap();
+        let old_map = crate::sys::shm::TableMapRo::map(&old).unwrap();
         let mut log = Vec::new();
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);

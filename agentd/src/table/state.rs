@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use lbfo_core::{parse_line, Command, Line};
 use serde::{Deserialize, Serialize};
 
-use crate::replica::Entry;
-use crate::wire::{from_wire, to_wire, WEntry};
+use crate::cluster::replica::Entry;
+use crate::cluster::wire::{from_wire, to_wire, WEntry};
 
 /// The state file's format version.
 pub const VERSION: u8 = 1;
@@ -88,10 +88,10 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
 
 /// Reads the state at `path`: `Ok(None)` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<Saved>, String> {
-    match crate::read_file(path) {
+    match crate::sys::fs::read_file(path) {
         Ok(bytes) => decode(&bytes).map(Some),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(crate::io_text(&e)),
+        Err(e) => Err(crate::sys::io_text(&e)),
     }
 }
 
@@ -104,18 +104,23 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
 pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    let f = crate::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
-    crate::write_all(f.as_fd(), bytes)?;
+    let f = crate::sys::fs::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
+    crate::sys::fs::write_all(f.as_fd(), bytes)?;
     f.sync_all()?;
     drop(f);
-    crate::rename(&tmp, path)?;
-    crate::open(crate::dir_of(path), libc::O_RDONLY | libc::O_DIRECTORY, 0)?.sync_all()
+    crate::sys::fs::rename(&tmp, path)?;
+    crate::sys::fs::open(
+        crate::sys::fs::dir_of(path),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?
+    .sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Replica;
+    use crate::cluster::replica::Replica;
     use std::fs;
 
     #[test]

@@ -25,13 +25,13 @@
 //!
 //! When the agent exits, the file stays, like the table: dnsmasq keeps answering the last state.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use lbfo_core::addr::Ip;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use lbfo_core::policy::{Family, Schedule};
+use lbfo_core::schedule::{Family, Schedule};
 use lbfo_core::Service;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -75,8 +75,8 @@ impl Export {
 
     /// Whether this export writes `hosts` and signals as `pid_file` says.
     pub fn is(&self, hosts: &Path, pid_file: Option<&Path>) -> bool {
-        crate::same_path(Some(&self.hosts), Some(hosts))
-            && crate::same_path(self.pid_file.as_deref(), pid_file)
+        crate::sys::fs::same_path(Some(&self.hosts), Some(hosts))
+            && crate::sys::fs::same_path(self.pid_file.as_deref(), pid_file)
     }
 
     /// Notes that the table changed.
@@ -114,7 +114,7 @@ impl Export {
             Err(e) => Some(format!(
                 "export: {}: {}; dnsmasq keeps the previous answers",
                 self.hosts.shown(),
-                crate::io_text(&e)
+                crate::sys::io_text(&e)
             )),
             Ok(()) => {
                 self.last_text = Some(text);
@@ -137,7 +137,7 @@ impl Export {
     /// Sends SIGHUP to dnsmasq; `Some(problem)` if none could be signalled.
     fn signal(&self) -> Option<String> {
         let pids = match &self.pid_file {
-            Some(f) => match crate::read_file(f) {
+            Some(f) => match crate::sys::fs::read_file(f) {
                 Ok(t) => match pid_of(t.trim_ascii()) {
                     Some(pid) if is_dnsmasq(pid) => vec![pid],
                     Some(pid) => {
@@ -148,7 +148,13 @@ impl Export {
                     }
                     _ => return Some(format!("export: {}: not a pid", f.shown())),
                 },
-                Err(e) => return Some(format!("export: {}: {}", f.shown(), crate::io_text(&e))),
+                Err(e) => {
+                    return Some(format!(
+                        "export: {}: {}",
+                        f.shown(),
+                        crate::sys::io_text(&e)
+                    ))
+                }
             },
             None => dnsmasq_pids(),
         };
@@ -195,11 +201,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
-    let result = crate::open(&tmp, flags, 0o644)
-        .and_then(|f| crate::write_all(f.as_fd(), bytes))
-        .and_then(|()| crate::rename(&tmp, path));
+    let result = crate::sys::fs::open(&tmp, flags, 0o644)
+        .and_then(|f| crate::sys::fs::write_all(f.as_fd(), bytes))
+        .and_then(|()| crate::sys::fs::rename(&tmp, path));
     if result.is_err() {
-        let _ = crate::unlink(&tmp);
+        let _ = crate::sys::fs::unlink(&tmp);
     }
     result
 }
@@ -222,16 +228,18 @@ fn pid_of(digits: &[u8]) -> Option<i32> {
 }
 
 fn is_dnsmasq(pid: i32) -> bool {
-    crate::read_file(Path::new(&format!("/proc/{pid}/comm")))
+    crate::sys::fs::read_file(Path::new(&format!("/proc/{pid}/comm")))
         .is_ok_and(|c| c.trim_ascii_end() == DNSMASQ.as_bytes())
 }
 
 /// Every process named `dnsmasq`, from /proc.
 fn dnsmasq_pids() -> Vec<i32> {
     let mut pids = Vec::new();
-    if let Ok(proc) = crate::open(Path::new("/proc"), libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+    if let Ok(proc) =
+        crate::sys::fs::open(Path::new("/proc"), libc::O_RDONLY | libc::O_DIRECTORY, 0)
+    {
         // A /proc that fails half-way gives the pids read so far.
-        let _ = crate::dir_names(proc.as_fd(), |name| pids.extend(pid_of(name)));
+        let _ = crate::sys::fs::dir_names(proc.as_fd(), |name| pids.extend(pid_of(name)));
     }
     pids.retain(|&p| is_dnsmasq(p));
     pids

@@ -7,7 +7,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use crate::io_text;
+use crate::sys::io_text;
 
 /// Bytes in a generated key.
 pub const KEY_BYTES: usize = 32;
@@ -19,7 +19,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Writes a new random key to `path` (mode 0600); refuses to overwrite an existing file.
 pub fn generate(path: &Path) -> Result<(), String> {
     let mut key = [0u8; KEY_BYTES];
-    crate::random(&mut key).map_err(|e| format!("getrandom: {}", io_text(&e)))?;
+    crate::sys::random(&mut key).map_err(|e| format!("getrandom: {}", io_text(&e)))?;
     // The key as hex digits and a newline, written straight from a buffer.
     let mut text = [b'\n'; 2 * KEY_BYTES + 1];
     for (i, b) in key.into_iter().enumerate() {
@@ -27,16 +27,17 @@ pub fn generate(path: &Path) -> Result<(), String> {
         text[2 * i + 1] = HEX[usize::from(b & 15)];
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let f = crate::open(path, flags, 0o600).map_err(|e| io_text(&e))?;
-    crate::write_all(f.as_fd(), &text)
+    let f = crate::sys::fs::open(path, flags, 0o600).map_err(|e| io_text(&e))?;
+    crate::sys::fs::write_all(f.as_fd(), &text)
         .and_then(|()| f.sync_all())
         .map_err(|e| io_text(&e))
 }
 
 /// Reads and checks a key file; the error says what is wrong.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let mut f = crate::open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0).map_err(|e| io_text(&e))?;
-    let m = crate::fstat(f.as_fd()).map_err(|e| io_text(&e))?;
+    let mut f = crate::sys::fs::open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+        .map_err(|e| io_text(&e))?;
+    let m = crate::sys::fs::fstat(f.as_fd()).map_err(|e| io_text(&e))?;
     if !m.is_file() {
         return Err("not a regular file".into());
     }
@@ -47,7 +48,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     let bad = || "not a key file (expected hex text)".to_owned();
-    let bytes = crate::read_all(&mut f).map_err(|_| bad())?;
+    let bytes = crate::sys::fs::read_all(&mut f).map_err(|_| bad())?;
     parse(std::str::from_utf8(&bytes).map_err(|_| bad())?)
 }
 

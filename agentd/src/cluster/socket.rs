@@ -35,9 +35,9 @@ use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use crate::cluster::wire::{Drop, MAX_DATAGRAM};
 use crate::cluster::Dest;
-use crate::io_text;
-use crate::wire::{Drop, MAX_DATAGRAM};
+use crate::sys::io_text;
 
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
@@ -111,7 +111,7 @@ fn if_ioctl(
     }
     // SAFETY: the request reads the NUL-terminated name and writes into the union, both inside
     // `req`, which outlives the call; the fd is open (borrowed).
-    unsafe { crate::ioctl(fd, request, std::ptr::addr_of_mut!(req).cast()) }
+    unsafe { crate::sys::ioctl(fd, request, std::ptr::addr_of_mut!(req).cast()) }
         .map_err(|e| format!("iface {name}: {}", failed(&e)))?;
     Ok(req)
 }

@@ -22,24 +22,23 @@
 //! **Counters are never reset by a load or reload**: `reset` lines of the config are skipped, and
 //! `add` of an existing backend keeps its position and so its counter.
 
-use crate::Shown;
+use crate::sys::fs::Shown;
 use lbfo_core::addr::{Ip, Sock};
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use lbfo_core::cmd::{parse_bytes, Attr, Check, Setting};
+use lbfo_core::cmd::{parse_bytes, Check, Setting};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
 
+use crate::cluster::wire::Drop;
 use crate::cluster::{Cluster, Dest};
-use crate::config::{self, Config, ConfigError};
-use crate::export::Export;
-use crate::fifo::{Piece, MAX_LINE};
+use crate::control::config::{self, Config, ConfigError};
+use crate::control::fifo::{Piece, MAX_LINE};
 use crate::health::Verdict;
-use crate::state::{self, Saved};
+use crate::table::export::Export;
+use crate::table::state::{self, Saved};
 use crate::vecmap::VecSet;
-use crate::wire::Drop;
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -213,7 +212,7 @@ impl<'m> Agent<'m> {
                     .map(|(_, s)| *s);
                 for (cmd, r) in agent.reconcile_to(&name, want) {
                     if let Err(e) = r {
-                        agent.log(format!("start: state: {e} ({})", render(&cmd)));
+                        agent.log(format!("start: state: {e} ({cmd})"));
                     }
                 }
             }
@@ -375,8 +374,8 @@ impl<'m> Agent<'m> {
         let want = c.replica.service(name);
         for (cmd, r) in self.reconcile_to(name, want) {
             match r {
-                Ok(()) => self.log(format!("cluster: {}", render(&cmd))),
-                Err(e) => self.log(format!("cluster: {e} ({})", render(&cmd))),
+                Ok(()) => self.log(format!("cluster: {cmd}")),
+                Err(e) => self.log(format!("cluster: {e} ({cmd})")),
             }
         }
     }
@@ -482,10 +481,7 @@ impl<'m> Agent<'m> {
         for cmd in config::removals(&self.config.members, &config.members) {
             // A service or backend already deleted through the FIFO is fine.
             if self.command(&cmd).is_ok() {
-                self.log(format!(
-                    "{what}: {} (no longer in the config)",
-                    render(&cmd)
-                ));
+                self.log(format!("{what}: {cmd} (no longer in the config)"));
             }
         }
         let wall = self.now.wall_ms;
@@ -500,7 +496,7 @@ impl<'m> Agent<'m> {
                 continue;
             }
             if let Err(e) = self.apply(cmd) {
-                self.log(format!("{what}: {file}:{line}:1: {e} ({})", render(cmd)));
+                self.log(format!("{what}: {file}:{line}:1: {e} ({cmd})"));
             }
         }
         if self.cluster.is_some() && !self.holding() {
@@ -551,7 +547,7 @@ impl<'m> Agent<'m> {
             ("table", &self.config.table, &mut config.table),
             ("fifo", &self.config.fifo, &mut config.fifo),
         ] {
-            if !crate::same_path(Some(old), Some(new)) {
+            if !crate::sys::fs::same_path(Some(old), Some(new)) {
                 notes.push(format!(
                     "reload: `{what}` changed to {}; still using {} until the agent is restarted",
                     new.shown(),
@@ -560,7 +556,7 @@ impl<'m> Agent<'m> {
                 old.clone_into(new);
             }
         }
-        if !crate::same_path(self.config.state.as_deref(), config.state.as_deref()) {
+        if !crate::sys::fs::same_path(self.config.state.as_deref(), config.state.as_deref()) {
             notes.push(format!(
                 "reload: `state` changed; still using {} until the agent is restarted",
                 self.config
@@ -603,8 +599,8 @@ impl<'m> Agent<'m> {
                 self.log(format!("fifo: line {n}: column 1: {}", setting_refused(&s)))
             }
             Ok(Some(Line::Command(cmd))) => match self.command(&cmd) {
-                Ok(()) => self.log(format!("fifo: line {n}: {}", render(&cmd))),
-                Err(e) => self.log(format!("fifo: line {n}: column 1: {e} ({})", render(&cmd))),
+                Ok(()) => self.log(format!("fifo: line {n}: {cmd}")),
+                Err(e) => self.log(format!("fifo: line {n}: column 1: {e} ({cmd})")),
             },
         }
     }
@@ -745,24 +741,33 @@ impl<'m> Agent<'m> {
         let mut lines = Vec::new();
         for (_, s) in self.services() {
             let service = s.name;
-            lines.push(render(&Command::Policy {
-                service,
-                policy: s.policy,
-            }));
-            for (_, b) in s.iter() {
-                lines.push(render(&Command::Add {
+            lines.push(
+                Command::Policy {
                     service,
-                    addr: b.addr,
-                    weight: Some(b.weight),
-                    prio: Some(b.prio),
-                    limit: Some(b.limit),
-                }));
-                if !b.up {
-                    lines.push(render(&Command::SetUp {
+                    policy: s.policy,
+                }
+                .to_string(),
+            );
+            for (_, b) in s.iter() {
+                lines.push(
+                    Command::Add {
                         service,
                         addr: b.addr,
-                        up: false,
-                    }));
+                        weight: Some(b.weight),
+                        prio: Some(b.prio),
+                        limit: Some(b.limit),
+                    }
+                    .to_string(),
+                );
+                if !b.up {
+                    lines.push(
+                        Command::SetUp {
+                            service,
+                            addr: b.addr,
+                            up: false,
+                        }
+                        .to_string(),
+                    );
                 }
             }
         }
@@ -818,7 +823,7 @@ impl<'m> Agent<'m> {
                 Ip(v.addr),
                 v.why
             )),
-            Err(e) => self.log(format!("check: {e} ({})", render(&cmd))),
+            Err(e) => self.log(format!("check: {e} ({cmd})")),
         }
         self.publish();
     }
@@ -862,63 +867,6 @@ impl<'m> Agent<'m> {
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
-}
-
-/// A command in the command language, as a log shows it.
-pub fn render(cmd: &Command) -> String {
-    // Every command is `VERB SERVICE [ADDR] [TAIL]`: one `write!` per part rather than one per
-    // command and attribute (smaller on the router build).
-    let (verb, addr) = match cmd {
-        Command::Add { addr, .. } => ("add", Some(addr)),
-        Command::Del { addr, .. } => ("del", addr.as_ref()),
-        Command::SetUp { addr, up, .. } => (if *up { "up" } else { "down" }, Some(addr)),
-        Command::Policy { .. } => ("policy", None),
-        Command::Set { addr, attr, .. } => (
-            match attr {
-                Attr::Weight(_) => "weight",
-                Attr::Prio(_) => "prio",
-                Attr::Limit(_) => "limit",
-            },
-            Some(addr),
-        ),
-        Command::Reset { .. } => ("reset", None),
-    };
-    let mut s = String::from(verb);
-    let _ = write!(s, " {}", cmd.service());
-    if let Some(a) = addr {
-        let _ = write!(s, " {}", Ip(*a));
-    }
-    match cmd {
-        Command::Add {
-            weight,
-            prio,
-            limit,
-            ..
-        } => {
-            let opts = [
-                ("weight", weight.map(u64::from)),
-                ("prio", prio.map(u64::from)),
-                ("limit", *limit),
-            ];
-            for (k, v) in opts {
-                if let Some(v) = v {
-                    let _ = write!(s, " {k}={v}");
-                }
-            }
-        }
-        Command::Policy { policy, .. } => {
-            let _ = write!(s, " {policy}");
-        }
-        Command::Set { attr, .. } => {
-            let n = match *attr {
-                Attr::Weight(n) | Attr::Prio(n) => u64::from(n),
-                Attr::Limit(n) => n,
-            };
-            let _ = write!(s, " {n}");
-        }
-        _ => {}
-    }
-    s
 }
 
 /// Why a setting sent through the FIFO is refused, and how to change it: settings live in the
@@ -1255,7 +1203,7 @@ mod tests {
     /// Two agents in cluster mode over plain memory, wired back to back, with a fake clock.
     #[test]
     fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() {
-        use crate::wire::Key;
+        use crate::cluster::wire::Key;
         let (ma, mb) = (Mem::new(), Mem::new());
         fn mk<'m>(m: &'m Mem, name: &str, adopt: bool, conf: &str, t: u64) -> Agent<'m> {
             let w = Writer::attach(&m.table).unwrap();
@@ -1325,7 +1273,7 @@ mod tests {
 
     #[test]
     fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
-        use crate::wire::Key;
+        use crate::cluster::wire::Key;
         let m = Mem::new();
         let w = Writer::attach(&m.table).unwrap();
         let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
@@ -1350,27 +1298,5 @@ mod tests {
             "the removal reached the peer"
         );
         assert!(peer.replica.service("db.lan").is_some(), "and the addition");
-    }
-
-    #[test]
-    fn render_round_trips() {
-        for line in [
-            "add a.lan 10.0.0.1",
-            "add a.lan ::1 weight=2 prio=3 limit=4",
-            "del a.lan",
-            "del a.lan 10.0.0.1",
-            "down a.lan 10.0.0.1",
-            "up a.lan 10.0.0.1",
-            "policy a.lan leastused",
-            "weight a.lan 10.0.0.1 5",
-            "prio a.lan 10.0.0.1 5",
-            "limit a.lan 10.0.0.1 5",
-            "reset a.lan",
-        ] {
-            let Ok(Some(Line::Command(c))) = lbfo_core::parse_line(line) else {
-                panic!("{line}")
-            };
-            assert_eq!(render(&c), line);
-        }
     }
 }

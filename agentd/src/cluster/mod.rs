@@ -22,12 +22,18 @@
 //!   receiver that has forgotten the sender. The clocks of a cluster must agree within
 //!   [`FRESH_MS`] (NTP).
 
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod replica;
+pub mod socket;
+pub mod wire;
+
 use lbfo_core::addr::Sock;
 use std::net::SocketAddr;
 
-use crate::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
+use crate::cluster::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
+use crate::cluster::wire::{Body, Drop, Key, Message, VERSION};
 use crate::vecmap::{VecMap, VecSet};
-use crate::wire::{self, Body, Drop, Key, Message, VERSION};
 
 /// How often each node sends its digest. Four rounds a second repair a lost command within
 /// about a quarter of a second, at about 250 bytes per node per round.

@@ -108,7 +108,7 @@ impl fmt::Display for FifoError {
                 write!(f, "is owned by uid {uid}, not by this agent; remove it")
             }
             FifoError::Busy => f.write_str("another lbfo-agentd reads this FIFO"),
-            FifoError::Os(what, e) => write!(f, "{what}: {}", crate::errno_text(*e as i32)),
+            FifoError::Os(what, e) => write!(f, "{what}: {}", crate::sys::errno_text(*e as i32)),
         }
     }
 }
@@ -135,19 +135,21 @@ impl Fifo {
     /// Creates (if missing) and opens the FIFO at `path`; see the module docs for the checks.
     pub fn open(path: &Path) -> Result<(Fifo, Opened), FifoError> {
         let mut created = false;
-        match crate::mkfifo(path, 0o600) {
+        match crate::sys::fs::mkfifo(path, 0o600) {
             Ok(()) => created = true,
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(FifoError::Os("mkfifo", e)),
         }
         // O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), not followed.
-        let file = crate::open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOFOLLOW, 0)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => FifoError::NotFifo,
-                Some(n) => FifoError::Os("open", Errno::from_raw(n)),
-                None => FifoError::Os("open", Errno::UnknownErrno),
-            })?;
-        let meta = crate::fstat(file.as_fd()).map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
+        let file =
+            crate::sys::fs::open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOFOLLOW, 0)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => FifoError::NotFifo,
+                    Some(n) => FifoError::Os("open", Errno::from_raw(n)),
+                    None => FifoError::Os("open", Errno::UnknownErrno),
+                })?;
+        let meta = crate::sys::fs::fstat(file.as_fd())
+            .map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
         if !meta.is_fifo() {
             return Err(FifoError::NotFifo);
         }

@@ -1,0 +1,449 @@
+//! Files and paths as the agent uses them: thin wrappers over the system calls (`open(2)`,
+//! `statx(2)`, `getdents64(2)`, `rename(2)`, ...), each returning `io::Result` with the errno.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::ms_of;
+
+/// Opens `path` with `open(2)` flags `flags` (`O_CLOEXEC` is always added) and, when it creates
+/// the file, `mode` (before the umask). Every file the agent opens goes through here rather than
+/// `OpenOptions`/`File::open`, whose flag checks box their error messages as trait objects: with
+/// the formatting that pulls in, ~3 KB of the router build.
+pub fn open(path: &Path, flags: libc::c_int, mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let path = c_path(path).map_err(std::io::Error::from)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; the mode is passed as
+    // the C variadic argument's promoted type.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `mkfifo(3)` with `mode` (before the umask).
+pub fn mkfifo(path: &Path, mode: u32) -> nix::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::mkfifo(path.as_ptr(), mode) } < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+/// `path` for a system call; EINVAL if it holds a NUL byte. (One conversion for the agent's few
+/// path calls, in place of nix's per-call copies.)
+fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)
+}
+
+/// Runs the path system call `call` on `path` as a C string: `Err` with the errno when it
+/// returns -1. The agent's path calls ([`rename`], [`unlink`], [`mkdir`], [`chmod`]; [`stat`]
+/// through [`c_path`] only) go through here rather than `std::fs`, whose per-call C-string
+/// conversions are ~1 KB more of the router build.
+fn path_call(
+    path: &Path,
+    call: impl FnOnce(&std::ffi::CStr) -> libc::c_int,
+) -> std::io::Result<()> {
+    if call(&c_path(path)?) < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `rename(2)`.
+pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    let to = c_path(to)?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    path_call(from, |from| unsafe {
+        libc::rename(from.as_ptr(), to.as_ptr())
+    })
+}
+
+/// `unlink(2)`.
+pub fn unlink(path: &Path) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::unlink(p.as_ptr()) })
+}
+
+/// `mkdir(2)` with `mode` (before the umask).
+pub fn mkdir(path: &Path, mode: u32) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::mkdir(p.as_ptr(), mode) })
+}
+
+/// `chmod(2)`.
+pub fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated string that outlives the call.
+    path_call(path, |p| unsafe { libc::chmod(p.as_ptr(), mode) })
+}
+
+/// What the agent reads of a file's status (`statx(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// The file type and permission bits, as `st_mode`.
+    pub mode: u32,
+    /// The owner.
+    pub uid: u32,
+    /// The size in bytes.
+    pub size: u64,
+    /// The last modification, in milliseconds since 1970 (0 for a time before).
+    pub mtime_ms: u64,
+}
+
+impl FileStat {
+    /// A regular file's.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// A directory's.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// A FIFO's.
+    pub fn is_fifo(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFIFO
+    }
+}
+
+/// `stat(2)` of what `path` names (symlinks followed).
+pub fn stat(path: &Path) -> std::io::Result<FileStat> {
+    statx(libc::AT_FDCWD, &c_path(path)?, 0)
+}
+
+/// `fstat(2)` of an open file.
+pub fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<FileStat> {
+    statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+/// Every stat of the agent's, as the `statx` system call itself (Linux 4.11 or later). Not the C
+/// library's `stat` and `fstat`: musl's, on 32-bit targets, convert the kernel's structure to a
+/// time64 one, 1.2 KB of the router build; and `statx`'s structure is the same on every target.
+fn statx(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::io::Result<FileStat> {
+    // SAFETY: all zeroes is a valid `statx` (plain integers).
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and outlives the call; the kernel writes one `statx`
+    // into `st`, which is that big (the size is fixed by the kernel's ABI).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            libc::STATX_BASIC_STATS,
+            std::ptr::addr_of_mut!(st),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FileStat {
+        mode: u32::from(st.stx_mode),
+        uid: st.stx_uid,
+        size: st.stx_size,
+        mtime_ms: ms_of(st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec),
+    })
+}
+
+/// Calls `each` with the name of every entry of the directory open on `dir` (`.` and `..`
+/// included), by the `getdents64` system call: not nix's `Dir` (readdir), whose `fdopendir` and
+/// `fstat` are 1 KB of the router build.
+pub fn dir_names(dir: BorrowedFd<'_>, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+    // A `linux_dirent64`: inode (8 bytes), offset (8), record length (2), type (1), then the
+    // NUL-terminated name.
+    const NAME: usize = 19;
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`; the fd is open.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n <= 0 {
+            return if n == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            };
+        }
+        let mut rest = buf.get(..n as usize).unwrap_or_default();
+        while let Some(len) = rest
+            .get(16..18)
+            .map(|l| usize::from(u16::from_ne_bytes([l[0], l[1]])))
+        {
+            let Some(name) = rest.get(NAME..len) else {
+                break;
+            };
+            each(name.split(|&b| b == 0).next().unwrap_or_default());
+            rest = &rest[len..];
+        }
+    }
+}
+
+/// Standard output, as a descriptor for [`write_all`].
+pub fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open for the life of the process: std's runtime reopens it on
+    // /dev/null if the agent was started without it, and nothing in the agent closes it.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// Standard error, as a descriptor for [`write_all`].
+pub fn stderr() -> BorrowedFd<'static> {
+    // SAFETY: as for [`stdout`], with fd 2.
+    unsafe { BorrowedFd::borrow_raw(2) }
+}
+
+/// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
+/// the agent's (files, stdout, stderr) goes through here: whole lines and reports in one
+/// `write` where the pipe takes them, with no buffer or lock of std's `Stdout` in between.
+pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EIO.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
+/// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
+/// kilobyte or two of the router build; every file the agent reads goes through here.
+pub fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => bytes.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The contents of the file at `path`, as `std::fs::read` (through [`read_all`]).
+pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_all(&mut open(path, libc::O_RDONLY, 0)?)
+}
+
+/// A path as the agent's messages show it. The agent's paths all come from its UTF-8 config and
+/// command line, so this is the text itself: `Path::display`'s lossy decoding is ~0.6 KB of the
+/// router build for paths that cannot occur.
+pub trait Shown {
+    /// The path as text (a marker if it is not UTF-8).
+    fn shown(&self) -> &str;
+}
+
+impl Shown for Path {
+    fn shown(&self) -> &str {
+        self.to_str().unwrap_or("(a path that is not UTF-8)")
+    }
+}
+
+/// Whether two (optional) paths are the same text. Not `Path`'s `==`, which compares component
+/// by component (~1 KB of the router build): for the agent a path spelled differently in the
+/// config is a changed setting.
+pub fn same_path(a: Option<&Path>, b: Option<&Path>) -> bool {
+    a.map(Path::as_os_str) == b.map(Path::as_os_str)
+}
+
+/// The directory `path` names a file in: everything before its last `/` ("/run/lbfo/table" →
+/// "/run/lbfo", "/table" → "/", "table" → "."). Byte-wise, for paths as the config gives them
+/// (a file's, no trailing `/`): std's `Path::parent` and `create_dir_all` bring its component
+/// parser, ~1.5 KB of the router build.
+pub fn dir_of(path: &Path) -> &Path {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => Path::new("/"),
+        Some(i) => Path::new(OsStr::from_bytes(bytes.get(..i).unwrap_or_default())),
+        None => Path::new("."),
+    }
+}
+
+/// Creates directory `dir` with `mode` (before the umask), and its missing parents, as
+/// `DirBuilder::recursive` does; `Ok` when it is already a directory.
+pub fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
+    let bytes = dir.as_os_str().as_bytes();
+    // Every prefix that ends before a `/` (but the root), then the whole path.
+    let ends = (1..bytes.len()).filter(|&i| bytes[i] == b'/');
+    for end in ends.chain([bytes.len()]) {
+        let prefix = Path::new(OsStr::from_bytes(bytes.get(..end).unwrap_or_default()));
+        match mkdir(prefix, mode) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+            _ => {}
+        }
+    }
+    if stat(dir).is_ok_and(|s| s.is_dir()) {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::ENOTDIR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::io_text;
+
+    #[test]
+    fn read_file_reads_all_of_a_file_over_many_chunks_and_reports_a_missing_one() {
+        let path = std::env::temp_dir().join(format!("lbfo-read-file-{}", std::process::id()));
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(read_file(&path).unwrap(), body);
+        std::fs::remove_file(&path).unwrap();
+        let e = read_file(&path).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(io_text(&e), "no such file or directory");
+    }
+
+    #[test]
+    fn dir_of_is_everything_before_the_last_slash() {
+        for (path, dir) in [
+            ("/run/lbfo/table", "/run/lbfo"),
+            ("/table", "/"),
+            ("table", "."),
+            ("run/lbfo/table", "run/lbfo"),
+        ] {
+            assert_eq!(dir_of(Path::new(path)), Path::new(dir), "{path}");
+        }
+    }
+
+    #[test]
+    fn create_dirs_makes_the_missing_parents_and_refuses_a_file_in_the_way() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("lbfo-create-dirs-{}", std::process::id()));
+        let deep = top.join("a/b/c");
+        create_dirs(&deep, 0o755).unwrap();
+        assert!(deep.is_dir());
+        let mode = std::fs::metadata(&deep).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o700, 0o700, "{mode:o}");
+        create_dirs(&deep, 0o755).unwrap();
+        std::fs::write(top.join("file"), b"x").unwrap();
+        let e = create_dirs(&top.join("file/d"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        let e = create_dirs(&top.join("file"), 0o755).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn same_path_compares_the_text() {
+        let (a, b) = (Path::new("/run/lbfo/table"), Path::new("/run//lbfo/table"));
+        assert!(same_path(Some(a), Some(a)));
+        assert!(!same_path(Some(a), Some(b)), "spelled differently: changed");
+        assert!(!same_path(Some(a), None));
+        assert!(same_path(None, None));
+    }
+
+    #[test]
+    fn dir_names_lists_what_read_dir_lists_over_many_reads() {
+        let top = std::env::temp_dir().join(format!("lbfo-dir-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        mkdir(&top, 0o700).unwrap();
+        // 300 entries of ~60 bytes each: several 4 KiB reads.
+        for i in 0..300 {
+            std::fs::write(top.join(format!("{i:03}-{}", "n".repeat(i % 40))), b"").unwrap();
+        }
+        mkdir(&top.join("sub"), 0o700).unwrap();
+        let mut want: Vec<Vec<u8>> = std::fs::read_dir(&top)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .chain([b".".to_vec(), b"..".to_vec()])
+            .collect();
+        let dir = open(&top, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let mut got = Vec::new();
+        dir_names(std::os::fd::AsFd::as_fd(&dir), |n| got.push(n.to_vec())).unwrap();
+        want.sort();
+        got.sort();
+        assert_eq!(got.len(), 303);
+        assert_eq!(got, want);
+        let file = open(&top.join("sub/../000-"), libc::O_RDONLY, 0).unwrap();
+        let err = dir_names(std::os::fd::AsFd::as_fd(&file), |_| {}).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn stat_and_fstat_agree_with_std() {
+        use std::os::unix::fs::MetadataExt;
+        let top = std::env::temp_dir().join(format!("lbfo-stat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        mkdir(&top, 0o700).unwrap();
+        let (file, fifo, link) = (top.join("f"), top.join("p"), top.join("l"));
+        std::fs::write(&file, b"twelve bytes").unwrap();
+        chmod(&file, 0o640).unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let like_std = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            FileStat {
+                mode: m.mode(),
+                uid: m.uid(),
+                size: m.len(),
+                mtime_ms: ms_of(m.mtime(), m.mtime_nsec()),
+            }
+        };
+        for p in [&top, &file, &fifo, &link] {
+            assert_eq!(stat(p).unwrap(), like_std(p), "{}", p.shown());
+        }
+        let f = open(&link, libc::O_RDONLY, 0).unwrap();
+        assert_eq!(
+            fstat(std::os::fd::AsFd::as_fd(&f)).unwrap(),
+            like_std(&file)
+        );
+        let s = stat(&file).unwrap();
+        assert!(s.is_file() && !s.is_dir() && !s.is_fifo());
+        assert_eq!((s.size, s.mode & 0o7777), (12, 0o640));
+        assert!(stat(&top).unwrap().is_dir());
+        assert!(stat(&fifo).unwrap().is_fifo());
+        assert_eq!(
+            stat(&top.join("missing")).unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn path_calls_do_what_their_system_calls_do_and_report_errno() {
+        let top = std::env::temp_dir().join(format!("lbfo-path-calls-{}", std::process::id()));
+        mkdir(&top, 0o700).unwrap();
+        assert!(stat(&top).unwrap().is_dir());
+        assert_eq!(
+            mkdir(&top, 0o700).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
+        chmod(&top, 0o750).unwrap();
+        assert_eq!(stat(&top).unwrap().mode & 0o777, 0o750);
+        let (a, b) = (top.join("a"), top.join("b"));
+        std::fs::write(&a, b"x").unwrap();
+        assert!(stat(&a).unwrap().is_file());
+        rename(&a, &b).unwrap();
+        assert_eq!(stat(&a).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+        unlink(&b).unwrap();
+        assert_eq!(unlink(&b).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        let nul = Path::new(OsStr::from_bytes(b"/tmp/a\0b"));
+        assert_eq!(unlink(nul).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        std::fs::remove_dir(&top).unwrap();
+    }
+}

@@ -1,0 +1,7 @@
+//! What the agent writes for others to read: the shared table file and its counters segment
+//! ([`file`]), the state file that survives restarts ([`state`]) and the dnsmasq hosts-file
+//! export ([`export`]).
+
+pub mod export;
+pub mod file;
+pub mod state;
