@@ -135,6 +135,10 @@ fn check_main(config: Option<&Path>) -> u8 {
     match config::load(path) {
         Ok(_) => {
             let _ = write_all(stdout(), format!("{}: ok\n", path.shown()).as_bytes());
+            // Not the config's fault, but it undoes what the config asks for.
+            if let Some(n) = status::nscd::find(Path::new("/proc")) {
+                say(&format!("lbfo-agentd check: warning: {}", n.warning()));
+            }
             0
         }
         Err(e) => {
@@ -161,7 +165,8 @@ fn status_main(s: &cli::Status, top_config: Option<&Path>) -> u8 {
         (None, None) => PathBuf::from(config::DEFAULT_TABLE),
     };
     match status::snapshot(&table, wall_ms()) {
-        Ok(snap) => {
+        Ok(mut snap) => {
+            snap.nscd = status::nscd::find(Path::new("/proc"));
             let out = if s.json {
                 status::json(&snap)
             } else if s.prometheus {

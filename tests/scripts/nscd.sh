@@ -60,7 +60,9 @@ add db.lan 192.0.2.21 prio=1
 add db.lan 192.0.2.22 prio=2
 CONF
 "$agent" -c "$scratch/lbfo.conf" 2>"$scratch/agent.log" &
-wait_for "the agent's FIFO" test -p /run/lbfo.sock
+# Ready when the module answers from the agent's table (the FIFO comes before the table).
+answering() { [[ $("$probe" --nss lbfo gai4 web.lan 1) == 192.0.2.1[12] ]]; }
+wait_for "the agent's table" answering
 
 # The daemon with the package's own nscd.conf, its hosts cache switched as asked.
 daemon_pid=
@@ -105,6 +107,13 @@ echo "up db.lan 192.0.2.21" >/run/lbfo.sock
 ok "$which, hosts cache off: failover holds for getaddrinfo and gethostbyname"
 # The passwd cache still works meanwhile: the daemon answered, it was not just absent.
 getent passwd unscd >/dev/null || fail "passwd lookups with $which running"
+# (Whole outputs captured: `status` exits 1 when its reader goes away, as `grep -q` may.)
+text=$("$agent" status) checked=$("$agent" check -c "$scratch/lbfo.conf" 2>&1)
+prom=$("$agent" status --prometheus) json=$("$agent" status --json)
+if [[ $text == *warning* || $checked == *warning* || $prom != *$'\nlbfo_nscd_hosts_cache 0' ||
+  $json != *'"nscd_hosts_cache":null}' ]]; then
+  fail "no nscd warning with the hosts cache off: $text / $checked / ${prom: -200} / ${json: -60}"
+fi
 stop
 
 start yes
@@ -130,4 +139,19 @@ got=$(pyghbn web.lan 3 | counts)
 [[ $got == "$first 3 " ]] || fail "expected $which's cache to keep serving the downed backend: $got"
 if [[ $which == nscd ]]; then what="getaddrinfo(AF_UNSPEC) rotates, but"; else what=; fi
 ok "$which, hosts cache on: $what gethostbyname and getaddrinfo(AF_INET) get one cached backend, still after it is down (the warning's reason)"
+# The agent's status and check name the daemon, in every form.
+"$agent" status >"$scratch/status.txt" || fail "status"
+grep -q "^warning     nscd (pid $daemon_pid) caches hosts (/etc/nscd.conf: enable-cache hosts yes)" \
+  "$scratch/status.txt" || { cat "$scratch/status.txt"; fail "status warns of $which"; }
+json=$("$agent" status --json) prom=$("$agent" status --prometheus)
+[[ $json == *"\"nscd_hosts_cache\":{\"pid\":$daemon_pid,\"conf\":\"/etc/nscd.conf\""* ]] \
+  || fail "status --json warns of $which: $json"
+[[ $prom == *$'\nlbfo_nscd_hosts_cache 1' ]] || fail "status --prometheus warns of $which"
+"$agent" check -c "$scratch/lbfo.conf" >"$scratch/check.out" 2>"$scratch/check.err" || fail "check"
+if ! grep -q ": ok$" "$scratch/check.out" ||
+  ! grep -q "warning: nscd (pid $daemon_pid) caches hosts" "$scratch/check.err"; then
+  cat "$scratch/check.out" "$scratch/check.err"
+  fail "check warns of $which"
+fi
+ok "$which, hosts cache on: status (text, JSON, Prometheus) and check warn, naming nscd; with it off they did not"
 echo "$which: all checks passed"

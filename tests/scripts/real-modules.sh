@@ -65,8 +65,10 @@ add db.lan 192.0.2.21 prio=1
 add db.lan 192.0.2.22 prio=2
 CONF
 "$agent" -c "$scratch/lbfo.conf" 2>"$scratch/agent.log" &
-wait_for "the agent's table" test -p "$scratch/fifo"
 export LBFO_TABLE=$scratch/table
+# Ready when the module answers from the agent's table (the FIFO comes before the table).
+answering() { [[ $(LD_LIBRARY_PATH=$lbfolib "$probe" --nss lbfo gai4 web.lan 1) == 192.0.2.1[12] ]]; }
+wait_for "the agent's table" answering
 
 libs=$lbfolib
 for p in libnss-resolve libnss-myhostname libnss-mymachines; do

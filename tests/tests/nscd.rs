@@ -62,7 +62,7 @@ fn run(which: &str) {
         describe(&out)
     );
     let oks = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
-    assert_eq!(oks, 3, "{stdout}");
+    assert_eq!(oks, 4, "{stdout}");
 }
 
 #[test]

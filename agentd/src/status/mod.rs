@@ -11,6 +11,11 @@
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
+//!
+//! It also warns, in every form, while an nscd with its hosts cache on runs ([`nscd`]): that
+//! cache keeps serving a backend after lbfo has moved on.
+
+pub mod nscd;
 
 use crate::sys::fs::Shown;
 use lbfo_core::addr::Ip;
@@ -81,6 +86,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
     pub cluster: Option<ClusterInfo>,
+    /// A running nscd whose hosts cache is on (filled in by the caller: [`nscd::find`]).
+    pub nscd: Option<nscd::CachingNscd>,
 }
 
 /// A peer as `status` shows it.
@@ -327,6 +334,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .map(|t| parse_cluster(&t)),
+        nscd: None,
     })
 }
 
@@ -545,6 +553,9 @@ pub fn text(s: &Snapshot) -> String {
     o.s("\ndigest      ");
     s.write_digest(&mut o);
     o.s("\n");
+    if let Some(n) = &s.nscd {
+        o.s("warning     ").s(&n.warning()).s("\n");
+    }
     if let Some(c) = &s.cluster {
         cluster_text(&mut o, c, s.now_ms);
     }
@@ -694,6 +705,16 @@ pub fn json(s: &Snapshot) -> String {
     o.s("\",\"cluster\":");
     match &s.cluster {
         Some(c) => cluster_json(&mut o, c, s.now_ms),
+        None => {
+            o.s("null");
+        }
+    }
+    o.s(",\"nscd_hosts_cache\":");
+    match &s.nscd {
+        Some(n) => {
+            o.s("{\"pid\":").n(n.pid as u64).s(",\"conf\":").q(&n.conf);
+            o.s(",\"warning\":").q(&n.warning()).s("}");
+        }
         None => {
             o.s("null");
         }
@@ -865,6 +886,14 @@ pub fn prometheus(s: &Snapshot) -> String {
     if let Some(c) = &s.cluster {
         cluster_metrics(&mut p, c, s.now_ms);
     }
+    p.one(
+        &Family {
+            name: "lbfo_nscd_hosts_cache",
+            kind: "gauge",
+            help: "Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.",
+        },
+        flag(s.nscd.is_some()),
+    );
     p.finish()
 }
 
@@ -987,7 +1016,35 @@ mod tests {
                 ],
             }],
             cluster: None,
+            nscd: None,
         }
+    }
+
+    #[test]
+    fn every_form_warns_of_a_caching_nscd() {
+        let mut s = sample(9_600, true);
+        assert!(!text(&s).contains("nscd"));
+        assert!(json(&s).contains(",\"nscd_hosts_cache\":null}"));
+        assert!(prometheus(&s).contains("\nlbfo_nscd_hosts_cache 0\n"));
+        s.nscd = Some(nscd::CachingNscd {
+            pid: 77,
+            conf: "/etc/nscd.conf".into(),
+        });
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "\nwarning     nscd (pid 77) caches hosts (/etc/nscd.conf: enable-cache hosts yes)"
+            ),
+            "{t}"
+        );
+        let j = json(&s);
+        assert!(j.contains(",\"nscd_hosts_cache\":{\"pid\":77,\"conf\":\"/etc/nscd.conf\",\"warning\":\"nscd (pid 77)"), "{j}");
+        let p = prometheus(&s);
+        assert!(
+            p.contains("# HELP lbfo_nscd_hosts_cache Whether an nscd")
+                && p.contains("\nlbfo_nscd_hosts_cache 1\n"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -1028,7 +1085,7 @@ web.lan  policy failover
              \"counters_ok\":true,\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
-             \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null}\n"
+             \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null,\"nscd_hosts_cache\":null}\n"
                 .replace("DIGEST", &sample(0, true).digest())
         );
         let j = json(&sample(0, false));
@@ -1100,7 +1157,7 @@ web.lan  policy failover
         let j = json(&s);
         assert!(j.contains("\"peers\":[{\"node\":\"gw2\",\"id\":\"00000000000000bb\",\"addr\":\"10.0.0.2:7946\",\"last_heard_ms\":8800,\"last_heard_age_ms\":1200,\"epoch\":2000,\"in_sync\":true}]"), "{j}");
         assert!(
-            j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}}}"),
+            j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}},\"nscd_hosts_cache\":null}"),
             "{j}"
         );
     }
@@ -1149,7 +1206,9 @@ web.lan  policy failover
             "drop a stale 2\ndrop b replay 1\ndrop c stale 5\ndrop d bad_mac 1\ndrop e replay 0\n",
         ));
         assert!(
-            json(&s).ends_with("\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}}}\n"),
+            json(&s).ends_with(
+                "\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}},\"nscd_hosts_cache\":null}\n"
+            ),
             "{}",
             json(&s)
         );
@@ -1211,6 +1270,9 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 # TYPE lbfo_backend_limit gauge
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
+# HELP lbfo_nscd_hosts_cache Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.
+# TYPE lbfo_nscd_hosts_cache gauge
+lbfo_nscd_hosts_cache 0
 ";
         assert_eq!(prometheus(&sample(9_600, true)), expect);
         // No heartbeat: no age sample, agent down. No counters: the family stays, empty.
