@@ -54,6 +54,8 @@ lbfo_nsswitch() {
     return 0
 }
 
+# (postinst only: postrm inlines this file too, hence the shellcheck directive.)
+# shellcheck disable=SC2317
 # Warns when the hosts: line names lbfo after a source whose action can end a lookup (an
 # admin's line, or one an older lbfo wrote just before `files`): lbfo is never asked there.
 lbfo_nsswitch_check() {
@@ -67,6 +69,8 @@ lbfo_nsswitch_check() {
     echo "lbfo: systemd-resolved runs): move lbfo first on the line, e.g. hosts: lbfo files dns" >&2
 }
 
+# (postinst only, as above.)
+# shellcheck disable=SC2317
 # Notes an installed nscd or unscd whose hosts cache is on (`enable-cache hosts yes` in
 # /etc/nscd.conf, read as both read it: the last such line wins). That cache keeps answers of
 # gethostbyname() and friends after lbfo has moved on, so balancing and failover stop for the
