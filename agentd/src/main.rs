@@ -1,12 +1,10 @@
 //! `lbfo-agentd`: keeps the shared service table that the NSS module answers from.
 //!
-//! `lbfo-agentd -c FILE` loads the config, creates or takes over the table, and then runs one
-//! single-threaded `poll` loop over a fixed set of sources: the command FIFO and a signalfd for
-//! SIGHUP (reload), SIGTERM and SIGINT (exit, leaving the table answering). The timeout comes
-//! from the agent's next deadline (heartbeat, usage-limit check, digest round). In a cluster
-//! (`group` or `peer` in the config) the UDP socket is a third source: drained up to
-//! `net::MAX_RECV` datagrams per wake-up, and whatever the agent queued is sent before the loop
-//! sleeps again.
+//! `lbfo-agentd -c FILE` loads the config, checks the cluster settings that need the system (key
+//! file, host name), and hands over to `lbfo_agentd::serve`: setup, then one single-threaded
+//! `poll` loop over the FIFO, a signalfd for SIGHUP (reload), SIGTERM and SIGINT (exit, leaving
+//! the table answering) and, in a cluster, the UDP socket. The loop's rules are written at the top
+//! of `serve`.
 //!
 //! `lbfo-agentd status` reads the table (and the cluster's state file beside it) and prints it.
 //! `lbfo-agentd keygen PATH` writes a new cluster key; `lbfo-agentd check -c FILE` checks a config
@@ -31,28 +29,18 @@
 //! ```
 #![deny(unsafe_code)]
 
-use lbfo_agentd::sys::fs::Shown;
-use lbfo_core::addr::Sock;
-use std::fmt::Write as _;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
-use lbfo_agentd::agent::{self, Agent, Now};
-use lbfo_agentd::cluster::{self, socket as net, wire};
+use lbfo_agentd::cluster::wire;
 use lbfo_agentd::control::cli::{self, Parsed, Sub};
-use lbfo_agentd::control::fifo::{self, Fifo, Opened, Splitter};
 use lbfo_agentd::control::{config, keyfile};
-use lbfo_agentd::sys::fs::{stderr, stdout, write_all};
-use lbfo_agentd::sys::{clock_ms, errno_text, io_text};
-use lbfo_agentd::table::{file as tablefile, state};
-use lbfo_agentd::{health, status};
+use lbfo_agentd::serve::{serve, ClusterSetup};
+use lbfo_agentd::status;
+use lbfo_agentd::sys::clock_ms;
+use lbfo_agentd::sys::fs::{say, stdout, write_all, Shown};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -101,27 +89,14 @@ fn lbfo_main() -> u8 {
     }
 }
 
-/// Writes one line to stderr, ignoring failure: a closed stderr must not stop the agent.
-fn say(line: &str) {
-    say_fmt(format_args!("{line}"));
-}
-
-/// [`say`] for a formatted line: written into one buffer with its newline, in one `write`.
-fn say_fmt(line: std::fmt::Arguments<'_>) {
-    let mut l = String::new();
-    let _ = l.write_fmt(line);
-    l.push('\n');
-    let _ = write_all(stderr(), l.as_bytes());
-}
-
 fn keygen_main(path: &Path) -> u8 {
     match keyfile::generate(path) {
         Ok(()) => {
-            say_fmt(format_args!("keygen: wrote {} (mode 0600)", path.shown()));
+            say(&format!("keygen: wrote {} (mode 0600)", path.shown()));
             0
         }
         Err(e) => {
-            say_fmt(format_args!("keygen: {}: {e}", path.shown()));
+            say(&format!("keygen: {}: {e}", path.shown()));
             EXIT_FAILURE
         }
     }
@@ -164,7 +139,7 @@ fn status_main(s: &cli::Status, top_config: Option<&Path>) -> u8 {
         },
         (None, None) => PathBuf::from(config::DEFAULT_TABLE),
     };
-    match status::snapshot(&table, wall_ms()) {
+    match status::snapshot(&table, clock_ms(ClockId::CLOCK_REALTIME)) {
         Ok(mut snap) => {
             snap.nscd = status::nscd::find(Path::new("/proc"));
             let out = if s.json {
@@ -213,12 +188,6 @@ fn run(path: &Path) -> u8 {
     }
 }
 
-/// What the cluster needs beyond the config: the node's name and the key.
-struct ClusterSetup {
-    name: String,
-    key: wire::Key,
-}
-
 /// Checks the cluster settings that need the system (key file, host name). `Err` is the line to
 /// print (exit 2: a config problem).
 fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<ClusterSetup>, String> {
@@ -250,318 +219,4 @@ fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<Clust
         }
     };
     Ok(Some(ClusterSetup { name, key }))
-}
-
-fn wall_ms() -> u64 {
-    clock_ms(ClockId::CLOCK_REALTIME)
-}
-
-/// The loop's clock: the only place the agent reads the time.
-struct Clock {
-    /// `CLOCK_MONOTONIC` at start, in milliseconds.
-    start_ms: u64,
-}
-
-impl Clock {
-    fn start() -> Clock {
-        Clock {
-            start_ms: clock_ms(ClockId::CLOCK_MONOTONIC),
-        }
-    }
-
-    fn now(&self) -> Now {
-        Now {
-            mono_ms: clock_ms(ClockId::CLOCK_MONOTONIC).saturating_sub(self.start_ms),
-            wall_ms: wall_ms(),
-        }
-    }
-}
-
-fn flush(lines: Vec<String>) {
-    for l in lines {
-        say(&l);
-    }
-}
-
-/// Sets everything up, then runs the loop until SIGTERM/SIGINT. `Err` is the line to print.
-fn serve(
-    config_path: &Path,
-    config: config::Config,
-    setup: Option<ClusterSetup>,
-) -> Result<(), String> {
-    // Block the signals before anything else so none is lost to its default action; they are
-    // delivered through the signalfd instead.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("block signals: {}", lower(e)))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {}", lower(e)))?;
-
-    let table_path = config.table.shown().to_string();
-    let mut log = Vec::new();
-    let lock = tablefile::prepare(&config.table, &mut log);
-    flush(std::mem::take(&mut log));
-    let lock = lock.map_err(|e| format!("table {table_path}: {e}"))?;
-
-    let fifo_path = config.fifo.shown().to_string();
-    let (fifo, opened) = Fifo::open(&config.fifo).map_err(|e| format!("fifo {fifo_path}: {e}"))?;
-    let how = match opened {
-        Opened::Created => "created (mode 0600)".to_owned(),
-        Opened::Existing => "reusing it".to_owned(),
-        Opened::Narrowed(m) => {
-            format!("mode was {m:04o}, letting other users in; set to 0600")
-        }
-    };
-    say_fmt(format_args!(
-        "fifo {fifo_path}: {how}; pipe buffer {} bytes",
-        fifo.pipe_bytes()
-    ));
-
-    let shared = tablefile::open(&config.table, lock, &mut log);
-    flush(std::mem::take(&mut log));
-    let shared = shared.map_err(|e| format!("table {table_path}: {e}"))?;
-    let writer = shared
-        .writer()
-        .ok_or_else(|| format!("table {table_path}: lost its header"))?;
-    let counters = shared
-        .counters_view()
-        .ok_or_else(|| format!("table {table_path}: counters segment does not match"))?;
-
-    let clock = Clock::start();
-    let mut net = None;
-    let mut cluster = None;
-    if let Some(setup) = setup {
-        let c = &config.cluster;
-        let (n, warnings) =
-            net::Net::open(c.group, c.iface.as_deref(), c.ttl.unwrap_or(1), &c.peers)
-                .map_err(|e| format!("cluster: {e}"))?;
-        for w in warnings {
-            say(&w);
-        }
-        let now = clock.now();
-        let mut line = format!("cluster: node {}", setup.name);
-        // `write!` into the one line, no temporary Strings. (Writing to a String cannot fail.)
-        if let Some(g) = c.group {
-            let _ = write!(line, " joins {}", Sock(g));
-            if let Some(i) = &c.iface {
-                let _ = write!(line, " on {i}");
-            }
-        }
-        if !c.peers.is_empty() {
-            let _ = write!(line, " with {} unicast peers", c.peers.len());
-        }
-        match &c.key {
-            Some(k) => {
-                let _ = write!(line, " (key {})", k.shown());
-            }
-            None => line += " (insecure)",
-        }
-        say(&line);
-        net = Some(n);
-        cluster = Some(cluster::Cluster::new(
-            &setup.name,
-            setup.key,
-            now.wall_ms,
-            now.mono_ms,
-            shared.adopted,
-        ));
-    }
-    let status_path = status::cluster_path(&config.table);
-    let state_path = config.state.clone();
-    let saved = match &state_path {
-        None => None,
-        Some(p) => match state::load(p) {
-            Ok(s) => s,
-            Err(e) => {
-                say_fmt(format_args!(
-                    "state {}: {e}; starting from the config (and the group)",
-                    p.shown()
-                ));
-                None
-            }
-        },
-    };
-    let mut agent = Agent::start_with(
-        writer,
-        counters,
-        shared.adopted,
-        config_path.to_owned(),
-        config,
-        clock.now(),
-        cluster,
-        saved,
-        state_path.clone().map(|p| {
-            agent::Saver(Box::new(move |bytes: &[u8]| {
-                state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))
-            }))
-        }),
-    );
-    flush(agent.take_log());
-    if let Some(n) = net.as_mut() {
-        for (dest, d) in agent.take_outbox() {
-            n.send(dest, &d);
-        }
-    }
-    let committed = shared.commit(&mut log);
-    flush(std::mem::take(&mut log));
-    committed.map_err(|e| format!("table {table_path}: {e}"))?;
-    say_fmt(format_args!(
-        "ready: commands on {fifo_path}, table {table_path}"
-    ));
-
-    let mut splitter = Splitter::default();
-    let mut buf = vec![0u8; fifo::READ_CHUNK];
-    let mut health = health::Health::default();
-    let mut checked_at = None;
-    let mut verdicts = Vec::new();
-    loop {
-        let now = clock.now();
-        agent.tick(now);
-        if checked_at != Some(agent.changes()) {
-            checked_at = Some(agent.changes());
-            health.sync(&agent.checked(), now.mono_ms);
-        }
-        health.tick(now.mono_ms, &mut verdicts);
-        for v in verdicts.drain(..) {
-            agent.health(&v);
-        }
-        // Everything queued since the last turn (commands, replies, the digest) leaves now.
-        if let Some(n) = net.as_mut() {
-            for (dest, d) in agent.take_outbox() {
-                n.send(dest, &d);
-            }
-            if let Some(text) = agent.cluster_status(clock.now()) {
-                let text = format!("{text}send_errors {}\n", n.send_errors);
-                if let Err(e) = status::write_cluster(&status_path, &text) {
-                    say_fmt(format_args!(
-                        "cluster: cannot write {}: {}",
-                        status_path.shown(),
-                        io_text(&e)
-                    ));
-                }
-            }
-        }
-        flush(agent.take_log());
-        let wait = agent
-            .next_deadline()
-            .min(health.next_deadline())
-            .saturating_sub(now.mono_ms);
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        let mut fds = vec![
-            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-        ];
-        if let Some(n) = &net {
-            fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
-        }
-        // Health-check connects in flight: extra sources, each with its deadline in `wait`.
-        let checks = health.fds();
-        let first_check = fds.len();
-        fds.extend(
-            checks
-                .iter()
-                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLOUT)),
-        );
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            // EINTR: a signal we do not block (e.g. SIGSTOP/SIGCONT) interrupted poll: go round.
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll: {}", lower(e))),
-        }
-        let ready = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
-        let (fifo_ev, sig_ev) = (ready(&fds[0]), ready(&fds[1]));
-        let net_ev = if net.is_some() {
-            fds.get(2).map_or(PollFlags::empty(), ready)
-        } else {
-            PollFlags::empty()
-        };
-        let answered: Vec<health::Key> = fds[first_check..]
-            .iter()
-            .zip(&checks)
-            .filter(|(fd, _)| !ready(fd).is_empty())
-            .map(|(_, (_, k))| k.clone())
-            .collect();
-        drop(fds);
-        drop(checks);
-        let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
-        if fifo_ev.intersects(bad) || sig_ev.intersects(bad) || net_ev.contains(PollFlags::POLLNVAL)
-        {
-            return Err(format!(
-                "poll reported an error on {}",
-                if fifo_ev.intersects(bad) {
-                    "the fifo"
-                } else if sig_ev.intersects(bad) {
-                    "the signalfd"
-                } else {
-                    "the cluster socket"
-                }
-            ));
-        }
-        agent.wake(clock.now());
-        for k in &answered {
-            health.done(k, &mut verdicts);
-        }
-        for v in verdicts.drain(..) {
-            agent.health(&v);
-        }
-        if let Some(n) = &net {
-            // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
-            if net_ev.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
-                n.drain(|d, from| match d {
-                    net::Incoming::Datagram(d) => agent.datagram(d, from),
-                    net::Incoming::Dropped(why) => agent.dropped(from, why),
-                })
-                .map_err(|e| format!("cluster socket: read: {}", io_text(&e)))?;
-                agent.sync();
-            }
-        }
-
-        let (mut reload, mut stop) = (false, None);
-        if sig_ev.contains(PollFlags::POLLIN) {
-            loop {
-                match sfd.read_signal() {
-                    Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                        Ok(Signal::SIGHUP) => reload = true,
-                        Ok(s) => stop = Some(s),
-                        Err(_) => {}
-                    },
-                    // Drained: read_signal maps EAGAIN to None.
-                    Ok(None) => break,
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("signalfd read: {}", lower(e))),
-                }
-            }
-        }
-        if fifo_ev.contains(PollFlags::POLLIN) {
-            fifo.drain(&mut splitter, &mut buf, |piece| agent.fifo_piece(piece))
-                .map_err(|e| format!("fifo {fifo_path}: read: {}", lower(e)))?;
-            agent.publish();
-        }
-        if reload {
-            say_fmt(format_args!("SIGHUP: reloading {}", config_path.shown()));
-            agent.reload(config::load(config_path));
-            agent.publish();
-        }
-        flush(agent.take_log());
-        if let Some(sig) = stop {
-            // Only SIGTERM and SIGINT are blocked for the signalfd besides SIGHUP. (Not nix's
-            // `Display`, a table of every signal's name.)
-            let name = if sig == Signal::SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
-            say_fmt(format_args!(
-                "{name}: exiting; the table stays in place and keeps answering"
-            ));
-            return Ok(());
-        }
-    }
-}
-
-fn lower(e: Errno) -> String {
-    errno_text(e as i32)
 }

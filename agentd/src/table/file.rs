@@ -5,9 +5,9 @@
 //! reader's mapping stay valid across agent restarts. Its counters segment is kept if it is ours
 //! and matches; otherwise a fresh one is made for the same generation and published.
 //!
-//! **Create**: a new table is built completely in `<path>.tmp.<pid>` (mode 0644) with a random
-//! generation and a new counters segment (mode 0666: every process counts its lookups), then
-//! renamed over the path in one step. An lbfo table that was there before is then marked retired,
+//! **Create**: a new table is built completely in a temporary file beside the path (mode 0644,
+//! `sys::fs::NewFile`) with a random generation and a new counters segment (mode 0666: every
+//! process counts its lookups), then renamed over the path in one step. An lbfo table that was there before is then marked retired,
 //! so readers map the path again, and its counters segment is marked for removal (it goes away
 //! when the last reader detaches).
 //!
@@ -18,7 +18,7 @@ use crate::sys::fs::Shown;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -26,6 +26,7 @@ use lbfo_core::{CountersView, TableView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::sys::fs::NewFile;
 use crate::sys::shm::{Segment, TableMap};
 
 /// Bytes in a table of the current layout.
@@ -81,7 +82,7 @@ pub struct Shared {
 /// A new table waiting in its temporary file, and the one it replaces.
 #[derive(Debug)]
 struct Swap {
-    tmp: PathBuf,
+    new: NewFile,
     path: PathBuf,
     generation: u64,
     old: Option<TableMap>,
@@ -105,8 +106,7 @@ impl Shared {
         let Some(swap) = &self.swap else {
             return Ok(());
         };
-        if let Err(e) = crate::sys::fs::rename(&swap.tmp, &swap.path) {
-            let _ = crate::sys::fs::unlink(&swap.tmp);
+        if let Err(e) = swap.new.commit() {
             let _ = Segment::remove(self.counters.id());
             return Err(os("rename the new table into place")(e));
         }
@@ -281,51 +281,35 @@ fn new_counters(generation: u64) -> Result<Segment, SetupError> {
 }
 
 fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Shared, SetupError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = crate::sys::fs::unlink(&tmp);
-    match build(&tmp) {
-        Ok((map, counters, generation)) => {
-            let swap = Swap {
-                tmp,
-                path: path.to_owned(),
-                generation,
-                old,
-            };
-            Ok(Shared {
-                map,
-                counters,
-                adopted: false,
-                swap: Some(swap),
-                _lock: lock,
-            })
-        }
-        Err(e) => {
-            let _ = crate::sys::fs::unlink(&tmp);
-            Err(e)
-        }
-    }
+    let (new, map, counters, generation) = build(path)?;
+    let swap = Swap {
+        new,
+        path: path.to_owned(),
+        generation,
+        old,
+    };
+    Ok(Shared {
+        map,
+        counters,
+        adopted: false,
+        swap: Some(swap),
+        _lock: lock,
+    })
 }
 
-/// Makes a complete table with its counters in `tmp`.
-fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let file = crate::sys::fs::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
-    // The umask may have narrowed the mode; every process must be able to read the table.
-    nix::sys::stat::fchmod(
-        file.as_raw_fd(),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| os("chmod the new table")(e.into()))?;
-    file.set_len(TABLE_BYTES)
+/// Makes a complete table with its counters in a temporary file beside `path`.
+fn build(path: &Path) -> Result<(NewFile, TableMap, Segment, u64), SetupError> {
+    // 0644: every process must be able to read the table.
+    let new = NewFile::create(path, 0o644).map_err(os("create the new table"))?;
+    new.file()
+        .set_len(TABLE_BYTES)
         .map_err(os("size the new table"))?;
-    let map = TableMap::map(&file).map_err(os("map the new table"))?;
+    let map = TableMap::map(new.file()).map_err(os("map the new table"))?;
     let generation = random_generation().map_err(os("getrandom"))?;
     let writer = Writer::init(map.words(), generation).ok_or(SetupError::Init)?;
     let counters = new_counters(generation)?;
     writer.set_counters_id(counters.id() as u64);
-    Ok((map, counters, generation))
+    Ok((new, map, counters, generation))
 }
 
 /// Marks a replaced table retired and its counters segment for removal.
@@ -475,10 +459,11 @@ mod tests {
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), TABLE_BYTES);
-        assert!(!d
-            .0
-            .join(format!("table.tmp.{}", std::process::id()))
-            .exists());
+        assert_eq!(
+            std::fs::read_dir(&d.0).unwrap().count(),
+            2,
+            "the table and its lock file, no temporary file"
+        );
         cleanup(&s);
     }
 }

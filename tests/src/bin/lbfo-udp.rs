@@ -16,6 +16,9 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// The wire's version byte (`wire::VERSION` in the agent).
+const VERSION: u8 = 2;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| usage());
@@ -76,12 +79,12 @@ fn main() {
                 let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
                 // Some start with the right version byte, to reach the MAC check.
                 if i % 2 == 0 && !d.is_empty() {
-                    d[0] = 1;
+                    d[0] = VERSION;
                 }
                 match d.len() {
                     l if l > 1200 => oversized += 1,
                     l if l < 6 + 32 => truncated += 1,
-                    _ if d[0] != 1 => version += 1,
+                    _ if d[0] != VERSION => version += 1,
                     _ => bad_mac += 1,
                 }
                 s.send_to(&d, addr).expect("send");
