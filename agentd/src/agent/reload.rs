@@ -28,7 +28,7 @@ impl<'m> Agent<'m> {
                 continue;
             }
             if let Some(c) = self.cluster.as_mut() {
-                let entries = c.replica.config_line(cmd, config.mtime_ms);
+                let entries = c.replica.config_line(cmd, config.mtime_ms, wall);
                 c.send_entries(Dest::All, &entries, wall);
                 self.state_dirty = true;
                 continue;

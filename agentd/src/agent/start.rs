@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use lbfo_core::{CountersView, Service, Table, Writer, MAX_SERVICES};
 
 use super::{Agent, Now, Pending, Saver};
+use crate::cluster::replica::Refused;
 use crate::cluster::Cluster;
 use crate::control::config::{self, Config};
 use crate::table::state::Saved;
@@ -151,14 +152,24 @@ impl<'m> Agent<'m> {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        let mut merged = 0;
+        let (mut merged, mut ahead) = (0, None);
         for e in &saved.replica {
-            merged += usize::from(c.replica.merge(e, now.wall_ms));
+            match c.replica.merge(e, now.wall_ms) {
+                Ok(changed) => merged += usize::from(changed),
+                Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
+            }
         }
         let n = c.replica.names().count();
         self.log(format!(
             "start: restored {merged} entries ({n} services) from the state file"
         ));
+        if let Some(ms) = ahead {
+            self.log(format!(
+                "start: state: entries stamped up to {} s ahead of this clock refused (a damaged \
+                 file, or this clock set back: the group fills them in)",
+                ms.div_ceil(1000)
+            ));
+        }
     }
 
     /// An agent alone: the slots brought to the saved table, service by service, with ordinary
@@ -206,7 +217,7 @@ impl<'m> Agent<'m> {
         let mut cluster = self.cluster.take();
         if let Some(c) = cluster.as_mut() {
             for (_, cmd) in &config.commands {
-                c.replica.config_line(cmd, config.mtime_ms);
+                c.replica.config_line(cmd, config.mtime_ms, now.wall_ms);
             }
             c.hello(now.wall_ms);
         }
