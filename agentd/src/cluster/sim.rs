@@ -90,7 +90,18 @@ impl Sim {
     pub fn add_node(&mut self, table: Option<&Replica>) -> usize {
         let i = self.nodes.len();
         let name = format!("n{i}");
-        let mut c = Cluster::new(&name, self.key.clone(), T0 + self.now, self.now, false);
+        let mut random = [0u8; 32];
+        for chunk in random.chunks_mut(8) {
+            chunk.copy_from_slice(&self.random().to_le_bytes());
+        }
+        let mut c = Cluster::new(
+            &name,
+            self.key.clone(),
+            random,
+            T0 + self.now,
+            self.now,
+            false,
+        );
         if let Some(t) = table {
             c.replica = t.copy_for(node_id(&name));
         }
@@ -185,7 +196,7 @@ impl Sim {
                 self.depth[to] = self.depth[to].max(depth);
                 let c = &mut self.nodes[to];
                 c.wake(self.now);
-                c.datagram(&bytes, Sim::addr(from), wall);
+                c.datagram(&bytes, Sim::addr(from), self.now, wall);
                 c.take_log();
                 self.flush(to);
             }

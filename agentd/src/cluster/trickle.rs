@@ -73,6 +73,13 @@ impl Trickle {
         }
     }
 
+    /// This node's own state changed at `now`: as [`Trickle::reset`], and the digests heard so
+    /// far in the interval, which agreed with the old state, no longer suppress the next one.
+    pub fn changed(&mut self, now: u64, random: u64) {
+        self.reset(now, random);
+        self.heard = 0;
+    }
+
     /// When [`Trickle::fire`] is due.
     pub fn deadline(&self) -> u64 {
         self.t
@@ -125,6 +132,21 @@ mod tests {
         let due = t.deadline();
         t.reset(now + 1, 99);
         assert_eq!(t.deadline(), due);
+    }
+
+    #[test]
+    fn a_change_of_our_own_is_not_suppressed_by_digests_of_the_old_state() {
+        let mut t = Trickle::new(0, 5);
+        let due = t.deadline();
+        t.consistent(1);
+        t.reset(2, 1);
+        assert!(!t.fire(due, 1), "a reset keeps what was heard");
+        let mut t = Trickle::new(0, 5);
+        let due = t.deadline();
+        t.consistent(1);
+        t.changed(2, 1);
+        assert_eq!(t.deadline(), due, "already in the shortest interval");
+        assert!(t.fire(due, 1));
     }
 
     #[test]
