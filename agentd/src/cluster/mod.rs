@@ -99,6 +99,21 @@ pub enum Dest {
     To(SocketAddr),
 }
 
+/// What a replica full for `why` says of an entry of service `name` it refused.
+pub fn full_text(why: Refused, name: &str) -> String {
+    match why {
+        Refused::Services(n) => format!(
+            "a new service ({name}) where this node holds {n}, twice the table's capacity (room \
+             for its tombstones)"
+        ),
+        Refused::Backends(n) => format!(
+            "a new backend of {name}, which holds {n}, four times the table's room (tombstones \
+             included)"
+        ),
+        Refused::Future(ms) => format!("{name} stamped {ms} ms ahead"),
+    }
+}
+
 /// The node's cluster state.
 #[derive(Debug)]
 pub struct Cluster {
@@ -418,7 +433,7 @@ impl Cluster {
     /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
     /// others to be taken in.
     fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
-        let (mut ahead, mut new) = (None, false);
+        let (mut ahead, mut full, mut new) = (None, None, false);
         // `open` checked every entry converts.
         for e in es.iter().filter_map(wire::from_wire) {
             match self.replica.merge(&e, wall_ms) {
@@ -428,11 +443,15 @@ impl Cluster {
                 }
                 Ok(false) => {}
                 Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
+                Err(why) => full = full.or(Some((why, e.name().as_str().to_owned()))),
             }
         }
         if let Some(ms) = ahead {
             let detail = format!("up to {} s", ms.div_ceil(1000));
             self.refuse(from, DropReason::Future, &detail);
+        }
+        if let Some((why, name)) = full {
+            self.refuse(from, DropReason::Full, &full_text(why, &name));
         }
         if new {
             self.state_changed();
@@ -556,6 +575,7 @@ impl Cluster {
                  clocks must agree within {} s: is NTP running, there and here?)",
                 AHEAD_MS / 1000
             ),
+            DropReason::Full => format!("entries refused: {detail}"),
             _ => return None,
         };
         Some(format!("cluster: warning: {}: {what}", Sock(from)))

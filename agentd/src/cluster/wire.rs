@@ -74,6 +74,9 @@ pub enum DropReason {
     Future,
     /// Authentic, sent to another node (a unicast message replayed to this one).
     Misdirected,
+    /// Authentic, with entries that would make the replica hold more than its bounds
+    /// (`replica::Capacity::held`); the datagram's other entries are taken in.
+    Full,
 }
 
 impl DropReason {
@@ -92,11 +95,12 @@ impl DropReason {
             DropReason::TooManyPeers => "too_many_peers",
             DropReason::Future => "future",
             DropReason::Misdirected => "misdirected",
+            DropReason::Full => "full",
         }
     }
 
     /// Every reason, in the order `status` totals them.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Version,
@@ -109,6 +113,7 @@ impl DropReason {
         DropReason::TooManyPeers,
         DropReason::Future,
         DropReason::Misdirected,
+        DropReason::Full,
     ];
 }
 
