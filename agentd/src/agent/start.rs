@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use lbfo_core::{CountersView, Service, Table, Writer, MAX_SERVICES};
 
-use super::{Agent, Now, Pending, Saver};
+use super::{counters, Agent, Now, Pending, Saver};
 use crate::cluster::replica::Refused;
 use crate::cluster::{full_text, Cluster};
 use crate::control::config::{self, Config};
@@ -144,6 +144,7 @@ impl<'m> Agent<'m> {
             changes: 0,
             saver,
             save_failing: false,
+            guard: counters::Guard::resumed(view.tampered()),
         }
     }
 
