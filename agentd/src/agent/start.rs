@@ -233,7 +233,7 @@ impl<'m> Agent<'m> {
             for (_, cmd) in &config.commands {
                 c.replica.config_line(cmd, config.mtime_ms, now.wall_ms);
             }
-            c.hello(now.wall_ms);
+            c.hello(None, now.wall_ms);
         }
         self.cluster = cluster;
         if adopt {

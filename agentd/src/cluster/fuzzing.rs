@@ -203,7 +203,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             out.push((format!("{name}-{i}"), d));
         }
     };
-    peer.hello(T0);
+    peer.hello(None, T0);
     grab("hello", &mut peer);
     for (name, line) in [
         ("add", "add web.lan 10.0.0.3 weight=2 prio=1 limit=100"),
@@ -226,7 +226,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     grab("digest", &mut peer);
     // The node's hello makes the peer answer with the buckets that differ and a digest reply.
     let mut a = node();
-    a.hello(T0);
+    a.hello(None, T0);
     for (_, d) in a.take_outbox() {
         peer.datagram(&d, node_addr(), MONO, T0);
     }

@@ -30,7 +30,7 @@
 //! - **reflection**: nothing but a challenge or an answer, each no larger than what drew it, is
 //!   ever sent to the source of a datagram; repairs and digest replies go to the address the peer
 //!   proved (never to where a datagram claims to come from), at most
-//!   [`peers::REPAIR_BYTES_PER_S`] of repairs a second, and every unicast message names the node
+//!   [`peers::repair_rate`] bytes of repairs a second, and every unicast message names the node
 //!   it is for inside the MAC, so replayed to another node it is refused there.
 
 pub mod drops;
@@ -76,9 +76,16 @@ pub const REPAIR_ENTRIES: usize = 4096;
 /// What kind of digest was heard.
 #[derive(Debug, Clone, Copy)]
 enum Heard {
-    /// A digest asking for answers (its sequence number): to the group, or to a node that has
-    /// just believed us.
-    Digest(u64),
+    /// A hello, with the sender's boot. A start's, to the group, is refused (unverified) and
+    /// only draws challenges; one to this node follows a handshake, from the side that believed
+    /// the other last, and is answered by the [`RESPONDERS`] for that boot: a joiner draws
+    /// bounded answers, and a restarted node is repaired one round trip after its handshake.
+    Hello(u64),
+    /// To the group (a hello, or the Trickle timer's), with its sequence number: answered by
+    /// [`RESPONDERS`] nodes.
+    Round(u64),
+    /// To this node alone (`Message::to`), asking for what it knows better: always answered.
+    Pull,
     /// An answer to one of ours.
     Reply,
 }
@@ -251,11 +258,12 @@ impl Cluster {
         let grams = wire::pack(entries, &key, || {
             self.header(wall, Some(node), Body::Entries(Vec::new()))
         });
+        let rate = peers::repair_rate(self.replica.len());
         for d in grams {
             if !self
                 .peers
                 .get_mut(node)
-                .is_some_and(|p| p.spend(d.len(), mono))
+                .is_some_and(|p| p.spend(d.len(), mono, rate))
             {
                 return;
             }
@@ -264,11 +272,20 @@ impl Cluster {
     }
 
     /// Announces this node with its initial state.
-    pub fn hello(&mut self, wall_ms: u64) {
+    /// Announces this node with its state's digest: at start to the group (`to` `None`), and to
+    /// a peer just believed.
+    pub fn hello(&mut self, to: Option<NodeId>, wall_ms: u64) {
+        let dest = match to {
+            None => Dest::All,
+            Some(node) => match self.peers.get(node) {
+                Some(p) => Dest::To(p.addr),
+                None => return,
+            },
+        };
         let digest = self.replica.digest_cached().to_vec();
         let name = self.name.clone();
         let hello = Body::Hello { name, digest };
-        self.send(Dest::All, None, wall_ms, hello, usize::MAX);
+        self.send(dest, to, wall_ms, hello, usize::MAX);
     }
 
     /// Sends our digest to the group, or to one peer (`to`) at the address it proved.
@@ -383,7 +400,7 @@ impl Cluster {
         match msg.body {
             Body::Hello { name, digest } => {
                 self.named(node, name);
-                self.compare(node, &digest, Heard::Digest(msg.seq), mono_ms, wall_ms);
+                self.compare(node, &digest, Heard::Hello(msg.boot), mono_ms, wall_ms);
             }
             Body::Digest {
                 name,
@@ -391,14 +408,14 @@ impl Cluster {
                 reply,
             } => {
                 self.named(node, name);
-                let heard = if reply {
-                    Heard::Reply
-                } else {
-                    Heard::Digest(msg.seq)
+                let heard = match (reply, msg.to) {
+                    (true, _) => Heard::Reply,
+                    (false, Some(_)) => Heard::Pull,
+                    (false, None) => Heard::Round(msg.seq),
                 };
                 self.compare(node, &digest, heard, mono_ms, wall_ms);
             }
-            Body::Entries(es) => self.merge(&es, from, wall_ms),
+            Body::Entries(es) => self.merge(&es, node, from, wall_ms),
             Body::Challenge { .. } | Body::Answer { .. } => {}
         }
     }
@@ -425,7 +442,10 @@ impl Cluster {
     /// waiting for a digest round.
     fn answered(&mut self, msg: &Message, cookie: u64, from: SocketAddr, mono: u64, wall: u64) {
         match self.peers.answered(msg, cookie, from, mono, wall) {
-            Ok(true) => self.digest(Some(msg.node), false, wall),
+            // Newly believed: our hello, so that it challenges us in turn and the two believe
+            // each other at once (it may not yet: its first datagrams, our commands among them,
+            // would be refused as unverified until we next spoke).
+            Ok(true) => self.hello(Some(msg.node), wall),
             Ok(false) => {}
             Err(why) => self.dropped(from, why),
         }
@@ -433,7 +453,7 @@ impl Cluster {
 
     /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
     /// others to be taken in.
-    fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
+    fn merge(&mut self, es: &[wire::WEntry], node: NodeId, from: SocketAddr, wall_ms: u64) {
         let (mut ahead, mut full, mut new) = (None, None, false);
         // `open` checked every entry converts.
         for e in es.iter().filter_map(wire::from_wire) {
@@ -456,6 +476,9 @@ impl Cluster {
         }
         if new {
             self.state_changed();
+            if let Some(p) = self.peers.get_mut(node) {
+                p.fed = true;
+            }
         }
     }
 
@@ -465,11 +488,16 @@ impl Cluster {
         }
     }
 
-    /// Compares peer `node`'s digest with ours. Equal: counts toward suppression (a digest
-    /// asking for answers). Different: our timer starts over; a reply is answered with the
-    /// entries of the buckets that differ; a digest asking for answers, only if this node is one
-    /// of its responders, with those entries and our digest, so the asker can send what it knows
-    /// better. Answers go to the address the peer proved.
+    /// Compares peer `node`'s digest with ours. Equal: counts toward suppression (a round).
+    /// Different: our timer starts over, and
+    /// - a round is answered by its responders only (this node, if it ranks among them), a pull
+    ///   always: the entries of the buckets that differ, then our digest as a reply, so the
+    ///   asker can send what it knows better;
+    /// - a reply is answered with the entries we know better, and, if the peer's last answer
+    ///   brought us something new, with a pull: a node far behind (a joiner) keeps pulling from
+    ///   the same peer one round trip after another, for as long as that brings it news.
+    ///
+    /// Everything goes to the address the peer proved.
     fn compare(&mut self, node: NodeId, theirs: &[u32], heard: Heard, mono: u64, wall: u64) {
         let ours = self.replica.digest_cached();
         let mask = (0..BUCKETS)
@@ -481,39 +509,46 @@ impl Cluster {
         if mask == 0 {
             // Someone agrees with us: a restarted node has caught up.
             self.hold_until = None;
-            if let Heard::Digest(_) = heard {
+            if let Heard::Round(_) = heard {
                 self.trickle.consistent(self.mono_ms);
             }
             return;
         }
         self.inconsistent();
-        let (start, answer) = match heard {
-            Heard::Reply => (self.repair_from, false),
-            Heard::Digest(seq) => match self.responder(node, seq) {
-                Some(rank) => (rank * BUCKETS / RESPONDERS + seq as usize % BUCKETS, true),
+        let start = match heard {
+            Heard::Reply => {
+                let entries = self.repair(mask, self.repair_from);
+                self.repair_to(node, &entries, mono, wall);
+                let fed = self.peers.get_mut(node).map(|p| std::mem::take(&mut p.fed));
+                if fed == Some(true) {
+                    self.digest(Some(node), false, wall);
+                }
+                return;
+            }
+            Heard::Pull => self.repair_from,
+            Heard::Round(salt) | Heard::Hello(salt) => match self.responder(node, salt) {
+                Some(rank) => rank * BUCKETS / RESPONDERS + salt as usize % BUCKETS,
                 None => return,
             },
         };
         let entries = self.repair(mask, start);
         self.repair_to(node, &entries, mono, wall);
-        if answer {
-            self.digest(Some(node), true, wall);
-        }
+        self.digest(Some(node), true, wall);
     }
 
-    /// This node's rank among the responders to `asker`'s datagram `seq`, if it is one: every
-    /// node known here (and this one) is ranked by a hash of the three, so each digest draws
-    /// [`RESPONDERS`] answers from nodes that change from one digest to the next. Nodes that
-    /// know fewer peers rank themselves higher: more answers, never fewer.
-    fn responder(&self, asker: NodeId, seq: u64) -> Option<usize> {
-        let score = |id: NodeId| mix(mix(asker ^ seq.rotate_left(17)) ^ id);
+    /// This node's rank among the responders to peer `asker` for `salt` (a round's sequence
+    /// number, or a new boot), if it is one: every node known here (and this one) is ranked by
+    /// a hash of the three, so each round draws [`RESPONDERS`] answers from nodes that change
+    /// from one round to the next. Nodes that know fewer peers rank themselves higher: more
+    /// answers, never fewer.
+    fn responder(&self, asker: NodeId, salt: u64) -> Option<usize> {
+        let score = |id: NodeId| mix(mix(asker ^ salt.rotate_left(17)) ^ id);
         let me = self.replica.me();
         let mine = score(me);
         let rank = self
             .peers
-            .list()
-            .iter()
-            .filter(|&&(id, _)| id != asker && id != me && score(id) < mine)
+            .ids()
+            .filter(|&id| id != asker && id != me && score(id) < mine)
             .count();
         (rank < RESPONDERS).then_some(rank)
     }

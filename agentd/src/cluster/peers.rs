@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use crate::cluster::replica::NodeId;
 use crate::cluster::trickle::IMAX_MS;
 use crate::cluster::wire::{DropReason, Key, Message};
+use crate::vecmap::VecMap;
 
 /// Sequence numbers remembered per peer below its newest (a reordering allowance).
 pub const WINDOW: u64 = 64;
@@ -63,15 +64,27 @@ pub fn digest_id(digest: &[u32]) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
-/// Bytes of repairs sent to one peer per second at most, and at once (a token bucket): well
-/// above what answering its four digests a second takes, while a peer that asks far more often
-/// (a bug, or a key holder) gets no more.
+/// Bytes of repairs sent to one peer per second at most, and at once (a token bucket), unless
+/// this node's whole state takes more ([`repair_rate`]): well above what answering a digest
+/// takes, while a peer that asks far more often (a bug, or a key holder) gets no more.
 pub const REPAIR_BYTES_PER_S: u64 = 256 * 1024;
+/// What one entry is reckoned to take on the wire, for [`repair_rate`]: more than a backend
+/// entry of a short service name with its share of the datagram's header and MAC.
+pub const ENTRY_BYTES: u64 = 128;
+
+/// The repair bytes one peer may draw per second from a node holding `entries` entries: a
+/// whole copy of its state, or [`REPAIR_BYTES_PER_S`] if that is more. A joiner must be able
+/// to take the whole table within a second from the [`RESPONDERS`](crate::cluster::RESPONDERS)
+/// that answer it.
+pub fn repair_rate(entries: usize) -> u64 {
+    REPAIR_BYTES_PER_S.max((entries as u64).saturating_mul(ENTRY_BYTES))
+}
 
 /// Peers tracked at most: a cluster of more nodes than this is beyond what the agent is made
-/// for, and a key holder inventing node ids cannot grow memory. A node new when the map is full
-/// is refused ([`DropReason::TooManyPeers`], logged).
-pub const MAX_PEERS: usize = 128;
+/// for (issue 18 sizes it for a thousand), and a key holder inventing node ids cannot grow
+/// memory past it. A node new when the map is full is refused ([`DropReason::TooManyPeers`],
+/// logged). The map holds only the peers known, so a small cluster pays for its few.
+pub const MAX_PEERS: usize = 1024;
 
 /// A peer as this node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +99,8 @@ pub struct Peer {
     pub epoch: u64,
     /// Its last digest heard ([`digest_id`]; 0 before one was).
     pub digest: u64,
+    /// It sent entries new to this node since this node last pulled from it.
+    pub fed: bool,
     heard_mono: u64,
     boot: u64,
     top: u64,
@@ -105,20 +120,22 @@ impl Peer {
             heard_ms: wall_ms,
             epoch,
             digest: 0,
+            fed: false,
             heard_mono: mono_ms,
             boot,
             top: seq,
             seen: 1,
-            budget: REPAIR_BYTES_PER_S,
+            // Full, whatever the rate turns out to be (`spend` caps it).
+            budget: u64::MAX,
             refilled: mono_ms,
         }
     }
 
-    /// Takes `bytes` from the repair budget, refilled at [`REPAIR_BYTES_PER_S`] up to that much;
-    /// whether there were enough.
-    pub fn spend(&mut self, bytes: usize, mono_ms: u64) -> bool {
-        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
-        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
+    /// Takes `bytes` from the repair budget, refilled at `per_s` bytes a second up to that much
+    /// ([`repair_rate`]); whether there were enough.
+    pub fn spend(&mut self, bytes: usize, mono_ms: u64, per_s: u64) -> bool {
+        let earned = mono_ms.saturating_sub(self.refilled).saturating_mul(per_s) / 1000;
+        self.budget = self.budget.saturating_add(earned).min(per_s);
         self.refilled = self.refilled.max(mono_ms);
         let Some(left) = self.budget.checked_sub(bytes as u64) else {
             return false;
@@ -163,7 +180,7 @@ pub enum Verdict {
 /// The peers, and the secret their cookies are made with.
 #[derive(Debug)]
 pub struct Peers {
-    map: heapless::LinearMap<NodeId, Peer, MAX_PEERS>,
+    map: VecMap<NodeId, Peer>,
     secret: Key,
 }
 
@@ -171,7 +188,7 @@ impl Peers {
     /// No peers yet; cookies made with `secret` (random, this boot's).
     pub fn new(secret: Key) -> Peers {
         Peers {
-            map: heapless::LinearMap::new(),
+            map: VecMap::new(),
             secret,
         }
     }
@@ -237,24 +254,18 @@ impl Peers {
         if let Some(old) = self.map.get(&m.node) {
             peer.name.clone_from(&old.name);
         }
-        match self.map.insert(m.node, peer) {
-            Ok(_) => Ok(true),
-            Err(_) => Err(DropReason::TooManyPeers),
+        if self.map.len() >= MAX_PEERS && !self.map.contains_key(&m.node) {
+            return Err(DropReason::TooManyPeers);
         }
+        self.map.insert(m.node, peer);
+        Ok(true)
     }
 
     /// Forgets the peers silent since `mono_ms - silence_ms(peers)`.
     pub fn expire(&mut self, mono_ms: u64) {
         let silence = silence_ms(self.map.len());
-        let gone: Vec<NodeId> = self
-            .map
-            .iter()
-            .filter(|(_, p)| p.heard_mono.saturating_add(silence) < mono_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.map.remove(&id);
-        }
+        self.map
+            .retain(|_, p| p.heard_mono.saturating_add(silence) >= mono_ms);
     }
 
     /// The believed peer `node`.
@@ -269,9 +280,12 @@ impl Peers {
 
     /// Every peer, by id.
     pub fn list(&self) -> Vec<(NodeId, &Peer)> {
-        let mut out: Vec<_> = self.map.iter().map(|(id, p)| (*id, p)).collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out
+        self.map.iter().map(|(id, p)| (*id, p)).collect()
+    }
+
+    /// The ids of every peer, in order.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.map.keys().copied()
     }
 
     /// How many peers are tracked.
@@ -288,6 +302,8 @@ impl Peers {
     /// seeds (`fuzzing`), which hand a node datagrams of a peer it must already know.
     #[doc(hidden)]
     pub fn trust(&mut self, node: NodeId, boot: u64, addr: SocketAddr) {
-        let _ = self.map.insert(node, Peer::new(addr, (boot, 0, 0), 0, 0));
+        if self.map.len() < MAX_PEERS {
+            self.map.insert(node, Peer::new(addr, (boot, 0, 0), 0, 0));
+        }
     }
 }

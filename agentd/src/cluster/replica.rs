@@ -334,6 +334,16 @@ impl Replica {
         }
     }
 
+    /// How many entries it holds (a service's own and one per backend, tombstones included).
+    pub fn len(&self) -> usize {
+        self.services.values().map(|s| 1 + s.backends.len()).sum()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
     /// This node's id.
     pub fn me(&self) -> NodeId {
         self.me

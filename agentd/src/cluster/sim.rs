@@ -105,7 +105,7 @@ impl Sim {
         if let Some(t) = table {
             c.replica = t.copy_for(node_id(&name));
         }
-        c.hello(T0 + self.now);
+        c.hello(None, T0 + self.now);
         self.nodes.push(c);
         self.cut.push(false);
         self.depth.push(0);

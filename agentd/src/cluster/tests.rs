@@ -1,7 +1,7 @@
 //! The protocol between nodes over a fake network: delivery, loss, restarts, replays, clocks.
 
 use super::*;
-use crate::cluster::peers::{REPAIR_BYTES_PER_S, SILENCE_MS};
+use crate::cluster::peers::{repair_rate, SILENCE_MS};
 use crate::cluster::trickle::IMAX_MS;
 use lbfo_core::{parse_line, Command, Line};
 
@@ -66,7 +66,7 @@ fn settle(nodes: &mut [Cluster], wall: u64, lose: impl FnMut() -> bool) {
 /// Every node hears every other's hello and the handshakes that follow.
 fn introduce(nodes: &mut [Cluster], wall: u64) {
     for n in nodes.iter_mut() {
-        n.hello(wall);
+        n.hello(None, wall);
     }
     settle(nodes, wall, || false);
     for n in nodes.iter() {
@@ -147,7 +147,7 @@ fn the_peer_map_and_the_drop_counters_are_capped_counted_and_logged() {
     for i in 0..=MAX_PEERS {
         // Each new node in turn says hello to `a` alone, and the handshake follows.
         let mut pair = [node(&format!("p{i}")), a];
-        pair[0].hello(T0);
+        pair[0].hello(None, T0);
         settle(&mut pair, T0, || false);
         [_, a] = pair;
     }
@@ -228,7 +228,7 @@ fn a_node_restarted_with_its_clock_an_hour_behind_is_heard_at_once() {
     settle(&mut nodes, T0, || false);
     let behind = T0 - 3_600_000;
     nodes[1] = Cluster::new("b", key(), random("b", 1), behind, 0, false);
-    nodes[1].hello(behind);
+    nodes[1].hello(None, behind);
     // Its hello draws a challenge; its answer makes it believed; the digests follow.
     let mono = 5_000;
     settle_at(&mut nodes, mono, T0, || false);
@@ -258,7 +258,7 @@ fn an_earlier_boot_replayed_is_never_believed() {
     assert!(nodes[1].replica.service("w.lan").is_some());
     // `a` restarts (a new boot) and deletes the service; its old boot's datagrams come back.
     nodes[0] = Cluster::new("a", key(), random("a", 1), T0 + 10, 0, false);
-    nodes[0].hello(T0 + 10);
+    nodes[0].hello(None, T0 + 10);
     settle_at(&mut nodes, 1000, T0 + 10, || false);
     run(&mut nodes[1], "del w.lan", T0 + 20);
     settle_at(&mut nodes, 1000, T0 + 20, || false);
@@ -349,7 +349,7 @@ fn a_late_joiner_gets_everything_at_once() {
     }
     settle(&mut nodes, T0, || false);
     nodes.push(node("late"));
-    nodes[2].hello(T0 + 10);
+    nodes[2].hello(None, T0 + 10);
     settle(&mut nodes, T0 + 10, || false);
     assert_eq!(nodes[2].replica.digest(), nodes[0].replica.digest());
     assert_eq!(nodes[2].replica.names().count(), 300);
@@ -521,7 +521,7 @@ fn a_restart_does_not_roll_back_and_catches_up() {
     a.replica
         .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0 + 50);
     assert!(a.holding());
-    a.hello(T0 + 50);
+    a.hello(None, T0 + 50);
     nodes[0] = a;
     settle(&mut nodes, T0 + 50, || false);
     assert_eq!(nodes[0].replica.digest(), nodes[1].replica.digest());
@@ -611,7 +611,7 @@ fn nothing_answers_an_unknown_source_with_more_bytes_than_it_sent() {
     let mut nodes = [node("a"), node("b"), node("c")];
     let mut heard = Vec::new();
     for n in nodes.iter_mut() {
-        n.hello(T0);
+        n.hello(None, T0);
     }
     // Record every datagram of a whole exchange: hellos, challenges, answers, digests,
     // commands, repairs.
@@ -685,26 +685,23 @@ fn repairs_to_one_peer_are_bounded_per_second() {
         nodes[1].tick(k * IMAX_MS * 2, T0);
         asks.extend(nodes[1].take_outbox());
     }
-    let mono = 5_000;
+    let (mono, rate) = (5_000, repair_rate(nodes[0].replica.len()));
     let mut sent = 0;
     for (_, d) in &asks[..10] {
         nodes[0].datagram(d, addr(2), mono, T0);
         sent += bytes_to(&nodes[0].take_outbox(), addr(2));
     }
     let digests = 10 * 300;
-    assert!(
-        sent as u64 <= REPAIR_BYTES_PER_S + digests,
-        "{sent} bytes within one ms"
-    );
-    assert!(sent as u64 > REPAIR_BYTES_PER_S / 2, "{sent}");
+    assert!(sent as u64 <= rate + digests, "{sent} bytes within one ms");
+    assert!(sent as u64 > rate / 2, "{sent}");
     // A second later, the budget is back.
     let mut more = 0;
     for (_, d) in &asks[10..] {
         nodes[0].datagram(d, addr(2), mono + 1000, T0);
         more += bytes_to(&nodes[0].take_outbox(), addr(2));
     }
-    assert!(more as u64 <= REPAIR_BYTES_PER_S + digests, "{more}");
-    assert!(more as u64 > REPAIR_BYTES_PER_S / 2, "{more}");
+    assert!(more as u64 <= rate + digests, "{more}");
+    assert!(more as u64 > rate / 2, "{more}");
 }
 
 /// A key holder (or a buggy peer) sending ever more services: past twice the table's
