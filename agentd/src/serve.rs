@@ -110,6 +110,7 @@ pub fn serve(
         buf: vec![0u8; fifo::READ_CHUNK],
         fifo_path,
         status_path,
+        wakes: 0,
     };
     l.send();
     let committed = shared.commit(&mut log);
@@ -319,6 +320,8 @@ struct Loop<'m, 'c> {
     fifo_path: String,
     /// Where the cluster's state is written for `status`.
     status_path: PathBuf,
+    /// Times `poll` returned: how often the agent woke (in the cluster state file).
+    wakes: u64,
 }
 
 impl Loop<'_, '_> {
@@ -329,13 +332,20 @@ impl Loop<'_, '_> {
         let Some(woke) = self.wait(now)? else {
             return Ok(None);
         };
+        self.wakes += 1;
         self.agent.wake(self.clock.now());
         let mut verdicts = Vec::new();
         for k in &woke.answered {
             self.health.done(k, &mut verdicts);
         }
         verdicts.iter().for_each(|v| self.agent.health(v));
-        // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
+        // POLLERR on the UDP socket: errors of earlier sends (queued by IP_RECVERR, counted), or
+        // a pending ICMP error, which a read clears.
+        if woke.net.contains(PollFlags::POLLERR) {
+            if let Some(n) = self.net.as_mut() {
+                n.take_errors();
+            }
+        }
         if woke.net.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
             self.read_socket();
         }
@@ -374,7 +384,10 @@ impl Loop<'_, '_> {
         verdicts.iter().for_each(|v| self.agent.health(v));
         self.send();
         if let (Some(n), Some(text)) = (&self.net, self.agent.cluster_status(self.clock.now())) {
-            let text = format!("{text}send_errors {}\n", n.send_errors);
+            let text = format!(
+                "{text}send_errors {}\nwakes {}\n",
+                n.send_errors, self.wakes
+            );
             if let Err(e) = status::write_cluster(&self.status_path, &text) {
                 say(&format!(
                     "cluster: cannot write {}: {}",

@@ -13,7 +13,8 @@ fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .n(c.sent.0)
         .s(",\"sent_bytes\":")
         .n(c.sent.1);
-    o.s(",\"send_errors\":").n(c.send_errors).s(",\"peers\":[");
+    o.s(",\"send_errors\":").n(c.send_errors);
+    o.s(",\"wakes\":").n(c.wakes).s(",\"peers\":[");
     for (i, p) in c.peers.iter().enumerate() {
         o.sep(i).s("{\"node\":").q(&p.node).s(",\"id\":\"").s(&p.id);
         o.s("\",\"addr\":")

@@ -131,8 +131,10 @@ pub struct ClusterInfo {
     pub written_ms: u64,
     /// Datagrams and bytes sent since start.
     pub sent: (u64, u64),
-    /// Sends that failed.
+    /// Sends that failed (at once, or reported later by the kernel).
     pub send_errors: u64,
+    /// Times the agent's loop woke since start.
+    pub wakes: u64,
     /// Peers heard.
     pub peers: Vec<PeerRow>,
     /// Dropped datagrams: (source, reason, count).
@@ -205,6 +207,7 @@ fn cluster_line(c: &mut ClusterInfo, w: &[&str; 7]) {
         }),
         "drop" => c.drops.push((t(1), t(2), n(3))),
         "send_errors" => c.send_errors = n(1),
+        "wakes" => c.wakes = n(1),
         _ => {}
     }
 }
