@@ -221,7 +221,15 @@ pub enum Setting<'a> {
     DnsmasqPid(&'a str),
     /// `check SERVICE tcp PORT ...`: health-check every backend of a service.
     Check(Check),
+    /// `max-lookup-rate N`: the most lookups per second one backend's usage counter can really
+    /// gain (1 to [`MAX_LOOKUP_RATE`]); a counter that grows faster, or shrinks, was written by
+    /// something other than lookups, and the agent puts it back.
+    MaxLookupRate(u64),
 }
+
+/// The highest `max-lookup-rate`: a billion lookups per second of one backend is more than any
+/// machine makes.
+pub const MAX_LOOKUP_RATE: u64 = 1_000_000_000;
 
 /// A health check: a TCP connect to each backend of `service` on `port`, every `interval_ms`,
 /// failed after `timeout_ms`; down after `fall` failures in a row, up after `rise` successes.
@@ -261,6 +269,7 @@ impl Setting<'_> {
             Setting::HostsFile(_) => "hosts-file",
             Setting::DnsmasqPid(_) => "dnsmasq-pid",
             Setting::Check(_) => "check",
+            Setting::MaxLookupRate(_) => "max-lookup-rate",
         }
     }
 }
@@ -309,6 +318,8 @@ pub enum ParseErrorKind {
     UnknownCheckOption,
     /// Not a duration such as `100ms` or `2s` (1 ms to 60 s).
     BadDuration,
+    /// Not a node name ([`crate::name::is_node_name`]).
+    BadNodeName,
 }
 
 /// A parse error: what ([`ParseErrorKind`]) and where (1-based column in the line).
@@ -326,7 +337,7 @@ impl fmt::Display for ParseErrorKind {
     /// budget).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
             ParseErrorKind::Missing(_) => "missing ",
             ParseErrorKind::Extra => "unexpected extra argument",
             ParseErrorKind::BadName(_) => "bad service name: ",
@@ -336,6 +347,7 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp)",
             ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall= or rise=)",
             ParseErrorKind::BadDuration => "not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+            ParseErrorKind::BadNodeName => "not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')",
             ParseErrorKind::DuplicateOption => "option given twice",
             ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted or leastused)",
             ParseErrorKind::NotText => "line is not UTF-8 text",
@@ -410,6 +422,7 @@ enum Verb {
     Ttl,
     Group,
     Peer,
+    MaxLookupRate,
 }
 
 impl Verb {
@@ -445,6 +458,8 @@ enum Arg {
     Limit,
     /// A health check's fall or rise count, 1 to 255.
     Count,
+    /// Lookups per second, 1 to [`MAX_LOOKUP_RATE`].
+    Rate,
     /// A health check's interval or timeout (see [`duration`]).
     Duration,
     /// A policy name.
@@ -462,7 +477,7 @@ enum Arg {
 /// The grammar: every verb's arguments after the service name, in order. One table and one
 /// routine that walks it ([`Args::parse`]) instead of a parser per verb, for the router build's
 /// size budget (issue #5).
-const VERBS: [(&str, Verb, &[Arg]); 22] = [
+const VERBS: [(&str, Verb, &[Arg]); 23] = [
     ("add", Verb::Add, &[Arg::Addr, Arg::AddOptions]),
     ("del", Verb::Del, &[Arg::MaybeAddr]),
     ("down", Verb::Down, &[Arg::Addr]),
@@ -489,6 +504,7 @@ const VERBS: [(&str, Verb, &[Arg]); 22] = [
     ("ttl", Verb::Ttl, &[Arg::Ttl]),
     ("group", Verb::Group, &[Arg::Group]),
     ("peer", Verb::Peer, &[Arg::Peer]),
+    ("max-lookup-rate", Verb::MaxLookupRate, &[Arg::Rate]),
 ];
 
 /// `add`'s `key=value` options, in the order of [`Args::options`].
@@ -514,7 +530,7 @@ struct Args<'a> {
     word: &'a str,
     /// `Addr`, `MaybeAddr`.
     addr: Option<IpAddr>,
-    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`.
+    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`, `Rate`.
     number: u64,
     /// `Policy`.
     policy: Policy,
@@ -565,6 +581,9 @@ impl<'a> Args<'a> {
             };
             let err = |kind| Err(ParseError { col, kind });
             match arg {
+                Arg::Node if !crate::name::is_node_name(tok.as_bytes()) => {
+                    return err(ParseErrorKind::BadNodeName)
+                }
                 Arg::Path | Arg::Iface | Arg::Node => self.word = tok,
                 Arg::Addr | Arg::MaybeAddr => match crate::addr::parse_ip(tok) {
                     Some(a) => self.addr = Some(a),
@@ -694,6 +713,7 @@ impl<'a> Args<'a> {
             Verb::Ttl => Setting::Ttl(self.number as u8),
             Verb::Group => Setting::Group(self.socket),
             Verb::Peer => Setting::Peer(self.socket),
+            Verb::MaxLookupRate => Setting::MaxLookupRate(self.number),
             _ => Setting::Insecure,
         }
     }
@@ -790,6 +810,7 @@ fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
         Arg::Weight => (0, u64::from(MAX_WEIGHT)),
         Arg::Prio => (0, u64::from(u32::MAX)),
         Arg::Duration => (1, MAX_CHECK_MS),
+        Arg::Rate => (1, MAX_LOOKUP_RATE),
         _ => (0, u64::MAX),
     };
     let n = if arg == Arg::Duration {
@@ -959,7 +980,7 @@ mod tests {
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("hosts-file", "column 11: missing path");
         check("dnsmasq-pid  /a /b", "column 17: unexpected extra argument");
         check("add", "column 4: missing service name");
@@ -1039,10 +1060,31 @@ mod tests {
         check("peer [fd00::1]:1", "Peer([fd00::1]:1)");
         check("iface eth0", "Iface(\"eth0\")");
         check("node gw-1", "Node(\"gw-1\")");
+        check("node GW_1.lan", "Node(\"GW_1.lan\")");
+        let rule = "not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')";
+        let long = format!("node {}", "a".repeat(65));
+        for bad in [
+            "node a\x1b[31mb",
+            "node gw/1",
+            "node gw\u{e9}",
+            long.as_str(),
+        ] {
+            check(bad, &format!("column 6: {rule}"));
+        }
+        check(
+            &format!("node {}", "a".repeat(64)),
+            &format!("Node({:?})", "a".repeat(64)),
+        );
         check("key /etc/lbfo.key", "Key(\"/etc/lbfo.key\")");
         check("insecure # no key", "Insecure");
         check("insecure yes", "column 10: unexpected extra argument");
         check("ttl 4", "Ttl(4)");
+        check("max-lookup-rate 250000", "MaxLookupRate(250000)");
+        check(
+            "max-lookup-rate 0",
+            "column 17: not a whole number from 0 to 1000000000",
+        );
+        check("max-lookup-rate", "column 16: missing number");
         check("ttl 0", "column 5: not a whole number from 0 to 255");
         check("ttl 256", "column 5: not a whole number from 0 to 255");
         check("ttl", "column 4: missing number");

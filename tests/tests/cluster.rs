@@ -344,6 +344,40 @@ fn a_killed_agent_restarts_and_catches_up_without_rolling_anyone_back() {
     }
 }
 
+/// Issue 14: a router without a clock that restarts before NTP has set it. Its peers used to
+/// take every datagram of its new boot for a replay of an old one (and refuse them as stale by
+/// its clock), until they restarted too.
+#[test]
+fn a_node_restarted_with_its_clock_an_hour_behind_is_heard_at_once() {
+    let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    c.hosts[2].stop();
+    c.hosts[2].env = vec![("LBFO_TEST_CLOCK_OFFSET_MS".into(), "-3600000".into())];
+    c.hosts[2].start();
+    assert!(c
+        .h(3)
+        .log()
+        .contains("the wall clock is taken -3600000 ms off"));
+    // A change made on it at once (a new service: no newer stamp stands against it).
+    c.h(3).send("add behind.lan 10.0.9.9\n");
+    for i in 1..=2 {
+        wait_answer(c.h(i), "behind.lan", "10.0.9.9");
+        // Not one of its datagrams taken for a replay; a few of its new boot's first ones
+        // refused until it answered the challenge they drew.
+        let j = c.h(i).status_json();
+        assert_eq!(dropped(c.h(i), "replay"), 0, "host {i}: {j}");
+        assert!(dropped(c.h(i), "unverified") <= 5, "host {i}: {j}");
+    }
+    // The others' entries are an hour ahead of its clock: it refuses them (and says why) until
+    // its clock is set right, but it is heard.
+    let h3 = c.h(3);
+    h3.wait_for("the refusal of entries ahead of its clock", || {
+        h3.log().contains("ahead of this node's clock refused")
+    });
+}
+
 #[test]
 fn a_late_joiner_gets_the_whole_table() {
     let Some(mut c) = Cluster::new(3, GROUP4, "") else {
@@ -413,17 +447,64 @@ fn a_replayed_datagram_is_refused_and_counted() {
     );
 }
 
-/// `lbfo-udp forge` from host `n`: a key holder whose clock is `ahead_ms` ahead sends `line`.
-fn forge(c: &Cluster, n: usize, ahead_ms: u64, line: &str) {
+/// `lbfo-udp forge` from host `n`: a key holder whose clock is `ahead_ms` ahead sends `line`
+/// (as node `name`).
+fn forge_as(c: &Cluster, n: usize, ahead_ms: u64, line: &str, name: &str) {
     let out = c
         .bed
         .exec(n, udp_tool())
         .args(["forge", c.group, &c.bed.v4(n)])
         .arg(&c.key)
-        .args([&ahead_ms.to_string(), line])
+        .args([&ahead_ms.to_string(), line, name])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+fn forge(c: &Cluster, n: usize, ahead_ms: u64, line: &str) {
+    forge_as(c, n, ahead_ms, line, "forger");
+}
+
+/// Issue 14: node names were checked for length only, and a name with a newline or an escape
+/// sequence reached the cluster state file and `status`. One rule, in bytes, in the config and
+/// on the wire.
+#[test]
+fn node_names_with_control_characters_are_refused_in_the_config_and_on_the_wire() {
+    let Some(mut c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    // In the config: the line, the column and the rule.
+    let h = c.h(1);
+    h.write_config(&format!("{CONF}group {GROUP4}\nnode gw\u{1b}[2J\n"));
+    let out = Command::new(&h.bin.agent)
+        .args(["check", "-c"])
+        .arg(h.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // After the `table` and `fifo` lines, CONF, and `group`.
+    let line = 2 + CONF.lines().count() + 2;
+    assert!(
+        err.contains(&format!(
+            "lbfo.conf:{line}:6: not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')"
+        )),
+        "{err}"
+    );
+    // On the wire: a key holder naming itself with a newline and an escape is refused.
+    let n = c.bed.add_host();
+    forge_as(&c, n, 0, "add named.lan 10.0.9.3", "evil\n\u{1b}[31mnode");
+    let h2 = c.h(2);
+    h2.wait_for("the bad name counted", || dropped(h2, "garbage") > 0);
+    assert_eq!(answer(h2, "named.lan"), "");
+    let text = Command::new(&h2.bin.agent)
+        .args(["status", "-c"])
+        .arg(h2.config())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(!text.contains('\u{1b}') && !text.contains("evil"), "{text}");
 }
 
 #[test]
@@ -456,6 +537,132 @@ fn an_entry_forged_far_in_the_future_is_refused_and_counted() {
         wait_answer(c.h(i), "present.lan", "10.0.9.2");
         assert_eq!(answer(c.h(i), "future.lan"), "");
     }
+}
+
+/// `sent B bytes, received R bytes` in `lbfo-udp`'s output.
+fn sent_and_received(out: &str) -> (u64, u64) {
+    let line = out.lines().find(|l| l.starts_with("sent ")).unwrap_or("");
+    let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n.len(), 2, "{out}");
+    (n[0], n[1])
+}
+
+/// Issue 14: reflection and amplification. Repairs went to a datagram's unauthenticated source,
+/// so one sniffed unicast digest, replayed to other nodes with a spoofed source, drew up to 240
+/// times its size toward a victim. From `y`, an address of no peer, a key holder's fresh digest,
+/// unicast digests and repairs recorded between it and the cluster, the group's own traffic and
+/// random bytes: no node sends `y` more bytes than it was sent.
+#[test]
+fn a_replayed_or_spoofed_digest_draws_no_repair_and_strangers_get_no_more_than_they_send() {
+    let mut conf = CONF.to_owned();
+    for i in 0..60 {
+        conf += &format!("add s{i}.lan 10.1.0.{} weight=2\n", i + 1);
+    }
+    let Some(mut c) = Cluster::new(3, GROUP4, &conf) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let n = c.bed.add_host();
+    let (x, y) = (c.bed.v4(n), "10.77.0.99");
+    lbfo_tests::bed::ip(&[
+        "-n",
+        &c.bed.host(n),
+        "addr",
+        "add",
+        "10.77.0.99/24",
+        "dev",
+        "eth0",
+    ]);
+    let (to2, to3) = (
+        format!("{}:7946", c.bed.v4(2)),
+        format!("{}:7946", c.bed.v4(3)),
+    );
+    let recorded = c.h(1).dir.join("spy");
+    let out = c
+        .bed
+        .exec(n, udp_tool())
+        .args(["keyholder", GROUP4, &x])
+        .arg(&c.key)
+        .arg("3000")
+        .arg(&recorded)
+        .args([&to2, y])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Believed at x, it was answered there with repairs; its digest from y drew none to y.
+    assert!(!text.contains("recorded 0"), "{text}");
+    let (sent, back) = sent_and_received(&text);
+    assert!(sent > 0 && back <= sent, "a spoofed digest: {text}");
+    // The unicast datagrams between it and the cluster (its digests, their repairs), replayed
+    // to host 3 from y: for other nodes, refused, nothing back.
+    let replay = |to: &str, file: &Path| {
+        let out = c
+            .bed
+            .exec(n, udp_tool())
+            .args(["replay", to, y])
+            .arg(file)
+            .arg("500")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = replay(&to3, &recorded);
+    let (sent, back) = sent_and_received(&text);
+    assert!(back <= sent, "recorded unicast, replayed: {text}");
+    let h3 = c.h(3);
+    h3.wait_for("the replays counted as misdirected", || {
+        dropped(h3, "misdirected") > 0
+    });
+    // The group's traffic, replayed from y to host 2; random bytes from y.
+    let group = c.h(1).dir.join("group");
+    let mut cap = c
+        .bed
+        .exec(n, udp_tool())
+        .args(["capture", GROUP4, &x])
+        .arg(&group)
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let ready = group.with_extension("ready");
+    c.h(1).wait_for("the capture to join", || ready.exists());
+    c.h(1).send("down web.lan 10.0.0.11\n");
+    assert!(cap.wait().unwrap().success());
+    let (sent, back) = sent_and_received(&replay(&to2, &group));
+    assert!(sent > 0 && back <= sent, "group traffic: {sent} {back}");
+    // Nothing here changed a table behind the cluster's back.
+    c.wait_same(&c.all(), Duration::from_secs(5));
+}
+
+/// With `iface`, the socket is bound to it (SO_BINDTODEVICE): datagrams that reach the host by
+/// another interface (here loopback, from a program on the host itself) never reach the agent.
+#[test]
+fn datagrams_by_another_interface_never_reach_the_agent() {
+    let Some(mut c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    let n = c.bed.add_host();
+    let random = |from: usize, to: &str, local: &str| {
+        let out = c
+            .bed
+            .exec(from, udp_tool())
+            .args(["random", to, local, "50", "7"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    random(1, "127.0.0.1:7946", "127.0.0.1");
+    // The same by eth0, from another host: counted, so the first had time to be.
+    random(n, &format!("{}:7946", c.bed.v4(1)), &c.bed.v4(n));
+    let h1 = c.h(1);
+    h1.wait_for("the bytes by eth0 to be counted", || {
+        h1.status_json()
+            .contains(&format!("\"addr\":\"{}:", c.bed.v4(n)))
+    });
+    let j = h1.status_json();
+    assert!(!j.contains("\"addr\":\"127.0.0.1:"), "{j}");
+    assert!(!h1.log().contains("SO_BINDTODEVICE"), "{}", h1.log());
 }
 
 #[test]

@@ -28,6 +28,10 @@ use crate::vecmap::VecMap;
 pub const DEFAULT_TABLE: &str = "/run/lbfo/table";
 /// Where the command FIFO lives unless the config says `fifo PATH`.
 pub const DEFAULT_FIFO: &str = "/var/run/lbfo.sock";
+/// Lookups per second one backend's counter may gain unless the config says `max-lookup-rate
+/// N`: far above what one machine resolves (so genuine lookups are never taken for tampering),
+/// far below a counter written straight to a limit.
+pub const DEFAULT_MAX_LOOKUP_RATE: u64 = 1_000_000;
 
 /// Services by name, each with its backends' addresses (sorted).
 pub type Members = VecMap<String, Vec<IpAddr>>;
@@ -49,6 +53,9 @@ pub struct Config {
     pub state: Option<PathBuf>,
     /// `check` lines: health checks, at most one per service (the last one counts).
     pub checks: Vec<Check>,
+    /// `max-lookup-rate N`: what a usage counter may gain per second before the agent takes
+    /// the increase for tampering and puts the counter back.
+    pub max_lookup_rate: u64,
     /// The commands with their 1-based line numbers, in file order.
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
@@ -190,14 +197,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Checks a config's text: parses every line and applies every command to a scratch table.
 pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
-    let mut table = None;
-    let mut fifo = None;
-    let mut state = None;
-    let mut checks: Vec<Check> = Vec::new();
-    let mut cluster = ClusterConfig::default();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut hosts_file = None;
-    let mut dnsmasq_pid = None;
+    let mut settings = Settings::default();
     let mut commands = Vec::new();
     let mut slots = vec![None; MAX_SERVICES];
     let mut scratch = Table::new(&mut slots);
@@ -210,70 +210,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             Err(e) => return Err(at(e.col, Problem::Parse(e.kind))),
             Ok(None) => {}
             Ok(Some(Line::Setting(s))) => {
-                let what = s.keyword();
-                if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
-                    if seen.contains(&what) {
-                        return Err(at(1, Problem::DuplicateSetting(what)));
-                    }
-                    seen.push(what);
-                }
-                let (path, slot) = match s {
-                    Setting::Table(p) => (p, &mut table),
-                    Setting::Fifo(p) => (p, &mut fifo),
-                    Setting::State(p) => (p, &mut state),
-                    Setting::Key(p) => (p, &mut cluster.key),
-                    Setting::HostsFile(p) => (p, &mut hosts_file),
-                    Setting::DnsmasqPid(p) => (p, &mut dnsmasq_pid),
-                    Setting::Group(a) => {
-                        cluster.group = Some(a);
-                        continue;
-                    }
-                    Setting::Peer(a) => {
-                        cluster.peers.push(a);
-                        let v4 = |a: &SocketAddr| a.is_ipv4();
-                        let first = cluster.group.or(cluster.peers.first().copied());
-                        let mixed = first.is_some_and(|f| v4(&f) != v4(&a))
-                            || (cluster.group.is_none()
-                                && cluster.peers.iter().any(|p| p.port() != a.port()));
-                        if mixed {
-                            return Err(at(1, Problem::MixedPeers));
-                        }
-                        continue;
-                    }
-                    Setting::Iface(n) => {
-                        cluster.iface = Some(n.to_owned());
-                        continue;
-                    }
-                    Setting::Node(n) => {
-                        cluster.node = Some(n.to_owned());
-                        continue;
-                    }
-                    Setting::Ttl(n) => {
-                        cluster.ttl = Some(n);
-                        continue;
-                    }
-                    Setting::Insecure => {
-                        cluster.insecure = true;
-                        continue;
-                    }
-                    Setting::Check(c) => {
-                        // At most one earlier check of the service: take it out.
-                        if let Some(i) = checks.iter().position(|o| o.service == c.service) {
-                            checks.remove(i);
-                        }
-                        checks.push(c);
-                        continue;
-                    }
-                };
-                // The path borrows from the line, so its offset there is its column.
-                let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
-                if !path.starts_with('/') {
-                    return Err(at(col, Problem::RelativePath));
-                }
-                if path.bytes().any(|b| b == 0) {
-                    return Err(at(col, Problem::NulInPath));
-                }
-                *slot = Some(PathBuf::from(path));
+                settings.take(s, raw).map_err(|(col, p)| at(col, p))?;
             }
             Ok(Some(Line::Command(c))) => {
                 scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
@@ -281,18 +218,112 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             }
         }
     }
+    let s = settings;
     Ok(Config {
-        table: table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
-        fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
-        hosts_file,
-        dnsmasq_pid,
-        state,
-        checks,
+        table: s.table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
+        fifo: s.fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
+        hosts_file: s.hosts_file,
+        dnsmasq_pid: s.dnsmasq_pid,
+        state: s.state,
+        checks: s.checks,
+        max_lookup_rate: s.max_lookup_rate.unwrap_or(DEFAULT_MAX_LOOKUP_RATE),
         commands,
         members: members(&scratch),
-        cluster,
+        cluster: s.cluster,
         mtime_ms: 0,
     })
+}
+
+/// The settings a config has given so far.
+#[derive(Default)]
+struct Settings {
+    table: Option<PathBuf>,
+    fifo: Option<PathBuf>,
+    state: Option<PathBuf>,
+    hosts_file: Option<PathBuf>,
+    dnsmasq_pid: Option<PathBuf>,
+    checks: Vec<Check>,
+    max_lookup_rate: Option<u64>,
+    cluster: ClusterConfig,
+    /// The keywords of the settings that may be given once.
+    seen: Vec<&'static str>,
+}
+
+impl Settings {
+    /// Takes the setting `s` of the line `raw`; `Err` is the column and the problem.
+    fn take(&mut self, s: Setting<'_>, raw: &[u8]) -> Result<(), (usize, Problem)> {
+        let what = s.keyword();
+        if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
+            if self.seen.contains(&what) {
+                return Err((1, Problem::DuplicateSetting(what)));
+            }
+            self.seen.push(what);
+        }
+        let cluster = &mut self.cluster;
+        let (path, slot) = match s {
+            Setting::Table(p) => (p, &mut self.table),
+            Setting::Fifo(p) => (p, &mut self.fifo),
+            Setting::State(p) => (p, &mut self.state),
+            Setting::Key(p) => (p, &mut cluster.key),
+            Setting::HostsFile(p) => (p, &mut self.hosts_file),
+            Setting::DnsmasqPid(p) => (p, &mut self.dnsmasq_pid),
+            Setting::Group(a) => {
+                cluster.group = Some(a);
+                return Ok(());
+            }
+            Setting::Peer(a) => {
+                cluster.peers.push(a);
+                let v4 = |a: &SocketAddr| a.is_ipv4();
+                let first = cluster.group.or(cluster.peers.first().copied());
+                let mixed = first.is_some_and(|f| v4(&f) != v4(&a))
+                    || (cluster.group.is_none()
+                        && cluster.peers.iter().any(|p| p.port() != a.port()));
+                return if mixed {
+                    Err((1, Problem::MixedPeers))
+                } else {
+                    Ok(())
+                };
+            }
+            Setting::Iface(n) => {
+                cluster.iface = Some(n.to_owned());
+                return Ok(());
+            }
+            Setting::Node(n) => {
+                cluster.node = Some(n.to_owned());
+                return Ok(());
+            }
+            Setting::Ttl(n) => {
+                cluster.ttl = Some(n);
+                return Ok(());
+            }
+            Setting::Insecure => {
+                cluster.insecure = true;
+                return Ok(());
+            }
+            Setting::MaxLookupRate(n) => {
+                self.max_lookup_rate = Some(n);
+                return Ok(());
+            }
+            Setting::Check(c) => {
+                // At most one earlier check of the service: take it out.
+                if let Some(i) = self.checks.iter().position(|o| o.service == c.service) {
+                    self.checks.remove(i);
+                }
+                self.checks.push(c);
+                return Ok(());
+            }
+        };
+        // The path borrows from the line, so its offset there is its column.
+        let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
+        if !path.starts_with('/') {
+            return Err((col, Problem::RelativePath));
+        }
+        if path.bytes().any(|b| b == 0) {
+            return Err((col, Problem::NulInPath));
+        }
+        *slot = Some(PathBuf::from(path));
+        Ok(())
+    }
 }
 
 /// The services and backends in `table`.
@@ -393,8 +424,23 @@ mod tests {
     }
 
     #[test]
+    fn max_lookup_rate() {
+        let rate = |text: &str| parse(text.as_bytes()).map(|c| c.max_lookup_rate);
+        assert_eq!(rate(""), Ok(DEFAULT_MAX_LOOKUP_RATE));
+        assert_eq!(rate("max-lookup-rate 5000\n"), Ok(5000));
+        check(
+            "max-lookup-rate 5\nmax-lookup-rate 6",
+            "f:2:1: `max-lookup-rate` given twice",
+        );
+        check(
+            "max-lookup-rate fast",
+            "f:1:17: not a whole number from 0 to 1000000000",
+        );
+    }
+
+    #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",
@@ -405,6 +451,10 @@ mod tests {
         check("fifo  rel/x", "f:1:7: path must be absolute");
         check("key lbfo.key", "f:1:5: path must be absolute");
         check("node a\nnode b", "f:2:1: `node` given twice");
+        check(
+            "group 239.1.2.3:7946\n node gw\x07",
+            "f:2:7: not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')",
+        );
         check(
             "group 239.1.1.1:1\npeer [fd00::1]:1",
             "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
