@@ -348,7 +348,7 @@ fn serve(
         fifo.pipe_bytes()
     ));
 
-    let shared = tablefile::open(&config.table, lock, &mut log);
+    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
     flush(std::mem::take(&mut log));
     let shared = shared.map_err(|e| format!("table {table_path}: {e}"))?;
     let writer = shared

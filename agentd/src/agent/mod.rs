@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 use lbfo_core::cmd::{parse_bytes, Check, Setting};
 use lbfo_core::table::ApplyError;
-use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
+use lbfo_core::{Command, CountersView, Line, Service, Table, Writer};
 
 use crate::cluster::wire::Drop;
 use crate::cluster::{Cluster, Dest};
@@ -103,6 +103,8 @@ pub struct Agent<'m> {
     changes: u64,
     saver: Option<Saver<'m>>,
     save_failing: bool,
+    /// The group's changes not applied because the table's capacity has no room for them.
+    capacity_refused: u64,
 }
 
 impl<'m> Agent<'m> {
@@ -151,7 +153,7 @@ impl<'m> Agent<'m> {
         saver: Option<Saver<'m>>,
     ) -> Agent<'m> {
         let view = writer.view();
-        let slots: Vec<Option<Service>> = (0..MAX_SERVICES)
+        let slots: Vec<Option<Service>> = (0..writer.capacity().services())
             .map(|slot| if adopt { view.service(slot) } else { None })
             .collect();
         let mut agent = Agent {
@@ -179,6 +181,7 @@ impl<'m> Agent<'m> {
             changes: 0,
             saver,
             save_failing: false,
+            capacity_refused: 0,
         };
         if agent.cluster.is_some() {
             if let (Some(s), Some(c)) = (&saved, agent.cluster.as_mut()) {
@@ -195,10 +198,15 @@ impl<'m> Agent<'m> {
             return agent;
         }
         if let Some(s) = saved {
-            let mut scratch: Vec<Option<Service>> = vec![None; MAX_SERVICES];
-            let mut t = Table::new(&mut scratch);
+            let capacity = agent.writer.capacity();
+            let mut scratch: Vec<Option<Service>> = vec![None; capacity.services()];
+            let mut t = Table::with_capacity(&mut scratch, capacity);
             for cmd in &s.table {
-                let _ = t.apply(cmd);
+                if let Err(e @ (ApplyError::TableFull(_) | ApplyError::ServiceFull(_))) =
+                    t.apply(cmd)
+                {
+                    agent.log.push(format!("start: state: {e} ({cmd})"));
+                }
             }
             let mut names: VecSet<String> = agent
                 .services()
@@ -224,18 +232,14 @@ impl<'m> Agent<'m> {
                     agent.config_path.shown()
                 ));
                 agent.config = config;
-                agent
-                    .pending
-                    .slots
-                    .extend((0..MAX_SERVICES).map(|s| (s, ())));
-                agent.pending.index = true;
+                agent.pending_all();
                 agent.publish();
                 agent.tick(now);
                 return agent;
             }
         }
         // What the adopted table holds stands in for the previous config.
-        agent.config.members = config::members(&Table::new(&mut agent.slots));
+        agent.config.members = config::members(&agent.table());
         if adopt {
             let n = agent.config.members.len();
             agent.log(format!(
@@ -244,11 +248,7 @@ impl<'m> Agent<'m> {
         }
         agent.load(config, "start");
         // Republish everything once: an adopted table may have been left by an older agent.
-        agent
-            .pending
-            .slots
-            .extend((0..MAX_SERVICES).map(|s| (s, ())));
-        agent.pending.index = true;
+        agent.pending_all();
         agent.publish();
         agent.tick(now);
         agent
@@ -282,10 +282,7 @@ impl<'m> Agent<'m> {
         if !self.held {
             self.reconcile_all();
         }
-        self.pending
-            .slots
-            .extend((0..MAX_SERVICES).map(|s| (s, ())));
-        self.pending.index = true;
+        self.pending_all();
         self.publish();
         self.tick(now);
     }
@@ -375,7 +372,12 @@ impl<'m> Agent<'m> {
         for (cmd, r) in self.reconcile_to(name, want) {
             match r {
                 Ok(()) => self.log(format!("cluster: {cmd}")),
-                Err(e) => self.log(format!("cluster: {e} ({cmd})")),
+                Err(e) => {
+                    if matches!(e, ApplyError::TableFull(_) | ApplyError::ServiceFull(_)) {
+                        self.capacity_refused += 1;
+                    }
+                    self.log(format!("cluster: {e}; not applied here ({cmd})"));
+                }
             }
         }
     }
@@ -471,7 +473,11 @@ impl<'m> Agent<'m> {
             return None;
         }
         self.next_cluster_status = now.mono_ms + CLUSTER_STATUS_MS;
-        Some(c.status_lines(now.wall_ms))
+        let refused = self.capacity_refused;
+        Some(format!(
+            "{}capacity_refused {refused}\n",
+            c.status_lines(now.wall_ms)
+        ))
     }
 
     /// Brings the live table to `config`: removes what the current config defines and `config`
@@ -566,6 +572,13 @@ impl<'m> Agent<'m> {
             ));
             config.state.clone_from(&self.config.state);
         }
+        if self.config.capacity != config.capacity {
+            notes.push(format!(
+                "reload: `capacity` changed to {}; still {} until the agent is restarted",
+                config.capacity, self.config.capacity
+            ));
+            config.capacity = self.config.capacity;
+        }
         if self.config.cluster != config.cluster {
             notes.push(
                 "reload: cluster settings changed; still using the running ones until the agent is restarted"
@@ -607,7 +620,7 @@ impl<'m> Agent<'m> {
 
     /// Applies one command to the slots and notes what to publish.
     fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        let ch = Table::new(&mut self.slots).apply(cmd)?;
+        let ch = self.table().apply(cmd)?;
         self.state_dirty = true;
         self.changes += 1;
         if ch.record || ch.index {
@@ -636,9 +649,8 @@ impl<'m> Agent<'m> {
             self.counters.zero(slot, mask, ticket);
         }
         if p.index {
-            let table = Table::new(&mut self.slots);
             self.writer
-                .write_index(table.iter().map(|(i, s)| (i, &s.name)));
+                .write_index(self.services().map(|(i, s)| (i, &s.name)));
         }
         let has_limits = self
             .services()
@@ -861,6 +873,19 @@ impl<'m> Agent<'m> {
         self.log.push(line);
     }
 
+    /// Notes every slot and the index for the next publish.
+    fn pending_all(&mut self) {
+        self.pending
+            .slots
+            .extend((0..self.slots.len()).map(|s| (s, ())));
+        self.pending.index = true;
+    }
+
+    /// The slots as a table of the shared table's capacity.
+    fn table(&mut self) -> Table<'_> {
+        Table::with_capacity(&mut self.slots, self.writer.capacity())
+    }
+
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {
         self.slots
             .iter()
@@ -890,7 +915,7 @@ mod tests {
     use super::*;
     use lbfo_core::atomic::AtomicU64;
     use lbfo_core::shm::Layout;
-    use lbfo_core::{Lookup, TableView, Want};
+    use lbfo_core::{Capacity, Lookup, TableView, Want};
 
     struct Mem {
         table: Vec<AtomicU64>,
@@ -899,12 +924,15 @@ mod tests {
 
     impl Mem {
         fn new() -> Mem {
-            let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-            let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
-                .map(|_| AtomicU64::new(0))
-                .collect();
-            Writer::init(&table, 7).unwrap();
-            CountersView::init(&counters, 7, Layout::CURRENT);
+            Mem::with_capacity(Capacity::DEFAULT)
+        }
+
+        fn with_capacity(capacity: Capacity) -> Mem {
+            let layout = Layout::new(capacity);
+            let zeros = |n| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+            let (table, counters) = (zeros(layout.total_words()), zeros(layout.counters_words()));
+            Writer::init(&table, 7, capacity).unwrap();
+            CountersView::init(&counters, 7, layout);
             Mem { table, counters }
         }
 
@@ -994,6 +1022,7 @@ mod tests {
             "hosts-file /h",
             "dnsmasq-pid /p",
             "check web.lan tcp 80",
+            "capacity 64 8",
         ];
         let log = send(&mut a, &lines.join("\n"));
         assert_eq!(log.len(), lines.len(), "{log:?}");
@@ -1029,7 +1058,7 @@ mod tests {
             log,
             [
                 "fifo: line 1: down web.lan 10.0.0.1",
-                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+                "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, capacity, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
                 "fifo: line 5: add db.lan 10.0.1.1",
                 "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
                 "fifo: line 7: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent (a reload keeps the running one)",
@@ -1269,6 +1298,56 @@ mod tests {
             .take_log()
             .iter()
             .any(|l| l == "cluster: caught up; publishing the cluster's table"));
+    }
+
+    #[test]
+    fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
+        use crate::cluster::wire::Key;
+        let small = Mem::with_capacity(Capacity::new(1, 2).unwrap());
+        let big = Mem::new();
+        fn mk<'m>(m: &'m Mem, name: &str, conf: &str) -> Agent<'m> {
+            let w = Writer::attach(&m.table).unwrap();
+            let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+            let config = config::parse(conf.as_bytes()).unwrap();
+            let cl = Cluster::new(name, Key::new(b"k".to_vec()), 1_000_000, 0, false);
+            Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl))
+        }
+        let mut a = mk(&small, "a", "capacity 1 2\nadd a.lan 10.0.0.1\n");
+        let mut b = mk(&big, "b", "");
+        send(
+            &mut b,
+            "add a.lan 10.0.0.2\nadd a.lan 10.0.0.3\nadd b.lan 10.0.1.1",
+        );
+        for _ in 0..4 {
+            for (_, d) in b.take_outbox() {
+                a.datagram(&d, SocketAddr::from(([10, 0, 0, 2], 7946)));
+            }
+            a.sync();
+            for (_, d) in a.take_outbox() {
+                b.datagram(&d, SocketAddr::from(([10, 0, 0, 1], 7946)));
+            }
+            b.sync();
+        }
+        assert_eq!(big.v4("b.lan"), "10.0.1.1");
+        assert_eq!(small.v4("b.lan"), "NotOurs", "no room for a second service");
+        let log = a.take_log();
+        let refused = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+        assert!(
+            refused("cluster: table full: `capacity` allows 1 services (raise it in the config file); not applied here (add b.lan 10.0.1.1") > 0,
+            "{log:?}"
+        );
+        assert!(
+            refused("cluster: service full: `capacity` allows 2 backends per service (raise it in the config file); not applied here (add a.lan 10.0.0.3") > 0,
+            "{log:?}"
+        );
+        let status = a.cluster_status(at(1_000)).unwrap();
+        let n: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("capacity_refused "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n >= 2, "{status}");
     }
 
     #[test]

@@ -319,17 +319,19 @@ impl Replica {
         };
         match *cmd {
             Command::Add { addr, .. } => match s {
-                None if self.visible_count() >= MAX_SERVICES => Err(ApplyError::TableFull),
+                None if self.visible_count() >= MAX_SERVICES => {
+                    Err(ApplyError::TableFull(MAX_SERVICES))
+                }
                 Some(s)
                     if s.live_backend(addr).is_none()
                         && s.backends.values().filter(|b| s.live(b)).count() >= MAX_BACKENDS =>
                 {
-                    Err(ApplyError::ServiceFull)
+                    Err(ApplyError::ServiceFull(MAX_BACKENDS))
                 }
                 _ => Ok(()),
             },
             Command::Policy { .. } if s.is_none() && self.visible_count() >= MAX_SERVICES => {
-                Err(ApplyError::TableFull)
+                Err(ApplyError::TableFull(MAX_SERVICES))
             }
             Command::Policy { .. } => Ok(()),
             Command::Del { addr: None, .. } | Command::Reset { .. } => {
@@ -694,7 +696,7 @@ mod tests {
         }
         assert_eq!(
             r.command(&cmd("add a.lan 10.0.1.1"), 100),
-            Err(ApplyError::ServiceFull)
+            Err(ApplyError::ServiceFull(MAX_BACKENDS))
         );
     }
 

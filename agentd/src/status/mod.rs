@@ -20,7 +20,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::NO_COUNTERS;
-use lbfo_core::{CountersView, TableView};
+use lbfo_core::{Capacity, CountersView, TableView};
 
 use crate::sys::shm::{Segment, TableMapRo};
 use crate::vecmap::VecSet;
@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub counters_id: Option<u64>,
     /// Whether the counters segment could be attached and matched the table.
     pub counters_ok: bool,
+    /// What the table holds at most (the `capacity` setting it was made with).
+    pub capacity: Capacity,
     /// The services.
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
@@ -115,6 +117,8 @@ pub struct ClusterInfo {
     pub sent: (u64, u64),
     /// Sends that failed.
     pub send_errors: u64,
+    /// The group's changes this agent could not apply: past its `capacity`.
+    pub capacity_refused: u64,
     /// Peers heard.
     pub peers: Vec<PeerRow>,
     /// Dropped datagrams: (source, reason, count).
@@ -191,6 +195,7 @@ fn cluster_line(c: &mut ClusterInfo, w: &[&str; 7]) {
         }),
         "drop" => c.drops.push((t(1), t(2), n(3))),
         "send_errors" => c.send_errors = n(1),
+        "capacity_refused" => c.capacity_refused = n(1),
         _ => {}
     }
 }
@@ -322,6 +327,8 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         retired: view.retired(),
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
+        // A checked view's layout is always a capacity's.
+        capacity: view.layout().capacity().unwrap_or(Capacity::MAX),
         services,
         cluster: crate::sys::fs::read_file(&cluster_path(path))
             .ok()
@@ -542,6 +549,10 @@ pub fn text(s: &Snapshot) -> String {
         }
     }
     o.s("\nservices    ").n(s.services.len() as u64);
+    o.s(" of ").n(s.capacity.services() as u64);
+    o.s(" (capacity: up to ")
+        .n(s.capacity.backends() as u64)
+        .s(" backends each)");
     o.s("\ndigest      ");
     s.write_digest(&mut o);
     o.s("\n");
@@ -586,7 +597,12 @@ fn cluster_text(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .s(" datagrams, ")
         .n(c.sent.1)
         .s(" bytes, ");
-    o.n(c.send_errors).s(" send errors\npeers       ");
+    o.n(c.send_errors).s(" send errors\n");
+    if c.capacity_refused > 0 {
+        o.s("refused     ").n(c.capacity_refused);
+        o.s(" changes from the group, past this table's capacity\n");
+    }
+    o.s("peers       ");
     o.n(c.peers.len() as u64).s("\n");
     for p in &c.peers {
         o.s("  ").l(&p.node, 16).s(" ").l(&p.addr, 24).s(" heard ");
@@ -616,7 +632,10 @@ fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .n(c.sent.0)
         .s(",\"sent_bytes\":")
         .n(c.sent.1);
-    o.s(",\"send_errors\":").n(c.send_errors).s(",\"peers\":[");
+    o.s(",\"send_errors\":").n(c.send_errors);
+    o.s(",\"capacity_refused\":")
+        .n(c.capacity_refused)
+        .s(",\"peers\":[");
     for (i, p) in c.peers.iter().enumerate() {
         o.sep(i).s("{\"node\":").q(&p.node).s(",\"id\":\"").s(&p.id);
         o.s("\",\"addr\":")
@@ -659,9 +678,12 @@ pub fn json(s: &Snapshot) -> String {
         .b(s.retired)
         .s(",\"counters_id\":")
         .opt(s.counters_id);
-    o.s(",\"counters_ok\":")
-        .b(s.counters_ok)
-        .s(",\"services\":[");
+    o.s(",\"counters_ok\":").b(s.counters_ok);
+    o.s(",\"capacity\":{\"services\":")
+        .n(s.capacity.services() as u64)
+        .s(",\"backends\":")
+        .n(s.capacity.backends() as u64);
+    o.s("},\"services\":[");
     for (i, sv) in s.services.iter().enumerate() {
         o.sep(i)
             .s("{\"slot\":")
@@ -825,6 +847,22 @@ pub fn prometheus(s: &Snapshot) -> String {
         },
         Value::Count(s.services.len() as u64),
     );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_services",
+            kind: "gauge",
+            help: "Services the table holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.services() as u64),
+    );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_backends",
+            kind: "gauge",
+            help: "Backends each service holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.backends() as u64),
+    );
     p.family(&Family {
         name: "lbfo_service_info",
         kind: "gauge",
@@ -903,6 +941,14 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
         },
         Value::Count(c.sent.1),
     );
+    p.one(
+        &Family {
+            name: "lbfo_cluster_capacity_refused_total",
+            kind: "counter",
+            help: "Changes from the group not applied here: past this table's capacity.",
+        },
+        Value::Count(c.capacity_refused),
+    );
 }
 
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
@@ -961,6 +1007,7 @@ mod tests {
             retired: false,
             counters_id: Some(32769),
             counters_ok,
+            capacity: Capacity::DEFAULT,
             services: vec![ServiceRow {
                 slot: 0,
                 name: "web.lan".into(),
@@ -997,7 +1044,7 @@ table       /run/lbfo/table
 generation  5f0c3e1a9b2d4c77
 heartbeat   0.4 s ago (agent running)
 counters    shm segment 32769
-services    1
+services    1 of 64 (capacity: up to 8 backends each)
 digest      {DIGEST}
 
 web.lan  policy failover
@@ -1025,7 +1072,7 @@ web.lan  policy failover
             json(&sample(9_600, true)),
             "{\"table\":\"/run/lbfo/table\",\"generation\":\"5f0c3e1a9b2d4c77\",\"heartbeat_ms\":9600,\
              \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
-             \"counters_ok\":true,\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
+             \"counters_ok\":true,\"capacity\":{\"services\":64,\"backends\":8},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
              \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null}\n"
@@ -1081,11 +1128,18 @@ web.lan  policy failover
     fn cluster_state_round_trip() {
         let c = parse_cluster(
             "node gw1 00000000000000aa 1000 9000 12 3400\npeer gw2 00000000000000bb 10.0.0.2:7946 8800 2000 true\n\
-             drop 10.0.0.9:7946 bad_mac 3\ndrop 10.0.0.2:7946 replay 1\nsend_errors 2\nbogus line\n",
+             drop 10.0.0.9:7946 bad_mac 3\ndrop 10.0.0.2:7946 replay 1\nsend_errors 2\nbogus line\n\
+             capacity_refused 5\n",
         );
         let mut s = sample(9_600, true);
         s.cluster = Some(c);
         let t = text(&s);
+        assert!(
+            t.contains("\nrefused     5 changes from the group, past this table's capacity\n"),
+            "{t}"
+        );
+        assert!(json(&s).contains(",\"capacity_refused\":5,"));
+        assert!(prometheus(&s).contains("\nlbfo_cluster_capacity_refused_total 5\n"));
         assert!(t.contains("cluster     node gw1 (id 00000000000000aa), epoch 1000, written 1.0 s ago; sent 12 datagrams, 3400 bytes, 2 send errors"), "{t}");
         assert!(
             t.contains(
@@ -1188,6 +1242,12 @@ lbfo_counters_readable 1
 # HELP lbfo_services Services in the table.
 # TYPE lbfo_services gauge
 lbfo_services 1
+# HELP lbfo_capacity_services Services the table holds at most (the capacity setting).
+# TYPE lbfo_capacity_services gauge
+lbfo_capacity_services 64
+# HELP lbfo_capacity_backends Backends each service holds at most (the capacity setting).
+# TYPE lbfo_capacity_backends gauge
+lbfo_capacity_backends 8
 # HELP lbfo_service_info One sample per service, labelled with its policy.
 # TYPE lbfo_service_info gauge
 lbfo_service_info{service=\"web.lan\",policy=\"failover\"} 1

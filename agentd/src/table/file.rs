@@ -1,15 +1,17 @@
 //! The table file and its counters segment: reuse after a restart, or create and swap in.
 //!
 //! **Reuse**: a file at the path that is ours (owned by this uid, not writable by others), of the
-//! current size and layout, is taken over in place, so its generation, its counters and every
-//! reader's mapping stay valid across agent restarts. Its counters segment is kept if it is ours
-//! and matches; otherwise a fresh one is made for the same generation and published.
+//! config's capacity and this build's layout, is taken over in place, so its generation, its
+//! counters and every reader's mapping stay valid across agent restarts. Its counters segment is
+//! kept if it is ours and matches; otherwise a fresh one is made for the same generation and
+//! published.
 //!
-//! **Create**: a new table is built completely in `<path>.tmp.<pid>` (mode 0644) with a random
-//! generation and a new counters segment (mode 0666: every process counts its lookups), then
-//! renamed over the path in one step. An lbfo table that was there before is then marked retired,
-//! so readers map the path again, and its counters segment is marked for removal (it goes away
-//! when the last reader detaches).
+//! **Create**: a new table of the config's capacity is built completely in `<path>.tmp.<pid>`
+//! (mode 0644, its bytes allocated on the filesystem so a full one is an error at start, never a
+//! SIGBUS later) with a random generation and a new counters segment (mode 0666: every process
+//! counts its lookups), then renamed over the path in one step. An lbfo table that was there
+//! before is then marked retired, so readers map the path again, and its counters segment is
+//! marked for removal (it goes away when the last reader detaches).
 //!
 //! Counters are never removed on exit: lookups keep counting while the agent is down.
 //! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
@@ -22,14 +24,16 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
-use lbfo_core::{CountersView, TableView, Writer};
+use lbfo_core::{Capacity, CountersView, TableView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::sys::shm::{Segment, TableMap};
 
-/// Bytes in a table of the current layout.
-pub const TABLE_BYTES: u64 = Writer::WORDS as u64 * 8;
+/// Bytes in a table of `capacity`.
+pub fn table_bytes(capacity: Capacity) -> u64 {
+    Layout::new(capacity).total_words() as u64 * 8
+}
 
 /// Why the table could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,12 +165,17 @@ pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
 #[derive(Debug)]
 pub struct Lock(Flock<File>);
 
-/// Reuses or creates the table at `path`, pushing what it did to `log`.
-pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+/// Reuses or creates the table of `capacity` at `path`, pushing what it did to `log`.
+pub fn open(
+    path: &Path,
+    capacity: Capacity,
+    Lock(lock): Lock,
+    log: &mut Vec<String>,
+) -> Result<Shared, SetupError> {
     let shown = path.shown();
     let mut old = None;
     match crate::sys::fs::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
-        Ok(file) => match reusable(&file) {
+        Ok(file) => match reusable(&file, capacity) {
             Ok(map) => return adopt(map, lock, path, log),
             Err(reason) => {
                 log.push(format!(
@@ -185,7 +194,7 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
         }
         Err(e) => return Err(os("open the existing table")(e)),
     }
-    create(path, lock, old)
+    create(path, capacity, lock, old)
 }
 
 fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
@@ -203,8 +212,8 @@ fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
     })
 }
 
-/// Maps `file` if it is a table this agent may take over; otherwise says why not.
-fn reusable(file: &File) -> Result<TableMap, String> {
+/// Maps `file` if it is a table of `capacity` this agent may take over; otherwise says why not.
+fn reusable(file: &File, capacity: Capacity) -> Result<TableMap, String> {
     let m = crate::sys::fs::fstat(file.as_fd()).map_err(|e| crate::sys::io_text(&e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.is_file() {
@@ -216,11 +225,17 @@ fn reusable(file: &File) -> Result<TableMap, String> {
     if m.mode & 0o022 != 0 {
         return Err(format!("mode {:o} lets others write it", m.mode & 0o7777));
     }
-    if m.size != TABLE_BYTES {
-        return Err(format!("{} bytes, expected {TABLE_BYTES}", m.size));
-    }
     let map = TableMap::map(file).map_err(|e| crate::sys::io_text(&e))?;
-    Writer::attach(map.words()).map_err(|e| e.to_string())?;
+    let found = Writer::attach(map.words())
+        .map_err(|e| e.to_string())?
+        .capacity();
+    if found != capacity {
+        return Err(format!("capacity {found}; the config's is {capacity}"));
+    }
+    let bytes = table_bytes(capacity);
+    if m.size != bytes {
+        return Err(format!("{} bytes, expected {bytes}", m.size));
+    }
     Ok(map)
 }
 
@@ -255,7 +270,7 @@ fn adopt(
             seg
         }
         None => {
-            let seg = new_counters(generation)?;
+            let seg = new_counters(generation, view.layout())?;
             writer.set_counters_id(seg.id() as u64);
             log.push(format!(
                 "counters: segment {id} unusable; created shm segment {} (mode 0666)",
@@ -273,19 +288,24 @@ fn adopt(
     })
 }
 
-fn new_counters(generation: u64) -> Result<Segment, SetupError> {
-    let seg = Segment::create(Layout::CURRENT.counters_words())
+fn new_counters(generation: u64, layout: Layout) -> Result<Segment, SetupError> {
+    let seg = Segment::create(layout.counters_words())
         .map_err(os("create the counters segment (shmget)"))?;
-    CountersView::init(seg.words(), generation, Layout::CURRENT);
+    CountersView::init(seg.words(), generation, layout);
     Ok(seg)
 }
 
-fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Shared, SetupError> {
+fn create(
+    path: &Path,
+    capacity: Capacity,
+    lock: Flock<File>,
+    old: Option<TableMap>,
+) -> Result<Shared, SetupError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = crate::sys::fs::unlink(&tmp);
-    match build(&tmp) {
+    match build(&tmp, capacity) {
         Ok((map, counters, generation)) => {
             let swap = Swap {
                 tmp,
@@ -308,8 +328,8 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
     }
 }
 
-/// Makes a complete table with its counters in `tmp`.
-fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
+/// Makes a complete table of `capacity` with its counters in `tmp`.
+fn build(tmp: &Path, capacity: Capacity) -> Result<(TableMap, Segment, u64), SetupError> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
     let file = crate::sys::fs::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
     // The umask may have narrowed the mode; every process must be able to read the table.
@@ -318,12 +338,12 @@ fn build(tmp: &Path) -> Result<(TableMap, Segment, u64), SetupError> {
         nix::sys::stat::Mode::from_bits_truncate(0o644),
     )
     .map_err(|e| os("chmod the new table")(e.into()))?;
-    file.set_len(TABLE_BYTES)
-        .map_err(os("size the new table"))?;
+    crate::sys::fs::allocate(&file, table_bytes(capacity))
+        .map_err(os("allocate the new table on its filesystem"))?;
     let map = TableMap::map(&file).map_err(os("map the new table"))?;
     let generation = random_generation().map_err(os("getrandom"))?;
-    let writer = Writer::init(map.words(), generation).ok_or(SetupError::Init)?;
-    let counters = new_counters(generation)?;
+    let writer = Writer::init(map.words(), generation, capacity).ok_or(SetupError::Init)?;
+    let counters = new_counters(generation, writer.layout())?;
     writer.set_counters_id(counters.id() as u64);
     Ok((map, counters, generation))
 }
@@ -389,7 +409,7 @@ mod tests {
 
     fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
         let lock = prepare(path, log)?;
-        let s = super::open(path, lock, log)?;
+        let s = super::open(path, Capacity::DEFAULT, lock, log)?;
         s.commit(log)?;
         Ok(s)
     }
@@ -406,7 +426,10 @@ mod tests {
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!((m.len(), m.mode() & 0o777), (TABLE_BYTES, 0o644));
+        assert_eq!(
+            (m.len(), m.mode() & 0o777),
+            (table_bytes(Capacity::DEFAULT), 0o644)
+        );
         assert_eq!(
             std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
             0o755
@@ -474,7 +497,10 @@ mod tests {
         let mut log = Vec::new();
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), TABLE_BYTES);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            table_bytes(Capacity::DEFAULT)
+        );
         assert!(!d
             .0
             .join(format!("table.tmp.{}", std::process::id()))
