@@ -5,7 +5,7 @@
 #   bash cross/test.sh mipsel-unknown-linux-musl mips-unknown-linux-musl    # what CI runs
 #
 # Per target: (1) the core's unit tests, cross-built and run under qemu (the table layout, the
-# 64-bit word stand-in, policies, the parser), and the agent's malloc tests; (2) builds the agent (cross/build.sh) and runs a
+# 64-bit word stand-in, policies, the parser); (2) builds the agent (cross/build.sh) and runs a
 # smoke test of it under qemu: start with a config under /tmp, take a backend down through the
 # FIFO, check the result with the cross-built agent's own `status --json` (the table is
 # native-endian, so a big-endian table is read by a big-endian reader) and in its dnsmasq hosts
@@ -31,16 +31,6 @@ core_tests() {
     --config 'profile.cross-test.opt-level=2' --config 'profile.cross-test.panic="unwind"' \
     --config "target.$t.rustflags=[\"-Alinker-messages\"]" >&2
   cross_log "$t: core unit tests passed in $((SECONDS - start)) s"
-  # The agent's own malloc (agentd/src/sys/malloc.rs), which musl builds link in place of the C
-  # library's: its tests on the router's word size, in a test binary that itself (harness
-  # threads and all) allocates through it.
-  start=$SECONDS
-  RUSTUP_TOOLCHAIN=$NIGHTLY CARGO_TARGET_DIR="$TARGET_DIR" \
-    cargo-zigbuild test --locked -p lbfo-agentd --lib --target "$t" -Zbuild-std \
-    --profile cross-test --config 'profile.cross-test.inherits="dev"' \
-    --config 'profile.cross-test.opt-level=2' --config 'profile.cross-test.panic="unwind"' \
-    --config "target.$t.rustflags=[\"-Alinker-messages\"]" -- malloc:: >&2
-  cross_log "$t: the agent's malloc tests passed in $((SECONDS - start)) s"
 }
 
 smoke() {

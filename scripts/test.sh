@@ -16,9 +16,10 @@ bash scripts/deb.sh --no-build
 cargo test --workspace --locked
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash scripts/unsafe-fence.sh
 # The shell that ships: contrib scripts, the package's maintainer scripts as built, their builder.
 target=${CARGO_TARGET_DIR:-target}
-shellcheck scripts/deb.sh scripts/sanitize.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
+shellcheck scripts/deb.sh scripts/sanitize.sh scripts/unsafe-fence.sh tests/scripts/*.sh contrib/lbfo-mark contrib/lbfo-check \
   contrib/lbfo-cron-feed contrib/lbfo-prom-textfile
 shellcheck -x cross/*.sh size-report/*.sh
 shellcheck -s sh openwrt/lbfo/files/lbfo.init

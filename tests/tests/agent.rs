@@ -225,6 +225,83 @@ fn sigint_and_sigterm_exit_cleanly_naming_the_signal_and_the_table_keeps_answeri
     assert_eq!(h.resolve(&["gai4", "a.lan"]), "10.0.0.1");
 }
 
+/// std's runtime ignores SIGPIPE for the agent: `status` into a pipe whose reader went away
+/// fails with exit 1 (EPIPE), it is not killed. The child gets SIGPIPE at its default first
+/// (`env --default-signal`): the test harness ignores it, and an ignored signal stays ignored
+/// across exec.
+#[test]
+fn a_status_reader_that_went_away_is_an_error_not_a_kill() {
+    use std::process::Stdio;
+    let mut h = Host::new("add a.lan 10.0.0.1\n");
+    h.start();
+    let closed_pipe = || {
+        let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+        let writer = reader.stdin.take().unwrap();
+        reader.wait().unwrap();
+        Stdio::from(writer)
+    };
+    let run = |program: &std::path::Path, args: &[&std::ffi::OsStr]| {
+        Command::new("env")
+            .arg("--default-signal=PIPE")
+            .arg(program)
+            .args(args)
+            .stdout(closed_pipe())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    // The setup can fail: a program that leaves SIGPIPE alone dies of it.
+    let echo = run("/bin/echo".as_ref(), &["x".as_ref()]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&echo),
+        Some(libc::SIGPIPE),
+        "{echo:?}"
+    );
+    let table = h.table();
+    let st = run(
+        &h.bin.agent,
+        &["status".as_ref(), "--table".as_ref(), table.as_ref()],
+    );
+    assert_eq!(st.code(), Some(1), "{st:?}");
+    let st = run(&h.bin.agent, &["--help".as_ref()]);
+    assert_eq!(st.code(), Some(0), "{st:?}");
+}
+
+/// std's runtime opens /dev/null on fds 0-2 when the agent starts without them, so no file the
+/// agent opens later (the signalfd, the table, the FIFO) takes their numbers and gets its log
+/// lines written into it.
+#[test]
+fn an_agent_started_without_fds_0_to_2_has_them_on_dev_null_and_runs() {
+    let h = Host::new("add a.lan 10.0.0.1\n");
+    let mut agent = Command::new("sh")
+        .args(["-c", r#"exec "$0" -c "$1" <&- >&- 2>&-"#])
+        .arg(&h.bin.agent)
+        .arg(h.config())
+        .spawn()
+        .unwrap();
+    /// Ends the agent also when an assertion fails.
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = agent.id();
+    let _reap = Reap(&mut agent);
+    let (table, fifo) = (h.table(), h.fifo());
+    h.wait_for("the agent's table and FIFO", || {
+        table.exists() && fifo.exists()
+    });
+    for fd in 0..3 {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert_eq!(link, std::path::Path::new("/dev/null"), "fd {fd}");
+    }
+    h.wait_answer("a.lan", "10.0.0.1");
+    h.send("add b.lan 10.0.0.2\n");
+    h.wait_answer("b.lan", "10.0.0.2");
+}
+
 #[test]
 fn a_table_that_does_not_fit_its_filesystem_is_refused_at_start_not_a_sigbus_later() {
     // A 16 KiB tmpfs, in a private mount namespace, for a table of the default capacity (about

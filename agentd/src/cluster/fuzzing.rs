@@ -99,7 +99,7 @@ pub fn node() -> Cluster {
         .get_or_init(|| {
             let mut r = Replica::new(c.replica.me());
             for l in SETUP {
-                r.config_line(&cmd(l), T0 - 120_000);
+                r.config_line(&cmd(l), T0 - 120_000, T0);
             }
             r
         })
@@ -280,11 +280,13 @@ mod tests {
     }
 
     /// The corpus in `fuzz/corpus/datagram` is [`corpus`]; with `LBFO_FUZZ_CORPUS=DIR` set, this
-    /// writes it there.
+    /// writes it there (a relative DIR from the repository's root: tests run in `agentd/`).
     #[test]
     fn the_corpus_in_the_repository_is_current() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/datagram");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = root.join("fuzz/corpus/datagram");
         if let Some(to) = std::env::var_os("LBFO_FUZZ_CORPUS") {
+            let to = root.join(to);
             std::fs::create_dir_all(&to).unwrap();
             for (name, bytes) in corpus() {
                 std::fs::write(std::path::Path::new(&to).join(name), bytes).unwrap();

@@ -3,7 +3,7 @@
 //! [`Cluster`] owns the node's [`Replica`] and everything about peers; the loop in `main` hands
 //! it datagrams with their source ([`Cluster::datagram`]) and the time, and sends what
 //! [`Cluster::take_outbox`] returns. It never blocks and never fails: a datagram it cannot use is
-//! counted under its [`Drop`] reason and source address, and forgotten.
+//! counted under its [`DropReason`] reason and source address, and forgotten.
 //!
 //! The exchanges:
 //! - **start**: a `Hello` with our digest (our config, stamped with its mtime). Every peer answers
@@ -31,9 +31,9 @@ pub mod wire;
 use lbfo_core::addr::Sock;
 use std::net::SocketAddr;
 
-use crate::cluster::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
-use crate::cluster::wire::{Body, Drop, Key, Message, VERSION};
-use crate::vecmap::{VecMap, VecSet};
+use crate::cluster::replica::{node_id, Entry, NodeId, Refused, Replica, AHEAD_MS, BUCKETS};
+use crate::cluster::wire::{Body, DropReason, Key, Message, VERSION};
+use crate::vecmap::VecSet;
 
 /// How often each node sends its digest. Four rounds a second repair a lost command within
 /// about a quarter of a second, at about 250 bytes per node per round.
@@ -47,9 +47,14 @@ pub const WINDOW: u64 = 64;
 pub const CATCH_UP_MS: u64 = 1000;
 /// How often tombstones are collected.
 pub const COLLECT_MS: u64 = 10_000;
-/// At most this many distinct sources are tracked for drop counts; later strangers are counted
-/// under the unspecified address, so a flood of spoofed sources cannot grow memory.
-pub const MAX_DROP_SOURCES: usize = 256;
+/// Peers tracked at most: a cluster of more nodes than this is beyond what the agent is made
+/// for, and a key holder inventing node ids cannot grow memory. A node new when the map is full
+/// is refused ([`DropReason::TooManyPeers`], logged).
+pub const MAX_PEERS: usize = 128;
+/// Drop counters kept at most, one per source and reason: a flood of spoofed sources cannot grow
+/// memory. Past it, drops from new sources are counted by reason alone under the unspecified
+/// address (and that is logged once).
+pub const MAX_DROP_COUNTERS: usize = 256;
 
 /// About this many entries (some 40 datagrams) at most answer one digest. Answering with every
 /// differing bucket made each digest cost the whole state when nodes differed widely (agents
@@ -93,8 +98,8 @@ pub struct Cluster {
     epoch: u64,
     seq: u64,
     key: Key,
-    peers: VecMap<NodeId, Peer>,
-    drops: VecMap<(SocketAddr, Drop), u64>,
+    peers: heapless::LinearMap<NodeId, Peer, MAX_PEERS>,
+    drops: Drops,
     outbox: Vec<(Dest, Vec<u8>)>,
     next_digest: u64,
     next_collect: u64,
@@ -104,8 +109,44 @@ pub struct Cluster {
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
     pub sent: (u64, u64),
-    /// A source newly found sending under this node's name, for the agent to log once.
-    pub same_name: Option<SocketAddr>,
+    /// Lines for the agent's log (see [`Cluster::take_log`]).
+    log: Vec<String>,
+}
+
+/// Drop counters by source and reason, within a fixed capacity.
+#[derive(Debug, Default)]
+struct Drops {
+    by_source: heapless::LinearMap<(SocketAddr, DropReason), u64, MAX_DROP_COUNTERS>,
+    /// Drops from sources beyond the capacity, by reason ([`DropReason::ALL`]'s order).
+    beyond: [u64; DropReason::ALL.len()],
+}
+
+impl Drops {
+    /// Counts one; `Some(first)`: whether it is the first of its reason from its source, `None`:
+    /// counted beyond the capacity.
+    fn count(&mut self, from: SocketAddr, why: DropReason) -> Option<bool> {
+        if let Some(n) = self.by_source.get_mut(&(from, why)) {
+            *n += 1;
+            return Some(false);
+        }
+        if self.by_source.insert((from, why), 1).is_ok() {
+            return Some(true);
+        }
+        let i = DropReason::ALL.iter().position(|&r| r == why).unwrap_or(0);
+        self.beyond[i] += 1;
+        None
+    }
+
+    /// Every counter, sorted by source and reason; those beyond the capacity last, under the
+    /// unspecified address.
+    fn list(&self) -> Vec<(SocketAddr, DropReason, u64)> {
+        let mut out: Vec<_> = self.by_source.iter().map(|(k, n)| (k.0, k.1, *n)).collect();
+        out.sort_unstable();
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        let beyond = DropReason::ALL.iter().zip(self.beyond);
+        out.extend(beyond.filter(|b| b.1 > 0).map(|(&why, n)| (any, why, n)));
+        out
+    }
 }
 
 impl Cluster {
@@ -119,8 +160,8 @@ impl Cluster {
             epoch: wall_ms,
             seq: 0,
             key,
-            peers: VecMap::new(),
-            drops: VecMap::new(),
+            peers: heapless::LinearMap::new(),
+            drops: Drops::default(),
             outbox: Vec::new(),
             // Spread the nodes' digest rounds apart.
             next_digest: mono_ms + DIGEST_MS + me % DIGEST_MS,
@@ -131,7 +172,7 @@ impl Cluster {
             // different parts of the state from each.
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
-            same_name: None,
+            log: Vec::new(),
         }
     }
 
@@ -207,19 +248,16 @@ impl Cluster {
         if msg.node == self.replica.me() {
             // Our own multicast looped back. From another boot, and fresh: a second node with
             // our name, whose every datagram is ignored as ours; counted, and logged once a source.
-            if msg.epoch != self.epoch
-                && msg.sent_ms.abs_diff(wall_ms) <= FRESH_MS
-                && self.count_drop(from, Drop::SameName)
-            {
-                self.same_name = Some(from);
+            if msg.epoch != self.epoch && msg.sent_ms.abs_diff(wall_ms) <= FRESH_MS {
+                self.dropped(from, DropReason::SameName);
             }
             return;
         }
         if msg.sent_ms.abs_diff(wall_ms) > FRESH_MS {
-            return self.dropped(from, Drop::Stale);
+            return self.dropped(from, DropReason::Stale);
         }
-        if !self.accept_seq(&msg, from, wall_ms) {
-            return self.dropped(from, Drop::Replay);
+        if let Err(why) = self.accept_seq(&msg, from, wall_ms) {
+            return self.dropped(from, why);
         }
         let node = msg.node;
         match msg.body {
@@ -235,16 +273,27 @@ impl Cluster {
                 self.named(node, name);
                 self.compare(node, from, &digest, !reply, wall_ms);
             }
-            Body::Entries(es) => {
-                for w in &es {
-                    // `open` checked every entry converts.
-                    if let Some(e) = wire::from_wire(w) {
-                        if self.replica.merge(&e, wall_ms) {
-                            self.changed.insert(e.name().as_str().to_owned(), ());
-                        }
-                    }
+            Body::Entries(es) => self.merge(&es, from, wall_ms),
+        }
+    }
+
+    /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
+    /// others to be taken in.
+    fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
+        let mut ahead = None;
+        // `open` checked every entry converts.
+        for e in es.iter().filter_map(wire::from_wire) {
+            match self.replica.merge(&e, wall_ms) {
+                Ok(true) => {
+                    self.changed.insert(e.name().as_str().to_owned(), ());
                 }
+                Ok(false) => {}
+                Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
             }
+        }
+        if let Some(ms) = ahead {
+            let detail = format!("up to {} s", ms.div_ceil(1000));
+            self.refuse(from, DropReason::Future, &detail);
         }
     }
 
@@ -305,7 +354,12 @@ impl Cluster {
     }
 
     /// The replay check; records the sequence number when it passes.
-    fn accept_seq(&mut self, m: &Message, from: SocketAddr, wall_ms: u64) -> bool {
+    fn accept_seq(
+        &mut self,
+        m: &Message,
+        from: SocketAddr,
+        wall_ms: u64,
+    ) -> Result<(), DropReason> {
         let fresh = Peer {
             name: String::from("?"),
             addr: from,
@@ -316,18 +370,20 @@ impl Cluster {
             in_sync: false,
         };
         let Some(p) = self.peers.get_mut(&m.node) else {
-            self.peers.insert(m.node, fresh);
-            return true;
+            return match self.peers.insert(m.node, fresh) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(DropReason::TooManyPeers),
+            };
         };
         if m.epoch < p.epoch {
-            return false;
+            return Err(DropReason::Replay);
         }
         if m.epoch > p.epoch {
             *p = Peer {
                 name: std::mem::take(&mut p.name),
                 ..fresh
             };
-            return true;
+            return Ok(());
         }
         if m.seq > p.top {
             let shift = m.seq - p.top;
@@ -337,39 +393,62 @@ impl Cluster {
         } else {
             let back = p.top - m.seq;
             if back >= WINDOW || p.seen & (1 << back) != 0 {
-                return false;
+                return Err(DropReason::Replay);
             }
             p.seen |= 1 << back;
         }
         p.addr = from;
         p.heard_ms = wall_ms;
-        true
+        Ok(())
     }
 
     /// Counts a refused datagram under its reason and source.
-    pub fn dropped(&mut self, from: SocketAddr, why: Drop) {
-        self.count_drop(from, why);
+    pub fn dropped(&mut self, from: SocketAddr, why: DropReason) {
+        self.refuse(from, why, "");
     }
 
-    /// Counts a dropped datagram: whether it is the first of its reason from its source.
-    fn count_drop(&mut self, from: SocketAddr, why: Drop) -> bool {
-        // The keys are sorted by source: count the distinct ones.
-        let (mut sources, mut known, mut last) = (0, false, None);
-        for (a, _) in self.drops.keys() {
-            if last != Some(a) {
-                sources += 1;
-                last = Some(a);
+    /// Counts a refused datagram; the first of a reason that needs an operator's attention
+    /// from each source is logged, with `detail`.
+    fn refuse(&mut self, from: SocketAddr, why: DropReason, detail: &str) {
+        match self.drops.count(from, why) {
+            Some(true) => {
+                if let Some(line) = self.warning(from, why, detail) {
+                    self.log.push(line);
+                }
             }
-            known |= *a == from;
+            Some(false) => {}
+            None if self.drops.beyond.iter().sum::<u64>() == 1 => self.log.push(format!(
+                "cluster: warning: {MAX_DROP_COUNTERS} drop counters in use; drops from further \
+                 sources are counted by reason alone, under 0.0.0.0:0"
+            )),
+            None => {}
         }
-        let from = if known || sources < MAX_DROP_SOURCES {
-            from
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], 0))
+    }
+
+    /// The line logged for the first drop of `why` from `from`, if its reason needs one.
+    fn warning(&self, from: SocketAddr, why: DropReason, detail: &str) -> Option<String> {
+        let what = match why {
+            DropReason::SameName => format!(
+                "sends under this node's name {}; its datagrams are ignored (every node needs a \
+                 name of its own: `node NAME`)",
+                self.name
+            ),
+            DropReason::TooManyPeers => format!(
+                "a new node refused, {MAX_PEERS} peers already (the most this agent tracks)"
+            ),
+            DropReason::Future => format!(
+                "entries stamped {detail} ahead of this node's clock refused (the cluster's \
+                 clocks must agree within {} s: is NTP running, there and here?)",
+                AHEAD_MS / 1000
+            ),
+            _ => return None,
         };
-        let n = self.drops.get_or_insert_with((from, why), || 0);
-        *n += 1;
-        *n == 1
+        Some(format!("cluster: warning: {}: {what}", Sock(from)))
+    }
+
+    /// Lines for the agent's log, oldest first.
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
     }
 
     /// Does what is due at `now`: the periodic digest, tombstone collection, the end of a hold.
@@ -407,8 +486,8 @@ impl Cluster {
 
     /// Drop counts by source and reason.
     #[cfg(test)]
-    pub fn drops(&self) -> impl Iterator<Item = (&(SocketAddr, Drop), &u64)> {
-        self.drops.iter()
+    pub fn drops(&self) -> Vec<(SocketAddr, DropReason, u64)> {
+        self.drops.list()
     }
 
     /// The state `status` shows, one record a line (see `status::Cluster`).
@@ -422,7 +501,9 @@ impl Cluster {
             self.sent.0,
             self.sent.1
         );
-        for (id, p) in &self.peers {
+        let mut peers: Vec<_> = self.peers.iter().collect();
+        peers.sort_unstable_by_key(|(id, _)| **id);
+        for (id, p) in peers {
             o += &format!(
                 "peer {} {id:016x} {} {} {} {}\n",
                 p.name,
@@ -432,8 +513,8 @@ impl Cluster {
                 p.in_sync
             );
         }
-        for ((addr, why), n) in &self.drops {
-            o += &format!("drop {} {} {n}\n", Sock(*addr), why.name());
+        for (addr, why, n) in self.drops.list() {
+            o += &format!("drop {} {} {n}\n", Sock(addr), why.name());
         }
         o
     }
@@ -504,22 +585,25 @@ mod tests {
         for (_, d) in a.take_outbox() {
             a.datagram(&d, addr(1), later);
         }
-        assert_eq!((a.drops().count(), a.same_name), (0, None));
+        assert_eq!((a.drops().len(), a.take_log().len()), (0, 0));
         run(&mut twin, "add w.lan 10.0.0.1", later);
         let sent = twin.take_outbox();
         assert!(!sent.is_empty());
         for (_, d) in &sent {
             a.datagram(d, addr(2), later);
         }
-        assert_eq!(a.same_name.take(), Some(addr(2)));
+        let log = a.take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].contains("10.0.0.2:7946: sends under this node's name gw"));
         assert!(
             a.replica.service("w.lan").is_none(),
             "the twin's change is not applied"
         );
         let same_name = |a: &Cluster| -> u64 {
             a.drops()
-                .filter(|((s, why), _)| *s == addr(2) && *why == Drop::SameName)
-                .map(|(_, n)| *n)
+                .iter()
+                .filter(|(s, why, _)| *s == addr(2) && *why == DropReason::SameName)
+                .map(|d| d.2)
                 .sum()
         };
         assert_eq!(same_name(&a), sent.len() as u64);
@@ -528,8 +612,76 @@ mod tests {
         for (_, d) in twin.take_outbox() {
             a.datagram(&d, addr(2), later + 1_000);
         }
-        assert_eq!(a.same_name, None);
+        assert!(a.take_log().is_empty());
         assert!(same_name(&a) > sent.len() as u64);
+    }
+
+    #[test]
+    fn the_peer_map_and_the_drop_counters_are_capped_counted_and_logged() {
+        let mut a = node("a");
+        for i in 0..=MAX_PEERS {
+            let mut p = node(&format!("p{i}"));
+            p.hello(T0);
+            for (_, d) in p.take_outbox() {
+                a.datagram(&d, addr(2), T0);
+            }
+        }
+        assert_eq!(a.peers.len(), MAX_PEERS);
+        assert_eq!(a.drops(), [(addr(2), DropReason::TooManyPeers, 1)]);
+        let log = a.take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        let want = format!("a new node refused, {MAX_PEERS} peers already");
+        assert!(log[0].contains(&want), "{log:?}");
+        // Garbage from more sources than there are counters: the rest counted by reason alone.
+        let mut b = node("b");
+        for i in 0..MAX_DROP_COUNTERS + 10 {
+            let from = SocketAddr::from(([10, 1, (i / 256) as u8, i as u8], 7946));
+            b.datagram(b"short", from, T0);
+        }
+        let drops = b.drops();
+        assert_eq!(drops.len(), MAX_DROP_COUNTERS + 1);
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        assert_eq!(drops.last(), Some(&(any, DropReason::Truncated, 10)));
+        let log = b.take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].contains("256 drop counters in use"), "{log:?}");
+        assert!(b
+            .status_lines(T0)
+            .ends_with("drop 0.0.0.0:0 truncated 10\n"));
+    }
+
+    #[test]
+    fn entries_stamped_beyond_our_clock_are_refused_counted_and_logged_once() {
+        let (mut a, mut b) = (node("a"), node("b"));
+        // Entries stamped an hour ahead (a forger, or a hybrid clock dragged there), sent now.
+        for line in ["add w.lan 10.0.0.1", "add x.lan 10.0.0.2"] {
+            let es = a.replica.command(&cmd(line), T0 + 3_600_000).unwrap();
+            a.send_entries(Dest::All, &es, T0);
+        }
+        let grams = a.take_outbox();
+        for (_, d) in &grams {
+            b.datagram(d, addr(1), T0);
+        }
+        assert!(b.replica.names().next().is_none(), "nothing taken in");
+        assert_eq!(b.drops(), [(addr(1), DropReason::Future, 2)]);
+        let log = b.take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(
+            log[0].contains("10.0.0.1:7946: entries stamped up to 3600 s ahead"),
+            "{log:?}"
+        );
+        // Within the window: taken.
+        let mut c = node("c");
+        let es = c
+            .replica
+            .command(&cmd("add y.lan 10.0.0.3"), T0 + AHEAD_MS)
+            .unwrap();
+        c.send_entries(Dest::All, &es, T0);
+        for (_, d) in c.take_outbox() {
+            b.datagram(&d, addr(1), T0);
+        }
+        assert!(b.replica.service("y.lan").is_some());
+        assert_eq!(b.drops().len(), 1);
     }
 
     #[test]
@@ -690,16 +842,14 @@ mod tests {
         let mut evil = Cluster::new("evil", Key::new(b"other".to_vec()), T0, 0, false);
         run(&mut evil, "add w.lan 6.6.6.6", T0);
         b.datagram(&evil.take_outbox()[0].1, addr(6), T0);
-        b.datagram(
-            b"\x01random bytes, not a message at all, long enough to pass",
-            addr(7),
-            T0,
-        );
+        let random = b"random bytes, not a message at all, long enough to pass";
+        b.datagram(&[&[VERSION][..], random].concat(), addr(7), T0);
         assert!(b.replica.service("x.lan").is_none());
         assert_eq!(b.replica.service("w.lan").unwrap().iter().count(), 1);
         let drops: Vec<String> = b
             .drops()
-            .map(|((a, w), n)| format!("{} {} {n}", Sock(*a), w.name()))
+            .iter()
+            .map(|(a, w, n)| format!("{} {} {n}", Sock(*a), w.name()))
             .collect();
         assert_eq!(
             drops,
@@ -719,16 +869,17 @@ mod tests {
         let mut nodes = vec![node("a"), node("b")];
         nodes[0]
             .replica
-            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         nodes[1]
             .replica
-            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         run(&mut nodes[1], "down w.lan 10.0.0.1", T0);
         run(&mut nodes[1], "add w.lan 10.0.0.2", T0);
         settle(&mut nodes, T0, || false);
         // `a` restarts from its config only, holding its adopted table.
         let mut a = Cluster::new("a", Key::new(b"k".to_vec()), T0 + 50, 0, true);
-        a.replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        a.replica
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         assert!(a.holding());
         a.hello(T0 + 50);
         nodes[0] = a;

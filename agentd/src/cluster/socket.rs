@@ -11,7 +11,7 @@
 //! the kernel refuses that option (Linux before 2.6.31, or 4.20 for IPv6; qemu-user, which does
 //! not emulate it), the same rule is kept by hand: the socket asks for each datagram's
 //! destination address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and [`Net::drain`] drops one sent to
-//! any other multicast address (counted as [`Drop::OtherGroup`]). Binding to the group address
+//! any other multicast address (counted as [`DropReason::OtherGroup`]). Binding to the group address
 //! instead would also shut out the unicast repairs peers send us.
 //!
 //! **Sends to the group leave by `iface`.** `IP_MULTICAST_IF` is given the interface by index
@@ -24,20 +24,18 @@
 //! of the socket (unicast replies too) to `iface`. Each fallback is logged once, as a warning
 //! naming the missing option.
 //!
-//! The one module of the agent besides `shm` with `unsafe` code: `setsockopt`,
-//! `if_nametoindex` and the `SIOCGIFADDR` ioctl, which std and nix do not offer in the form
-//! needed (join by index).
-#![allow(unsafe_code)]
+//! The system calls that std and nix do not offer in the form needed (options by interface
+//! index, interface requests, control messages) are `crate::sys::net`'s.
 
 use lbfo_core::addr::Ip;
 use std::io;
-use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::cluster::wire::{Drop, MAX_DATAGRAM};
+use crate::cluster::wire::{DropReason, MAX_DATAGRAM};
 use crate::cluster::Dest;
-use crate::sys::io_text;
+use crate::sys::{self, io_text};
+use sys::net::setsockopt;
 
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
@@ -56,6 +54,8 @@ pub struct Net {
     source: Option<Ipv4Addr>,
     /// Sends that failed (buffer full, no route), counted rather than logged one by one.
     pub send_errors: u64,
+    /// The errnos of read errors logged so far (each is logged once).
+    read_errors: Vec<i32>,
 }
 
 /// What [`Net::drain`] read.
@@ -64,25 +64,7 @@ pub enum Incoming<'a> {
     /// A datagram for us (the group or our unicast address), to be checked by the cluster.
     Datagram(&'a [u8]),
     /// A datagram dropped here, and why.
-    Dropped(Drop),
-}
-
-fn setsockopt<T>(fd: BorrowedFd<'_>, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed; the fd is open (borrowed).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Dropped(DropReason),
 }
 
 /// Whether `e` says the option is unknown here (an older kernel, an emulator), which is what
@@ -91,42 +73,13 @@ fn unknown_option(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOPROTOOPT)
 }
 
-/// Interface request `request` (a `SIOCGIF*` that reads the name and writes the union) for
-/// interface `name` on the socket `fd`: the filled `ifreq`, or the line to print, in which
-/// `failed` says what the errno means for this request.
-fn if_ioctl(
-    fd: BorrowedFd<'_>,
-    name: &str,
-    request: libc::c_ulong,
-    failed: fn(&io::Error) -> String,
-) -> Result<libc::ifreq, String> {
-    // SAFETY: all zeroes is a valid `ifreq`: an empty name and an all-zero union.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    // The last byte stays 0, the name's end; a NUL inside would name another interface.
-    if name.len() >= req.ifr_name.len() || name.contains('\0') {
-        return Err(format!("iface {name:?}: not an interface name"));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: the request reads the NUL-terminated name and writes into the union, both inside
-    // `req`, which outlives the call; the fd is open (borrowed).
-    unsafe { crate::sys::ioctl(fd, request, std::ptr::addr_of_mut!(req).cast()) }
-        .map_err(|e| format!("iface {name}: {}", failed(&e)))?;
-    Ok(req)
-}
-
-/// The index of interface `name` (`SIOCGIFINDEX` on the socket `fd`; what `if_nametoindex` does
-/// with a socket of its own).
+/// The index of interface `name`, or the line to print.
 fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
-    let req = if_ioctl(fd, name, libc::SIOCGIFINDEX as _, |e| {
-        match e.raw_os_error() {
-            Some(libc::ENODEV) => "no such interface".into(),
-            _ => io_text(e),
-        }
-    })?;
-    // SAFETY: on success the union holds the index.
-    Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
+    sys::net::if_index(fd, name).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => format!("iface {name:?}: not an interface name"),
+        Some(libc::ENODEV) => format!("iface {name}: no such interface"),
+        _ => format!("iface {name}: {}", io_text(&e)),
+    })
 }
 
 /// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
@@ -155,17 +108,10 @@ fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// The primary IPv4 address of interface `name` (`SIOCGIFADDR` on the IPv4 socket `fd`).
-/// (Not `getifaddrs`: musl's reads netlink, which qemu-user garbles for big-endian guests.)
+/// The primary IPv4 address of interface `name`, or the line to print.
 fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
-    let req = if_ioctl(fd, name, libc::SIOCGIFADDR as _, |e| {
-        format!("no IPv4 address ({})", io_text(e))
-    })?;
-    // SAFETY: on success the union holds the address as a `sockaddr`; SIOCGIFADDR on an IPv4
-    // socket answers AF_INET only, so it is a `sockaddr_in`, read unaligned (same size).
-    let sin: libc::sockaddr_in =
-        unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(req.ifr_ifru.ifru_addr).cast()) };
-    Ok(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+    sys::net::if_ipv4(fd, name)
+        .map_err(|e| format!("iface {name}: no IPv4 address ({})", io_text(&e)))
 }
 
 impl Net {
@@ -305,6 +251,7 @@ impl Net {
             check_dest,
             source,
             send_errors: 0,
+            read_errors: Vec::new(),
         };
         Ok((net, warnings))
     }
@@ -320,7 +267,10 @@ impl Net {
         let one = |to: SocketAddr| loop {
             let sent = match source {
                 // To the group without IP_MULTICAST_IF: our interface's address as the source.
-                Some(a) if Some(to) == group => send_from(sock.as_raw_fd(), datagram, to, a),
+                Some(a) if Some(to) == group => match to {
+                    SocketAddr::V4(to) => sys::net::send_from(sock.as_fd(), datagram, to, a),
+                    SocketAddr::V6(_) => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+                },
                 _ => sock.send_to(datagram, to),
             };
             match sent {
@@ -346,7 +296,12 @@ impl Net {
     /// each and its source. A datagram longer than [`MAX_DATAGRAM`] is passed on cut to one
     /// byte more than that, for the caller to refuse as oversized; one sent to another group
     /// (seen only where the kernel lacks `IP_MULTICAST_ALL`) is passed on as dropped.
-    pub fn drain(&self, mut f: impl FnMut(Incoming<'_>, SocketAddr)) -> io::Result<()> {
+    ///
+    /// A read error other than EAGAIN, EINTR and ECONNREFUSED (an ICMP error from an earlier
+    /// unicast send, not ours to act on) ends this drain, not the agent: the socket is read
+    /// again at the next wake-up. The first error of each errno comes back as the line to log;
+    /// later ones of the same errno are not logged again.
+    pub fn drain(&mut self, mut f: impl FnMut(Incoming<'_>, SocketAddr)) -> Option<String> {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         for _ in 0..MAX_RECV {
             let got = if self.check_dest {
@@ -356,138 +311,38 @@ impl Net {
                     .recv_from(&mut buf)
                     .map(|(n, from)| (n, from, true))
             };
-            match got {
-                Ok((n, from, true)) => f(Incoming::Datagram(&buf[..n.min(buf.len())]), from),
-                Ok((_, from, false)) => f(Incoming::Dropped(Drop::OtherGroup), from),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // An ICMP error from an earlier unicast send surfaces here: not ours to act on.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
-                Err(e) => return Err(e),
+            let e = match got {
+                Ok((n, from, true)) => {
+                    f(Incoming::Datagram(&buf[..n.min(buf.len())]), from);
+                    continue;
+                }
+                Ok((_, from, false)) => {
+                    f(Incoming::Dropped(DropReason::OtherGroup), from);
+                    continue;
+                }
+                Err(e) => e.raw_os_error().unwrap_or(0),
+            };
+            match e {
+                libc::EAGAIN => return None,
+                libc::EINTR | libc::ECONNREFUSED => continue,
+                _ if self.read_errors.contains(&e) => return None,
+                _ => {
+                    self.read_errors.push(e);
+                    return Some(format!(
+                        "cluster: socket read: {}; the agent goes on (logged once per kind of error)",
+                        sys::errno_text(e)
+                    ));
+                }
             }
         }
-        Ok(())
+        None
     }
 
     /// One datagram with its destination address: (length, source, whether it is for us:
     /// sent to our group or to a unicast address).
     fn recv_checked(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, bool)> {
-        // Raw `recvmsg` and cmsg walking rather than nix's, which decode every kind of control
-        // message: for the router size budget.
-        // SAFETY: all zeroes is a valid `sockaddr_storage` and `msghdr` (null pointers, zero
-        // lengths); the pointers set below stay valid for the call: `from`, `iov` over `buf`,
-        // and `space`, a buffer aligned for `cmsghdr` and large enough for one `in6_pktinfo`.
-        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut space = [0u64; 8];
-        // SAFETY: as above, all zeroes is a valid `msghdr`.
-        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-        m.msg_name = std::ptr::addr_of_mut!(from).cast();
-        m.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        m.msg_control = space.as_mut_ptr().cast();
-        m.msg_controllen = size_of::<[u64; 8]>() as _;
-        // The system call itself, not musl's `recvmsg`, which on 32-bit targets converts
-        // timestamp control messages (never asked for here) to time64: 0.5 KB of the router build.
-        // SAFETY: see above.
-        let n = unsafe { libc::syscall(libc::SYS_recvmsg, self.sock.as_raw_fd(), &mut m, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // As nix's `cmsgs()`: cut control data is an error, not a datagram without destination.
-        if m.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
-        }
-        // The family says which `sockaddr` the kernel wrote.
-        let from = match i32::from(from.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: a `sockaddr_in` fits in `from`; read unaligned.
-                let s: libc::sockaddr_in =
-                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
-                SocketAddr::from((s.sin_addr.s_addr.to_ne_bytes(), u16::from_be(s.sin_port)))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: a `sockaddr_in6` fits in `from`; read unaligned.
-                let s: libc::sockaddr_in6 =
-                    unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(from).cast()) };
-                SocketAddr::from((s.sin6_addr.s6_addr, u16::from_be(s.sin6_port)))
-            }
-            _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
-        };
-        let mut dest = None;
-        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `space`, which the
-        // kernel filled; each payload is read unaligned as the type its level and type name.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&m);
-            while !c.is_null() && dest.is_none() {
-                let data = libc::CMSG_DATA(c);
-                dest = match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                        let i: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
-                        Some(IpAddr::from(i.ipi_addr.s_addr.to_ne_bytes()))
-                    }
-                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                        let i: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                        Some(IpAddr::from(i.ipi6_addr.s6_addr))
-                    }
-                    _ => None,
-                };
-                c = libc::CMSG_NXTHDR(&m, c);
-            }
-        }
-        Ok((n as usize, from, for_us(dest, self.group)))
-    }
-}
-
-/// Sends `datagram` to `to` (IPv4) with the source address `src`, through an `IP_PKTINFO`
-/// control message; raw `sendmsg` for the router size budget.
-fn send_from(fd: RawFd, datagram: &[u8], to: SocketAddr, src: Ipv4Addr) -> io::Result<usize> {
-    let SocketAddr::V4(to) = to else {
-        return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
-    };
-    // SAFETY: all zeroes is a valid `sockaddr_in` and `msghdr`; the pointers set below stay
-    // valid for the call: `sin`, `iov` over `datagram` (only read), and `space`, aligned for
-    // `cmsghdr` and large enough for one `in_pktinfo`, into which one control message is
-    // written within `CMSG_SPACE` bytes.
-    unsafe {
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as _;
-        sin.sin_port = to.port().to_be();
-        sin.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
-        let mut iov = libc::iovec {
-            iov_base: datagram.as_ptr() as *mut _,
-            iov_len: datagram.len(),
-        };
-        let mut space = [0u64; 8];
-        let mut m: libc::msghdr = std::mem::zeroed();
-        m.msg_name = std::ptr::addr_of_mut!(sin).cast();
-        m.msg_namelen = size_of::<libc::sockaddr_in>() as _;
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        m.msg_control = space.as_mut_ptr().cast();
-        m.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as _) as _;
-        let c = libc::CMSG_FIRSTHDR(&m);
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as _) as _;
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from_ne_bytes(src.octets()),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-        let n = libc::sendmsg(fd, &m, 0);
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let (n, from, dest) = sys::net::recv_with_dest(self.sock.as_fd(), buf)?;
+        Ok((n, from, for_us(dest, self.group)))
     }
 }
 
@@ -524,12 +379,9 @@ mod tests {
     }
 
     #[test]
-    fn interface_lookups_answer_as_the_c_library_does() {
+    fn interface_errors_read_as_lines() {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let fd = sock.as_fd();
-        // SAFETY: a NUL-terminated name.
-        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        assert_eq!(ifindex(fd, "lo"), Ok(lo));
         assert_eq!(ipv4_of(fd, "lo"), Ok(Ipv4Addr::LOCALHOST));
         assert_eq!(
             ifindex(fd, "lbfo-nosuch0"),
@@ -561,15 +413,74 @@ mod tests {
         sender.send_to(&[7u8; MAX_DATAGRAM + 100], peer).unwrap();
         let mut got = Vec::new();
         // Both are queued on loopback before the drain.
-        net.drain(|d, from| match d {
+        let error = net.drain(|d, from| match d {
             Incoming::Datagram(d) => got.push((d.to_vec(), from)),
             Incoming::Dropped(why) => panic!("dropped: {why:?}"),
-        })
-        .unwrap();
+        });
+        assert_eq!(error, None);
         let from = sender.local_addr().unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], (b"first".to_vec(), from));
         assert_eq!(got[1].0.len(), MAX_DATAGRAM + 1, "cut to one byte over");
         assert_eq!(got[1].1, from);
+    }
+
+    /// A read error other than EAGAIN, EINTR and ECONNREFUSED is logged once per errno and the
+    /// socket keeps being read: here control data cut short (`MSG_CTRUNC`, read as ENOBUFS), made
+    /// real by asking the kernel for more control messages than the agent's buffer holds.
+    #[test]
+    fn a_read_error_is_logged_once_and_the_socket_is_read_again() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (mut net, _) = Net::open(None, None, 1, &[peer]).unwrap();
+        net.check_dest = true;
+        let extra = [
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+            (libc::IPPROTO_IP, libc::IP_RECVTOS),
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
+        ];
+        let ask = |net: &Net, on: i32| {
+            for (level, name) in extra.iter().skip(1) {
+                setsockopt(net.sock.as_fd(), *level, *name, &on).unwrap();
+            }
+        };
+        setsockopt(net.sock.as_fd(), extra[0].0, extra[0].1, &1i32).unwrap();
+        ask(&net, 1);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in [b"one", b"two", b"3rd"] {
+            sender.send_to(d, peer).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut read = |net: &mut Net| {
+            net.drain(|d, _| match d {
+                Incoming::Datagram(d) => got.push(d.to_vec()),
+                Incoming::Dropped(why) => panic!("dropped: {why:?}"),
+            })
+        };
+        assert_eq!(
+            read(&mut net),
+            Some(
+                "cluster: socket read: no buffer space available; the agent goes on (logged \
+                 once per kind of error)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            read(&mut net),
+            None,
+            "the same errno again: not logged again"
+        );
+        ask(&net, 0);
+        assert_eq!(read(&mut net), None);
+        assert_eq!(
+            got,
+            [b"3rd".to_vec()],
+            "each error cost its datagram, no more"
+        );
     }
 }

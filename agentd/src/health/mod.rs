@@ -1,7 +1,7 @@
 //! Health checks (`check SERVICE tcp PORT ...`): non-blocking TCP connects run inside the one
 //! poll loop, no threads.
 //!
-//! [`Health`] holds one [`Target`] per checked backend. A check starts a non-blocking connect;
+//! [`Health`] holds one `Target` per checked backend. A check starts a non-blocking connect;
 //! the socket becomes an extra poll source (`POLLOUT`) with a deadline (`timeout=`), and the
 //! loop's poll timeout includes the next start or deadline ([`Health::next_deadline`]). The
 //! answer is read with `SO_ERROR`; the socket is closed with a zero linger (RST, so thousands of

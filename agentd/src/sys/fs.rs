@@ -194,8 +194,31 @@ pub fn dir_names(dir: BorrowedFd<'_>, mut each: impl FnMut(&[u8])) -> std::io::R
     }
 }
 
+/// Standard output, as a descriptor for [`write_all`].
+pub fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open for the life of the process: std's runtime reopens it on
+    // /dev/null if the agent was started without it, and nothing in the agent closes it.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// Standard error, as a descriptor for [`write_all`].
+pub fn stderr() -> BorrowedFd<'static> {
+    // SAFETY: as for [`stdout`], with fd 2.
+    unsafe { BorrowedFd::borrow_raw(2) }
+}
+
+/// Writes `line` and a newline to stderr in one `write`, ignoring failure: a closed stderr must
+/// not stop the agent. Every log line of the agent's goes through here.
+pub fn say(line: &str) {
+    let mut l = String::with_capacity(line.len() + 1);
+    l.push_str(line);
+    l.push('\n');
+    let _ = write_all(stderr(), l.as_bytes());
+}
+
 /// Writes all of `bytes` to `fd`, retrying on EINTR; a write of nothing is EIO. Every write of
-/// the agent's (files, stdout, stderr) goes through here rather than `Write::write_all`.
+/// the agent's (files, stdout, stderr) goes through here: whole lines and reports in one
+/// `write` where the pipe takes them, with no buffer or lock of std's `Stdout` in between.
 pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
     use nix::errno::Errno;
     while !bytes.is_empty() {
@@ -260,6 +283,111 @@ pub fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
 /// The contents of the file at `path`, as `std::fs::read` (through [`read_all`]).
 pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     read_all(&mut open(path, libc::O_RDONLY, 0)?)
+}
+
+/// A file that replaces `target` in one step: written beside it under a temporary name, then
+/// [`NewFile::commit`]ted (fsync, `rename` over `target`, fsync of the directory), so a reader
+/// (or a crash) sees the whole old file or the whole new one, never a part. Dropped without a
+/// commit, the temporary file is removed. Every file the agent replaces goes through here: the
+/// table, the state file, the dnsmasq export, the cluster's state for `status`.
+///
+/// **The temporary is never an existing file**: its name is `.NAME.tmp.` and 64 random bits, in
+/// the target's directory, created with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a file or symlink
+/// already there under that name (a leftover, or one planted by someone who guessed it) is
+/// neither followed nor overwritten: another name is drawn. The leading dot keeps directory
+/// readers such as dnsmasq's `addn-hosts` and `hostsdir`, which skip dotfiles, off it.
+#[derive(Debug)]
+pub struct NewFile {
+    file: std::fs::File,
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    committed: std::cell::Cell<bool>,
+}
+
+/// Names drawn for a temporary file before giving up (each taken one costs a draw).
+const TEMP_TRIES: usize = 8;
+
+impl NewFile {
+    /// Creates the temporary file, read-write, with exactly `mode` (not narrowed by the umask).
+    pub fn create(target: &Path, mode: u32) -> std::io::Result<NewFile> {
+        let names = (0..TEMP_TRIES).map(|_| temp_name(target));
+        NewFile::create_named(target, mode, names)
+    }
+
+    /// [`NewFile::create`] with the temporary names to try, in order.
+    fn create_named(
+        target: &Path,
+        mode: u32,
+        names: impl Iterator<Item = std::io::Result<std::path::PathBuf>>,
+    ) -> std::io::Result<NewFile> {
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let mut last = std::io::Error::from_raw_os_error(libc::EEXIST);
+        for tmp in names {
+            let tmp = tmp?;
+            match open(&tmp, flags, mode) {
+                Ok(file) => {
+                    let new = NewFile {
+                        file,
+                        tmp,
+                        target: target.to_owned(),
+                        committed: std::cell::Cell::new(false),
+                    };
+                    // The umask may have narrowed the mode; `new` removes the file on error.
+                    nix::sys::stat::fchmod(
+                        new.file.as_raw_fd(),
+                        nix::sys::stat::Mode::from_bits_truncate(mode),
+                    )?;
+                    return Ok(new);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// The temporary file, to write or map.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Flushes the file to disk, renames it over the target, and flushes the directory, so the
+    /// rename itself survives a crash. On error the temporary file is removed (on drop) and the
+    /// target is left as it was, unless only the directory's flush failed.
+    pub fn commit(&self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        rename(&self.tmp, &self.target)?;
+        self.committed.set(true);
+        open(dir_of(&self.target), libc::O_RDONLY | libc::O_DIRECTORY, 0)?.sync_all()
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.committed.get() {
+            let _ = unlink(&self.tmp);
+        }
+    }
+}
+
+/// A fresh temporary name beside `target`: `DIR/.NAME.tmp.` and 16 random hex digits.
+fn temp_name(target: &Path) -> std::io::Result<std::path::PathBuf> {
+    let mut r = [0u8; 8];
+    super::random(&mut r)?;
+    let name = target.as_os_str().as_bytes();
+    let name = &name[name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)..];
+    let mut tmp = dir_of(target).as_os_str().as_bytes().to_vec();
+    tmp.extend_from_slice(b"/.");
+    tmp.extend_from_slice(name);
+    tmp.extend_from_slice(format!(".tmp.{:016x}", u64::from_ne_bytes(r)).as_bytes());
+    Ok(std::path::PathBuf::from(OsStr::from_bytes(&tmp)))
+}
+
+/// Replaces `target` with `bytes` in one step ([`NewFile`]), with mode `mode`.
+pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let new = NewFile::create(target, mode)?;
+    write_all(std::os::fd::AsFd::as_fd(new.file()), bytes)?;
+    new.commit()
 }
 
 /// A path as the agent's messages show it. The agent's paths all come from its UTF-8 config and
@@ -462,5 +590,87 @@ mod tests {
         let nul = Path::new(OsStr::from_bytes(b"/tmp/a\0b"));
         assert_eq!(unlink(nul).unwrap_err().raw_os_error(), Some(libc::EINVAL));
         std::fs::remove_dir(&top).unwrap();
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lbfo-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        mkdir(&dir, 0o700).unwrap();
+        dir
+    }
+
+    #[test]
+    fn write_atomically_replaces_the_target_whole_with_the_exact_mode_and_leaves_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("atomic");
+        let target = dir.join("hosts");
+        std::fs::write(&target, b"old").unwrap();
+        // 0666 is more than the usual umask lets through: the mode is set, not masked.
+        write_atomically(&target, b"new contents", 0o666).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new contents");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["hosts"], "no temporary file left");
+        // Not committed: the target is untouched and the temporary goes.
+        let new = NewFile::create(&target, 0o600).unwrap();
+        let tmp = new.tmp.clone();
+        assert!(
+            tmp.file_name()
+                .unwrap()
+                .as_bytes()
+                .starts_with(b".hosts.tmp."),
+            "{tmp:?}"
+        );
+        assert_eq!(dir_of(&tmp), dir.as_path());
+        drop(new);
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new contents");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_or_symlink_at_a_guessed_temporary_name_is_neither_followed_nor_overwritten() {
+        let dir = scratch("atomic-planted");
+        let (target, victim) = (dir.join("state"), dir.join("victim"));
+        std::fs::write(&victim, b"victim").unwrap();
+        let (link, file, free) = (
+            dir.join(".state.tmp.1"),
+            dir.join(".state.tmp.2"),
+            dir.join(".state.tmp.3"),
+        );
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::fs::write(&file, b"planted").unwrap();
+        let names = [link.clone(), file.clone(), free.clone()]
+            .map(Ok)
+            .into_iter();
+        let new = NewFile::create_named(&target, 0o600, names).unwrap();
+        assert_eq!(new.tmp, free, "the taken names were skipped");
+        write_all(std::os::fd::AsFd::as_fd(new.file()), b"state").unwrap();
+        new.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"state");
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"victim",
+            "the link was not followed"
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            b"planted",
+            "the file was not overwritten"
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Every name taken: EEXIST, nothing touched.
+        let names = [link.clone(), file.clone()].map(Ok).into_iter();
+        let e = NewFile::create_named(&target, 0o600, names).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read(&target).unwrap(), b"state");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,17 +3,15 @@
 //! it holds. The rest of the agent is `#![deny(unsafe_code)]` without exception (a check in
 //! `scripts/test.sh` keeps it so).
 //!
-//! - this module: errno text, the clock, random bytes, `ioctl`;
-//! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...);
-//! - [`shm`]: the table file's mapping and the counters' SysV segment;
-//! - [`malloc`]: the router builds' allocator.
+//! - this module: errno text, the clock, random bytes;
+//! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...), stdout and stderr;
+//! - [`net`]: socket options, interface requests, datagrams with control messages;
+//! - [`shm`]: the table file's mapping and the counters' SysV segment.
 #![allow(unsafe_code)]
 
 pub mod fs;
-pub mod malloc;
+pub mod net;
 pub mod shm;
-
-use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// The C library's text for errno `n` (`strerror_r`), lower-cased, as the agent logs it: "no
 /// such file or directory". One source for every message (std's `io::Error` uses the same
@@ -67,23 +65,6 @@ pub(crate) fn ms_of(secs: impl Into<i64>, nanos: impl Into<i64>) -> u64 {
         .wrapping_mul(1000)
         .wrapping_add(nanos.into() / 1_000_000);
     u64::try_from(ms).unwrap_or(0)
-}
-
-/// `ioctl(2)` as the system call itself. (musl's `ioctl` converts, on 32-bit targets, the
-/// time64 structures of a few requests the agent never makes: 0.8 KB of the router build.)
-///
-/// # Safety
-/// `arg` must point to what `request` reads and writes, valid for the call.
-pub unsafe fn ioctl(
-    fd: BorrowedFd<'_>,
-    request: libc::c_ulong,
-    arg: *mut libc::c_void,
-) -> std::io::Result<()> {
-    // SAFETY: the caller's promise about `arg`; the fd is open (borrowed).
-    if unsafe { libc::syscall(libc::SYS_ioctl, fd.as_raw_fd(), request, arg) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// An I/O error as the agent logs it: the C library's text, lower-cased, for an OS error (see

@@ -1,112 +1,57 @@
-//! Shared memory as words: the table file's mapping and the SysV counters segment.
+//! Shared memory as words: the table file's mapping (memmap2) and the SysV counters segment
+//! (`shmat`, which memmap2 does not cover).
 //!
-//! The only module of the agent with `unsafe` code. It turns a file mapping or a `shmat` address
-//! into `&[AtomicU64]`, which is all `lbfo_core::shm` needs: every access to shared memory is then
-//! an atomic load or store, so other processes writing the same pages (lookups bumping counters)
-//! or reading them (the NSS module) never race with us in the language's sense.
+//! Both are turned into `&[AtomicU64]`, which is all `lbfo_core::shm` needs: every access to
+//! shared memory is then an atomic load or store, so other processes writing the same pages
+//! (lookups bumping counters) or reading them (the NSS module) never race with us in the
+//! language's sense. That is why the table is mapped as memmap2's `MmapRaw`, a pointer and a
+//! length, and never as a `&[u8]`, which would promise that nobody changes the bytes.
 //!
 //! Guarantees: a slice handed out is page-aligned, `len` is the mapping's bytes / 8, and it lives
 //! no longer than the mapping or attachment it borrows from (unmapped / detached on drop).
 
-#![allow(unsafe_code)]
-
 use lbfo_core::atomic::AtomicU64;
+use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-
-/// A shared mapping of a whole file, unmapped on drop. Mapped with `mmap(2)` directly, as the
-/// counters' segment is attached with `shmat`: memmap2, on the 32-bit routers, brings a page
-/// size query (`sysconf`, `getrlimit`) and boxed string errors, ~2.5 KB of the 200 KiB budget.
-#[derive(Debug)]
-struct FileMap {
-    addr: *mut libc::c_void,
-    bytes: usize,
-}
-
-impl FileMap {
-    /// Maps all of `file` (`MAP_SHARED`) with protection `prot`. An empty file is an empty map.
-    fn new(file: &File, prot: libc::c_int) -> io::Result<FileMap> {
-        let len = file.metadata()?.len();
-        let bytes = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        if bytes == 0 {
-            return Ok(FileMap {
-                addr: std::ptr::null_mut(),
-                bytes,
-            });
-        }
-        // SAFETY: a null address lets the kernel choose where to map; `file` is an open
-        // descriptor for the call's duration and `bytes` its length; the result is checked.
-        // Rust never sees the pages as anything but atomics (`words`), so other processes
-        // changing them (lookups counting, the agent writing) are not data races.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                prot,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(FileMap { addr, bytes })
-    }
-
-    fn words(&self) -> &[AtomicU64] {
-        words_of(self.addr.cast::<u8>().cast_const(), self.bytes)
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        if self.bytes > 0 {
-            // SAFETY: `addr` and `bytes` are a live mapping from `mmap`, unmapped exactly once,
-            // here; no slice from `words` outlives `self`.
-            unsafe { libc::munmap(self.addr, self.bytes) };
-        }
-    }
-}
 
 /// A read-write shared mapping of a whole table file.
 #[derive(Debug)]
 pub struct TableMap {
-    map: FileMap,
+    map: MmapRaw,
 }
 
 impl TableMap {
     /// Maps all of `file` shared and writable. The file must be open read-write. The table file
     /// is ours (root-owned, mode 0644, the agent is its only writer and never truncates it).
     pub fn map(file: &File) -> io::Result<TableMap> {
-        let map = FileMap::new(file, libc::PROT_READ | libc::PROT_WRITE)?;
+        let map = MmapOptions::new().map_raw(file)?;
         Ok(TableMap { map })
     }
 
     /// The mapping as words.
     pub fn words(&self) -> &[AtomicU64] {
-        self.map.words()
+        words_of(self.map.as_ptr(), self.map.len())
     }
 }
 
 /// A read-only shared mapping of a table file, for `status`.
 #[derive(Debug)]
 pub struct TableMapRo {
-    map: FileMap,
+    map: MmapRaw,
 }
 
 impl TableMapRo {
     /// Maps all of `file` shared and read-only.
     pub fn map(file: &File) -> io::Result<TableMapRo> {
-        let map = FileMap::new(file, libc::PROT_READ)?;
+        let map = MmapOptions::new().map_raw_read_only(file)?;
         Ok(TableMapRo { map })
     }
 
     /// The mapping as words. Only loads are allowed on these pages: `lbfo_core::shm::TableView`
     /// never stores, and a plain 64-bit atomic load does not write on the targets lbfo builds for.
     pub fn words(&self) -> &[AtomicU64] {
-        self.map.words()
+        words_of(self.map.as_ptr(), self.map.len())
     }
 }
 

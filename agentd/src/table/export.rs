@@ -2,7 +2,8 @@
 //! routers, the whole LAN asking the router's dnsmasq) get balanced answers too.
 //!
 //! With `hosts-file PATH` in the config, every change of the table rewrites PATH (a temporary file
-//! in the same directory, then `rename`, so dnsmasq never reads half a file) and sends SIGHUP to
+//! in the same directory, then `rename`: `sys::fs::write_atomically`, so dnsmasq never reads half
+//! a file) and sends SIGHUP to
 //! dnsmasq, which re-reads its `--addn-hosts` files (OpenWrt's dnsmasq reads every file in
 //! `/tmp/hosts/`). The process to signal is the pid in `dnsmasq-pid PATH`, else every process
 //! named `dnsmasq` (OpenWrt's odhcpd-update signals it the same way); a pid whose process is not
@@ -27,7 +28,6 @@
 
 use crate::sys::fs::Shown;
 use lbfo_core::addr::Ip;
-use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -110,7 +110,7 @@ impl Export {
             return Vec::new();
         }
         let mut log = Vec::new();
-        let problem = match write_atomically(&self.hosts, text.as_bytes()) {
+        let problem = match crate::sys::fs::write_atomically(&self.hosts, text.as_bytes(), 0o644) {
             Err(e) => Some(format!(
                 "export: {}: {}; dnsmasq keeps the previous answers",
                 self.hosts.shown(),
@@ -193,21 +193,6 @@ pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
         }
     }
     out
-}
-
-/// Writes `bytes` to a temporary file beside `path` (mode 0644) and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
-    let result = crate::sys::fs::open(&tmp, flags, 0o644)
-        .and_then(|f| crate::sys::fs::write_all(f.as_fd(), bytes))
-        .and_then(|()| crate::sys::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = crate::sys::fs::unlink(&tmp);
-    }
-    result
 }
 
 /// A process id written in decimal digits (as in a pid file or a /proc entry's name); `None`

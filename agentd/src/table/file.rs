@@ -6,12 +6,13 @@
 //! kept if it is ours and matches; otherwise a fresh one is made for the same generation and
 //! published.
 //!
-//! **Create**: a new table of the config's capacity is built completely in `<path>.tmp.<pid>`
-//! (mode 0644, its bytes allocated on the filesystem so a full one is an error at start, never a
-//! SIGBUS later) with a random generation and a new counters segment (mode 0666: every process
-//! counts its lookups), then renamed over the path in one step. An lbfo table that was there
-//! before is then marked retired, so readers map the path again, and its counters segment is
-//! marked for removal (it goes away when the last reader detaches).
+//! **Create**: a new table of the config's capacity is built completely in a temporary file
+//! beside the path (mode 0644, `sys::fs::NewFile`; its bytes allocated on the filesystem, so a
+//! full one is an error at start, never a SIGBUS at a later store) with a random generation and
+//! a new counters segment (mode 0666: every process counts its lookups), then renamed over the
+//! path in one step. An lbfo table that was there before is then marked retired,
+//! so readers map the path again, and its counters segment is marked for removal (it goes away
+//! when the last reader detaches).
 //!
 //! Counters are never removed on exit: lookups keep counting while the agent is down.
 //! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
@@ -20,7 +21,7 @@ use crate::sys::fs::Shown;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
@@ -28,6 +29,7 @@ use lbfo_core::{Capacity, CountersView, TableView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::sys::fs::NewFile;
 use crate::sys::shm::{Segment, TableMap};
 
 /// Bytes in a table of `capacity`.
@@ -85,7 +87,7 @@ pub struct Shared {
 /// A new table waiting in its temporary file, and the one it replaces.
 #[derive(Debug)]
 struct Swap {
-    tmp: PathBuf,
+    new: NewFile,
     path: PathBuf,
     generation: u64,
     old: Option<TableMap>,
@@ -109,8 +111,7 @@ impl Shared {
         let Some(swap) = &self.swap else {
             return Ok(());
         };
-        if let Err(e) = crate::sys::fs::rename(&swap.tmp, &swap.path) {
-            let _ = crate::sys::fs::unlink(&swap.tmp);
+        if let Err(e) = swap.new.commit() {
             let _ = Segment::remove(self.counters.id());
             return Err(os("rename the new table into place")(e));
         }
@@ -301,51 +302,34 @@ fn create(
     lock: Flock<File>,
     old: Option<TableMap>,
 ) -> Result<Shared, SetupError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = crate::sys::fs::unlink(&tmp);
-    match build(&tmp, capacity) {
-        Ok((map, counters, generation)) => {
-            let swap = Swap {
-                tmp,
-                path: path.to_owned(),
-                generation,
-                old,
-            };
-            Ok(Shared {
-                map,
-                counters,
-                adopted: false,
-                swap: Some(swap),
-                _lock: lock,
-            })
-        }
-        Err(e) => {
-            let _ = crate::sys::fs::unlink(&tmp);
-            Err(e)
-        }
-    }
+    let (new, map, counters, generation) = build(path, capacity)?;
+    let swap = Swap {
+        new,
+        path: path.to_owned(),
+        generation,
+        old,
+    };
+    Ok(Shared {
+        map,
+        counters,
+        adopted: false,
+        swap: Some(swap),
+        _lock: lock,
+    })
 }
 
-/// Makes a complete table of `capacity` with its counters in `tmp`.
-fn build(tmp: &Path, capacity: Capacity) -> Result<(TableMap, Segment, u64), SetupError> {
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    let file = crate::sys::fs::open(tmp, flags, 0o644).map_err(os("create the new table"))?;
-    // The umask may have narrowed the mode; every process must be able to read the table.
-    nix::sys::stat::fchmod(
-        file.as_raw_fd(),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| os("chmod the new table")(e.into()))?;
-    crate::sys::fs::allocate(&file, table_bytes(capacity))
+/// Makes a complete table of `capacity` with its counters in a temporary file beside `path`.
+fn build(path: &Path, capacity: Capacity) -> Result<(NewFile, TableMap, Segment, u64), SetupError> {
+    // 0644: every process must be able to read the table.
+    let new = NewFile::create(path, 0o644).map_err(os("create the new table"))?;
+    crate::sys::fs::allocate(new.file(), table_bytes(capacity))
         .map_err(os("allocate the new table on its filesystem"))?;
-    let map = TableMap::map(&file).map_err(os("map the new table"))?;
+    let map = TableMap::map(new.file()).map_err(os("map the new table"))?;
     let generation = random_generation().map_err(os("getrandom"))?;
     let writer = Writer::init(map.words(), generation, capacity).ok_or(SetupError::Init)?;
     let counters = new_counters(generation, writer.layout())?;
     writer.set_counters_id(counters.id() as u64);
-    Ok((map, counters, generation))
+    Ok((new, map, counters, generation))
 }
 
 /// Marks a replaced table retired and its counters segment for removal.
@@ -426,10 +410,7 @@ mod tests {
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!(
-            (m.len(), m.mode() & 0o777),
-            (table_bytes(Capacity::DEFAULT), 0o644)
-        );
+        assert_eq!((m.len(), m.mode() & 0o777), (table_bytes(Capacity::DEFAULT), 0o644));
         assert_eq!(
             std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
             0o755
@@ -497,14 +478,12 @@ mod tests {
         let mut log = Vec::new();
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), table_bytes(Capacity::DEFAULT));
         assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            table_bytes(Capacity::DEFAULT)
+            std::fs::read_dir(&d.0).unwrap().count(),
+            2,
+            "the table and its lock file, no temporary file"
         );
-        assert!(!d
-            .0
-            .join(format!("table.tmp.{}", std::process::id()))
-            .exists());
         cleanup(&s);
     }
 }

@@ -1,9 +1,9 @@
 //! The state file (`state PATH`): every change the agent applied, persisted so that a restart —
 //! even after `kill -9` — loses none.
 //!
-//! **Written atomically**: the new contents go to `PATH.tmp`, which is fsynced and renamed over
-//! `PATH`, and then the directory is fsynced, so the file on disk is always a whole old or a whole
-//! new version. The agent writes it at the start of every publish that follows a change (see
+//! **Written atomically** (`sys::fs::write_atomically`): the new contents go to a temporary file
+//! beside `PATH`, which is fsynced and renamed over it, and then the directory is fsynced, so the
+//! file on disk is always a whole old or a whole new version. The agent writes it at the start of every publish that follows a change (see
 //! `Agent::publish`): once per batch (a wake-up's FIFO lines or datagrams), and **before the batch
 //! reaches the shared table** — no lookup sees, and no log line reports, a change that a `kill -9`
 //! could still lose.
@@ -13,8 +13,7 @@
 //! a restart the cluster's merge orders the saved changes, the config and the peers' changes
 //! exactly as before. Only the wire types derive serde; the entries use [`WEntry`].
 
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lbfo_core::{parse_line, Command, Line};
 use serde::{Deserialize, Serialize};
@@ -95,26 +94,9 @@ pub fn load(path: &Path) -> Result<Option<Saved>, String> {
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
+/// Writes `bytes` to `path` atomically and durably (mode 0600: the table's history is root's).
 pub fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    let f = crate::sys::fs::open(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600)?;
-    crate::sys::fs::write_all(f.as_fd(), bytes)?;
-    f.sync_all()?;
-    drop(f);
-    crate::sys::fs::rename(&tmp, path)?;
-    crate::sys::fs::open(
-        crate::sys::fs::dir_of(path),
-        libc::O_RDONLY | libc::O_DIRECTORY,
-        0,
-    )?
-    .sync_all()
+    crate::sys::fs::write_atomically(path, bytes, 0o600)
 }
 
 #[cfg(test)]
@@ -159,7 +141,11 @@ mod tests {
         save(&p, &bytes).unwrap();
         save(&p, &bytes).unwrap();
         assert_eq!(load(&p).unwrap().unwrap().replica, entries);
-        assert!(!tmp_path(&p).exists());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,7 +7,7 @@
 //!   (all hosts' counters, less the idle digest traffic measured just before);
 //! - convergence: 16 agents, 20% loss on every link, a burst of 100 commands spread over the
 //!   hosts, until all 16 tables are identical and complete.
-#![allow(unsafe_code)] // mmap of the hosts' tables, read-only.
+#![allow(unsafe_code)] // the hosts' mapped tables as atomic words.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -17,35 +17,21 @@ use lbfo_core::{Lookup, TableView, Want};
 use lbfo_tests::bed::Bed;
 use lbfo_tests::Host;
 
-/// A read-only mapping of a table file.
-struct Map {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
+/// A read-only mapping of a table file (memmap2's `MmapRaw`: a pointer, never a `&[u8]`, since
+/// the agent changes the pages).
+struct Map(memmap2::MmapRaw);
 
 impl Map {
     fn open(path: &Path) -> Map {
         let f = std::fs::File::open(path).expect("open table");
-        let len = f.metadata().expect("stat").len() as usize;
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared read-only mapping of a whole file we keep open for the call.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Map { ptr, len }
+        Map(memmap2::MmapOptions::new()
+            .map_raw_read_only(&f)
+            .expect("mmap"))
     }
 
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: page-aligned, `len` bytes mapped for our lifetime; only read through atomics.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<AtomicU64>(), self.len / 8) }
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<AtomicU64>(), self.0.len() / 8) }
     }
 
     fn v4(&self, name: &str) -> String {
@@ -77,13 +63,6 @@ impl Map {
             h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
         (rows.len(), h)
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `open` mapped.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 

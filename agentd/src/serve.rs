@@ -1,0 +1,466 @@
+//! The agent's loop: [`serve`] sets everything up, then runs `Loop::turn` until SIGTERM or
+//! SIGINT. One thread, one `poll`, a fixed set of sources; the [`Agent`] holds no fd and no
+//! clock, the loop holds nothing else.
+//!
+//! # The rules of the loop
+//!
+//! **Setup, in this order**: SIGHUP, SIGTERM and SIGINT are blocked and read from a signalfd
+//! (before anything else, so none is lost to its default action); the table's lock is taken (a
+//! second agent stops here); the FIFO is opened; the table is reused or built; the cluster
+//! socket joins the group; the state file is read; the agent starts and fills the table; a new
+//! table is renamed into place only then, so no reader ever sees it empty; "ready" is logged.
+//!
+//! **A turn**, once per wake-up:
+//! 1. What is due runs: `Agent::tick` (heartbeat, usage limits, digest rounds, the export) and the
+//!    health checks' deadlines; whatever the agent queued is sent; the cluster's state file is
+//!    written when due; the log is written out.
+//! 2. `poll` sleeps until the next deadline (the agent's and the health checks') or a source is
+//!    ready. The sources, in this order: the FIFO and the signalfd (`POLLIN`), the cluster socket
+//!    (`POLLIN`), then every health-check connect in flight (`POLLOUT`).
+//! 3. What woke is handled in this order: health-check answers, the cluster socket, the
+//!    signalfd, the FIFO, then a reload if SIGHUP came, and last the exit if SIGTERM or SIGINT
+//!    came (after the FIFO's lines of the same turn are applied and published).
+//!
+//! **Reads per wake-up are capped** so no source starves the others or the timers: the cluster
+//! socket at [`MAX_RECV`](crate::cluster::socket::MAX_RECV) datagrams, the FIFO at [`fifo::MAX_READS`] reads of
+//! [`fifo::READ_CHUNK`] bytes; the signalfd is read until empty (signals of one kind coalesce).
+//! Every fd is non-blocking and close-on-exec; EINTR is retried, EAGAIN ends a source's reads.
+//!
+//! **What ends the agent** (exit 1, the line logged): `poll` failing (but for EINTR);
+//! `POLLERR` or `POLLNVAL` on the FIFO or the signalfd, `POLLNVAL` on the socket; a read error on
+//! the FIFO or the signalfd. These mean the agent's own fds are broken.
+//!
+//! **What is logged and survived**: a read error on the cluster socket other than EAGAIN, EINTR
+//! and ECONNREFUSED (an ICMP error from an earlier send): logged the first time for each errno,
+//! and the socket is read again next turn; failed sends (counted, `send_errors` in `status`: the
+//! protocol repairs loss); a state, export or cluster-state file that cannot be written (logged,
+//! retried); a config that fails to reload (logged, the running one kept).
+
+use std::fmt::Write as _;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use lbfo_core::addr::Sock;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::time::ClockId;
+
+use crate::agent::{Agent, Now, Saver};
+use crate::cluster::socket::{Incoming, Net};
+use crate::cluster::{wire, Cluster};
+use crate::control::config::{self, Config};
+use crate::control::fifo::{self, Fifo, Opened, Splitter};
+use crate::health::{self, Health};
+use crate::status;
+use crate::sys::fs::{say, Shown};
+use crate::sys::{clock_ms, errno_text, io_text};
+use crate::table::file::{self as tablefile, Shared};
+use crate::table::state;
+
+/// What the cluster needs beyond the config: the node's name and the key (checked by `main`
+/// before anything is touched, since a problem there is a config error).
+#[derive(Debug)]
+pub struct ClusterSetup {
+    /// The node's name.
+    pub name: String,
+    /// The group's key.
+    pub key: wire::Key,
+}
+
+/// Sets everything up (see the module's rules), then runs the loop until SIGTERM or SIGINT.
+/// `Err` is the line to print (exit 1).
+pub fn serve(
+    config_path: &Path,
+    config: Config,
+    setup: Option<ClusterSetup>,
+) -> Result<(), String> {
+    let signals = block_signals()?;
+    let table = config.table.shown().to_string();
+    let fifo_path = config.fifo.shown().to_string();
+    let status_path = status::cluster_path(&config.table);
+    let mut log = Vec::new();
+    let lock = tablefile::prepare(&config.table, &mut log);
+    flush(&mut log);
+    let lock = lock.map_err(|e| format!("table {table}: {e}"))?;
+    let fifo = open_fifo(&config.fifo)?;
+    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
+    flush(&mut log);
+    let shared = shared.map_err(|e| format!("table {table}: {e}"))?;
+    let clock = Clock::start();
+    let (net, cluster) = match setup {
+        Some(s) => {
+            let (net, cluster) = join(&config, s, clock.now(), shared.adopted)?;
+            (Some(net), Some(cluster))
+        }
+        None => (None, None),
+    };
+    let agent = start(config_path, config, &shared, &clock, cluster)?;
+    let mut l = Loop {
+        agent,
+        config_path,
+        fifo,
+        signals,
+        net,
+        clock,
+        health: Health::default(),
+        checked_at: None,
+        splitter: Splitter::default(),
+        buf: vec![0u8; fifo::READ_CHUNK],
+        fifo_path,
+        status_path,
+    };
+    l.send();
+    let committed = shared.commit(&mut log);
+    flush(&mut log);
+    committed.map_err(|e| format!("table {table}: {e}"))?;
+    say(&format!(
+        "ready: commands on {}, table {table}",
+        l.fifo_path
+    ));
+    loop {
+        if let Some(signal) = l.turn()? {
+            say(&format!(
+                "{signal}: exiting; the table stays in place and keeps answering"
+            ));
+            return Ok(());
+        }
+    }
+}
+
+/// Blocks the signals the loop handles and opens the signalfd that delivers them.
+fn block_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("block signals: {}", lower(e)))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {}", lower(e)))
+}
+
+/// Opens (or creates) the FIFO and logs how.
+fn open_fifo(path: &Path) -> Result<Fifo, String> {
+    let (fifo, opened) = Fifo::open(path).map_err(|e| format!("fifo {}: {e}", path.shown()))?;
+    let how = match opened {
+        Opened::Created => "created (mode 0600)".to_owned(),
+        Opened::Existing => "reusing it".to_owned(),
+        Opened::Narrowed(m) => format!("mode was {m:04o}, letting other users in; set to 0600"),
+    };
+    say(&format!(
+        "fifo {}: {how}; pipe buffer {} bytes",
+        path.shown(),
+        fifo.pipe_bytes()
+    ));
+    Ok(fifo)
+}
+
+/// Opens the cluster socket, joins the group and logs it.
+fn join(
+    config: &Config,
+    setup: ClusterSetup,
+    now: Now,
+    adopted: bool,
+) -> Result<(Net, Cluster), String> {
+    let c = &config.cluster;
+    let (net, warnings) = Net::open(c.group, c.iface.as_deref(), c.ttl.unwrap_or(1), &c.peers)
+        .map_err(|e| format!("cluster: {e}"))?;
+    warnings.iter().for_each(|w| say(w));
+    let mut line = format!("cluster: node {}", setup.name);
+    // `write!` into the one line. (Writing to a String cannot fail.)
+    if let Some(g) = c.group {
+        let _ = write!(line, " joins {}", Sock(g));
+        if let Some(i) = &c.iface {
+            let _ = write!(line, " on {i}");
+        }
+    }
+    if !c.peers.is_empty() {
+        let _ = write!(line, " with {} unicast peers", c.peers.len());
+    }
+    match &c.key {
+        Some(k) => {
+            let _ = write!(line, " (key {})", k.shown());
+        }
+        None => line += " (insecure)",
+    }
+    say(&line);
+    let cluster = Cluster::new(&setup.name, setup.key, now.wall_ms, now.mono_ms, adopted);
+    Ok((net, cluster))
+}
+
+/// Starts the agent over the table: the state file restored, the config applied, everything
+/// published.
+fn start<'m>(
+    config_path: &Path,
+    config: Config,
+    shared: &'m Shared,
+    clock: &Clock,
+    cluster: Option<Cluster>,
+) -> Result<Agent<'m>, String> {
+    let table = config.table.shown().to_string();
+    let writer = shared
+        .writer()
+        .ok_or_else(|| format!("table {table}: lost its header"))?;
+    let counters = shared
+        .counters_view()
+        .ok_or_else(|| format!("table {table}: counters segment does not match"))?;
+    let saved = config.state.as_deref().and_then(|p| match state::load(p) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!(
+                "state {}: {e}; starting from the config (and the group)",
+                p.shown()
+            ));
+            None
+        }
+    });
+    let saver = config.state.clone().map(|p| {
+        Saver(Box::new(move |bytes: &[u8]| {
+            state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))
+        }))
+    });
+    let adopted = shared.adopted;
+    let mut agent = Agent::start_with(
+        writer,
+        counters,
+        adopted,
+        config_path.to_owned(),
+        config,
+        clock.now(),
+        cluster,
+        saved,
+        saver,
+    );
+    flush(&mut agent.take_log());
+    Ok(agent)
+}
+
+/// The loop's clock: the only place the agent reads the time.
+#[derive(Debug)]
+struct Clock {
+    /// `CLOCK_MONOTONIC` at start, in milliseconds.
+    start_ms: u64,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            start_ms: clock_ms(ClockId::CLOCK_MONOTONIC),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: clock_ms(ClockId::CLOCK_MONOTONIC).saturating_sub(self.start_ms),
+            wall_ms: clock_ms(ClockId::CLOCK_REALTIME),
+        }
+    }
+}
+
+/// What `poll` said about each source.
+#[derive(Debug)]
+struct Woke {
+    fifo: PollFlags,
+    signals: PollFlags,
+    net: PollFlags,
+    /// The health checks whose connect finished (or failed).
+    answered: Vec<health::Key>,
+}
+
+/// The sources and the agent, between turns.
+#[derive(Debug)]
+struct Loop<'m, 'c> {
+    agent: Agent<'m>,
+    config_path: &'c Path,
+    fifo: Fifo,
+    signals: SignalFd,
+    net: Option<Net>,
+    clock: Clock,
+    health: Health,
+    /// `Agent::changes` when the health checks last re-read their targets.
+    checked_at: Option<u64>,
+    splitter: Splitter,
+    buf: Vec<u8>,
+    fifo_path: String,
+    /// Where the cluster's state is written for `status`.
+    status_path: PathBuf,
+}
+
+impl Loop<'_, '_> {
+    /// One turn (see the module's rules). `Ok(Some(signal))` when SIGTERM or SIGINT came.
+    fn turn(&mut self) -> Result<Option<&'static str>, String> {
+        let now = self.clock.now();
+        self.due(now);
+        let Some(woke) = self.wait(now)? else {
+            return Ok(None);
+        };
+        self.agent.wake(self.clock.now());
+        let mut verdicts = Vec::new();
+        for k in &woke.answered {
+            self.health.done(k, &mut verdicts);
+        }
+        verdicts.iter().for_each(|v| self.agent.health(v));
+        // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
+        if woke.net.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
+            self.read_socket();
+        }
+        let (reload, stop) = if woke.signals.contains(PollFlags::POLLIN) {
+            self.read_signals()?
+        } else {
+            (false, None)
+        };
+        if woke.fifo.contains(PollFlags::POLLIN) {
+            let agent = &mut self.agent;
+            self.fifo
+                .drain(&mut self.splitter, &mut self.buf, |piece| {
+                    agent.fifo_piece(piece)
+                })
+                .map_err(|e| format!("fifo {}: read: {}", self.fifo_path, lower(e)))?;
+            self.agent.publish();
+        }
+        if reload {
+            say(&format!("SIGHUP: reloading {}", self.config_path.shown()));
+            self.agent.reload(config::load(self.config_path));
+            self.agent.publish();
+        }
+        flush(&mut self.agent.take_log());
+        Ok(stop)
+    }
+
+    /// Step 1 of a turn: what is due at `now`, and everything queued leaves.
+    fn due(&mut self, now: Now) {
+        self.agent.tick(now);
+        if self.checked_at != Some(self.agent.changes()) {
+            self.checked_at = Some(self.agent.changes());
+            self.health.sync(&self.agent.checked(), now.mono_ms);
+        }
+        let mut verdicts = Vec::new();
+        self.health.tick(now.mono_ms, &mut verdicts);
+        verdicts.iter().for_each(|v| self.agent.health(v));
+        self.send();
+        if let (Some(n), Some(text)) = (&self.net, self.agent.cluster_status(self.clock.now())) {
+            let text = format!("{text}send_errors {}\n", n.send_errors);
+            if let Err(e) = status::write_cluster(&self.status_path, &text) {
+                say(&format!(
+                    "cluster: cannot write {}: {}",
+                    self.status_path.shown(),
+                    io_text(&e)
+                ));
+            }
+        }
+        flush(&mut self.agent.take_log());
+    }
+
+    /// Sends every datagram the agent queued.
+    fn send(&mut self) {
+        if let Some(n) = self.net.as_mut() {
+            for (dest, d) in self.agent.take_outbox() {
+                n.send(dest, &d);
+            }
+        }
+    }
+
+    /// Step 2 of a turn: sleeps in `poll` until the next deadline or a ready source. `None`
+    /// when a signal the agent does not block (SIGSTOP, SIGCONT) interrupted it.
+    fn wait(&self, now: Now) -> Result<Option<Woke>, String> {
+        let deadline = self.agent.next_deadline().min(self.health.next_deadline());
+        let wait = deadline.saturating_sub(now.mono_ms);
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let mut fds = vec![
+            PollFd::new(self.fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(n) = &self.net {
+            fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
+        }
+        let checks = self.health.fds();
+        let first_check = fds.len();
+        fds.extend(
+            checks
+                .iter()
+                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLOUT)),
+        );
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(format!("poll: {}", lower(e))),
+        }
+        let ready = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
+        let woke = Woke {
+            fifo: ready(&fds[0]),
+            signals: ready(&fds[1]),
+            net: match self.net {
+                Some(_) => ready(&fds[2]),
+                None => PollFlags::empty(),
+            },
+            answered: fds[first_check..]
+                .iter()
+                .zip(&checks)
+                .filter(|(fd, _)| !ready(fd).is_empty())
+                .map(|(_, (_, k))| k.clone())
+                .collect(),
+        };
+        let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
+        let broken = if woke.fifo.intersects(bad) {
+            "the fifo"
+        } else if woke.signals.intersects(bad) {
+            "the signalfd"
+        } else if woke.net.contains(PollFlags::POLLNVAL) {
+            "the cluster socket"
+        } else {
+            return Ok(Some(woke));
+        };
+        Err(format!("poll reported an error on {broken}"))
+    }
+
+    /// Drains the cluster socket into the agent; a read error is logged once per errno and
+    /// survived (the module's rules).
+    fn read_socket(&mut self) {
+        let Some(n) = self.net.as_mut() else {
+            return;
+        };
+        let agent = &mut self.agent;
+        let error = n.drain(|d, from| match d {
+            Incoming::Datagram(d) => agent.datagram(d, from),
+            Incoming::Dropped(why) => agent.dropped(from, why),
+        });
+        if let Some(line) = error {
+            say(&line);
+        }
+        self.agent.sync();
+    }
+
+    /// Reads the signalfd until it is empty: (SIGHUP came, the name of SIGTERM or SIGINT if
+    /// one came).
+    fn read_signals(&mut self) -> Result<(bool, Option<&'static str>), String> {
+        let (mut reload, mut stop) = (false, None);
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => reload = true,
+                    // Not nix's `Display`, a table of every signal's name: two are blocked.
+                    Ok(Signal::SIGINT) => stop = Some("SIGINT"),
+                    Ok(_) => stop = Some("SIGTERM"),
+                    Err(_) => {}
+                },
+                // Drained: read_signal maps EAGAIN to None.
+                Ok(None) => return Ok((reload, stop)),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(format!("signalfd read: {}", lower(e))),
+            }
+        }
+    }
+}
+
+/// Writes out and empties `lines`.
+fn flush(lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        say(&l);
+    }
+}
+
+fn lower(e: Errno) -> String {
+    errno_text(e as i32)
+}
