@@ -1328,6 +1328,22 @@ pub fn retire_any(w: &[AtomicU64]) -> bool {
     true
 }
 
+/// The counters segment any lbfo table (of whatever layout version) names, with the table's
+/// generation: `(segment id, generation)`, or `None` when `w` does not start with an lbfo table
+/// header or names no segment. The header words it reads (magic, generation, segment id) and the
+/// counters header words [`is_counters_of`] reads keep their places in every layout version, so
+/// an agent can remove the segment of a table an older agent left.
+pub fn counters_of_any(w: &[AtomicU64]) -> Option<(u64, u64)> {
+    let id = words_of(w, H_COUNTERS);
+    (words_of(w, H_MAGIC) == MAGIC && id != NO_COUNTERS).then(|| (id, words_of(w, H_GENERATION)))
+}
+
+/// Whether `w` is a counters segment made for a table of `generation` (of whatever layout
+/// version; see [`counters_of_any`]).
+pub fn is_counters_of(w: &[AtomicU64], generation: u64) -> bool {
+    words_of(w, 0) == COUNTERS_MAGIC && words_of(w, 1) == generation
+}
+
 fn pack(bytes: &[u8], words: usize, mut set: impl FnMut(usize, u64)) {
     for i in 0..words {
         let mut x = [0u8; 8];
@@ -1637,6 +1653,22 @@ mod tests {
             panic!("{line}")
         };
         c
+    }
+
+    #[test]
+    fn the_segment_a_table_of_any_version_names_is_found() {
+        let f = Fixture::new(&[]);
+        assert_eq!(counters_of_any(&f.table), None, "no segment named yet");
+        Writer::attach(&f.table).unwrap().set_counters_id(77);
+        assert_eq!(counters_of_any(&f.table), Some((77, 42)));
+        // Another layout version (the agent that left it was older): the same words.
+        f.table[H_VERSION].store(3, Ordering::Relaxed);
+        assert!(TableView::new_checked(&f.table).is_err());
+        assert_eq!(counters_of_any(&f.table), Some((77, 42)));
+        f.table[H_MAGIC].store(0, Ordering::Relaxed);
+        assert_eq!(counters_of_any(&f.table), None, "not an lbfo table");
+        assert!(is_counters_of(&f.counters, 42) && !is_counters_of(&f.counters, 43));
+        assert!(!is_counters_of(&f.table, 42));
     }
 
     #[test]

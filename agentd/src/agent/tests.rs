@@ -406,7 +406,10 @@ fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
     }
     let mut a = mk(&small, "a", "capacity 1 2\nadd a.lan 10.0.0.1\n");
     let mut b = mk(&big, "b", "");
-    send(&mut b, "add a.lan 10.0.0.2\nadd a.lan 10.0.0.3\nadd b.lan 10.0.1.1");
+    send(
+        &mut b,
+        "add a.lan 10.0.0.2\nadd a.lan 10.0.0.3\nadd b.lan 10.0.1.1",
+    );
     for _ in 0..4 {
         for (_, d) in b.take_outbox() {
             a.datagram(&d, SocketAddr::from(([10, 0, 0, 2], 7946)));

@@ -60,9 +60,9 @@ pub fn json(s: &Snapshot) -> String {
         .s(",\"counters_id\":")
         .opt(s.counters_id);
     o.s(",\"counters_ok\":").b(s.counters_ok);
-    o.s(",\"capacity\":{\"services\":")
+    o.s(",\"capacity\":{\"max_services\":")
         .n(s.capacity.services() as u64)
-        .s(",\"backends\":")
+        .s(",\"max_backends\":")
         .n(s.capacity.backends() as u64);
     o.s("},\"services\":[");
     for (i, sv) in s.services.iter().enumerate() {
@@ -117,7 +117,7 @@ mod tests {
             json(&sample(9_600, true)),
             "{\"table\":\"/run/lbfo/table\",\"generation\":\"5f0c3e1a9b2d4c77\",\"heartbeat_ms\":9600,\
              \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
-             \"counters_ok\":true,\"capacity\":{\"services\":64,\"backends\":8},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
+             \"counters_ok\":true,\"capacity\":{\"max_services\":64,\"max_backends\":8},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
              \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null}\n"

@@ -24,8 +24,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
-use lbfo_core::{Capacity, CountersView, TableView, Writer};
+use lbfo_core::shm::{counters_of_any, is_counters_of, retire_any, Layout, NO_COUNTERS};
+use lbfo_core::{Capacity, CountersView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -334,7 +334,7 @@ fn build(path: &Path, capacity: Capacity) -> Result<(NewFile, TableMap, Segment,
 
 /// Marks a replaced table retired and its counters segment for removal.
 fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
-    let view = TableView::new_checked(old.words()).ok();
+    let named = counters_of_any(old.words());
     if !retire_any(old.words()) {
         return;
     }
@@ -342,19 +342,23 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
         "table {}: retired the previous table; readers map the new one",
         path.shown()
     ));
-    // Only a segment that is provably that table's counters, and ours, is removed.
-    let Some(view) = view else { return };
-    let Ok(id) = i32::try_from(view.counters_id()) else {
+    if let Some((id, generation)) = named {
+        remove_counters(id, generation, "the previous table's", log);
+    }
+}
+
+/// Marks segment `id` for removal if it is provably the counters of a table of `generation` (of
+/// whatever layout version) and ours: a segment only that table named, which nothing else will
+/// find again. `whose` says whose it was, for the log.
+fn remove_counters(id: u64, generation: u64, whose: &str, log: &mut Vec<String>) {
+    let Ok(id) = i32::try_from(id) else {
         return;
     };
     let me = nix::unistd::geteuid().as_raw();
     let ours = Segment::stat(id).is_ok_and(|i| i.uid == me && i.cuid == me);
-    let matches = Segment::attach(id, true)
-        .is_ok_and(|s| CountersView::new_checked(s.words(), &view).is_some());
+    let matches = Segment::attach(id, true).is_ok_and(|s| is_counters_of(s.words(), generation));
     if ours && matches && Segment::remove(id).is_ok() {
-        log.push(format!(
-            "counters: marked the previous segment {id} for removal"
-        ));
+        log.push(format!("counters: marked {whose} segment {id} for removal"));
     }
 }
 
@@ -373,6 +377,7 @@ fn random_generation() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbfo_core::TableView;
     use std::fs::Permissions;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::atomic::Ordering;
@@ -410,7 +415,10 @@ mod tests {
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!((m.len(), m.mode() & 0o777), (table_bytes(Capacity::DEFAULT), 0o644));
+        assert_eq!(
+            (m.len(), m.mode() & 0o777),
+            (table_bytes(Capacity::DEFAULT), 0o644)
+        );
         assert_eq!(
             std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
             0o755
@@ -461,8 +469,9 @@ mod tests {
             "{log:?}"
         );
         assert!(
-            log.iter()
-                .any(|l| l.contains(&format!("marked the previous segment {id} for removal"))),
+            log.iter().any(|l| l.contains(&format!(
+                "marked the previous table's segment {id} for removal"
+            ))),
             "{log:?}"
         );
         assert!(old_map.words()[0].load(Ordering::Relaxed) != 0);
@@ -478,12 +487,40 @@ mod tests {
         let mut log = Vec::new();
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), table_bytes(Capacity::DEFAULT));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            table_bytes(Capacity::DEFAULT)
+        );
         assert_eq!(
             std::fs::read_dir(&d.0).unwrap().count(),
             2,
             "the table and its lock file, no temporary file"
         );
+        cleanup(&s);
+    }
+
+    #[test]
+    fn an_older_layouts_table_is_replaced_and_its_segment_removed() {
+        let d = dir("older");
+        let path = d.0.join("table");
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        let id = s.counters.id();
+        drop(s);
+        // As an agent of layout version 3 would have left it (version is word 1).
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..16].copy_from_slice(&3u64.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(!s.adopted && s.counters.id() != id, "{log:?}");
+        assert!(
+            log.iter()
+                .any(|l| l
+                    == &format!("counters: marked the previous table's segment {id} for removal")),
+            "{log:?}"
+        );
+        assert!(Segment::stat(id).is_err(), "the old segment is gone");
         cleanup(&s);
     }
 }
