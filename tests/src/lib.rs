@@ -78,6 +78,42 @@ fn resolver() -> PathBuf {
     p
 }
 
+/// The target directory the tests were built in (`TARGET/PROFILE/deps/test-exe`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Debian packages downloaded and unpacked, never installed, by `tests/scripts/debian-pkgs.sh`
+/// into TARGET/debian-pkgs (kept there for the next run): each package's unpacked root, in the
+/// order asked. `None` where there is no `apt-get` (not Debian); a failed download panics.
+pub fn debian_packages(pkgs: &[&str]) -> Option<Vec<PathBuf>> {
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-pkgs.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(target_dir().join("debian-pkgs"))
+        .args(pkgs)
+        .output()
+        .expect("run debian-pkgs.sh");
+    assert!(
+        out.status.success(),
+        "debian-pkgs.sh {pkgs:?}: {}",
+        describe(&out)
+    );
+    let roots: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(roots.len(), pkgs.len(), "{}", describe(&out));
+    Some(roots)
+}
+
 /// Whether this process is root (namespaces and bind mounts need it, or a user namespace).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -158,6 +158,14 @@ pub fn prometheus(s: &Snapshot) -> String {
     if let Some(c) = &s.cluster {
         cluster_metrics(&mut p, c, s.now_ms);
     }
+    p.one(
+        &Family {
+            name: "lbfo_nscd_hosts_cache",
+            kind: "gauge",
+            help: "Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.",
+        },
+        flag(s.nscd.is_some()),
+    );
     p.finish()
 }
 
@@ -343,6 +351,9 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 # TYPE lbfo_backend_limit gauge
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
+# HELP lbfo_nscd_hosts_cache Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.
+# TYPE lbfo_nscd_hosts_cache gauge
+lbfo_nscd_hosts_cache 0
 ";
         assert_eq!(prometheus(&sample(9_600, true)), expect);
         // No heartbeat: no age sample, agent down. No counters: the family stays, empty.
