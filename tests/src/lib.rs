@@ -13,6 +13,9 @@
 #![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
 
 pub mod bed;
+mod rng;
+
+pub use rng::TestRng;
 
 use std::fs;
 use std::io::Write;

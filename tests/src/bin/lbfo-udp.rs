@@ -15,6 +15,7 @@
 //! sent a receiver must refuse for which reason, in the order `wire::open` checks (`sent N
 //! truncated T oversized O version V bad_mac B`), so a test can hold the receiver's drop counters
 //! to it. IPv4 only (the tests' replay and garbage cases run on the IPv4 group).
+use lbfo_tests::TestRng;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -67,13 +68,8 @@ fn main() {
         "random" => {
             let s = sender(local);
             let n: u32 = arg(3).parse().unwrap_or_else(|_| usage());
-            let mut x: u64 = arg(4).parse::<u64>().unwrap_or_else(|_| usage()) | 1;
-            let mut next = move || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
+            let mut rng = TestRng::new(arg(4).parse::<u64>().unwrap_or_else(|_| usage()));
+            let mut next = move || rng.next();
             let gap = Duration::from_micros(args.get(5).map_or(0, |g| g.parse().expect("GAP_US")));
             // What the receiver must make of each: its length, version byte and MAC checks.
             let (mut truncated, mut oversized, mut version, mut bad_mac) = (0, 0, 0, 0);
