@@ -146,6 +146,8 @@ pub struct Host {
     pub libdir: PathBuf,
     /// The network namespace the agent and `getent` run in (see [`bed::Bed`]), if any.
     pub netns: Option<String>,
+    /// Environment variables the agent is started with (e.g. a clock offset).
+    pub env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -171,6 +173,7 @@ impl Host {
             agent: None,
             libdir,
             netns: None,
+            env: Vec::new(),
         };
         h.write_config(body);
         h
@@ -219,6 +222,7 @@ impl Host {
             .open(self.dir.join("agent.log"))
             .expect("log file");
         let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(self.config())
             .stdin(Stdio::null())

@@ -20,8 +20,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// The wire's version byte (`wire::VERSION` in the agent).
-const VERSION: u8 = 2;
+use lbfo_agentd::cluster::wire::{MAX_DATAGRAM, MIN_DATAGRAM, VERSION};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -81,8 +80,8 @@ fn main() {
                     d[0] = VERSION;
                 }
                 match d.len() {
-                    l if l > 1200 => oversized += 1,
-                    l if l < 6 + 32 => truncated += 1,
+                    l if l > MAX_DATAGRAM => oversized += 1,
+                    l if l < MIN_DATAGRAM => truncated += 1,
                     _ if d[0] != VERSION => version += 1,
                     _ => bad_mac += 1,
                 }
@@ -123,7 +122,9 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
     s.set_read_timeout(Some(Duration::from_millis(10)))
         .expect("timeout");
     let t0 = Instant::now();
-    let mut node = Cluster::new("forger", Key::new(key), wall_ms(), 0, false);
+    let mut random = [0u8; 32];
+    lbfo_agentd::sys::random(&mut random).expect("random bytes");
+    let mut node = Cluster::new("forger", Key::new(key), random, wall_ms(), 0, false);
     node.hello(wall_ms());
     let (mut buf, mut forged) = ([0u8; 2048], false);
     while t0.elapsed() < Duration::from_secs(2) {
@@ -146,7 +147,7 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
             let _ = s.send_to(&d, to);
         }
         if let Ok((n, from)) = s.recv_from(&mut buf) {
-            node.datagram(&buf[..n], from, wall_ms());
+            node.datagram(&buf[..n], from, mono, wall_ms());
         }
     }
 }
