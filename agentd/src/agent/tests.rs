@@ -409,7 +409,14 @@ fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
         let w = Writer::attach(&m.table).unwrap();
         let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
         let config = config::parse(conf.as_bytes()).unwrap();
-        let cl = Cluster::new(name, Key::new(b"k".to_vec()), 1_000_000, 0, false);
+        let cl = Cluster::new(
+            name,
+            Key::new(b"k".to_vec()),
+            [name.as_bytes()[0]; 32],
+            1_000_000,
+            0,
+            false,
+        );
         Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl))
     }
     let mut a = mk(&small, "a", "capacity 1 2\nadd a.lan 10.0.0.1\n");
