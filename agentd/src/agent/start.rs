@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use lbfo_core::table::ApplyError;
 use lbfo_core::{CountersView, Service, Table, Writer};
 
-use super::{Agent, Now, Pending, Saver};
+use super::{counters, Agent, Now, Pending, Saver};
 use crate::cluster::replica::Refused;
 use crate::cluster::{full_text, Cluster};
 use crate::control::config::{self, Config};
@@ -146,6 +146,7 @@ impl<'m> Agent<'m> {
             saver,
             save_failing: false,
             capacity_refused: 0,
+            guard: counters::Guard::resumed(view.tampered()),
         }
     }
 

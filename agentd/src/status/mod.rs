@@ -92,6 +92,9 @@ pub struct Snapshot {
     pub counters_ok: bool,
     /// What the table holds at most (the `capacity` setting it was made with).
     pub capacity: Capacity,
+    /// Tamper events the agent counted in the table's header: usage counters put back, and
+    /// rewrites of the counters segment's header (`TableView::tampered`).
+    pub tampered: (u64, u64),
     /// The services.
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
@@ -337,6 +340,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         counters_ok: counters.is_some(),
         // A checked view's layout is always a capacity's.
         capacity: view.layout().capacity().unwrap_or(Capacity::MAX),
+        tampered: view.tampered(),
         services,
         cluster: crate::sys::fs::read_file(&cluster_path(path))
             .ok()
@@ -374,6 +378,7 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
         counters_id: Some(32769),
         counters_ok,
         capacity: Capacity::DEFAULT,
+        tampered: (0, 0),
         services: vec![ServiceRow {
             slot: 0,
             name: "web.lan".into(),
@@ -407,6 +412,32 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_form_counts_tampering() {
+        let mut s = sample(9_600, true);
+        assert!(!text(&s).contains("tampering"));
+        assert!(json(&s).contains(",\"tampered\":{\"counters\":0,\"header\":0},"));
+        s.tampered = (3, 1);
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "\ntampering   3 usage counters put back, the counters header rewritten 1 times \
+                 (something other than lookups wrote the counters segment; see the agent's log)\n"
+            ),
+            "{t}"
+        );
+        assert!(json(&s).contains(",\"tampered\":{\"counters\":3,\"header\":1},"));
+        let p = prometheus(&s);
+        assert!(
+            p.contains(
+                "# TYPE lbfo_counters_tampered_total counter\n\
+                 lbfo_counters_tampered_total{what=\"counter\"} 3\n\
+                 lbfo_counters_tampered_total{what=\"header\"} 1\n"
+            ),
+            "{p}"
+        );
+    }
 
     #[test]
     fn every_form_warns_of_a_caching_nscd() {

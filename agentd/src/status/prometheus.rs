@@ -119,6 +119,9 @@ pub fn prometheus(s: &Snapshot) -> String {
     );
     p.one(&Family { name: "lbfo_counters_readable", kind: "gauge", help: "Whether the shared usage counters could be read (1); without them there are no lookup counts." }, flag(s.counters_ok),
     );
+    p.family(&Family { name: "lbfo_counters_tampered_total", kind: "counter", help: "Times the agent found the usage counters written by something other than lookups and put them back: a backend's counter (what=counter), the segment's header (what=header)." });
+    p.sample(&[("what", "counter")], Value::Count(s.tampered.0));
+    p.sample(&[("what", "header")], Value::Count(s.tampered.1));
     p.one(
         &Family {
             name: "lbfo_services",
@@ -319,6 +322,10 @@ lbfo_table_retired 0
 # HELP lbfo_counters_readable Whether the shared usage counters could be read (1); without them there are no lookup counts.
 # TYPE lbfo_counters_readable gauge
 lbfo_counters_readable 1
+# HELP lbfo_counters_tampered_total Times the agent found the usage counters written by something other than lookups and put them back: a backend's counter (what=counter), the segment's header (what=header).
+# TYPE lbfo_counters_tampered_total counter
+lbfo_counters_tampered_total{what=\"counter\"} 0
+lbfo_counters_tampered_total{what=\"header\"} 0
 # HELP lbfo_services Services in the table.
 # TYPE lbfo_services gauge
 lbfo_services 1
