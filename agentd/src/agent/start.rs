@@ -79,6 +79,14 @@ impl<'m> Agent<'m> {
         }
         if let Some(s) = saved {
             agent.restore_table(&s);
+            if s.damaged {
+                // Part of the table is missing: the config fills in what it defines, and
+                // deletes nothing (what the file lost is not known to be gone).
+                agent.config.members = config.members.clone();
+                agent.load(config, "start");
+                agent.republish_all(now);
+                return agent;
+            }
             if config.mtime_ms <= s.saved_ms {
                 agent.log(format!(
                     "start: {} unchanged since the state was saved; not applied again",
