@@ -85,7 +85,7 @@ pub fn serve(
     flush(&mut log);
     let lock = lock.map_err(|e| format!("table {table}: {e}"))?;
     let fifo = open_fifo(&config.fifo)?;
-    let shared = tablefile::open(&config.table, lock, &mut log);
+    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
     flush(&mut log);
     let shared = shared.map_err(|e| format!("table {table}: {e}"))?;
     let clock = Clock::start();

@@ -114,6 +114,8 @@ pub struct Agent<'m> {
     changes: u64,
     saver: Option<Saver<'m>>,
     save_failing: bool,
+    /// The group's changes not applied because the table's capacity has no room for them.
+    capacity_refused: u64,
     /// The usage counters' shadow and tamper counts.
     guard: counters::Guard,
 }
@@ -144,9 +146,8 @@ impl<'m> Agent<'m> {
             self.guard.zeroed(slot, mask);
         }
         if p.index {
-            let table = Table::new(&mut self.slots);
             self.writer
-                .write_index(table.iter().map(|(i, s)| (i, &s.name)));
+                .write_index(self.services().map(|(i, s)| (i, &s.name)));
         }
         let has_limits = self
             .services()
@@ -219,6 +220,11 @@ impl<'m> Agent<'m> {
 
     fn log(&mut self, line: String) {
         self.log.push(line);
+    }
+
+    /// The slots as a table of the shared table's capacity.
+    fn table(&mut self) -> Table<'_> {
+        Table::with_capacity(&mut self.slots, self.writer.capacity())
     }
 
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {
