@@ -85,14 +85,19 @@ impl Peer {
     /// Takes `bytes` from the repair budget, refilled at [`REPAIR_BYTES_PER_S`] up to that much;
     /// whether there were enough.
     pub fn spend(&mut self, bytes: usize, mono_ms: u64) -> bool {
-        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
-        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
-        self.refilled = self.refilled.max(mono_ms);
-        let Some(left) = self.budget.checked_sub(bytes as u64) else {
+        let Some(left) = self.budget(mono_ms).checked_sub(bytes as u64) else {
             return false;
         };
         self.budget = left;
         true
+    }
+
+    /// The repair budget left at `mono_ms`.
+    pub fn budget(&mut self, mono_ms: u64) -> u64 {
+        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
+        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
+        self.refilled = self.refilled.max(mono_ms);
+        self.budget
     }
 
     /// The replay window: takes `seq` if it is new, records it.
