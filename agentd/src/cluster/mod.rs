@@ -497,10 +497,13 @@ impl Cluster {
         self.hold_until.map_or(d, |h| d.min(h))
     }
 
-    /// Drop counts by source and reason.
+    /// Drop counts, sorted by source and reason (past the counters' capacity, last).
     #[cfg(test)]
     pub fn drops(&self) -> Vec<(SocketAddr, DropReason, u64)> {
-        self.drops.list()
+        let mut d = self.drops.list();
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        d.sort_unstable_by_key(|&(a, why, _)| (a == any, a, why));
+        d
     }
 
     /// The state `status` shows, one record a line (see `status::Cluster`).

@@ -239,11 +239,9 @@ impl Peers {
         self.map.get_mut(&node)
     }
 
-    /// Every peer, by id.
-    pub fn list(&self) -> Vec<(NodeId, &Peer)> {
-        let mut out: Vec<_> = self.map.iter().map(|(id, p)| (*id, p)).collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out
+    /// Every peer.
+    pub fn list(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
+        self.map.iter().map(|(id, p)| (*id, p))
     }
 
     /// How many peers are tracked.
