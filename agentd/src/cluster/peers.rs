@@ -229,6 +229,11 @@ impl Peers {
         }
     }
 
+    /// Whether `node` is believed in `boot`.
+    pub fn believes(&self, node: NodeId, boot: u64) -> bool {
+        self.map.get(&node).is_some_and(|p| p.boot == boot)
+    }
+
     /// The believed peer `node`.
     pub fn get(&self, node: NodeId) -> Option<&Peer> {
         self.map.get(&node)
