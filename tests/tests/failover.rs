@@ -27,8 +27,9 @@ fn kill_9_in_a_stream_of_fifo_commands_loses_no_applied_command() {
     let mut h = Host::new("");
     let state = h.dir.join("state/lbfo.state");
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    // Up to 300 services of up to 14 backends: more than the default capacity holds.
     h.write_config(&format!(
-        "state {}\nadd keep.lan 10.9.9.9\n",
+        "capacity 512 16\nstate {}\nadd keep.lan 10.9.9.9\n",
         state.display()
     ));
     h.start();

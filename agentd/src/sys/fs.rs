@@ -263,6 +263,37 @@ pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives `file` `len` bytes of storage on its filesystem (`posix_fallocate(3)`), growing it to
+/// `len` if shorter: a file the agent maps and writes must never be sparse, or a full filesystem
+/// turns a store into the mapping into SIGBUS. Where the filesystem cannot allocate ahead
+/// (EOPNOTSUPP: musl does not emulate it), the range is written with zeros instead.
+pub fn allocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let end =
+        libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: plain values; `file` is an open descriptor for the call's duration.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, end) } {
+            0 => return Ok(()),
+            libc::EINTR => {}
+            libc::EOPNOTSUPP => break,
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+    let zeros = [0u8; 4096];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+        let offset = libc::off_t::try_from(at).unwrap_or(end);
+        match nix::sys::uio::pwrite(file, zeros.get(..n).unwrap_or_default(), offset) {
+            Ok(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            Ok(w) => at += w as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
 /// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
 /// lot of code on the router build; every file the agent reads goes through here.
