@@ -22,6 +22,9 @@ impl<'m> Agent<'m> {
                 self.log(format!("{what}: {cmd} (no longer in the config)"));
             }
         }
+        // Between the removals (a smaller capacity may hold only what is left) and the commands
+        // (a larger one may be what they need).
+        self.resize(config.capacity, what);
         let wall = self.now.wall_ms;
         for (line, cmd) in &config.commands {
             if matches!(cmd, Command::Reset { .. }) {

@@ -130,6 +130,22 @@ pub fn prometheus(s: &Snapshot) -> String {
         },
         Value::Count(s.services.len() as u64),
     );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_services",
+            kind: "gauge",
+            help: "Services the table holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.services() as u64),
+    );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_backends",
+            kind: "gauge",
+            help: "Backends each service holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.backends() as u64),
+    );
     p.family(&Family {
         name: "lbfo_service_info",
         kind: "gauge",
@@ -149,7 +165,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         &Family {
             name: "lbfo_nscd_hosts_cache",
             kind: "gauge",
-            help: "Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.",
+            help: "Whether an nscd that keeps lbfo's answers is running (1): unscd with its hosts cache on, or glibc's nscd with its hosts cache on and an lbfo module replaced since it loaded it; it may keep serving a backend after lbfo moves on.",
         },
         flag(s.nscd.is_some()),
     );
@@ -220,6 +236,14 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
             help: "Bytes of cluster datagrams sent since the agent started.",
         },
         Value::Count(c.sent.1),
+    );
+    p.one(
+        &Family {
+            name: "lbfo_cluster_capacity_refused_total",
+            kind: "counter",
+            help: "Changes from the group not applied here: past this table's capacity.",
+        },
+        Value::Count(c.capacity_refused),
     );
 }
 
@@ -305,6 +329,12 @@ lbfo_counters_tampered_total{what=\"header\"} 0
 # HELP lbfo_services Services in the table.
 # TYPE lbfo_services gauge
 lbfo_services 1
+# HELP lbfo_capacity_services Services the table holds at most (the capacity setting).
+# TYPE lbfo_capacity_services gauge
+lbfo_capacity_services 64
+# HELP lbfo_capacity_backends Backends each service holds at most (the capacity setting).
+# TYPE lbfo_capacity_backends gauge
+lbfo_capacity_backends 8
 # HELP lbfo_service_info One sample per service, labelled with its policy.
 # TYPE lbfo_service_info gauge
 lbfo_service_info{service=\"web.lan\",policy=\"failover\"} 1
@@ -328,7 +358,7 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 # TYPE lbfo_backend_limit gauge
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
-# HELP lbfo_nscd_hosts_cache Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.
+# HELP lbfo_nscd_hosts_cache Whether an nscd that keeps lbfo's answers is running (1): unscd with its hosts cache on, or glibc's nscd with its hosts cache on and an lbfo module replaced since it loaded it; it may keep serving a backend after lbfo moves on.
 # TYPE lbfo_nscd_hosts_cache gauge
 lbfo_nscd_hosts_cache 0
 ";
