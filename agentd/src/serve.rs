@@ -47,7 +47,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
-use crate::agent::{Agent, Now, Saver};
+use crate::agent::{Agent, Now, Saver, Shm, Tables};
 use crate::cluster::socket::{Incoming, Net};
 use crate::cluster::{wire, Cluster};
 use crate::control::config::{self, Config};
@@ -85,7 +85,7 @@ pub fn serve(
     flush(&mut log);
     let lock = lock.map_err(|e| format!("table {table}: {e}"))?;
     let fifo = open_fifo(&config.fifo)?;
-    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
+    let shared = tablefile::open(&config.table, config.capacity, &lock, &mut log);
     flush(&mut log);
     let shared = shared.map_err(|e| format!("table {table}: {e}"))?;
     let clock = Clock::start();
@@ -96,7 +96,7 @@ pub fn serve(
         }
         None => (None, None),
     };
-    let agent = start(config_path, config, &shared, &clock, cluster)?;
+    let agent = start(config_path, config, shared, &clock, cluster);
     let mut l = Loop {
         agent,
         config_path,
@@ -113,8 +113,8 @@ pub fn serve(
         wakes: 0,
     };
     l.send();
-    let committed = shared.commit(&mut log);
-    flush(&mut log);
+    let committed = l.agent.commit();
+    flush(&mut l.agent.take_log());
     committed.map_err(|e| format!("table {table}: {e}"))?;
     say(&format!(
         "ready: commands on {}, table {table}",
@@ -125,6 +125,9 @@ pub fn serve(
             say(&format!(
                 "{signal}: exiting; the table stays in place and keeps answering"
             ));
+            l.agent.leave();
+            flush(&mut l.agent.take_log());
+            drop(lock);
             return Ok(());
         }
     }
@@ -147,8 +150,14 @@ fn open_fifo(path: &Path) -> Result<Fifo, String> {
     let (fifo, opened) = Fifo::open(path).map_err(|e| format!("fifo {}: {e}", path.shown()))?;
     let how = match opened {
         Opened::Created => "created (mode 0600)".to_owned(),
-        Opened::Existing => "reusing it".to_owned(),
-        Opened::Narrowed(m) => format!("mode was {m:04o}, letting other users in; set to 0600"),
+        Opened::Replaced(m) if m & 0o077 != 0 => format!(
+            "made afresh (mode 0600); the old one's mode {m:04o} let other users in, and whoever \
+             opened it then has lost it"
+        ),
+        Opened::Replaced(_) => {
+            "made afresh (mode 0600); a writer that kept the old one open must open it again"
+                .to_owned()
+        }
     };
     say(&format!(
         "fifo {}: {how}; pipe buffer {} bytes",
@@ -202,20 +211,13 @@ fn join(
 
 /// Starts the agent over the table: the state file restored, the config applied, everything
 /// published.
-fn start<'m>(
+fn start(
     config_path: &Path,
     config: Config,
-    shared: &'m Shared,
+    shared: Shared,
     clock: &Clock,
     cluster: Option<Cluster>,
-) -> Result<Agent<'m>, String> {
-    let table = config.table.shown().to_string();
-    let writer = shared
-        .writer()
-        .ok_or_else(|| format!("table {table}: lost its header"))?;
-    let counters = shared
-        .counters_view()
-        .ok_or_else(|| format!("table {table}: counters segment does not match"))?;
+) -> Agent<'static> {
     let saved = config
         .state
         .as_deref()
@@ -236,10 +238,15 @@ fn start<'m>(
             state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))
         }))
     });
+    let path = config.table.clone();
+    let tables = Tables(Box::new(move |capacity| {
+        tablefile::make(&path, capacity)
+            .map(|t| Box::new(t) as Box<dyn Shm>)
+            .map_err(|e| e.to_string())
+    }));
     let adopted = shared.adopted;
     let mut agent = Agent::start_with(
-        writer,
-        counters,
+        Box::new(shared),
         adopted,
         config_path.to_owned(),
         config,
@@ -247,9 +254,10 @@ fn start<'m>(
         cluster,
         saved,
         saver,
+        Some(tables),
     );
     flush(&mut agent.take_log());
-    Ok(agent)
+    agent
 }
 
 /// The loop's clock: the only place the agent reads the time.

@@ -53,7 +53,7 @@ use crate::cluster::drops::{Counted, Drops, MAX_DROP_COUNTERS};
 use crate::cluster::peers::{Peers, Verdict, MAX_PEERS};
 use crate::cluster::replica::{node_id, Entry, NodeId, Refused, Replica, AHEAD_MS, BUCKETS};
 use crate::cluster::trickle::Trickle;
-use crate::cluster::wire::{Body, DropReason, Key, Message, CHALLENGE_PAD, VERSION};
+use crate::cluster::wire::{Body, DropReason, Key, Message, CHALLENGE_PAD, MAX_DATAGRAM, VERSION};
 use crate::vecmap::VecSet;
 
 /// How many nodes answer one digest that differs from theirs: enough that a lost answer is
@@ -251,14 +251,19 @@ impl Cluster {
     /// Sends a repair to peer `node` at the address it proved, as far as its repair budget goes
     /// (the rest goes in answers to its later digests).
     fn repair_to(&mut self, node: NodeId, entries: &[Entry], mono: u64, wall: u64) {
-        let Some(addr) = self.peers.get(node).map(|p| p.addr) else {
+        let rate = peers::repair_rate(self.replica.len());
+        let Some(p) = self.peers.get_mut(node) else {
             return;
         };
+        if p.budget(mono, rate) < MAX_DATAGRAM as u64 {
+            // Spent (a peer asking far too often): not even packed.
+            return;
+        }
+        let addr = p.addr;
         let key = self.key.clone();
         let grams = wire::pack(entries, &key, || {
             self.header(wall, Some(node), Body::Entries(Vec::new()))
         });
-        let rate = peers::repair_rate(self.replica.len());
         for d in grams {
             if !self
                 .peers
@@ -653,10 +658,13 @@ impl Cluster {
         self.hold_until.map_or(d, |h| d.min(h))
     }
 
-    /// Drop counts by source and reason.
+    /// Drop counts, sorted by source and reason (past the counters' capacity, last).
     #[cfg(test)]
     pub fn drops(&self) -> Vec<(SocketAddr, DropReason, u64)> {
-        self.drops.list()
+        let mut d = self.drops.list();
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        d.sort_unstable_by_key(|&(a, why, _)| (a == any, a, why));
+        d
     }
 
     /// Moves whenever what [`Cluster::status_lines`] shows (but for the time) may have changed.

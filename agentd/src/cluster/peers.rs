@@ -134,14 +134,19 @@ impl Peer {
     /// Takes `bytes` from the repair budget, refilled at `per_s` bytes a second up to that much
     /// ([`repair_rate`]); whether there were enough.
     pub fn spend(&mut self, bytes: usize, mono_ms: u64, per_s: u64) -> bool {
-        let earned = mono_ms.saturating_sub(self.refilled).saturating_mul(per_s) / 1000;
-        self.budget = self.budget.saturating_add(earned).min(per_s);
-        self.refilled = self.refilled.max(mono_ms);
-        let Some(left) = self.budget.checked_sub(bytes as u64) else {
+        let Some(left) = self.budget(mono_ms, per_s).checked_sub(bytes as u64) else {
             return false;
         };
         self.budget = left;
         true
+    }
+
+    /// The repair budget left at `mono_ms`, refilled at `per_s` bytes a second up to that much.
+    pub fn budget(&mut self, mono_ms: u64, per_s: u64) -> u64 {
+        let earned = mono_ms.saturating_sub(self.refilled).saturating_mul(per_s) / 1000;
+        self.budget = self.budget.saturating_add(earned).min(per_s);
+        self.refilled = self.refilled.max(mono_ms);
+        self.budget
     }
 
     /// The replay window: takes `seq` if it is new, records it.
@@ -268,6 +273,11 @@ impl Peers {
             .retain(|_, p| p.heard_mono.saturating_add(silence) >= mono_ms);
     }
 
+    /// Whether `node` is believed in `boot`.
+    pub fn believes(&self, node: NodeId, boot: u64) -> bool {
+        self.map.get(&node).is_some_and(|p| p.boot == boot)
+    }
+
     /// The believed peer `node`.
     pub fn get(&self, node: NodeId) -> Option<&Peer> {
         self.map.get(&node)
@@ -279,8 +289,8 @@ impl Peers {
     }
 
     /// Every peer, by id.
-    pub fn list(&self) -> Vec<(NodeId, &Peer)> {
-        self.map.iter().map(|(id, p)| (*id, p)).collect()
+    pub fn list(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
+        self.map.iter().map(|(id, p)| (*id, p))
     }
 
     /// The ids of every peer, in order.
