@@ -14,7 +14,6 @@
 
 pub mod bed;
 mod rng;
-pub mod simulate;
 
 pub use rng::TestRng;
 
