@@ -31,7 +31,7 @@ use std::net::IpAddr;
 
 use lbfo_core::cmd::Attr;
 use lbfo_core::table::{ApplyError, Backend, DEFAULT_PRIO, DEFAULT_WEIGHT};
-use lbfo_core::{Capacity, Command, Name, Policy, Service, MAX_BACKENDS};
+use lbfo_core::{Capacity, Command, Name, Policy, Service};
 
 use crate::vecmap::VecMap;
 
@@ -702,6 +702,7 @@ fn entry_hash(e: &Entry) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbfo_core::MAX_BACKENDS;
     use lbfo_core::{parse_line, Line};
 
     fn cmd(line: &str) -> Command {
