@@ -440,7 +440,7 @@ pub struct TableView<'a> {
     record_words: u8,
 }
 
-const _: () = assert!(RECORD_WORDS <= u8::MAX as usize && COUNTER_STRIDE <= u8::MAX as usize);
+const _: () = assert!(RECORD_WORDS <= u8::MAX as usize);
 
 impl<'a> TableView<'a> {
     /// Validates the header against the mapping. Accesses after this cannot go out of bounds.
