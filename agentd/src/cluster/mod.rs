@@ -72,6 +72,10 @@ pub const COLLECT_MS: u64 = 10_000;
 /// answers per digest the bound can be large enough for a joiner to take a full table
 /// (4,096 services of 16 backends) in a few rounds.
 pub const REPAIR_ENTRIES: usize = 4096;
+/// An answer is packed this many entries at a time (whole buckets, so a little more): its
+/// entries are held only a chunk at a time, for an agent's peak memory, and each chunk's last
+/// datagram is rarely the only one not full.
+const REPAIR_CHUNK: usize = 256;
 
 /// What kind of digest was heard.
 #[derive(Debug, Clone, Copy)]
@@ -522,8 +526,7 @@ impl Cluster {
         self.inconsistent();
         let start = match heard {
             Heard::Reply => {
-                let entries = self.repair(mask, self.repair_from);
-                self.repair_to(node, &entries, mono, wall);
+                self.repair(node, mask, self.repair_from, mono, wall);
                 let fed = self.peers.get_mut(node).map(|p| std::mem::take(&mut p.fed));
                 if fed == Some(true) {
                     self.digest(Some(node), false, wall);
@@ -536,8 +539,7 @@ impl Cluster {
                 None => return,
             },
         };
-        let entries = self.repair(mask, start);
-        self.repair_to(node, &entries, mono, wall);
+        self.repair(node, mask, start, mono, wall);
         self.digest(Some(node), true, wall);
     }
 
@@ -558,23 +560,32 @@ impl Cluster {
         (rank < RESPONDERS).then_some(rank)
     }
 
-    /// What one answer carries: the entries of whole differing buckets in `mask`, from bucket
-    /// `start` on, until [`REPAIR_ENTRIES`] are taken (at least one bucket); the others go in
-    /// later answers (answers to replies take turns through them).
-    fn repair(&mut self, mask: u64, start: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
+    /// Answers peer `node` with the entries of whole differing buckets in `mask`, from bucket
+    /// `start` on, until [`REPAIR_ENTRIES`] are sent (at least one bucket); the others go in
+    /// later answers (answers to replies take turns through them). Packed a few buckets at a
+    /// time ([`REPAIR_CHUNK`]), so a large answer never holds all its entries at once.
+    fn repair(&mut self, node: NodeId, mask: u64, start: usize, mono: u64, wall: u64) {
+        let (mut chunk, mut taken) = (Vec::new(), 0);
         for i in 0..BUCKETS {
             let b = (start + i) % BUCKETS;
             if mask & 1 << b == 0 {
                 continue;
             }
-            if out.len() >= REPAIR_ENTRIES {
+            if taken >= REPAIR_ENTRIES {
                 self.repair_from = b;
-                return out;
+                break;
             }
-            out.extend(self.replica.entries(1 << b));
+            let es = self.replica.entries(1 << b);
+            taken += es.len();
+            chunk.extend(es);
+            if chunk.len() >= REPAIR_CHUNK {
+                self.repair_to(node, &chunk, mono, wall);
+                chunk.clear();
+            }
         }
-        out
+        if !chunk.is_empty() {
+            self.repair_to(node, &chunk, mono, wall);
+        }
     }
 
     /// Counts a refused datagram under its reason and source.
