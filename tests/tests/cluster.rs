@@ -989,22 +989,33 @@ fn a_silent_cluster_sends_a_bounded_number_of_datagrams() {
         return;
     };
     c.wait_same(&c.all(), Duration::from_secs(10));
-    // Handshakes done and every timer grown to its longest interval.
-    std::thread::sleep(Duration::from_secs(5));
+    // Handshakes done, every timer grown to its longest interval, the hosts' own start-up
+    // traffic (IPv6 solicitations, first ARP) over.
+    std::thread::sleep(Duration::from_secs(10));
     let wakes = |h: &Host| (cluster_number(h, "wakes"), cluster_number(h, "written_ms"));
-    let (p0, w0) = (
-        c.bed.sent_packets(),
-        c.hosts.iter().map(wakes).collect::<Vec<_>>(),
-    );
+    let sent = |c: &Cluster| -> u64 {
+        c.hosts
+            .iter()
+            .map(|h| cluster_number(h, "sent_datagrams"))
+            .sum()
+    };
+    let snap = |c: &Cluster| {
+        let w: Vec<_> = c.hosts.iter().map(wakes).collect();
+        (c.bed.sent_packets(), w, sent(c))
+    };
+    let (p0, w0, s0) = snap(&c);
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
-    let (p1, w1) = (
-        c.bed.sent_packets(),
-        c.hosts.iter().map(wakes).collect::<Vec<_>>(),
-    );
+    let (p1, w1, s1) = snap(&c);
     let per_s = (p1 - p0) as f64 / window.as_secs_f64();
-    eprintln!("{n} idle agents: {per_s:.1} packets/s on the bridge");
-    assert!(per_s <= 10.0, "{per_s} packets/s from {n} idle agents");
+    eprintln!(
+        "{n} idle agents: {per_s:.1} packets/s on the bridge; the agents counted {} datagrams",
+        s1 - s0
+    );
+    let agents = (s1 - s0) as f64 / window.as_secs_f64();
+    assert!(agents <= 10.0, "{agents} datagrams/s from {n} idle agents");
+    // What else crosses the bridge (ARP, IPv6) is counted there too, so the bound is looser.
+    assert!(per_s <= 20.0, "{per_s} packets/s from {n} idle hosts");
     for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
         let ms = b.1.saturating_sub(a.1).max(1);
         let rate = (b.0 - a.0) as f64 * 1000.0 / ms as f64;
