@@ -27,15 +27,18 @@ use lbfo_core::addr::Ip;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use lbfo_core::cmd::{parse_bytes, Check, Setting};
+use lbfo_core::cmd::{parse_bytes, Setting};
+use lbfo_core::schedule::fastest_set;
 use lbfo_core::table::ApplyError;
-use lbfo_core::{Command, CountersView, Line, Service, Table, Writer, MAX_SERVICES};
+use lbfo_core::{
+    Command, CountersView, Line, Policy, Service, Table, Writer, MAX_BACKENDS, MAX_SERVICES,
+};
 
 use crate::cluster::wire::DropReason;
 use crate::cluster::{Cluster, Dest};
 use crate::control::config::{self, Config, ConfigError};
 use crate::control::fifo::{Piece, MAX_LINE};
-use crate::health::Verdict;
+use crate::health::{Spec, Verdict};
 use crate::table::export::Export;
 use crate::table::state::{self, Saved};
 use crate::vecmap::VecSet;
@@ -103,6 +106,9 @@ pub struct Agent<'m> {
     changes: u64,
     saver: Option<Saver<'m>>,
     save_failing: bool,
+    /// The slots of `fastest` services, as of `changes` (so a turn with a new round-trip time
+    /// does not scan every slot).
+    fastest_slots: (u64, Vec<usize>),
 }
 
 impl<'m> Agent<'m> {
@@ -179,6 +185,7 @@ impl<'m> Agent<'m> {
             changes: 0,
             saver,
             save_failing: false,
+            fastest_slots: (u64::MAX, Vec::new()),
         };
         if agent.cluster.is_some() {
             if let (Some(s), Some(c)) = (&saved, agent.cluster.as_mut()) {
@@ -773,11 +780,11 @@ impl<'m> Agent<'m> {
     }
 
     /// Every backend of every service with a `check`, with its check.
-    pub fn checked(&self) -> Vec<(Check, IpAddr)> {
+    pub fn checked(&self) -> Vec<(Spec, IpAddr)> {
         let mut out = Vec::new();
         for c in &self.config.checks {
             if let Some((_, s)) = self.services().find(|(_, s)| s.name == c.service) {
-                out.extend(s.iter().map(|(_, b)| (*c, b.addr)));
+                out.extend(s.iter().map(|(_, b)| (c.clone(), b.addr)));
             }
         }
         out
@@ -819,6 +826,56 @@ impl<'m> Agent<'m> {
             Err(e) => self.log(format!("check: {e} ({cmd})")),
         }
         self.publish();
+    }
+
+    /// Gives every `fastest` service its fastest set (`schedule::fastest_set`) from this
+    /// machine's round-trip times (`rtt`: the smoothed time of a service's backend, if measured).
+    /// The sets are local: they change no command, no replica and no state file. A slot is
+    /// republished, and the change logged, only when its set changed.
+    pub fn fastest(&mut self, rtt: impl Fn(&str, IpAddr) -> Option<u32>) {
+        if self.fastest_slots.0 != self.changes {
+            let slots = self
+                .services()
+                .filter(|(_, s)| s.policy == Policy::Fastest)
+                .map(|(slot, _)| slot)
+                .collect();
+            self.fastest_slots = (self.changes, slots);
+        }
+        for i in 0..self.fastest_slots.1.len() {
+            let slot = self.fastest_slots.1[i];
+            let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut times = [None; MAX_BACKENDS];
+            for (pos, b) in s.iter() {
+                times[pos] = rtt(s.name.as_str(), b.addr);
+            }
+            let set = fastest_set(s, &times);
+            let mut changed = false;
+            let mut members = Vec::new();
+            for (pos, b) in s.backends.iter_mut().enumerate() {
+                if let Some(b) = b {
+                    let fast = set >> pos & 1 == 1;
+                    changed |= b.fast != fast;
+                    b.fast = fast;
+                    if let (true, Some(t)) = (fast, times[pos]) {
+                        members.push(format!("{} ({}.{:03} ms)", Ip(b.addr), t / 1000, t % 1000));
+                    }
+                }
+            }
+            if !changed {
+                continue;
+            }
+            let line = match members.is_empty() {
+                true => format!(
+                    "fastest: {}: no round-trip time; taking turns as roundrobin",
+                    s.name
+                ),
+                false => format!("fastest: {}: {}", s.name, members.join(", ")),
+            };
+            self.pending.slots.insert(slot, ());
+            self.log(line);
+        }
     }
 
     /// Writes the state file if anything changed (at most once per publish, so once per batch).

@@ -17,11 +17,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use lbfo_core::cmd::{parse_bytes, Check, ParseErrorKind};
+use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Command, Line, Name, Service, Setting, Table, MAX_SERVICES};
 use nix::errno::Errno;
 
+use crate::health::Spec;
 use crate::vecmap::VecMap;
 
 /// Where the table lives unless the config says `table PATH`; the NSS module's default too.
@@ -48,7 +49,7 @@ pub struct Config {
     /// FIFO or the group live only in the table and, in a cluster, in the peers).
     pub state: Option<PathBuf>,
     /// `check` lines: health checks, at most one per service (the last one counts).
-    pub checks: Vec<Check>,
+    pub checks: Vec<Spec>,
     /// The commands with their 1-based line numbers, in file order.
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
@@ -193,7 +194,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut table = None;
     let mut fifo = None;
     let mut state = None;
-    let mut checks: Vec<Check> = Vec::new();
+    let mut checks: Vec<Spec> = Vec::new();
     let mut cluster = ClusterConfig::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut hosts_file = None;
@@ -261,7 +262,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
                         if let Some(i) = checks.iter().position(|o| o.service == c.service) {
                             checks.remove(i);
                         }
-                        checks.push(c);
+                        checks.push(Spec::new(&c));
                         continue;
                     }
                 };

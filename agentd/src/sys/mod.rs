@@ -3,7 +3,7 @@
 //! it holds. The rest of the agent is `#![deny(unsafe_code)]` without exception (a check in
 //! `scripts/test.sh` keeps it so).
 //!
-//! - this module: errno text, the clock, random bytes;
+//! - this module: errno text, the clock, random bytes, the open-files limit;
 //! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...), stdout and stderr;
 //! - [`net`]: socket options, interface requests, datagrams with control messages;
 //! - [`shm`]: the table file's mapping and the counters' SysV segment.
@@ -55,6 +55,27 @@ pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
 /// `SystemTime` bring `Duration` arithmetic in 128 bits, a kilobyte on the 32-bit routers.
 pub fn clock_ms(clock: nix::time::ClockId) -> u64 {
     nix::time::clock_gettime(clock).map_or(0, |t| ms_of(t.tv_sec(), t.tv_nsec()))
+}
+
+/// Microseconds on `clock`, as [`clock_ms`]: for round-trip times, which on a LAN are
+/// fractions of a millisecond.
+pub fn clock_us(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock).map_or(0, |t| {
+        let (s, ns): (i64, i64) = (t.tv_sec().into(), t.tv_nsec().into());
+        u64::try_from(s.wrapping_mul(1_000_000).wrapping_add(ns / 1000)).unwrap_or(0)
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit (`setrlimit`), so that health checks
+/// in flight do not run out of fds under a low default; returns the soft limit before and
+/// after, or the errno text when the limits cannot be read.
+pub fn raise_fd_limit() -> Result<(u64, u64), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| errno_text(e as i32))?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Ok((soft.into(), hard.into()));
+    }
+    Ok((soft.into(), soft.into()))
 }
 
 /// Seconds and nanoseconds (of whatever width the target's `timespec` has) as milliseconds;
