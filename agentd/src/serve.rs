@@ -1,4 +1,4 @@
-//! The agent's loop: [`serve`] sets everything up, then runs [`Loop::turn`] until SIGTERM or
+//! The agent's loop: [`serve`] sets everything up, then runs `Loop::turn` until SIGTERM or
 //! SIGINT. One thread, one `poll`, a fixed set of sources; the [`Agent`] holds no fd and no
 //! clock, the loop holds nothing else.
 //!

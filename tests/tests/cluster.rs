@@ -413,6 +413,51 @@ fn a_replayed_datagram_is_refused_and_counted() {
     );
 }
 
+/// `lbfo-udp forge` from host `n`: a key holder whose clock is `ahead_ms` ahead sends `line`.
+fn forge(c: &Cluster, n: usize, ahead_ms: u64, line: &str) {
+    let out = c
+        .bed
+        .exec(n, udp_tool())
+        .args(["forge", c.group, &c.bed.v4(n)])
+        .arg(&c.key)
+        .args([&ahead_ms.to_string(), line])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn an_entry_forged_far_in_the_future_is_refused_and_counted() {
+    let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let n = c.bed.add_host();
+    // A key holder (or a node whose clock ran an hour ahead): refused by every node, counted,
+    // logged; it could otherwise pin the registers it wrote against every later change.
+    forge(&c, n, 3_600_000, "add future.lan 10.0.9.1");
+    for i in 1..=3 {
+        let h = c.h(i);
+        h.wait_for("the future entry to be counted", || {
+            dropped(h, "future") >= 1
+        });
+        assert_eq!(answer(h, "future.lan"), "", "host {i}");
+        assert!(
+            h.log()
+                .contains(": entries stamped up to 3600 s ahead of this node's clock refused"),
+            "{}",
+            h.log()
+        );
+    }
+    // The same key holder with a clock that is right is heard: what refused the first was
+    // the stamp.
+    forge(&c, n, 0, "add present.lan 10.0.9.2");
+    for i in 1..=3 {
+        wait_answer(c.h(i), "present.lan", "10.0.9.2");
+        assert_eq!(answer(c.h(i), "future.lan"), "");
+    }
+}
+
 #[test]
 fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
     let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {

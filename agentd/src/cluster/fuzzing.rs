@@ -97,7 +97,7 @@ pub fn node() -> Cluster {
         .get_or_init(|| {
             let mut r = Replica::new(c.replica.me());
             for l in SETUP {
-                r.config_line(&cmd(l), T0 - 120_000);
+                r.config_line(&cmd(l), T0 - 120_000, T0);
             }
             r
         })

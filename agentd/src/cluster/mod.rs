@@ -31,7 +31,7 @@ pub mod wire;
 use lbfo_core::addr::Sock;
 use std::net::SocketAddr;
 
-use crate::cluster::replica::{node_id, Entry, NodeId, Replica, BUCKETS};
+use crate::cluster::replica::{node_id, Entry, NodeId, Refused, Replica, AHEAD_MS, BUCKETS};
 use crate::cluster::wire::{Body, DropReason, Key, Message, VERSION};
 use crate::vecmap::VecSet;
 
@@ -273,16 +273,27 @@ impl Cluster {
                 self.named(node, name);
                 self.compare(node, from, &digest, !reply, wall_ms);
             }
-            Body::Entries(es) => {
-                for w in &es {
-                    // `open` checked every entry converts.
-                    if let Some(e) = wire::from_wire(w) {
-                        if self.replica.merge(&e, wall_ms) {
-                            self.changed.insert(e.name().as_str().to_owned(), ());
-                        }
-                    }
+            Body::Entries(es) => self.merge(&es, from, wall_ms),
+        }
+    }
+
+    /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
+    /// others to be taken in.
+    fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
+        let mut ahead = None;
+        // `open` checked every entry converts.
+        for e in es.iter().filter_map(wire::from_wire) {
+            match self.replica.merge(&e, wall_ms) {
+                Ok(true) => {
+                    self.changed.insert(e.name().as_str().to_owned(), ());
                 }
+                Ok(false) => {}
+                Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
             }
+        }
+        if let Some(ms) = ahead {
+            let detail = format!("up to {} s", ms.div_ceil(1000));
+            self.refuse(from, DropReason::Future, &detail);
         }
     }
 
@@ -391,26 +402,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// Counts a refused datagram under its reason and source; the first of a reason that needs
-    /// an operator's attention from each source is logged.
+    /// Counts a refused datagram under its reason and source.
     pub fn dropped(&mut self, from: SocketAddr, why: DropReason) {
+        self.refuse(from, why, "");
+    }
+
+    /// Counts a refused datagram; the first of a reason that needs an operator's attention
+    /// from each source is logged, with `detail`.
+    fn refuse(&mut self, from: SocketAddr, why: DropReason, detail: &str) {
         match self.drops.count(from, why) {
             Some(true) => {
-                let line = match why {
-                    DropReason::SameName => format!(
-                        "cluster: warning: {} sends under this node's name {}; its datagrams are \
-                         ignored (every node needs a name of its own: `node NAME`)",
-                        Sock(from),
-                        self.name
-                    ),
-                    DropReason::TooManyPeers => format!(
-                        "cluster: warning: {}: a new node refused, {MAX_PEERS} peers already \
-                         (the most this agent tracks)",
-                        Sock(from)
-                    ),
-                    _ => return,
-                };
-                self.log.push(line);
+                if let Some(line) = self.warning(from, why, detail) {
+                    self.log.push(line);
+                }
             }
             Some(false) => {}
             None if self.drops.beyond.iter().sum::<u64>() == 1 => self.log.push(format!(
@@ -419,6 +423,27 @@ impl Cluster {
             )),
             None => {}
         }
+    }
+
+    /// The line logged for the first drop of `why` from `from`, if its reason needs one.
+    fn warning(&self, from: SocketAddr, why: DropReason, detail: &str) -> Option<String> {
+        let what = match why {
+            DropReason::SameName => format!(
+                "sends under this node's name {}; its datagrams are ignored (every node needs a \
+                 name of its own: `node NAME`)",
+                self.name
+            ),
+            DropReason::TooManyPeers => format!(
+                "a new node refused, {MAX_PEERS} peers already (the most this agent tracks)"
+            ),
+            DropReason::Future => format!(
+                "entries stamped {detail} ahead of this node's clock refused (the cluster's \
+                 clocks must agree within {} s: is NTP running, there and here?)",
+                AHEAD_MS / 1000
+            ),
+            _ => return None,
+        };
+        Some(format!("cluster: warning: {}: {what}", Sock(from)))
     }
 
     /// Lines for the agent's log, oldest first.
@@ -569,7 +594,7 @@ mod tests {
         }
         let log = a.take_log();
         assert_eq!(log.len(), 1, "{log:?}");
-        assert!(log[0].contains("10.0.0.2:7946 sends under this node's name gw"));
+        assert!(log[0].contains("10.0.0.2:7946: sends under this node's name gw"));
         assert!(
             a.replica.service("w.lan").is_none(),
             "the twin's change is not applied"
@@ -623,6 +648,40 @@ mod tests {
         assert!(b
             .status_lines(T0)
             .ends_with("drop 0.0.0.0:0 truncated 10\n"));
+    }
+
+    #[test]
+    fn entries_stamped_beyond_our_clock_are_refused_counted_and_logged_once() {
+        let (mut a, mut b) = (node("a"), node("b"));
+        // Entries stamped an hour ahead (a forger, or a hybrid clock dragged there), sent now.
+        for line in ["add w.lan 10.0.0.1", "add x.lan 10.0.0.2"] {
+            let es = a.replica.command(&cmd(line), T0 + 3_600_000).unwrap();
+            a.send_entries(Dest::All, &es, T0);
+        }
+        let grams = a.take_outbox();
+        for (_, d) in &grams {
+            b.datagram(d, addr(1), T0);
+        }
+        assert!(b.replica.names().next().is_none(), "nothing taken in");
+        assert_eq!(b.drops(), [(addr(1), DropReason::Future, 2)]);
+        let log = b.take_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(
+            log[0].contains("10.0.0.1:7946: entries stamped up to 3600 s ahead"),
+            "{log:?}"
+        );
+        // Within the window: taken.
+        let mut c = node("c");
+        let es = c
+            .replica
+            .command(&cmd("add y.lan 10.0.0.3"), T0 + AHEAD_MS)
+            .unwrap();
+        c.send_entries(Dest::All, &es, T0);
+        for (_, d) in c.take_outbox() {
+            b.datagram(&d, addr(1), T0);
+        }
+        assert!(b.replica.service("y.lan").is_some());
+        assert_eq!(b.drops().len(), 1);
     }
 
     #[test]
@@ -810,16 +869,17 @@ mod tests {
         let mut nodes = vec![node("a"), node("b")];
         nodes[0]
             .replica
-            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         nodes[1]
             .replica
-            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         run(&mut nodes[1], "down w.lan 10.0.0.1", T0);
         run(&mut nodes[1], "add w.lan 10.0.0.2", T0);
         settle(&mut nodes, T0, || false);
         // `a` restarts from its config only, holding its adopted table.
         let mut a = Cluster::new("a", Key::new(b"k".to_vec()), T0 + 50, 0, true);
-        a.replica.config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000);
+        a.replica
+            .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0);
         assert!(a.holding());
         a.hello(T0 + 50);
         nodes[0] = a;

@@ -41,6 +41,12 @@ pub type NodeId = u64;
 /// longer than this may bring back a backend deleted meanwhile (see ARCHITECTURE.md).
 pub const TOMBSTONE_MS: u64 = 10 * 60 * 1000;
 
+/// How far ahead of this node's wall clock a stamp made elsewhere may be. The clocks of a
+/// cluster must agree within it (NTP): an entry stamped later is refused ([`Refused::Future`]),
+/// so a wrong clock, a damaged state file or a key holder cannot pin a register with a stamp
+/// nobody can beat (`u64::MAX`), nor drag every node's hybrid clock ahead.
+pub const AHEAD_MS: u64 = 30_000;
+
 /// Buckets in a digest: 32 hashes (about 160 bytes on the wire) localise a difference to ~1/32
 /// of the services, so repairing one missed change resends little.
 pub const BUCKETS: usize = 32;
@@ -193,6 +199,13 @@ impl ServiceState {
     }
 }
 
+/// Why [`Replica::merge`] did not take an entry in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Stamped more than [`AHEAD_MS`] after this node's wall clock, by this much (ms).
+    Future(u64),
+}
+
 /// One unit of replication: a service's own fields, or one backend's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -223,6 +236,19 @@ impl Entry {
     pub fn name(&self) -> &Name {
         match self {
             Entry::Service { name, .. } | Entry::Backend { name, .. } => name,
+        }
+    }
+
+    /// The newest of its stamps.
+    fn newest(&self) -> Stamp {
+        match self {
+            Entry::Service {
+                created,
+                deleted,
+                policy,
+                ..
+            } => *created.max(deleted).max(&policy.at),
+            Entry::Backend { state, .. } => state.newest(),
         }
     }
 }
@@ -269,9 +295,9 @@ impl Replica {
         self.me
     }
 
-    /// A fresh stamp, newer than everything seen.
+    /// A fresh stamp, newer than everything seen (but never wrapping around).
     fn tick(&mut self, wall_ms: u64) -> Stamp {
-        self.clock = wall_ms.max(self.clock + 1);
+        self.clock = wall_ms.max(self.clock.saturating_add(1));
         Stamp {
             time: self.clock,
             node: self.me,
@@ -290,11 +316,13 @@ impl Replica {
         Ok(self.apply_at(cmd, at))
     }
 
-    /// Applies a config line with the config's stamp time. Never fails: a line that no longer
-    /// applies (its backend deleted by a newer change) simply loses.
-    pub fn config_line(&mut self, cmd: &Command, time: u64) -> Vec<Entry> {
+    /// Applies a config line with the config's stamp time (its file's mtime), which is taken as
+    /// `wall_ms` if it is later: a file touched into the future, or a clock set back since it was
+    /// written, must not stamp ahead of this clock. Never fails: a line that no longer applies
+    /// (its backend deleted by a newer change) simply loses.
+    pub fn config_line(&mut self, cmd: &Command, time: u64, wall_ms: u64) -> Vec<Entry> {
         let at = Stamp {
-            time,
+            time: time.min(wall_ms),
             node: self.me,
         };
         self.observe(at);
@@ -425,21 +453,27 @@ impl Replica {
         out
     }
 
-    /// Merges an entry from a peer; says whether anything changed. Dead entries older than
-    /// [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere else).
-    pub fn merge(&mut self, e: &Entry, wall_ms: u64) -> bool {
+    /// Merges an entry from a peer (or the state file); says whether anything changed. Refused,
+    /// changing nothing: an entry stamped more than [`AHEAD_MS`] after `wall_ms`. Dead entries
+    /// older than [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere
+    /// else).
+    pub fn merge(&mut self, e: &Entry, wall_ms: u64) -> Result<bool, Refused> {
         let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
         let name = *e.name();
-        let (newest, dead) = match e {
+        let newest = e.newest();
+        if newest.time > wall_ms.saturating_add(AHEAD_MS) {
+            return Err(Refused::Future(newest.time - wall_ms));
+        }
+        let dead = match e {
             Entry::Service {
                 created, deleted, ..
-            } => (*created.max(deleted), deleted >= created),
-            Entry::Backend { state, .. } => (state.newest(), !state.exists.value),
+            } => deleted >= created,
+            Entry::Backend { state, .. } => !state.exists.value,
         };
         self.observe(newest);
         let known = self.services.get(name.as_str());
         if dead && newest.time < horizon && known.is_none() {
-            return false;
+            return Ok(false);
         }
         let s = self
             .services
@@ -468,7 +502,7 @@ impl Replica {
             },
         };
         prune(s);
-        changed
+        Ok(changed)
     }
 
     /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
@@ -704,16 +738,16 @@ mod tests {
         let (mut a, mut b) = (Replica::new(1), Replica::new(2));
         let base = run(&mut a, "add w.lan 10.0.0.1", 100);
         for e in &base {
-            b.merge(e, 100);
+            b.merge(e, 100).unwrap();
         }
         // Same wall time on both: the clocks tie and node 2 wins the weight.
         let ea = run(&mut a, "weight w.lan 10.0.0.1 5", 200);
         let eb = run(&mut b, "weight w.lan 10.0.0.1 7", 200);
         for e in &eb {
-            a.merge(e, 200);
+            a.merge(e, 200).unwrap();
         }
         for e in &ea {
-            b.merge(e, 200);
+            b.merge(e, 200).unwrap();
         }
         assert_eq!(show(&a), show(&b));
         assert!(show(&a).contains("w7"), "{}", show(&a));
@@ -726,12 +760,12 @@ mod tests {
         let add = run(&mut a, "add w.lan 10.0.0.1\nadd w.lan 10.0.0.2", 100);
         let del = run(&mut a, "del w.lan 10.0.0.1", 150);
         for e in del.iter().chain(&add) {
-            b.merge(e, 200);
+            b.merge(e, 200).unwrap();
         }
         assert_eq!(show(&b), "w.lan roundrobin: 10.0.0.2 up w1 p1 l0;\n");
         let del_svc = run(&mut a, "del w.lan", 300);
         for e in del_svc.iter().chain(&add).chain(&del) {
-            b.merge(e, 300);
+            b.merge(e, 300).unwrap();
         }
         assert_eq!(show(&b), "");
         assert_eq!(
@@ -748,17 +782,17 @@ mod tests {
         // Restart with a config written before the down: the down stays.
         let mut fresh = Replica::new(1);
         for l in ["add w.lan 10.0.0.1 weight=2", "add w.lan 10.0.0.9"] {
-            fresh.config_line(&cmd(l), 1_000);
+            fresh.config_line(&cmd(l), 1_000, 1_000);
         }
         for e in a.entries(u64::MAX) {
-            fresh.merge(&e, 6_000);
+            fresh.merge(&e, 6_000).unwrap();
         }
         assert_eq!(
             show(&fresh),
             "w.lan roundrobin: 10.0.0.9 up w1 p1 l0; 10.0.0.1 down w1 p1 l0;\n"
         );
         // An edited config (newer) wins over the older command for the fields it sets.
-        fresh.config_line(&cmd("add w.lan 10.0.0.1 weight=4"), 7_000);
+        fresh.config_line(&cmd("add w.lan 10.0.0.1 weight=4"), 7_000, 7_000);
         assert!(
             show(&fresh).contains("10.0.0.1 down w4"),
             "{}",
@@ -778,19 +812,19 @@ mod tests {
         assert_eq!(a.entries(u64::MAX).len(), 2, "collected");
         let late = 3_000 + TOMBSTONE_MS;
         assert!(
-            !a.merge(&del[1], late),
+            !a.merge(&del[1], late).unwrap(),
             "an old tombstone is not taken back"
         );
         let mut b = Replica::new(2);
         for e in &add {
-            b.merge(e, late);
+            b.merge(e, late).unwrap();
         }
         assert!(
             show(&b).contains("10.0.0.1"),
             "a live entry is always taken"
         );
         assert!(
-            b.merge(&del[1], late),
+            b.merge(&del[1], late).unwrap(),
             "a node that never saw the delete takes it over its older add"
         );
         b.collect(late);
@@ -804,6 +838,70 @@ mod tests {
         assert!(!gone.is_empty());
         assert_eq!(a.collect(late + TOMBSTONE_MS + 1).len(), 1);
         assert!(a.names().next().is_none());
+    }
+
+    #[test]
+    fn stamps_from_the_future_are_refused_and_the_clock_never_wraps() {
+        let mut a = Replica::new(1);
+        let now = 1_000_000;
+        let sent = run(&mut a, "add w.lan 10.0.0.1", now);
+        let mut b = Replica::new(2);
+        let at = |e: &Entry, t: u64| {
+            let mut e = e.clone();
+            match &mut e {
+                Entry::Service { created, .. } => created.time = t,
+                Entry::Backend { state, .. } => state.up.at.time = t,
+            }
+            e
+        };
+        // At the edge of the window: taken; one ms beyond, or u64::MAX: refused, nothing changed.
+        for e in &sent {
+            assert_eq!(b.merge(&at(e, now + AHEAD_MS), now), Ok(true));
+        }
+        let before = b.digest();
+        for e in &sent {
+            let t = now + AHEAD_MS + 1;
+            assert_eq!(b.merge(&at(e, t), now), Err(Refused::Future(AHEAD_MS + 1)));
+            assert!(b.merge(&at(e, u64::MAX), now).is_err());
+        }
+        // A register that is not the entry's main stamp counts as much.
+        let Entry::Service {
+            name,
+            created,
+            deleted,
+            mut policy,
+        } = sent[0].clone()
+        else {
+            panic!()
+        };
+        policy.at.time = u64::MAX;
+        let e = Entry::Service {
+            name,
+            created,
+            deleted,
+            policy,
+        };
+        assert!(b.merge(&e, now).is_err());
+        assert_eq!(b.digest(), before);
+        assert!(
+            b.clock <= now + AHEAD_MS,
+            "the hybrid clock is not dragged beyond the window"
+        );
+        // A stamp at the clock's end stays there rather than wrapping to 0.
+        b.clock = u64::MAX;
+        assert_eq!(b.tick(now).time, u64::MAX);
+        // A config file modified "in the future" is stamped now: its entries are taken by
+        // every node, and a later command made elsewhere beats them.
+        let mut c = Replica::new(3);
+        let config = c.config_line(&cmd("add w.lan 10.0.0.1"), now + 3_600_000, now);
+        let mut d = Replica::new(4);
+        for e in &config {
+            assert_eq!(d.merge(e, now), Ok(true));
+        }
+        for e in run(&mut d, "down w.lan 10.0.0.1", now + 1) {
+            c.merge(&e, now + 1).unwrap();
+        }
+        assert!(show(&c).contains("10.0.0.1 down"), "{}", show(&c));
     }
 
     use crate::TestRng as Rng;
@@ -847,7 +945,7 @@ mod tests {
                 // Some entries reach some nodes early (partial delivery).
                 if !sent.is_empty() {
                     let e = sent[rng.below(sent.len() as u64) as usize].clone();
-                    nodes[rng.below(4) as usize].merge(&e, t);
+                    nodes[rng.below(4) as usize].merge(&e, t).unwrap();
                 }
             }
             for node in nodes.iter_mut() {
@@ -856,7 +954,7 @@ mod tests {
                     order.swap(i, rng.below(i as u64 + 1) as usize);
                 }
                 for &i in order.iter().chain(order.iter().take(5)) {
-                    node.merge(&sent[i], t);
+                    node.merge(&sent[i], t).unwrap();
                 }
             }
             let first = (show(&nodes[0]), nodes[0].digest());
@@ -866,7 +964,7 @@ mod tests {
             // Anti-entropy from full state gives the same result as from the entries.
             let mut late = Replica::new(9);
             for e in nodes[2].entries(u64::MAX) {
-                late.merge(&e, t);
+                late.merge(&e, t).unwrap();
             }
             assert_eq!(
                 (show(&late), late.digest()),
@@ -880,7 +978,7 @@ mod tests {
     fn digest_buckets_localise_differences() {
         let (mut a, mut b) = (Replica::new(1), Replica::new(2));
         for e in run(&mut a, "add x.lan 10.0.0.1\nadd y.lan 10.0.0.2", 10) {
-            b.merge(&e, 10);
+            b.merge(&e, 10).unwrap();
         }
         assert_eq!(a.digest(), b.digest());
         run(&mut a, "down x.lan 10.0.0.1", 20);
@@ -889,7 +987,7 @@ mod tests {
         assert_eq!(diff, [bucket(&cmd("reset x.lan").service().clone())]);
         let mask = diff.iter().fold(0u64, |m, &i| m | 1 << i);
         for e in a.entries(mask) {
-            b.merge(&e, 30);
+            b.merge(&e, 30).unwrap();
         }
         assert_eq!(a.digest(), b.digest());
     }

@@ -62,6 +62,9 @@ pub enum DropReason {
     SameName,
     /// Authentic, from a node new to this one when it already tracks `cluster::MAX_PEERS`.
     TooManyPeers,
+    /// Authentic, with entries stamped later than this node's clock allows
+    /// (`replica::AHEAD_MS`); the datagram's other entries are taken in.
+    Future,
 }
 
 impl DropReason {
@@ -78,11 +81,12 @@ impl DropReason {
             DropReason::OtherGroup => "other_group",
             DropReason::SameName => "same_name",
             DropReason::TooManyPeers => "too_many_peers",
+            DropReason::Future => "future",
         }
     }
 
     /// Every reason, in the order `status` totals them.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Version,
@@ -93,6 +97,7 @@ impl DropReason {
         DropReason::OtherGroup,
         DropReason::SameName,
         DropReason::TooManyPeers,
+        DropReason::Future,
     ];
 }
 

@@ -1,5 +1,5 @@
 //! What the agent writes for others to read: the shared table file and its counters segment
-//! ([`file`]), the state file that survives restarts ([`state`]) and the dnsmasq hosts-file
+//! ([`file`](mod@file)), the state file that survives restarts ([`state`]) and the dnsmasq hosts-file
 //! export ([`export`]).
 
 pub mod export;

@@ -6,6 +6,9 @@
 //! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE             send the recorded datagrams again, in order
 //! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED [GAP_US]  send N datagrams of random bytes and
 //!                                                      lengths, GAP_US microseconds apart
+//! lbfo-udp forge   GROUP:PORT LOCAL_V4 KEY AHEAD_MS LINE   a key holder: join the group as node
+//!                                                      "forger" and send LINE's entries stamped
+//!                                                      AHEAD_MS after the wall clock
 //! ```
 //! Records are a 2-byte little-endian length and the bytes. `capture` creates FILE.ready once it
 //! has joined, so a test can wait for it instead of sleeping. `random` prints how many of what it
@@ -96,7 +99,59 @@ fn main() {
                 "sent {n} truncated {truncated} oversized {oversized} version {version} bad_mac {bad_mac}"
             );
         }
+        "forge" => {
+            let key = lbfo_agentd::control::keyfile::read(std::path::Path::new(&arg(3)))
+                .unwrap_or_else(|e| panic!("key: {e}"));
+            let ahead: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            forge(addr, local, key, ahead, &arg(5));
+        }
         _ => usage(),
+    }
+}
+
+fn wall_ms() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    t.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A key holder with a wrong (or lying) clock: the agent's own cluster code as node "forger",
+/// heard by the group for a second, then sending `line`'s entries stamped `ahead` ms after now
+/// (sent now), then answering for another second.
+fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &str) {
+    use lbfo_agentd::cluster::{wire::Key, Cluster, Dest};
+    let Ok(Some(lbfo_core::Line::Command(cmd))) = lbfo_core::parse_line(line) else {
+        panic!("not a command: {line}")
+    };
+    let s = UdpSocket::bind((local, 0)).expect("bind");
+    s.set_multicast_ttl_v4(1).expect("ttl");
+    s.set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let t0 = Instant::now();
+    let mut node = Cluster::new("forger", Key::new(key), wall_ms(), 0, false);
+    node.hello(wall_ms());
+    let (mut buf, mut forged) = ([0u8; 2048], false);
+    while t0.elapsed() < Duration::from_secs(2) {
+        let mono = t0.elapsed().as_millis() as u64;
+        node.tick(mono, wall_ms());
+        if !forged && mono >= 1000 {
+            let es = node
+                .replica
+                .command(&cmd, wall_ms() + ahead)
+                .expect("the command applies to the forger's own table");
+            node.send_entries(Dest::All, &es, wall_ms());
+            println!("forged {} entries stamped {ahead} ms ahead", es.len());
+            forged = true;
+        }
+        for (dest, d) in node.take_outbox() {
+            let to = match dest {
+                Dest::All => group,
+                Dest::To(a) => a,
+            };
+            let _ = s.send_to(&d, to);
+        }
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            node.datagram(&buf[..n], from, wall_ms());
+        }
     }
 }
 
@@ -107,6 +162,6 @@ fn sender(local: Ipv4Addr) -> UdpSocket {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: lbfo-udp capture|replay|random ADDR:PORT LOCAL_V4 ...");
+    eprintln!("usage: lbfo-udp capture|replay|random|forge ADDR:PORT LOCAL_V4 ...");
     std::process::exit(2)
 }

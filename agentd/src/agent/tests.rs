@@ -1,0 +1,418 @@
+//! The agent over plain memory with a fake clock: FIFO lines, reloads, restarts, limits, the
+//! heartbeat, and two cluster agents wired back to back.
+
+use super::*;
+use crate::control::config;
+use crate::control::fifo::Piece;
+use lbfo_core::atomic::AtomicU64;
+use lbfo_core::shm::Layout;
+use lbfo_core::{Lookup, TableView, Want};
+use std::net::SocketAddr;
+
+struct Mem {
+    table: Vec<AtomicU64>,
+    counters: Vec<AtomicU64>,
+}
+
+impl Mem {
+    fn new() -> Mem {
+        let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
+        let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Writer::init(&table, 7).unwrap();
+        CountersView::init(&counters, 7, Layout::CURRENT);
+        Mem { table, counters }
+    }
+
+    fn agent(&self, adopt: bool, conf: &str, t: u64) -> Agent<'_> {
+        let w = Writer::attach(&self.table).unwrap();
+        let c = CountersView::new_checked(&self.counters, &w.view()).unwrap();
+        Agent::start(
+            w,
+            c,
+            adopt,
+            "conf".into(),
+            config::parse(conf.as_bytes()).unwrap(),
+            at(t),
+            None,
+        )
+    }
+
+    /// One lookup through the reader, as the NSS module does it.
+    fn v4(&self, name: &str) -> String {
+        let v = TableView::new_checked(&self.table).unwrap();
+        let c = CountersView::new_checked(&self.counters, &v).unwrap();
+        match v.lookup(name.as_bytes(), Want::V4, Some(&c)) {
+            Lookup::Found(a) => a.v4.unwrap().to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn count(&self, slot: usize, pos: usize) -> u64 {
+        let v = TableView::new_checked(&self.table).unwrap();
+        CountersView::new_checked(&self.counters, &v)
+            .unwrap()
+            .count(slot, pos)
+    }
+
+    fn heartbeat(&self) -> u64 {
+        TableView::new_checked(&self.table).unwrap().heartbeat_ms()
+    }
+}
+
+fn at(ms: u64) -> Now {
+    Now {
+        mono_ms: ms,
+        wall_ms: 1_000_000 + ms,
+    }
+}
+
+/// Feeds `text` to the agent as FIFO lines, publishes, and returns what it logged.
+fn send(a: &mut Agent<'_>, text: &str) -> Vec<String> {
+    for line in text.lines() {
+        a.fifo_piece(Piece::Line(line.as_bytes()));
+    }
+    a.publish();
+    a.take_log()
+}
+
+const CONF: &str = "table /t/table\nfifo /t/sock\npolicy web.lan failover\nadd web.lan 10.0.0.1 prio=1\nadd web.lan 10.0.0.2 prio=2\n";
+
+#[test]
+fn start_publishes_the_config() {
+    let m = Mem::new();
+    let mut a = m.agent(false, CONF, 0);
+    assert_eq!(m.v4("web.lan"), "10.0.0.1");
+    assert_eq!(
+        a.take_log(),
+        ["start: conf: 3 commands applied; 1 services"]
+    );
+    assert_eq!(m.heartbeat(), 1_000_000);
+}
+
+#[test]
+fn every_setting_is_refused_on_the_fifo_naming_how_to_change_it() {
+    let m = Mem::new();
+    let mut a = m.agent(false, CONF, 0);
+    a.take_log();
+    // One line per `Setting` variant.
+    let lines = [
+        "table /t",
+        "fifo /f",
+        "state /s",
+        "group 239.255.1.1:7000",
+        "iface eth0",
+        "ttl 2",
+        "node gw1",
+        "peer 10.0.0.9:7000",
+        "key /k",
+        "insecure",
+        "hosts-file /h",
+        "dnsmasq-pid /p",
+        "check web.lan tcp 80",
+    ];
+    let log = send(&mut a, &lines.join("\n"));
+    assert_eq!(log.len(), lines.len(), "{log:?}");
+    for (i, (line, got)) in lines.iter().zip(&log).enumerate() {
+        let kw = line.split(' ').next().unwrap();
+        let how = match kw {
+            "hosts-file" | "dnsmasq-pid" | "check" => {
+                "change it in the config file and reload (SIGHUP)"
+            }
+            _ => "change it in the config file and restart the agent (a reload keeps the running one)",
+        };
+        assert_eq!(
+            got,
+            &format!(
+                "fifo: line {}: column 1: `{kw}` is a setting of the config file, not a FIFO command; {how}",
+                i + 1
+            )
+        );
+    }
+    assert_eq!(m.v4("web.lan"), "10.0.0.1", "nothing changed");
+}
+
+#[test]
+fn fifo_lines_apply_and_bad_ones_are_skipped() {
+    let m = Mem::new();
+    let mut a = m.agent(false, CONF, 0);
+    a.take_log();
+    let log = send(
+        &mut a,
+        "down web.lan 10.0.0.1\nbogus web.lan\n\n# note\nadd db.lan 10.0.1.1\ndown web.lan 10.0.0.9\ntable /x\nadd db.lan 10.0.1.2 wieght=2",
+    );
+    assert_eq!(
+        log,
+        [
+            "fifo: line 1: down web.lan 10.0.0.1",
+            "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            "fifo: line 5: add db.lan 10.0.1.1",
+            "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
+            "fifo: line 7: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent (a reload keeps the running one)",
+            "fifo: line 8: column 21: unknown option (expected weight=, prio= or limit=)",
+        ]
+    );
+    assert_eq!(m.v4("web.lan"), "10.0.0.2", "failover moved on");
+    assert_eq!(m.v4("db.lan"), "10.0.1.1");
+    a.fifo_piece(Piece::TooLong);
+    assert_eq!(
+        a.take_log(),
+        ["fifo: line 9: column 4097: line longer than 4096 bytes; skipped"]
+    );
+    send(&mut a, "up web.lan 10.0.0.1\ndel db.lan");
+    assert_eq!(
+        (m.v4("web.lan").as_str(), m.v4("db.lan").as_str()),
+        ("10.0.0.1", "NotOurs")
+    );
+}
+
+#[test]
+fn nothing_is_visible_before_publish() {
+    let m = Mem::new();
+    let mut a = m.agent(false, CONF, 0);
+    a.fifo_piece(Piece::Line(b"down web.lan 10.0.0.1"));
+    assert_eq!(m.v4("web.lan"), "10.0.0.1");
+    a.publish();
+    assert_eq!(m.v4("web.lan"), "10.0.0.2");
+}
+
+#[test]
+fn reload_applies_the_difference_and_keeps_runtime_state() {
+    let m = Mem::new();
+    let conf = "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd gone.lan 10.0.9.9\nreset a.lan\n";
+    let mut a = m.agent(false, conf, 0);
+    send(
+        &mut a,
+        "add runtime.lan 10.0.5.5\ndown a.lan 10.0.0.2\nadd a.lan 10.0.0.3",
+    );
+    for _ in 0..4 {
+        m.v4("a.lan");
+    }
+    assert_eq!((m.count(0, 0), m.count(0, 2)), (2, 2));
+    a.take_log();
+    a.reload(config::parse(
+        b"table /elsewhere\nadd a.lan 10.0.0.2 weight=5\nadd new.lan 10.0.7.7\nreset a.lan\n",
+    ));
+    a.publish();
+    assert_eq!(
+        a.take_log(),
+        [
+            "reload: `table` changed to /elsewhere; still using /run/lbfo/table until the agent is restarted",
+            "reload: del a.lan 10.0.0.1 (no longer in the config)",
+            "reload: del gone.lan (no longer in the config)",
+            "reload: conf: 3 commands applied; 3 services",
+        ]
+    );
+    assert_eq!(m.v4("gone.lan"), "NotOurs");
+    assert_eq!(
+        m.v4("runtime.lan"),
+        "10.0.5.5",
+        "services made through the FIFO stay"
+    );
+    assert_eq!(m.v4("new.lan"), "10.0.7.7");
+    assert_eq!(
+        m.v4("a.lan"),
+        "10.0.0.3",
+        "10.0.0.2 is still down, 10.0.0.1 is gone"
+    );
+    assert_eq!(m.count(0, 2), 3, "counters survive the reload");
+    let s = a.slots[0].unwrap();
+    assert_eq!(
+        s.backends[1].map(|b| (b.weight, b.up)),
+        Some((5, false)),
+        "same position, runtime down kept"
+    );
+
+    // A broken config changes nothing.
+    a.reload(config::parse(
+        b"add a.lan 10.0.0.1\ndown zzz.lan 10.0.0.1\n",
+    ));
+    a.publish();
+    assert_eq!(
+        a.take_log(),
+        ["reload: conf:2:1: no such service; keeping the running configuration"]
+    );
+    assert_eq!(m.v4("new.lan"), "10.0.7.7");
+
+    // The next reload diffs against the last good config, not the broken one.
+    a.reload(config::parse(b"add a.lan 10.0.0.2\n"));
+    a.publish();
+    assert_eq!(m.v4("new.lan"), "NotOurs");
+    assert_eq!(m.v4("runtime.lan"), "10.0.5.5");
+}
+
+#[test]
+fn restart_adopts_the_table() {
+    let m = Mem::new();
+    {
+        let mut a = m.agent(
+            false,
+            "add b.lan 10.0.1.1\nadd a.lan 10.0.0.1\nadd a.lan 10.0.0.2\n",
+            0,
+        );
+        send(&mut a, "down a.lan 10.0.0.1\nadd runtime.lan 10.0.5.5");
+    }
+    for _ in 0..3 {
+        m.v4("a.lan");
+    }
+    let mut a = m.agent(
+        true,
+        "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd c.lan 10.0.2.1\n",
+        5000,
+    );
+    assert_eq!(
+        a.take_log(),
+        [
+            "start: adopted 3 services from the existing table",
+            "start: del b.lan (no longer in the config)",
+            "start: del runtime.lan (no longer in the config)",
+            "start: conf: 3 commands applied; 2 services",
+        ]
+    );
+    assert_eq!(a.slots[1].unwrap().name.as_str(), "a.lan", "slots stay put");
+    assert_eq!(m.count(1, 1), 3, "counters stay");
+    assert_eq!(m.v4("a.lan"), "10.0.0.2", "runtime down state stays");
+    assert_eq!(m.v4("b.lan"), "NotOurs");
+    assert_eq!(m.v4("c.lan"), "10.0.2.1");
+    assert_eq!(m.heartbeat(), 1_005_000);
+}
+
+#[test]
+fn limits_delete_backends_on_time() {
+    let m = Mem::new();
+    let mut a = m.agent(false, "add l.lan 10.0.0.1 limit=3\nadd l.lan 10.0.0.2\n", 0);
+    a.take_log();
+    assert_eq!(a.next_deadline(), LIMIT_CHECK_MS);
+    for _ in 0..6 {
+        m.v4("l.lan");
+    }
+    a.tick(at(50));
+    assert!(a.take_log().is_empty(), "not due yet");
+    a.tick(at(100));
+    assert_eq!(
+        a.take_log(),
+        ["limit reached: l.lan 10.0.0.1 after 3 lookups"]
+    );
+    assert_eq!(
+        (m.v4("l.lan").as_str(), m.v4("l.lan").as_str()),
+        ("10.0.0.2", "10.0.0.2")
+    );
+    assert_eq!(m.count(0, 0), 0, "the freed position's counter restarts");
+    assert_eq!(
+        a.next_deadline(),
+        HEARTBEAT_MS,
+        "no limits left: only the heartbeat is due"
+    );
+}
+
+#[test]
+fn heartbeat_every_second() {
+    let m = Mem::new();
+    let mut a = m.agent(false, "", 0);
+    assert_eq!(a.next_deadline(), 1000);
+    a.tick(at(999));
+    assert_eq!(m.heartbeat(), 1_000_000);
+    a.tick(at(1003));
+    assert_eq!((m.heartbeat(), a.next_deadline()), (1_001_003, 2003));
+}
+
+/// Two agents in cluster mode over plain memory, wired back to back, with a fake clock.
+#[test]
+fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() {
+    use crate::cluster::wire::Key;
+    let (ma, mb) = (Mem::new(), Mem::new());
+    fn mk<'m>(m: &'m Mem, name: &str, adopt: bool, conf: &str, t: u64) -> Agent<'m> {
+        let w = Writer::attach(&m.table).unwrap();
+        let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+        let mut config = config::parse(conf.as_bytes()).unwrap();
+        config.mtime_ms = 500_000;
+        let cl = Cluster::new(name, Key::new(b"k".to_vec()), 1_000_000 + t, t, adopt);
+        Agent::start(w, c, adopt, "conf".into(), config, at(t), Some(cl))
+    }
+    let from = |n: u8| SocketAddr::from(([10, 0, 0, n], 7946));
+    // Delivers a's outbox to b and b's to a until both are quiet.
+    fn settle(a: &mut Agent<'_>, b: &mut Agent<'_>, from: impl Fn(u8) -> SocketAddr) {
+        loop {
+            let (oa, ob) = (a.take_outbox(), b.take_outbox());
+            if oa.is_empty() && ob.is_empty() {
+                return;
+            }
+            for (_, d) in oa {
+                b.datagram(&d, from(1));
+            }
+            for (_, d) in ob {
+                a.datagram(&d, from(2));
+            }
+            a.sync();
+            b.sync();
+        }
+    }
+    let mut a = mk(&ma, "a", false, CONF, 0);
+    let mut b = mk(&mb, "b", false, "add other.lan 10.9.9.9\n", 0);
+    settle(&mut a, &mut b, from);
+    assert_eq!(mb.v4("web.lan"), "10.0.0.1", "a's config reached b");
+    assert_eq!(ma.v4("other.lan"), "10.9.9.9", "and b's reached a");
+    send(&mut a, "down web.lan 10.0.0.1\nreset web.lan");
+    settle(&mut a, &mut b, from);
+    assert_eq!(mb.v4("web.lan"), "10.0.0.2");
+    let log = b.take_log();
+    assert!(
+        log.contains(&"cluster: down web.lan 10.0.0.1".to_owned()),
+        "{log:?}"
+    );
+    for _ in 0..3 {
+        mb.v4("other.lan");
+    }
+    send(&mut b, "weight other.lan 10.9.9.9 4");
+    settle(&mut a, &mut b, from);
+    // other.lan is in slot 0 on b (its config), slot 1 on a.
+    assert_eq!(mb.count(0, 0), 3, "b's counters are b's own");
+    assert_eq!(ma.count(1, 0), 1, "a's one lookup, not b's three");
+
+    // `a` restarts on its old table with only its config: the old table keeps answering
+    // (no flash of the config's 10.0.0.1) until it has caught up.
+    drop(a);
+    let mut a = mk(&ma, "a", true, CONF, 10);
+    assert_eq!(ma.v4("web.lan"), "10.0.0.2", "held, not rolled back");
+    settle(&mut a, &mut b, from);
+    // b's next digest round shows agreement; a publishes the cluster's table.
+    b.tick(at(10_000));
+    settle(&mut a, &mut b, from);
+    assert!(!a.holding());
+    assert_eq!(ma.v4("web.lan"), "10.0.0.2");
+    assert_eq!(ma.v4("other.lan"), "10.9.9.9");
+    assert!(a
+        .take_log()
+        .iter()
+        .any(|l| l == "cluster: caught up; publishing the cluster's table"));
+}
+
+#[test]
+fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
+    use crate::cluster::wire::Key;
+    let m = Mem::new();
+    let w = Writer::attach(&m.table).unwrap();
+    let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+    let cl = Cluster::new("a", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+    let mut config = config::parse(CONF.as_bytes()).unwrap();
+    config.mtime_ms = 900_000;
+    let mut a = Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl));
+    a.take_outbox();
+    let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+    let mut reloaded = config::parse(b"add db.lan 10.0.3.3\n").unwrap();
+    reloaded.mtime_ms = 1_000_500;
+    a.wake(at(600));
+    a.reload(Ok(reloaded));
+    a.publish();
+    for (_, d) in a.take_outbox() {
+        peer.datagram(&d, SocketAddr::from(([10, 0, 0, 1], 7946)), 1_000_600);
+    }
+    assert_eq!(m.v4("web.lan"), "NotOurs");
+    assert_eq!(m.v4("db.lan"), "10.0.3.3");
+    assert!(
+        peer.replica.service("web.lan").is_none(),
+        "the removal reached the peer"
+    );
+    assert!(peer.replica.service("db.lan").is_some(), "and the addition");
+}

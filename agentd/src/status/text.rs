@@ -1,0 +1,134 @@
+//! `status` for people: the table, the agent's heartbeat, the cluster, and one aligned table of
+//! backends per service.
+
+use super::out::{addr_string, Out};
+use super::{ClusterInfo, Snapshot};
+
+/// The human-readable report.
+pub fn text(s: &Snapshot) -> String {
+    let mut o = Out::default();
+    o.s("table       ").s(&s.table);
+    o.s("\ngeneration  ").hex(s.generation).s("\nheartbeat   ");
+    match s.heartbeat_age_ms() {
+        None => o.s("never"),
+        Some(age) => o.secs(age).s(" ago"),
+    };
+    o.s(if s.agent_running() {
+        " (agent running)\n"
+    } else {
+        " (agent not running)\n"
+    });
+    if s.retired {
+        o.s("retired     yes: an agent replaced this file; run status again for the new one\n");
+    }
+    o.s("counters    ");
+    match s.counters_id {
+        Some(id) => {
+            o.s("shm segment ").n(id);
+            if !s.counters_ok {
+                o.s(" unreadable; lookups are shown as -");
+            }
+        }
+        None => {
+            o.s("none yet; lookups are shown as -");
+        }
+    }
+    o.s("\nservices    ").n(s.services.len() as u64);
+    o.s("\ndigest      ");
+    s.write_digest(&mut o);
+    o.s("\n");
+    if let Some(c) = &s.cluster {
+        cluster_text(&mut o, c, s.now_ms);
+    }
+    let mut width = 7;
+    for b in s.services.iter().flat_map(|sv| &sv.backends) {
+        width = width.max(addr_string(&b.addr).len());
+    }
+    for sv in &s.services {
+        o.s("\n").s(&sv.name).s("  policy ").s(sv.policy).s("\n");
+        if sv.backends.is_empty() {
+            o.s("  (no backends)\n");
+            continue;
+        }
+        o.s("  ").l("ADDRESS", width);
+        o.s("  STATE   WEIGHT        PRIO       LIMIT     LOOKUPS\n");
+        for b in &sv.backends {
+            o.s("  ").addr(&b.addr, width).s("  ");
+            o.s(if b.up { "up     " } else { "down   " });
+            o.r(Some(b.weight.into()), 7)
+                .s("  ")
+                .r(Some(b.prio.into()), 10);
+            o.s("  ").r((b.limit != 0).then_some(b.limit), 10);
+            o.s("  ").r(b.lookups, 10).s("\n");
+        }
+    }
+    o.0
+}
+
+fn cluster_text(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
+    o.s("cluster     node ")
+        .s(&c.node)
+        .s(" (id ")
+        .s(&c.id)
+        .s("), epoch ")
+        .n(c.epoch);
+    o.s(", written ").secs(now_ms.saturating_sub(c.written_ms));
+    o.s(" ago; sent ")
+        .n(c.sent.0)
+        .s(" datagrams, ")
+        .n(c.sent.1)
+        .s(" bytes, ");
+    o.n(c.send_errors).s(" send errors\npeers       ");
+    o.n(c.peers.len() as u64).s("\n");
+    for p in &c.peers {
+        o.s("  ").l(&p.node, 16).s(" ").l(&p.addr, 24).s(" heard ");
+        o.secs(now_ms.saturating_sub(p.heard_ms))
+            .s(" ago  epoch ")
+            .n(p.epoch);
+        o.s(if p.in_sync {
+            "  in sync\n"
+        } else {
+            "  differs\n"
+        });
+    }
+    let total: u64 = c.drops.iter().map(|d| d.2).sum();
+    o.s("dropped     ").n(total).s("\n");
+    for (addr, why, n) in &c.drops {
+        o.s("  ").l(addr, 24).s(" ").l(why, 10).s(" ").n(*n).s("\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::sample;
+
+    #[test]
+    fn text_report() {
+        let expect = "\
+table       /run/lbfo/table
+generation  5f0c3e1a9b2d4c77
+heartbeat   0.4 s ago (agent running)
+counters    shm segment 32769
+services    1
+digest      {DIGEST}
+
+web.lan  policy failover
+  ADDRESS    STATE   WEIGHT        PRIO       LIMIT     LOOKUPS
+  10.0.0.11  up           1           1           -        1503
+  fd00::12   down         3           2         100          97
+";
+        let expect = expect.replace("{DIGEST}", &sample(0, true).digest());
+        assert_eq!(text(&sample(9_600, true)), expect);
+        let t = text(&sample(6_900, false));
+        assert!(
+            t.contains("heartbeat   3.1 s ago (agent not running)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("unreadable; lookups are shown as -") && t.contains("100           -\n"),
+            "{t}"
+        );
+        assert!(text(&sample(0, true)).contains("heartbeat   never (agent not running)\n"));
+    }
+}
