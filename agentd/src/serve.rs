@@ -35,6 +35,10 @@
 //! `POLLERR` or `POLLNVAL` on the FIFO or the signalfd, `POLLNVAL` on the socket; a read error on
 //! the FIFO or the signalfd. These mean the agent's own fds are broken.
 //!
+//! **Out of fds**: two fds are held in reserve and given up only to write the state files for
+//! `status` when the agent's own run out (EMFILE), so `status` shows health checks that cannot
+//! run; such checks are *unknown* (see `health`), never down.
+//!
 //! **What is logged and survived**: a read error on the cluster socket other than EAGAIN, EINTR
 //! and ECONNREFUSED (an ICMP error from an earlier send): logged the first time for each errno,
 //! and the socket is read again next turn; failed sends (counted, `send_errors` in `status`: the
@@ -136,6 +140,7 @@ pub fn serve(
         status_path,
         checks_path,
         failing: [false; 2],
+        spare: spare_fds(),
     };
     l.send();
     let committed = shared.commit(&mut log);
@@ -348,6 +353,9 @@ struct Loop<'m, 'c> {
     checks_path: PathBuf,
     /// Writing the cluster's, the checks' state file failed last time (logged once).
     failing: [bool; 2],
+    /// Two fds held in reserve (`/dev/null`), for the state files when the agent's fds run
+    /// out: `status` then still shows what the checks could not do.
+    spare: Vec<std::fs::File>,
 }
 
 impl Loop<'_, '_> {
@@ -426,22 +434,29 @@ impl Loop<'_, '_> {
         self.send();
         if let (Some(n), Some(text)) = (&self.net, self.agent.cluster_status(self.clock.now())) {
             let text = format!("{text}send_errors {}\n", n.send_errors);
-            let written = status::write_cluster(&self.status_path, &text);
-            self.written(0, "cluster", written);
+            self.write_state(0, "cluster", &text);
         }
         if let Some(text) = self.health.report(us, now.wall_ms) {
-            let written =
-                crate::sys::fs::write_atomically(&self.checks_path, text.as_bytes(), 0o644);
-            self.written(1, "check", written);
+            self.write_state(1, "check", &text);
         }
         flush(&mut self.health.take_log());
         flush(&mut self.agent.take_log());
     }
 
-    /// Logs a state file that could not be written, once until it can be again (`which`: 0 the
-    /// cluster's, 1 the checks').
-    fn written(&mut self, which: usize, what: &str, r: std::io::Result<()>) {
+    /// Writes a state file for `status` (`which`: 0 the cluster's, 1 the checks'), with the
+    /// spare fds if the agent has run out of its own; logs a failure once until it works again.
+    fn write_state(&mut self, which: usize, what: &str, text: &str) {
         let path = [&self.status_path, &self.checks_path][which];
+        let write = || crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644);
+        let r = match write() {
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && !self.spare.is_empty() => {
+                self.spare.clear();
+                let r = write();
+                self.spare = spare_fds();
+                r
+            }
+            r => r,
+        };
         match r {
             Ok(()) if self.failing[which] => {
                 self.failing[which] = false;
@@ -560,6 +575,13 @@ impl Loop<'_, '_> {
             }
         }
     }
+}
+
+/// The loop's spare fds (see `Loop::spare`); fewer if they cannot be opened.
+fn spare_fds() -> Vec<std::fs::File> {
+    (0..2)
+        .filter_map(|_| crate::sys::fs::open(Path::new("/dev/null"), libc::O_RDONLY, 0).ok())
+        .collect()
 }
 
 /// Writes out and empties `lines`.

@@ -13,6 +13,7 @@
 #![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
 
 pub mod bed;
+pub mod web;
 
 use std::fs;
 use std::io::Write;
@@ -107,6 +108,9 @@ pub struct Host {
     pub libdir: PathBuf,
     /// The network namespace the agent and `getent` run in (see [`bed::Bed`]), if any.
     pub netns: Option<String>,
+    /// A command the agent is started under (e.g. `prlimit --nofile=64:4096`), if any: it must
+    /// exec the agent, so the agent keeps its pid.
+    pub wrap: Vec<String>,
 }
 
 impl Host {
@@ -132,6 +136,7 @@ impl Host {
             agent: None,
             libdir,
             netns: None,
+            wrap: Vec::new(),
         };
         h.write_config(body);
         h
@@ -169,11 +174,19 @@ impl Host {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.bin.agent);
+                c.args(["netns", "exec", ns]).args(&self.wrap);
                 c
             }
-            None => Command::new(&self.bin.agent),
+            None if self.wrap.is_empty() => Command::new(&self.bin.agent),
+            None => {
+                let mut c = Command::new(&self.wrap[0]);
+                c.args(&self.wrap[1..]);
+                c
+            }
         };
+        if self.netns.is_some() || !self.wrap.is_empty() {
+            cmd.arg(&self.bin.agent);
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
