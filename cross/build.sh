@@ -24,7 +24,7 @@ cross_targets "$@"
 # no panic locations, no Debug formatting (the agent prints only Display), no unwind tables
 # (nothing unwinds under immediate-abort), and quiet about zig's missing library directory.
 # Linker: no RELRO (it pads the writable data to a page of its own; a static binary has almost
-# nothing to protect there) and no separate read-only segment (its page alignment pads ~4 KiB).
+# nothing to protect there) and no separate read-only segment (its page alignment pads a page).
 # (zig refuses lld's --icf.) After linking: .comment goes, and MIPS's .pdr.
 # shellcheck disable=SC2054 # the commas belong to the linker argument
 SIZE_FLAGS=(-Zlocation-detail=none -Zfmt-debug=none -Cforce-unwind-tables=no -Alinker-messages
@@ -33,8 +33,8 @@ objcopy=$(objcopy_bin)
 for t in "${targets[@]}"; do
   start=$SECONDS
   flags=("${SIZE_FLAGS[@]}")
-  # No .eh_frame (cross/no-eh-frame.ld): the C runtime's unwind tables, ~6 KB on aarch64 and
-  # MIPS (armv7 unwinds with .ARM.exidx instead, 2 KB, kept).
+  # No .eh_frame (cross/no-eh-frame.ld): the C runtime's unwind tables, which nothing uses
+  # (armv7 unwinds with .ARM.exidx instead, small, kept). The size report has the figures.
   flags+=("-Clink-arg=-Wl,-T,$ROOT/cross/no-eh-frame.ld")
   # MIPS: non-PIC code; PIC on MIPS loads every call and global through the GOT ($gp), and a
   # static binary gains nothing from it.

@@ -34,6 +34,7 @@ cross_setup() {
     hash -r
   fi
   command -v qemu-mips >/dev/null 2>&1 || need+=(qemu-user)
+  command -v xz >/dev/null 2>&1 || need+=(xz-utils)
   command -v llvm-objcopy >/dev/null 2>&1 || ls /usr/bin/llvm-objcopy-* >/dev/null 2>&1 || need+=(llvm)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then

@@ -6,7 +6,8 @@
 #   bash scripts/deb.sh --no-build   packages what TARGET/release holds (scripts/test.sh)
 #
 # Contents: /usr/sbin/lbfo-agentd; the NSS module as the multiarch
-# /usr/lib/<triplet>/libnss_lbfo.so.2; /etc/lbfo.conf (a conffile); the systemd unit; the man
+# /usr/lib/<triplet>/libnss_lbfo.so.2; /etc/lbfo.conf and the AppArmor snippet
+# /etc/apparmor.d/abstractions/nameservice.d/lbfo (conffiles); the systemd unit; the man
 # pages; docs and examples; contrib scripts in /usr/share/lbfo/contrib; maintainer scripts that
 # edit the hosts: line of /etc/nsswitch.conf (packaging/deb/nsswitch.awk, inlined) and enable
 # the unit. Prints the package's path last.
@@ -53,6 +54,8 @@ install -D -m 0755 "$rel/lbfo-agentd" "$root/usr/sbin/lbfo-agentd"
 install -D -m 0644 "$rel/libnss_lbfo.so" "$root/usr/lib/$multiarch/libnss_lbfo.so.2"
 install -D -m 0644 packaging/deb/lbfo.conf "$root/etc/lbfo.conf"
 install -D -m 0644 packaging/systemd/lbfo-agentd.service "$root/lib/systemd/system/lbfo-agentd.service"
+# What a lookup needs under AppArmor profiles that include abstractions/nameservice (AppArmor 3+).
+install -D -m 0644 packaging/apparmor/lbfo "$root/etc/apparmor.d/abstractions/nameservice.d/lbfo"
 for page in man/*.[0-9]; do
   sec=${page##*.}
   install -D -m 0644 "$page" "$root/usr/share/man/man$sec/${page##*/}"
@@ -94,7 +97,7 @@ for s in postinst prerm postrm; do
   sed -e "/^#MAINTSCRIPT_LIB#\$/{r $shl/lib" -e 'd}' "packaging/deb/$s" >"$root/DEBIAN/$s"
   chmod 0755 "$root/DEBIAN/$s"
 done
-echo /etc/lbfo.conf >"$root/DEBIAN/conffiles"
+printf '%s\n' /etc/lbfo.conf /etc/apparmor.d/abstractions/nameservice.d/lbfo >"$root/DEBIAN/conffiles"
 # A shared library in the linker's path: refresh ld.so.cache.
 echo "activate-noawait ldconfig" >"$root/DEBIAN/triggers"
 

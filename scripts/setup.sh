@@ -18,8 +18,16 @@ have deb-systemd-helper || need+=(init-system-helpers)
 have groff || need+=(groff-base)
 have shellcheck || need+=(shellcheck)
 have nsenter || need+=(util-linux)
-# The dnsmasq export test runs a real dnsmasq (in a private network namespace).
+# The dnsmasq export test runs a real dnsmasq (in a private network namespace); so does the
+# systemd-resolved test, as resolved's upstream.
 have dnsmasq || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
+# The nscd tests resolve with Python's socket.gethostbyname, as a gethostbyname program would.
+have python3 || need+=(python3)
+# The nscd, systemd-resolved, NSS-module and apparmor_parser tests download Debian packages with
+# `apt-get download` and unpack them with `dpkg-deb -x` (tests/scripts/debian-pkgs.sh): never
+# installed, since their maintainer scripts would edit this machine's nsswitch.conf and
+# resolv.conf or start daemons.
+have flock || need+=(util-linux)
 
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then

@@ -17,20 +17,7 @@ pub mod sys;
 pub mod table;
 pub mod vecmap;
 
-/// A tiny deterministic generator (xorshift) for the property tests (no dependency needed).
+/// The property tests' generator: the one of the tests crate (`tests/src/rng.rs`), so a seed
+/// means the same sequence in the agent's tests and in the end-to-end tests and tools.
 #[cfg(test)]
-pub(crate) struct TestRng(pub u64);
-
-#[cfg(test)]
-impl TestRng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+pub(crate) use lbfo_tests::TestRng;

@@ -110,6 +110,10 @@ fn check_main(config: Option<&Path>) -> u8 {
     match config::load(path) {
         Ok(_) => {
             let _ = write_all(stdout(), format!("{}: ok\n", path.shown()).as_bytes());
+            // Not the config's fault, but it undoes what the config asks for.
+            if let Some(n) = status::nscd::find(Path::new("/proc")) {
+                say(&format!("lbfo-agentd check: warning: {}", n.warning()));
+            }
             0
         }
         Err(e) => {
@@ -136,7 +140,8 @@ fn status_main(s: &cli::Status, top_config: Option<&Path>) -> u8 {
         (None, None) => PathBuf::from(config::DEFAULT_TABLE),
     };
     match status::snapshot(&table, clock_ms(ClockId::CLOCK_REALTIME)) {
-        Ok(snap) => {
+        Ok(mut snap) => {
+            snap.nscd = status::nscd::find(Path::new("/proc"));
             let out = if s.json {
                 status::json(&snap)
             } else if s.prometheus {

@@ -67,7 +67,7 @@ use crate::health::{self, Health};
 use crate::status;
 use crate::sys::clock_us;
 use crate::sys::fs::{say, Shown};
-use crate::sys::{clock_ms, errno_text, io_text};
+use crate::sys::{self, clock_ms, errno_text, io_text};
 use crate::table::file::{self as tablefile, Shared};
 use crate::table::state;
 
@@ -231,7 +231,16 @@ fn join(
         None => line += " (insecure)",
     }
     say(&line);
-    let cluster = Cluster::new(&setup.name, setup.key, now.wall_ms, now.mono_ms, adopted);
+    let mut random = [0u8; 32];
+    sys::random(&mut random).map_err(|e| format!("cluster: random boot nonce: {}", io_text(&e)))?;
+    let cluster = Cluster::new(
+        &setup.name,
+        setup.key,
+        random,
+        now.wall_ms,
+        now.mono_ms,
+        adopted,
+    );
     Ok((net, cluster))
 }
 
@@ -287,19 +296,38 @@ fn start<'m>(
 struct Clock {
     /// `CLOCK_MONOTONIC` at start, in milliseconds.
     start_ms: u64,
+    /// Added to the wall clock: [`CLOCK_OFFSET_VAR`], for the tests.
+    offset_ms: i64,
 }
+
+/// The environment variable that offsets the agent's wall clock by a number of milliseconds
+/// (negative: behind), so an end-to-end test can run one agent of a cluster with a wrong clock
+/// (the cluster tests: a node restarted an hour behind). Only whoever starts the agent sets its
+/// environment, and that is root, who can set the system clock as well; it is logged.
+pub const CLOCK_OFFSET_VAR: &str = "LBFO_TEST_CLOCK_OFFSET_MS";
 
 impl Clock {
     fn start() -> Clock {
+        let offset_ms = std::env::var(CLOCK_OFFSET_VAR)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        if offset_ms != 0 {
+            say(&format!(
+                "clock: {CLOCK_OFFSET_VAR}: the wall clock is taken {offset_ms} ms off (tests only)"
+            ));
+        }
         Clock {
             start_ms: clock_ms(ClockId::CLOCK_MONOTONIC),
+            offset_ms,
         }
     }
 
     fn now(&self) -> Now {
+        let wall = clock_ms(ClockId::CLOCK_REALTIME);
         Now {
             mono_ms: clock_ms(ClockId::CLOCK_MONOTONIC).saturating_sub(self.start_ms),
-            wall_ms: clock_ms(ClockId::CLOCK_REALTIME),
+            wall_ms: wall.saturating_add_signed(self.offset_ms),
         }
     }
 

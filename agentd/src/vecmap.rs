@@ -2,9 +2,9 @@
 //!
 //! It iterates in key order and its methods mean what `BTreeMap`'s of the same name mean, so it
 //! replaced `BTreeMap`/`BTreeSet` without changing any order the agent shows or sends. The
-//! reason is size: each B-tree instantiation brings several KiB of node code, and the router
-//! build (`lbfo-agentd` on mipsel ≤ 200 KiB) had eight of them; a sorted vector costs a binary
-//! search, `Vec::insert` and `Vec::remove`.
+//! reason is size: each B-tree instantiation brings its own copy of the node code, and the
+//! router build had eight of them; a sorted vector costs a binary search, `Vec::insert` and
+//! `Vec::remove`.
 //!
 //! Lookups are `O(log n)`; an insert or a removal moves the entries after it, which is cheap for
 //! what the agent keeps here (the largest map holds at most [`MAX_SERVICES`] boxed services, and

@@ -6,15 +6,31 @@ LBFO_NSSWITCH_AWK=$(cat <<'LBFO_AWK'
 LBFO_AWK
 )
 
-# lbfo_nsswitch add|remove: edits /etc/nsswitch.conf in place of a copy (mode and owner kept),
-# replaces it only when something changed, and never fails the package operation: a problem is
-# reported with what the admin should do by hand. Returns 0 if the file changed, 1 if not.
-lbfo_nsswitch() {
+# The file to edit for /etc/nsswitch.conf: the file itself, or where it points when some image
+# made it a symlink (the link stays a link). Empty, with the reason on stderr, when there is none.
+lbfo_nsswitch_file() {
     f=/etc/nsswitch.conf
-    if [ ! -e "$f" ]; then
+    if [ -L "$f" ]; then
+        t=$(readlink -f "$f" 2>/dev/null) || t=
+        if [ -z "$t" ] || [ ! -f "$t" ]; then
+            echo "lbfo: $f is a symlink to no regular file; nothing to $1 (see nss-lbfo(8))" >&2
+            return 0
+        fi
+        f=$t
+    elif [ ! -e "$f" ]; then
         echo "lbfo: $f does not exist; nothing to $1 (see nss-lbfo(8))" >&2
-        return 1
+        return 0
     fi
+    echo "$f"
+}
+
+# lbfo_nsswitch add|remove: edits /etc/nsswitch.conf (or the file its symlink points to) in place
+# of a copy (mode and owner kept), replaces it only when something changed, and never fails the
+# package operation: a problem is reported with what the admin should do by hand. Returns 0 if
+# the file changed, 1 if not.
+lbfo_nsswitch() {
+    f=$(lbfo_nsswitch_file "$1")
+    [ -n "$f" ] || return 1
     if ! command -v awk >/dev/null 2>&1; then
         echo "lbfo: no awk; $1 lbfo on the hosts: line of $f by hand (see nss-lbfo(8))" >&2
         return 1
@@ -36,6 +52,44 @@ lbfo_nsswitch() {
     fi
     echo "lbfo: $1: $(grep -m1 '^[[:blank:]]*hosts[[:blank:]]*:' "$f" || echo "no hosts: line") ($f)"
     return 0
+}
+
+# (postinst only: postrm inlines this file too, hence the shellcheck directive.)
+# shellcheck disable=SC2317
+# Warns when the hosts: line names lbfo after a source whose action can end a lookup (an
+# admin's line, or one an older lbfo wrote just before `files`): lbfo is never asked there.
+lbfo_nsswitch_check() {
+    f=$(lbfo_nsswitch_file check 2>/dev/null)
+    [ -n "$f" ] && command -v awk >/dev/null 2>&1 || return 0
+    ends=$(awk -v action=check "$LBFO_NSSWITCH_AWK" "$f" 2>/dev/null) || return 0
+    [ -n "$ends" ] || return 0
+    echo "lbfo: warning: on the hosts: line of $f, lbfo comes after" >&2
+    printf '%s\n' "$ends" | sed 's/^/lbfo:     /' >&2
+    echo "lbfo: which can end a lookup before lbfo is asked (resolve does for every name while" >&2
+    echo "lbfo: systemd-resolved runs): move lbfo first on the line, e.g. hosts: lbfo files dns" >&2
+}
+
+# (postinst only, as above.)
+# shellcheck disable=SC2317
+# Notes an installed nscd or unscd whose hosts cache is on (`enable-cache hosts yes` in
+# /etc/nscd.conf, read as both read it: the last such line wins). That cache keeps answers of
+# gethostbyname() and friends after lbfo has moved on, so balancing and failover stop for the
+# programs that use it. Another package's conffile: this only says what to change.
+lbfo_nscd_note() {
+    conf=/etc/nscd.conf
+    [ -x /usr/sbin/nscd ] && [ -f "$conf" ] || return 0
+    on=$(awk '{ sub(/#.*/, "") }
+        $1 == "enable-cache" && $2 == "hosts" { v = $3 }
+        END { print (v == "yes") ? "yes" : "no" }' "$conf" 2>/dev/null) || return 0
+    [ "$on" = yes ] || return 0
+    cat >&2 <<'LBFO_NSCD'
+lbfo: note: nscd (or unscd) is installed with its hosts cache on (/etc/nscd.conf:
+lbfo:   enable-cache hosts yes). That cache keeps the backend a gethostbyname() caller got
+lbfo:   (getent hosts, Python's socket.gethostbyname, many older programs) and keeps serving it
+lbfo:   after lbfo has moved on, even after `down`: balancing and failover stop for them.
+lbfo:   Set `enable-cache hosts no` in /etc/nscd.conf and restart nscd (passwd and group
+lbfo:   caching can stay on). See nss-lbfo(8), NOTES.
+LBFO_NSCD
 }
 
 # Set by postrm remove when it took lbfo off the hosts: line, so that installing the package

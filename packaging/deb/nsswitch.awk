@@ -2,13 +2,22 @@
 #
 #   awk -v action=add    -f nsswitch.awk /etc/nsswitch.conf > new
 #   awk -v action=remove -f nsswitch.awk /etc/nsswitch.conf > new
+#   awk -v action=check  -f nsswitch.awk /etc/nsswitch.conf      (prints, changes nothing)
 #
-# add:    put `lbfo` on the first active hosts: line, just before `files`, or first when the line
-#         has no `files`. A line that already names `lbfo` anywhere is the admin's: left alone.
-#         Without any hosts: line, append one that keeps glibc's built-in order after lbfo,
-#         marked so that `remove` can take the whole line away again.
+# The rule: lbfo goes FIRST on the hosts: line. It answers only the names in its table and a miss
+# costs next to nothing, so going first takes no name from any other source; and every source
+# asked before it can end the lookup before lbfo is asked: `resolve [!UNAVAIL=return]` whenever
+# systemd-resolved runs, `mdns4_minimal [NOTFOUND=return]` for .local names, an authoritative
+# `sss` or `ldap`, and even `files` when /etc/hosts names a service too.
+#
+# add:    put `lbfo` first on the first active hosts: line. A line that already names `lbfo`
+#         anywhere is the admin's: left alone. Without any hosts: line, append one that keeps
+#         glibc's built-in order after lbfo, marked so that `remove` can take it away again.
 # remove: take `lbfo`, with the [ACTION] groups that follow it, off every hosts: line; drop the
 #         line `add` appended, if it is still as it was written.
+# check:  for the first active hosts: line that names lbfo, print each source before it that is
+#         followed by an action that returns on anything but SUCCESS, one a line as
+#         `SOURCE [ACTION...]`: those can end a lookup before lbfo is asked (postinst warns).
 # Whitespace, comments and every other line are kept byte for byte (a missing final newline is
 # added), so add then remove gives back the original file. Text after `#` is a comment (glibc
 # ignores it); words inside [...] are actions, not services. Plain POSIX awk (mawk, busybox):
@@ -56,13 +65,74 @@ function cut(s, i, w,    j, n, depth, c, k) {
     return substr(s, 1, i - 1) substr(s, j)
 }
 
+# For `check`: the sources before lbfo in body whose [ACTION] groups can end a lookup on a status
+# other than SUCCESS, each with its groups, one a line.
+function ending(body,    n, i, c, w, acts, out, depth, grp) {
+    n = length(body)
+    out = ""
+    i = 1
+    while (i <= n) {
+        c = substr(body, i, 1)
+        if (blank(c)) { i++; continue }
+        if (c == "[") {
+            # An action group: it belongs to the last service word w.
+            depth = 0
+            grp = ""
+            for (; i <= n; i++) {
+                c = substr(body, i, 1)
+                grp = grp c
+                if (c == "[") depth++
+                if (c == "]" && --depth == 0) { i++; break }
+            }
+            acts = acts " " grp
+            continue
+        }
+        if (w != "" && returns(acts)) out = out w acts "\n"
+        w = ""
+        acts = ""
+        while (i <= n && !blank(substr(body, i, 1)) && substr(body, i, 1) != "[") {
+            w = w substr(body, i, 1)
+            i++
+        }
+        if (w == "lbfo") return out
+    }
+    return ""
+}
+
+# Whether the [ACTION] groups in acts return on some status other than SUCCESS: any `=return`
+# whose status is not SUCCESS, and any negated status (`!X=return` covers SUCCESS's others).
+function returns(acts,    g, k, m, item, parts) {
+    g = toupper(acts)
+    gsub(/[][]/, " ", g)
+    # glibc allows blanks around `=`.
+    gsub(/[ \t]*=[ \t]*/, "=", g)
+    m = split(g, parts, /[ \t]+/)
+    for (k = 1; k <= m; k++) {
+        item = parts[k]
+        if (item !~ /=RETURN$/) continue
+        if (item ~ /^!/ || item !~ /^SUCCESS=/) return 1
+    }
+    return 0
+}
+
 BEGIN {
-    if (action != "add" && action != "remove") {
-        print "nsswitch.awk: action must be add or remove" > "/dev/stderr"
+    if (action != "add" && action != "remove" && action != "check") {
+        print "nsswitch.awk: action must be add, remove or check" > "/dev/stderr"
         exit 2
     }
     appended = "hosts: lbfo dns [!UNAVAIL=return] files # added by lbfo: glibc's default after lbfo"
     done = 0
+}
+
+action == "check" {
+    if (done || !match($0, /^[ \t]*hosts[ \t]*:[ \t]*/)) next
+    body = substr($0, RLENGTH + 1)
+    h = index(body, "#")
+    if (h > 0) body = substr(body, 1, h - 1)
+    if (!find(body, "lbfo")) next
+    done = 1
+    printf "%s", ending(body)
+    next
 }
 
 {
@@ -84,11 +154,9 @@ BEGIN {
     if (action == "add") {
         done = 1
         if (!find(body, "lbfo")) {
-            at = find(body, "files")
-            if (at == 0) at = 1
-            body = substr(body, 1, at - 1) "lbfo " substr(body, at)
+            body = "lbfo " body
             # "hosts:" followed by nothing: no blank to leave before a comment.
-            if (at == 1 && body == "lbfo " && comment == "") body = "lbfo"
+            if (body == "lbfo " && comment == "") body = "lbfo"
         }
     } else {
         while ((at = find(body, "lbfo")) > 0) body = cut(body, at, "lbfo")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, uses, removes and purges the lbfo .deb in a throwaway root, as tests/tests/deb.rs
-# runs it: `unshare -m -i -p -f --mount-proc --propagation private bash deb-roundtrip.sh DEB SCRATCH`.
+# runs it: `unshare -m -i -p -f --mount-proc --propagation private bash deb-roundtrip.sh DEB SCRATCH
+# NSCD_ROOT`, NSCD_ROOT being Debian's nscd package unpacked (for its binary and its nscd.conf).
 #
 # Private mount, IPC and PID namespaces: overlays (upper layers on a tmpfs) over /etc, /usr and
 # /var (so dpkg's database, nsswitch.conf, /etc/hosts, the installed files and man-db's cache),
@@ -10,6 +11,7 @@
 set -euo pipefail
 deb=$1
 scratch=$2
+nscd_root=$3
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
 mount -t tmpfs tmpfs "$scratch"
@@ -61,6 +63,7 @@ for want in "755 root:root /usr/sbin/lbfo-agentd" \
   "644 root:root /usr/share/man/man8/lbfo-agentd.8.gz" \
   "644 root:root /usr/share/man/man5/lbfo.conf.5.gz" \
   "644 root:root /usr/share/man/man8/nss-lbfo.8.gz" \
+  "644 root:root /etc/apparmor.d/abstractions/nameservice.d/lbfo" \
   "755 root:root /usr/share/lbfo/contrib/lbfo-mark" \
   "644 root:root /usr/share/doc/lbfo/copyright"; do
   f=${want##* }
@@ -69,7 +72,9 @@ for want in "755 root:root /usr/sbin/lbfo-agentd" \
 done
 ok "files installed with their modes"
 grep -qx /etc/lbfo.conf /var/lib/dpkg/info/lbfo.conffiles || fail "/etc/lbfo.conf is a conffile"
-ok "/etc/lbfo.conf is a conffile"
+grep -qx /etc/apparmor.d/abstractions/nameservice.d/lbfo /var/lib/dpkg/info/lbfo.conffiles \
+  || fail "the AppArmor snippet is a conffile"
+ok "/etc/lbfo.conf and the AppArmor snippet are conffiles"
 [[ -L /etc/systemd/system/multi-user.target.wants/lbfo-agentd.service ]] \
   || fail "the unit is enabled (deb-systemd-helper)"
 ok "unit enabled by deb-systemd-helper; no systemd running, so nothing started"
@@ -146,7 +151,8 @@ same /etc/nsswitch.conf "$nss_with" "install after remove puts lbfo back"
 # Purge: everything gone, nsswitch.conf as it was.
 dpkg --purge lbfo >"$scratch/dpkg-p.log" 2>&1 || { cat "$scratch/dpkg-p.log"; fail "dpkg --purge"; }
 same /etc/nsswitch.conf "$nss_before" "purge restored nsswitch.conf byte for byte"
-for f in /etc/lbfo.conf /usr/sbin/lbfo-agentd "/usr/lib/$multiarch/libnss_lbfo.so.2" \
+for f in /etc/lbfo.conf /etc/apparmor.d/abstractions/nameservice.d/lbfo /usr/sbin/lbfo-agentd \
+  "/usr/lib/$multiarch/libnss_lbfo.so.2" \
   /lib/systemd/system/lbfo-agentd.service /usr/share/lbfo /usr/share/doc/lbfo /var/lib/lbfo \
   /etc/systemd/system/multi-user.target.wants/lbfo-agentd.service; do
   [[ ! -e $f && ! -L $f ]] || fail "purge removed $f"
@@ -155,6 +161,93 @@ ok "purge removed every file, the conffile and the unit's enablement"
 dpkg-query -W lbfo >/dev/null 2>&1 && fail "dpkg forgot the package"
 ok "dpkg forgot the package"
 expect_answer web.test 192.0.2.80 "after purge, /etc/hosts answers"
+
+# The hosts: lines of the wild (tests/tests/nsswitch.rs says where each comes from): install puts
+# lbfo first, remove and purge give the file back byte for byte.
+lines=(
+  $'hosts:          files dns'
+  $'hosts:          files myhostname mdns4_minimal [NOTFOUND=return] mymachines resolve [!UNAVAIL=return] dns'
+  $'hosts:          files mdns4_minimal [NOTFOUND=return] dns'
+  $'hosts:          files mdns4_minimal [NOTFOUND=return] dns myhostname'
+  $'hosts:      files myhostname resolve [!UNAVAIL=return] dns'
+  $'hosts:      files myhostname mdns4_minimal [NOTFOUND=return] resolve [!UNAVAIL=return] dns'
+  $'hosts: mymachines resolve [!UNAVAIL=return] files myhostname dns'
+  $'hosts:      sss files dns'
+  $'hosts: sss [NOTFOUND=return] files dns'
+  $'hosts: ldap [NOTFOUND=return] files dns'
+  $'hosts:\tfiles [NOTFOUND=return]\tdns  # no DNS for names in /etc/hosts'
+)
+n=0
+for line in "${lines[@]}"; do
+  before=$'passwd:\t\tfiles\n'"$line"$'\nnetworks:\tfiles'
+  with=$'passwd:\t\tfiles\n'"$(sed -E 's/^(hosts:[[:blank:]]*)/\1lbfo /' <<<"$line")"$'\nnetworks:\tfiles'
+  printf '%s\n' "$before" >/etc/nsswitch.conf
+  dpkg -i "$deb" >"$scratch/dpkg-l.log" 2>&1 || { cat "$scratch/dpkg-l.log"; fail "dpkg -i on $line"; }
+  grep -q 'warning' "$scratch/dpkg-l.log" && { cat "$scratch/dpkg-l.log"; fail "no warning on $line"; }
+  same /etc/nsswitch.conf "$with" "install puts lbfo first: $line"
+  dpkg -r lbfo >"$scratch/dpkg-l.log" 2>&1 || { cat "$scratch/dpkg-l.log"; fail "dpkg -r on $line"; }
+  same /etc/nsswitch.conf "$before" "remove gives it back: $line" >/dev/null
+  dpkg -i "$deb" >"$scratch/dpkg-l.log" 2>&1 || { cat "$scratch/dpkg-l.log"; fail "dpkg -i again on $line"; }
+  same /etc/nsswitch.conf "$with" "install after remove: $line" >/dev/null
+  dpkg --purge lbfo >"$scratch/dpkg-l.log" 2>&1 || { cat "$scratch/dpkg-l.log"; fail "dpkg --purge on $line"; }
+  same /etc/nsswitch.conf "$before" "purge gives it back: $line" >/dev/null
+  n=$((n + 1))
+done
+ok "remove and purge gave each of the $n lines back byte for byte"
+
+# An image whose /etc/nsswitch.conf is a symlink: the file it points to is edited, the link stays.
+mkdir -p /etc/lbfo-image
+printf '%s\n' "$nss_before" >/etc/lbfo-image/nsswitch.conf
+rm -f /etc/nsswitch.conf
+ln -s /etc/lbfo-image/nsswitch.conf /etc/nsswitch.conf
+dpkg -i "$deb" >"$scratch/dpkg-sl.log" 2>&1 || { cat "$scratch/dpkg-sl.log"; fail "dpkg -i, symlink"; }
+[[ -L /etc/nsswitch.conf && $(readlink /etc/nsswitch.conf) == /etc/lbfo-image/nsswitch.conf ]] \
+  || fail "install keeps the symlink"
+same /etc/lbfo-image/nsswitch.conf "$nss_with" "install edits the symlink's target"
+dpkg --purge lbfo >"$scratch/dpkg-sl.log" 2>&1 || { cat "$scratch/dpkg-sl.log"; fail "dpkg --purge, symlink"; }
+[[ -L /etc/nsswitch.conf && $(readlink /etc/nsswitch.conf) == /etc/lbfo-image/nsswitch.conf ]] \
+  || fail "purge keeps the symlink"
+same /etc/lbfo-image/nsswitch.conf "$nss_before" "purge gives the symlink's target back byte for byte"
+rm /etc/nsswitch.conf
+printf '%s\n' "$nss_before" >/etc/nsswitch.conf
+
+# A line where lbfo comes after a source that ends lookups (an admin's, or an older lbfo's
+# placement): the package leaves it alone and says what is wrong.
+misplaced='hosts: mymachines resolve [!UNAVAIL=return] lbfo files myhostname dns'
+printf 'passwd: files\n%s\n' "$misplaced" >/etc/nsswitch.conf
+dpkg -i "$deb" >"$scratch/dpkg-w.log" 2>&1 || { cat "$scratch/dpkg-w.log"; fail "dpkg -i, misplaced"; }
+same /etc/nsswitch.conf $'passwd: files\n'"$misplaced" "an admin's line naming lbfo is left alone" >/dev/null
+if ! { grep -q 'warning: on the hosts: line of /etc/nsswitch.conf, lbfo comes after' "$scratch/dpkg-w.log" &&
+  grep -q 'lbfo:     resolve \[!UNAVAIL=return\]' "$scratch/dpkg-w.log"; }; then
+  cat "$scratch/dpkg-w.log"
+  fail "postinst warns about resolve before lbfo"
+fi
+ok "postinst warns when lbfo comes after resolve [!UNAVAIL=return], and leaves the line alone"
+dpkg --purge lbfo >/dev/null 2>&1 || fail "dpkg --purge, misplaced"
+printf '%s\n' "$nss_before" >/etc/nsswitch.conf
+
+# nscd installed (its binary and its own conffile, from Debian's package) with the hosts cache
+# on, as Debian ships it: the postinst says what to change; off: it says nothing. The conffile
+# is nscd's, never edited.
+install -D -m 0755 "$nscd_root/usr/sbin/nscd" /usr/sbin/nscd
+install -D -m 0644 "$nscd_root/etc/nscd.conf" /etc/nscd.conf
+grep -Eq '^[[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+yes' /etc/nscd.conf \
+  || fail "Debian's nscd.conf has the hosts cache on"
+cp /etc/nscd.conf "$scratch/nscd.conf.orig"
+dpkg -i "$deb" >"$scratch/dpkg-n.log" 2>&1 || { cat "$scratch/dpkg-n.log"; fail "dpkg -i with nscd"; }
+if ! { grep -q 'nscd (or unscd) is installed with its hosts cache on' "$scratch/dpkg-n.log" &&
+  grep -q 'enable-cache hosts no' "$scratch/dpkg-n.log"; }; then
+  cat "$scratch/dpkg-n.log"
+  fail "postinst notes nscd's hosts cache"
+fi
+cmp -s /etc/nscd.conf "$scratch/nscd.conf.orig" || fail "nscd.conf untouched"
+sed -E 's/^([[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+)yes/\1no/' "$scratch/nscd.conf.orig" >/etc/nscd.conf
+dpkg -i "$deb" >"$scratch/dpkg-n2.log" 2>&1 || { cat "$scratch/dpkg-n2.log"; fail "dpkg -i with nscd, hosts cache off"; }
+grep -q nscd "$scratch/dpkg-n2.log" && { cat "$scratch/dpkg-n2.log"; fail "no note with the hosts cache off"; }
+ok "postinst notes an nscd with its hosts cache on (and not off), nscd.conf untouched"
+dpkg --purge lbfo >/dev/null 2>&1 || fail "dpkg --purge, nscd"
+rm -f /usr/sbin/nscd /etc/nscd.conf
+same /etc/nsswitch.conf "$nss_before" "purge restored nsswitch.conf after the nscd checks" >/dev/null
 # Where systemd runs (here a stub systemctl that logs its calls, and /run/systemd/system): the
 # maintainer scripts reload systemd, start the unit on install, restart it on upgrade, stop it
 # on remove; deb-systemd-invoke decides through `systemctl is-enabled`.

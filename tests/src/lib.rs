@@ -13,7 +13,10 @@
 #![allow(unsafe_code)] // shmctl(IPC_RMID) on the counters segment a test agent created.
 
 pub mod bed;
+mod rng;
 pub mod web;
+
+pub use rng::TestRng;
 
 use std::fs;
 use std::io::Write;
@@ -79,6 +82,42 @@ fn resolver() -> PathBuf {
     p
 }
 
+/// The target directory the tests were built in (`TARGET/PROFILE/deps/test-exe`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Debian packages downloaded and unpacked, never installed, by `tests/scripts/debian-pkgs.sh`
+/// into TARGET/debian-pkgs (kept there for the next run): each package's unpacked root, in the
+/// order asked. `None` where there is no `apt-get` (not Debian); a failed download panics.
+pub fn debian_packages(pkgs: &[&str]) -> Option<Vec<PathBuf>> {
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-pkgs.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(target_dir().join("debian-pkgs"))
+        .args(pkgs)
+        .output()
+        .expect("run debian-pkgs.sh");
+    assert!(
+        out.status.success(),
+        "debian-pkgs.sh {pkgs:?}: {}",
+        describe(&out)
+    );
+    let roots: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(roots.len(), pkgs.len(), "{}", describe(&out));
+    Some(roots)
+}
+
 /// Whether this process is root (namespaces and bind mounts need it, or a user namespace).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -111,6 +150,8 @@ pub struct Host {
     /// A command the agent is started under (e.g. `prlimit --nofile=64:4096`), if any: it must
     /// exec the agent, so the agent keeps its pid.
     pub wrap: Vec<String>,
+    /// Environment variables the agent is started with (e.g. a clock offset).
+    pub env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -137,6 +178,7 @@ impl Host {
             libdir,
             netns: None,
             wrap: Vec::new(),
+            env: Vec::new(),
         };
         h.write_config(body);
         h
@@ -193,6 +235,7 @@ impl Host {
             .open(self.dir.join("agent.log"))
             .expect("log file");
         let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(self.config())
             .stdin(Stdio::null())

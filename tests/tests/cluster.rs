@@ -344,6 +344,40 @@ fn a_killed_agent_restarts_and_catches_up_without_rolling_anyone_back() {
     }
 }
 
+/// Issue 14: a router without a clock that restarts before NTP has set it. Its peers used to
+/// take every datagram of its new boot for a replay of an old one (and refuse them as stale by
+/// its clock), until they restarted too.
+#[test]
+fn a_node_restarted_with_its_clock_an_hour_behind_is_heard_at_once() {
+    let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    c.hosts[2].stop();
+    c.hosts[2].env = vec![("LBFO_TEST_CLOCK_OFFSET_MS".into(), "-3600000".into())];
+    c.hosts[2].start();
+    assert!(c
+        .h(3)
+        .log()
+        .contains("the wall clock is taken -3600000 ms off"));
+    // A change made on it at once (a new service: no newer stamp stands against it).
+    c.h(3).send("add behind.lan 10.0.9.9\n");
+    for i in 1..=2 {
+        wait_answer(c.h(i), "behind.lan", "10.0.9.9");
+        // Not one of its datagrams taken for a replay; a few of its new boot's first ones
+        // refused until it answered the challenge they drew.
+        let j = c.h(i).status_json();
+        assert_eq!(dropped(c.h(i), "replay"), 0, "host {i}: {j}");
+        assert!(dropped(c.h(i), "unverified") <= 5, "host {i}: {j}");
+    }
+    // The others' entries are an hour ahead of its clock: it refuses them (and says why) until
+    // its clock is set right, but it is heard.
+    let h3 = c.h(3);
+    h3.wait_for("the refusal of entries ahead of its clock", || {
+        h3.log().contains("ahead of this node's clock refused")
+    });
+}
+
 #[test]
 fn a_late_joiner_gets_the_whole_table() {
     let Some(mut c) = Cluster::new(3, GROUP4, "") else {

@@ -87,15 +87,8 @@ fn the_last_table_keeps_answering_when_the_agent_is_gone() {
 
 /// Deterministic noise for damaging tables.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut rng = lbfo_tests::TestRng::new(seed);
+    (0..len).map(|_| rng.next() as u8).collect()
 }
 
 #[test]

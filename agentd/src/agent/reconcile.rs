@@ -18,7 +18,7 @@ impl<'m> Agent<'m> {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        c.datagram(bytes, from, self.now.wall_ms);
+        c.datagram(bytes, from, self.now.mono_ms, self.now.wall_ms);
         self.log.append(&mut c.take_log());
     }
 

@@ -327,7 +327,15 @@ fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() 
         let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
         let mut config = config::parse(conf.as_bytes()).unwrap();
         config.mtime_ms = 500_000;
-        let cl = Cluster::new(name, Key::new(b"k".to_vec()), 1_000_000 + t, t, adopt);
+        let random = [name.as_bytes()[0].wrapping_add(t as u8); 32];
+        let cl = Cluster::new(
+            name,
+            Key::new(b"k".to_vec()),
+            random,
+            1_000_000 + t,
+            t,
+            adopt,
+        );
         Agent::start(w, c, adopt, "conf".into(), config, at(t), Some(cl))
     }
     let from = |n: u8| SocketAddr::from(([10, 0, 0, n], 7946));
@@ -394,19 +402,33 @@ fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
     let m = Mem::new();
     let w = Writer::attach(&m.table).unwrap();
     let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
-    let cl = Cluster::new("a", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+    let cl = Cluster::new("a", Key::new(b"k".to_vec()), [1; 32], 1_000_000, 0, false);
     let mut config = config::parse(CONF.as_bytes()).unwrap();
     config.mtime_ms = 900_000;
     let mut a = Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl));
-    a.take_outbox();
-    let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), 1_000_000, 0, false);
+    let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), [2; 32], 1_000_000, 0, false);
+    // The handshakes: each believes the other's boot.
+    let (from_a, from_b) = (
+        SocketAddr::from(([10, 0, 0, 1], 7946)),
+        SocketAddr::from(([10, 0, 0, 2], 7946)),
+    );
+    peer.hello(1_000_000);
+    for _ in 0..8 {
+        for (_, d) in peer.take_outbox() {
+            a.datagram(&d, from_b);
+        }
+        for (_, d) in a.take_outbox() {
+            peer.datagram(&d, from_a, 0, 1_000_000);
+        }
+    }
+    a.sync();
     let mut reloaded = config::parse(b"add db.lan 10.0.3.3\n").unwrap();
     reloaded.mtime_ms = 1_000_500;
     a.wake(at(600));
     a.reload(Ok(reloaded));
     a.publish();
     for (_, d) in a.take_outbox() {
-        peer.datagram(&d, SocketAddr::from(([10, 0, 0, 1], 7946)), 1_000_600);
+        peer.datagram(&d, from_a, 600, 1_000_600);
     }
     assert_eq!(m.v4("web.lan"), "NotOurs");
     assert_eq!(m.v4("db.lan"), "10.0.3.3");

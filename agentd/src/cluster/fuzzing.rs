@@ -5,14 +5,16 @@
 //! An input is one mode byte and a datagram: with bit 0 clear the rest is the datagram as
 //! received (so almost every mutation stops at the length, version or MAC check); with bit 0 set
 //! the rest is a message's bytes, which [`receive`] signs with [`KEY`] first, so the fuzzer gets
-//! past authentication to the decoder, the entry checks, the freshness and replay checks, the
-//! replica's merge and the digest replies.
+//! past authentication to the decoder, the entry checks, the challenges and the replay window,
+//! the replica's merge and the digest replies.
 //!
-//! [`receive`] hands the datagram to a node the way the loop in `main` does (`datagram`, then
-//! `sync`, then the outbox), twice: **a datagram seen a second time must change nothing and make
-//! nothing be sent** (a replay, or the same refusal). Every datagram the node sends in reply must
-//! open with the key. The node is fresh for every input (a [`Cluster`] with a small replicated
-//! config, [`NODE`]), so a crash replays exactly. Every service the datagram changed is then
+//! [`receive`] hands the datagram to a node the way the loop does (`datagram`, then `sync`, then
+//! the outbox), twice, from [`PEER`]'s address. The node believes [`PEER`] in the boot the seeds
+//! were made in; **what any other datagram draws (a challenge, an answer) goes to its source and
+//! is no larger than it**, and **a datagram seen a second time changes nothing and draws
+//! nothing but that**. Every datagram the node sends must open with the key. The node is fresh
+//! for every input (a [`Cluster`] with a small replicated config, [`NODE`]), so a crash replays
+//! exactly. Every service the datagram changed is then
 //! published as the agent does it, through `Writer::write_service`, into one record of a table
 //! kept between inputs (building a whole `Agent` per input would cost milliseconds: it publishes
 //! all `MAX_SERVICES` records at start).
@@ -32,9 +34,9 @@ use lbfo_core::atomic::AtomicU64;
 use lbfo_core::{parse_line, Command, Line, Writer};
 use sha2::Sha256;
 
-use crate::cluster::replica::{Replica, BUCKETS};
+use crate::cluster::replica::{node_id, Replica, BUCKETS};
 use crate::cluster::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
-use crate::cluster::{Cluster, DIGEST_MS};
+use crate::cluster::{Cluster, Dest, DIGEST_MS};
 
 /// The cluster key of the fuzz node and of the seeds' sender.
 pub const KEY: &[u8] = b"lbfo fuzz key, not a secret";
@@ -44,6 +46,10 @@ pub const T0: u64 = 1_700_000_000_000;
 pub const NODE: &str = "fuzz-a";
 /// The seeds' sender.
 pub const PEER: &str = "peer-b";
+/// The random bytes of the fuzz node (boot nonce and cookie secret) and of the seeds' sender.
+pub const RANDOM: [[u8; 32]; 2] = [[0xa1; 32], [0xb2; 32]];
+/// The monotonic clock of the fuzz node when it receives an input.
+pub const MONO: u64 = 1000;
 /// The fuzz node's replicated state before each input: what the seeds merge with.
 pub const SETUP: &[&str] = &[
     "add web.lan 10.0.0.1",
@@ -65,8 +71,21 @@ fn key() -> Key {
     Key::new(KEY.to_vec())
 }
 
+/// Where the seeds' sender is (and every input comes from).
 fn from() -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 2], 7946))
+}
+
+/// Where the fuzz node is, as the seeds' sender knows it.
+fn node_addr() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 1], 7946))
+}
+
+/// The boot nonce a node makes of its random bytes.
+fn boot(random: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&random[..8]);
+    u64::from_le_bytes(b)
 }
 
 /// `body` followed by its HMAC-SHA256 tag under [`KEY`]: what `wire::seal` makes of a message.
@@ -92,7 +111,8 @@ fn table() -> &'static Writer<'static> {
 /// The fuzz node, as it is before each input (its replica is made once, then copied).
 pub fn node() -> Cluster {
     static REPLICA: OnceLock<Replica> = OnceLock::new();
-    let mut c = Cluster::new(NODE, key(), T0 - 60_000, 0, false);
+    let mut c = Cluster::new(NODE, key(), RANDOM[0], T0 - 60_000, 0, false);
+    c.peers.trust(node_id(PEER), boot(&RANDOM[1]), from());
     c.replica = REPLICA
         .get_or_init(|| {
             let mut r = Replica::new(c.replica.me());
@@ -117,7 +137,9 @@ pub fn receive(input: &[u8]) {
         rest.to_vec()
     };
     let mut c = node();
-    c.datagram(&datagram, from(), T0);
+    c.datagram(&datagram, from(), MONO, T0);
+    let believed = wire::open(&datagram, &key())
+        .is_ok_and(|m| m.node == node_id(PEER) && m.boot == boot(&RANDOM[1]));
     let changed = c.take_changed();
     let writer = table();
     for name in &changed {
@@ -128,32 +150,43 @@ pub fn receive(input: &[u8]) {
         }
         writer.write_service(0, s.as_ref());
     }
-    for (_, d) in c.take_outbox() {
+    let sent = c.take_outbox();
+    for (_, d) in &sent {
         assert!(d.len() <= MAX_DATAGRAM, "sent {} bytes", d.len());
         assert!(
-            wire::open(&d, &key()).is_ok(),
+            wire::open(d, &key()).is_ok(),
             "sent a datagram that does not open"
         );
     }
+    if !believed {
+        reflects_at_most(&sent, datagram.len());
+    }
     let digest = c.replica.digest();
     let status = c.status_lines(T0);
-    c.datagram(&datagram, from(), T0);
+    c.datagram(&datagram, from(), MONO, T0);
     assert!(
         c.take_changed().is_empty(),
         "a repeated datagram changed the replica"
     );
-    assert!(
-        c.take_outbox().is_empty(),
-        "a repeated datagram was answered"
-    );
+    reflects_at_most(&c.take_outbox(), datagram.len());
     assert_eq!(c.replica.digest(), digest);
     // Only the drop counters (or nothing, for our own looped-back datagram) move.
     let again = c.status_lines(T0);
     let peers = |s: &str| s.lines().filter(|l| !l.starts_with("drop ")).count();
     assert_eq!(peers(&again), peers(&status));
-    // The periodic duties still run: a digest round, tombstone collection.
+    // The periodic duties still run: a digest round, tombstone collection, forgetting peers.
     c.tick(10 * DIGEST_MS + 60_000, T0 + 1000);
     c.take_outbox();
+}
+
+/// What a datagram not taken in may draw: at most its own size, and only to its source.
+fn reflects_at_most(sent: &[(Dest, Vec<u8>)], received: usize) {
+    let bytes: usize = sent.iter().map(|(_, d)| d.len()).sum();
+    assert!(bytes <= received, "{bytes} bytes sent for {received}");
+    assert!(
+        sent.iter().all(|(to, _)| *to == Dest::To(from())),
+        "sent elsewhere than to the source: {sent:?}"
+    );
 }
 
 /// Real datagrams of every kind from [`PEER`] to [`NODE`], each named: hello, digest, a digest
@@ -161,7 +194,9 @@ pub fn receive(input: &[u8]) {
 /// (wrong key, stale, a newer version).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut peer = Cluster::new(PEER, key(), T0 - 1000, 0, false);
+    let mut peer = Cluster::new(PEER, key(), RANDOM[1], T0 - 1000, 0, false);
+    peer.peers
+        .trust(node_id(NODE), boot(&RANDOM[0]), node_addr());
     let mut grab = |name: &str, c: &mut Cluster| {
         for (i, (_, d)) in c.take_outbox().into_iter().enumerate() {
             out.push((format!("{name}-{i}"), d));
@@ -192,7 +227,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut a = node();
     a.hello(T0);
     for (_, d) in a.take_outbox() {
-        peer.datagram(&d, from(), T0);
+        peer.datagram(&d, node_addr(), MONO, T0);
     }
     grab("repair", &mut peer);
     // Enough services for a repair of several full datagrams.
@@ -202,16 +237,20 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         peer.send_entries(crate::cluster::Dest::All, &es, T0);
     }
     peer.take_outbox();
-    let mut late = Cluster::new("late-c", key(), T0, 0, false);
+    let mut late = Cluster::new("late-c", key(), [0xc3; 32], T0, 0, false);
+    let late_addr = SocketAddr::from(([192, 0, 2, 3], 7946));
+    peer.peers
+        .trust(node_id("late-c"), boot(&[0xc3; 32]), late_addr);
     late.hello(T0);
     for (_, d) in late.take_outbox() {
-        peer.datagram(&d, from(), T0);
+        peer.datagram(&d, late_addr, MONO, T0);
     }
     grab("repair-big", &mut peer);
-    // Refused ones.
+    // Handshakes, and the ones a node does not take in.
     let msg = |body| Message {
         version: VERSION,
-        node: crate::cluster::replica::node_id(PEER),
+        node: node_id(PEER),
+        boot: boot(&RANDOM[1]),
         epoch: T0 - 1000,
         seq: 10_000,
         sent_ms: T0,
@@ -222,19 +261,30 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         digest: vec![0; BUCKETS],
     };
     let seal = |m: &Message, k: &Key| wire::seal(m, k).unwrap_or_default();
+    let challenge = Body::Challenge {
+        cookie: 0x5eed,
+        pad: [0; wire::CHALLENGE_PAD],
+    };
+    out.push(("challenge".into(), seal(&msg(challenge), &key())));
+    // The answer to the challenge the node sends to `PEER`'s address.
+    let cookie = node().peers.cookie(node_id(PEER), from(), MONO);
+    out.push(("answer".into(), seal(&msg(Body::Answer { cookie }), &key())));
+    let other_boot = Message {
+        boot: 7,
+        ..msg(hello.clone())
+    };
+    out.push(("other-boot".into(), seal(&other_boot, &key())));
+    // Sent by a clock an hour behind: taken in like any other (no clock is trusted for replay).
+    let behind = Message {
+        epoch: T0 - 3_600_000,
+        sent_ms: T0 - 3_600_000,
+        seq: 10_001,
+        ..msg(hello.clone())
+    };
+    out.push(("clock-behind".into(), seal(&behind, &key())));
     out.push((
         "wrong-key".into(),
         seal(&msg(hello.clone()), &Key::new(b"another key".to_vec())),
-    ));
-    out.push((
-        "stale".into(),
-        seal(
-            &Message {
-                sent_ms: T0 - 3_600_000,
-                ..msg(hello.clone())
-            },
-            &key(),
-        ),
     ));
     let mut v2 = seal(&msg(hello), &key());
     if let Some(b) = v2.first_mut() {
@@ -266,9 +316,9 @@ mod tests {
         assert!(seeds.len() > 15, "{}", seeds.len());
         for (name, d) in &seeds {
             assert!(d.len() <= MAX_DATAGRAM, "{name}");
-            let refused = ["wrong-key", "stale", "version"].contains(&name.as_str());
+            let refused = ["wrong-key", "other-boot", "version"].contains(&name.as_str());
             let mut c = node();
-            c.datagram(d, from(), T0);
+            c.datagram(d, from(), MONO, T0);
             let drops = c.status_lines(T0).lines().any(|l| l.starts_with("drop "));
             assert_eq!(drops, refused, "{name}: {}", c.status_lines(T0));
         }
@@ -290,11 +340,19 @@ mod tests {
                 std::fs::write(std::path::Path::new(&to).join(name), bytes).unwrap();
             }
         }
-        for (name, bytes) in corpus() {
-            let have = std::fs::read(dir.join(&name)).unwrap_or_default();
+        let corpus = corpus();
+        for (name, bytes) in &corpus {
+            let have = std::fs::read(dir.join(name)).unwrap_or_default();
             assert!(
-                have == bytes,
+                have == *bytes,
                 "fuzz/corpus/datagram/{name} is missing or stale: rerun with LBFO_FUZZ_CORPUS=fuzz/corpus/datagram"
+            );
+        }
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                corpus.iter().any(|(n, _)| *n == name),
+                "fuzz/corpus/datagram/{name} is no seed any more: delete it"
             );
         }
     }

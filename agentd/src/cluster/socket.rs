@@ -84,7 +84,7 @@ fn ifindex(fd: BorrowedFd<'_>, name: &str) -> Result<u32, String> {
 
 /// A non-blocking, close-on-exec UDP socket bound to the wildcard address of `first`'s family
 /// and `first`'s port. (nix's calls rather than `UdpSocket::bind` and `set_nonblocking`, whose
-/// address resolution and `ioctl` are half a kilobyte more of the router build.)
+/// address resolution and `ioctl` are more code on the router build.)
 fn bound(first: SocketAddr) -> io::Result<UdpSocket> {
     use nix::sys::socket::{
         bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
@@ -114,6 +114,154 @@ fn ipv4_of(fd: BorrowedFd<'_>, name: &str) -> Result<Ipv4Addr, String> {
         .map_err(|e| format!("iface {name}: no IPv4 address ({})", io_text(&e)))
 }
 
+/// `iface`, by name and index (0: none given).
+#[derive(Clone, Copy)]
+struct Iface<'a> {
+    name: Option<&'a str>,
+    index: u32,
+}
+
+/// What joining the group left to the socket: the stand-ins for refused options, and their
+/// warnings.
+#[derive(Default)]
+struct Joined {
+    check_dest: bool,
+    source: Option<Ipv4Addr>,
+    warnings: Vec<String>,
+}
+
+/// The line for a failed socket call `w`.
+fn what(w: &'static str) -> impl Fn(io::Error) -> String {
+    move |e| format!("{w}: {}", io_text(&e))
+}
+
+/// Joins the IPv4 group `g` on port `port` and sets how datagrams to it leave.
+fn join_v4(
+    sock: &UdpSocket,
+    g: Ipv4Addr,
+    port: u16,
+    iface: Iface<'_>,
+    ttl: u8,
+) -> Result<Joined, String> {
+    let (fd, index) = (sock.as_fd(), iface.index);
+    let on = iface.name.map_or(String::new(), |i| format!(" on {i}"));
+    let mut joined = Joined::default();
+    let mreq = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(g.octets()),
+        },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: index as i32,
+    };
+    match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, &0i32) {
+        Err(e) if unknown_option(&e) => {
+            setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, &1i32)
+                .map_err(what("IP_PKTINFO (standing in for IP_MULTICAST_ALL)"))?;
+            joined.check_dest = true;
+            joined.warnings.push(format!(
+                "cluster: warning: IP_MULTICAST_ALL: {}; datagrams to other groups \
+                     on port {} are dropped by their destination (IP_PKTINFO) instead",
+                io_text(&e),
+                port
+            ));
+        }
+        r => r.map_err(what("IP_MULTICAST_ALL"))?,
+    }
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
+        .map_err(what("join the group"))?;
+    // Without `iface` the routing table picks the interface: nothing to set.
+    if let Some(name) = iface.name {
+        match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq) {
+            Err(e) if unknown_option(&e) => {
+                let a = ipv4_of(fd, name)
+                    .map_err(|m| format!("IP_MULTICAST_IF: {}; and {m}", io_text(&e)))?;
+                joined.source = Some(a);
+                joined.warnings.push(format!(
+                    "cluster: warning: IP_MULTICAST_IF: {}; datagrams to the group \
+                         leave{on} by their source address {} (IP_PKTINFO) instead",
+                    io_text(&e),
+                    Ip(IpAddr::V4(a))
+                ));
+            }
+            r => r.map_err(what("IP_MULTICAST_IF"))?,
+        }
+    }
+    setsockopt(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_TTL,
+        &i32::from(ttl),
+    )
+    .map_err(what("IP_MULTICAST_TTL"))?;
+    // Looped back so several agents on one host see each other; our own is skipped.
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &1i32)
+        .map_err(what("IP_MULTICAST_LOOP"))?;
+    Ok(joined)
+}
+
+/// Joins the IPv6 group `g` on port `port` and sets how datagrams to it leave.
+fn join_v6(
+    sock: &UdpSocket,
+    g: Ipv6Addr,
+    port: u16,
+    iface: Iface<'_>,
+    ttl: u8,
+) -> Result<Joined, String> {
+    let (fd, index) = (sock.as_fd(), iface.index);
+    let on = iface.name.map_or(String::new(), |i| format!(" on {i}"));
+    let mut joined = Joined::default();
+    match setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_ALL, &0i32) {
+        Err(e) if unknown_option(&e) => {
+            setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32).map_err(what(
+                "IPV6_RECVPKTINFO (standing in for IPV6_MULTICAST_ALL)",
+            ))?;
+            joined.check_dest = true;
+            joined.warnings.push(format!(
+                "cluster: warning: IPV6_MULTICAST_ALL: {}; datagrams to other groups \
+                     on port {} are dropped by their destination (IPV6_PKTINFO) instead",
+                io_text(&e),
+                port
+            ));
+        }
+        r => r.map_err(what("IPV6_MULTICAST_ALL"))?,
+    }
+    sock.join_multicast_v6(&g, index)
+        .map_err(what("join the group"))?;
+    if iface.name.is_some() {
+        match setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_IF,
+            &(index as i32),
+        ) {
+            Err(e) if unknown_option(&e) => {
+                let pin = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
+                    ipi6_ifindex: index,
+                };
+                setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &pin)
+                    .map_err(what("IPV6_PKTINFO (standing in for IPV6_MULTICAST_IF)"))?;
+                joined.warnings.push(format!(
+                    "cluster: warning: IPV6_MULTICAST_IF: {}; every datagram leaves{on} \
+                         (sticky IPV6_PKTINFO) instead",
+                    io_text(&e)
+                ));
+            }
+            r => r.map_err(what("IPV6_MULTICAST_IF"))?,
+        }
+    }
+    setsockopt(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_HOPS,
+        &i32::from(ttl),
+    )
+    .map_err(what("IPV6_MULTICAST_HOPS"))?;
+    sock.set_multicast_loop_v6(true)
+        .map_err(what("IPV6_MULTICAST_LOOP"))?;
+    Ok(joined)
+}
+
 impl Net {
     /// Opens the socket, joins the group. `Err` is the line to print; the `Vec` holds the
     /// warnings to log (a socket option this kernel refused, and what stands in for it).
@@ -126,134 +274,27 @@ impl Net {
         let first = group
             .or(peers.first().copied())
             .ok_or("no group and no peer")?;
-        fn what(w: &'static str) -> impl Fn(io::Error) -> String {
-            move |e| format!("{w}: {}", io_text(&e))
-        }
         let sock = bound(first).map_err(what("bind"))?;
-        let fd = sock.as_fd();
-        let index = iface.map(|i| ifindex(fd, i)).transpose()?.unwrap_or(0);
-        let mut warnings = Vec::new();
-        let mut check_dest = false;
-        let mut source = None;
-        let on = iface.map_or(String::new(), |i| format!(" on {i}"));
-        match group.map(|g| g.ip()) {
-            Some(IpAddr::V4(g)) => {
-                let mreq = libc::ip_mreqn {
-                    imr_multiaddr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(g.octets()),
-                    },
-                    imr_address: libc::in_addr { s_addr: 0 },
-                    imr_ifindex: index as i32,
-                };
-                match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, &0i32) {
-                    Err(e) if unknown_option(&e) => {
-                        setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, &1i32)
-                            .map_err(what("IP_PKTINFO (standing in for IP_MULTICAST_ALL)"))?;
-                        check_dest = true;
-                        warnings.push(format!(
-                            "cluster: warning: IP_MULTICAST_ALL: {}; datagrams to other groups \
-                             on port {} are dropped by their destination (IP_PKTINFO) instead",
-                            io_text(&e),
-                            first.port()
-                        ));
-                    }
-                    r => r.map_err(what("IP_MULTICAST_ALL"))?,
-                }
-                setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
-                    .map_err(what("join the group"))?;
-                // Without `iface` the routing table picks the interface: nothing to set.
-                if let Some(name) = iface {
-                    match setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq) {
-                        Err(e) if unknown_option(&e) => {
-                            let a = ipv4_of(fd, name).map_err(|m| {
-                                format!("IP_MULTICAST_IF: {}; and {m}", io_text(&e))
-                            })?;
-                            source = Some(a);
-                            warnings.push(format!(
-                                "cluster: warning: IP_MULTICAST_IF: {}; datagrams to the group \
-                                 leave{on} by their source address {} (IP_PKTINFO) instead",
-                                io_text(&e),
-                                Ip(IpAddr::V4(a))
-                            ));
-                        }
-                        r => r.map_err(what("IP_MULTICAST_IF"))?,
-                    }
-                }
-                setsockopt(
-                    fd,
-                    libc::IPPROTO_IP,
-                    libc::IP_MULTICAST_TTL,
-                    &i32::from(ttl),
-                )
-                .map_err(what("IP_MULTICAST_TTL"))?;
-                // Looped back so several agents on one host see each other; our own is skipped.
-                setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &1i32)
-                    .map_err(what("IP_MULTICAST_LOOP"))?;
-            }
-            Some(IpAddr::V6(g)) => {
-                match setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_ALL, &0i32) {
-                    Err(e) if unknown_option(&e) => {
-                        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32).map_err(
-                            what("IPV6_RECVPKTINFO (standing in for IPV6_MULTICAST_ALL)"),
-                        )?;
-                        check_dest = true;
-                        warnings.push(format!(
-                            "cluster: warning: IPV6_MULTICAST_ALL: {}; datagrams to other groups \
-                             on port {} are dropped by their destination (IPV6_PKTINFO) instead",
-                            io_text(&e),
-                            first.port()
-                        ));
-                    }
-                    r => r.map_err(what("IPV6_MULTICAST_ALL"))?,
-                }
-                sock.join_multicast_v6(&g, index)
-                    .map_err(what("join the group"))?;
-                if iface.is_some() {
-                    match setsockopt(
-                        fd,
-                        libc::IPPROTO_IPV6,
-                        libc::IPV6_MULTICAST_IF,
-                        &(index as i32),
-                    ) {
-                        Err(e) if unknown_option(&e) => {
-                            let pin = libc::in6_pktinfo {
-                                ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
-                                ipi6_ifindex: index,
-                            };
-                            setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &pin).map_err(
-                                what("IPV6_PKTINFO (standing in for IPV6_MULTICAST_IF)"),
-                            )?;
-                            warnings.push(format!(
-                                "cluster: warning: IPV6_MULTICAST_IF: {}; every datagram leaves{on} \
-                                 (sticky IPV6_PKTINFO) instead",
-                                io_text(&e)
-                            ));
-                        }
-                        r => r.map_err(what("IPV6_MULTICAST_IF"))?,
-                    }
-                }
-                setsockopt(
-                    fd,
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_MULTICAST_HOPS,
-                    &i32::from(ttl),
-                )
-                .map_err(what("IPV6_MULTICAST_HOPS"))?;
-                sock.set_multicast_loop_v6(true)
-                    .map_err(what("IPV6_MULTICAST_LOOP"))?;
-            }
-            None => {}
-        }
+        let index = iface
+            .map(|i| ifindex(sock.as_fd(), i))
+            .transpose()?
+            .unwrap_or(0);
+        let to = Iface { name: iface, index };
+        let joined = match group.map(|g| g.ip()) {
+            Some(IpAddr::V4(g)) => join_v4(&sock, g, first.port(), to, ttl)?,
+            Some(IpAddr::V6(g)) => join_v6(&sock, g, first.port(), to, ttl)?,
+            None => Joined::default(),
+        };
         let net = Net {
             sock,
             group,
             peers: peers.to_vec(),
-            check_dest,
-            source,
+            check_dest: joined.check_dest,
+            source: joined.source,
             send_errors: 0,
             read_errors: Vec::new(),
         };
-        Ok((net, warnings))
+        Ok((net, joined.warnings))
     }
 
     /// The socket, for `poll`.

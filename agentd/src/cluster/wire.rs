@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! datagram = postcard(Message) ‖ HMAC-SHA256(key, postcard(Message))   at most 1,200 bytes
-//! Message  = { version: u8 = 2, node: u64, epoch: u64, seq: u64, sent_ms: u64, body: Body }
+//! Message  = { version: u8 = 2, node: u64, boot: u64, epoch: u64, seq: u64, sent_ms: u64,
+//!              body: Body }
 //! Body     = Hello { name, digest } | Digest { name, digest, reply } | Entries([Entry])
+//!          | Challenge { cookie, pad } | Answer { cookie }
 //! ```
 //!
 //! The version is a single raw byte, the first of the datagram, so a future version can be
@@ -34,6 +36,9 @@ pub const VERSION: u8 = 2;
 pub const MAX_DATAGRAM: usize = 1200;
 /// Bytes of the HMAC-SHA256 tag at the end of every datagram.
 pub const TAG: usize = 32;
+/// The shortest datagram that can be well-formed: the version byte, the header's five varints,
+/// a body's tag and the MAC.
+pub const MIN_DATAGRAM: usize = 7 + TAG;
 /// The longest node name carried.
 pub const MAX_NODE_NAME: usize = 64;
 
@@ -50,10 +55,12 @@ pub enum DropReason {
     BadMac,
     /// Authentic but not a well-formed message.
     Garbage,
-    /// Already seen, or from an earlier boot of its sender.
+    /// Already seen or older than the replay window, in its sender's believed boot; or an answer
+    /// to a challenge this node did not make or that has lapsed.
     Replay,
-    /// Sent more than the freshness window ago (or ahead).
-    Stale,
+    /// From a boot of its sender that has not answered a challenge (yet): the first datagrams of
+    /// a peer that has just started, or replays of an earlier boot of it.
+    Unverified,
     /// Sent to another multicast group on our port (dropped by `net` where the kernel does not
     /// filter other groups itself).
     OtherGroup,
@@ -77,7 +84,7 @@ impl DropReason {
             DropReason::BadMac => "bad_mac",
             DropReason::Garbage => "garbage",
             DropReason::Replay => "replay",
-            DropReason::Stale => "stale",
+            DropReason::Unverified => "unverified",
             DropReason::OtherGroup => "other_group",
             DropReason::SameName => "same_name",
             DropReason::TooManyPeers => "too_many_peers",
@@ -93,7 +100,7 @@ impl DropReason {
         DropReason::BadMac,
         DropReason::Garbage,
         DropReason::Replay,
-        DropReason::Stale,
+        DropReason::Unverified,
         DropReason::OtherGroup,
         DropReason::SameName,
         DropReason::TooManyPeers,
@@ -147,6 +154,11 @@ pub enum WEntry {
     },
 }
 
+/// Bytes of padding in a [`Body::Challenge`]: more than an answer's header can be longer than
+/// the challenge's (varints of other lengths: a larger sequence number, another node id), so an
+/// answer is never larger than its challenge.
+pub const CHALLENGE_PAD: usize = 12;
+
 /// What a message says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -168,6 +180,19 @@ pub enum Body {
     },
     /// State: a command's effect, or the contents of digest buckets that differed.
     Entries(Vec<WEntry>),
+    /// "Prove that you are live, at this address": sent to the source of a datagram from a boot
+    /// this node does not believe (see `cluster::peers`). Never larger than that datagram.
+    Challenge {
+        /// What the answer must echo.
+        cookie: u64,
+        /// Zeroes (see [`CHALLENGE_PAD`]).
+        pad: [u8; CHALLENGE_PAD],
+    },
+    /// The answer to a `Challenge`, to its source, from the address the challenge was sent to.
+    Answer {
+        /// The challenge's cookie.
+        cookie: u64,
+    },
 }
 
 /// One datagram's content.
@@ -177,7 +202,10 @@ pub struct Message {
     pub version: u8,
     /// The sender's node id.
     pub node: u64,
-    /// The sender's boot epoch (its start time, ms since the epoch).
+    /// The sender's boot nonce: random, new at every start.
+    pub boot: u64,
+    /// When the sender started, by its clock (ms since the epoch; shown, never trusted; never
+    /// later than `sent_ms`).
     pub epoch: u64,
     /// Per-boot datagram sequence number, from 1.
     pub seq: u64,
@@ -208,6 +236,16 @@ impl Key {
         Key(b"lbfo insecure cluster, no secret".to_vec())
     }
 
+    /// The first eight bytes of `data`'s HMAC-SHA256 under this key, as a number.
+    pub fn tag64(&self, data: &[u8]) -> u64 {
+        let mut mac = self.mac();
+        mac.update(data);
+        let tag = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&tag[..8]);
+        u64::from_le_bytes(first)
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length; new_from_slice cannot fail for it.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
@@ -232,8 +270,8 @@ pub fn open(datagram: &[u8], key: &Key) -> Result<Message, DropReason> {
     if datagram.len() > MAX_DATAGRAM {
         return Err(DropReason::Oversized);
     }
-    // version + 4 varints of at least one byte + a body tag + the MAC.
-    if datagram.len() < 6 + TAG {
+    // version + 5 varints of at least one byte + a body tag + the MAC.
+    if datagram.len() < MIN_DATAGRAM {
         return Err(DropReason::Truncated);
     }
     if datagram[0] != VERSION {
@@ -253,12 +291,14 @@ pub fn open(datagram: &[u8], key: &Key) -> Result<Message, DropReason> {
 
 fn well_formed(m: &Message) -> bool {
     let name_ok = |n: &String| !n.is_empty() && n.len() <= MAX_NODE_NAME;
-    match &m.body {
-        Body::Hello { name, digest } | Body::Digest { name, digest, .. } => {
-            name_ok(name) && digest.len() == BUCKETS
+    m.epoch <= m.sent_ms
+        && match &m.body {
+            Body::Hello { name, digest } | Body::Digest { name, digest, .. } => {
+                name_ok(name) && digest.len() == BUCKETS
+            }
+            Body::Entries(es) => es.iter().all(|e| from_wire(e).is_some()),
+            Body::Challenge { .. } | Body::Answer { .. } => true,
         }
-        Body::Entries(es) => es.iter().all(|e| from_wire(e).is_some()),
-    }
 }
 
 fn ws(s: Stamp) -> WStamp {
@@ -393,6 +433,7 @@ mod tests {
         Message {
             version: VERSION,
             node: 7,
+            boot: 0x1234_5678_9abc_def0,
             epoch: 1_700_000_000_000,
             seq: 1,
             sent_ms: 1_700_000_000_500,
@@ -433,6 +474,41 @@ mod tests {
         assert_eq!(got, es);
     }
 
+    /// A node answers a challenge only when the answer is no larger (nothing it sends in answer
+    /// to a datagram is larger than that datagram): the padding must cover the difference of
+    /// two headers, whatever node ids, boots and sequence numbers (two years of datagrams) say.
+    #[test]
+    fn an_answer_is_never_larger_than_its_challenge() {
+        let key = Key::new(b"k".to_vec());
+        let cookie = u64::MAX;
+        let challenge = Message {
+            node: 1 << 56,
+            boot: 1 << 56,
+            seq: 1,
+            ..msg(Body::Challenge {
+                cookie,
+                pad: [0; CHALLENGE_PAD],
+            })
+        };
+        let answer = Message {
+            node: u64::MAX,
+            boot: u64::MAX,
+            seq: (1 << 28) - 1,
+            sent_ms: u64::from(u32::MAX) << 10,
+            ..msg(Body::Answer { cookie })
+        };
+        let (c, a) = (
+            seal(&challenge, &key).unwrap(),
+            seal(&answer, &key).unwrap(),
+        );
+        assert!(
+            a.len() <= c.len(),
+            "answer {} > challenge {}",
+            a.len(),
+            c.len()
+        );
+    }
+
     #[test]
     fn refusals() {
         let key = Key::new(b"right".to_vec());
@@ -467,6 +543,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(open(&short, &key), Err(DropReason::Garbage));
+        // Sent before its sender started.
+        let early = Message {
+            sent_ms: 1_600_000_000_000,
+            ..msg(Body::Entries(vec![]))
+        };
+        assert_eq!(
+            open(&seal(&early, &key).unwrap(), &key),
+            Err(DropReason::Garbage)
+        );
         let mut w = to_wire(&entries(&["add web.lan 10.0.0.1"])[0]);
         if let WEntry::Service { name, .. } = &mut w {
             *name = "bad name".into();

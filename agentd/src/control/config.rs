@@ -191,14 +191,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Checks a config's text: parses every line and applies every command to a scratch table.
 pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
-    let mut table = None;
-    let mut fifo = None;
-    let mut state = None;
-    let mut checks: Vec<Spec> = Vec::new();
-    let mut cluster = ClusterConfig::default();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut hosts_file = None;
-    let mut dnsmasq_pid = None;
+    let mut settings = Settings::default();
     let mut commands = Vec::new();
     let mut slots = vec![None; MAX_SERVICES];
     let mut scratch = Table::new(&mut slots);
@@ -211,70 +204,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             Err(e) => return Err(at(e.col, Problem::Parse(e.kind))),
             Ok(None) => {}
             Ok(Some(Line::Setting(s))) => {
-                let what = s.keyword();
-                if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
-                    if seen.contains(&what) {
-                        return Err(at(1, Problem::DuplicateSetting(what)));
-                    }
-                    seen.push(what);
-                }
-                let (path, slot) = match s {
-                    Setting::Table(p) => (p, &mut table),
-                    Setting::Fifo(p) => (p, &mut fifo),
-                    Setting::State(p) => (p, &mut state),
-                    Setting::Key(p) => (p, &mut cluster.key),
-                    Setting::HostsFile(p) => (p, &mut hosts_file),
-                    Setting::DnsmasqPid(p) => (p, &mut dnsmasq_pid),
-                    Setting::Group(a) => {
-                        cluster.group = Some(a);
-                        continue;
-                    }
-                    Setting::Peer(a) => {
-                        cluster.peers.push(a);
-                        let v4 = |a: &SocketAddr| a.is_ipv4();
-                        let first = cluster.group.or(cluster.peers.first().copied());
-                        let mixed = first.is_some_and(|f| v4(&f) != v4(&a))
-                            || (cluster.group.is_none()
-                                && cluster.peers.iter().any(|p| p.port() != a.port()));
-                        if mixed {
-                            return Err(at(1, Problem::MixedPeers));
-                        }
-                        continue;
-                    }
-                    Setting::Iface(n) => {
-                        cluster.iface = Some(n.to_owned());
-                        continue;
-                    }
-                    Setting::Node(n) => {
-                        cluster.node = Some(n.to_owned());
-                        continue;
-                    }
-                    Setting::Ttl(n) => {
-                        cluster.ttl = Some(n);
-                        continue;
-                    }
-                    Setting::Insecure => {
-                        cluster.insecure = true;
-                        continue;
-                    }
-                    Setting::Check(c) => {
-                        // At most one earlier check of the service: take it out.
-                        if let Some(i) = checks.iter().position(|o| o.service == c.service) {
-                            checks.remove(i);
-                        }
-                        checks.push(Spec::new(&c));
-                        continue;
-                    }
-                };
-                // The path borrows from the line, so its offset there is its column.
-                let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
-                if !path.starts_with('/') {
-                    return Err(at(col, Problem::RelativePath));
-                }
-                if path.bytes().any(|b| b == 0) {
-                    return Err(at(col, Problem::NulInPath));
-                }
-                *slot = Some(PathBuf::from(path));
+                settings.take(s, raw).map_err(|(col, p)| at(col, p))?;
             }
             Ok(Some(Line::Command(c))) => {
                 scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
@@ -282,18 +212,106 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             }
         }
     }
+    let s = settings;
     Ok(Config {
-        table: table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
-        fifo: fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
-        hosts_file,
-        dnsmasq_pid,
-        state,
-        checks,
+        table: s.table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
+        fifo: s.fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
+        hosts_file: s.hosts_file,
+        dnsmasq_pid: s.dnsmasq_pid,
+        state: s.state,
+        checks: s.checks,
         commands,
         members: members(&scratch),
-        cluster,
+        cluster: s.cluster,
         mtime_ms: 0,
     })
+}
+
+/// The settings a config has given so far.
+#[derive(Default)]
+struct Settings {
+    table: Option<PathBuf>,
+    fifo: Option<PathBuf>,
+    state: Option<PathBuf>,
+    hosts_file: Option<PathBuf>,
+    dnsmasq_pid: Option<PathBuf>,
+    checks: Vec<Spec>,
+    cluster: ClusterConfig,
+    /// The keywords of the settings that may be given once.
+    seen: Vec<&'static str>,
+}
+
+impl Settings {
+    /// Takes the setting `s` of the line `raw`; `Err` is the column and the problem.
+    fn take(&mut self, s: Setting<'_>, raw: &[u8]) -> Result<(), (usize, Problem)> {
+        let what = s.keyword();
+        if !matches!(s, Setting::Peer(_) | Setting::Check(_)) {
+            if self.seen.contains(&what) {
+                return Err((1, Problem::DuplicateSetting(what)));
+            }
+            self.seen.push(what);
+        }
+        let cluster = &mut self.cluster;
+        let (path, slot) = match s {
+            Setting::Table(p) => (p, &mut self.table),
+            Setting::Fifo(p) => (p, &mut self.fifo),
+            Setting::State(p) => (p, &mut self.state),
+            Setting::Key(p) => (p, &mut cluster.key),
+            Setting::HostsFile(p) => (p, &mut self.hosts_file),
+            Setting::DnsmasqPid(p) => (p, &mut self.dnsmasq_pid),
+            Setting::Group(a) => {
+                cluster.group = Some(a);
+                return Ok(());
+            }
+            Setting::Peer(a) => {
+                cluster.peers.push(a);
+                let v4 = |a: &SocketAddr| a.is_ipv4();
+                let first = cluster.group.or(cluster.peers.first().copied());
+                let mixed = first.is_some_and(|f| v4(&f) != v4(&a))
+                    || (cluster.group.is_none()
+                        && cluster.peers.iter().any(|p| p.port() != a.port()));
+                return if mixed {
+                    Err((1, Problem::MixedPeers))
+                } else {
+                    Ok(())
+                };
+            }
+            Setting::Iface(n) => {
+                cluster.iface = Some(n.to_owned());
+                return Ok(());
+            }
+            Setting::Node(n) => {
+                cluster.node = Some(n.to_owned());
+                return Ok(());
+            }
+            Setting::Ttl(n) => {
+                cluster.ttl = Some(n);
+                return Ok(());
+            }
+            Setting::Insecure => {
+                cluster.insecure = true;
+                return Ok(());
+            }
+            Setting::Check(c) => {
+                // At most one earlier check of the service: take it out.
+                if let Some(i) = self.checks.iter().position(|o| o.service == c.service) {
+                    self.checks.remove(i);
+                }
+                self.checks.push(Spec::new(&c));
+                return Ok(());
+            }
+        };
+        // The path borrows from the line, so its offset there is its column.
+        let col = path.as_ptr() as usize - raw.as_ptr() as usize + 1;
+        if !path.starts_with('/') {
+            return Err((col, Problem::RelativePath));
+        }
+        if path.bytes().any(|b| b == 0) {
+            return Err((col, Problem::NulInPath));
+        }
+        *slot = Some(PathBuf::from(path));
+        Ok(())
+    }
 }
 
 /// The services and backends in `table`.

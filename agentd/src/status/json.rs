@@ -136,6 +136,16 @@ pub fn json(s: &Snapshot) -> String {
             o.s("null");
         }
     }
+    o.s(",\"nscd_hosts_cache\":");
+    match &s.nscd {
+        Some(n) => {
+            o.s("{\"pid\":").n(n.pid as u64).s(",\"conf\":").q(&n.conf);
+            o.s(",\"warning\":").q(&n.warning()).s("}");
+        }
+        None => {
+            o.s("null");
+        }
+    }
     o.s("}\n");
     o.0
 }
@@ -156,7 +166,7 @@ mod tests {
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503,\"fastest\":false,\"check\":null},{\"pos\":1,\"addr\":\"fd00::12\",\
              \"state\":\"down\",\"weight\":3,\"prio\":2,\"limit\":100,\"lookups\":97,\"fastest\":false,\
-             \"check\":null}],\"checked\":false,\"picks_as\":null}],\"digest\":\"DIGEST\",\"cluster\":null}\n"
+             \"check\":null}],\"checked\":false,\"picks_as\":null}],\"digest\":\"DIGEST\",\"cluster\":null,\"nscd_hosts_cache\":null}\n"
                 .replace("DIGEST", &sample(0, true).digest())
         );
         let j = json(&sample(0, false));

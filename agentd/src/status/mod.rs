@@ -14,8 +14,12 @@
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
+//!
+//! It also warns, in every form, while an nscd with its hosts cache on runs ([`nscd`]): that
+//! cache keeps serving a backend after lbfo has moved on.
 
 mod json;
+pub mod nscd;
 mod out;
 mod prometheus;
 mod text;
@@ -99,6 +103,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
     pub cluster: Option<ClusterInfo>,
+    /// A running nscd whose hosts cache is on (filled in by the caller: [`nscd::find`]).
+    pub nscd: Option<nscd::CachingNscd>,
 }
 
 /// A peer as `status` shows it.
@@ -375,6 +381,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .map(|t| parse_cluster(&t)),
+        nscd: None,
     })
 }
 
@@ -435,6 +442,7 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
             ],
         }],
         cluster: None,
+        nscd: None,
     }
 }
 
@@ -519,6 +527,33 @@ mod tests {
     }
 
     #[test]
+    fn every_form_warns_of_a_caching_nscd() {
+        let mut s = sample(9_600, true);
+        assert!(!text(&s).contains("nscd"));
+        assert!(json(&s).contains(",\"nscd_hosts_cache\":null}"));
+        assert!(prometheus(&s).contains("\nlbfo_nscd_hosts_cache 0\n"));
+        s.nscd = Some(nscd::CachingNscd {
+            pid: 77,
+            conf: "/etc/nscd.conf".into(),
+        });
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "\nwarning     nscd (pid 77) caches hosts (/etc/nscd.conf: enable-cache hosts yes)"
+            ),
+            "{t}"
+        );
+        let j = json(&s);
+        assert!(j.contains(",\"nscd_hosts_cache\":{\"pid\":77,\"conf\":\"/etc/nscd.conf\",\"warning\":\"nscd (pid 77)"), "{j}");
+        let p = prometheus(&s);
+        assert!(
+            p.contains("# HELP lbfo_nscd_hosts_cache Whether an nscd")
+                && p.contains("\nlbfo_nscd_hosts_cache 1\n"),
+            "{p}"
+        );
+    }
+
+    #[test]
     fn digest_is_fnv1a_of_the_sorted_service_lines() {
         // The definition, written out plainly: hosts of different versions compare digests.
         let s = sample(0, true);
@@ -579,7 +614,7 @@ mod tests {
         let j = json(&s);
         assert!(j.contains("\"peers\":[{\"node\":\"gw2\",\"id\":\"00000000000000bb\",\"addr\":\"10.0.0.2:7946\",\"last_heard_ms\":8800,\"last_heard_age_ms\":1200,\"epoch\":2000,\"in_sync\":true}]"), "{j}");
         assert!(
-            j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}}}"),
+            j.contains("\"drop_totals\":{\"bad_mac\":3,\"replay\":1}},\"nscd_hosts_cache\":null}"),
             "{j}"
         );
     }
@@ -628,7 +663,9 @@ mod tests {
             "drop a stale 2\ndrop b replay 1\ndrop c stale 5\ndrop d bad_mac 1\ndrop e replay 0\n",
         ));
         assert!(
-            json(&s).ends_with("\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}}}\n"),
+            json(&s).ends_with(
+                "\"drop_totals\":{\"bad_mac\":1,\"replay\":1,\"stale\":7}},\"nscd_hosts_cache\":null}\n"
+            ),
             "{}",
             json(&s)
         );

@@ -146,6 +146,14 @@ pub fn prometheus(s: &Snapshot) -> String {
     if let Some(c) = &s.cluster {
         cluster_metrics(&mut p, c, s.now_ms);
     }
+    p.one(
+        &Family {
+            name: "lbfo_nscd_hosts_cache",
+            kind: "gauge",
+            help: "Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.",
+        },
+        flag(s.nscd.is_some()),
+    );
     p.finish()
 }
 
@@ -270,7 +278,7 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
             Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
         );
     }
-    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, stale, other_group, same_name, too_many_peers, future)." });
+    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, unverified, other_group, same_name, too_many_peers, future)." });
     let mut at = None;
     while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));
@@ -388,6 +396,9 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 # TYPE lbfo_backend_limit gauge
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
+# HELP lbfo_nscd_hosts_cache Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.
+# TYPE lbfo_nscd_hosts_cache gauge
+lbfo_nscd_hosts_cache 0
 ";
         assert_eq!(prometheus(&sample(9_600, true)), expect);
         // No heartbeat: no age sample, agent down. No counters: the family stays, empty.

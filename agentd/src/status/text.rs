@@ -38,6 +38,9 @@ pub fn text(s: &Snapshot) -> String {
     o.s("\ndigest      ");
     s.write_digest(&mut o);
     o.s("\n");
+    if let Some(n) = &s.nscd {
+        o.s("warning     ").s(&n.warning()).s("\n");
+    }
     if let Some(c) = &s.cluster {
         cluster_text(&mut o, c, s.now_ms);
     }

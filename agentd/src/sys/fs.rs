@@ -11,7 +11,7 @@ use super::ms_of;
 /// Opens `path` with `open(2)` flags `flags` (`O_CLOEXEC` is always added) and, when it creates
 /// the file, `mode` (before the umask). Every file the agent opens goes through here rather than
 /// `OpenOptions`/`File::open`, whose flag checks box their error messages as trait objects: with
-/// the formatting that pulls in, ~3 KB of the router build.
+/// the formatting that pulls in, are much more code on the router build.
 pub fn open(path: &Path, flags: libc::c_int, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::fd::FromRawFd;
     let path = c_path(path).map_err(std::io::Error::from)?;
@@ -44,7 +44,7 @@ fn c_path(path: &Path) -> nix::Result<std::ffi::CString> {
 /// Runs the path system call `call` on `path` as a C string: `Err` with the errno when it
 /// returns -1. The agent's path calls ([`rename`], [`unlink`], [`mkdir`], [`chmod`]; [`stat`]
 /// through [`c_path`] only) go through here rather than `std::fs`, whose per-call C-string
-/// conversions are ~1 KB more of the router build.
+/// conversions are more code on the router build.
 fn path_call(
     path: &Path,
     call: impl FnOnce(&std::ffi::CStr) -> libc::c_int,
@@ -124,7 +124,8 @@ pub fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<FileStat> {
 
 /// Every stat of the agent's, as the `statx` system call itself (Linux 4.11 or later). Not the C
 /// library's `stat` and `fstat`: musl's, on 32-bit targets, convert the kernel's structure to a
-/// time64 one, 1.2 KB of the router build; and `statx`'s structure is the same on every target.
+/// time64 one, code the agent does not need; and `statx`'s structure is the same on every
+/// target.
 fn statx(
     dirfd: libc::c_int,
     path: &std::ffi::CStr,
@@ -157,7 +158,7 @@ fn statx(
 
 /// Calls `each` with the name of every entry of the directory open on `dir` (`.` and `..`
 /// included), by the `getdents64` system call: not nix's `Dir` (readdir), whose `fdopendir` and
-/// `fstat` are 1 KB of the router build.
+/// `fstat` are more code on the router build.
 pub fn dir_names(dir: BorrowedFd<'_>, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
     // A `linux_dirent64`: inode (8 bytes), offset (8), record length (2), type (1), then the
     // NUL-terminated name.
@@ -234,7 +235,7 @@ pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
 
 /// Everything `file` holds from where it stands. A plain read loop (EINTR retried) rather than
 /// std's `read_to_end`/`fs::read`/`fs::read_to_string`, whose buffer-growing machinery is a
-/// kilobyte or two of the router build; every file the agent reads goes through here.
+/// lot of code on the router build; every file the agent reads goes through here.
 pub fn read_all(file: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
@@ -360,7 +361,7 @@ pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> std::io::Resu
 }
 
 /// A path as the agent's messages show it. The agent's paths all come from its UTF-8 config and
-/// command line, so this is the text itself: `Path::display`'s lossy decoding is ~0.6 KB of the
+/// command line, so this is the text itself: `Path::display`'s lossy decoding would be code on the
 /// router build for paths that cannot occur.
 pub trait Shown {
     /// The path as text (a marker if it is not UTF-8).
@@ -374,7 +375,7 @@ impl Shown for Path {
 }
 
 /// Whether two (optional) paths are the same text. Not `Path`'s `==`, which compares component
-/// by component (~1 KB of the router build): for the agent a path spelled differently in the
+/// by component (more code on the router build): for the agent a path spelled differently in the
 /// config is a changed setting.
 pub fn same_path(a: Option<&Path>, b: Option<&Path>) -> bool {
     a.map(Path::as_os_str) == b.map(Path::as_os_str)
@@ -383,7 +384,7 @@ pub fn same_path(a: Option<&Path>, b: Option<&Path>) -> bool {
 /// The directory `path` names a file in: everything before its last `/` ("/run/lbfo/table" →
 /// "/run/lbfo", "/table" → "/", "table" → "."). Byte-wise, for paths as the config gives them
 /// (a file's, no trailing `/`): std's `Path::parent` and `create_dir_all` bring its component
-/// parser, ~1.5 KB of the router build.
+/// parser, much more code on the router build.
 pub fn dir_of(path: &Path) -> &Path {
     let bytes = path.as_os_str().as_bytes();
     match bytes.iter().rposition(|&b| b == b'/') {

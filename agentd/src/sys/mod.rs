@@ -52,7 +52,7 @@ pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
 
 /// Milliseconds on `clock` (`CLOCK_MONOTONIC` or `CLOCK_REALTIME`; 0 before its epoch, which
 /// cannot happen on these clocks). `clock_gettime` read directly: std's `Instant` and
-/// `SystemTime` bring `Duration` arithmetic in 128 bits, a kilobyte on the 32-bit routers.
+/// `SystemTime` bring `Duration` arithmetic in 128 bits, costly code on the 32-bit routers.
 pub fn clock_ms(clock: nix::time::ClockId) -> u64 {
     nix::time::clock_gettime(clock).map_or(0, |t| ms_of(t.tv_sec(), t.tv_nsec()))
 }
@@ -95,7 +95,7 @@ pub fn io_text(e: &std::io::Error) -> String {
         Some(n) => errno_text(n),
         // Not reached in practice: the agent's std calls fail with an errno but for a NUL byte
         // in a path, which the config refuses (and argv cannot hold). Not std's own text, whose
-        // `Display` is ~2 KB of the router build with its lossy UTF-8 decoding.
+        // `Display` is much more code on the router build, with its lossy UTF-8 decoding.
         None => "I/O error without an errno".to_owned(),
     }
 }

@@ -197,7 +197,7 @@ pub fn render<'s>(services: impl Iterator<Item = &'s Service>) -> String {
 }
 
 /// A process id written in decimal digits (as in a pid file or a /proc entry's name); `None`
-/// for anything else, 0 and what is past `i32::MAX`. (Not `str::parse`, which is a kilobyte of
+/// for anything else, 0 and what is past `i32::MAX`. (Not `str::parse`, which is more code on
 /// the router build for the agent's only two signed numbers.)
 fn pid_of(digits: &[u8]) -> Option<i32> {
     if digits.is_empty() {
@@ -383,6 +383,14 @@ mod tests {
         }
         let mut child = spawned.unwrap();
         let pid = child.id() as i32;
+        // The kernel lets a vfork-spawning parent go on before the new program's name is set
+        // (`begin_new_exec`): wait until /proc shows it.
+        for _ in 0..500 {
+            if is_dnsmasq(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let found = dnsmasq_pids();
         let me = std::process::id() as i32;
         child.kill().unwrap();

@@ -15,12 +15,12 @@
 //! sent a receiver must refuse for which reason, in the order `wire::open` checks (`sent N
 //! truncated T oversized O version V bad_mac B`), so a test can hold the receiver's drop counters
 //! to it. IPv4 only (the tests' replay and garbage cases run on the IPv4 group).
+use lbfo_tests::TestRng;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// The wire's version byte (`wire::VERSION` in the agent).
-const VERSION: u8 = 2;
+use lbfo_agentd::cluster::wire::{MAX_DATAGRAM, MIN_DATAGRAM, VERSION};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,13 +67,8 @@ fn main() {
         "random" => {
             let s = sender(local);
             let n: u32 = arg(3).parse().unwrap_or_else(|_| usage());
-            let mut x: u64 = arg(4).parse::<u64>().unwrap_or_else(|_| usage()) | 1;
-            let mut next = move || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
+            let mut rng = TestRng::new(arg(4).parse::<u64>().unwrap_or_else(|_| usage()));
+            let mut next = move || rng.next();
             let gap = Duration::from_micros(args.get(5).map_or(0, |g| g.parse().expect("GAP_US")));
             // What the receiver must make of each: its length, version byte and MAC checks.
             let (mut truncated, mut oversized, mut version, mut bad_mac) = (0, 0, 0, 0);
@@ -85,8 +80,8 @@ fn main() {
                     d[0] = VERSION;
                 }
                 match d.len() {
-                    l if l > 1200 => oversized += 1,
-                    l if l < 6 + 32 => truncated += 1,
+                    l if l > MAX_DATAGRAM => oversized += 1,
+                    l if l < MIN_DATAGRAM => truncated += 1,
                     _ if d[0] != VERSION => version += 1,
                     _ => bad_mac += 1,
                 }
@@ -127,7 +122,9 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
     s.set_read_timeout(Some(Duration::from_millis(10)))
         .expect("timeout");
     let t0 = Instant::now();
-    let mut node = Cluster::new("forger", Key::new(key), wall_ms(), 0, false);
+    let mut random = [0u8; 32];
+    lbfo_agentd::sys::random(&mut random).expect("random bytes");
+    let mut node = Cluster::new("forger", Key::new(key), random, wall_ms(), 0, false);
     node.hello(wall_ms());
     let (mut buf, mut forged) = ([0u8; 2048], false);
     while t0.elapsed() < Duration::from_secs(2) {
@@ -150,7 +147,7 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
             let _ = s.send_to(&d, to);
         }
         if let Ok((n, from)) = s.recv_from(&mut buf) {
-            node.datagram(&buf[..n], from, wall_ms());
+            node.datagram(&buf[..n], from, mono, wall_ms());
         }
     }
 }

@@ -1,0 +1,240 @@
+//! Who this node has heard: its peers, each believed in one boot, with a replay window and the
+//! address it proved it is at.
+//!
+//! **Replay protection trusts no clock.** Every start of an agent picks a random boot nonce
+//! (`Message::boot`). A peer's datagrams are taken in only from a boot that has answered a
+//! challenge: a cookie this node sent to an address, echoed from that address in an `Answer`
+//! under the group key.
+//! The cookie is a MAC, under a secret of this node's boot, of the peer's id, the address and the
+//! current [`COOKIE_MS`] period, so it needs no state per challenge, cannot be made without
+//! receiving the challenge at that address, and lapses after one or two periods. A datagram
+//! recorded in an earlier boot of a peer cannot answer a cookie made now: a replayed boot is
+//! never believed, whatever either clock says, and a peer restarted with its clock an hour
+//! behind is believed one round trip after its first datagram.
+//!
+//! - Within the believed boot, a [`WINDOW`]-sequence sliding bitmap (as IPsec's anti-replay
+//!   window) refuses a sequence number already seen or below the window.
+//! - A datagram from a boot not believed is not taken in ([`Verdict::Unverified`]); the caller
+//!   challenges its source. A new boot believed replaces the old one (a restart).
+//! - The address a peer answered at is the only one the cluster answers it at (see `Cluster`).
+//! - A peer silent for [`SILENCE_MS`] is forgotten, and believed again after its next answer.
+//! - At most [`MAX_PEERS`] are tracked; only an answer adds one, so only a key holder can.
+
+use std::net::SocketAddr;
+
+use crate::cluster::replica::NodeId;
+use crate::cluster::wire::{DropReason, Key, Message};
+
+/// Sequence numbers remembered per peer below its newest (a reordering allowance).
+pub const WINDOW: u64 = 64;
+/// A cookie is good for the period it was made in and the next one.
+pub const COOKIE_MS: u64 = 10_000;
+/// A peer not heard from for this long is forgotten (four minutes of missed digest rounds).
+pub const SILENCE_MS: u64 = 60_000;
+/// Peers tracked at most: a cluster of more nodes than this is beyond what the agent is made
+/// for, and a key holder inventing node ids cannot grow memory. A node new when the map is full
+/// is refused ([`DropReason::TooManyPeers`], logged).
+pub const MAX_PEERS: usize = 128;
+
+/// A peer as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node name ("?" until its first digest).
+    pub name: String,
+    /// The address it answered a challenge at: the only one it is answered at.
+    pub addr: SocketAddr,
+    /// When a datagram of it was last taken in (wall ms), for `status`.
+    pub heard_ms: u64,
+    /// Its boot's wall-clock time, as its clock tells it (shown, never trusted).
+    pub epoch: u64,
+    /// Its last digest equals ours.
+    pub in_sync: bool,
+    heard_mono: u64,
+    boot: u64,
+    top: u64,
+    seen: u64,
+}
+
+impl Peer {
+    /// The replay window: takes `seq` if it is new, records it.
+    fn window(&mut self, seq: u64) -> bool {
+        if seq > self.top {
+            let shift = seq - self.top;
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.top = seq;
+            return true;
+        }
+        let back = self.top - seq;
+        if back >= WINDOW || self.seen & (1 << back) != 0 {
+            return false;
+        }
+        self.seen |= 1 << back;
+        true
+    }
+}
+
+/// What [`Peers::check`] says of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// From the believed boot, new: take it in.
+    Take,
+    /// From the believed boot, seen before or older than the window.
+    Replay,
+    /// From a boot not believed (yet): not taken in; its source is to be challenged.
+    Unverified,
+}
+
+/// The peers, and the secret their cookies are made with.
+#[derive(Debug)]
+pub struct Peers {
+    map: heapless::LinearMap<NodeId, Peer, MAX_PEERS>,
+    secret: Key,
+}
+
+impl Peers {
+    /// No peers yet; cookies made with `secret` (random, this boot's).
+    pub fn new(secret: Key) -> Peers {
+        Peers {
+            map: heapless::LinearMap::new(),
+            secret,
+        }
+    }
+
+    /// The cookie a challenge to `node` at `to` carries at `mono_ms`.
+    pub fn cookie(&self, node: NodeId, to: SocketAddr, mono_ms: u64) -> u64 {
+        self.cookie_in(node, to, mono_ms / COOKIE_MS)
+    }
+
+    fn cookie_in(&self, node: NodeId, to: SocketAddr, period: u64) -> u64 {
+        let (ip, port) = match to {
+            SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), a.port()),
+            SocketAddr::V6(a) => (a.ip().octets(), a.port()),
+        };
+        let mut bytes = [0u8; 34 + 8];
+        bytes[..8].copy_from_slice(&node.to_le_bytes());
+        bytes[8..24].copy_from_slice(&ip);
+        bytes[24..26].copy_from_slice(&port.to_le_bytes());
+        bytes[26..34].copy_from_slice(&period.to_le_bytes());
+        self.secret.tag64(&bytes[..34])
+    }
+
+    /// Whether a datagram with `m`'s header is taken in; records its sequence number if so.
+    pub fn check(&mut self, m: &Message, mono_ms: u64, wall_ms: u64) -> Verdict {
+        let Some(p) = self.map.get_mut(&m.node).filter(|p| p.boot == m.boot) else {
+            return Verdict::Unverified;
+        };
+        if !p.window(m.seq) {
+            return Verdict::Replay;
+        }
+        p.heard_ms = wall_ms;
+        p.heard_mono = mono_ms;
+        Verdict::Take
+    }
+
+    /// An answer from `m.node` at `to` echoing `cookie`: if the cookie is one this node made for
+    /// that node and address (this period or the last), `m.boot` is believed and `to` is its
+    /// address.
+    /// `Ok(true)`: a boot newly believed.
+    pub fn answered(
+        &mut self,
+        m: &Message,
+        cookie: u64,
+        to: SocketAddr,
+        mono_ms: u64,
+        wall_ms: u64,
+    ) -> Result<bool, DropReason> {
+        let period = mono_ms / COOKIE_MS;
+        let made = |p: u64| self.cookie_in(m.node, to, p) == cookie;
+        let last = period.checked_sub(1).is_some_and(made);
+        if !made(period) && !last {
+            // Lapsed, or made for another address or node: a replay (a forgery fails the MAC).
+            return Err(DropReason::Replay);
+        }
+        if let Some(p) = self.map.get_mut(&m.node).filter(|p| p.boot == m.boot) {
+            p.addr = to;
+            let _ = p.window(m.seq);
+            p.heard_ms = wall_ms;
+            p.heard_mono = mono_ms;
+            return Ok(false);
+        }
+        let name = self.map.get(&m.node).map_or("?".into(), |p| p.name.clone());
+        let peer = Peer {
+            name,
+            addr: to,
+            heard_ms: wall_ms,
+            epoch: m.epoch,
+            in_sync: false,
+            heard_mono: mono_ms,
+            boot: m.boot,
+            top: m.seq,
+            seen: 1,
+        };
+        match self.map.insert(m.node, peer) {
+            Ok(_) => Ok(true),
+            Err(_) => Err(DropReason::TooManyPeers),
+        }
+    }
+
+    /// Forgets the peers silent since `mono_ms - SILENCE_MS`.
+    pub fn expire(&mut self, mono_ms: u64) {
+        let gone: Vec<NodeId> = self
+            .map
+            .iter()
+            .filter(|(_, p)| p.heard_mono.saturating_add(SILENCE_MS) < mono_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.map.remove(&id);
+        }
+    }
+
+    /// The believed peer `node`.
+    pub fn get(&self, node: NodeId) -> Option<&Peer> {
+        self.map.get(&node)
+    }
+
+    /// The believed peer `node`, to update.
+    pub fn get_mut(&mut self, node: NodeId) -> Option<&mut Peer> {
+        self.map.get_mut(&node)
+    }
+
+    /// Every peer, by id.
+    pub fn list(&self) -> Vec<(NodeId, &Peer)> {
+        let mut out: Vec<_> = self.map.iter().map(|(id, p)| (*id, p)).collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// How many peers are tracked.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Believes `node` in `boot` at `addr` without a challenge: for the fuzz target and the
+    /// seeds (`fuzzing`), which hand a node datagrams of a peer it must already know.
+    #[doc(hidden)]
+    pub fn trust(&mut self, node: NodeId, boot: u64, addr: SocketAddr) {
+        let peer = Peer {
+            name: "?".into(),
+            addr,
+            heard_ms: 0,
+            epoch: 0,
+            in_sync: false,
+            heard_mono: 0,
+            boot,
+            top: 0,
+            seen: 1,
+        };
+        let _ = self.map.insert(node, peer);
+    }
+}
