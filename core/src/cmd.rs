@@ -806,11 +806,11 @@ impl<'a> Args<'a> {
         }
         let start = col - 1;
         let mut end = start + program.len();
-        let mut ahead = Tokens {
+        let ahead = Tokens {
             line: self.toks.line,
             pos: self.toks.pos,
         };
-        while let Some((col, tok)) = ahead.next() {
+        for (col, tok) in ahead {
             if option_of(&CHECK_OPTIONS[..COMMON_CHECK_OPTIONS], col, tok).is_none() {
                 end = col - 1 + tok.len();
             }

@@ -289,7 +289,7 @@ mod tests {
         // IPv6 on its own: 0.1 ms best, 5 ms beyond the 1 ms slack.
         let set = fastest_set(&s, &rtt);
         assert_eq!(set, 0b01_0110);
-        let mut apply = |s: &mut Service, set: u16| {
+        let apply = |s: &mut Service, set: u16| {
             for (i, b) in s.backends.iter_mut().enumerate() {
                 if let Some(b) = b {
                     b.fast = set >> i & 1 == 1;

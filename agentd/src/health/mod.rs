@@ -490,7 +490,9 @@ impl Health {
                 Token::Drain(i) => {
                     if let Some(slot) = self.drains.get_mut(i) {
                         if slot.as_mut().is_some_and(http::Drain::read) {
-                            slot.take().map(http::Drain::close);
+                            if let Some(d) = slot.take() {
+                                d.close();
+                            }
                         }
                     }
                 }
@@ -587,8 +589,8 @@ impl Health {
     /// caps allow.
     pub fn tick(&mut self, us: u64, out: &mut Vec<Verdict>) {
         for slot in &mut self.drains {
-            if slot.as_ref().is_some_and(|d| us >= d.deadline_us) {
-                slot.take().map(http::Drain::close);
+            if let Some(d) = slot.take_if(|d| us >= d.deadline_us) {
+                d.close();
             }
         }
         self.drains.retain(Option::is_some);

@@ -60,10 +60,16 @@ pub fn clock_ms(clock: nix::time::ClockId) -> u64 {
 /// Microseconds on `clock`, as [`clock_ms`]: for round-trip times, which on a LAN are
 /// fractions of a millisecond.
 pub fn clock_us(clock: nix::time::ClockId) -> u64 {
-    nix::time::clock_gettime(clock).map_or(0, |t| {
-        let (s, ns): (i64, i64) = (t.tv_sec().into(), t.tv_nsec().into());
-        u64::try_from(s.wrapping_mul(1_000_000).wrapping_add(ns / 1000)).unwrap_or(0)
-    })
+    nix::time::clock_gettime(clock).map_or(0, |t| us_of(t.tv_sec(), t.tv_nsec()))
+}
+
+/// [`ms_of`] in microseconds.
+fn us_of(secs: impl Into<i64>, nanos: impl Into<i64>) -> u64 {
+    let us = secs
+        .into()
+        .wrapping_mul(1_000_000)
+        .wrapping_add(nanos.into() / 1000);
+    u64::try_from(us).unwrap_or(0)
 }
 
 /// Raises the soft limit on open files to the hard limit (`setrlimit`), so that health checks
@@ -71,11 +77,15 @@ pub fn clock_us(clock: nix::time::ClockId) -> u64 {
 /// after, or the errno text when the limits cannot be read.
 pub fn raise_fd_limit() -> Result<(u64, u64), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // `rlim_t` is the C library's; widened by a generic (its width differs between targets).
+    fn wide(n: impl Into<u64>) -> u64 {
+        n.into()
+    }
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| errno_text(e as i32))?;
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return Ok((soft.into(), hard.into()));
+        return Ok((wide(soft), wide(hard)));
     }
-    Ok((soft.into(), soft.into()))
+    Ok((wide(soft), wide(soft)))
 }
 
 /// Seconds and nanoseconds (of whatever width the target's `timespec` has) as milliseconds;
