@@ -2,19 +2,21 @@
 //!
 //! The program gets `/dev/null` as stdin, stdout and stderr, the agent's environment plus
 //! `LBFO_BACKEND` (the backend's address) and `LBFO_SERVICE`, and a process group of its own
-//! (std's `process_group(0)`; the child's signal mask is reset, so it does not inherit the
-//! agent's blocked signals). **The group dies with the check**: at the timeout the whole group
-//! is killed; when the program exits, whatever it left running in its group is killed before
-//! the program is reaped (its zombie keeps the group's id from being reused until then).
+//! (`sys::process::spawn`, `posix_spawn(3)`; the child's signal mask is emptied, so it does not
+//! inherit the agent's blocked signals). A program that cannot be executed is an error of the
+//! spawn, not a child that exits 127: this machine's failure, not the backend's. **The group dies
+//! with the check**: at the timeout the whole group is killed; when the program exits, whatever
+//! it left running in its group is killed before the program is reaped (its zombie keeps the
+//! group's id from being reused until then).
 //!
 //! Reaping happens in the loop: the agent blocks SIGCHLD and reads it from its signalfd, and
 //! each SIGCHLD (they coalesce) makes [`exited`] ask every check process with
 //! `waitid(WNOHANG)`. `pidfd_open` would give one fd per process to poll, but it needs Linux
 //! 5.3 and the agent runs on 4.11 (`statx`): SIGCHLD works on every kernel.
 
+use std::ffi::CString;
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::unix::ffi::OsStrExt;
 
 use lbfo_core::addr::Ip;
 use nix::errno::Errno;
@@ -33,19 +35,22 @@ pub enum Ended {
 
 /// Starts `argv` (an absolute path and its arguments) for `service`'s backend `addr`.
 pub fn spawn(argv: &[String], service: &str, addr: IpAddr) -> Result<Pid, Errno> {
-    let (program, args) = argv.split_first().ok_or(Errno::ENOENT)?;
-    let child = Command::new(program)
-        .args(args)
-        .env("LBFO_BACKEND", Ip(addr).to_string())
-        .env("LBFO_SERVICE", service)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))?;
-    // `Child` neither kills nor waits when dropped: the pid is reaped by `exited`/`reap`.
-    Ok(Pid::from_raw(child.id() as i32))
+    // A NUL cannot be passed (the config's text could hold one): the program cannot be started.
+    let c = |s: &[u8]| CString::new(s).map_err(|_| Errno::EINVAL);
+    let argv = argv
+        .iter()
+        .map(|a| c(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let path = argv.first().ok_or(Errno::ENOENT)?;
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k != "LBFO_BACKEND" && k != "LBFO_SERVICE" {
+            env.push(c(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+        }
+    }
+    env.push(c(format!("LBFO_BACKEND={}", Ip(addr)).as_bytes())?);
+    env.push(c(format!("LBFO_SERVICE={service}").as_bytes())?);
+    crate::sys::process::spawn(path, &argv, &env).map(Pid::from_raw)
 }
 
 /// Whether check process `pid` has ended: if so, its group is killed and it is reaped. `None`

@@ -6,11 +6,13 @@
 //! - this module: errno text, the clock, random bytes, the open-files limit;
 //! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...), stdout and stderr;
 //! - [`net`]: socket options, interface requests, datagrams with control messages;
+//! - [`process`]: starting a check program (`posix_spawn`);
 //! - [`shm`]: the table file's mapping and the counters' SysV segment.
 #![allow(unsafe_code)]
 
 pub mod fs;
 pub mod net;
+pub mod process;
 pub mod shm;
 
 /// The C library's text for errno `n` (`strerror_r`), lower-cased, as the agent logs it: "no
