@@ -1,6 +1,8 @@
-//! Real servers for the end-to-end tests: [`Web`] runs Debian's python3 `http.server`
-//! (`tests/scripts/web.py`) in a bed host, answering with its name, with a status and delay the
-//! test changes while it runs ([`Web::set`]). Killed by pid when dropped.
+//! Real servers and clients for the end-to-end tests: [`Web`] runs Debian's python3
+//! `http.server` (`tests/scripts/web.py`) in a bed host, answering with its name, with a status
+//! and delay the test changes while it runs ([`Web::set`]); killed by pid when dropped.
+//! [`Curl`] runs unmodified curl in a bed host, one process per request, resolving through the
+//! host's nsswitch.conf (`hosts: lbfo files`) and so through the NSS module.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::bed::Bed;
+use crate::Host;
 
 /// One HTTP server in a bed host.
 #[derive(Debug)]
@@ -69,5 +72,64 @@ impl Drop for Web {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.control);
+    }
+}
+
+/// `n` requests of `url` from bed host `h`'s namespace, one curl process each, in sequence; each
+/// prints one line, `STATUS REMOTE_IP` (`000` and no address when it failed to connect). Killed
+/// by pid when dropped.
+#[derive(Debug)]
+pub struct Curl {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+/// One request's outcome: the HTTP status (0 for none) and the server's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status, 0 when no answer came.
+    pub status: u16,
+    /// The address curl connected to (empty when it did not).
+    pub addr: String,
+}
+
+impl Curl {
+    /// Starts the requests (curl gives up on one after 2 s, on its connect after 0.5 s).
+    pub fn start(h: &Host, url: &str, n: usize) -> Curl {
+        let ns = h.netns.as_ref().expect("a bed host");
+        let script = format!(
+            "for i in $(seq {n}); do curl -s -o /dev/null --connect-timeout 0.5 --max-time 2 \
+             -w '%{{http_code}} %{{remote_ip}}\\n' '{url}'; done"
+        );
+        let mut child = h
+            .command("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run curl in the bed");
+        let out = child.stdout.take().expect("stdout");
+        Curl {
+            child,
+            lines: std::io::BufReader::new(out).lines(),
+        }
+    }
+
+    /// The next request's outcome; `None` when all are done.
+    pub fn next_answer(&mut self) -> Option<Answer> {
+        let line = self.lines.next()?.ok()?;
+        let mut w = line.split_whitespace();
+        let status = w.next()?.parse().ok()?;
+        Some(Answer {
+            status,
+            addr: w.next().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+impl Drop for Curl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

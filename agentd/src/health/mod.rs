@@ -18,7 +18,8 @@
 //! fd, no memory or buffers, no local port, a process that cannot be started: [`is_local`]), the
 //! result is *unknown*: it is logged once, shown in `status`, and counted neither as a pass nor
 //! as a failure, so the backend keeps its last verdict on every machine. The number of probes in
-//! flight is capped ([`MAX_SOCKETS`], [`MAX_PROCESSES`]); a due check waits for a free place.
+//! flight is capped ([`MAX_SOCKETS`], [`MAX_PROCESSES`]); a due check waits for a free place,
+//! and the places go round.
 //!
 //! **How several checkers agree**: only a checker's own transitions are sent, as last-writer-wins
 //! `up`/`down` commands. All hosts hold the same stamped register, so they all answer alike; a
@@ -391,6 +392,8 @@ pub struct Health {
     next_report_us: u64,
     /// The cap was logged (once per time it is reached).
     capped: bool,
+    /// Where [`Health::tick`]'s scan for due checks starts.
+    rotate: usize,
     log: Vec<String>,
 }
 
@@ -409,6 +412,7 @@ impl Health {
             dirty: false,
             next_report_us: 0,
             capped: false,
+            rotate: 0,
             log: Vec::new(),
         }
     }
@@ -605,26 +609,24 @@ impl Health {
                 }
             }
         }
-        // Due checks start oldest first, so under the caps none waits behind one that is due
-        // again and again.
-        let mut due: Vec<(u64, usize)> = self
-            .targets
-            .values()
-            .enumerate()
-            .filter(|(_, t)| t.flight.is_none() && us >= t.next_us)
-            .map(|(i, t)| (t.next_us, i))
-            .collect();
-        due.sort_unstable();
+        // The scan for due checks starts after the last one started, so under the caps none
+        // waits behind one that is due again and again.
+        let n = self.targets.len();
+        let first = self.rotate % n.max(1);
         let mut waiting = 0;
-        for (_, i) in due {
+        for i in (first..n).chain(0..first) {
             let Some((k, t)) = self.targets.get_index_mut(i) else {
                 continue;
             };
+            if t.flight.is_some() || us < t.next_us {
+                continue;
+            }
             if full(&t.spec.probe, sockets, procs, self.socket_cap) {
                 waiting += 1;
                 continue;
             }
             t.next_us = us + 1000 * u64::from(t.spec.interval_ms);
+            self.rotate = i + 1;
             match start(k, t, &mut self.pinger) {
                 Ok(Some(io)) => {
                     sockets += usize::from(io.socket());

@@ -94,15 +94,7 @@ pub fn render(rows: impl Iterator<Item = Row>) -> String {
 
 /// The rows of the file's text; lines that are not rows are skipped.
 pub fn parse(text: &str) -> Vec<Row> {
-    text.lines().filter_map(row).collect()
-}
-
-/// `-` as `Some(None)`, a number as `Some(Some(n))`, anything else as `None`.
-fn number<T: std::str::FromStr>(t: &str) -> Option<Option<T>> {
-    match t {
-        "-" => Some(None),
-        t => t.parse().ok().map(Some),
-    }
+    text.split('\n').filter_map(row).collect()
 }
 
 /// Where the file of the table at `table` is: beside it, `<table>.checks`.
@@ -112,47 +104,70 @@ pub fn path(table: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(p)
 }
 
-fn row(line: &str) -> Option<Row> {
-    let mut f = line.splitn(12, ' ');
-    let mut next = || f.next();
-    let service = next()?.to_owned();
-    if service.starts_with('#') {
+/// Decimal digits as a number; `None` for anything else (`-` included). By hand rather than
+/// `str::parse`, whose generic code is several times this loop on the routers.
+fn num(w: &str) -> Option<u64> {
+    if w.is_empty() {
         return None;
     }
-    let addr = parse_ip(next()?)?;
-    let kind = next()?.to_owned();
-    let up = match next()? {
+    w.bytes().try_fold(0u64, |n, b| {
+        let d = u64::from(b.wrapping_sub(b'0'));
+        (d < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(d)
+    })
+}
+
+/// `-` as `Some(None)`, a number as `Some(Some(n))`, anything else as `None`.
+fn opt_num(w: &str) -> Option<Option<u64>> {
+    if w == "-" {
+        Some(None)
+    } else {
+        num(w).map(Some)
+    }
+}
+
+fn row(line: &str) -> Option<Row> {
+    // Eleven words, then the error's text (which may hold blanks).
+    let mut w = [""; 11];
+    let mut rest = line;
+    for slot in &mut w {
+        let (word, tail) = match rest.bytes().position(|b| b == b' ') {
+            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
+            None => (rest, ""),
+        };
+        *slot = word;
+        rest = tail;
+    }
+    if w[0].is_empty() || w[0].starts_with('#') {
+        return None;
+    }
+    let up = match w[3] {
         "up" => Some(true),
         "down" => Some(false),
         "-" => None,
         _ => return None,
     };
-    let since_ms = next()?.parse().ok()?;
-    let passes = next()?.parse().ok()?;
-    let fails = next()?.parse().ok()?;
-    let last = match next()? {
+    let last = match w[7] {
         "pass" => Last::Pass,
         "fail" => Last::Fail,
         "unknown" => Last::Unknown,
         "-" => Last::None,
         _ => return None,
     };
-    let rtt_us = number(next()?)?;
-    let srtt_us = number(next()?)?;
-    let at: Option<u64> = number(next()?)?;
-    let text = next().unwrap_or_default().to_owned();
+    let small = |i: usize| num(w[i]).and_then(|n| u32::try_from(n).ok());
+    let rtt = |i: usize| opt_num(w[i]).map(|n| n.and_then(|n| u32::try_from(n).ok()));
     Some(Row {
-        service,
-        addr,
-        kind,
+        service: w[0].to_owned(),
+        addr: parse_ip(w[1])?,
+        kind: w[2].to_owned(),
         up,
-        since_ms,
-        passes,
-        fails,
+        since_ms: num(w[4])?,
+        passes: small(5)?,
+        fails: small(6)?,
         last,
-        rtt_us,
-        srtt_us,
-        error: at.map(|at| (at, text)),
+        rtt_us: rtt(8)?,
+        srtt_us: rtt(9)?,
+        error: opt_num(w[10])?.map(|at| (at, rest.to_owned())),
     })
 }
 
