@@ -82,6 +82,33 @@ mod split {
                 .fetch_add(((v >> 32) as u32).wrapping_add(carry), order);
             (u64::from(old_hi) << 32) | u64::from(old_lo)
         }
+
+        /// Stores `new` if the word holds `current`: `Ok(current)`, else `Err` with what it
+        /// holds. The low half is compared and swapped in one step, the high half checked before
+        /// and stored after, so an add that carries into the high half between the two can be
+        /// lost. The agent's only use is putting back a usage counter (see the module docs: on
+        /// these targets no lookup counts).
+        pub fn compare_exchange(
+            &self,
+            current: u64,
+            new: u64,
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<u64, u64> {
+            if self.hi().load(failure) != (current >> 32) as u32 {
+                return Err(self.load(failure));
+            }
+            match self
+                .lo()
+                .compare_exchange(current as u32, new as u32, success, failure)
+            {
+                Ok(_) => {
+                    self.hi().store((new >> 32) as u32, success);
+                    Ok(current)
+                }
+                Err(_) => Err(self.load(failure)),
+            }
+        }
     }
 
     impl Default for AtomicU64 {
@@ -122,6 +149,24 @@ mod split {
             assert_eq!(w.fetch_add(1, Relaxed), u64::MAX);
             assert_eq!(w.load(Relaxed), 0);
             assert_eq!(format!("{w:?}"), "0");
+        }
+
+        #[test]
+        fn split_word_compares_and_exchanges_both_halves() {
+            let w = AtomicU64::new(0x1_0000_0005);
+            assert_eq!(
+                w.compare_exchange(5, 7, Relaxed, Relaxed),
+                Err(0x1_0000_0005)
+            );
+            assert_eq!(
+                w.compare_exchange(0x2_0000_0005, 7, Relaxed, Relaxed),
+                Err(0x1_0000_0005)
+            );
+            assert_eq!(
+                w.compare_exchange(0x1_0000_0005, 0x3_0000_0009, Relaxed, Relaxed),
+                Ok(0x1_0000_0005)
+            );
+            assert_eq!(w.load(Relaxed), 0x3_0000_0009);
         }
 
         #[test]

@@ -224,7 +224,15 @@ pub enum Setting<'a> {
     DnsmasqPid(&'a str),
     /// `check SERVICE KIND ...`: health-check every backend of a service.
     Check(Check<'a>),
+    /// `max-lookup-rate N`: the most lookups per second one backend's usage counter can really
+    /// gain (1 to [`MAX_LOOKUP_RATE`]); a counter that grows faster, or shrinks, was written by
+    /// something other than lookups, and the agent puts it back.
+    MaxLookupRate(u64),
 }
+
+/// The highest `max-lookup-rate`: a billion lookups per second of one backend is more than any
+/// machine makes.
+pub const MAX_LOOKUP_RATE: u64 = 1_000_000_000;
 
 /// A health check: a probe of each backend of `service` every `interval_ms`, failed after
 /// `timeout_ms`; down after `fall` failures in a row, up after `rise` successes. Its texts
@@ -305,6 +313,7 @@ impl Setting<'_> {
             Setting::HostsFile(_) => "hosts-file",
             Setting::DnsmasqPid(_) => "dnsmasq-pid",
             Setting::Check(_) => "check",
+            Setting::MaxLookupRate(_) => "max-lookup-rate",
         }
     }
 }
@@ -380,7 +389,7 @@ impl fmt::Display for ParseErrorKind {
     /// budget).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
             ParseErrorKind::Missing(_) => "missing ",
             ParseErrorKind::Extra => "unexpected extra argument",
             ParseErrorKind::BadName(_) => "bad service name: ",
@@ -470,6 +479,7 @@ enum Verb {
     Ttl,
     Group,
     Peer,
+    MaxLookupRate,
 }
 
 impl Verb {
@@ -503,6 +513,8 @@ enum Arg {
     Limit,
     /// A health check's fall or rise count, 1 to 255.
     Count,
+    /// Lookups per second, 1 to [`MAX_LOOKUP_RATE`].
+    Rate,
     /// A health check's interval or timeout (see [`duration`]).
     Duration,
     /// A policy name.
@@ -524,7 +536,7 @@ enum Arg {
 /// The grammar: every verb's arguments after the service name, in order. One table and one
 /// routine that walks it ([`Args::parse`]) instead of a parser per verb, for the router build's
 /// size budget (issue #5).
-const VERBS: [(&str, Verb, &[Arg]); 22] = [
+const VERBS: [(&str, Verb, &[Arg]); 23] = [
     ("add", Verb::Add, &[Arg::Addr, Arg::AddOptions]),
     ("del", Verb::Del, &[Arg::MaybeAddr]),
     ("down", Verb::Down, &[Arg::Addr]),
@@ -548,6 +560,7 @@ const VERBS: [(&str, Verb, &[Arg]); 22] = [
     ("ttl", Verb::Ttl, &[Arg::Ttl]),
     ("group", Verb::Group, &[Arg::Group]),
     ("peer", Verb::Peer, &[Arg::Peer]),
+    ("max-lookup-rate", Verb::MaxLookupRate, &[Arg::Rate]),
 ];
 
 /// `add`'s `key=value` options, in the order of [`Args::options`].
@@ -580,7 +593,7 @@ struct Args<'a> {
     word: &'a str,
     /// `Addr`, `MaybeAddr`.
     addr: Option<IpAddr>,
-    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`.
+    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`, `Rate`.
     number: u64,
     /// `Policy`.
     policy: Policy,
@@ -834,6 +847,7 @@ impl<'a> Args<'a> {
             Verb::Ttl => Setting::Ttl(self.number as u8),
             Verb::Group => Setting::Group(self.socket),
             Verb::Peer => Setting::Peer(self.socket),
+            Verb::MaxLookupRate => Setting::MaxLookupRate(self.number),
             _ => Setting::Insecure,
         }
     }
@@ -946,6 +960,7 @@ fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
         Arg::Weight => (0, u64::from(MAX_WEIGHT)),
         Arg::Prio => (0, u64::from(u32::MAX)),
         Arg::Duration => (1, MAX_CHECK_MS),
+        Arg::Rate => (1, MAX_LOOKUP_RATE),
         _ => (0, u64::MAX),
     };
     let visible = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
@@ -1204,7 +1219,7 @@ mod tests {
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("hosts-file", "column 11: missing path");
         check("dnsmasq-pid  /a /b", "column 17: unexpected extra argument");
         check("add", "column 4: missing service name");
@@ -1288,6 +1303,12 @@ mod tests {
         check("insecure # no key", "Insecure");
         check("insecure yes", "column 10: unexpected extra argument");
         check("ttl 4", "Ttl(4)");
+        check("max-lookup-rate 250000", "MaxLookupRate(250000)");
+        check(
+            "max-lookup-rate 0",
+            "column 17: not a whole number from 0 to 1000000000",
+        );
+        check("max-lookup-rate", "column 16: missing number");
         check("ttl 0", "column 5: not a whole number from 0 to 255");
         check("ttl 256", "column 5: not a whole number from 0 to 255");
         check("ttl", "column 4: missing number");

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! header   HEADER_WORDS      magic, layout version, capacities, total size, global seq,
-//!                            heartbeat, retired flag, generation, counters segment id
+//!                            heartbeat, retired flag, generation, counters segment id,
+//!                            services, tamper counts (counters, counters header)
 //! index    index_slots       open addressing by name hash: (hash >> 32) << 32 | (slot + 1)
 //! services max_services      per slot: seq, meta, hash, name, schedules (v4, v6), backends
 //! ```
@@ -78,6 +79,10 @@ const H_RETIRED: usize = 10;
 const H_GENERATION: usize = 11;
 const H_COUNTERS: usize = 12;
 const H_SERVICES: usize = 13;
+/// How often the agent found a usage counter moved by something other than lookups.
+const H_TAMPER_COUNTS: usize = 14;
+/// How often the agent found the counters segment's header overwritten.
+const H_TAMPER_HEADER: usize = 15;
 
 // Record word offsets.
 const R_SEQ: usize = 0;
@@ -501,6 +506,13 @@ impl<'a> TableView<'a> {
     /// When the agent last wrote its heartbeat, in milliseconds since the Unix epoch.
     pub fn heartbeat_ms(&self) -> u64 {
         self.header[H_HEARTBEAT].load(Ordering::Relaxed)
+    }
+
+    /// The tamper events the agent counted: (usage counters moved by something other than
+    /// lookups, rewrites of the counters segment's header).
+    pub fn tampered(&self) -> (u64, u64) {
+        let at = |i: usize| self.header[i].load(Ordering::Relaxed);
+        (at(H_TAMPER_COUNTS), at(H_TAMPER_HEADER))
     }
 
     /// How many services the agent says the table holds.
@@ -1018,6 +1030,20 @@ impl<'a> CountersView<'a> {
         ok.then_some(CountersView { w })
     }
 
+    /// Rewrites the header if anything changed it from what [`CountersView::init`] wrote for a
+    /// table of `generation` and `layout` (any process can write the segment, and a bad header
+    /// sends every new process to process-local turns). Returns whether it had to.
+    pub fn repair_header(&self, generation: u64, layout: Layout) -> bool {
+        let intact = words_of(self.w, 0) == COUNTERS_MAGIC
+            && words_of(self.w, 1) == generation
+            && words_of(self.w, 2) == layout.max_services as u64
+            && words_of(self.w, 3) == layout.max_backends as u64;
+        if !intact {
+            CountersView::init(self.w, generation, layout);
+        }
+        !intact
+    }
+
     /// Writes the header of a fresh, zeroed segment for a table of `generation`.
     pub fn init(w: &[AtomicU64], generation: u64, layout: Layout) {
         let set = |i: usize, v: u64| w.get(i).map(|x| x.store(v, Ordering::Relaxed));
@@ -1073,6 +1099,18 @@ impl<'a> CountersView<'a> {
         } else {
             0
         }
+    }
+
+    /// Puts `new` in backend `pos`'s counter of `slot` if it still holds `seen` (a
+    /// compare-and-swap, so no lookup counted meanwhile is overwritten); else `Err` with what it
+    /// holds. `Err(0)` for a position outside the segment.
+    pub fn replace(&self, slot: usize, pos: usize, seen: u64, new: u64) -> Result<(), u64> {
+        let c = self
+            .at(slot, 1 + pos)
+            .filter(|_| pos < MAX_BACKENDS)
+            .ok_or(0u64)?;
+        c.compare_exchange(seen, new, Ordering::Relaxed, Ordering::Relaxed)
+            .map(|_| ())
     }
 
     /// Zeroes the counters of the positions in `mask`, and the turn if `ticket`.
@@ -1253,6 +1291,12 @@ impl<'a> Writer<'a> {
         self.w[H_HEARTBEAT].store(now_ms, Ordering::Relaxed);
     }
 
+    /// Records the tamper events counted so far (see [`TableView::tampered`]).
+    pub fn set_tampered(&self, counts: u64, header: u64) {
+        self.w[H_TAMPER_COUNTS].store(counts, Ordering::Relaxed);
+        self.w[H_TAMPER_HEADER].store(header, Ordering::Relaxed);
+    }
+
     /// Names the counters segment readers should attach.
     pub fn set_counters_id(&self, id: u64) {
         self.w[H_COUNTERS].store(id, Ordering::Release); // pairs with `TableView::counters_id`
@@ -1415,6 +1459,31 @@ mod tests {
         let v = TableView::new_checked(&f.table).unwrap();
         assert_eq!(v.service(0), f.slots[0]);
         assert_eq!(v.service(0).unwrap().policy, Policy::Fastest);
+    }
+
+    #[test]
+    fn counters_are_replaced_only_as_seen_and_a_broken_header_is_repaired() {
+        let f = Fixture::new(&["add rr.lan 10.0.0.1", "add rr.lan 10.0.0.2"]);
+        let v = TableView::new_checked(&f.table).unwrap();
+        let c = CountersView::new_checked(&f.counters, &v).unwrap();
+        (0..3).for_each(|_| c.bump(0, 1));
+        assert_eq!(c.replace(0, 1, 2, 10), Err(3), "a lookup counted meanwhile");
+        assert_eq!(c.replace(0, 1, 3, 10), Ok(()));
+        assert_eq!(c.count(0, 1), 10);
+        assert_eq!(c.replace(0, MAX_BACKENDS, 0, 1), Err(0), "no such position");
+
+        assert!(!c.repair_header(42, f.layout), "intact");
+        f.counters[1].store(7, Ordering::Relaxed);
+        f.counters[0].store(0, Ordering::Relaxed);
+        assert!(CountersView::new_checked(&f.counters, &v).is_none());
+        assert!(c.repair_header(42, f.layout));
+        assert!(CountersView::new_checked(&f.counters, &v).is_some());
+        assert_eq!(c.count(0, 1), 10, "the counts are left alone");
+
+        let w = Writer::attach_with(&f.table, f.layout).unwrap();
+        assert_eq!(v.tampered(), (0, 0));
+        w.set_tampered(3, 1);
+        assert_eq!(v.tampered(), (3, 1));
     }
 
     #[test]

@@ -492,6 +492,132 @@ fn an_entry_forged_far_in_the_future_is_refused_and_counted() {
     }
 }
 
+/// `sent B bytes, received R bytes` in `lbfo-udp`'s output.
+fn sent_and_received(out: &str) -> (u64, u64) {
+    let line = out.lines().find(|l| l.starts_with("sent ")).unwrap_or("");
+    let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n.len(), 2, "{out}");
+    (n[0], n[1])
+}
+
+/// Issue 14: reflection and amplification. Repairs went to a datagram's unauthenticated source,
+/// so one sniffed unicast digest, replayed to other nodes with a spoofed source, drew up to 240
+/// times its size toward a victim. From `y`, an address of no peer, a key holder's fresh digest,
+/// unicast digests and repairs recorded between it and the cluster, the group's own traffic and
+/// random bytes: no node sends `y` more bytes than it was sent.
+#[test]
+fn a_replayed_or_spoofed_digest_draws_no_repair_and_strangers_get_no_more_than_they_send() {
+    let mut conf = CONF.to_owned();
+    for i in 0..60 {
+        conf += &format!("add s{i}.lan 10.1.0.{} weight=2\n", i + 1);
+    }
+    let Some(mut c) = Cluster::new(3, GROUP4, &conf) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let n = c.bed.add_host();
+    let (x, y) = (c.bed.v4(n), "10.77.0.99");
+    lbfo_tests::bed::ip(&[
+        "-n",
+        &c.bed.host(n),
+        "addr",
+        "add",
+        "10.77.0.99/24",
+        "dev",
+        "eth0",
+    ]);
+    let (to2, to3) = (
+        format!("{}:7946", c.bed.v4(2)),
+        format!("{}:7946", c.bed.v4(3)),
+    );
+    let recorded = c.h(1).dir.join("spy");
+    let out = c
+        .bed
+        .exec(n, udp_tool())
+        .args(["keyholder", GROUP4, &x])
+        .arg(&c.key)
+        .arg("3000")
+        .arg(&recorded)
+        .args([&to2, y])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Believed at x, it was answered there with repairs; its digest from y drew none to y.
+    assert!(!text.contains("recorded 0"), "{text}");
+    let (sent, back) = sent_and_received(&text);
+    assert!(sent > 0 && back <= sent, "a spoofed digest: {text}");
+    // The unicast datagrams between it and the cluster (its digests, their repairs), replayed
+    // to host 3 from y: for other nodes, refused, nothing back.
+    let replay = |to: &str, file: &Path| {
+        let out = c
+            .bed
+            .exec(n, udp_tool())
+            .args(["replay", to, y])
+            .arg(file)
+            .arg("500")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = replay(&to3, &recorded);
+    let (sent, back) = sent_and_received(&text);
+    assert!(back <= sent, "recorded unicast, replayed: {text}");
+    let h3 = c.h(3);
+    h3.wait_for("the replays counted as misdirected", || {
+        dropped(h3, "misdirected") > 0
+    });
+    // The group's traffic, replayed from y to host 2; random bytes from y.
+    let group = c.h(1).dir.join("group");
+    let mut cap = c
+        .bed
+        .exec(n, udp_tool())
+        .args(["capture", GROUP4, &x])
+        .arg(&group)
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let ready = group.with_extension("ready");
+    c.h(1).wait_for("the capture to join", || ready.exists());
+    c.h(1).send("down web.lan 10.0.0.11\n");
+    assert!(cap.wait().unwrap().success());
+    let (sent, back) = sent_and_received(&replay(&to2, &group));
+    assert!(sent > 0 && back <= sent, "group traffic: {sent} {back}");
+    // Nothing here changed a table behind the cluster's back.
+    c.wait_same(&c.all(), Duration::from_secs(5));
+}
+
+/// With `iface`, the socket is bound to it (SO_BINDTODEVICE): datagrams that reach the host by
+/// another interface (here loopback, from a program on the host itself) never reach the agent.
+#[test]
+fn datagrams_by_another_interface_never_reach_the_agent() {
+    let Some(mut c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    let n = c.bed.add_host();
+    let random = |from: usize, to: &str, local: &str| {
+        let out = c
+            .bed
+            .exec(from, udp_tool())
+            .args(["random", to, local, "50", "7"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    random(1, "127.0.0.1:7946", "127.0.0.1");
+    // The same by eth0, from another host: counted, so the first had time to be.
+    random(n, &format!("{}:7946", c.bed.v4(1)), &c.bed.v4(n));
+    let h1 = c.h(1);
+    h1.wait_for("the bytes by eth0 to be counted", || {
+        h1.status_json()
+            .contains(&format!("\"addr\":\"{}:", c.bed.v4(n)))
+    });
+    let j = h1.status_json();
+    assert!(!j.contains("\"addr\":\"127.0.0.1:"), "{j}");
+    assert!(!h1.log().contains("SO_BINDTODEVICE"), "{}", h1.log());
+}
+
 #[test]
 fn a_peer_with_the_wrong_key_and_random_bytes_change_nothing() {
     let Some(mut c) = Cluster::new(3, GROUP4, CONF) else {

@@ -108,6 +108,312 @@ fn segment_as_nobody(id: i32) -> i32 {
     libc::WEXITSTATUS(status)
 }
 
+/// In a forked child running as nobody: attach segment `id` read-write and store `value` in its
+/// words `from..to` (`to` clipped to the segment), as any local user may. Whether it could.
+fn write_as_nobody(id: i32, from: usize, to: usize, value: u64) -> bool {
+    // SAFETY: IPC_STAT fills the shmid_ds we pass.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, 0);
+    let to = to.min(ds.shm_segsz / 8);
+    // SAFETY: fork in a test process; the child only makes system calls, writes inside the
+    // mapping's size and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
+                || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
+            {
+                libc::_exit(100);
+            }
+            let p = libc::shmat(id, std::ptr::null(), 0);
+            if p as isize == -1 {
+                libc::_exit(101);
+            }
+            let words = p as *const std::sync::atomic::AtomicU64;
+            for i in from..to {
+                (*words.add(i)).store(value, std::sync::atomic::Ordering::Relaxed);
+            }
+            libc::shmdt(p);
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Words before the first service's counters in the segment (`COUNTERS_HEADER_WORDS`).
+const COUNTERS_HEADER: usize = 4;
+
+/// The number after the first `"key":` in `status --json` (or after `key ` in a log line).
+fn json_number(json: &str, key: &str) -> u64 {
+    let pat = if key.contains(' ') {
+        format!("{key} ")
+    } else {
+        format!("\"{key}\":")
+    };
+    let at = json.find(&pat).map_or(json.len(), |i| i + pat.len());
+    json[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Every backend's lookups in `status --json`, in order.
+fn lookups(json: &str) -> Vec<u64> {
+    json.split("\"lookups\":")
+        .skip(1)
+        .map(|t| json_number(&format!("\"l\":{t}"), "l"))
+        .collect()
+}
+
+/// Waits until the agent has looked at every counter since now: a lookup of the sentinel
+/// `bar.lan` (limit 1, in the slot after the others, so its counter is judged last in each pass)
+/// is followed in the same tick by its limit, which is logged; the sentinel is then put back.
+fn barrier(h: &Host) {
+    let n = h.log().matches("limit reached: bar.lan").count();
+    assert_eq!(h.resolve(&["gai4", "bar.lan"]), "10.0.0.9");
+    h.wait_for("the sentinel's limit", || {
+        h.log().matches("limit reached: bar.lan").count() > n
+    });
+    h.send("add bar.lan 10.0.0.9 limit=1\n");
+    h.wait_answer("bar.lan", "10.0.0.9");
+}
+
+/// Issue 14's scenario: nobody writes 5,000,000 into every usage counter (which used to reach
+/// both backends' limits and delete them), then 0 (which used to defeat the limits). The agent
+/// puts the counters back, logs the jump, counts it in `status`, and deletes nothing.
+#[test]
+fn a_user_writing_the_counters_neither_reaches_nor_defeats_a_limit() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let mut h = Host::new(
+        "add lim.lan 10.0.0.1 limit=1000000\nadd lim.lan 10.0.0.2 limit=1000000\n\
+         add bar.lan 10.0.0.9 limit=1\n",
+    );
+    h.start();
+    let lim = |h: &Host| lookups(&h.status_json())[..2].to_vec();
+    let tampered = |h: &Host| json_number(&h.status_json(), "counters");
+    assert_eq!(h.resolve(&["gai4", "lim.lan", "4"]).lines().count(), 4);
+    barrier(&h);
+    let id = counters_id(&h.table());
+    assert!(write_as_nobody(id, COUNTERS_HEADER, usize::MAX, 5_000_000));
+    h.wait_for("the jumps logged", || {
+        let log = h.log();
+        ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .all(|a| log.contains(&format!("counters: lim.lan {a}: jumped by ")))
+    });
+    let log = h.log();
+    for a in ["10.0.0.1", "10.0.0.2"] {
+        assert!(
+            log.contains(&format!("counters: lim.lan {a}: jumped by 4999998 in "))
+                && log.contains("written by something other than lookups; put back to 2 "),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("limit reached: lim.lan"), "{log}");
+    assert_eq!(lim(&h), [2, 2], "put back");
+    let jumps = tampered(&h);
+    assert!(jumps >= 2, "{}", h.status_json());
+    // Zero would let a backend go on past its limit: put back too, counted, not logged again.
+    assert_eq!(h.resolve(&["gai4", "lim.lan", "4"]).lines().count(), 4);
+    barrier(&h);
+    assert!(write_as_nobody(id, COUNTERS_HEADER, usize::MAX, 0));
+    h.wait_for("the drops counted", || tampered(&h) >= jumps + 2);
+    assert_eq!(
+        lim(&h),
+        [4, 4],
+        "put back, the lookups before the write kept"
+    );
+    assert_eq!(h.log().matches("counters: lim.lan").count(), 2);
+    assert!(!h.log().contains("limit reached: lim.lan"));
+    let answers = h.resolve(&["gai4", "lim.lan", "2"]);
+    assert!(
+        answers.contains("10.0.0.1") && answers.contains("10.0.0.2"),
+        "{answers}"
+    );
+    let text = Command::new(&h.bin.agent)
+        .args(["status", "-c"])
+        .arg(h.config())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&format!(
+            "tampering   {} usage counters put back, the counters header rewritten 0 times",
+            tampered(&h)
+        )),
+        "{}",
+        describe(&text)
+    );
+}
+
+/// Lookups a user really makes use a limit up, as before: the guard takes them, however fast
+/// one process can make them.
+#[test]
+fn genuine_lookups_still_reach_the_limit() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let mut h = Host::new("add lim.lan 10.0.0.1 limit=3000\nadd lim.lan 10.0.0.2\n");
+    h.start();
+    let (private, probe) = nobody_copies(&h);
+    let out = as_nobody(
+        &h,
+        &private,
+        &format!(
+            "{} --nss 'lbfo files' --tally gai4 lim.lan 20000",
+            probe.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    h.wait_for("the limit reached", || {
+        h.log().contains("limit reached: lim.lan 10.0.0.1 after ")
+    });
+    assert!(!h.log().contains("counters: lim.lan"), "{}", h.log());
+    assert_eq!(h.resolve(&["gai4", "lim.lan", "2"]), "10.0.0.2\n10.0.0.2");
+}
+
+/// nobody zeroes the counters segment's header, which makes a process that starts then take
+/// process-local turns (every short-lived client gets the same first backend). The agent
+/// rewrites it at its next tick: new processes rotate again, checked with getent and
+/// getaddrinfo, each lookup a process of its own.
+#[test]
+fn an_overwritten_counters_header_is_rewritten_for_new_processes() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let mut h = Host::new("add rr.lan 10.0.0.1\nadd rr.lan 10.0.0.2\n");
+    h.start();
+    let id = counters_id(&h.table());
+    let one = |i: usize| {
+        if i % 2 == 0 {
+            let (code, out) = h.getent(&["hosts", "rr.lan"]);
+            assert_eq!(code, 0, "{out}");
+            out.split_whitespace().next().unwrap_or("").to_owned()
+        } else {
+            h.resolve(&["gai4", "rr.lan"])
+        }
+    };
+    let rotating = || {
+        let got: Vec<String> = (0..4).map(one).collect();
+        got.windows(2).all(|w| w[0] != w[1])
+    };
+    assert!(rotating(), "new processes share the turn");
+    let t0 = std::time::Instant::now();
+    assert!(write_as_nobody(id, 0, COUNTERS_HEADER, 0));
+    h.wait_for("new processes rotating again", rotating);
+    let took = t0.elapsed();
+    eprintln!("new processes rotate again {took:?} after the overwrite");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "within a second or so: {took:?}"
+    );
+    assert!(
+        h.log()
+            .contains("counters: the segment's header was overwritten (1 times so far); rewritten"),
+        "{}",
+        h.log()
+    );
+    assert!(h
+        .status_json()
+        .contains("\"tampered\":{\"counters\":0,\"header\":1}"));
+}
+
+/// The scenario in a real cluster (a bed of three agents sharing a key): nobody writes
+/// 5,000,000 into two hosts' counters. Before, both backends were deleted on every machine; now
+/// nothing is deleted or sent anywhere, and each host's log names the jump.
+#[test]
+fn in_a_cluster_written_counters_delete_nothing_anywhere() {
+    use lbfo_tests::bed::Bed;
+    if !Bed::available() {
+        eprintln!("skipped: the multi-host bed needs root and iproute2");
+        return;
+    }
+    let bed = Bed::new(3);
+    let keydir = std::env::temp_dir().join(format!("lbfo-tamper-key-{}", std::process::id()));
+    std::fs::create_dir_all(&keydir).unwrap();
+    let key = keydir.join("key");
+    let out = Command::new(lbfo_tests::artefacts().agent)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|i| {
+            bed.agent_host(
+                i,
+                &format!(
+                    "group 239.77.0.9:7946\niface eth0\nnode h{i}\nkey {}\n\
+                     add lim.lan 10.0.0.1 limit=1000000\nadd lim.lan 10.0.0.2 limit=1000000\n",
+                    key.display()
+                ),
+            )
+        })
+        .collect();
+    hosts.iter_mut().for_each(Host::start);
+    let digest = |h: &Host| {
+        let j = h.status_json();
+        j.split("\"digest\":\"")
+            .nth(1)
+            .unwrap_or("")
+            .split('"')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let same = |hosts: &[Host], with: &str| {
+        let d = digest(&hosts[0]);
+        hosts
+            .iter()
+            .all(|h| digest(h) == d && h.status_json().contains(with))
+    };
+    hosts[0].wait_for("the cluster in sync", || same(&hosts, "lim.lan"));
+    for h in &hosts[..2] {
+        assert_eq!(h.getent(&["hosts", "lim.lan"]).0, 0);
+        assert!(write_as_nobody(
+            counters_id(&h.table()),
+            COUNTERS_HEADER,
+            usize::MAX,
+            5_000_000
+        ));
+    }
+    for h in &hosts[..2] {
+        h.wait_for("the jump logged", || {
+            let log = h.log();
+            ["10.0.0.1", "10.0.0.2"]
+                .iter()
+                .all(|a| log.contains(&format!("counters: lim.lan {a}: jumped by ")))
+        });
+    }
+    // A deletion would have left in the same tick as the log line: once a later change has
+    // reached every host and the tables agree, they would show it.
+    hosts[0].send("add mark.lan 10.0.0.9\n");
+    hosts[0].wait_for("the mark everywhere", || same(&hosts, "mark.lan"));
+    for (i, h) in hosts.iter().enumerate() {
+        let log = h.log();
+        assert!(!log.contains("limit reached"), "host {}: {log}", i + 1);
+        let j = h.status_json();
+        assert!(
+            j.contains("\"10.0.0.1\"") && j.contains("\"10.0.0.2\""),
+            "host {}: {j}",
+            i + 1
+        );
+    }
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&keydir);
+}
+
 #[test]
 fn a_user_reads_answers_but_cannot_change_them() {
     if !is_root() {

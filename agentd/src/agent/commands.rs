@@ -75,13 +75,15 @@ impl<'m> Agent<'m> {
 }
 
 /// Why a setting sent through the FIFO is refused, and how to change it: settings live in the
-/// config file only. A reload (SIGHUP) applies `hosts-file`, `dnsmasq-pid` and `check`; the
-/// others name files, sockets and keys the agent opened at start, so they need a restart.
+/// config file only. A reload (SIGHUP) applies `hosts-file`, `dnsmasq-pid`, `check` and
+/// `max-lookup-rate`; the others name files, sockets and keys the agent opened at start, so they
+/// need a restart.
 fn setting_refused(s: &Setting<'_>) -> String {
     let how = match s {
-        Setting::HostsFile(_) | Setting::DnsmasqPid(_) | Setting::Check(_) => {
-            "change it in the config file and reload (SIGHUP)"
-        }
+        Setting::HostsFile(_)
+        | Setting::DnsmasqPid(_)
+        | Setting::Check(_)
+        | Setting::MaxLookupRate(_) => "change it in the config file and reload (SIGHUP)",
         _ => "change it in the config file and restart the agent (a reload keeps the running one)",
     };
     format!(

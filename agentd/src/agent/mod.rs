@@ -26,10 +26,12 @@
 //! starting over a table (adopt, restore the state file, apply the config); `commands.rs` how a
 //! command gets in (FIFO lines, `command`, `apply`); `reload.rs` the config on SIGHUP;
 //! `reconcile.rs` the cluster side (datagrams, the slots brought to the replica); `checks.rs`
-//! usage limits and health-check verdicts; `state.rs` what the state file saves; `tests.rs`.
+//! usage limits and health-check verdicts; `counters.rs` the usage counters' guard (what a local
+//! user writes into the segment is put back); `state.rs` what the state file saves; `tests.rs`.
 
 mod checks;
 mod commands;
+mod counters;
 mod reconcile;
 mod reload;
 mod start;
@@ -111,6 +113,8 @@ pub struct Agent<'m> {
     /// The slots of `fastest` services, as of `changes` (so a turn with a new round-trip time
     /// does not scan every slot).
     fastest_slots: (u64, Vec<usize>),
+    /// The usage counters' shadow and tamper counts.
+    guard: counters::Guard,
 }
 
 impl<'m> Agent<'m> {
@@ -133,6 +137,7 @@ impl<'m> Agent<'m> {
         }
         for &(slot, mask, ticket) in &p.zero {
             self.counters.zero(slot, mask, ticket);
+            self.guard.zeroed(slot, mask);
         }
         if p.index {
             let table = Table::new(&mut self.slots);
@@ -148,7 +153,7 @@ impl<'m> Agent<'m> {
         }
     }
 
-    /// Does what is due at `now` (limit check, heartbeat) and publishes.
+    /// Does what is due at `now` (the counters' guard, limit check, heartbeat) and publishes.
     pub fn tick(&mut self, now: Now) {
         self.now = now;
         if let Some(c) = self.cluster.as_mut() {
@@ -156,11 +161,17 @@ impl<'m> Agent<'m> {
             self.sync();
         }
         if now.mono_ms >= self.next_limit_check {
+            // Counters the pending changes restart are zeroed first, so the guard judges them
+            // from zero; and the guard puts back what lookups cannot have done before a limit
+            // is read.
+            self.publish();
+            self.guard_counters(now.mono_ms);
             if self.has_limits {
                 self.check_limits();
             }
             self.next_limit_check = now.mono_ms + LIMIT_CHECK_MS;
         }
+        self.guard_header();
         self.publish();
         if let Some(mut e) = self.export.take() {
             let log = e.run(now.mono_ms, self.services().map(|(_, s)| s));

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use lbfo_core::{CountersView, Service, Table, Writer, MAX_SERVICES};
 
-use super::{Agent, Now, Pending, Saver};
+use super::{counters, Agent, Now, Pending, Saver};
 use crate::cluster::replica::Refused;
-use crate::cluster::Cluster;
+use crate::cluster::{full_text, Cluster};
 use crate::control::config::{self, Config};
 use crate::table::state::Saved;
 use crate::vecmap::VecSet;
@@ -145,6 +145,7 @@ impl<'m> Agent<'m> {
             saver,
             save_failing: false,
             fastest_slots: (u64::MAX, Vec::new()),
+            guard: counters::Guard::resumed(view.tampered()),
         }
     }
 
@@ -153,11 +154,12 @@ impl<'m> Agent<'m> {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        let (mut merged, mut ahead) = (0, None);
+        let (mut merged, mut ahead, mut full) = (0, None, None);
         for e in &saved.replica {
             match c.replica.merge(e, now.wall_ms) {
                 Ok(changed) => merged += usize::from(changed),
                 Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
+                Err(why) => full = full.or(Some(full_text(why, e.name().as_str()))),
             }
         }
         let n = c.replica.names().count();
@@ -170,6 +172,9 @@ impl<'m> Agent<'m> {
                  file, or this clock set back: the group fills them in)",
                 ms.div_ceil(1000)
             ));
+        }
+        if let Some(text) = full {
+            self.log(format!("start: state: entries refused: {text}"));
         }
     }
 

@@ -111,13 +111,14 @@ fn every_setting_is_refused_on_the_fifo_naming_how_to_change_it() {
         "hosts-file /h",
         "dnsmasq-pid /p",
         "check web.lan tcp 80",
+        "max-lookup-rate 5",
     ];
     let log = send(&mut a, &lines.join("\n"));
     assert_eq!(log.len(), lines.len(), "{log:?}");
     for (i, (line, got)) in lines.iter().zip(&log).enumerate() {
         let kw = line.split(' ').next().unwrap();
         let how = match kw {
-            "hosts-file" | "dnsmasq-pid" | "check" => {
+            "hosts-file" | "dnsmasq-pid" | "check" | "max-lookup-rate" => {
                 "change it in the config file and reload (SIGHUP)"
             }
             _ => "change it in the config file and restart the agent (a reload keeps the running one)",
@@ -146,7 +147,7 @@ fn fifo_lines_apply_and_bad_ones_are_skipped() {
         log,
         [
             "fifo: line 1: down web.lan 10.0.0.1",
-            "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)",
+            "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
             "fifo: line 5: add db.lan 10.0.1.1",
             "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
             "fifo: line 7: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent (a reload keeps the running one)",
@@ -303,6 +304,169 @@ fn limits_delete_backends_on_time() {
         a.next_deadline(),
         HEARTBEAT_MS,
         "no limits left: only the heartbeat is due"
+    );
+}
+
+/// What a local user can do to the counters segment: store any number in any word.
+fn write_counter(m: &Mem, slot: usize, pos: usize, v: u64) {
+    let per_slot = 1 + lbfo_core::MAX_BACKENDS;
+    m.counters[lbfo_core::shm::COUNTERS_HEADER_WORDS + slot * per_slot + 1 + pos]
+        .store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn tampered(m: &Mem) -> (u64, u64) {
+    TableView::new_checked(&m.table).unwrap().tampered()
+}
+
+#[test]
+fn counters_written_past_the_lookup_rate_or_down_are_put_back() {
+    let m = Mem::new();
+    let conf = "add lim.lan 10.0.0.1 limit=1000000\nadd lim.lan 10.0.0.2 limit=1000000\n";
+    let mut a = m.agent(false, conf, 0);
+    a.take_log();
+    for _ in 0..4 {
+        m.v4("lim.lan");
+    }
+    a.tick(at(100));
+    assert!(a.take_log().is_empty());
+    // The issue's scenario: 5,000,000 in every counter.
+    write_counter(&m, 0, 0, 5_000_000);
+    write_counter(&m, 0, 1, 5_000_000);
+    a.tick(at(200));
+    assert_eq!(
+        a.take_log(),
+        [
+            "counters: lim.lan 10.0.0.1: jumped by 4999998 in 100 ms (max-lookup-rate 1000000 \
+             allows 100000): written by something other than lookups; put back to 2 (counted in \
+             status; not logged again for this backend)",
+            "counters: lim.lan 10.0.0.2: jumped by 4999998 in 100 ms (max-lookup-rate 1000000 \
+             allows 100000): written by something other than lookups; put back to 2 (counted in \
+             status; not logged again for this backend)",
+        ]
+    );
+    assert_eq!((m.count(0, 0), m.count(0, 1)), (2, 2), "put back");
+    assert_eq!(m.v4("lim.lan"), "10.0.0.1", "nothing deleted");
+    assert_eq!(tampered(&m), (2, 0));
+    // Again, and down to zero (which would defeat a limit): put back, counted, not logged.
+    write_counter(&m, 0, 0, 999_999);
+    write_counter(&m, 0, 1, 0);
+    a.tick(at(300));
+    assert!(a.take_log().is_empty());
+    // (The lookup made after the last look was overwritten too: it is lost.)
+    assert_eq!((m.count(0, 0), m.count(0, 1)), (2, 2));
+    assert_eq!(tampered(&m), (4, 0));
+    // Lookups at up to the rate count; what the agent zeroes itself (reset) is no tampering.
+    a.tick(at(400));
+    send(&mut a, "reset lim.lan");
+    a.tick(at(500));
+    assert!(a.take_log().is_empty());
+    assert_eq!((m.count(0, 0), m.count(0, 1), tampered(&m)), (0, 0, (4, 0)));
+    // A backend's counter restarted: its next tampering is logged again.
+    write_counter(&m, 0, 1, 7);
+    a.tick(at(600));
+    assert!(
+        a.take_log().is_empty(),
+        "7 in 100 ms: lookups, as far as anyone can tell"
+    );
+    write_counter(&m, 0, 1, 5_000_000);
+    a.tick(at(700));
+    let log = a.take_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].starts_with("counters: lim.lan 10.0.0.2: jumped by 4999993"),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn counters_decreased_are_put_back_and_a_restart_keeps_the_counts() {
+    let m = Mem::new();
+    let conf = "add l.lan 10.0.0.1 limit=10\n";
+    let mut a = m.agent(false, conf, 0);
+    for _ in 0..5 {
+        m.v4("l.lan");
+    }
+    a.tick(at(100));
+    write_counter(&m, 0, 0, 1);
+    a.tick(at(200));
+    assert_eq!(
+        a.take_log().last().unwrap(),
+        "counters: l.lan 10.0.0.1: fell from 5 to 1: written by something other than lookups; \
+         put back to 5 (counted in status; not logged again for this backend)"
+    );
+    for _ in 0..5 {
+        m.v4("l.lan");
+    }
+    a.tick(at(300));
+    assert_eq!(
+        a.take_log(),
+        ["limit reached: l.lan 10.0.0.1 after 10 lookups"],
+        "the lookups made before the write still count towards the limit"
+    );
+    drop(a);
+    let a = m.agent(true, conf, 0);
+    drop(a);
+    assert_eq!(tampered(&m), (1, 0), "a restarted agent goes on counting");
+}
+
+#[test]
+fn genuine_lookups_at_the_rate_reach_the_limit() {
+    let m = Mem::new();
+    let conf = "max-lookup-rate 100\nadd l.lan 10.0.0.1 limit=30\n";
+    let mut a = m.agent(false, conf, 0);
+    a.take_log();
+    // 100 per second is 10 per 100 ms: taken, three times.
+    for t in 1..=3 {
+        for _ in 0..10 {
+            m.v4("l.lan");
+        }
+        a.tick(at(100 * t));
+    }
+    assert_eq!(
+        a.take_log(),
+        ["limit reached: l.lan 10.0.0.1 after 30 lookups"]
+    );
+    assert_eq!(tampered(&m), (0, 0));
+    // One more than the rate allows is not lookups.
+    let mut a = m.agent(false, conf, 0);
+    a.take_log();
+    for _ in 0..11 {
+        m.v4("l.lan");
+    }
+    a.tick(at(100));
+    assert!(a.take_log()[0].contains("jumped by 11 in 100 ms (max-lookup-rate 100 allows 10)"));
+}
+
+#[test]
+fn an_overwritten_counters_header_is_rewritten_at_the_next_tick() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = Mem::new();
+    let mut a = m.agent(false, "add rr.lan 10.0.0.1\nadd rr.lan 10.0.0.2\n", 0);
+    a.take_log();
+    let v = TableView::new_checked(&m.table).unwrap();
+    for round in 1..=3u64 {
+        (0..4).for_each(|i| m.counters[i].store(0, Relaxed));
+        assert!(
+            CountersView::new_checked(&m.counters, &v).is_none(),
+            "a new process would not share turns"
+        );
+        a.tick(at(10 * round));
+        assert!(CountersView::new_checked(&m.counters, &v).is_some());
+        assert_eq!(tampered(&m), (0, round));
+    }
+    // Logged the first time and then at powers of two.
+    assert_eq!(
+        a.take_log(),
+        [
+            "counters: the segment's header was overwritten (1 times so far); rewritten, so new \
+             processes share turns again",
+            "counters: the segment's header was overwritten (2 times so far); rewritten, so new \
+             processes share turns again",
+        ]
+    );
+    assert_eq!(
+        (m.v4("rr.lan").as_str(), m.v4("rr.lan").as_str()),
+        ("10.0.0.1", "10.0.0.2")
     );
 }
 

@@ -19,8 +19,12 @@
 //!   trusted for it: a node whose clock is behind is heard as soon as it answers.
 //! - **challenge**: a datagram from a boot not believed draws a `Challenge` to its source, no
 //!   larger than that datagram, which the peer answers (`Answer`, no larger than the challenge);
-//!   a boot that answers is believed, at the address the challenge reached. Nothing else is ever
-//!   sent in answer to a datagram a believed boot did not send.
+//!   a boot that answers is believed, at the address the challenge reached.
+//! - **reflection**: nothing but a challenge or an answer, each no larger than what drew it, is
+//!   ever sent to the source of a datagram; repairs and digest replies go to the address the peer
+//!   proved (never to where a datagram claims to come from), at most
+//!   [`peers::REPAIR_BYTES_PER_S`] of repairs a second, and every unicast message names the node
+//!   it is for inside the MAC, so replayed to another node it is refused there.
 
 pub mod drops;
 #[doc(hidden)]
@@ -64,6 +68,21 @@ pub enum Dest {
     All,
     /// One node (a reply).
     To(SocketAddr),
+}
+
+/// What a replica full for `why` says of an entry of service `name` it refused.
+pub fn full_text(why: Refused, name: &str) -> String {
+    match why {
+        Refused::Services(n) => format!(
+            "a new service ({name}) where this node holds {n}, twice the table's capacity (room \
+             for its tombstones)"
+        ),
+        Refused::Backends(n) => format!(
+            "a new backend of {name}, which holds {n}, four times the table's room (tombstones \
+             included)"
+        ),
+        Refused::Future(ms) => format!("{name} stamped {ms} ms ahead"),
+    }
 }
 
 /// The node's cluster state.
@@ -140,7 +159,7 @@ impl Cluster {
         self.hold_until.is_some()
     }
 
-    fn header(&mut self, wall_ms: u64, body: Body) -> Message {
+    fn header(&mut self, wall_ms: u64, to: Option<NodeId>, body: Body) -> Message {
         self.seq += 1;
         // A clock set back since the start must not make our datagrams look sent before it.
         self.epoch = self.epoch.min(wall_ms);
@@ -151,29 +170,53 @@ impl Cluster {
             epoch: self.epoch,
             seq: self.seq,
             sent_ms: wall_ms,
+            to,
             body,
         }
     }
 
-    /// Seals and queues one message; `None` if it would not fit in `budget` bytes (the size of
-    /// the datagram it answers), and then nothing is sent.
-    fn send(&mut self, dest: Dest, wall_ms: u64, body: Body, budget: usize) -> Option<()> {
-        let msg = self.header(wall_ms, body);
-        let d = wire::seal(&msg, &self.key).filter(|d| d.len() <= budget)?;
-        self.outbox.push((dest, d));
-        Some(())
+    /// Seals and queues one message to `dest` (for node `to`, if one); nothing is sent if it
+    /// would not fit in `budget` bytes (the size of the datagram it answers).
+    fn send(&mut self, dest: Dest, to: Option<NodeId>, wall: u64, body: Body, budget: usize) {
+        let msg = self.header(wall, to, body);
+        if let Some(d) = wire::seal(&msg, &self.key).filter(|d| d.len() <= budget) {
+            self.outbox.push((dest, d));
+        }
     }
 
-    /// Sends entries (a command's effect, or a repair).
+    /// Sends entries (a command's effect) to the group (`dest` is [`Dest::All`]; a repair goes
+    /// to one peer by `repair_to`).
     pub fn send_entries(&mut self, dest: Dest, entries: &[Entry], wall_ms: u64) {
         if entries.is_empty() {
             return;
         }
         let key = self.key.clone();
         let grams = wire::pack(entries, &key, || {
-            self.header(wall_ms, Body::Entries(Vec::new()))
+            self.header(wall_ms, None, Body::Entries(Vec::new()))
         });
         self.outbox.extend(grams.into_iter().map(|d| (dest, d)));
+    }
+
+    /// Sends a repair to peer `node` at the address it proved, as far as its repair budget goes
+    /// (the rest goes in answers to its later digests).
+    fn repair_to(&mut self, node: NodeId, entries: &[Entry], mono: u64, wall: u64) {
+        let Some(addr) = self.peers.get(node).map(|p| p.addr) else {
+            return;
+        };
+        let key = self.key.clone();
+        let grams = wire::pack(entries, &key, || {
+            self.header(wall, Some(node), Body::Entries(Vec::new()))
+        });
+        for d in grams {
+            if !self
+                .peers
+                .get_mut(node)
+                .is_some_and(|p| p.spend(d.len(), mono))
+            {
+                return;
+            }
+            self.outbox.push((Dest::To(addr), d));
+        }
     }
 
     /// Announces this node with its initial state.
@@ -181,10 +224,18 @@ impl Cluster {
         let digest = self.replica.digest().to_vec();
         let name = self.name.clone();
         let hello = Body::Hello { name, digest };
-        self.send(Dest::All, wall_ms, hello, usize::MAX);
+        self.send(Dest::All, None, wall_ms, hello, usize::MAX);
     }
 
-    fn digest(&mut self, dest: Dest, reply: bool, wall_ms: u64) {
+    /// Sends our digest to the group, or to one peer (`to`) at the address it proved.
+    fn digest(&mut self, to: Option<NodeId>, reply: bool, wall_ms: u64) {
+        let dest = match to {
+            None => Dest::All,
+            Some(node) => match self.peers.get(node) {
+                Some(p) => Dest::To(p.addr),
+                None => return,
+            },
+        };
         let digest = self.replica.digest().to_vec();
         let name = self.name.clone();
         let body = Body::Digest {
@@ -192,7 +243,7 @@ impl Cluster {
             digest,
             reply,
         };
-        self.send(dest, wall_ms, body, usize::MAX);
+        self.send(dest, to, wall_ms, body, usize::MAX);
     }
 
     /// Datagrams to send, oldest first.
@@ -226,9 +277,12 @@ impl Cluster {
             }
             return;
         }
+        if msg.to.is_some_and(|to| to != self.replica.me()) {
+            return self.dropped(from, DropReason::Misdirected);
+        }
         match msg.body {
             Body::Challenge { cookie, .. } => {
-                return self.answer(cookie, from, bytes.len(), wall_ms)
+                return self.answer(msg.node, cookie, from, bytes.len(), wall_ms)
             }
             Body::Answer { cookie } => return self.answered(&msg, cookie, from, mono_ms, wall_ms),
             _ => {}
@@ -249,7 +303,7 @@ impl Cluster {
         match msg.body {
             Body::Hello { name, digest } => {
                 self.named(node, name);
-                self.compare(node, from, &digest, true, wall_ms);
+                self.compare(node, &digest, true, mono_ms, wall_ms);
             }
             Body::Digest {
                 name,
@@ -257,7 +311,7 @@ impl Cluster {
                 reply,
             } => {
                 self.named(node, name);
-                self.compare(node, from, &digest, !reply, wall_ms);
+                self.compare(node, &digest, !reply, mono_ms, wall_ms);
             }
             Body::Entries(es) => self.merge(&es, from, wall_ms),
             Body::Challenge { .. } | Body::Answer { .. } => {}
@@ -271,12 +325,14 @@ impl Cluster {
             cookie: self.peers.cookie(node, to, mono),
             pad: [0; CHALLENGE_PAD],
         };
-        self.send(Dest::To(to), wall, body, budget);
+        self.send(Dest::To(to), Some(node), wall, body, budget);
     }
 
-    /// Answers a challenge, to its source, if the answer fits in the challenge's `budget` bytes.
-    fn answer(&mut self, cookie: u64, from: SocketAddr, budget: usize, wall: u64) {
-        self.send(Dest::To(from), wall, Body::Answer { cookie }, budget);
+    /// Answers `node`'s challenge, to its source, if the answer fits in the challenge's `budget`
+    /// bytes.
+    fn answer(&mut self, node: NodeId, cookie: u64, from: SocketAddr, budget: usize, wall: u64) {
+        let body = Body::Answer { cookie };
+        self.send(Dest::To(from), Some(node), wall, body, budget);
     }
 
     /// An answer to one of our challenges, from the address it was sent to: its boot believed,
@@ -284,7 +340,7 @@ impl Cluster {
     /// waiting for a digest round.
     fn answered(&mut self, msg: &Message, cookie: u64, from: SocketAddr, mono: u64, wall: u64) {
         match self.peers.answered(msg, cookie, from, mono, wall) {
-            Ok(true) => self.digest(Dest::To(from), false, wall),
+            Ok(true) => self.digest(Some(msg.node), false, wall),
             Ok(false) => {}
             Err(why) => self.dropped(from, why),
         }
@@ -293,7 +349,7 @@ impl Cluster {
     /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
     /// others to be taken in.
     fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
-        let mut ahead = None;
+        let (mut ahead, mut full) = (None, None);
         // `open` checked every entry converts.
         for e in es.iter().filter_map(wire::from_wire) {
             match self.replica.merge(&e, wall_ms) {
@@ -302,11 +358,15 @@ impl Cluster {
                 }
                 Ok(false) => {}
                 Err(Refused::Future(ms)) => ahead = ahead.max(Some(ms)),
+                Err(why) => full = full.or(Some((why, e.name().as_str().to_owned()))),
             }
         }
         if let Some(ms) = ahead {
             let detail = format!("up to {} s", ms.div_ceil(1000));
             self.refuse(from, DropReason::Future, &detail);
+        }
+        if let Some((why, name)) = full {
+            self.refuse(from, DropReason::Full, &full_text(why, &name));
         }
     }
 
@@ -316,9 +376,9 @@ impl Cluster {
         }
     }
 
-    /// Answers a digest: the entries of the buckets that differ, and (unless it was a reply)
-    /// our digest so the sender can send what it knows better.
-    fn compare(&mut self, node: NodeId, from: SocketAddr, theirs: &[u32], answer: bool, wall: u64) {
+    /// Answers peer `node`'s digest (at the address it proved): the entries of the buckets that
+    /// differ, and (unless it was a reply) our digest so it can send what it knows better.
+    fn compare(&mut self, node: NodeId, theirs: &[u32], answer: bool, mono: u64, wall: u64) {
         let ours = self.replica.digest();
         let mask = (0..BUCKETS)
             .filter(|&i| theirs.get(i) != Some(&ours[i]))
@@ -332,9 +392,9 @@ impl Cluster {
             return;
         }
         let entries = self.repair(mask);
-        self.send_entries(Dest::To(from), &entries, wall);
+        self.repair_to(node, &entries, mono, wall);
         if answer {
-            self.digest(Dest::To(from), true, wall);
+            self.digest(Some(node), true, wall);
         }
     }
 
@@ -395,6 +455,7 @@ impl Cluster {
                  clocks must agree within {} s: is NTP running, there and here?)",
                 AHEAD_MS / 1000
             ),
+            DropReason::Full => format!("entries refused: {detail}"),
             _ => return None,
         };
         Some(format!("cluster: warning: {}: {what}", Sock(from)))
@@ -412,7 +473,7 @@ impl Cluster {
             self.hold_until = None;
         }
         if mono_ms >= self.next_digest {
-            self.digest(Dest::All, false, wall_ms);
+            self.digest(None, false, wall_ms);
             self.next_digest = mono_ms + DIGEST_MS;
             self.peers.expire(mono_ms);
         }

@@ -31,6 +31,11 @@ pub const WINDOW: u64 = 64;
 pub const COOKIE_MS: u64 = 10_000;
 /// A peer not heard from for this long is forgotten (four minutes of missed digest rounds).
 pub const SILENCE_MS: u64 = 60_000;
+/// Bytes of repairs sent to one peer per second at most, and at once (a token bucket): well
+/// above what answering its four digests a second takes, while a peer that asks far more often
+/// (a bug, or a key holder) gets no more.
+pub const REPAIR_BYTES_PER_S: u64 = 256 * 1024;
+
 /// Peers tracked at most: a cluster of more nodes than this is beyond what the agent is made
 /// for, and a key holder inventing node ids cannot grow memory. A node new when the map is full
 /// is refused ([`DropReason::TooManyPeers`], logged).
@@ -53,9 +58,43 @@ pub struct Peer {
     boot: u64,
     top: u64,
     seen: u64,
+    /// Repair bytes it may still be sent, as of `refilled` (monotonic ms).
+    budget: u64,
+    refilled: u64,
 }
 
 impl Peer {
+    /// Believed in the boot of `m`, at `addr`.
+    fn new(addr: SocketAddr, m: (u64, u64, u64), mono_ms: u64, wall_ms: u64) -> Peer {
+        let (boot, epoch, seq) = m;
+        Peer {
+            name: "?".into(),
+            addr,
+            heard_ms: wall_ms,
+            epoch,
+            in_sync: false,
+            heard_mono: mono_ms,
+            boot,
+            top: seq,
+            seen: 1,
+            budget: REPAIR_BYTES_PER_S,
+            refilled: mono_ms,
+        }
+    }
+
+    /// Takes `bytes` from the repair budget, refilled at [`REPAIR_BYTES_PER_S`] up to that much;
+    /// whether there were enough.
+    pub fn spend(&mut self, bytes: usize, mono_ms: u64) -> bool {
+        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
+        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
+        self.refilled = self.refilled.max(mono_ms);
+        let Some(left) = self.budget.checked_sub(bytes as u64) else {
+            return false;
+        };
+        self.budget = left;
+        true
+    }
+
     /// The replay window: takes `seq` if it is new, records it.
     fn window(&mut self, seq: u64) -> bool {
         if seq > self.top {
@@ -162,18 +201,10 @@ impl Peers {
             p.heard_mono = mono_ms;
             return Ok(false);
         }
-        let name = self.map.get(&m.node).map_or("?".into(), |p| p.name.clone());
-        let peer = Peer {
-            name,
-            addr: to,
-            heard_ms: wall_ms,
-            epoch: m.epoch,
-            in_sync: false,
-            heard_mono: mono_ms,
-            boot: m.boot,
-            top: m.seq,
-            seen: 1,
-        };
+        let mut peer = Peer::new(to, (m.boot, m.epoch, m.seq), mono_ms, wall_ms);
+        if let Some(old) = self.map.get(&m.node) {
+            peer.name.clone_from(&old.name);
+        }
         match self.map.insert(m.node, peer) {
             Ok(_) => Ok(true),
             Err(_) => Err(DropReason::TooManyPeers),
@@ -224,17 +255,6 @@ impl Peers {
     /// seeds (`fuzzing`), which hand a node datagrams of a peer it must already know.
     #[doc(hidden)]
     pub fn trust(&mut self, node: NodeId, boot: u64, addr: SocketAddr) {
-        let peer = Peer {
-            name: "?".into(),
-            addr,
-            heard_ms: 0,
-            epoch: 0,
-            in_sync: false,
-            heard_mono: 0,
-            boot,
-            top: 0,
-            seen: 1,
-        };
-        let _ = self.map.insert(node, peer);
+        let _ = self.map.insert(node, Peer::new(addr, (boot, 0, 0), 0, 0));
     }
 }

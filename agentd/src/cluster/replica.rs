@@ -204,6 +204,39 @@ impl ServiceState {
 pub enum Refused {
     /// Stamped more than [`AHEAD_MS`] after this node's wall clock, by this much (ms).
     Future(u64),
+    /// A service new to a replica that already holds this many (see [`Capacity::held`]).
+    Services(usize),
+    /// A backend new to a service that already holds this many (see [`Capacity::held`]).
+    Backends(usize),
+}
+
+/// The table's capacity, as this agent knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Services.
+    pub services: usize,
+    /// Live backends per service.
+    pub backends: usize,
+}
+
+impl Capacity {
+    /// The table's capacity: one place for the replica's bounds to follow when it becomes a
+    /// setting.
+    pub fn of_table() -> Capacity {
+        Capacity {
+            services: MAX_SERVICES,
+            backends: MAX_BACKENDS,
+        }
+    }
+
+    /// What a replica holds at most, from the wire (or the state file), tombstones included, so
+    /// that a key holder or a buggy peer cannot grow an agent's memory without bound: twice the
+    /// table's services (a full table, and as many deleted within the tombstone bound), and four
+    /// times its backends per service (backends come and go more often). More is refused
+    /// ([`Refused::Services`], [`Refused::Backends`]) until tombstones are collected.
+    pub fn held(self) -> (usize, usize) {
+        (2 * self.services, 4 * self.backends)
+    }
 }
 
 /// One unit of replication: a service's own fields, or one backend's.
@@ -259,6 +292,7 @@ pub struct Replica {
     me: NodeId,
     clock: u64,
     services: VecMap<String, Box<ServiceState>>,
+    cap: Capacity,
 }
 
 /// The node id for a node name.
@@ -281,12 +315,18 @@ pub fn bucket(name: &Name) -> usize {
 }
 
 impl Replica {
-    /// An empty replica for node `me`.
+    /// An empty replica for node `me`, as large as the table ([`Capacity::of_table`]).
     pub fn new(me: NodeId) -> Replica {
+        Replica::with_capacity(me, Capacity::of_table())
+    }
+
+    /// An empty replica for node `me` of a table of capacity `cap`.
+    pub fn with_capacity(me: NodeId, cap: Capacity) -> Replica {
         Replica {
             me,
             clock: 0,
             services: VecMap::new(),
+            cap,
         }
     }
 
@@ -347,16 +387,17 @@ impl Replica {
         };
         match *cmd {
             Command::Add { addr, .. } => match s {
-                None if self.visible_count() >= MAX_SERVICES => Err(ApplyError::TableFull),
+                None if self.visible_count() >= self.cap.services => Err(ApplyError::TableFull),
                 Some(s)
                     if s.live_backend(addr).is_none()
-                        && s.backends.values().filter(|b| s.live(b)).count() >= MAX_BACKENDS =>
+                        && s.backends.values().filter(|b| s.live(b)).count()
+                            >= self.cap.backends =>
                 {
                     Err(ApplyError::ServiceFull)
                 }
                 _ => Ok(()),
             },
-            Command::Policy { .. } if s.is_none() && self.visible_count() >= MAX_SERVICES => {
+            Command::Policy { .. } if s.is_none() && self.visible_count() >= self.cap.services => {
                 Err(ApplyError::TableFull)
             }
             Command::Policy { .. } => Ok(()),
@@ -454,9 +495,9 @@ impl Replica {
     }
 
     /// Merges an entry from a peer (or the state file); says whether anything changed. Refused,
-    /// changing nothing: an entry stamped more than [`AHEAD_MS`] after `wall_ms`. Dead entries
-    /// older than [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere
-    /// else).
+    /// changing nothing: an entry stamped more than [`AHEAD_MS`] after `wall_ms`, and one that
+    /// would make the replica hold more than [`Capacity::held`]. Dead entries older than
+    /// [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere else).
     pub fn merge(&mut self, e: &Entry, wall_ms: u64) -> Result<bool, Refused> {
         let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
         let name = *e.name();
@@ -474,6 +515,15 @@ impl Replica {
         let known = self.services.get(name.as_str());
         if dead && newest.time < horizon && known.is_none() {
             return Ok(false);
+        }
+        let (services, backends) = self.cap.held();
+        if known.is_none() && self.services.len() >= services {
+            return Err(Refused::Services(self.services.len()));
+        }
+        if let (Some(s), Entry::Backend { addr, .. }) = (known, e) {
+            if !s.backends.contains_key(addr) && s.backends.len() >= backends {
+                return Err(Refused::Backends(s.backends.len()));
+            }
         }
         let s = self
             .services
@@ -527,9 +577,9 @@ impl Replica {
         gone
     }
 
-    /// The service as lookups should see it, or `None` if it is not visible. More than
-    /// [`MAX_BACKENDS`] live backends (concurrent adds on several nodes) keep the oldest ones,
-    /// the same everywhere.
+    /// The service as lookups should see it, or `None` if it is not visible. More live backends
+    /// than a service has room for (concurrent adds on several nodes) keep the oldest ones, the
+    /// same everywhere.
     pub fn service(&self, name: &str) -> Option<Service> {
         let s = self.services.get(name).filter(|s| s.visible())?;
         let mut out = Service::new(s.name);
@@ -902,6 +952,58 @@ mod tests {
             c.merge(&e, now + 1).unwrap();
         }
         assert!(show(&c).contains("10.0.0.1 down"), "{}", show(&c));
+    }
+
+    #[test]
+    fn a_replica_holds_no_more_than_twice_the_table() {
+        let cap = Capacity {
+            services: 4,
+            backends: 2,
+        };
+        let (services, backends) = cap.held();
+        let mut a = Replica::new(1);
+        let mut b = Replica::with_capacity(2, cap);
+        let t = 1_000_000;
+        let mut sent = Vec::new();
+        for i in 0..=services {
+            sent.extend(run(&mut a, &format!("add s{i}.lan 10.0.0.1"), t));
+        }
+        for i in 1..=backends + 1 {
+            sent.extend(run(&mut a, &format!("add s0.lan 10.0.1.{i}"), t));
+        }
+        let mut refused = Vec::new();
+        for e in &sent {
+            if let Err(why) = b.merge(e, t) {
+                refused.push(why);
+            }
+        }
+        assert_eq!(b.names().count(), services);
+        let held = b.services.get("s0.lan").unwrap().backends.len();
+        assert_eq!(held, backends);
+        assert!(
+            refused.contains(&Refused::Services(services)),
+            "{refused:?}"
+        );
+        assert!(
+            refused.contains(&Refused::Backends(backends)),
+            "{refused:?}"
+        );
+        // What it holds still takes changes; deleted and collected, there is room again.
+        let down = run(&mut a, "down s0.lan 10.0.0.1", t + 1);
+        assert_eq!(b.merge(&down[1], t + 1), Ok(true));
+        let del = run(&mut a, "del s1.lan", t + 2);
+        b.merge(&del[0], t + 2).unwrap();
+        // (Stamps ran ahead of `t` by a millisecond a command: the hybrid clock.)
+        let later = t + 1000 + TOMBSTONE_MS;
+        b.collect(later);
+        let late = run(&mut a, &format!("add s{services}.lan 10.0.0.1"), later);
+        assert_eq!(b.merge(&late[0], later), Ok(true));
+        // The local table's own capacity follows the capacity given (the replica holds more
+        // visible services than that, from the wire).
+        assert_eq!(
+            b.command(&cmd("add u.lan 10.0.0.1"), later),
+            Err(ApplyError::TableFull)
+        );
     }
 
     use crate::TestRng as Rng;

@@ -24,6 +24,11 @@
 //! of the socket (unicast replies too) to `iface`. Each fallback is logged once, as a warning
 //! naming the missing option.
 //!
+//! **Bound to `iface`.** With `iface` given, the socket is bound to that interface
+//! (`SO_BINDTODEVICE`): datagrams that arrive by another interface, from a network the cluster is
+//! not on, never reach the agent, and nothing the agent sends leaves by another. Where the
+//! kernel refuses it (no `CAP_NET_RAW` before Linux 5.7, qemu-user), a warning says so.
+//!
 //! The system calls that std and nix do not offer in the form needed (options by interface
 //! index, interface requests, control messages) are `crate::sys::net`'s.
 
@@ -128,6 +133,18 @@ struct Joined {
     check_dest: bool,
     source: Option<Ipv4Addr>,
     warnings: Vec<String>,
+}
+
+/// Binds `sock` to interface `name` (`SO_BINDTODEVICE`); the warning to log if the kernel
+/// refuses.
+fn bind_to_device(sock: &UdpSocket, name: &str) -> Option<String> {
+    use nix::sys::socket::{setsockopt, sockopt::BindToDevice};
+    let e = setsockopt(sock, BindToDevice, &std::ffi::OsString::from(name)).err()?;
+    Some(format!(
+        "cluster: warning: SO_BINDTODEVICE {name}: {}; datagrams that reach this host by other \
+         interfaces are not shut out",
+        sys::errno_text(e as i32)
+    ))
 }
 
 /// The line for a failed socket call `w`.
@@ -279,6 +296,10 @@ impl Net {
             .map(|i| ifindex(sock.as_fd(), i))
             .transpose()?
             .unwrap_or(0);
+        let mut warnings = Vec::new();
+        if let Some(name) = iface {
+            warnings.extend(bind_to_device(&sock, name));
+        }
         let to = Iface { name: iface, index };
         let joined = match group.map(|g| g.ip()) {
             Some(IpAddr::V4(g)) => join_v4(&sock, g, first.port(), to, ttl)?,
@@ -294,7 +315,8 @@ impl Net {
             send_errors: 0,
             read_errors: Vec::new(),
         };
-        Ok((net, joined.warnings))
+        warnings.extend(joined.warnings);
+        Ok((net, warnings))
     }
 
     /// The socket, for `poll`.

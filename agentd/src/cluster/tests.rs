@@ -1,7 +1,7 @@
 //! The protocol between nodes over a fake network: delivery, loss, restarts, replays, clocks.
 
 use super::*;
-use crate::cluster::peers::SILENCE_MS;
+use crate::cluster::peers::{REPAIR_BYTES_PER_S, SILENCE_MS};
 use lbfo_core::{parse_line, Command, Line};
 
 fn cmd(line: &str) -> Command {
@@ -352,7 +352,7 @@ fn an_answer_to_a_digest_is_bounded_and_rounds_still_converge() {
     for round in 1..=20u64 {
         b.tick(round * DIGEST_MS * 2, T0);
         for (_, d) in b.take_outbox() {
-            a.datagram(&d, addr(2), 0, T0);
+            a.datagram(&d, addr(2), round * DIGEST_MS * 2, T0);
         }
         let answer = a.take_outbox();
         assert!(
@@ -448,7 +448,13 @@ fn replays_and_foreign_datagrams_are_counted_and_ignored() {
     let random = b"random bytes, not a message at all, long enough to pass";
     b.datagram(&[&[VERSION][..], random].concat(), addr(7), 0, T0);
     let cookie = a.peers.cookie(node_id("b"), addr(8), 0);
-    a.send(Dest::All, T0, Body::Answer { cookie }, usize::MAX);
+    a.send(
+        Dest::All,
+        Some(node_id("b")),
+        T0,
+        Body::Answer { cookie },
+        usize::MAX,
+    );
     b.datagram(&a.take_outbox()[0].1, addr(8), 0, T0);
     assert_eq!(b.replica.service("w.lan").unwrap().iter().count(), 1);
     let drops: Vec<String> = refused(b)
@@ -500,4 +506,201 @@ fn a_restart_does_not_roll_back_and_catches_up() {
     );
     // The digests that followed the handshake showed agreement: the hold has ended.
     assert!(!nodes[0].holding());
+}
+
+/// Bytes in `sent` to `to`.
+fn bytes_to(sent: &[(Dest, Vec<u8>)], to: SocketAddr) -> usize {
+    sent.iter()
+        .filter(|(d, _)| *d == Dest::To(to))
+        .map(|(_, g)| g.len())
+        .sum()
+}
+
+/// Issue 14: a unicast digest, sniffed and replayed to another node with a spoofed source,
+/// drew up to 240 times its size in repairs toward the spoofed address.
+#[test]
+fn a_unicast_message_replayed_to_another_node_draws_nothing() {
+    let mut nodes = vec![node("a"), node("b"), node("c")];
+    introduce(&mut nodes, T0);
+    for i in 0..50 {
+        run(&mut nodes[0], &format!("add s{i}.lan 10.0.0.{}", i + 1), T0);
+    }
+    settle(&mut nodes, T0, || false);
+    // `b` misses a change; `a`'s answer to b's digest is a digest reply and a repair, for b.
+    run(&mut nodes[0], "down s1.lan 10.0.0.2", T0);
+    nodes[0].take_outbox();
+    nodes[1].tick(DIGEST_MS * 4, T0);
+    for (_, d) in nodes[1].take_outbox() {
+        nodes[0].datagram(&d, addr(2), 0, T0);
+    }
+    let for_b = nodes[0].take_outbox();
+    assert!(for_b.iter().all(|(to, _)| *to == Dest::To(addr(2))));
+    assert!(!for_b.is_empty());
+    // Replayed to `c` from a victim's address: refused, and nothing goes anywhere.
+    let victim = addr(9);
+    for (_, d) in &for_b {
+        nodes[2].datagram(d, victim, 0, T0);
+    }
+    assert!(nodes[2].take_outbox().is_empty());
+    assert_eq!(
+        count(&nodes[2], victim, DropReason::Misdirected),
+        for_b.len() as u64
+    );
+}
+
+/// A fresh digest of a believed peer that arrives from another address (sniffed and raced, its
+/// source spoofed): answered at the address the peer proved; the other draws at most a
+/// challenge no larger than the digest.
+#[test]
+fn a_spoofed_digest_is_answered_only_at_the_address_the_peer_proved() {
+    let mut nodes = vec![node("a"), node("b")];
+    introduce(&mut nodes, T0);
+    for i in 0..50 {
+        run(&mut nodes[0], &format!("add s{i}.lan 10.0.0.{}", i + 1), T0);
+    }
+    nodes[0].take_outbox();
+    nodes[1].tick(DIGEST_MS * 4, T0);
+    let digest = nodes[1].take_outbox().remove(0).1;
+    let victim = addr(9);
+    nodes[0].datagram(&digest, victim, 0, T0);
+    let sent = nodes[0].take_outbox();
+    let (to_victim, to_b) = (bytes_to(&sent, victim), bytes_to(&sent, addr(2)));
+    assert!(
+        to_victim <= digest.len(),
+        "{to_victim} for {}",
+        digest.len()
+    );
+    assert!(to_b > 10 * digest.len(), "the repair went to b: {to_b}");
+    assert_eq!(to_victim + to_b, sent.iter().map(|(_, g)| g.len()).sum());
+}
+
+/// Whatever reaches a node from a source that is no peer's proved address, each datagram draws
+/// at most its own size back to that source.
+#[test]
+fn nothing_answers_an_unknown_source_with_more_bytes_than_it_sent() {
+    let mut nodes = [node("a"), node("b"), node("c")];
+    let mut heard = Vec::new();
+    for n in nodes.iter_mut() {
+        n.hello(T0);
+    }
+    // Record every datagram of a whole exchange: hellos, challenges, answers, digests,
+    // commands, repairs.
+    loop {
+        let mut any = false;
+        for i in 0..nodes.len() {
+            for (dest, d) in nodes[i].take_outbox() {
+                any = true;
+                heard.push(d.clone());
+                for (j, n) in nodes.iter_mut().enumerate() {
+                    let hit = match dest {
+                        Dest::All => j != i,
+                        Dest::To(a) => a == addr(j as u8 + 1),
+                    };
+                    if hit {
+                        n.datagram(&d, addr(i as u8 + 1), 0, T0);
+                    }
+                }
+            }
+        }
+        if heard.len() < 40 {
+            let i = heard.len() % 3;
+            run(
+                &mut nodes[i],
+                &format!("add s{}.lan 10.0.0.{}", heard.len(), i + 1),
+                T0,
+            );
+            nodes[i].tick(DIGEST_MS * 2 * heard.len() as u64, T0);
+        } else if !any {
+            break;
+        }
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    heard.extend((0..200).map(|k| {
+        let mut d: Vec<u8> = (0..k * 5)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        if let Some(b) = d.first_mut() {
+            *b = VERSION;
+        }
+        d
+    }));
+    let stranger = addr(9);
+    for d in &heard {
+        // Replayed to every node, from an address no peer proved: at most its size back.
+        for n in nodes.iter_mut() {
+            n.datagram(d, stranger, 0, T0);
+            let sent = n.take_outbox();
+            let back = bytes_to(&sent, stranger);
+            assert!(back <= d.len(), "{back} bytes back for {}", d.len());
+        }
+    }
+}
+
+#[test]
+fn repairs_to_one_peer_are_bounded_per_second() {
+    let mut nodes = vec![node("a"), node("b")];
+    introduce(&mut nodes, T0);
+    for i in 0..2000 {
+        let line = format!("add s{i}.lan 10.0.{}.{} weight=2", i / 200, i % 200 + 1);
+        nodes[0].replica.command(&cmd(&line), T0).unwrap();
+    }
+    // `b` (a bug, or a key holder) asks twenty times within a second.
+    let mut asks = Vec::new();
+    for k in 1..=20 {
+        nodes[1].tick(k * DIGEST_MS * 2, T0);
+        asks.extend(nodes[1].take_outbox());
+    }
+    let mono = 5_000;
+    let mut sent = 0;
+    for (_, d) in &asks[..10] {
+        nodes[0].datagram(d, addr(2), mono, T0);
+        sent += bytes_to(&nodes[0].take_outbox(), addr(2));
+    }
+    let digests = 10 * 300;
+    assert!(
+        sent as u64 <= REPAIR_BYTES_PER_S + digests,
+        "{sent} bytes within one ms"
+    );
+    assert!(sent as u64 > REPAIR_BYTES_PER_S / 2, "{sent}");
+    // A second later, the budget is back.
+    let mut more = 0;
+    for (_, d) in &asks[10..] {
+        nodes[0].datagram(d, addr(2), mono + 1000, T0);
+        more += bytes_to(&nodes[0].take_outbox(), addr(2));
+    }
+    assert!(more as u64 <= REPAIR_BYTES_PER_S + digests, "{more}");
+    assert!(more as u64 > REPAIR_BYTES_PER_S / 2, "{more}");
+}
+
+/// A key holder (or a buggy peer) sending ever more services: past twice the table's
+/// capacity the replica takes none, counted as `full` and logged once.
+#[test]
+fn entries_beyond_the_replicas_bounds_are_refused_counted_and_logged_once() {
+    let mut nodes = vec![node("a"), node("b")];
+    introduce(&mut nodes, T0);
+    let cap = replica::Capacity {
+        services: 3,
+        backends: 2,
+    };
+    nodes[1].replica = Replica::with_capacity(node_id("b"), cap);
+    for i in 0..10 {
+        run(&mut nodes[0], &format!("add s{i}.lan 10.0.0.1"), T0);
+    }
+    let grams = nodes[0].take_outbox();
+    for (_, d) in &grams {
+        nodes[1].datagram(d, addr(1), 0, T0);
+    }
+    assert_eq!(nodes[1].replica.names().count(), cap.held().0);
+    assert_eq!(count(&nodes[1], addr(1), DropReason::Full), 4);
+    let log = nodes[1].take_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].contains("entries refused: a new service (s6.lan) where this node holds 6"),
+        "{log:?}"
+    );
 }

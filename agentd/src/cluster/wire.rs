@@ -4,7 +4,7 @@
 //! ```text
 //! datagram = postcard(Message) ‖ HMAC-SHA256(key, postcard(Message))   at most 1,200 bytes
 //! Message  = { version: u8 = 2, node: u64, boot: u64, epoch: u64, seq: u64, sent_ms: u64,
-//!              body: Body }
+//!              to: Option<u64>, body: Body }
 //! Body     = Hello { name, digest } | Digest { name, digest, reply } | Entries([Entry])
 //!          | Challenge { cookie, pad } | Answer { cookie }
 //! ```
@@ -36,9 +36,9 @@ pub const VERSION: u8 = 2;
 pub const MAX_DATAGRAM: usize = 1200;
 /// Bytes of the HMAC-SHA256 tag at the end of every datagram.
 pub const TAG: usize = 32;
-/// The shortest datagram that can be well-formed: the version byte, the header's five varints,
-/// a body's tag and the MAC.
-pub const MIN_DATAGRAM: usize = 7 + TAG;
+/// The shortest datagram that can be well-formed: the version byte, the header's five varints
+/// and option tag, a body's tag and the MAC.
+pub const MIN_DATAGRAM: usize = 8 + TAG;
 /// The longest node name carried.
 pub const MAX_NODE_NAME: usize = 64;
 
@@ -72,6 +72,11 @@ pub enum DropReason {
     /// Authentic, with entries stamped later than this node's clock allows
     /// (`replica::AHEAD_MS`); the datagram's other entries are taken in.
     Future,
+    /// Authentic, sent to another node (a unicast message replayed to this one).
+    Misdirected,
+    /// Authentic, with entries that would make the replica hold more than its bounds
+    /// (`replica::Capacity::held`); the datagram's other entries are taken in.
+    Full,
 }
 
 impl DropReason {
@@ -89,11 +94,13 @@ impl DropReason {
             DropReason::SameName => "same_name",
             DropReason::TooManyPeers => "too_many_peers",
             DropReason::Future => "future",
+            DropReason::Misdirected => "misdirected",
+            DropReason::Full => "full",
         }
     }
 
     /// Every reason, in the order `status` totals them.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::Version,
@@ -105,6 +112,8 @@ impl DropReason {
         DropReason::SameName,
         DropReason::TooManyPeers,
         DropReason::Future,
+        DropReason::Misdirected,
+        DropReason::Full,
     ];
 }
 
@@ -211,6 +220,9 @@ pub struct Message {
     pub seq: u64,
     /// The sender's wall clock when sending (ms since the epoch).
     pub sent_ms: u64,
+    /// The node a unicast message is for (`None`: the group). Inside the MAC, so a message sent
+    /// to one node and replayed to another is refused there ([`DropReason::Misdirected`]).
+    pub to: Option<u64>,
     /// The content.
     pub body: Body,
 }
@@ -270,7 +282,6 @@ pub fn open(datagram: &[u8], key: &Key) -> Result<Message, DropReason> {
     if datagram.len() > MAX_DATAGRAM {
         return Err(DropReason::Oversized);
     }
-    // version + 5 varints of at least one byte + a body tag + the MAC.
     if datagram.len() < MIN_DATAGRAM {
         return Err(DropReason::Truncated);
     }
@@ -437,6 +448,7 @@ mod tests {
             epoch: 1_700_000_000_000,
             seq: 1,
             sent_ms: 1_700_000_000_500,
+            to: None,
             body,
         }
     }
@@ -485,6 +497,7 @@ mod tests {
             node: 1 << 56,
             boot: 1 << 56,
             seq: 1,
+            to: Some(u64::MAX),
             ..msg(Body::Challenge {
                 cookie,
                 pad: [0; CHALLENGE_PAD],
@@ -494,6 +507,7 @@ mod tests {
             node: u64::MAX,
             boot: u64::MAX,
             seq: (1 << 28) - 1,
+            to: Some(1 << 56),
             sent_ms: u64::from(u32::MAX) << 10,
             ..msg(Body::Answer { cookie })
         };

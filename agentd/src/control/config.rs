@@ -29,6 +29,10 @@ use crate::vecmap::VecMap;
 pub const DEFAULT_TABLE: &str = "/run/lbfo/table";
 /// Where the command FIFO lives unless the config says `fifo PATH`.
 pub const DEFAULT_FIFO: &str = "/var/run/lbfo.sock";
+/// Lookups per second one backend's counter may gain unless the config says `max-lookup-rate
+/// N`: far above what one machine resolves (so genuine lookups are never taken for tampering),
+/// far below a counter written straight to a limit.
+pub const DEFAULT_MAX_LOOKUP_RATE: u64 = 1_000_000;
 
 /// Services by name, each with its backends' addresses (sorted).
 pub type Members = VecMap<String, Vec<IpAddr>>;
@@ -50,6 +54,9 @@ pub struct Config {
     pub state: Option<PathBuf>,
     /// `check` lines: health checks, at most one per service (the last one counts).
     pub checks: Vec<Spec>,
+    /// `max-lookup-rate N`: what a usage counter may gain per second before the agent takes
+    /// the increase for tampering and puts the counter back.
+    pub max_lookup_rate: u64,
     /// The commands with their 1-based line numbers, in file order.
     pub commands: Vec<(usize, Command)>,
     /// What the commands leave in an empty table.
@@ -220,6 +227,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
         dnsmasq_pid: s.dnsmasq_pid,
         state: s.state,
         checks: s.checks,
+        max_lookup_rate: s.max_lookup_rate.unwrap_or(DEFAULT_MAX_LOOKUP_RATE),
         commands,
         members: members(&scratch),
         cluster: s.cluster,
@@ -236,6 +244,7 @@ struct Settings {
     hosts_file: Option<PathBuf>,
     dnsmasq_pid: Option<PathBuf>,
     checks: Vec<Spec>,
+    max_lookup_rate: Option<u64>,
     cluster: ClusterConfig,
     /// The keywords of the settings that may be given once.
     seen: Vec<&'static str>,
@@ -290,6 +299,10 @@ impl Settings {
             }
             Setting::Insecure => {
                 cluster.insecure = true;
+                return Ok(());
+            }
+            Setting::MaxLookupRate(n) => {
+                self.max_lookup_rate = Some(n);
                 return Ok(());
             }
             Setting::Check(c) => {
@@ -412,8 +425,23 @@ mod tests {
     }
 
     #[test]
+    fn max_lookup_rate() {
+        let rate = |text: &str| parse(text.as_bytes()).map(|c| c.max_lookup_rate);
+        assert_eq!(rate(""), Ok(DEFAULT_MAX_LOOKUP_RATE));
+        assert_eq!(rate("max-lookup-rate 5000\n"), Ok(5000));
+        check(
+            "max-lookup-rate 5\nmax-lookup-rate 6",
+            "f:2:1: `max-lookup-rate` given twice",
+        );
+        check(
+            "max-lookup-rate fast",
+            "f:1:17: not a whole number from 0 to 1000000000",
+        );
+    }
+
+    #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure or check)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",

@@ -86,9 +86,9 @@ pub fn json(s: &Snapshot) -> String {
         .b(s.retired)
         .s(",\"counters_id\":")
         .opt(s.counters_id);
-    o.s(",\"counters_ok\":")
-        .b(s.counters_ok)
-        .s(",\"services\":[");
+    o.s(",\"counters_ok\":").b(s.counters_ok);
+    o.s(",\"tampered\":{\"counters\":").n(s.tampered.0);
+    o.s(",\"header\":").n(s.tampered.1).s("},\"services\":[");
     for (i, sv) in s.services.iter().enumerate() {
         o.sep(i)
             .s("{\"slot\":")
@@ -162,7 +162,7 @@ mod tests {
             json(&sample(9_600, true)),
             "{\"table\":\"/run/lbfo/table\",\"generation\":\"5f0c3e1a9b2d4c77\",\"heartbeat_ms\":9600,\
              \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
-             \"counters_ok\":true,\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
+             \"counters_ok\":true,\"tampered\":{\"counters\":0,\"header\":0},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503,\"fastest\":false,\"check\":null},{\"pos\":1,\"addr\":\"fd00::12\",\
              \"state\":\"down\",\"weight\":3,\"prio\":2,\"limit\":100,\"lookups\":97,\"fastest\":false,\

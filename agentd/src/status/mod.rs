@@ -99,6 +99,9 @@ pub struct Snapshot {
     pub counters_id: Option<u64>,
     /// Whether the counters segment could be attached and matched the table.
     pub counters_ok: bool,
+    /// Tamper events the agent counted in the table's header: usage counters put back, and
+    /// rewrites of the counters segment's header (`TableView::tampered`).
+    pub tampered: (u64, u64),
     /// The services.
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
@@ -376,6 +379,7 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         retired: view.retired(),
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
+        tampered: view.tampered(),
         services,
         cluster: crate::sys::fs::read_file(&cluster_path(path))
             .ok()
@@ -412,6 +416,7 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
         retired: false,
         counters_id: Some(32769),
         counters_ok,
+        tampered: (0, 0),
         services: vec![ServiceRow {
             slot: 0,
             name: "web.lan".into(),
@@ -524,6 +529,32 @@ mod tests {
         ));
         assert!(json(&s).contains("\"checked\":false,\"picks_as\":\"roundrobin\"}"));
         assert!(!prometheus(&s).contains("lbfo_check_"));
+    }
+
+    #[test]
+    fn every_form_counts_tampering() {
+        let mut s = sample(9_600, true);
+        assert!(!text(&s).contains("tampering"));
+        assert!(json(&s).contains(",\"tampered\":{\"counters\":0,\"header\":0},"));
+        s.tampered = (3, 1);
+        let t = text(&s);
+        assert!(
+            t.contains(
+                "\ntampering   3 usage counters put back, the counters header rewritten 1 times \
+                 (something other than lookups wrote the counters segment; see the agent's log)\n"
+            ),
+            "{t}"
+        );
+        assert!(json(&s).contains(",\"tampered\":{\"counters\":3,\"header\":1},"));
+        let p = prometheus(&s);
+        assert!(
+            p.contains(
+                "# TYPE lbfo_counters_tampered_total counter\n\
+                 lbfo_counters_tampered_total{what=\"counter\"} 3\n\
+                 lbfo_counters_tampered_total{what=\"header\"} 1\n"
+            ),
+            "{p}"
+        );
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub fn prometheus(s: &Snapshot) -> String {
     );
     p.one(&Family { name: "lbfo_counters_readable", kind: "gauge", help: "Whether the shared usage counters could be read (1); without them there are no lookup counts." }, flag(s.counters_ok),
     );
+    p.family(&Family { name: "lbfo_counters_tampered_total", kind: "counter", help: "Times the agent found the usage counters written by something other than lookups and put them back: a backend's counter (what=counter), the segment's header (what=header)." });
+    p.sample(&[("what", "counter")], Value::Count(s.tampered.0));
+    p.sample(&[("what", "header")], Value::Count(s.tampered.1));
     p.one(
         &Family {
             name: "lbfo_services",
@@ -278,7 +281,7 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
             Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
         );
     }
-    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, unverified, other_group, same_name, too_many_peers, future)." });
+    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, unverified, other_group, same_name, too_many_peers, future, misdirected)." });
     let mut at = None;
     while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));
@@ -370,6 +373,10 @@ lbfo_table_retired 0
 # HELP lbfo_counters_readable Whether the shared usage counters could be read (1); without them there are no lookup counts.
 # TYPE lbfo_counters_readable gauge
 lbfo_counters_readable 1
+# HELP lbfo_counters_tampered_total Times the agent found the usage counters written by something other than lookups and put them back: a backend's counter (what=counter), the segment's header (what=header).
+# TYPE lbfo_counters_tampered_total counter
+lbfo_counters_tampered_total{what=\"counter\"} 0
+lbfo_counters_tampered_total{what=\"header\"} 0
 # HELP lbfo_services Services in the table.
 # TYPE lbfo_services gauge
 lbfo_services 1

@@ -34,6 +34,15 @@ pub fn text(s: &Snapshot) -> String {
             o.s("none yet; lookups are shown as -");
         }
     }
+    let (counts, header) = s.tampered;
+    if counts + header > 0 {
+        o.s("\ntampering   ")
+            .n(counts)
+            .s(" usage counters put back, the counters header rewritten ");
+        o.n(header).s(
+            " times (something other than lookups wrote the counters segment; see the agent's log)",
+        );
+    }
     o.s("\nservices    ").n(s.services.len() as u64);
     o.s("\ndigest      ");
     s.write_digest(&mut o);

@@ -3,18 +3,28 @@
 //! ```text
 //! lbfo-udp capture GROUP:PORT LOCAL_V4 FILE MS [FROM]   join the group, record every datagram
 //!                                                      (from FROM only) for MS ms
-//! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE             send the recorded datagrams again, in order
+//! lbfo-udp replay  ADDR:PORT LOCAL_V4 FILE [MS]        send the recorded datagrams again, in order
+//!                                                      (and count what comes back for MS ms)
 //! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED [GAP_US]  send N datagrams of random bytes and
 //!                                                      lengths, GAP_US microseconds apart
 //! lbfo-udp forge   GROUP:PORT LOCAL_V4 KEY AHEAD_MS LINE   a key holder: join the group as node
 //!                                                      "forger" and send LINE's entries stamped
 //!                                                      AHEAD_MS after the wall clock
+//! lbfo-udp keyholder GROUP:PORT LOCAL_V4 KEY MS FILE TARGET:PORT SPOOF_V4
+//!                                                      a key holder that takes no entry in (so
+//!                                                      its digests always differ): node "spy" at
+//!                                                      LOCAL_V4 for MS ms, recording in FILE
+//!                                                      the unicast datagrams for it and from it;
+//!                                                      halfway, its
+//!                                                      digest goes to TARGET from SPOOF_V4
 //! ```
 //! Records are a 2-byte little-endian length and the bytes. `capture` creates FILE.ready once it
 //! has joined, so a test can wait for it instead of sleeping. `random` prints how many of what it
 //! sent a receiver must refuse for which reason, in the order `wire::open` checks (`sent N
 //! truncated T oversized O version V bad_mac B`), so a test can hold the receiver's drop counters
-//! to it. IPv4 only (the tests' replay and garbage cases run on the IPv4 group).
+//! to it. `replay` with MS and `keyholder` print the bytes they sent from an address and the
+//! bytes that came back to it (`sent B bytes, received R bytes`). IPv4 only (the tests' replay
+//! and garbage cases run on the IPv4 group).
 use lbfo_tests::TestRng;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -54,15 +64,28 @@ fn main() {
             let s = sender(local);
             let data = std::fs::read(arg(3)).expect("read");
             let mut rest = &data[..];
-            let mut n = 0;
+            let (mut n, mut bytes) = (0, 0);
             while rest.len() >= 2 {
                 let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
                 let Some(d) = rest.get(2..2 + len) else { break };
                 s.send_to(d, addr).expect("send");
                 rest = &rest[2 + len..];
                 n += 1;
+                bytes += len;
             }
             println!("replayed {n}");
+            if let Some(ms) = args.get(4) {
+                let back = received(&s, Duration::from_millis(ms.parse().expect("MS")));
+                println!("sent {bytes} bytes, received {back} bytes");
+            }
+        }
+        "keyholder" => {
+            let key = lbfo_agentd::control::keyfile::read(std::path::Path::new(&arg(3)))
+                .unwrap_or_else(|e| panic!("key: {e}"));
+            let ms: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            let target: SocketAddr = arg(6).parse().unwrap_or_else(|_| usage());
+            let spoof: Ipv4Addr = arg(7).parse().unwrap_or_else(|_| usage());
+            keyholder(addr, local, key, ms, &arg(5), (target, spoof));
         }
         "random" => {
             let s = sender(local);
@@ -152,6 +175,100 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
     }
 }
 
+/// Bytes that reach `s` within `wait`.
+fn received(s: &UdpSocket, wait: Duration) -> usize {
+    s.set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
+    let (end, mut buf, mut bytes) = (Instant::now() + wait, [0u8; 2048], 0);
+    while Instant::now() < end {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            bytes += n;
+        }
+    }
+    bytes
+}
+
+/// Appends one record to `out`.
+fn record(out: &mut std::fs::File, d: &[u8]) {
+    out.write_all(&(d.len() as u16).to_le_bytes())
+        .expect("write");
+    out.write_all(d).expect("write");
+}
+
+/// A key holder that never takes entries in (its digest always differs, so every node it is
+/// believed by answers it with repairs): node "spy", at `local`, for `ms`.
+/// Every unicast datagram for it or from it (its digest replies) goes to `file`; halfway its next
+/// digest goes to `spoof.0` from another address, `spoof.1`, where what comes back is counted.
+fn keyholder(
+    group: SocketAddr,
+    local: Ipv4Addr,
+    key: Vec<u8>,
+    ms: u64,
+    file: &str,
+    spoof: (SocketAddr, Ipv4Addr),
+) {
+    use lbfo_agentd::cluster::wire::{self, Body, Key};
+    use lbfo_agentd::cluster::{Cluster, Dest};
+    // Its datagrams to the group leave from `local` (the route to the group is by that
+    // address); the cluster answers it there.
+    let s = sender(local);
+    s.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
+    let other = sender(spoof.1);
+    other.set_nonblocking(true).expect("non-blocking");
+    let key = Key::new(key);
+    let mut random = [0u8; 32];
+    lbfo_agentd::sys::random(&mut random).expect("random bytes");
+    let mut node = Cluster::new("spy", key.clone(), random, wall_ms(), 0, false);
+    let me = lbfo_agentd::cluster::replica::node_id("spy");
+    let mut out = std::fs::File::create(file).expect("create");
+    let (t0, mut buf, mut spoofed) = (Instant::now(), [0u8; 2048], None);
+    let (mut recorded, mut back) = (0, 0);
+    node.hello(wall_ms());
+    while t0.elapsed() < Duration::from_millis(ms) {
+        let mono = t0.elapsed().as_millis() as u64;
+        node.tick(mono, wall_ms());
+        let mut outbox = node.take_outbox();
+        if spoofed.is_none() && mono >= ms / 2 {
+            // Its next digest (to the group) goes to the target from the other address.
+            if let Some(i) = outbox.iter().position(|(d, _)| *d == Dest::All) {
+                let (_, d) = outbox.remove(i);
+                other.send_to(&d, spoof.0).expect("send");
+                spoofed = Some(d.len());
+            }
+        }
+        for (dest, d) in outbox {
+            let to = match dest {
+                Dest::All => group,
+                Dest::To(a) => {
+                    record(&mut out, &d);
+                    recorded += 1;
+                    a
+                }
+            };
+            let _ = s.send_to(&d, to);
+        }
+        while let Ok((n, _)) = other.recv_from(&mut buf) {
+            back += n;
+        }
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(m) = wire::open(&buf[..n], &key) else {
+            continue;
+        };
+        if m.to == Some(me) {
+            record(&mut out, &buf[..n]);
+            recorded += 1;
+        }
+        if !matches!(m.body, Body::Entries(_)) {
+            node.datagram(&buf[..n], from, mono, wall_ms());
+        }
+    }
+    println!("recorded {recorded}");
+    println!("sent {} bytes, received {back} bytes", spoofed.unwrap_or(0));
+}
+
 fn sender(local: Ipv4Addr) -> UdpSocket {
     let s = UdpSocket::bind((local, 0)).expect("bind");
     s.set_multicast_ttl_v4(1).expect("ttl");
@@ -159,6 +276,6 @@ fn sender(local: Ipv4Addr) -> UdpSocket {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: lbfo-udp capture|replay|random|forge ADDR:PORT LOCAL_V4 ...");
+    eprintln!("usage: lbfo-udp capture|replay|random|forge|keyholder ADDR:PORT LOCAL_V4 ...");
     std::process::exit(2)
 }
