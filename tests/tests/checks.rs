@@ -235,8 +235,10 @@ fn checks_that_cannot_run_for_local_reasons_take_no_backend_down_anywhere() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The sockets could not be made. (The exec check may still run: the child of posix_spawn
+    // closes its fd 0 before it opens /dev/null there. Either way nothing went down.)
     let log = h1.log();
-    for svc in ["web.lan", "tc.lan", "ex.lan"] {
+    for svc in ["web.lan", "tc.lan"] {
         assert!(
             log.contains(&format!(
                 "check: {svc} {d}: unknown: too many open files; keeping its last verdict (up)"
