@@ -265,3 +265,49 @@ fn checks_that_cannot_run_for_local_reasons_take_no_backend_down_anywhere() {
         h.wait_for("tc.lan down", || h.status_json().contains(&down));
     }
 }
+
+#[test]
+fn fastest_picks_by_this_hosts_round_trip_times_and_follows_them() {
+    if !Bed::available() {
+        eprintln!("skipped: the multi-host bed needs root and iproute2");
+        return;
+    }
+    let bed = Bed::new(4);
+    let webs: Vec<Web> = (2..=4)
+        .map(|i| Web::start(&bed, i, &bed.v4(i), 8080, &format!("h{i}")))
+        .collect();
+    // Host 4 answers 60 ms late: out of the set; hosts 2 and 3 tie and take turns.
+    webs[2].set(200, 60);
+    let conf = "policy f.lan fastest\nadd f.lan 10.77.0.2\nadd f.lan 10.77.0.3\nadd f.lan 10.77.0.4\n\
+                check f.lan http 8080 interval=50ms timeout=1s\n";
+    let hosts = agents(&bed, &[1], conf);
+    let h = &hosts[0];
+    let answers = |h: &Host| {
+        let mut got: Vec<String> = h
+            .tally("gai4", "f.lan", 30)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        got.sort();
+        got
+    };
+    h.wait_for("the fastest set of hosts 2 and 3", || {
+        answers(h) == ["10.77.0.2", "10.77.0.3"]
+    });
+    let j = h.status_json();
+    assert!(
+        j.contains("\"addr\":\"10.77.0.4\",\"state\":\"up\"") && j.contains("\"picks_as\":null"),
+        "{j}"
+    );
+    // Host 2 slows down, host 4 speeds up: the set follows.
+    webs[0].set(200, 60);
+    webs[2].set(200, 0);
+    h.wait_for("the set to follow the times", || {
+        answers(h) == ["10.77.0.3", "10.77.0.4"]
+    });
+    assert!(h.log().contains("fastest: f.lan: "), "{}", h.log());
+    // Down beats fast: host 3 gone, host 4 alone.
+    drop(webs);
+    let _w4 = Web::start(&bed, 4, &bed.v4(4), 8080, "h4");
+    h.wait_for("host 4 alone", || answers(h) == ["10.77.0.4"]);
+}
