@@ -278,7 +278,8 @@ fn fastest_picks_by_this_hosts_round_trip_times_and_follows_them() {
         .collect();
     // Host 4 answers 60 ms late: out of the set; hosts 2 and 3 tie and take turns.
     webs[2].set(200, 60);
-    let conf = "policy f.lan fastest\nadd f.lan 10.77.0.2\nadd f.lan 10.77.0.3\nadd f.lan 10.77.0.4\n\
+    let conf =
+        "policy f.lan fastest\nadd f.lan 10.77.0.2\nadd f.lan 10.77.0.3\nadd f.lan 10.77.0.4\n\
                 check f.lan http 8080 interval=50ms timeout=1s\n";
     let hosts = agents(&bed, &[1], conf);
     let h = &hosts[0];
