@@ -197,11 +197,18 @@ fn cluster_settings(path: &Path, config: &config::Config) -> Result<Option<Clust
     }
     let name = match &c.node {
         Some(n) => n.clone(),
-        None => nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{}: no `node NAME` and no host name", path.shown()))?,
+        None => {
+            let host = nix::unistd::gethostname().unwrap_or_default();
+            let host = host.as_encoded_bytes();
+            if !lbfo_core::name::is_node_name(host) {
+                return Err(format!(
+                    "{}: no `node NAME`, and the host name {:?} is not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_'): set one",
+                    path.shown(),
+                    String::from_utf8_lossy(host)
+                ));
+            }
+            String::from_utf8_lossy(host).into_owned()
+        }
     };
     let key = match (&c.key, c.insecure) {
         (Some(k), _) => wire::Key::new(

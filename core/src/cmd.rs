@@ -372,6 +372,8 @@ pub enum ParseErrorKind {
     BadExpect,
     /// Not a duration such as `100ms` or `2s` (1 ms to 60 s).
     BadDuration,
+    /// Not a node name ([`crate::name::is_node_name`]).
+    BadNodeName,
 }
 
 /// A parse error: what ([`ParseErrorKind`]) and where (1-based column in the line).
@@ -404,6 +406,7 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::BadHostName => "not a host name of visible ASCII characters",
             ParseErrorKind::BadExpect => "not a status or range of statuses from 100 to 599 (e.g. 200 or 200-399)",
             ParseErrorKind::BadDuration => "not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+            ParseErrorKind::BadNodeName => "not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')",
             ParseErrorKind::DuplicateOption => "option given twice",
             ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted, leastused or fastest)",
             ParseErrorKind::NotText => "line is not UTF-8 text",
@@ -648,6 +651,9 @@ impl<'a> Args<'a> {
             };
             let err = |kind| Err(ParseError { col, kind });
             match arg {
+                Arg::Node if !crate::name::is_node_name(tok.as_bytes()) => {
+                    return err(ParseErrorKind::BadNodeName)
+                }
                 Arg::Path | Arg::Iface | Arg::Node => self.word = tok,
                 Arg::Addr | Arg::MaybeAddr => match crate::addr::parse_ip(tok) {
                     Some(a) => self.addr = Some(a),
@@ -1299,6 +1305,21 @@ mod tests {
         check("peer [fd00::1]:1", "Peer([fd00::1]:1)");
         check("iface eth0", "Iface(\"eth0\")");
         check("node gw-1", "Node(\"gw-1\")");
+        check("node GW_1.lan", "Node(\"GW_1.lan\")");
+        let rule = "not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')";
+        let long = format!("node {}", "a".repeat(65));
+        for bad in [
+            "node a\x1b[31mb",
+            "node gw/1",
+            "node gw\u{e9}",
+            long.as_str(),
+        ] {
+            check(bad, &format!("column 6: {rule}"));
+        }
+        check(
+            &format!("node {}", "a".repeat(64)),
+            &format!("Node({:?})", "a".repeat(64)),
+        );
         check("key /etc/lbfo.key", "Key(\"/etc/lbfo.key\")");
         check("insecure # no key", "Insecure");
         check("insecure yes", "column 10: unexpected extra argument");

@@ -12,6 +12,21 @@ pub const MAX_NAME_LEN: usize = 253;
 /// The longest label (RFC 1035 §2.3.4).
 pub const MAX_LABEL_LEN: usize = 63;
 
+/// The longest node name (a cluster member's `node NAME`), in bytes.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Whether `name` may name a node of a cluster: 1 to [`MAX_NODE_NAME`] bytes, each an ASCII
+/// letter, digit, `.`, `-` or `_`. The one rule, in bytes, for the config file (the `node`
+/// setting, and the host name it defaults to) and for the wire: a node's name goes into logs,
+/// the cluster's state file and `status`, so it can hold no space, control character, escape
+/// sequence or other encoding.
+pub fn is_node_name(name: &[u8]) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 /// Why a string is not a service name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameError {

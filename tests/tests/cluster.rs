@@ -447,17 +447,64 @@ fn a_replayed_datagram_is_refused_and_counted() {
     );
 }
 
-/// `lbfo-udp forge` from host `n`: a key holder whose clock is `ahead_ms` ahead sends `line`.
-fn forge(c: &Cluster, n: usize, ahead_ms: u64, line: &str) {
+/// `lbfo-udp forge` from host `n`: a key holder whose clock is `ahead_ms` ahead sends `line`
+/// (as node `name`).
+fn forge_as(c: &Cluster, n: usize, ahead_ms: u64, line: &str, name: &str) {
     let out = c
         .bed
         .exec(n, udp_tool())
         .args(["forge", c.group, &c.bed.v4(n)])
         .arg(&c.key)
-        .args([&ahead_ms.to_string(), line])
+        .args([&ahead_ms.to_string(), line, name])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+fn forge(c: &Cluster, n: usize, ahead_ms: u64, line: &str) {
+    forge_as(c, n, ahead_ms, line, "forger");
+}
+
+/// Issue 14: node names were checked for length only, and a name with a newline or an escape
+/// sequence reached the cluster state file and `status`. One rule, in bytes, in the config and
+/// on the wire.
+#[test]
+fn node_names_with_control_characters_are_refused_in_the_config_and_on_the_wire() {
+    let Some(mut c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    // In the config: the line, the column and the rule.
+    let h = c.h(1);
+    h.write_config(&format!("{CONF}group {GROUP4}\nnode gw\u{1b}[2J\n"));
+    let out = Command::new(&h.bin.agent)
+        .args(["check", "-c"])
+        .arg(h.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // After the `table` and `fifo` lines, CONF, and `group`.
+    let line = 2 + CONF.lines().count() + 2;
+    assert!(
+        err.contains(&format!(
+            "lbfo.conf:{line}:6: not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')"
+        )),
+        "{err}"
+    );
+    // On the wire: a key holder naming itself with a newline and an escape is refused.
+    let n = c.bed.add_host();
+    forge_as(&c, n, 0, "add named.lan 10.0.9.3", "evil\n\u{1b}[31mnode");
+    let h2 = c.h(2);
+    h2.wait_for("the bad name counted", || dropped(h2, "garbage") > 0);
+    assert_eq!(answer(h2, "named.lan"), "");
+    let text = Command::new(&h2.bin.agent)
+        .args(["status", "-c"])
+        .arg(h2.config())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(!text.contains('\u{1b}') && !text.contains("evil"), "{text}");
 }
 
 #[test]

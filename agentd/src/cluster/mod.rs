@@ -111,9 +111,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A node named `name`, started at `wall_ms` (its epoch) and monotonic time `mono_ms`, with
-    /// `random` bytes from the kernel (its boot nonce, and the secret of its cookies). `hold`
-    /// keeps the adopted table in place until caught up.
+    /// A node named `name` (a node name: `lbfo_core::name::is_node_name`), started at `wall_ms`
+    /// (its epoch) and monotonic time `mono_ms`, with `random` bytes from the kernel (its boot
+    /// nonce, and the secret of its cookies). `hold` keeps the adopted table in place until
+    /// caught up.
     pub fn new(
         name: &str,
         key: Key,
@@ -128,7 +129,7 @@ impl Cluster {
         first.copy_from_slice(boot);
         Cluster {
             replica: Replica::new(me),
-            name: name.chars().take(wire::MAX_NODE_NAME).collect(),
+            name: name.to_owned(),
             boot: u64::from_le_bytes(first),
             epoch: wall_ms,
             seq: 0,

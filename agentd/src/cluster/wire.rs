@@ -39,8 +39,6 @@ pub const TAG: usize = 32;
 /// The shortest datagram that can be well-formed: the version byte, the header's five varints
 /// and option tag, a body's tag and the MAC.
 pub const MIN_DATAGRAM: usize = 8 + TAG;
-/// The longest node name carried.
-pub const MAX_NODE_NAME: usize = 64;
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -301,7 +299,7 @@ pub fn open(datagram: &[u8], key: &Key) -> Result<Message, DropReason> {
 }
 
 fn well_formed(m: &Message) -> bool {
-    let name_ok = |n: &String| !n.is_empty() && n.len() <= MAX_NODE_NAME;
+    let name_ok = |n: &String| lbfo_core::name::is_node_name(n.as_bytes());
     m.epoch <= m.sent_ms
         && match &m.body {
             Body::Hello { name, digest } | Body::Digest { name, digest, .. } => {
@@ -557,6 +555,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(open(&short, &key), Err(DropReason::Garbage));
+        // Node names by the one rule: never a control character, a space, another encoding, or
+        // more than 64 bytes.
+        for name in [
+            "gw\n1",
+            "gw 1",
+            "gw\u{1b}[2J",
+            "gw\u{e9}",
+            &"g".repeat(65),
+            "",
+        ] {
+            let m = msg(Body::Hello {
+                name: name.into(),
+                digest: vec![0; BUCKETS],
+            });
+            assert_eq!(
+                open(&seal(&m, &key).unwrap(), &key),
+                Err(DropReason::Garbage)
+            );
+        }
         // Sent before its sender started.
         let early = Message {
             sent_ms: 1_600_000_000_000,

@@ -453,6 +453,10 @@ mod tests {
         check("key lbfo.key", "f:1:5: path must be absolute");
         check("node a\nnode b", "f:2:1: `node` given twice");
         check(
+            "group 239.1.2.3:7946\n node gw\x07",
+            "f:2:7: not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')",
+        );
+        check(
             "group 239.1.1.1:1\npeer [fd00::1]:1",
             "f:2:1: `group` and `peer` addresses must all be IPv4 or all IPv6, and without `group` all peers share one port",
         );

@@ -281,7 +281,7 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
             Value::Ms(now_ms.saturating_sub(peer.heard_ms)),
         );
     }
-    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, unverified, other_group, same_name, too_many_peers, future, misdirected)." });
+    p.family(&Family { name: "lbfo_cluster_dropped_total", kind: "counter", help: "Cluster datagrams dropped, by reason (truncated, oversized, version, bad_mac, garbage, replay, unverified, other_group, same_name, too_many_peers, future, misdirected, full)." });
     let mut at = None;
     while let Some((why, n)) = next_total(c, at) {
         p.sample(&[("reason", why)], Value::Count(n));

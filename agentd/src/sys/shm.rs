@@ -25,7 +25,7 @@ impl TableMap {
     /// Maps all of `file` shared and writable. The file must be open read-write. The table file
     /// is ours (root-owned, mode 0644, the agent is its only writer and never truncates it).
     pub fn map(file: &File) -> io::Result<TableMap> {
-        let map = MmapOptions::new().map_raw(file)?;
+        let map = options(file)?.map_raw(file)?;
         Ok(TableMap { map })
     }
 
@@ -44,7 +44,7 @@ pub struct TableMapRo {
 impl TableMapRo {
     /// Maps all of `file` shared and read-only.
     pub fn map(file: &File) -> io::Result<TableMapRo> {
-        let map = MmapOptions::new().map_raw_read_only(file)?;
+        let map = options(file)?.map_raw_read_only(file)?;
         Ok(TableMapRo { map })
     }
 
@@ -53,6 +53,18 @@ impl TableMapRo {
     pub fn words(&self) -> &[AtomicU64] {
         words_of(self.map.as_ptr(), self.map.len())
     }
+}
+
+/// A mapping of all of `file`, its length read by `statx` (`sys::fs::fstat`). Given the length,
+/// memmap2 does not ask std for the file's metadata, whose `fstat` wrapper on 32-bit musl
+/// converts a time64 structure: more code on the router build for a number the agent already
+/// reads this way.
+fn options(file: &File) -> io::Result<MmapOptions> {
+    let len = super::fs::fstat(std::os::fd::AsFd::as_fd(file))?.size;
+    let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut o = MmapOptions::new();
+    o.len(len);
+    Ok(o)
 }
 
 fn words_of<'a>(ptr: *const u8, bytes: usize) -> &'a [AtomicU64] {

@@ -7,9 +7,9 @@
 //!                                                      (and count what comes back for MS ms)
 //! lbfo-udp random  ADDR:PORT LOCAL_V4 N SEED [GAP_US]  send N datagrams of random bytes and
 //!                                                      lengths, GAP_US microseconds apart
-//! lbfo-udp forge   GROUP:PORT LOCAL_V4 KEY AHEAD_MS LINE   a key holder: join the group as node
-//!                                                      "forger" and send LINE's entries stamped
-//!                                                      AHEAD_MS after the wall clock
+//! lbfo-udp forge   GROUP:PORT LOCAL_V4 KEY AHEAD_MS LINE [NAME]   a key holder: join the group
+//!                                                      as node NAME ("forger") and send LINE's
+//!                                                      entries stamped AHEAD_MS after the clock
 //! lbfo-udp keyholder GROUP:PORT LOCAL_V4 KEY MS FILE TARGET:PORT SPOOF_V4
 //!                                                      a key holder that takes no entry in (so
 //!                                                      its digests always differ): node "spy" at
@@ -121,7 +121,8 @@ fn main() {
             let key = lbfo_agentd::control::keyfile::read(std::path::Path::new(&arg(3)))
                 .unwrap_or_else(|e| panic!("key: {e}"));
             let ahead: u64 = arg(4).parse().unwrap_or_else(|_| usage());
-            forge(addr, local, key, ahead, &arg(5));
+            let name = args.get(6).map_or("forger", String::as_str);
+            forge(addr, local, key, ahead, &arg(5), name);
         }
         _ => usage(),
     }
@@ -132,10 +133,10 @@ fn wall_ms() -> u64 {
     t.map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A key holder with a wrong (or lying) clock: the agent's own cluster code as node "forger",
+/// A key holder with a wrong (or lying) clock: the agent's own cluster code as node `name`,
 /// heard by the group for a second, then sending `line`'s entries stamped `ahead` ms after now
 /// (sent now), then answering for another second.
-fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &str) {
+fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &str, name: &str) {
     use lbfo_agentd::cluster::{wire::Key, Cluster, Dest};
     let Ok(Some(lbfo_core::Line::Command(cmd))) = lbfo_core::parse_line(line) else {
         panic!("not a command: {line}")
@@ -147,7 +148,7 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
     let t0 = Instant::now();
     let mut random = [0u8; 32];
     lbfo_agentd::sys::random(&mut random).expect("random bytes");
-    let mut node = Cluster::new("forger", Key::new(key), random, wall_ms(), 0, false);
+    let mut node = Cluster::new(name, Key::new(key), random, wall_ms(), 0, false);
     node.hello(wall_ms());
     let (mut buf, mut forged) = ([0u8; 2048], false);
     while t0.elapsed() < Duration::from_secs(2) {
