@@ -112,7 +112,7 @@ pub fn serve(
     flush(&mut log);
     let lock = lock.map_err(|e| format!("table {table}: {e}"))?;
     let fifo = open_fifo(&config.fifo)?;
-    let shared = tablefile::open(&config.table, lock, &mut log);
+    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
     flush(&mut log);
     let shared = shared.map_err(|e| format!("table {table}: {e}"))?;
     let clock = Clock::start();
@@ -260,16 +260,21 @@ fn start<'m>(
     let counters = shared
         .counters_view()
         .ok_or_else(|| format!("table {table}: counters segment does not match"))?;
-    let saved = config.state.as_deref().and_then(|p| match state::load(p) {
-        Ok(s) => s,
-        Err(e) => {
-            say(&format!(
-                "state {}: {e}; starting from the config (and the group)",
-                p.shown()
-            ));
-            None
-        }
-    });
+    let saved = config
+        .state
+        .as_deref()
+        .and_then(|p| match state::load(p, clock.now().wall_ms) {
+            state::Loaded::Missing => None,
+            state::Loaded::Whole(s) => Some(s),
+            state::Loaded::Damaged(s, line) => {
+                say(&line);
+                Some(s)
+            }
+            state::Loaded::Refused(line) => {
+                say(&line);
+                None
+            }
+        });
     let saver = config.state.clone().map(|p| {
         Saver(Box::new(move |bytes: &[u8]| {
             state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))

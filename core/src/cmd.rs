@@ -17,6 +17,7 @@
 //! the caller refuse them elsewhere:
 //!
 //! ```text
+//! capacity SERVICES BACKENDS   how many services, and backends each, the table holds
 //! table PATH      fifo PATH      state PATH (where changes are persisted across restarts)
 //! hosts-file PATH dnsmasq-pid PATH   the dnsmasq export
 //! group ADDR:PORT the cluster's multicast group: 239.0.0.0/8, or IPv6 ff00::/8 as [ff15::1]:PORT
@@ -32,6 +33,7 @@ use core::fmt;
 use core::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::addr::Ip;
+use crate::capacity::{Capacity, MAX_BACKENDS, MAX_SERVICES};
 use crate::name::{Name, NameError};
 use crate::policy::Policy;
 
@@ -224,6 +226,8 @@ pub enum Setting<'a> {
     DnsmasqPid(&'a str),
     /// `check SERVICE KIND ...`: health-check every backend of a service.
     Check(Check<'a>),
+    /// `capacity SERVICES BACKENDS`: how many services the table holds, and backends each.
+    Capacity(Capacity),
     /// `max-lookup-rate N`: the most lookups per second one backend's usage counter can really
     /// gain (1 to [`MAX_LOOKUP_RATE`]); a counter that grows faster, or shrinks, was written by
     /// something other than lookups, and the agent puts it back.
@@ -313,6 +317,7 @@ impl Setting<'_> {
             Setting::HostsFile(_) => "hosts-file",
             Setting::DnsmasqPid(_) => "dnsmasq-pid",
             Setting::Check(_) => "check",
+            Setting::Capacity(_) => "capacity",
             Setting::MaxLookupRate(_) => "max-lookup-rate",
         }
     }
@@ -342,8 +347,13 @@ pub enum ParseErrorKind {
     BadName(NameError),
     /// Not an IPv4 or IPv6 address.
     BadAddr,
-    /// Not a whole number in range; names the range's top.
-    BadNumber(u64),
+    /// Not a whole number in range; names the range.
+    BadNumber {
+        /// The smallest number taken.
+        min: u64,
+        /// The largest.
+        max: u64,
+    },
     /// `key=value` with a key the verb does not take.
     UnknownOption,
     /// The same option twice.
@@ -391,12 +401,12 @@ impl fmt::Display for ParseErrorKind {
     /// budget).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
+            ParseErrorKind::UnknownVerb => "unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, capacity, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
             ParseErrorKind::Missing(_) => "missing ",
             ParseErrorKind::Extra => "unexpected extra argument",
             ParseErrorKind::BadName(_) => "bad service name: ",
             ParseErrorKind::BadAddr => "not an IPv4 or IPv6 address",
-            ParseErrorKind::BadNumber(_) => "not a whole number from 0 to ",
+            ParseErrorKind::BadNumber { .. } => "not a whole number from ",
             ParseErrorKind::UnknownOption => "unknown option (expected weight=, prio= or limit=)",
             ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp, http, icmp or exec)",
             ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall=, rise=, or for http path=, host=, expect=)",
@@ -416,7 +426,11 @@ impl fmt::Display for ParseErrorKind {
         match self {
             ParseErrorKind::Missing(what) => f.write_str(what),
             ParseErrorKind::BadName(e) => e.fmt(f),
-            ParseErrorKind::BadNumber(max) => max.fmt(f),
+            ParseErrorKind::BadNumber { min, max } => {
+                min.fmt(f)?;
+                f.write_str(" to ")?;
+                max.fmt(f)
+            }
             _ => Ok(()),
         }
     }
@@ -482,6 +496,7 @@ enum Verb {
     Ttl,
     Group,
     Peer,
+    Capacity,
     MaxLookupRate,
 }
 
@@ -508,6 +523,10 @@ enum Arg {
     Port,
     /// A multicast hop limit, 1 to 255.
     Ttl,
+    /// A table's services, 1 to [`MAX_SERVICES`].
+    Services,
+    /// A table's backends per service, 1 to [`MAX_BACKENDS`].
+    Backends,
     /// A weight, 0 to [`MAX_WEIGHT`].
     Weight,
     /// A priority, 0 to `u32::MAX`.
@@ -539,7 +558,7 @@ enum Arg {
 /// The grammar: every verb's arguments after the service name, in order. One table and one
 /// routine that walks it ([`Args::parse`]) instead of a parser per verb, for the router build's
 /// size budget (issue #5).
-const VERBS: [(&str, Verb, &[Arg]); 23] = [
+const VERBS: [(&str, Verb, &[Arg]); 24] = [
     ("add", Verb::Add, &[Arg::Addr, Arg::AddOptions]),
     ("del", Verb::Del, &[Arg::MaybeAddr]),
     ("down", Verb::Down, &[Arg::Addr]),
@@ -563,6 +582,7 @@ const VERBS: [(&str, Verb, &[Arg]); 23] = [
     ("ttl", Verb::Ttl, &[Arg::Ttl]),
     ("group", Verb::Group, &[Arg::Group]),
     ("peer", Verb::Peer, &[Arg::Peer]),
+    ("capacity", Verb::Capacity, &[Arg::Services, Arg::Backends]),
     ("max-lookup-rate", Verb::MaxLookupRate, &[Arg::Rate]),
 ];
 
@@ -596,8 +616,9 @@ struct Args<'a> {
     word: &'a str,
     /// `Addr`, `MaybeAddr`.
     addr: Option<IpAddr>,
-    /// `Port`, `Ttl`, `Weight`, `Prio`, `Limit`, `Rate`.
-    number: u64,
+    /// The numbers (`Port`, `Ttl`, `Weight`, `Prio`, `Limit`, `Rate`, `Services`, `Backends`), in line
+    /// order: no verb takes more than two.
+    numbers: heapless::Vec<u64, 2>,
     /// `Policy`.
     policy: Policy,
     /// `Peer`, `Group`.
@@ -640,6 +661,8 @@ impl<'a> Args<'a> {
                 Arg::Node => "node name",
                 Arg::Addr | Arg::MaybeAddr => "address",
                 Arg::Port => "port",
+                Arg::Services => "number of services",
+                Arg::Backends => "number of backends per service",
                 Arg::Policy => "policy",
                 Arg::Peer | Arg::Group => "ADDR:PORT",
                 _ => "number",
@@ -668,7 +691,11 @@ impl<'a> Args<'a> {
                     Some(_) => return err(ParseErrorKind::NotMulticast),
                     None => return err(ParseErrorKind::BadSocketAddr),
                 },
-                _ => self.number = value(arg, col, tok)?,
+                _ => {
+                    let n = value(arg, col, tok)?;
+                    // Full only if a verb's table entry listed a third number.
+                    self.numbers.push(n).or(err(ParseErrorKind::Extra))?;
+                }
             }
         }
         match self.toks.next() {
@@ -711,6 +738,11 @@ impl<'a> Args<'a> {
         Ok(())
     }
 
+    /// Number `i` of the line's numbers (0 if the verb took fewer).
+    fn number(&self, i: usize) -> u64 {
+        self.numbers.get(i).copied().unwrap_or(0)
+    }
+
     /// The address of a verb whose table entry has `Addr` (set by the time this is asked).
     fn addr(&self) -> IpAddr {
         self.addr
@@ -751,9 +783,9 @@ impl<'a> Args<'a> {
                 service,
                 addr,
                 attr: match verb {
-                    Verb::Weight => Attr::Weight(self.number as u32),
-                    Verb::Prio => Attr::Prio(self.number as u32),
-                    _ => Attr::Limit(self.number),
+                    Verb::Weight => Attr::Weight(self.number(0) as u32),
+                    Verb::Prio => Attr::Prio(self.number(0) as u32),
+                    _ => Attr::Limit(self.number(0)),
                 },
             },
             _ => Command::Reset { service },
@@ -850,10 +882,15 @@ impl<'a> Args<'a> {
             Verb::DnsmasqPid => Setting::DnsmasqPid(w),
             Verb::Iface => Setting::Iface(w),
             Verb::Node => Setting::Node(w),
-            Verb::Ttl => Setting::Ttl(self.number as u8),
+            Verb::Ttl => Setting::Ttl(self.number(0) as u8),
+            Verb::Capacity => Setting::Capacity(
+                // Both numbers were checked against the limits by `value`.
+                Capacity::new(self.number(0) as usize, self.number(1) as usize)
+                    .unwrap_or(Capacity::DEFAULT),
+            ),
             Verb::Group => Setting::Group(self.socket),
             Verb::Peer => Setting::Peer(self.socket),
-            Verb::MaxLookupRate => Setting::MaxLookupRate(self.number),
+            Verb::MaxLookupRate => Setting::MaxLookupRate(self.number(0)),
             _ => Setting::Insecure,
         }
     }
@@ -876,7 +913,7 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
         toks: Tokens { line, pos: 0 },
         word: "",
         addr: None,
-        number: 0,
+        numbers: heapless::Vec::new(),
         policy: Policy::Failover,
         socket: SocketAddr::from(([0; 4], 0)),
         options: [None; 7],
@@ -963,6 +1000,8 @@ fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
     let (min, max) = match arg {
         Arg::Port => (1, 65535),
         Arg::Ttl | Arg::Count => (1, 255),
+        Arg::Services => (1, MAX_SERVICES as u64),
+        Arg::Backends => (1, MAX_BACKENDS as u64),
         Arg::Weight => (0, u64::from(MAX_WEIGHT)),
         Arg::Prio => (0, u64::from(u32::MAX)),
         Arg::Duration => (1, MAX_CHECK_MS),
@@ -978,7 +1017,7 @@ fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
         ),
         Arg::HostName => (visible(tok).then_some(0), ParseErrorKind::BadHostName),
         Arg::Expect => (expect(tok), ParseErrorKind::BadExpect),
-        _ => (whole(tok), ParseErrorKind::BadNumber(max)),
+        _ => (whole(tok), ParseErrorKind::BadNumber { min, max }),
     };
     match n {
         Some(n) if (min..=max).contains(&n) => Ok(n),
@@ -1149,11 +1188,11 @@ mod tests {
         );
         check(
             "check web.lan tcp 0",
-            "column 19: not a whole number from 0 to 65535",
+            "column 19: not a whole number from 1 to 65535",
         );
         check(
             "check web.lan http x",
-            "column 20: not a whole number from 0 to 65535",
+            "column 20: not a whole number from 1 to 65535",
         );
         check(
             "check web.lan tcp 80 interval=5",
@@ -1165,7 +1204,7 @@ mod tests {
         );
         check(
             "check web.lan tcp 80 fall=0",
-            "column 27: not a whole number from 0 to 255",
+            "column 27: not a whole number from 1 to 255",
         );
         check(
             "check web.lan tcp 80 weight=2",
@@ -1225,7 +1264,7 @@ mod tests {
 
     #[test]
     fn errors_name_column_and_reason() {
-        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
+        check("ad web.lan 1.2.3.4", "column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, capacity, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("hosts-file", "column 11: missing path");
         check("dnsmasq-pid  /a /b", "column 17: unexpected extra argument");
         check("add", "column 4: missing service name");
@@ -1327,12 +1366,54 @@ mod tests {
         check("max-lookup-rate 250000", "MaxLookupRate(250000)");
         check(
             "max-lookup-rate 0",
-            "column 17: not a whole number from 0 to 1000000000",
+            "column 17: not a whole number from 1 to 1000000000",
         );
         check("max-lookup-rate", "column 16: missing number");
-        check("ttl 0", "column 5: not a whole number from 0 to 255");
-        check("ttl 256", "column 5: not a whole number from 0 to 255");
+        check("ttl 0", "column 5: not a whole number from 1 to 255");
+        check("ttl 256", "column 5: not a whole number from 1 to 255");
         check("ttl", "column 4: missing number");
+    }
+
+    #[test]
+    fn capacity() {
+        check(
+            "capacity 64 8",
+            "Capacity(Capacity { services: 64, backends: 8 })",
+        );
+        check(
+            "capacity 4096 16 # the most",
+            "Capacity(Capacity { services: 4096, backends: 16 })",
+        );
+        check(
+            "capacity 1 1",
+            "Capacity(Capacity { services: 1, backends: 1 })",
+        );
+        check(
+            "capacity 0 8",
+            "column 10: not a whole number from 1 to 4096",
+        );
+        check(
+            "capacity 4097 8",
+            "column 10: not a whole number from 1 to 4096",
+        );
+        check(
+            "capacity 64 17",
+            "column 13: not a whole number from 1 to 16",
+        );
+        check(
+            "capacity 64 0",
+            "column 13: not a whole number from 1 to 16",
+        );
+        check("capacity", "column 9: missing number of services");
+        check(
+            "capacity 64",
+            "column 12: missing number of backends per service",
+        );
+        check("capacity 64 8 2", "column 15: unexpected extra argument");
+        check(
+            "capacity x 8",
+            "column 10: not a whole number from 1 to 4096",
+        );
     }
 
     #[test]

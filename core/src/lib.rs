@@ -8,6 +8,7 @@
 //! - [`addr`]: IP addresses parsed and shown as `core::net` does, in less code.
 //! - [`name`]: service names, case folding and hashing.
 //! - [`cmd`]: the one parser for config files and FIFO lines.
+//! - [`capacity`]: how many services and backends a table holds, and the limits of that.
 //! - [`table`]: the agent's table and how commands change it.
 //! - [`policy`]: the five policies, their names and codes (a leaf every other module may use).
 //! - [`schedule`]: schedules that make each policy a constant-time pick.
@@ -18,6 +19,7 @@
 
 pub mod addr;
 pub mod atomic;
+pub mod capacity;
 pub mod cmd;
 pub mod name;
 pub mod policy;
@@ -25,11 +27,12 @@ pub mod schedule;
 pub mod shm;
 pub mod table;
 
+pub use capacity::{Capacity, MAX_BACKENDS, MAX_SERVICES};
 pub use cmd::{parse_line, Command, Line, ParseError, Setting};
 pub use name::{Name, Query};
 pub use policy::Policy;
 pub use shm::{Answer, CountersView, Lookup, Miss, Picks, TableView, Turns, Want, Writer};
-pub use table::{Service, Table, MAX_BACKENDS, MAX_SERVICES};
+pub use table::{Service, Table};
 
 /// The property tests' one generator: xorshift64, deterministic from its seed (a fixed seed per
 /// test, so a failure repeats), no dependency.

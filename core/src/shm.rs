@@ -9,7 +9,16 @@
 //!                            services, tamper counts (counters, counters header)
 //! index    index_slots       open addressing by name hash: (hash >> 32) << 32 | (slot + 1)
 //! services max_services      per slot: seq, meta, hash, name, schedules (v4, v6), backends
+//! padding                    up to a whole record of MAX_BACKENDS backends past the last one
 //! ```
+//!
+//! **Sized by its capacity**: a table holds `max_services` records of `max_backends` backends
+//! (the `capacity` setting, [`Layout::new`]); everything else in the layout follows from those
+//! two, and [`TableView::new_checked`] accepts a header only if it is exactly the layout of a
+//! capacity within the limits. A lookup reads a record as a fixed window of [`MAX_BACKENDS`]
+//! backends whatever the capacity (so its reads need no bounds checks of their own); the padding
+//! keeps the last record's window inside the table, and a window's backends past the record's own
+//! are never named by its schedules.
 //!
 //! **Consistency** is two seqlocks: the header's `seq` guards the index (changed only when a
 //! service appears or vanishes), each record's own `seq` guards that record. A hit is read under
@@ -36,21 +45,21 @@ use crate::atomic::AtomicU64;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{fence, Ordering};
 
+use crate::capacity::{Capacity, MAX_BACKENDS};
 use crate::name::{folded_word, must_match, Name, Query, MAX_NAME_LEN};
 use crate::policy::Policy;
 use crate::schedule::{Family, Schedule, SCHED_LEN};
-use crate::table::{Backend, Service, MAX_BACKENDS, MAX_SERVICES};
+use crate::table::{Backend, Service};
 
 /// `LBFOTAB` and a format byte, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LBFOTAB\x01");
 /// Bumped whenever the meaning of any word changes (2: the index hash is `name::hash_query`'s
 /// word-at-a-time mix, no longer FNV-1a; 3: that hash is one folded multiply per sixteen bytes,
-/// case folded by or-ing bit 5 into every byte).
-pub const LAYOUT_VERSION: u64 = 3;
+/// case folded by or-ing bit 5 into every byte; 4: records of `max_backends` backends, any
+/// capacity within the limits, and padding after the last record and the last counters row).
+pub const LAYOUT_VERSION: u64 = 4;
 /// Words in the header.
 pub const HEADER_WORDS: usize = 16;
-/// Index slots: a power of two, twice the services, so probes stay short.
-pub const INDEX_SLOTS: usize = 2 * MAX_SERVICES;
 /// How often a reader retries a changing table before giving up.
 pub const MAX_RETRIES: usize = 64;
 /// The magic of the counters segment.
@@ -97,13 +106,15 @@ const R_SCHED4: usize = R_MUST + MUST_WORDS;
 const R_SCHED6: usize = R_SCHED4 + SCHED_WORDS;
 const R_BACKENDS: usize = R_SCHED6 + SCHED_WORDS;
 
-/// Words in one service record of the layout this build reads and writes.
+/// Words in the window a lookup reads a record through: the record's head and
+/// [`MAX_BACKENDS`] backends, the record's own and (for a smaller capacity) what follows it.
 const RECORD_WORDS: usize = R_BACKENDS + MAX_BACKENDS * BACKEND_WORDS;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
-/// The capacities a table was built with, as its header records them.
+/// The shape of a table: its capacities and the sizes that follow from them, as its header
+/// records them. Every valid layout is [`Layout::new`] of some [`Capacity`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// Service slots.
@@ -117,39 +128,52 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout this build writes.
-    pub const CURRENT: Layout = Layout {
-        max_services: MAX_SERVICES,
-        max_backends: MAX_BACKENDS,
-        index_slots: INDEX_SLOTS,
-        sched_len: SCHED_LEN,
-    };
+    /// The layout of the largest capacity: what every valid table fits in.
+    pub const MAX: Layout = Layout::new(Capacity::MAX);
 
-    /// The current layout with room for `services` services (at least one), the index sized to
-    /// the next power of two of twice that: a smaller table for small machines and for tests.
-    pub const fn with_services(services: usize) -> Layout {
-        let max_services = if services == 0 { 1 } else { services };
+    /// The layout of a table of `capacity`: the index twice the services, rounded up to a power
+    /// of two, so probes stay short.
+    pub const fn new(capacity: Capacity) -> Layout {
         Layout {
-            max_services,
-            max_backends: MAX_BACKENDS,
-            index_slots: (2 * max_services).next_power_of_two(),
+            max_services: capacity.services(),
+            max_backends: capacity.backends(),
+            index_slots: (2 * capacity.services()).next_power_of_two(),
             sched_len: SCHED_LEN,
         }
     }
 
+    /// The capacity this layout is of, if it is the layout of one ([`Layout::new`]).
+    pub fn capacity(&self) -> Option<Capacity> {
+        let c = Capacity::new(self.max_services, self.max_backends)?;
+        (Layout::new(c) == *self).then_some(c)
+    }
+
     /// Words in one service record.
     pub const fn service_words(&self) -> usize {
-        R_MUST + MUST_WORDS + 2 * (self.sched_len / 8) + self.max_backends * BACKEND_WORDS
+        R_BACKENDS + self.max_backends * BACKEND_WORDS
+    }
+
+    /// Words after the last record, so that its lookup window of [`MAX_BACKENDS`] backends stays
+    /// inside the table (none at the largest capacity).
+    const fn padding_words(&self) -> usize {
+        RECORD_WORDS.saturating_sub(self.service_words())
     }
 
     /// Words in the whole table.
     pub const fn total_words(&self) -> usize {
-        HEADER_WORDS + self.index_slots + self.max_services * self.service_words()
+        HEADER_WORDS
+            + self.index_slots
+            + self.max_services * self.service_words()
+            + self.padding_words()
     }
 
-    /// Words in the matching counters segment.
+    /// Words in the matching counters segment: the header, a row per service (its turn and a
+    /// count per backend), and padding so the last row's window of [`COUNTER_STRIDE`] words
+    /// stays inside the segment.
     pub const fn counters_words(&self) -> usize {
-        COUNTERS_HEADER_WORDS + self.max_services * (1 + self.max_backends)
+        COUNTERS_HEADER_WORDS
+            + self.max_services * (1 + self.max_backends)
+            + MAX_BACKENDS.saturating_sub(self.max_backends)
     }
 
     fn record(&self, slot: usize) -> usize {
@@ -166,8 +190,10 @@ pub enum ViewError {
     BadMagic,
     /// Written by an incompatible version.
     BadVersion(u64),
-    /// Capacities that do not add up, or more than the mapping holds.
+    /// Capacities that do not add up, beyond the limits, or more than the mapping holds.
     BadLayout,
+    /// The agent replaced this table (see [`TableView::retired`]).
+    Retired,
 }
 
 impl core::fmt::Display for ViewError {
@@ -178,9 +204,10 @@ impl core::fmt::Display for ViewError {
             ViewError::BadVersion(v) => {
                 write!(f, "table layout version {v}, expected {LAYOUT_VERSION}")
             }
-            ViewError::BadLayout => {
-                f.write_str("header capacities inconsistent with the table size")
-            }
+            ViewError::BadLayout => f.write_str(
+                "header capacities beyond the limits or inconsistent with the table size",
+            ),
+            ViewError::Retired => f.write_str("retired: the agent replaced it"),
         }
     }
 }
@@ -411,7 +438,8 @@ pub struct TableView<'a> {
     header: &'a [AtomicU64; HEADER_WORDS],
     /// The index: exactly `layout.index_slots` words (none if `w` is shorter).
     index: &'a [AtomicU64],
-    /// The records: exactly `max_services` records of `record_words` (none if `w` is shorter).
+    /// The records: exactly `max_services` records of `record_words`, and the padding (none if
+    /// `w` is shorter).
     records: &'a [AtomicU64],
     /// Words per service record (derived from `layout`).
     record_words: usize,
@@ -430,25 +458,16 @@ impl<'a> TableView<'a> {
         if h(H_VERSION) != LAYOUT_VERSION {
             return Err(ViewError::BadVersion(h(H_VERSION)));
         }
-        let small = |v: u64, max: u64| {
-            if v <= max {
-                Ok(v as usize)
-            } else {
-                Err(ViewError::BadLayout)
-            }
-        };
+        // Only the exact layout of a capacity within the limits, so no header can make a reader
+        // size anything from numbers other than those the limits allow.
+        let field = |i| usize::try_from(h(i)).unwrap_or(usize::MAX);
         let layout = Layout {
-            max_services: small(h(H_MAX_SERVICES), 1 << 20)?,
-            max_backends: small(h(H_MAX_BACKENDS), 255)?,
-            index_slots: small(h(H_INDEX_SLOTS), 1 << 22)?,
-            sched_len: small(h(H_SCHED_LEN), 248)?,
+            max_services: field(H_MAX_SERVICES),
+            max_backends: field(H_MAX_BACKENDS),
+            index_slots: field(H_INDEX_SLOTS),
+            sched_len: field(H_SCHED_LEN),
         };
-        // The record's shape (offsets, `RECORD_WORDS`) is this build's: `SCHED_LEN` and
-        // `MAX_BACKENDS` are the only ones a writer uses (`Writer::init_with`).
-        let ok = layout.index_slots.is_power_of_two()
-            && layout.index_slots >= layout.max_services
-            && layout.sched_len == SCHED_LEN
-            && layout.max_backends == MAX_BACKENDS
+        let ok = layout.capacity().is_some()
             && h(H_SERVICE_WORDS) == layout.service_words() as u64
             && h(H_TOTAL_WORDS) == layout.total_words() as u64
             && layout.total_words() <= w.len();
@@ -467,12 +486,16 @@ impl<'a> TableView<'a> {
                 .unwrap_or(&[])
         };
         let records_at = HEADER_WORDS.saturating_add(layout.index_slots);
+        let records = layout
+            .max_services
+            .checked_mul(record_words)
+            .and_then(|n| n.checked_add(layout.padding_words()));
         TableView {
             w,
             layout,
             header: w.first_chunk().unwrap_or(&NO_HEADER),
             index: part(HEADER_WORDS, Some(layout.index_slots)),
-            records: part(records_at, layout.max_services.checked_mul(record_words)),
+            records: part(records_at, records),
             record_words,
         }
     }
@@ -659,13 +682,15 @@ impl<'a> TableView<'a> {
             .wrapping_add(slot.wrapping_mul(self.record_words))
     }
 
-    /// The record of `slot`, bounds-checked once; `None` for a slot past the capacity (the
-    /// records part holds exactly `max_services` records, or none for a mapping too short for
-    /// them, which only an unchecked view can be).
+    /// The record of `slot` as its window of [`RECORD_WORDS`], bounds-checked once; `None` for a
+    /// slot past the capacity (the records part ends with less than a window's padding after the
+    /// last record; it is empty for a mapping too short for the records, which only an unchecked
+    /// view can be).
     #[inline(always)]
     fn record_of(&self, slot: u32) -> Option<Record<'a>> {
-        // At most `u32::MAX * RECORD_WORDS`: no overflow.
-        let at = (slot as usize).wrapping_mul(RECORD_WORDS);
+        // A slot from the index is below 2^32 and `record_words` at most `RECORD_WORDS`: on a
+        // 64-bit target no overflow, and on a 32-bit one a wrapped offset is still checked.
+        let at = (slot as usize).wrapping_mul(self.record_words);
         let w = self
             .records
             .get(at..at.wrapping_add(RECORD_WORDS))?
@@ -1012,9 +1037,13 @@ impl Record<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct CountersView<'a> {
     w: &'a [AtomicU64],
+    /// Words per service: the turn, then one per backend position of the table's capacity.
+    stride: usize,
 }
 
-/// Words per service in the counters segment: the turn, then one per backend position.
+/// The words a lookup reads a service's counters through, whatever the capacity: the turn and
+/// [`MAX_BACKENDS`] counts (the row's own, then what follows it; the segment's padding keeps the
+/// last row's window inside it).
 const COUNTER_STRIDE: usize = 1 + MAX_BACKENDS;
 
 impl<'a> CountersView<'a> {
@@ -1025,9 +1054,18 @@ impl<'a> CountersView<'a> {
             && words_of(w, 0) == COUNTERS_MAGIC
             && words_of(w, 1) == view.generation()
             && words_of(w, 2) == l.max_services as u64
-            && words_of(w, 3) == l.max_backends as u64
-            && l.max_backends == MAX_BACKENDS;
-        ok.then_some(CountersView { w })
+            && words_of(w, 3) == l.max_backends as u64;
+        ok.then_some(CountersView::with_layout(w, l))
+    }
+
+    /// A view of `w` as the counters of a table of `layout`, without checking the segment's
+    /// header: for the agent, which formatted (or checked) the segment itself and must not
+    /// depend on words every local user can write. Accesses past `w` find nothing.
+    pub fn with_layout(w: &'a [AtomicU64], layout: Layout) -> CountersView<'a> {
+        CountersView {
+            w,
+            stride: 1 + layout.max_backends.min(MAX_BACKENDS),
+        }
     }
 
     /// Rewrites the header if anything changed it from what [`CountersView::init`] wrote for a
@@ -1055,19 +1093,26 @@ impl<'a> CountersView<'a> {
         set(0, COUNTERS_MAGIC);
     }
 
+    /// Word `i` of `slot`'s row (0: the turn, `1 + pos`: backend `pos`'s count); `None` past
+    /// the row or the segment.
     #[inline]
     fn at(&self, slot: usize, i: usize) -> Option<&AtomicU64> {
+        if i >= self.stride {
+            return None;
+        }
         self.w.get(
-            slot.wrapping_mul(COUNTER_STRIDE)
+            slot.wrapping_mul(self.stride)
                 .wrapping_add(COUNTERS_HEADER_WORDS + i),
         )
     }
 
-    /// The counters of `slot`: its turn, then one per backend position.
+    /// The counters of `slot` as their window: its turn, then one per backend position (the
+    /// positions past the capacity are the next row's: a lookup counts only positions its
+    /// record's schedules name).
     #[inline(always)]
     fn row(&self, slot: usize) -> Option<&[AtomicU64; COUNTER_STRIDE]> {
         let at = slot
-            .wrapping_mul(COUNTER_STRIDE)
+            .wrapping_mul(self.stride)
             .wrapping_add(COUNTERS_HEADER_WORDS);
         self.w
             .get(at..at.wrapping_add(COUNTER_STRIDE))?
@@ -1084,20 +1129,32 @@ impl<'a> CountersView<'a> {
     /// Counts one use of backend `pos` of `slot`.
     #[inline]
     pub fn bump(&self, slot: usize, pos: usize) {
-        if pos < MAX_BACKENDS {
-            if let Some(c) = self.at(slot, 1 + pos) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(c) = self.at(slot, pos.saturating_add(1)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// How often backend `pos` of `slot` was returned since its counter was last zeroed.
     pub fn count(&self, slot: usize, pos: usize) -> u64 {
-        if pos < MAX_BACKENDS {
-            self.at(slot, 1 + pos)
-                .map_or(0, |c| c.load(Ordering::Relaxed))
-        } else {
-            0
+        self.at(slot, pos.saturating_add(1))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The turn counter of `slot`: how many turns lookups took since it was last zeroed.
+    pub fn turn(&self, slot: usize) -> u64 {
+        self.at(slot, 0).map_or(0, |t| t.load(Ordering::Relaxed))
+    }
+
+    /// Sets the turn counter of `slot` and the counts of its positions: for the agent, moving a
+    /// service's counters to a new table.
+    pub fn restore(&self, slot: usize, turn: u64, counts: impl Iterator<Item = (usize, u64)>) {
+        if let Some(t) = self.at(slot, 0) {
+            t.store(turn, Ordering::Relaxed);
+        }
+        for (pos, n) in counts {
+            if let Some(c) = self.at(slot, pos.saturating_add(1)) {
+                c.store(n, Ordering::Relaxed);
+            }
         }
     }
 
@@ -1121,10 +1178,8 @@ impl<'a> CountersView<'a> {
             }
         }
         for pos in (0..16).filter(|p| mask >> p & 1 == 1) {
-            if pos < MAX_BACKENDS {
-                if let Some(c) = self.at(slot, 1 + pos) {
-                    c.store(0, Ordering::Relaxed);
-                }
+            if let Some(c) = self.at(slot, 1 + pos) {
+                c.store(0, Ordering::Relaxed);
             }
         }
     }
@@ -1138,23 +1193,11 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    /// Words a table of the current layout needs.
-    pub const WORDS: usize = Layout::CURRENT.total_words();
-
-    /// Formats `w` (zeroed, [`Self::WORDS`] long) as an empty table.
-    pub fn init(w: &'a [AtomicU64], generation: u64) -> Option<Writer<'a>> {
-        Writer::init_with(w, generation, Layout::CURRENT)
-    }
-
-    /// Formats `w` as an empty table of `layout`, which must be one this build can write (see
-    /// [`Layout::with_services`]); `None` if it is not or `w` is too short.
-    pub fn init_with(w: &'a [AtomicU64], generation: u64, layout: Layout) -> Option<Writer<'a>> {
-        let fits = layout.max_backends == MAX_BACKENDS
-            && layout.sched_len == SCHED_LEN
-            && layout.index_slots.is_power_of_two()
-            && layout.index_slots >= layout.max_services
-            && w.len() >= layout.total_words();
-        if !fits {
+    /// Formats `w` (zeroed, at least `Layout::new(capacity).total_words()` long) as an empty
+    /// table of `capacity`; `None` if `w` is too short.
+    pub fn init(w: &'a [AtomicU64], generation: u64, capacity: Capacity) -> Option<Writer<'a>> {
+        let layout = Layout::new(capacity);
+        if w.len() < layout.total_words() {
             return None;
         }
         let set = |i: usize, v: u64| w[i].store(v, Ordering::Relaxed);
@@ -1172,18 +1215,15 @@ impl<'a> Writer<'a> {
         Some(Writer { w, layout })
     }
 
-    /// Takes over an existing table of the current layout (after an agent restart), keeping the
-    /// file, its generation and so the counters readers already have mapped.
+    /// Takes over an existing table (after an agent restart), keeping the file, its generation
+    /// and so the counters readers already have mapped. Any valid table that is not retired; the
+    /// caller compares [`Writer::capacity`] with the one it wants.
     pub fn attach(w: &'a [AtomicU64]) -> Result<Writer<'a>, ViewError> {
-        Writer::attach_with(w, Layout::CURRENT)
-    }
-
-    /// [`Writer::attach`] for a table that must have exactly `layout`.
-    pub fn attach_with(w: &'a [AtomicU64], layout: Layout) -> Result<Writer<'a>, ViewError> {
         let view = TableView::new_checked(w)?;
-        if view.layout() != layout || layout.max_backends != MAX_BACKENDS || view.retired() {
-            return Err(ViewError::BadLayout);
+        if view.retired() {
+            return Err(ViewError::Retired);
         }
+        let layout = view.layout();
         // A writer killed inside a critical section left a sequence odd: close it.
         for at in core::iter::once(H_SEQ)
             .chain((0..layout.max_services).map(|s| layout.record(s) + R_SEQ))
@@ -1194,6 +1234,24 @@ impl<'a> Writer<'a> {
             }
         }
         Ok(Writer { w, layout })
+    }
+
+    /// The writer again, over a table this process formatted or attached before (the agent
+    /// keeps the mapping, not the writer): O(1), as it checks only that `w` holds `layout`.
+    pub fn resume(w: &'a [AtomicU64], layout: Layout) -> Option<Writer<'a>> {
+        (layout.capacity().is_some() && w.len() >= layout.total_words())
+            .then_some(Writer { w, layout })
+    }
+
+    /// The table's layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The table's capacity.
+    pub fn capacity(&self) -> Capacity {
+        // Every writer's layout is a capacity's (`init`, `attach`, `resume` make sure).
+        self.layout.capacity().unwrap_or(Capacity::MAX)
     }
 
     /// A reader's view of what this writer writes.
@@ -1217,6 +1275,17 @@ impl<'a> Writer<'a> {
             seq.store(s.wrapping_add(2) & !1, Ordering::Release);
             return;
         };
+        // Backends past the table's capacity (a `Table` of the same capacity never has any)
+        // are left out, schedules included: a record names only positions it has.
+        let beyond = svc.backends.get(self.layout.max_backends..).unwrap_or(&[]);
+        let mut within;
+        let svc = if beyond.iter().any(Option::is_some) {
+            within = *svc;
+            within.backends[self.layout.max_backends..].fill(None);
+            &within
+        } else {
+            svc
+        };
         let s4 = Schedule::build(svc, Family::V4);
         let s6 = Schedule::build(svc, Family::V6);
         let name = svc.name.as_bytes();
@@ -1236,7 +1305,12 @@ impl<'a> Writer<'a> {
         pack(name, MUST_WORDS, |i, v| set(R_MUST + i, must_match(v)));
         pack(s4.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED4 + i, v));
         pack(s6.as_slice(), SCHED_WORDS, |i, v| set(R_SCHED6 + i, v));
-        for (pos, b) in svc.backends.iter().enumerate() {
+        for (pos, b) in svc
+            .backends
+            .iter()
+            .enumerate()
+            .take(self.layout.max_backends)
+        {
             let at = R_BACKENDS + pos * BACKEND_WORDS;
             let mut words = [0u64; BACKEND_WORDS];
             if let Some(b) = b {
@@ -1318,6 +1392,22 @@ pub fn retire_any(w: &[AtomicU64]) -> bool {
     true
 }
 
+/// The counters segment any lbfo table (of whatever layout version) names, with the table's
+/// generation: `(segment id, generation)`, or `None` when `w` does not start with an lbfo table
+/// header or names no segment. The header words it reads (magic, generation, segment id) and the
+/// counters header words [`is_counters_of`] reads keep their places in every layout version, so
+/// an agent can remove the segment of a table an older agent left.
+pub fn counters_of_any(w: &[AtomicU64]) -> Option<(u64, u64)> {
+    let id = words_of(w, H_COUNTERS);
+    (words_of(w, H_MAGIC) == MAGIC && id != NO_COUNTERS).then(|| (id, words_of(w, H_GENERATION)))
+}
+
+/// Whether `w` is a counters segment made for a table of `generation` (of whatever layout
+/// version; see [`counters_of_any`]).
+pub fn is_counters_of(w: &[AtomicU64], generation: u64) -> bool {
+    words_of(w, 0) == COUNTERS_MAGIC && words_of(w, 1) == generation
+}
+
 fn pack(bytes: &[u8], words: usize, mut set: impl FnMut(usize, u64)) {
     for i in 0..words {
         let mut x = [0u8; 8];
@@ -1331,6 +1421,7 @@ fn pack(bytes: &[u8], words: usize, mut set: impl FnMut(usize, u64)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::MAX_SERVICES;
     use crate::cmd::{parse_line, Line};
     use crate::table::Table;
     use std::sync::atomic::AtomicBool;
@@ -1347,10 +1438,11 @@ mod tests {
     impl Fixture {
         /// A small table (fast everywhere, and feasible under Miri).
         fn new(lines: &[&str]) -> Fixture {
-            Fixture::with_layout(Layout::with_services(16), lines)
+            Fixture::with_capacity(Capacity::new(16, MAX_BACKENDS).unwrap(), lines)
         }
 
-        fn with_layout(layout: Layout, lines: &[&str]) -> Fixture {
+        fn with_capacity(capacity: Capacity, lines: &[&str]) -> Fixture {
+            let layout = Layout::new(capacity);
             let table: Vec<AtomicU64> = (0..layout.total_words())
                 .map(|_| AtomicU64::new(0))
                 .collect();
@@ -1363,15 +1455,15 @@ mod tests {
                 slots: vec![None; layout.max_services],
                 layout,
             };
-            Writer::init_with(&f.table, 42, layout).unwrap();
+            Writer::init(&f.table, 42, capacity).unwrap();
             CountersView::init(&f.counters, 42, layout);
             f.apply(lines);
             f
         }
 
         fn apply(&mut self, lines: &[&str]) {
-            let w = Writer::attach_with(&self.table, self.layout).unwrap();
-            let mut t = Table::new(&mut self.slots);
+            let w = Writer::attach(&self.table).unwrap();
+            let mut t = Table::with_capacity(&mut self.slots, w.capacity());
             for l in lines {
                 let Ok(Some(Line::Command(c))) = parse_line(l) else {
                     panic!("{l}")
@@ -1448,7 +1540,7 @@ mod tests {
                 .unwrap()
                 .fast = true;
         }
-        let w = Writer::attach_with(&f.table, f.layout).unwrap();
+        let w = Writer::attach(&f.table).unwrap();
         w.write_service(0, f.slots[0].as_ref());
         let mut got: Vec<_> = (0..4).map(|_| f.v4("fa.lan")).collect();
         assert_ne!(got[0], got[1], "the two take turns");
@@ -1480,7 +1572,7 @@ mod tests {
         assert!(CountersView::new_checked(&f.counters, &v).is_some());
         assert_eq!(c.count(0, 1), 10, "the counts are left alone");
 
-        let w = Writer::attach_with(&f.table, f.layout).unwrap();
+        let w = Writer::attach(&f.table).unwrap();
         assert_eq!(v.tampered(), (0, 0));
         w.set_tampered(3, 1);
         assert_eq!(v.tampered(), (3, 1));
@@ -1568,7 +1660,7 @@ mod tests {
             .map(|i| std::format!("add s{i}.example 10.{}.{}.1", i / 256, i % 256))
             .collect();
         let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
-        let f = Fixture::with_layout(Layout::CURRENT, &refs);
+        let f = Fixture::with_capacity(Capacity::MAX, &refs);
         for i in (0..MAX_SERVICES).step_by(7) {
             assert_eq!(
                 f.v4(&std::format!("S{i}.example")),
@@ -1632,6 +1724,151 @@ mod tests {
     }
 
     #[test]
+    fn every_capacity_answers_and_counts_in_its_own_rows() {
+        // Full tables of small and odd shapes: the last record's window reaches into the
+        // padding, the last counters row's into the segment's.
+        for (services, backends) in [(1, 1), (3, 2), (5, MAX_BACKENDS), (16, 1), (7, 9)] {
+            let cap = Capacity::new(services, backends).unwrap();
+            let mut lines = Vec::new();
+            for s in 0..services {
+                for b in 0..backends {
+                    lines.push(std::format!("add s{s}.lan 10.{s}.{b}.1"));
+                }
+            }
+            let refs: Vec<&str> = lines.iter().map(|l| l.as_str()).collect();
+            let f = Fixture::with_capacity(cap, &refs);
+            assert_eq!(f.table.len(), Layout::new(cap).total_words());
+            for s in 0..services {
+                for b in 0..backends {
+                    assert_eq!(
+                        f.v4(&std::format!("s{s}.lan")),
+                        std::format!("10.{s}.{b}.1")
+                    );
+                }
+            }
+            let v = TableView::new_checked(&f.table).unwrap();
+            assert_eq!(v.layout().capacity(), Some(cap));
+            let c = CountersView::new_checked(&f.counters, &v).unwrap();
+            for s in 0..services {
+                assert_eq!(c.turn(s), backends as u64, "{cap:?} slot {s}");
+                for b in 0..backends {
+                    assert_eq!(c.count(s, b), 1, "{cap:?} slot {s} position {b}");
+                }
+                // Past the capacity: nothing, and nothing of the next row is touched.
+                c.bump(s, backends);
+                assert_eq!(c.count(s, backends), 0);
+            }
+            assert_eq!(c.turn(services - 1), backends as u64);
+            assert_eq!(f.lookup("s99.lan", Want::V4), Lookup::NotOurs);
+            let mut extra = Fixture::with_capacity(cap, &refs);
+            let mut t = Table::with_capacity(&mut extra.slots, cap);
+            let full = t.apply(&parse_cmd("add more.lan 10.9.9.9")).unwrap_err();
+            assert_eq!(full, crate::table::ApplyError::TableFull(services));
+        }
+    }
+
+    fn parse_cmd(line: &str) -> crate::cmd::Command {
+        let Ok(Some(Line::Command(c))) = parse_line(line) else {
+            panic!("{line}")
+        };
+        c
+    }
+
+    #[test]
+    fn the_segment_a_table_of_any_version_names_is_found() {
+        let f = Fixture::new(&[]);
+        assert_eq!(counters_of_any(&f.table), None, "no segment named yet");
+        Writer::attach(&f.table).unwrap().set_counters_id(77);
+        assert_eq!(counters_of_any(&f.table), Some((77, 42)));
+        // Another layout version (the agent that left it was older): the same words.
+        f.table[H_VERSION].store(3, Ordering::Relaxed);
+        assert!(TableView::new_checked(&f.table).is_err());
+        assert_eq!(counters_of_any(&f.table), Some((77, 42)));
+        f.table[H_MAGIC].store(0, Ordering::Relaxed);
+        assert_eq!(counters_of_any(&f.table), None, "not an lbfo table");
+        assert!(is_counters_of(&f.counters, 42) && !is_counters_of(&f.counters, 43));
+        assert!(!is_counters_of(&f.table, 42));
+    }
+
+    #[test]
+    fn a_record_never_names_a_position_past_the_capacity() {
+        let cap = Capacity::new(2, 2).unwrap();
+        let f = Fixture::with_capacity(cap, &[]);
+        let w = Writer::attach(&f.table).unwrap();
+        // A service with more backends than the table's capacity (no `Table` of that capacity
+        // makes one): only the first two are published.
+        let mut slots = vec![None; 1];
+        let mut t = Table::new(&mut slots);
+        for a in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            t.apply(&parse_cmd(&std::format!("add x.lan {a}"))).unwrap();
+        }
+        w.write_service(0, t.get(0));
+        w.write_index(t.iter().map(|(i, s)| (i, &s.name)));
+        let got: Vec<_> = (0..4).map(|_| f.v4("x.lan")).collect();
+        assert_eq!(got, ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"]);
+        assert_eq!(w.view().service(0).unwrap().iter().count(), 2);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "millions of words per case: minutes under Miri")]
+    fn headers_beyond_the_limits_are_refused_whatever_the_mapping_holds() {
+        let f = Fixture::new(&["add a.lan 10.0.0.1"]);
+        // A mapping large enough for any header below: the limits, not its length, refuse them.
+        let big = Layout::MAX.total_words() * 2;
+        let with = |edits: &[(usize, u64)]| {
+            let w: Vec<AtomicU64> = (0..big)
+                .map(|i| AtomicU64::new(f.table.get(i).map_or(0, |x| x.load(Ordering::Relaxed))))
+                .collect();
+            for &(at, v) in edits {
+                w[at].store(v, Ordering::Relaxed);
+            }
+            TableView::new_checked(&w).map(|v| v.layout())
+        };
+        // What a layout of `services` x `backends` would record, consistent in itself.
+        let claim = |services: u64, backends: u64, index: u64| {
+            let service_words = (R_BACKENDS as u64) + backends * BACKEND_WORDS as u64;
+            let total = HEADER_WORDS as u64
+                + index
+                + services * service_words
+                + (RECORD_WORDS as u64).saturating_sub(service_words);
+            [
+                (H_MAX_SERVICES, services),
+                (H_MAX_BACKENDS, backends),
+                (H_INDEX_SLOTS, index),
+                (H_SERVICE_WORDS, service_words),
+                (H_TOTAL_WORDS, total),
+            ]
+        };
+        assert_eq!(with(&[]), Ok(f.layout));
+        assert_eq!(
+            with(&claim(MAX_SERVICES as u64, MAX_BACKENDS as u64, 8192)),
+            Ok(Layout::MAX)
+        );
+        for (s, b, i) in [
+            (MAX_SERVICES as u64 + 1, 16, 16384),
+            (8192, 16, 16384),
+            (16, 17, 32),
+            (16, 255, 32),
+            (0, 16, 1),
+            (16, 0, 32),
+            (16, 16, 16),
+            (16, 16, 64),
+            (16, 16, 33),
+        ] {
+            assert_eq!(
+                with(&claim(s, b, i)),
+                Err(ViewError::BadLayout),
+                "{s} services, {b} backends, {i} index slots"
+            );
+        }
+        assert_eq!(with(&[(H_SCHED_LEN, 128)]), Err(ViewError::BadLayout));
+        assert_eq!(
+            with(&[(H_TOTAL_WORDS, big as u64)]),
+            Err(ViewError::BadLayout)
+        );
+    }
+
+    #[test]
     fn readers_never_see_torn_records() {
         let mut f = Fixture::new(&["add t.lan 10.0.0.1", "add t.lan 10.0.0.2"]);
         let stop = AtomicBool::new(false);
@@ -1663,7 +1900,7 @@ mod tests {
                     }
                 });
             }
-            let w = Writer::attach_with(&table, f.layout).unwrap();
+            let w = Writer::attach(&table).unwrap();
             let mut t = Table::new(&mut f.slots);
             for i in 0..if cfg!(miri) { 21 } else { 20_000 } {
                 let l = [

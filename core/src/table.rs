@@ -9,16 +9,11 @@
 use core::fmt;
 use core::net::IpAddr;
 
+use crate::capacity::Capacity;
+pub use crate::capacity::{MAX_BACKENDS, MAX_SERVICES};
 use crate::cmd::{Attr, Command};
 use crate::name::Name;
 use crate::policy::Policy;
-
-/// Services in one table: 4,096 is ample for a site's internal names while keeping the shared
-/// table near 4 MiB (see [`crate::shm`]).
-pub const MAX_SERVICES: usize = 4096;
-/// Backends per service: enough for any pool one name should spread over, and small enough that
-/// a lookup's scan of one service stays within a few cache lines.
-pub const MAX_BACKENDS: usize = 16;
 
 /// Default weight of a backend added without `weight=`.
 pub const DEFAULT_WEIGHT: u32 = 1;
@@ -90,10 +85,11 @@ impl Service {
 /// Why a command could not be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyError {
-    /// All [`MAX_SERVICES`] slots are taken.
-    TableFull,
-    /// The service already has [`MAX_BACKENDS`] backends.
-    ServiceFull,
+    /// Every slot is taken; carries how many there are (the `capacity` setting's services).
+    TableFull(usize),
+    /// The service has as many backends as it may; carries that number (the `capacity`
+    /// setting's backends).
+    ServiceFull(usize),
     /// No such service.
     NoService,
     /// The service has no backend with that address.
@@ -103,8 +99,14 @@ pub enum ApplyError {
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApplyError::TableFull => write!(f, "table full ({MAX_SERVICES} services)"),
-            ApplyError::ServiceFull => write!(f, "service full ({MAX_BACKENDS} backends)"),
+            ApplyError::TableFull(n) => write!(
+                f,
+                "table full: `capacity` allows {n} services (raise it in the config file)"
+            ),
+            ApplyError::ServiceFull(n) => write!(
+                f,
+                "service full: `capacity` allows {n} backends per service (raise it in the config file)"
+            ),
             ApplyError::NoService => f.write_str("no such service"),
             ApplyError::NoBackend => f.write_str("service has no backend with that address"),
         }
@@ -130,12 +132,26 @@ pub struct Change {
 #[derive(Debug)]
 pub struct Table<'a> {
     slots: &'a mut [Option<Service>],
+    /// Backend positions a service may use, from the first.
+    backends: usize,
 }
 
 impl<'a> Table<'a> {
-    /// A table over `slots` (use [`MAX_SERVICES`] of them to fill the shared table).
+    /// A table over `slots`, one per service it may hold, each service with up to
+    /// [`MAX_BACKENDS`] backends.
     pub fn new(slots: &'a mut [Option<Service>]) -> Table<'a> {
-        Table { slots }
+        Table::with_capacity(slots, Capacity::MAX)
+    }
+
+    /// A table of `capacity`: over the first `capacity.services()` of `slots` (the caller gives
+    /// that many: the shared table has no others), each service with up to
+    /// `capacity.backends()` backends.
+    pub fn with_capacity(slots: &'a mut [Option<Service>], capacity: Capacity) -> Table<'a> {
+        let n = slots.len().min(capacity.services());
+        Table {
+            slots: &mut slots[..n],
+            backends: capacity.backends(),
+        }
     }
 
     /// The slot of the service with this name.
@@ -196,15 +212,21 @@ impl<'a> Table<'a> {
                     Some(slot) => (slot, false),
                     None => (self.create(name)?, true),
                 };
+                let backends = self.backends;
                 let service = self.slot_mut(slot)?;
                 let (pos, new) = match service.position(addr) {
                     Some(pos) => (pos, false),
                     None => {
-                        let Some(pos) = service.backends.iter().position(Option::is_none) else {
+                        let free = service
+                            .backends
+                            .iter()
+                            .take(backends)
+                            .position(Option::is_none);
+                        let Some(pos) = free else {
                             if created {
                                 self.slots[slot] = None;
                             }
-                            return Err(ApplyError::ServiceFull);
+                            return Err(ApplyError::ServiceFull(backends));
                         };
                         (pos, true)
                     }
@@ -297,7 +319,7 @@ impl<'a> Table<'a> {
             .slots
             .iter()
             .position(Option::is_none)
-            .ok_or(ApplyError::TableFull)?;
+            .ok_or(ApplyError::TableFull(self.slots.len()))?;
         self.slots[slot] = Some(Service::new(*name));
         Ok(slot)
     }
@@ -337,6 +359,7 @@ impl<'a> Table<'a> {
 mod tests {
     use super::*;
     use crate::cmd::{parse_line, Line};
+    use std::string::ToString;
     use std::vec;
 
     fn cmd(line: &str) -> Command {
@@ -398,7 +421,7 @@ mod tests {
         );
         assert_eq!(
             t.apply(&cmd("add b.lan 10.0.0.1")),
-            Err(ApplyError::TableFull)
+            Err(ApplyError::TableFull(1))
         );
         for i in 2..=MAX_BACKENDS {
             t.apply(&cmd(&std::format!("add a.lan 10.0.0.{i}")))
@@ -406,9 +429,35 @@ mod tests {
         }
         assert_eq!(
             t.apply(&cmd("add a.lan 10.0.1.1")),
-            Err(ApplyError::ServiceFull)
+            Err(ApplyError::ServiceFull(MAX_BACKENDS))
         );
         assert_eq!(t.get(0).unwrap().iter().count(), MAX_BACKENDS);
+    }
+
+    #[test]
+    fn capacity_bounds_services_and_backends_and_says_so() {
+        let mut slots = vec![None; 4];
+        let mut t = Table::with_capacity(&mut slots, Capacity::new(2, 3).unwrap());
+        for line in ["add a.lan 10.0.0.1", "add a.lan 10.0.0.2", "add b.lan ::1"] {
+            t.apply(&cmd(line)).unwrap();
+        }
+        let e = t.apply(&cmd("add c.lan 10.0.0.1")).unwrap_err();
+        assert_eq!(e, ApplyError::TableFull(2));
+        assert_eq!(
+            e.to_string(),
+            "table full: `capacity` allows 2 services (raise it in the config file)"
+        );
+        t.apply(&cmd("add a.lan 10.0.0.3")).unwrap();
+        let e = t.apply(&cmd("add a.lan 10.0.0.4")).unwrap_err();
+        assert_eq!(e, ApplyError::ServiceFull(3));
+        assert_eq!(
+            e.to_string(),
+            "service full: `capacity` allows 3 backends per service (raise it in the config file)"
+        );
+        assert!(t.apply(&cmd("add a.lan 10.0.0.3 weight=2")).unwrap().record);
+        t.apply(&cmd("del a.lan 10.0.0.1")).unwrap();
+        assert_eq!(t.apply(&cmd("add a.lan 10.0.0.4")).unwrap().zero, 1);
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! printed back and parsed again is the same command.
 #![no_main]
 
-use lbfo_core::cmd::{parse_bytes, Line};
+use lbfo_core::cmd::{parse_bytes, parse_line, Line};
 use lbfo_core::table::{Service, Table};
 use libfuzzer_sys::fuzz_target;
 use std::fmt::Write;
@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
         match parse_bytes(line) {
             Ok(Some(Line::Command(cmd))) => {
                 let _ = write!(sink, "{:?}", table.apply(&cmd));
+                let shown = cmd.to_string();
+                assert_eq!(parse_line(&shown), Ok(Some(Line::Command(cmd))), "{shown}");
             }
             Ok(Some(Line::Setting(s))) => {
                 let _ = write!(sink, "{s:?}");

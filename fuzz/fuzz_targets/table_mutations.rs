@@ -1,11 +1,14 @@
 //! The NSS read path over a *valid* table that the input then damages word by word: gets past the
 //! header checks, so every field a reader trusts (index entries, lengths, schedules, families,
-//! policy codes, counters) is attacked. Lookups must stay total and in bounds.
+//! policy codes, counters) is attacked. Lookups must stay total and in bounds. The table is of a
+//! small, odd capacity, so every word of it is in reach, the last record's window reaches into
+//! the padding and backend positions past the capacity exist in the windows.
 #![no_main]
 
 use lbfo_core::cmd::{parse_line, Line};
 use lbfo_core::shm::{CountersView, Layout, TableView, Want, Writer};
 use lbfo_core::table::{Service, Table};
+use lbfo_core::Capacity;
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -25,16 +28,23 @@ const SETUP: &[&str] = &[
     "add l.lan 10.0.3.2 weight=5",
 ];
 
+/// Four services of three backends each: every service of `SETUP` fills one.
+const CAPACITY: Capacity = match Capacity::new(4, 3) {
+    Some(c) => c,
+    None => Capacity::MAX,
+};
+
 /// The table and counters, built once; each run damages some words and puts them back after.
 fn shared() -> &'static (Vec<AtomicU64>, Vec<AtomicU64>) {
     static P: OnceLock<(Vec<AtomicU64>, Vec<AtomicU64>)> = OnceLock::new();
     P.get_or_init(|| {
-        let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-        let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words()).map(|_| AtomicU64::new(0)).collect();
-        let w = Writer::init(&table, 7).expect("table size");
-        CountersView::init(&counters, 7, Layout::CURRENT);
-        let mut slots: Vec<Option<Service>> = vec![None; lbfo_core::MAX_SERVICES];
-        let mut t = Table::new(&mut slots);
+        let layout = Layout::new(CAPACITY);
+        let table: Vec<AtomicU64> = (0..layout.total_words()).map(|_| AtomicU64::new(0)).collect();
+        let counters: Vec<AtomicU64> = (0..layout.counters_words()).map(|_| AtomicU64::new(0)).collect();
+        let w = Writer::init(&table, 7, CAPACITY).expect("table size");
+        CountersView::init(&counters, 7, layout);
+        let mut slots: Vec<Option<Service>> = vec![None; CAPACITY.services()];
+        let mut t = Table::with_capacity(&mut slots, CAPACITY);
         for l in SETUP {
             let Ok(Some(Line::Command(c))) = parse_line(l) else { unreachable!() };
             let ch = t.apply(&c).expect("setup applies");
@@ -47,13 +57,10 @@ fn shared() -> &'static (Vec<AtomicU64>, Vec<AtomicU64>) {
 
 fuzz_target!(|data: &[u8]| {
     let (table, counters) = shared();
-    // The interesting words: header, the start of the index and the first four records.
-    let hot = 16 + 64 + 4 * Layout::CURRENT.service_words();
+    // Any word of the table: it is small.
     let mut undo = Vec::new();
     for m in data.chunks_exact(10) {
-        let at = usize::from(u16::from_le_bytes([m[0], m[1]])) % hot;
-        // Index words live right after the header; map the low range onto the hashed slots too.
-        let at = if (16..80).contains(&at) { 16 + (at * 131) % lbfo_core::shm::INDEX_SLOTS } else { at };
+        let at = usize::from(u16::from_le_bytes([m[0], m[1]])) % table.len();
         let v = u64::from_le_bytes(m[2..10].try_into().unwrap_or_default());
         undo.push((at, table[at].swap(v, Ordering::Relaxed)));
     }

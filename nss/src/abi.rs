@@ -428,7 +428,8 @@ mod tests {
     use super::*;
     use lbfo_core::cmd::{parse_line, Line};
     use lbfo_core::shm::{retire_any, CountersView, Layout, TableView, Writer};
-    use lbfo_core::table::{Service, Table, MAX_SERVICES};
+    use lbfo_core::table::{Service, Table};
+    use lbfo_core::Capacity;
     use std::ffi::CString;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::path::{Path, PathBuf};
@@ -437,9 +438,9 @@ mod tests {
     use std::vec::Vec;
     use std::{format, vec};
 
-    /// A counters segment, removed at once (it lives while attached).
-    fn segment(generation: u64) -> (i32, &'static [AtomicU64]) {
-        let words = Layout::CURRENT.counters_words();
+    /// A counters segment for a table of `capacity`, removed at once (it lives while attached).
+    fn segment(generation: u64, capacity: Capacity) -> (i32, &'static [AtomicU64]) {
+        let words = Layout::new(capacity).counters_words();
         // SAFETY: plain SysV calls; the attachment is checked before use and never detached.
         unsafe {
             let id = libc::shmget(libc::IPC_PRIVATE, words * 8, libc::IPC_CREAT | 0o666);
@@ -448,17 +449,25 @@ mod tests {
             assert_ne!(p as isize, -1);
             libc::shmctl(id, libc::IPC_RMID, ptr::null_mut());
             let w = core::slice::from_raw_parts(p as *const AtomicU64, words);
-            CountersView::init(w, generation, Layout::CURRENT);
+            CountersView::init(w, generation, Layout::new(capacity));
             (id, w)
         }
     }
 
-    /// Writes a table of `lines` to `path` (by rename) with counters segment `counters`.
-    fn write_table(path: &Path, generation: u64, counters: Option<i32>, lines: &[&str]) {
-        let w: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-        let writer = Writer::init(&w, generation).unwrap();
-        let mut slots = vec![None::<Service>; MAX_SERVICES];
-        let mut t = Table::new(&mut slots);
+    /// Writes a table of `capacity` holding `lines` to `path` (by rename) with counters segment
+    /// `counters`.
+    fn write_table(
+        path: &Path,
+        generation: u64,
+        capacity: Capacity,
+        counters: Option<i32>,
+        lines: &[&str],
+    ) {
+        let words = Layout::new(capacity).total_words();
+        let w: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let writer = Writer::init(&w, generation, capacity).unwrap();
+        let mut slots = vec![None::<Service>; capacity.services()];
+        let mut t = Table::with_capacity(&mut slots, capacity);
         for l in lines {
             let Ok(Some(Line::Command(c))) = parse_line(l) else {
                 panic!("{l}")
@@ -482,7 +491,7 @@ mod tests {
     /// Sets the retired flag of the table in `file` through a writable mapping.
     fn retire(file: &std::fs::File) {
         use std::os::fd::AsRawFd;
-        let len = Writer::WORDS * 8;
+        let len = file.metadata().unwrap().len() as usize;
         // SAFETY: a fresh shared mapping of the whole file, unmapped below.
         unsafe {
             let p = libc::mmap(
@@ -496,7 +505,7 @@ mod tests {
             assert_ne!(p, libc::MAP_FAILED);
             assert!(retire_any(core::slice::from_raw_parts(
                 p as *const AtomicU64,
-                Writer::WORDS
+                len / 8
             )));
             libc::munmap(p, len);
         }
@@ -678,7 +687,9 @@ mod tests {
             fail(UNAVAIL, libc::ENOENT, 3)
         );
 
-        let (id, cw) = segment(7);
+        // A table of the default capacity, then of the largest and of the smallest: the module
+        // reads any layout a capacity within the limits gives.
+        let (id, cw) = segment(7, Capacity::DEFAULT);
         let lines = [
             "add web.lan 10.0.0.1",
             "add web.lan 10.0.0.2",
@@ -687,7 +698,7 @@ mod tests {
             "add down.lan 10.2.0.1",
             "down down.lan 10.2.0.1",
         ];
-        write_table(&path, 7, Some(id), &lines);
+        write_table(&path, 7, Capacity::DEFAULT, Some(id), &lines);
         // The failed open is retried at most once a second.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         while by_name2("web.lan", libc::AF_INET, 1024).status != SUCCESS {
@@ -808,22 +819,50 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { *libc::__errno_location() }, 4242);
 
-        // A replacement by rename is used at once once the old table is retired.
-        write_table(&path, 8, None, &["add web.lan 10.9.9.9"]);
+        // A replacement by rename is used at once once the old table is retired, whatever its
+        // capacity.
+        let (id, _) = segment(8, Capacity::MAX);
+        let many: Vec<String> = (0..4096)
+            .map(|i| format!("add s{i}.lan 10.8.{}.{}", i / 256, i % 256))
+            .chain(["add web.lan 10.9.9.9".into()])
+            .collect();
+        let refs: Vec<&str> = many.iter().skip(1).map(String::as_str).collect();
+        write_table(&path, 8, Capacity::MAX, Some(id), &refs);
         retire(&file);
         assert_eq!(
             by_name2("web.lan", libc::AF_INET, 1024),
             ok("web.lan", &["10.9.9.9"])
         );
         assert_eq!(
+            by_name2("s4095.lan", libc::AF_INET, 1024),
+            ok("s4095.lan", &["10.8.15.255"])
+        );
+        assert_eq!(
             by_name2("four.lan", libc::AF_INET, 1024),
+            fail(NOTFOUND, libc::ENOENT, 1)
+        );
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let (id, _) = segment(9, Capacity::new(1, 1).unwrap());
+        let one = Capacity::new(1, 1).unwrap();
+        write_table(&path, 9, one, Some(id), &["add one.lan fd00::9"]);
+        retire(&file);
+        assert_eq!(
+            by_name2("one.lan", libc::AF_INET6, 1024),
+            ok("one.lan", &["fd00::9"])
+        );
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET, 1024),
             fail(NOTFOUND, libc::ENOENT, 1)
         );
 
         // A removed table stops answering within a second or so.
         std::fs::remove_file(&path).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while by_name2("web.lan", libc::AF_INET, 1024).status == SUCCESS {
+        while by_name2("one.lan", libc::AF_INET6, 1024).status == SUCCESS {
             assert!(
                 std::time::Instant::now() < deadline,
                 "removed table still answers"
@@ -831,7 +870,7 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(
-            by_name2("web.lan", libc::AF_INET, 1024),
+            by_name2("one.lan", libc::AF_INET6, 1024),
             fail(UNAVAIL, libc::ENOENT, 3)
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -49,7 +49,7 @@ use core::sync::atomic::{
 };
 
 use lbfo_core::shm::{
-    CountersView, Miss, Picks, TableView, Turns, Want, HEADER_WORDS, NO_COUNTERS,
+    CountersView, Layout, Miss, Picks, TableView, Turns, Want, HEADER_WORDS, NO_COUNTERS,
 };
 use lbfo_core::Query;
 
@@ -61,8 +61,9 @@ const PATH_VAR: &CStr = c"LBFO_TABLE";
 /// lookup takes well under a microsecond and the agent replaces its table rarely, so four is
 /// plenty; when all are busy the refresher keeps the current mapping and tries again later.
 pub const SLOTS: usize = 4;
-/// Largest table file mapped (the current layout is about 4.4 MB); anything larger is refused.
-const MAX_TABLE_BYTES: u64 = 1 << 30;
+/// Largest table file mapped: that of the largest capacity. A larger file is no table (the
+/// checked view would refuse its header anyway) and is not mapped at all.
+const MAX_TABLE_BYTES: u64 = Layout::MAX.total_words() as u64 * 8;
 /// Process-local turn counters used when no counters segment is attached, indexed by service
 /// slot modulo their number, so services do not share one rotation.
 const LOCAL_TURNS: usize = 64;

@@ -32,7 +32,8 @@ fn a_bad_fifo_line_is_reported_and_skipped_while_its_neighbours_apply() {
 
 #[test]
 fn ten_thousand_lines_from_four_concurrent_writers_are_all_applied() {
-    let mut h = Host::new("");
+    // 4 x 157 services of 16 backends: more than the default capacity holds.
+    let mut h = Host::new("capacity 1024 16\n");
     h.start();
     let mut files = Vec::new();
     for k in 0..4u32 {
@@ -299,4 +300,40 @@ fn an_agent_started_without_fds_0_to_2_has_them_on_dev_null_and_runs() {
     h.wait_answer("a.lan", "10.0.0.1");
     h.send("add b.lan 10.0.0.2\n");
     h.wait_answer("b.lan", "10.0.0.2");
+}
+
+#[test]
+fn a_table_that_does_not_fit_its_filesystem_is_refused_at_start_not_a_sigbus_later() {
+    // A 16 KiB tmpfs, in a private mount namespace, for a table of the default capacity (about
+    // 48 KiB): a sparse file would be created and mapped, and the first store would fault.
+    let h = Host::new("add a.lan 10.0.0.1\n");
+    let small = h.dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let conf = h.dir.join("small.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "table {}/table\nfifo {}\nadd a.lan 10.0.0.1\n",
+            small.display(),
+            h.fifo().display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs {} && exec {} -c {}",
+        small.display(),
+        h.bin.agent.display(),
+        conf.display()
+    );
+    let out = Command::new(lbfo_tests::unshare_mount()[0])
+        .args(&lbfo_tests::unshare_mount()[1..])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        err.contains("/table: allocate the new table on its filesystem: no space left on device"),
+        "{err}"
+    );
 }

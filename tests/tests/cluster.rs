@@ -380,7 +380,8 @@ fn a_node_restarted_with_its_clock_an_hour_behind_is_heard_at_once() {
 
 #[test]
 fn a_late_joiner_gets_the_whole_table() {
-    let Some(mut c) = Cluster::new(3, GROUP4, "") else {
+    // 300 services: more than the default capacity holds.
+    let Some(mut c) = Cluster::new(3, GROUP4, "capacity 512 8\n") else {
         return;
     };
     let mut cmds = String::new();
@@ -393,7 +394,7 @@ fn a_late_joiner_gets_the_whole_table() {
     wait_answer(c.h(3), "svc8.lan", "");
     c.wait_same(&c.all(), Duration::from_secs(5));
     let n = c.bed.add_host();
-    c.spawn(n, "");
+    c.spawn(n, "capacity 512 8\n");
     let took = c.wait_same(&c.all(), Duration::from_secs(5));
     eprintln!("late joiner: whole table (299 services) {took:?} after start");
     wait_answer(c.h(4), "svc299.lan", "10.2.1.100");

@@ -27,8 +27,9 @@ fn kill_9_in_a_stream_of_fifo_commands_loses_no_applied_command() {
     let mut h = Host::new("");
     let state = h.dir.join("state/lbfo.state");
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    // Up to 300 services of up to 14 backends: more than the default capacity holds.
     h.write_config(&format!(
-        "state {}\nadd keep.lan 10.9.9.9\n",
+        "capacity 512 16\nstate {}\nadd keep.lan 10.9.9.9\n",
         state.display()
     ));
     h.start();
@@ -188,4 +189,59 @@ fn a_long_running_resolver_answers_across_agent_restarts_and_a_recreated_table()
         "the process saw the recreated table only after {took:?}"
     );
     assert!(h.log().contains("created"), "{}", h.log());
+}
+
+/// A state file cut short (a full disk, a copy gone wrong): the agent restores every line that
+/// decodes, applies the config on top, logs what it skipped and keeps the damaged file beside
+/// the path, where its own next saves never write.
+#[test]
+fn a_damaged_state_file_gives_what_decodes_and_is_kept_aside() {
+    let mut h = Host::new("");
+    let state = h.dir.join("state/lbfo.state");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    h.write_config(&format!(
+        "state {}\nadd keep.lan 10.9.9.9\n",
+        state.display()
+    ));
+    h.start();
+    h.send("add a.lan 10.0.0.1\nadd b.lan 10.0.0.2\nadd z.lan 10.0.0.26\n");
+    h.wait_answer("z.lan", "10.0.0.26");
+    h.kill9();
+    h.remove_table();
+    let whole = std::fs::read(&state).unwrap();
+    let cut = &whole[..whole.len() - 3];
+    std::fs::write(&state, cut).unwrap();
+    h.start();
+    for (name, addr) in [
+        ("a.lan", "10.0.0.1"),
+        ("b.lan", "10.0.0.2"),
+        ("keep.lan", "10.9.9.9"),
+    ] {
+        h.wait_answer(name, addr);
+    }
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(": damaged ("))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("(truncated after "), "{line}");
+    let bad = line
+        .split("kept as ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        bad.starts_with(&format!("{}.bad-", state.display())),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(bad).unwrap(), cut, "kept as it was");
+    // The agent's own saves go to the path, never to the damaged file.
+    h.send("add c.lan 10.0.0.3\n");
+    h.wait_answer("c.lan", "10.0.0.3");
+    assert_eq!(std::fs::read(bad).unwrap(), cut);
+    h.stop();
+    h.remove_table();
+    h.start();
+    assert!(!h.log()[log.len()..].contains("damaged"), "{}", h.log());
+    h.wait_answer("c.lan", "10.0.0.3");
 }

@@ -511,6 +511,78 @@ fn a_user_reads_answers_but_cannot_change_them() {
     assert_eq!(h.resolve(&["gai4", "a.lan", "2"]).lines().count(), 2);
 }
 
+/// A state file a user could have written is not read: `state` in a directory anyone may write
+/// (a sticky one, as the man page's /tmp suggestion for routers), where nobody planted first a
+/// symlink to a state file of root's that maps `evil.lan`, then a copy of it of their own. The
+/// agent reads neither, starts from its config, moves each aside and writes its own file.
+#[test]
+fn a_state_file_a_user_could_write_is_not_read() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    // The file the user would like the agent to restore: a real agent's, mapping evil.lan.
+    let mut evil = Host::new("");
+    let evil_state = evil.dir.join("evil.state");
+    evil.write_config(&format!(
+        "state {}\nadd evil.lan 10.6.6.6\n",
+        evil_state.display()
+    ));
+    evil.start();
+    evil.stop();
+    std::fs::set_permissions(&evil.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&evil_state, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut h = Host::new("");
+    let shared = h.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    for (p, m) in [(&h.dir, 0o755), (&shared, 0o1777)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let state = shared.join("lbfo.state");
+    h.write_config(&format!(
+        "state {}\nadd web.lan 10.0.0.1\n",
+        state.display()
+    ));
+    let (private, _) = nobody_copies(&h);
+    for (plant, why) in [
+        (
+            format!("ln -s {} {}", evil_state.display(), state.display()),
+            "a symlink",
+        ),
+        (
+            format!("cp {} {}", evil_state.display(), state.display()),
+            "owned by uid 65534, not by the agent's user (uid 0)",
+        ),
+    ] {
+        let out = as_nobody(&h, &private, &plant);
+        assert!(out.status.success(), "{}", describe(&out));
+        let before = h.log().len();
+        h.start();
+        h.wait_answer("web.lan", "10.0.0.1");
+        let (code, out) = h.getent(&["hosts", "evil.lan"]);
+        assert_ne!(code, 0, "evil.lan resolves: {out}");
+        let log = h.log()[before..].to_string();
+        assert!(
+            log.contains(&format!(
+                "state {}: {why}; not read; kept as {}.bad-",
+                state.display(),
+                state.display()
+            )),
+            "{log}"
+        );
+        h.wait_for("the agent's own state file", || {
+            std::fs::symlink_metadata(&state)
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == 0 && m.mode() & 0o777 == 0o600)
+        });
+        h.stop();
+        h.remove_table();
+        std::fs::remove_file(&state).unwrap();
+    }
+    let aside = std::fs::read_dir(&shared).unwrap().count();
+    assert_eq!(aside, 2, "both kept aside");
+}
+
 #[test]
 fn setuid_programs_ignore_lbfo_table() {
     if !is_root() {

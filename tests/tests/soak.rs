@@ -64,7 +64,11 @@ fn backend(k: u32, svc: u32, be: u32) -> (String, String) {
 /// The config body: every writer's services and backends (12,800 `add` lines), so the flood
 /// changes the table's contents but not its size and memory can be compared before and after.
 fn config() -> String {
-    let mut c = String::from("add lim.lan 10.9.0.1 limit=200\nadd lim.lan 10.9.0.2\n");
+    // Room for every writer's services, and the probes and markers the tests add.
+    let mut c = format!(
+        "capacity {} {BACKENDS}\nadd lim.lan 10.9.0.1 limit=200\nadd lim.lan 10.9.0.2\n",
+        WRITERS * SERVICES + 200
+    );
     for k in 0..WRITERS {
         for svc in 0..SERVICES {
             for be in 0..BACKENDS {

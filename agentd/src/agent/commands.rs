@@ -4,7 +4,7 @@
 
 use lbfo_core::cmd::{parse_bytes, Setting};
 use lbfo_core::table::ApplyError;
-use lbfo_core::{Command, Line, Table};
+use lbfo_core::{Command, Line};
 
 use super::Agent;
 use crate::cluster::Dest;
@@ -60,7 +60,7 @@ impl<'m> Agent<'m> {
 
     /// Applies one command to the slots and notes what to publish.
     pub(super) fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        let ch = Table::new(&mut self.slots).apply(cmd)?;
+        let ch = self.table().apply(cmd)?;
         self.state_dirty = true;
         self.changes += 1;
         if ch.record || ch.index {

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use lbfo_core::atomic::AtomicU64;
     use lbfo_core::shm::Layout;
-    use lbfo_core::Writer;
+    use lbfo_core::{Capacity, Writer};
 
     /// Putting a counter back while another thread counts lookups loses none of them: every
     /// put-back takes away exactly the one it means to, whatever was counted between its read
@@ -198,12 +198,15 @@ mod tests {
     #[test]
     fn putting_back_keeps_lookups_counted_meanwhile() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-        let words: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
+        let layout = Layout::new(Capacity::DEFAULT);
+        let table: Vec<AtomicU64> = (0..layout.total_words())
             .map(|_| AtomicU64::new(0))
             .collect();
-        let w = Writer::init(&table, 9).unwrap();
-        CountersView::init(&words, 9, Layout::CURRENT);
+        let words: Vec<AtomicU64> = (0..layout.counters_words())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let w = Writer::init(&table, 9, Capacity::DEFAULT).unwrap();
+        CountersView::init(&words, 9, layout);
         let c = CountersView::new_checked(&words, &w.view()).unwrap();
         let start = 1_000_000;
         c.replace(3, 2, 0, start).unwrap();

@@ -113,6 +113,8 @@ pub struct Agent<'m> {
     /// The slots of `fastest` services, as of `changes` (so a turn with a new round-trip time
     /// does not scan every slot).
     fastest_slots: (u64, Vec<usize>),
+    /// The group's changes not applied because the table's capacity has no room for them.
+    capacity_refused: u64,
     /// The usage counters' shadow and tamper counts.
     guard: counters::Guard,
 }
@@ -140,9 +142,8 @@ impl<'m> Agent<'m> {
             self.guard.zeroed(slot, mask);
         }
         if p.index {
-            let table = Table::new(&mut self.slots);
             self.writer
-                .write_index(table.iter().map(|(i, s)| (i, &s.name)));
+                .write_index(self.services().map(|(i, s)| (i, &s.name)));
         }
         let has_limits = self
             .services()
@@ -215,6 +216,11 @@ impl<'m> Agent<'m> {
 
     fn log(&mut self, line: String) {
         self.log.push(line);
+    }
+
+    /// The slots as a table of the shared table's capacity.
+    fn table(&mut self) -> Table<'_> {
+        Table::with_capacity(&mut self.slots, self.writer.capacity())
     }
 
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {

@@ -82,7 +82,12 @@ impl<'m> Agent<'m> {
         for (cmd, r) in self.reconcile_to(name, want) {
             match r {
                 Ok(()) => self.log(format!("cluster: {cmd}")),
-                Err(e) => self.log(format!("cluster: {e} ({cmd})")),
+                Err(e) => {
+                    if matches!(e, ApplyError::TableFull(_) | ApplyError::ServiceFull(_)) {
+                        self.capacity_refused += 1;
+                    }
+                    self.log(format!("cluster: {e}; not applied here ({cmd})"));
+                }
             }
         }
     }
@@ -158,6 +163,10 @@ impl<'m> Agent<'m> {
             return None;
         }
         self.next_cluster_status = now.mono_ms + CLUSTER_STATUS_MS;
-        Some(c.status_lines(now.wall_ms))
+        let refused = self.capacity_refused;
+        Some(format!(
+            "{}capacity_refused {refused}\n",
+            c.status_lines(now.wall_ms)
+        ))
     }
 }

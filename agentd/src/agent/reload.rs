@@ -104,6 +104,13 @@ impl<'m> Agent<'m> {
             ));
             config.state.clone_from(&self.config.state);
         }
+        if self.config.capacity != config.capacity {
+            notes.push(format!(
+                "reload: `capacity` changed to {}; still {} until the agent is restarted",
+                config.capacity, self.config.capacity
+            ));
+            config.capacity = self.config.capacity;
+        }
         if self.config.cluster != config.cluster {
             notes.push(
                 "reload: cluster settings changed; still using the running ones until the agent is restarted"

@@ -5,7 +5,8 @@
 use crate::sys::fs::Shown;
 use std::path::PathBuf;
 
-use lbfo_core::{CountersView, Service, Table, Writer, MAX_SERVICES};
+use lbfo_core::table::ApplyError;
+use lbfo_core::{CountersView, Service, Table, Writer};
 
 use super::{counters, Agent, Now, Pending, Saver};
 use crate::cluster::replica::Refused;
@@ -78,6 +79,14 @@ impl<'m> Agent<'m> {
         }
         if let Some(s) = saved {
             agent.restore_table(&s);
+            if s.damaged {
+                // Part of the table is missing: the config fills in what it defines, and
+                // deletes nothing (what the file lost is not known to be gone).
+                agent.config.members = config.members.clone();
+                agent.load(config, "start");
+                agent.republish_all(now);
+                return agent;
+            }
             if config.mtime_ms <= s.saved_ms {
                 agent.log(format!(
                     "start: {} unchanged since the state was saved; not applied again",
@@ -89,7 +98,7 @@ impl<'m> Agent<'m> {
             }
         }
         // What the adopted table holds stands in for the previous config.
-        agent.config.members = config::members(&Table::new(&mut agent.slots));
+        agent.config.members = config::members(&agent.table());
         if adopt {
             let n = agent.config.members.len();
             agent.log(format!(
@@ -116,7 +125,7 @@ impl<'m> Agent<'m> {
         saver: Option<Saver<'m>>,
     ) -> Agent<'m> {
         let view = writer.view();
-        let slots: Vec<Option<Service>> = (0..MAX_SERVICES)
+        let slots: Vec<Option<Service>> = (0..writer.capacity().services())
             .map(|slot| if adopt { view.service(slot) } else { None })
             .collect();
         Agent {
@@ -145,6 +154,7 @@ impl<'m> Agent<'m> {
             saver,
             save_failing: false,
             fastest_slots: (u64::MAX, Vec::new()),
+            capacity_refused: 0,
             guard: counters::Guard::resumed(view.tampered()),
         }
     }
@@ -181,10 +191,13 @@ impl<'m> Agent<'m> {
     /// An agent alone: the slots brought to the saved table, service by service, with ordinary
     /// table commands (so an adopted table's slots and counters stay put).
     pub(super) fn restore_table(&mut self, saved: &Saved) {
-        let mut scratch: Vec<Option<Service>> = vec![None; MAX_SERVICES];
-        let mut t = Table::new(&mut scratch);
+        let capacity = self.writer.capacity();
+        let mut scratch: Vec<Option<Service>> = vec![None; capacity.services()];
+        let mut t = Table::with_capacity(&mut scratch, capacity);
         for cmd in &saved.table {
-            let _ = t.apply(cmd);
+            if let Err(e @ (ApplyError::TableFull(_) | ApplyError::ServiceFull(_))) = t.apply(cmd) {
+                self.log.push(format!("start: state: {e} ({cmd})"));
+            }
         }
         let mut names: VecSet<String> = self
             .services()
@@ -210,7 +223,7 @@ impl<'m> Agent<'m> {
     pub(super) fn republish_all(&mut self, now: Now) {
         self.pending
             .slots
-            .extend((0..MAX_SERVICES).map(|s| (s, ())));
+            .extend((0..self.slots.len()).map(|s| (s, ())));
         self.pending.index = true;
         self.publish();
         self.tick(now);

@@ -6,7 +6,7 @@ use crate::control::config;
 use crate::control::fifo::Piece;
 use lbfo_core::atomic::AtomicU64;
 use lbfo_core::shm::Layout;
-use lbfo_core::{Lookup, TableView, Want};
+use lbfo_core::{Capacity, Lookup, TableView, Want};
 use std::net::{IpAddr, SocketAddr};
 
 struct Mem {
@@ -16,12 +16,15 @@ struct Mem {
 
 impl Mem {
     fn new() -> Mem {
-        let table: Vec<AtomicU64> = (0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect();
-        let counters: Vec<AtomicU64> = (0..Layout::CURRENT.counters_words())
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        Writer::init(&table, 7).unwrap();
-        CountersView::init(&counters, 7, Layout::CURRENT);
+        Mem::with_capacity(Capacity::DEFAULT)
+    }
+
+    fn with_capacity(capacity: Capacity) -> Mem {
+        let layout = Layout::new(capacity);
+        let zeros = |n| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        let (table, counters) = (zeros(layout.total_words()), zeros(layout.counters_words()));
+        Writer::init(&table, 7, capacity).unwrap();
+        CountersView::init(&counters, 7, layout);
         Mem { table, counters }
     }
 
@@ -111,6 +114,7 @@ fn every_setting_is_refused_on_the_fifo_naming_how_to_change_it() {
         "hosts-file /h",
         "dnsmasq-pid /p",
         "check web.lan tcp 80",
+        "capacity 64 8",
         "max-lookup-rate 5",
     ];
     let log = send(&mut a, &lines.join("\n"));
@@ -147,7 +151,7 @@ fn fifo_lines_apply_and_bad_ones_are_skipped() {
         log,
         [
             "fifo: line 1: down web.lan 10.0.0.1",
-            "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
+            "fifo: line 2: column 1: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, capacity, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)",
             "fifo: line 5: add db.lan 10.0.1.1",
             "fifo: line 6: column 1: service has no backend with that address (down web.lan 10.0.0.9)",
             "fifo: line 7: column 1: `table` is a setting of the config file, not a FIFO command; change it in the config file and restart the agent (a reload keeps the running one)",
@@ -558,6 +562,63 @@ fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() 
         .take_log()
         .iter()
         .any(|l| l == "cluster: caught up; publishing the cluster's table"));
+}
+
+#[test]
+fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
+    use crate::cluster::wire::Key;
+    let small = Mem::with_capacity(Capacity::new(1, 2).unwrap());
+    let big = Mem::new();
+    fn mk<'m>(m: &'m Mem, name: &str, conf: &str) -> Agent<'m> {
+        let w = Writer::attach(&m.table).unwrap();
+        let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
+        let config = config::parse(conf.as_bytes()).unwrap();
+        let cl = Cluster::new(
+            name,
+            Key::new(b"k".to_vec()),
+            [name.as_bytes()[0]; 32],
+            1_000_000,
+            0,
+            false,
+        );
+        Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl))
+    }
+    let mut a = mk(&small, "a", "capacity 1 2\nadd a.lan 10.0.0.1\n");
+    let mut b = mk(&big, "b", "");
+    send(
+        &mut b,
+        "add a.lan 10.0.0.2\nadd a.lan 10.0.0.3\nadd b.lan 10.0.1.1",
+    );
+    for _ in 0..4 {
+        for (_, d) in b.take_outbox() {
+            a.datagram(&d, SocketAddr::from(([10, 0, 0, 2], 7946)));
+        }
+        a.sync();
+        for (_, d) in a.take_outbox() {
+            b.datagram(&d, SocketAddr::from(([10, 0, 0, 1], 7946)));
+        }
+        b.sync();
+    }
+    assert_eq!(big.v4("b.lan"), "10.0.1.1");
+    assert_eq!(small.v4("b.lan"), "NotOurs", "no room for a second service");
+    let log = a.take_log();
+    let refused = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    assert!(
+        refused("cluster: table full: `capacity` allows 1 services (raise it in the config file); not applied here (add b.lan 10.0.1.1") > 0,
+        "{log:?}"
+    );
+    assert!(
+        refused("cluster: service full: `capacity` allows 2 backends per service (raise it in the config file); not applied here (add a.lan 10.0.0.3") > 0,
+        "{log:?}"
+    );
+    let status = a.cluster_status(at(1_000)).unwrap();
+    let n: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("capacity_refused "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= 2, "{status}");
 }
 
 #[test]

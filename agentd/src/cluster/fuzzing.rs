@@ -31,7 +31,8 @@ use hmac::{Hmac, Mac};
 use std::sync::OnceLock;
 
 use lbfo_core::atomic::AtomicU64;
-use lbfo_core::{parse_line, Command, Line, Writer};
+use lbfo_core::shm::Layout;
+use lbfo_core::{parse_line, Capacity, Command, Line, Writer};
 use sha2::Sha256;
 
 use crate::cluster::replica::{node_id, Replica, BUCKETS};
@@ -102,9 +103,10 @@ pub fn sign(body: &[u8]) -> Vec<u8> {
 fn table() -> &'static Writer<'static> {
     static WRITER: OnceLock<Writer<'static>> = OnceLock::new();
     WRITER.get_or_init(|| {
-        let words: &'static [AtomicU64] =
-            Vec::leak((0..Writer::WORDS).map(|_| AtomicU64::new(0)).collect());
-        Writer::init(words, 1).unwrap_or_else(|| unreachable!("fuzzing: Writer::WORDS words"))
+        let n = Layout::MAX.total_words();
+        let words: &'static [AtomicU64] = Vec::leak((0..n).map(|_| AtomicU64::new(0)).collect());
+        Writer::init(words, 1, Capacity::MAX)
+            .unwrap_or_else(|| unreachable!("fuzzing: the largest layout's words"))
     })
 }
 

@@ -387,18 +387,20 @@ impl Replica {
         };
         match *cmd {
             Command::Add { addr, .. } => match s {
-                None if self.visible_count() >= self.cap.services => Err(ApplyError::TableFull),
+                None if self.visible_count() >= self.cap.services => {
+                    Err(ApplyError::TableFull(self.cap.services))
+                }
                 Some(s)
                     if s.live_backend(addr).is_none()
                         && s.backends.values().filter(|b| s.live(b)).count()
                             >= self.cap.backends =>
                 {
-                    Err(ApplyError::ServiceFull)
+                    Err(ApplyError::ServiceFull(self.cap.backends))
                 }
                 _ => Ok(()),
             },
             Command::Policy { .. } if s.is_none() && self.visible_count() >= self.cap.services => {
-                Err(ApplyError::TableFull)
+                Err(ApplyError::TableFull(self.cap.services))
             }
             Command::Policy { .. } => Ok(()),
             Command::Del { addr: None, .. } | Command::Reset { .. } => {
@@ -779,7 +781,7 @@ mod tests {
         }
         assert_eq!(
             r.command(&cmd("add a.lan 10.0.1.1"), 100),
-            Err(ApplyError::ServiceFull)
+            Err(ApplyError::ServiceFull(MAX_BACKENDS))
         );
     }
 
@@ -1002,7 +1004,7 @@ mod tests {
         // visible services than that, from the wire).
         assert_eq!(
             b.command(&cmd("add u.lan 10.0.0.1"), later),
-            Err(ApplyError::TableFull)
+            Err(ApplyError::TableFull(4))
         );
     }
 

@@ -1,9 +1,11 @@
 //! The config file: agent settings and table commands in the FIFO's language, checked whole.
 //!
-//! [`parse`] runs every line through core's one parser and applies every command to a scratch
-//! [`Table`], so a config that would fail half-way (a `down` of a backend it never added, a
-//! service with too many backends) is refused before the shared table is touched. The first
-//! problem is returned as a [`ConfigError`] with line and column.
+//! [`parse`] runs every line through core's one parser, then applies every command to a scratch
+//! [`Table`] of the config's `capacity` (wherever in the file that line is), so a config that
+//! would fail half-way (a `down` of a backend it never added, more services or backends than its
+//! capacity) is refused before the shared table is touched. The first problem is returned as a
+//! [`ConfigError`] with line and column: a line that does not parse first, then the first
+//! command that does not apply.
 //!
 //! Cluster settings (`group`, `iface`, `ttl`, `node`, `peer`, `key`, `insecure`) are gathered in
 //! [`ClusterConfig`]; with neither `group` nor `peer` the agent runs alone, as before.
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
 use lbfo_core::table::ApplyError;
-use lbfo_core::{Command, Line, Name, Service, Setting, Table, MAX_SERVICES};
+use lbfo_core::{Capacity, Command, Line, Name, Service, Setting, Table};
 use nix::errno::Errno;
 
 use crate::health::Spec;
@@ -66,6 +68,8 @@ pub struct Config {
     /// The file's modification time (ms since the epoch): the stamp time of its commands in the
     /// cluster, so changes made after the file was written win over it.
     pub mtime_ms: u64,
+    /// `capacity SERVICES BACKENDS`: what the table holds (default [`Capacity::DEFAULT`]).
+    pub capacity: Capacity,
 }
 
 /// The cluster settings of a config.
@@ -200,8 +204,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
     let mut settings = Settings::default();
     let mut commands = Vec::new();
-    let mut slots = vec![None; MAX_SERVICES];
-    let mut scratch = Table::new(&mut slots);
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
         let at = |col, problem| ConfigError { line, col, problem };
@@ -213,13 +215,20 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
             Ok(Some(Line::Setting(s))) => {
                 settings.take(s, raw).map_err(|(col, p)| at(col, p))?;
             }
-            Ok(Some(Line::Command(c))) => {
-                scratch.apply(&c).map_err(|e| at(1, Problem::Apply(e)))?;
-                commands.push((line, c));
-            }
+            Ok(Some(Line::Command(c))) => commands.push((line, c)),
         }
     }
     let s = settings;
+    let capacity = s.capacity.unwrap_or(Capacity::DEFAULT);
+    let mut slots = vec![None; capacity.services()];
+    let mut scratch = Table::with_capacity(&mut slots, capacity);
+    for (line, c) in &commands {
+        scratch.apply(c).map_err(|e| ConfigError {
+            line: *line,
+            col: 1,
+            problem: Problem::Apply(e),
+        })?;
+    }
     Ok(Config {
         table: s.table.unwrap_or_else(|| PathBuf::from(DEFAULT_TABLE)),
         fifo: s.fifo.unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO)),
@@ -232,6 +241,7 @@ pub fn parse(text: &[u8]) -> Result<Config, ConfigError> {
         members: members(&scratch),
         cluster: s.cluster,
         mtime_ms: 0,
+        capacity,
     })
 }
 
@@ -246,6 +256,7 @@ struct Settings {
     checks: Vec<Spec>,
     max_lookup_rate: Option<u64>,
     cluster: ClusterConfig,
+    capacity: Option<Capacity>,
     /// The keywords of the settings that may be given once.
     seen: Vec<&'static str>,
 }
@@ -295,6 +306,10 @@ impl Settings {
             }
             Setting::Ttl(n) => {
                 cluster.ttl = Some(n);
+                return Ok(());
+            }
+            Setting::Capacity(c) => {
+                self.capacity = Some(c);
                 return Ok(());
             }
             Setting::Insecure => {
@@ -435,13 +450,13 @@ mod tests {
         );
         check(
             "max-lookup-rate fast",
-            "f:1:17: not a whole number from 0 to 1000000000",
+            "f:1:17: not a whole number from 1 to 1000000000",
         );
     }
 
     #[test]
     fn errors_say_line_column_reason() {
-        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
+        check("add a.lan 10.0.0.1\n  ad a.lan", "f:2:3: unknown verb (expected add, del, down, up, policy, weight, prio, limit, reset, capacity, table, fifo, state, hosts-file, dnsmasq-pid, group, iface, ttl, node, peer, key, insecure, max-lookup-rate or check)");
         check("add a.lan 10.0.0.x", "f:1:11: not an IPv4 or IPv6 address");
         check(
             "add a.lan 10.0.0.1\ndown a.lan 10.0.0.2\n",
@@ -474,10 +489,47 @@ mod tests {
             .unwrap_err()
             .report(Path::new("f"));
         assert_eq!(got, "f:2:5: line is not UTF-8 text");
-        let full: String = (1..=17)
-            .map(|i| format!("add a.lan 10.0.0.{i}\n"))
+        let full: String = (1..=9).map(|i| format!("add a.lan 10.0.0.{i}\n")).collect();
+        check(
+            &full,
+            "f:9:1: service full: `capacity` allows 8 backends per service (raise it in the config file)",
+        );
+    }
+
+    #[test]
+    fn capacity_bounds_the_config_wherever_it_is_set() {
+        assert_eq!(parse(b"").unwrap().capacity, Capacity::DEFAULT);
+        let c = parse(b"add a.lan 10.0.0.1\ncapacity 3 2\n").unwrap();
+        assert_eq!(c.capacity, Capacity::new(3, 2).unwrap());
+        // The capacity line comes after the commands it bounds: still the command's line.
+        check(
+            "add a.lan 10.0.0.1\nadd b.lan 10.0.0.1\nadd c.lan 10.0.0.1\ncapacity 2 16\n",
+            "f:3:1: table full: `capacity` allows 2 services (raise it in the config file)",
+        );
+        check(
+            "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\ncapacity 4 1\n",
+            "f:2:1: service full: `capacity` allows 1 backends per service (raise it in the config file)",
+        );
+        // Up to the limits, and a config that fills the largest capacity loads.
+        let big: String = (0..4096)
+            .map(|i| format!("add s{i}.lan 10.0.{}.{}\n", i / 256, i % 256))
+            .chain(std::iter::once("capacity 4096 16\n".to_owned()))
             .collect();
-        check(&full, "f:17:1: service full (16 backends)");
+        assert_eq!(parse(big.as_bytes()).unwrap().commands.len(), 4096);
+        check(
+            "capacity 4097 16",
+            "f:1:10: not a whole number from 1 to 4096",
+        );
+        check("capacity 64 17", "f:1:13: not a whole number from 1 to 16");
+        check(
+            "capacity 64 8\ncapacity 64 8",
+            "f:2:1: `capacity` given twice",
+        );
+        // A parse error anywhere comes before a command that does not fit.
+        check(
+            "capacity 1 1\nadd a.lan 10.0.0.1\nadd b.lan 10.0.0.1\nadd c.lan x",
+            "f:4:11: not an IPv4 or IPv6 address",
+        );
     }
 
     #[test]

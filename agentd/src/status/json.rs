@@ -43,7 +43,10 @@ fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .n(c.sent.0)
         .s(",\"sent_bytes\":")
         .n(c.sent.1);
-    o.s(",\"send_errors\":").n(c.send_errors).s(",\"peers\":[");
+    o.s(",\"send_errors\":").n(c.send_errors);
+    o.s(",\"capacity_refused\":")
+        .n(c.capacity_refused)
+        .s(",\"peers\":[");
     for (i, p) in c.peers.iter().enumerate() {
         o.sep(i).s("{\"node\":").q(&p.node).s(",\"id\":\"").s(&p.id);
         o.s("\",\"addr\":")
@@ -87,7 +90,11 @@ pub fn json(s: &Snapshot) -> String {
         .s(",\"counters_id\":")
         .opt(s.counters_id);
     o.s(",\"counters_ok\":").b(s.counters_ok);
-    o.s(",\"tampered\":{\"counters\":").n(s.tampered.0);
+    o.s(",\"capacity\":{\"max_services\":")
+        .n(s.capacity.services() as u64)
+        .s(",\"max_backends\":")
+        .n(s.capacity.backends() as u64);
+    o.s("},\"tampered\":{\"counters\":").n(s.tampered.0);
     o.s(",\"header\":").n(s.tampered.1).s("},\"services\":[");
     for (i, sv) in s.services.iter().enumerate() {
         o.sep(i)
@@ -162,7 +169,7 @@ mod tests {
             json(&sample(9_600, true)),
             "{\"table\":\"/run/lbfo/table\",\"generation\":\"5f0c3e1a9b2d4c77\",\"heartbeat_ms\":9600,\
              \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
-             \"counters_ok\":true,\"tampered\":{\"counters\":0,\"header\":0},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
+             \"counters_ok\":true,\"capacity\":{\"max_services\":64,\"max_backends\":8},\"tampered\":{\"counters\":0,\"header\":0},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
              \"limit\":0,\"lookups\":1503,\"fastest\":false,\"check\":null},{\"pos\":1,\"addr\":\"fd00::12\",\
              \"state\":\"down\",\"weight\":3,\"prio\":2,\"limit\":100,\"lookups\":97,\"fastest\":false,\

@@ -34,7 +34,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::shm::NO_COUNTERS;
-use lbfo_core::{CountersView, TableView};
+use lbfo_core::{Capacity, CountersView, TableView};
 
 use crate::sys::shm::{Segment, TableMapRo};
 use crate::vecmap::VecSet;
@@ -99,6 +99,8 @@ pub struct Snapshot {
     pub counters_id: Option<u64>,
     /// Whether the counters segment could be attached and matched the table.
     pub counters_ok: bool,
+    /// What the table holds at most (the `capacity` setting it was made with).
+    pub capacity: Capacity,
     /// Tamper events the agent counted in the table's header: usage counters put back, and
     /// rewrites of the counters segment's header (`TableView::tampered`).
     pub tampered: (u64, u64),
@@ -142,6 +144,8 @@ pub struct ClusterInfo {
     pub sent: (u64, u64),
     /// Sends that failed.
     pub send_errors: u64,
+    /// The group's changes this agent could not apply: past its `capacity`.
+    pub capacity_refused: u64,
     /// Peers heard.
     pub peers: Vec<PeerRow>,
     /// Dropped datagrams: (source, reason, count).
@@ -211,6 +215,7 @@ fn cluster_line(c: &mut ClusterInfo, w: &[&str; 7]) {
         }),
         "drop" => c.drops.push((t(1), t(2), n(3))),
         "send_errors" => c.send_errors = n(1),
+        "capacity_refused" => c.capacity_refused = n(1),
         _ => {}
     }
 }
@@ -379,6 +384,8 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
         retired: view.retired(),
         counters_id: (id != NO_COUNTERS).then_some(id),
         counters_ok: counters.is_some(),
+        // A checked view's layout is always a capacity's.
+        capacity: view.layout().capacity().unwrap_or(Capacity::MAX),
         tampered: view.tampered(),
         services,
         cluster: crate::sys::fs::read_file(&cluster_path(path))
@@ -416,6 +423,7 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
         retired: false,
         counters_id: Some(32769),
         counters_ok,
+        capacity: Capacity::DEFAULT,
         tampered: (0, 0),
         services: vec![ServiceRow {
             slot: 0,
@@ -626,11 +634,18 @@ mod tests {
     fn cluster_state_round_trip() {
         let c = parse_cluster(
             "node gw1 00000000000000aa 1000 9000 12 3400\npeer gw2 00000000000000bb 10.0.0.2:7946 8800 2000 true\n\
-             drop 10.0.0.9:7946 bad_mac 3\ndrop 10.0.0.2:7946 replay 1\nsend_errors 2\nbogus line\n",
+             drop 10.0.0.9:7946 bad_mac 3\ndrop 10.0.0.2:7946 replay 1\nsend_errors 2\nbogus line\n\
+             capacity_refused 5\n",
         );
         let mut s = sample(9_600, true);
         s.cluster = Some(c);
         let t = text(&s);
+        assert!(
+            t.contains("\nrefused     5 changes from the group, past this table's capacity\n"),
+            "{t}"
+        );
+        assert!(json(&s).contains(",\"capacity_refused\":5,"));
+        assert!(prometheus(&s).contains("\nlbfo_cluster_capacity_refused_total 5\n"));
         assert!(t.contains("cluster     node gw1 (id 00000000000000aa), epoch 1000, written 1.0 s ago; sent 12 datagrams, 3400 bytes, 2 send errors"), "{t}");
         assert!(
             t.contains(

@@ -133,6 +133,22 @@ pub fn prometheus(s: &Snapshot) -> String {
         },
         Value::Count(s.services.len() as u64),
     );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_services",
+            kind: "gauge",
+            help: "Services the table holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.services() as u64),
+    );
+    p.one(
+        &Family {
+            name: "lbfo_capacity_backends",
+            kind: "gauge",
+            help: "Backends each service holds at most (the capacity setting).",
+        },
+        Value::Count(s.capacity.backends() as u64),
+    );
     p.family(&Family {
         name: "lbfo_service_info",
         kind: "gauge",
@@ -295,6 +311,14 @@ fn cluster_metrics(p: &mut Prom, c: &ClusterInfo, now_ms: u64) {
         },
         Value::Count(c.sent.1),
     );
+    p.one(
+        &Family {
+            name: "lbfo_cluster_capacity_refused_total",
+            kind: "counter",
+            help: "Changes from the group not applied here: past this table's capacity.",
+        },
+        Value::Count(c.capacity_refused),
+    );
 }
 
 /// What `status --prometheus` prints when the table cannot be read, so a textfile collector
@@ -380,6 +404,12 @@ lbfo_counters_tampered_total{what=\"header\"} 0
 # HELP lbfo_services Services in the table.
 # TYPE lbfo_services gauge
 lbfo_services 1
+# HELP lbfo_capacity_services Services the table holds at most (the capacity setting).
+# TYPE lbfo_capacity_services gauge
+lbfo_capacity_services 64
+# HELP lbfo_capacity_backends Backends each service holds at most (the capacity setting).
+# TYPE lbfo_capacity_backends gauge
+lbfo_capacity_backends 8
 # HELP lbfo_service_info One sample per service, labelled with its policy.
 # TYPE lbfo_service_info gauge
 lbfo_service_info{service=\"web.lan\",policy=\"failover\"} 1

@@ -44,6 +44,10 @@ pub fn text(s: &Snapshot) -> String {
         );
     }
     o.s("\nservices    ").n(s.services.len() as u64);
+    o.s(" of ").n(s.capacity.services() as u64);
+    o.s(" (capacity: up to ")
+        .n(s.capacity.backends() as u64)
+        .s(" backends each)");
     o.s("\ndigest      ");
     s.write_digest(&mut o);
     o.s("\n");
@@ -140,7 +144,12 @@ fn cluster_text(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .s(" datagrams, ")
         .n(c.sent.1)
         .s(" bytes, ");
-    o.n(c.send_errors).s(" send errors\npeers       ");
+    o.n(c.send_errors).s(" send errors\n");
+    if c.capacity_refused > 0 {
+        o.s("refused     ").n(c.capacity_refused);
+        o.s(" changes from the group, past this table's capacity\n");
+    }
+    o.s("peers       ");
     o.n(c.peers.len() as u64).s("\n");
     for p in &c.peers {
         o.s("  ").l(&p.node, 16).s(" ").l(&p.addr, 24).s(" heard ");
@@ -172,7 +181,7 @@ table       /run/lbfo/table
 generation  5f0c3e1a9b2d4c77
 heartbeat   0.4 s ago (agent running)
 counters    shm segment 32769
-services    1
+services    1 of 64 (capacity: up to 8 backends each)
 digest      {DIGEST}
 
 web.lan  policy failover

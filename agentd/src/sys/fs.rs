@@ -64,6 +64,36 @@ pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     })
 }
 
+/// Renames `from` to `to` only if nothing is at `to` (EEXIST otherwise): `renameat2(2)` with
+/// `RENAME_NOREPLACE`, as the system call itself (the C libraries' wrappers are newer than the
+/// agent's oldest targets); where the file system or kernel lacks it, `link(2)` and `unlink(2)`,
+/// which never replace either.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let (from_c, to_c) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are NUL-terminated strings that outlive the call; the directory fds are
+    // AT_FDCWD, the flags a plain integer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    // SAFETY: as above.
+    path_call(from, |f| unsafe { libc::link(f.as_ptr(), to_c.as_ptr()) })?;
+    unlink(from)
+}
+
 /// `unlink(2)`.
 pub fn unlink(path: &Path) -> std::io::Result<()> {
     // SAFETY: a NUL-terminated string that outlives the call.
@@ -227,6 +257,37 @@ pub fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
             Ok(0) => return Err(Errno::EIO.into()),
             Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
             Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Gives `file` `len` bytes of storage on its filesystem (`posix_fallocate(3)`), growing it to
+/// `len` if shorter: a file the agent maps and writes must never be sparse, or a full filesystem
+/// turns a store into the mapping into SIGBUS. Where the filesystem cannot allocate ahead
+/// (EOPNOTSUPP: musl does not emulate it), the range is written with zeros instead.
+pub fn allocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let end =
+        libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: plain values; `file` is an open descriptor for the call's duration.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, end) } {
+            0 => return Ok(()),
+            libc::EINTR => {}
+            libc::EOPNOTSUPP => break,
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+    let zeros = [0u8; 4096];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+        let offset = libc::off_t::try_from(at).unwrap_or(end);
+        match nix::sys::uio::pwrite(file, zeros.get(..n).unwrap_or_default(), offset) {
+            Ok(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            Ok(w) => at += w as u64,
+            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -429,6 +490,24 @@ mod tests {
         let e = read_file(&path).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         assert_eq!(io_text(&e), "no such file or directory");
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        let dir = std::env::temp_dir().join(format!("lbfo-noreplace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read(&b).unwrap(), b"b");
+        std::fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"a");
+        assert!(!a.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

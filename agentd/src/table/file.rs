@@ -1,13 +1,16 @@
 //! The table file and its counters segment: reuse after a restart, or create and swap in.
 //!
 //! **Reuse**: a file at the path that is ours (owned by this uid, not writable by others), of the
-//! current size and layout, is taken over in place, so its generation, its counters and every
-//! reader's mapping stay valid across agent restarts. Its counters segment is kept if it is ours
-//! and matches; otherwise a fresh one is made for the same generation and published.
+//! config's capacity and this build's layout, is taken over in place, so its generation, its
+//! counters and every reader's mapping stay valid across agent restarts. Its counters segment is
+//! kept if it is ours and matches; otherwise a fresh one is made for the same generation and
+//! published.
 //!
-//! **Create**: a new table is built completely in a temporary file beside the path (mode 0644,
-//! `sys::fs::NewFile`) with a random generation and a new counters segment (mode 0666: every
-//! process counts its lookups), then renamed over the path in one step. An lbfo table that was there before is then marked retired,
+//! **Create**: a new table of the config's capacity is built completely in a temporary file
+//! beside the path (mode 0644, `sys::fs::NewFile`; its bytes allocated on the filesystem, so a
+//! full one is an error at start, never a SIGBUS at a later store) with a random generation and
+//! a new counters segment (mode 0666: every process counts its lookups), then renamed over the
+//! path in one step. An lbfo table that was there before is then marked retired,
 //! so readers map the path again, and its counters segment is marked for removal (it goes away
 //! when the last reader detaches).
 //!
@@ -21,16 +24,18 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use lbfo_core::shm::{retire_any, Layout, NO_COUNTERS};
-use lbfo_core::{CountersView, TableView, Writer};
+use lbfo_core::shm::{counters_of_any, is_counters_of, retire_any, Layout, NO_COUNTERS};
+use lbfo_core::{Capacity, CountersView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::sys::fs::NewFile;
 use crate::sys::shm::{Segment, TableMap};
 
-/// Bytes in a table of the current layout.
-pub const TABLE_BYTES: u64 = Writer::WORDS as u64 * 8;
+/// Bytes in a table of `capacity`.
+pub fn table_bytes(capacity: Capacity) -> u64 {
+    Layout::new(capacity).total_words() as u64 * 8
+}
 
 /// Why the table could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,12 +166,17 @@ pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
 #[derive(Debug)]
 pub struct Lock(Flock<File>);
 
-/// Reuses or creates the table at `path`, pushing what it did to `log`.
-pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+/// Reuses or creates the table of `capacity` at `path`, pushing what it did to `log`.
+pub fn open(
+    path: &Path,
+    capacity: Capacity,
+    Lock(lock): Lock,
+    log: &mut Vec<String>,
+) -> Result<Shared, SetupError> {
     let shown = path.shown();
     let mut old = None;
     match crate::sys::fs::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
-        Ok(file) => match reusable(&file) {
+        Ok(file) => match reusable(&file, capacity) {
             Ok(map) => return adopt(map, lock, path, log),
             Err(reason) => {
                 log.push(format!(
@@ -185,7 +195,7 @@ pub fn open(path: &Path, Lock(lock): Lock, log: &mut Vec<String>) -> Result<Shar
         }
         Err(e) => return Err(os("open the existing table")(e)),
     }
-    create(path, lock, old)
+    create(path, capacity, lock, old)
 }
 
 fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
@@ -203,8 +213,8 @@ fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
     })
 }
 
-/// Maps `file` if it is a table this agent may take over; otherwise says why not.
-fn reusable(file: &File) -> Result<TableMap, String> {
+/// Maps `file` if it is a table of `capacity` this agent may take over; otherwise says why not.
+fn reusable(file: &File, capacity: Capacity) -> Result<TableMap, String> {
     let m = crate::sys::fs::fstat(file.as_fd()).map_err(|e| crate::sys::io_text(&e))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.is_file() {
@@ -216,11 +226,17 @@ fn reusable(file: &File) -> Result<TableMap, String> {
     if m.mode & 0o022 != 0 {
         return Err(format!("mode {:o} lets others write it", m.mode & 0o7777));
     }
-    if m.size != TABLE_BYTES {
-        return Err(format!("{} bytes, expected {TABLE_BYTES}", m.size));
-    }
     let map = TableMap::map(file).map_err(|e| crate::sys::io_text(&e))?;
-    Writer::attach(map.words()).map_err(|e| e.to_string())?;
+    let found = Writer::attach(map.words())
+        .map_err(|e| e.to_string())?
+        .capacity();
+    if found != capacity {
+        return Err(format!("capacity {found}; the config's is {capacity}"));
+    }
+    let bytes = table_bytes(capacity);
+    if m.size != bytes {
+        return Err(format!("{} bytes, expected {bytes}", m.size));
+    }
     Ok(map)
 }
 
@@ -255,7 +271,7 @@ fn adopt(
             seg
         }
         None => {
-            let seg = new_counters(generation)?;
+            let seg = new_counters(generation, view.layout())?;
             writer.set_counters_id(seg.id() as u64);
             log.push(format!(
                 "counters: segment {id} unusable; created shm segment {} (mode 0666)",
@@ -273,15 +289,20 @@ fn adopt(
     })
 }
 
-fn new_counters(generation: u64) -> Result<Segment, SetupError> {
-    let seg = Segment::create(Layout::CURRENT.counters_words())
+fn new_counters(generation: u64, layout: Layout) -> Result<Segment, SetupError> {
+    let seg = Segment::create(layout.counters_words())
         .map_err(os("create the counters segment (shmget)"))?;
-    CountersView::init(seg.words(), generation, Layout::CURRENT);
+    CountersView::init(seg.words(), generation, layout);
     Ok(seg)
 }
 
-fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Shared, SetupError> {
-    let (new, map, counters, generation) = build(path)?;
+fn create(
+    path: &Path,
+    capacity: Capacity,
+    lock: Flock<File>,
+    old: Option<TableMap>,
+) -> Result<Shared, SetupError> {
+    let (new, map, counters, generation) = build(path, capacity)?;
     let swap = Swap {
         new,
         path: path.to_owned(),
@@ -297,24 +318,23 @@ fn create(path: &Path, lock: Flock<File>, old: Option<TableMap>) -> Result<Share
     })
 }
 
-/// Makes a complete table with its counters in a temporary file beside `path`.
-fn build(path: &Path) -> Result<(NewFile, TableMap, Segment, u64), SetupError> {
+/// Makes a complete table of `capacity` with its counters in a temporary file beside `path`.
+fn build(path: &Path, capacity: Capacity) -> Result<(NewFile, TableMap, Segment, u64), SetupError> {
     // 0644: every process must be able to read the table.
     let new = NewFile::create(path, 0o644).map_err(os("create the new table"))?;
-    new.file()
-        .set_len(TABLE_BYTES)
-        .map_err(os("size the new table"))?;
+    crate::sys::fs::allocate(new.file(), table_bytes(capacity))
+        .map_err(os("allocate the new table on its filesystem"))?;
     let map = TableMap::map(new.file()).map_err(os("map the new table"))?;
     let generation = random_generation().map_err(os("getrandom"))?;
-    let writer = Writer::init(map.words(), generation).ok_or(SetupError::Init)?;
-    let counters = new_counters(generation)?;
+    let writer = Writer::init(map.words(), generation, capacity).ok_or(SetupError::Init)?;
+    let counters = new_counters(generation, writer.layout())?;
     writer.set_counters_id(counters.id() as u64);
     Ok((new, map, counters, generation))
 }
 
 /// Marks a replaced table retired and its counters segment for removal.
 fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
-    let view = TableView::new_checked(old.words()).ok();
+    let named = counters_of_any(old.words());
     if !retire_any(old.words()) {
         return;
     }
@@ -322,19 +342,23 @@ fn retire(old: &TableMap, path: &Path, log: &mut Vec<String>) {
         "table {}: retired the previous table; readers map the new one",
         path.shown()
     ));
-    // Only a segment that is provably that table's counters, and ours, is removed.
-    let Some(view) = view else { return };
-    let Ok(id) = i32::try_from(view.counters_id()) else {
+    if let Some((id, generation)) = named {
+        remove_counters(id, generation, "the previous table's", log);
+    }
+}
+
+/// Marks segment `id` for removal if it is provably the counters of a table of `generation` (of
+/// whatever layout version) and ours: a segment only that table named, which nothing else will
+/// find again. `whose` says whose it was, for the log.
+fn remove_counters(id: u64, generation: u64, whose: &str, log: &mut Vec<String>) {
+    let Ok(id) = i32::try_from(id) else {
         return;
     };
     let me = nix::unistd::geteuid().as_raw();
     let ours = Segment::stat(id).is_ok_and(|i| i.uid == me && i.cuid == me);
-    let matches = Segment::attach(id, true)
-        .is_ok_and(|s| CountersView::new_checked(s.words(), &view).is_some());
+    let matches = Segment::attach(id, true).is_ok_and(|s| is_counters_of(s.words(), generation));
     if ours && matches && Segment::remove(id).is_ok() {
-        log.push(format!(
-            "counters: marked the previous segment {id} for removal"
-        ));
+        log.push(format!("counters: marked {whose} segment {id} for removal"));
     }
 }
 
@@ -353,6 +377,7 @@ fn random_generation() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbfo_core::TableView;
     use std::fs::Permissions;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::atomic::Ordering;
@@ -373,7 +398,7 @@ mod tests {
 
     fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
         let lock = prepare(path, log)?;
-        let s = super::open(path, lock, log)?;
+        let s = super::open(path, Capacity::DEFAULT, lock, log)?;
         s.commit(log)?;
         Ok(s)
     }
@@ -390,7 +415,10 @@ mod tests {
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         let m = std::fs::metadata(&path).unwrap();
-        assert_eq!((m.len(), m.mode() & 0o777), (TABLE_BYTES, 0o644));
+        assert_eq!(
+            (m.len(), m.mode() & 0o777),
+            (table_bytes(Capacity::DEFAULT), 0o644)
+        );
         assert_eq!(
             std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
             0o755
@@ -441,8 +469,9 @@ mod tests {
             "{log:?}"
         );
         assert!(
-            log.iter()
-                .any(|l| l.contains(&format!("marked the previous segment {id} for removal"))),
+            log.iter().any(|l| l.contains(&format!(
+                "marked the previous table's segment {id} for removal"
+            ))),
             "{log:?}"
         );
         assert!(old_map.words()[0].load(Ordering::Relaxed) != 0);
@@ -458,12 +487,40 @@ mod tests {
         let mut log = Vec::new();
         let s = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), TABLE_BYTES);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            table_bytes(Capacity::DEFAULT)
+        );
         assert_eq!(
             std::fs::read_dir(&d.0).unwrap().count(),
             2,
             "the table and its lock file, no temporary file"
         );
+        cleanup(&s);
+    }
+
+    #[test]
+    fn an_older_layouts_table_is_replaced_and_its_segment_removed() {
+        let d = dir("older");
+        let path = d.0.join("table");
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        let id = s.counters.id();
+        drop(s);
+        // As an agent of layout version 3 would have left it (version is word 1).
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..16].copy_from_slice(&3u64.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut log = Vec::new();
+        let s = open(&path, &mut log).unwrap();
+        assert!(!s.adopted && s.counters.id() != id, "{log:?}");
+        assert!(
+            log.iter()
+                .any(|l| l
+                    == &format!("counters: marked the previous table's segment {id} for removal")),
+            "{log:?}"
+        );
+        assert!(Segment::stat(id).is_err(), "the old segment is gone");
         cleanup(&s);
     }
 }
