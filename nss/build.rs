@@ -1,7 +1,8 @@
 //! Link arguments for `libnss_lbfo.so.2`.
 //!
 //! - The soname glibc's loader expects for an NSS service module (`libnss_<service>.so.2`).
-//! - A version script so the library exports exactly the four entry points (`exports.map`).
+//! - A version script so the library exports exactly the four entry points and the nscd init hook
+//!   (`exports.map`).
 //! - `-z defs`: every symbol must resolve at link time. Together with the release panic handler,
 //!   which calls a function defined nowhere, this turns any panic path that survives optimisation
 //!   into a link error (see `src/abi.rs`).

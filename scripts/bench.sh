@@ -116,7 +116,9 @@ echo "hosts: dns" >"$work/nss-dns"
 cp "$work/nss-lbfo" "$work/nsswitch.conf"
 mount --bind "$work/nsswitch.conf" /etc/nsswitch.conf
 
+# 201 services: past the default capacity (64), so the table is sized for them.
 cat >"$work/lbfo.conf" <<CONF
+capacity 256 8
 add bench.lan 10.9.0.1
 add bench.lan 10.9.0.2
 add bench.lan 10.9.0.3

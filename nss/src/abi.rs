@@ -1,5 +1,6 @@
-//! The C ABI: glibc's four `gethostbyname*_r` entry points for the `lbfo` hosts service, and the
-//! panic handler that proves the library has no panic path.
+//! The C ABI: glibc's four `gethostbyname*_r` entry points for the `lbfo` hosts service, the
+//! `_nss_lbfo_init` hook glibc calls only inside its nscd, and the panic handler that proves the
+//! library has no panic path.
 //!
 //! Each entry point turns its raw arguments into a query slice, calls one `_impl` (`hostent_impl`
 //! or `tuples_impl`), which asks [`map::lookup`] and writes the answer at the offsets
@@ -8,20 +9,48 @@
 //! not fit is `TRYAGAIN` / `ERANGE` / `NETDB_INTERNAL` with nothing written and nothing counted.
 //! `errno` (through `errnop`) is written only on failure, never with 0.
 //!
+//! **Inside glibc's nscd** (and only there, [`_nss_lbfo_init`] says so) a `hostent` answer lists
+//! its one address twice, so that nscd's hosts cache, which keeps only single-address answers,
+//! never keeps lbfo's and every client gets a fresh pick. An ordinary process pays one test of a
+//! flag for it.
+//!
 //! **No panic path**: in release builds the panic handler calls `lbfo_nss_panic_path_survived`,
 //! which is defined nowhere, and the library is linked with `-z defs` (build.rs). If optimisation
 //! leaves any path to a panic (an index, an unwrap, an overflow check, a division by zero), the
 //! handler is referenced and the link fails. Debug builds keep panic paths and abort.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_char, c_int};
+use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use lbfo_core::name::{strip_dot, MAX_NAME_LEN};
 use lbfo_core::{Picks, Want};
 
 use crate::answer::{addr_words, Failure, GaihAddrtuple, HostentLayout, TupleLayout, SUCCESS};
 use crate::map::{self, Mode};
+
+/// Whether this process is glibc's nscd, as [`_nss_lbfo_init`] says: then `hostent` answers list
+/// their address twice ([`HostentLayout`]).
+static IN_NSCD: AtomicBool = AtomicBool::new(false);
+
+/// Called by glibc inside its nscd, and only there, when nscd loads the module: glibc calls a
+/// module's optional `_nss_<name>_init` when the process called `__nss_disable_nscd`, which only
+/// nscd does (nss/nss_module.c, since glibc 2.15), before it installs the module's lookup
+/// functions. From then on `hostent` answers list their address twice, which keeps them out of
+/// nscd's hosts cache ([`HostentLayout`]); `gethostbyname4_r` answers are unchanged (their TTL 0
+/// already keeps them out of nscd's getaddrinfo cache). unscd never calls it: it does its lookups
+/// in plain worker processes and caches whatever they return, so listing the address twice there
+/// would change nothing but the answer.
+///
+/// The argument is nscd's callback for registering files whose changes flush its caches; its
+/// structure is private to nscd, so it is not used.
+#[no_mangle]
+pub extern "C" fn _nss_lbfo_init(_register_file: *const c_void) {
+    // Relaxed: glibc installs the lookup functions only after this returns, by a release store
+    // that every lookup's acquire load of the module's state pairs with.
+    IN_NSCD.store(true, Ordering::Relaxed);
+}
 
 /// `gethostbyname4_r` (getaddrinfo with `AF_UNSPEC`): one IPv6 and/or one IPv4 tuple, IPv6 first.
 ///
@@ -65,7 +94,7 @@ pub unsafe extern "C" fn _nss_lbfo_gethostbyname3_r(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let result = hostent_impl(query(name), af, host, buffer.cast(), buflen, canonp);
+        let result = hostent(query(name), af, host, buffer.cast(), buflen, canonp);
         finish(result, errnop, h_errnop, ttlp)
     }
 }
@@ -86,7 +115,7 @@ pub unsafe extern "C" fn _nss_lbfo_gethostbyname2_r(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let result = hostent_impl(
+        let result = hostent(
             query(name),
             af,
             host,
@@ -113,7 +142,7 @@ pub unsafe extern "C" fn _nss_lbfo_gethostbyname_r(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let result = hostent_impl(
+        let result = hostent(
             query(name),
             libc::AF_INET,
             host,
@@ -127,10 +156,10 @@ pub unsafe extern "C" fn _nss_lbfo_gethostbyname_r(
 
 /// The query without its one optional trailing dot, if it can be a service name (not empty, at
 /// most [`MAX_NAME_LEN`] bytes); else the reply for a name that is not ours.
-fn service_name(q: &[u8]) -> Result<&[u8], Failure> {
+fn service_name(q: &[u8]) -> Result<&[u8], &'static Failure> {
     let name = strip_dot(q);
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(Failure::NOT_OURS);
+        return Err(&Failure::NOT_OURS);
     }
     Ok(name)
 }
@@ -153,13 +182,14 @@ unsafe fn query<'a>(name: *const c_char) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(name.cast::<u8>(), len) }
 }
 
-/// Stores the outcome as the NSS contract says: on success `*ttlp = 0` (so nscd caches nothing),
-/// `errno` untouched; otherwise `errno` and `h_errno` through the pointers.
+/// Stores the outcome as the NSS contract says: on success `*ttlp = 0` (which keeps a
+/// `gethostbyname4_r` answer out of nscd's getaddrinfo cache; its hosts cache ignores TTLs, see
+/// `_nss_lbfo_init`), `errno` untouched; otherwise `errno` and `h_errno` through the pointers.
 ///
 /// # Safety
 /// Each pointer is null or writable.
 unsafe fn finish(
-    result: Result<(), Failure>,
+    result: Result<(), &'static Failure>,
     errnop: *mut c_int,
     h_errnop: *mut c_int,
     ttlp: *mut i32,
@@ -186,34 +216,61 @@ unsafe fn finish(
     }
 }
 
-/// The shared part of `gethostbyname{,2,3}_r`: fills `host` with one address of family `af`.
+/// The shared part of `gethostbyname{,2,3}_r`: [`hostent_impl`] with the address listed once, or
+/// twice inside glibc's nscd. One test of a flag on the way in: everything else an ordinary
+/// process runs is as if nscd did not exist.
 ///
 /// # Safety
-/// `q` does not overlap the first `buflen` bytes of `buf`, unless it is a C string in it (the
-/// name is copied first, with a move); `host` and `buf` (for `buflen` bytes) are writable;
-/// `canonp` is null or writable.
-unsafe fn hostent_impl(
+/// As [`hostent_impl`].
+#[inline(always)]
+unsafe fn hostent(
     q: &[u8],
     af: c_int,
     host: *mut libc::hostent,
     buf: *mut u8,
     buflen: usize,
     canonp: *mut *mut c_char,
-) -> Result<(), Failure> {
+) -> Result<(), &'static Failure> {
+    // Relaxed: see `_nss_lbfo_init`.
+    if IN_NSCD.load(Ordering::Relaxed) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { hostent_impl::<2>(q, af, host, buf, buflen, canonp) }
+    } else {
+        // SAFETY: as above.
+        unsafe { hostent_impl::<1>(q, af, host, buf, buflen, canonp) }
+    }
+}
+
+/// Fills `host` with one address of family `af`, listed `COPIES` times. Out of line: the three
+/// entry points share each of its two forms.
+///
+/// # Safety
+/// `q` does not overlap the first `buflen` bytes of `buf`, unless it is a C string in it (the
+/// name is copied first, with a move); `host` and `buf` (for `buflen` bytes) are writable;
+/// `canonp` is null or writable.
+#[inline(never)]
+unsafe fn hostent_impl<const COPIES: usize>(
+    q: &[u8],
+    af: c_int,
+    host: *mut libc::hostent,
+    buf: *mut u8,
+    buflen: usize,
+    canonp: *mut *mut c_char,
+) -> Result<(), &'static Failure> {
     let (want, addr_len) = match af {
         libc::AF_INET => (Want::V4, 4),
         libc::AF_INET6 => (Want::V6, 16),
-        _ => return Err(Failure::BAD_FAMILY),
+        _ => return Err(&Failure::BAD_FAMILY),
     };
     if host.is_null() {
         // Not glibc; and ERANGE would only make a caller grow its buffer forever.
-        return Err(Failure::UNAVAILABLE);
+        return Err(&Failure::UNAVAILABLE);
     }
     let name = service_name(q)?;
     // A null buffer holds nothing.
     let buflen = if buf.is_null() { 0 } else { buflen };
-    let layout =
-        HostentLayout::new(buf as usize, addr_len, name.len()).ok_or(Failure::TOO_SMALL)?;
+    let layout = HostentLayout::new(buf as usize, addr_len, name.len(), COPIES)
+        .ok_or(&Failure::TOO_SMALL)?;
     let fits = layout.end <= buflen;
     let mut picks = Picks::default();
     map::lookup(
@@ -224,15 +281,15 @@ unsafe fn hostent_impl(
     )
     .map_err(Failure::of)?;
     if picks.has == 0 {
-        return Err(Failure::NO_DATA);
+        return Err(&Failure::NO_DATA);
     }
     if !fits {
-        return Err(Failure::TOO_SMALL);
+        return Err(&Failure::TOO_SMALL);
     }
-    // SAFETY: `layout.end <= buflen`, so every offset written below lies in the caller's buffer;
-    // pointer slots are pointer-aligned and the address 4-aligned (`HostentLayout`). The name is
-    // copied first, as a move, so a query that lives in the buffer is read before anything
-    // overwrites it; `q` is not used afterwards.
+    // SAFETY: `layout.end <= buflen`, so every offset written below lies in the caller's buffer
+    // (the address list has `COPIES + 1` slots); pointer slots are pointer-aligned and the
+    // address 4-aligned (`HostentLayout`). The name is copied first, as a move, so a query that
+    // lives in the buffer is read before anything overwrites it; `q` is not used afterwards.
     unsafe {
         let h_name = buf.add(layout.name);
         copy_name(name, h_name);
@@ -247,8 +304,10 @@ unsafe fn hostent_impl(
             h_addr.cast::<[u8; 16]>().write(picks.v6_octets());
         }
         let list = buf.add(layout.addr_list).cast::<*mut c_char>();
-        list.write(h_addr.cast());
-        list.add(1).write(ptr::null_mut());
+        for i in 0..COPIES {
+            list.add(i).write(h_addr.cast());
+        }
+        list.add(COPIES).write(ptr::null_mut());
         host.write(libc::hostent {
             h_name: h_name.cast(),
             h_aliases: aliases,
@@ -306,9 +365,9 @@ unsafe fn tuples_impl(
     pat: *mut *mut GaihAddrtuple,
     buf: *mut u8,
     buflen: usize,
-) -> Result<(), Failure> {
+) -> Result<(), &'static Failure> {
     if pat.is_null() {
-        return Err(Failure::UNAVAILABLE);
+        return Err(&Failure::UNAVAILABLE);
     }
     // SAFETY: `pat` is non-null and readable by the contract.
     let caller = unsafe { *pat };
@@ -319,7 +378,7 @@ unsafe fn tuples_impl(
     let need =
         |tuples: usize| TupleLayout::new(buf as usize, tuples.saturating_sub(own), name.len());
     // Where the name and the tuples go does not depend on how many there are: only the end.
-    let layout = need(2).ok_or(Failure::TOO_SMALL)?;
+    let layout = need(2).ok_or(&Failure::TOO_SMALL)?;
     let mut picks = Picks::default();
     let fits = layout.end <= buflen;
     // The common case, a buffer that holds the worst case: one counted lookup, inline (the one
@@ -328,7 +387,7 @@ unsafe fn tuples_impl(
     if fits {
         map::lookup_inline(name, Want::Any, Mode::Count, &mut picks).map_err(Failure::of)?;
         if picks.has == 0 {
-            return Err(Failure::NO_DATA);
+            return Err(&Failure::NO_DATA);
         }
     }
     if !fits {
@@ -336,11 +395,11 @@ unsafe fn tuples_impl(
         loop {
             map::lookup(name, Want::Any, mode, &mut picks).map_err(Failure::of)?;
             if picks.has == 0 {
-                return Err(Failure::NO_DATA);
+                return Err(&Failure::NO_DATA);
             }
             // After the count: only if the table changed since the peek.
             if need(picks.count()).is_none_or(|l| l.end > buflen) {
-                return Err(Failure::TOO_SMALL);
+                return Err(&Failure::TOO_SMALL);
             }
             if mode == Mode::Count {
                 break;
@@ -412,7 +471,7 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 /// to the unwinding personality routine, which `-z defs` insists on resolving. Nothing here
 /// unwinds (the dev profile has `panic = "abort"`), so this is never called; if it were, it would
 /// abort. Release builds drop the reference and do not contain this function, so they export only
-/// the four entry points.
+/// the entry points and the nscd init hook.
 #[cfg(all(not(test), debug_assertions))]
 #[no_mangle]
 extern "C" fn rust_eh_personality() {
@@ -423,7 +482,8 @@ extern "C" fn rust_eh_personality() {
 #[cfg(test)]
 mod tests {
     //! The entry points against a real table file and a real counters segment, in this process.
-    //! One test, because the mapping is process-global and the path is read from the environment.
+    //! One test, because the mapping is process-global, the path is read from the environment and
+    //! the nscd hook, once called, holds for the rest of the process.
 
     use super::*;
     use lbfo_core::cmd::{parse_line, Line};
@@ -564,15 +624,21 @@ mod tests {
             assert_eq!(host.h_aliases as usize % 8, 0);
             assert_eq!(host.h_addr_list as usize % 8, 0);
             assert!((*host.h_aliases).is_null());
-            assert!((*host.h_addr_list.add(1)).is_null());
-            let a = *host.h_addr_list;
-            let addr = if af == libc::AF_INET {
-                assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET, 4));
-                Ipv4Addr::from(*a.cast::<[u8; 4]>()).to_string()
-            } else {
-                assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET6, 16));
-                Ipv6Addr::from(*a.cast::<[u8; 16]>()).to_string()
-            };
+            let mut addrs = Vec::new();
+            for i in 0.. {
+                let a = *host.h_addr_list.add(i);
+                if a.is_null() {
+                    break;
+                }
+                assert!(range.contains(&a.cast_const().cast::<u8>()));
+                addrs.push(if af == libc::AF_INET {
+                    assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET, 4));
+                    Ipv4Addr::from(*a.cast::<[u8; 4]>()).to_string()
+                } else {
+                    assert_eq!((host.h_addrtype, host.h_length), (libc::AF_INET6, 16));
+                    Ipv6Addr::from(*a.cast::<[u8; 16]>()).to_string()
+                });
+            }
             let name = core::ffi::CStr::from_ptr(host.h_name)
                 .to_str()
                 .unwrap()
@@ -582,7 +648,7 @@ mod tests {
                 errno,
                 h_errno,
                 name,
-                addrs: vec![addr],
+                addrs,
             }
         }
     }
@@ -819,6 +885,44 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { *libc::__errno_location() }, 4242);
 
+        // Inside glibc's nscd (which calls the init hook, and nothing else does): hostent answers
+        // list the one address twice, so nscd never caches them; the exact size is one pointer
+        // more; each lookup counts once; gethostbyname4_r answers are unchanged.
+        assert_eq!(by_name2("web.lan", libc::AF_INET, need).addrs.len(), 1);
+        _nss_lbfo_init(ptr::null());
+        let counted = count(0) + count(1);
+        for len in 0..need + 8 {
+            assert_eq!(
+                by_name2("web.lan", libc::AF_INET, len),
+                fail(TRYAGAIN, libc::ERANGE, -1),
+                "nscd, len {len}"
+            );
+        }
+        assert_eq!(
+            count(0) + count(1),
+            counted,
+            "an ERANGE reply counted a use"
+        );
+        let a = by_name2("web.lan", libc::AF_INET, need + 8);
+        let b = by_name2("web.lan", libc::AF_INET, 1024);
+        assert_eq!(a.addrs.len(), 2, "{a:?}");
+        assert_eq!(a.addrs[0], a.addrs[1]);
+        assert_eq!(b.addrs[0], b.addrs[1]);
+        assert_ne!(a.addrs, b.addrs, "round robin goes on");
+        assert_eq!(count(0) + count(1), counted + 2, "one use per lookup");
+        assert_eq!(
+            by_name2("web.lan", libc::AF_INET6, 1024),
+            ok("web.lan", &["fd00::1", "fd00::1"])
+        );
+        assert_eq!(
+            by_name4("four.lan", false, 1024),
+            ok("four.lan", &["10.1.0.1"])
+        );
+        assert_eq!(
+            by_name2("down.lan", libc::AF_INET, 1024),
+            fail(TRYAGAIN, libc::EAGAIN, 2)
+        );
+
         // A replacement by rename is used at once once the old table is retired, whatever its
         // capacity.
         let (id, _) = segment(8, Capacity::MAX);
@@ -831,11 +935,11 @@ mod tests {
         retire(&file);
         assert_eq!(
             by_name2("web.lan", libc::AF_INET, 1024),
-            ok("web.lan", &["10.9.9.9"])
+            ok("web.lan", &["10.9.9.9", "10.9.9.9"])
         );
         assert_eq!(
             by_name2("s4095.lan", libc::AF_INET, 1024),
-            ok("s4095.lan", &["10.8.15.255"])
+            ok("s4095.lan", &["10.8.15.255", "10.8.15.255"])
         );
         assert_eq!(
             by_name2("four.lan", libc::AF_INET, 1024),
@@ -852,7 +956,7 @@ mod tests {
         retire(&file);
         assert_eq!(
             by_name2("one.lan", libc::AF_INET6, 1024),
-            ok("one.lan", &["fd00::9"])
+            ok("one.lan", &["fd00::9", "fd00::9"])
         );
         assert_eq!(
             by_name2("web.lan", libc::AF_INET, 1024),

@@ -87,10 +87,12 @@ impl Failure {
     };
 
     /// The reply for a lookup that picked no address.
+    ///
+    /// Replies are borrowed statics, so that a `Result<(), &Failure>` travels in one register.
     #[inline]
-    pub fn of(miss: Miss) -> Failure {
+    pub fn of(miss: Miss) -> &'static Failure {
         // A table, not a match: a lookup's caller then tests only for success on its fast path.
-        const OF: [Failure; 4] = [
+        static OF: [Failure; 4] = [
             Failure::NOT_OURS,
             Failure::NO_DATA,
             Failure::ALL_DOWN,
@@ -102,7 +104,7 @@ impl Failure {
                 && Miss::AllDown as usize == 2
                 && Miss::Unavailable as usize == 3
         );
-        OF[miss as usize & 3]
+        &OF[miss as usize & 3]
     }
 }
 
@@ -130,12 +132,19 @@ fn padding(addr: usize, align: usize) -> usize {
 }
 
 /// Where the parts of a `hostent` answer go, as byte offsets from the start of the caller's
-/// buffer: `h_aliases = [NULL]`, `h_addr_list = [addr, NULL]`, the address, then the name.
+/// buffer: `h_aliases = [NULL]`, `h_addr_list` (the one address `copies` times, then NULL), the
+/// address, then the name.
+///
+/// `copies` is 1, except inside glibc's nscd, where it is 2: nscd keeps a `hostent` in its hosts
+/// cache only when it lists exactly one address (nscd/hstcache.c, `cache_addhst`: more are "used
+/// for load balancing"), and otherwise sends it to its client from temporary memory. Listing the
+/// picked address twice keeps every answer out of that cache, so each client gets a fresh pick;
+/// a client sees the same address twice, which at worst makes it connect to that backend twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostentLayout {
     /// The aliases array (one null pointer); pointer-aligned.
     pub aliases: usize,
-    /// The address list (the address pointer, then null); pointer-aligned.
+    /// The address list (the address pointer `copies` times, then null); pointer-aligned.
     pub addr_list: usize,
     /// The address bytes; aligned for `in6_addr` (4) because it follows the pointers.
     pub addr: usize,
@@ -146,12 +155,18 @@ pub struct HostentLayout {
 }
 
 impl HostentLayout {
-    /// The layout for a buffer starting at address `buf`, an address of `addr_len` bytes and a
-    /// name of `name_len` bytes (without its NUL). `None` only if the sizes overflow.
-    pub fn new(buf: usize, addr_len: usize, name_len: usize) -> Option<HostentLayout> {
+    /// The layout for a buffer starting at address `buf`, an address of `addr_len` bytes listed
+    /// `copies` times and a name of `name_len` bytes (without its NUL). `None` only if the sizes
+    /// overflow.
+    pub fn new(
+        buf: usize,
+        addr_len: usize,
+        name_len: usize,
+        copies: usize,
+    ) -> Option<HostentLayout> {
         let aliases = padding(buf, align_of::<*mut c_char>());
         let addr_list = aliases.checked_add(PTR_SIZE)?;
-        let addr = addr_list.checked_add(2 * PTR_SIZE)?;
+        let addr = addr_list.checked_add(copies.checked_add(1)?.checked_mul(PTR_SIZE)?)?;
         let name = addr.checked_add(addr_len)?;
         let end = name.checked_add(name_len)?.checked_add(1)?;
         Some(HostentLayout {
@@ -222,23 +237,30 @@ mod tests {
 
     #[test]
     fn hostent_layout_is_aligned_and_exact() {
-        for buf in 0x1000..0x1010usize {
-            let l = HostentLayout::new(buf, 16, 7).unwrap();
-            assert_eq!((buf + l.aliases) % 8, 0, "buf {buf:#x}");
-            assert_eq!((buf + l.addr_list) % 8, 0);
-            assert_eq!((buf + l.addr) % 4, 0);
-            assert!(l.aliases < 8);
-            assert_eq!(l.addr_list, l.aliases + 8);
-            assert_eq!(l.addr, l.addr_list + 16);
-            assert_eq!(l.name, l.addr + 16);
-            assert_eq!(l.end, l.aliases + 8 + 16 + 16 + 7 + 1);
+        for copies in [1, 2] {
+            let list = (copies + 1) * 8;
+            for buf in 0x1000..0x1010usize {
+                let l = HostentLayout::new(buf, 16, 7, copies).unwrap();
+                assert_eq!((buf + l.aliases) % 8, 0, "buf {buf:#x}");
+                assert_eq!((buf + l.addr_list) % 8, 0);
+                assert_eq!((buf + l.addr) % 4, 0);
+                assert!(l.aliases < 8);
+                assert_eq!(l.addr_list, l.aliases + 8);
+                assert_eq!(l.addr, l.addr_list + list);
+                assert_eq!(l.name, l.addr + 16);
+                assert_eq!(l.end, l.aliases + 8 + list + 16 + 7 + 1);
+            }
         }
-        assert_eq!(HostentLayout::new(0x1000, 4, 7).unwrap().end, 24 + 4 + 8);
+        assert_eq!(HostentLayout::new(0x1000, 4, 7, 1).unwrap().end, 24 + 4 + 8);
         assert_eq!(
-            HostentLayout::new(0x1001, 4, 7).unwrap().end,
+            HostentLayout::new(0x1001, 4, 7, 1).unwrap().end,
             7 + 24 + 4 + 8
         );
-        assert_eq!(HostentLayout::new(0, usize::MAX - 30, 7), None);
+        // Inside nscd: one pointer more.
+        assert_eq!(HostentLayout::new(0x1000, 4, 7, 2).unwrap().end, 32 + 4 + 8);
+        assert_eq!(HostentLayout::new(0, usize::MAX - 30, 7, 1), None);
+        assert_eq!(HostentLayout::new(0, 4, 7, usize::MAX), None);
+        assert_eq!(HostentLayout::new(0, 4, 7, usize::MAX / 8), None);
     }
 
     #[test]
@@ -267,7 +289,7 @@ mod tests {
     #[test]
     fn statuses_follow_the_contract() {
         assert_eq!(
-            Failure::of(Miss::NotOurs),
+            *Failure::of(Miss::NotOurs),
             Failure {
                 status: 0,
                 errno: libc::ENOENT,
@@ -277,7 +299,7 @@ mod tests {
         let f = Failure::of(Miss::NoData);
         assert_eq!((f.status, f.h_errno), (0, 4));
         assert_eq!(
-            Failure::of(Miss::AllDown),
+            *Failure::of(Miss::AllDown),
             Failure {
                 status: -2,
                 errno: libc::EAGAIN,

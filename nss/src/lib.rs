@@ -4,7 +4,8 @@
 //! agent's shared table it answers at once with the one backend per family that the service's
 //! policy picks and counts that use; any other name falls through to the next source.
 //!
-//! - [`abi`]: the four `_nss_lbfo_gethostbyname*_r` entry points and the panic handler.
+//! - [`abi`]: the four `_nss_lbfo_gethostbyname*_r` entry points, the nscd init hook and the
+//!   panic handler.
 //! - [`answer`]: NSS statuses and the exact layout of the caller's buffer (pure, safe).
 //! - [`map`]: the lazily mapped table, its replacement, the counters segment (lock-free).
 //!

@@ -71,10 +71,15 @@ lbfo_nsswitch_check() {
 
 # (postinst only, as above.)
 # shellcheck disable=SC2317
-# Notes an installed nscd or unscd whose hosts cache is on (`enable-cache hosts yes` in
-# /etc/nscd.conf, read as both read it: the last such line wins). That cache keeps answers of
-# gethostbyname() and friends after lbfo has moved on, so balancing and failover stop for the
-# programs that use it. Another package's conffile: this only says what to change.
+# Notes a name service cache daemon that keeps lbfo's answers, and so keeps serving the backend a
+# lookup got after lbfo has moved on. Only where it still happens, with /etc/nscd.conf's hosts
+# cache on (the last `enable-cache hosts` line wins, as both daemons read it):
+# - unscd (Debian's /usr/sbin/nscd too; its executable names the `worker_nscd` processes it
+#   re-executes itself as) caches every answer: say what to change in its conffile, which is
+#   not ours to edit;
+# - glibc's nscd keeps none of lbfo's answers (the module lists the address twice in every
+#   hostent answer it gives nscd), but a running nscd keeps the module it loaded, and one loaded
+#   before this upgrade is marked deleted in its memory map: say to restart it.
 lbfo_nscd_note() {
     conf=/etc/nscd.conf
     [ -x /usr/sbin/nscd ] && [ -f "$conf" ] || return 0
@@ -82,14 +87,22 @@ lbfo_nscd_note() {
         $1 == "enable-cache" && $2 == "hosts" { v = $3 }
         END { print (v == "yes") ? "yes" : "no" }' "$conf" 2>/dev/null) || return 0
     [ "$on" = yes ] || return 0
-    cat >&2 <<'LBFO_NSCD'
-lbfo: note: nscd (or unscd) is installed with its hosts cache on (/etc/nscd.conf:
-lbfo:   enable-cache hosts yes). That cache keeps the backend a gethostbyname() caller got
-lbfo:   (getent hosts, Python's socket.gethostbyname, many older programs) and keeps serving it
-lbfo:   after lbfo has moved on, even after `down`: balancing and failover stop for them.
-lbfo:   Set `enable-cache hosts no` in /etc/nscd.conf and restart nscd (passwd and group
-lbfo:   caching can stay on). See nss-lbfo(8), NOTES.
-LBFO_NSCD
+    if grep -q worker_nscd /usr/sbin/nscd 2>/dev/null; then
+        cat >&2 <<'LBFO_UNSCD'
+lbfo: note: unscd is installed with its hosts cache on (/etc/nscd.conf: enable-cache hosts
+lbfo:   yes). unscd keeps every answer, so the backend a program got (through getaddrinfo()
+lbfo:   or gethostbyname()) keeps being served after lbfo has moved on, even after `down`:
+lbfo:   balancing and failover stop. Set `enable-cache hosts no` in /etc/nscd.conf and restart
+lbfo:   unscd (passwd and group caching can stay on). See nss-lbfo(8), NOTES.
+LBFO_UNSCD
+        return 0
+    fi
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = nscd ] || continue
+        grep -q '/libnss_lbfo\.so\.2 (deleted)$' "$d/maps" 2>/dev/null || continue
+        echo "lbfo: note: nscd (pid ${d#/proc/}) still runs the lbfo module it loaded before this" >&2
+        echo "lbfo:   upgrade and may keep answers: restart nscd. See nss-lbfo(8), NOTES." >&2
+    done
 }
 
 # Set by postrm remove when it took lbfo off the hosts: line, so that installing the package

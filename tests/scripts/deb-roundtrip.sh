@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, uses, removes and purges the lbfo .deb in a throwaway root, as tests/tests/deb.rs
 # runs it: `unshare -m -i -p -f --mount-proc --propagation private bash deb-roundtrip.sh DEB SCRATCH
-# NSCD_ROOT`, NSCD_ROOT being Debian's nscd package unpacked (for its binary and its nscd.conf).
+# NSCD_ROOT UNSCD_ROOT`, NSCD_ROOT and UNSCD_ROOT being Debian's nscd and unscd packages unpacked
+# (for their binaries and their nscd.conf).
 #
 # Private mount, IPC and PID namespaces: overlays (upper layers on a tmpfs) over /etc, /usr and
 # /var (so dpkg's database, nsswitch.conf, /etc/hosts, the installed files and man-db's cache),
@@ -12,6 +13,7 @@ set -euo pipefail
 deb=$1
 scratch=$2
 nscd_root=$3
+unscd_root=$4
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
 mount -t tmpfs tmpfs "$scratch"
@@ -226,25 +228,49 @@ ok "postinst warns when lbfo comes after resolve [!UNAVAIL=return], and leaves t
 dpkg --purge lbfo >/dev/null 2>&1 || fail "dpkg --purge, misplaced"
 printf '%s\n' "$nss_before" >/etc/nsswitch.conf
 
-# nscd installed (its binary and its own conffile, from Debian's package) with the hosts cache
-# on, as Debian ships it: the postinst says what to change; off: it says nothing. The conffile
-# is nscd's, never edited.
+# The name service cache daemons installed (binary and own conffile, from Debian's packages),
+# their conffiles never edited. glibc's nscd with the hosts cache on, as Debian ships it: no note,
+# it keeps none of lbfo's answers; but when it runs the module it loaded before an upgrade, the
+# upgrade's postinst says to restart it. unscd with its hosts cache turned on (Debian ships it
+# off): a note saying what to change. Off: nothing.
 install -D -m 0755 "$nscd_root/usr/sbin/nscd" /usr/sbin/nscd
 install -D -m 0644 "$nscd_root/etc/nscd.conf" /etc/nscd.conf
 grep -Eq '^[[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+yes' /etc/nscd.conf \
   || fail "Debian's nscd.conf has the hosts cache on"
 cp /etc/nscd.conf "$scratch/nscd.conf.orig"
 dpkg -i "$deb" >"$scratch/dpkg-n.log" 2>&1 || { cat "$scratch/dpkg-n.log"; fail "dpkg -i with nscd"; }
-if ! { grep -q 'nscd (or unscd) is installed with its hosts cache on' "$scratch/dpkg-n.log" &&
-  grep -q 'enable-cache hosts no' "$scratch/dpkg-n.log"; }; then
-  cat "$scratch/dpkg-n.log"
-  fail "postinst notes nscd's hosts cache"
-fi
+grep -q nscd "$scratch/dpkg-n.log" && { cat "$scratch/dpkg-n.log"; fail "no note for glibc's nscd"; }
 cmp -s /etc/nscd.conf "$scratch/nscd.conf.orig" || fail "nscd.conf untouched"
-sed -E 's/^([[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+)yes/\1no/' "$scratch/nscd.conf.orig" >/etc/nscd.conf
-dpkg -i "$deb" >"$scratch/dpkg-n2.log" 2>&1 || { cat "$scratch/dpkg-n2.log"; fail "dpkg -i with nscd, hosts cache off"; }
-grep -q nscd "$scratch/dpkg-n2.log" && { cat "$scratch/dpkg-n2.log"; fail "no note with the hosts cache off"; }
-ok "postinst notes an nscd with its hosts cache on (and not off), nscd.conf untouched"
+mkdir -p /run/nscd /var/cache/nscd
+/usr/sbin/nscd -F >"$scratch/nscd.log" 2>&1 &
+nscd=$!
+for _ in $(seq 1 500); do grep -qs libnss_lbfo "/proc/$nscd/maps" && break; sleep 0.01; done
+grep -qs libnss_lbfo "/proc/$nscd/maps" || { cat "$scratch/nscd.log"; fail "nscd loaded the module"; }
+dpkg -i "$deb" >"$scratch/dpkg-n2.log" 2>&1 || { cat "$scratch/dpkg-n2.log"; fail "dpkg -i, nscd running"; }
+kill "$nscd"
+wait "$nscd" || true
+if ! grep -q "nscd (pid $nscd) still runs the lbfo module it loaded before this" "$scratch/dpkg-n2.log" ||
+  ! grep -q "restart nscd" "$scratch/dpkg-n2.log"; then
+  cat "$scratch/dpkg-n2.log"
+  fail "the upgrade's postinst says to restart nscd"
+fi
+ok "postinst: no note for glibc's nscd, restart it after an upgrade it runs the old module through"
+install -m 0755 "$unscd_root/usr/sbin/nscd" /usr/sbin/nscd
+install -m 0644 "$unscd_root/etc/nscd.conf" /etc/nscd.conf
+sed -E 's/^([[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+)no/\1yes/' "$unscd_root/etc/nscd.conf" >/etc/nscd.conf
+grep -Eq '^[[:blank:]]*enable-cache[[:blank:]]+hosts[[:blank:]]+yes' /etc/nscd.conf || fail "unscd's hosts cache on"
+cp /etc/nscd.conf "$scratch/nscd.conf.orig"
+dpkg -i "$deb" >"$scratch/dpkg-u.log" 2>&1 || { cat "$scratch/dpkg-u.log"; fail "dpkg -i with unscd"; }
+if ! { grep -q 'unscd is installed with its hosts cache on' "$scratch/dpkg-u.log" &&
+  grep -q 'enable-cache hosts no' "$scratch/dpkg-u.log"; }; then
+  cat "$scratch/dpkg-u.log"
+  fail "postinst notes unscd's hosts cache"
+fi
+cmp -s /etc/nscd.conf "$scratch/nscd.conf.orig" || fail "unscd's nscd.conf untouched"
+install -m 0644 "$unscd_root/etc/nscd.conf" /etc/nscd.conf
+dpkg -i "$deb" >"$scratch/dpkg-u2.log" 2>&1 || { cat "$scratch/dpkg-u2.log"; fail "dpkg -i with unscd, hosts cache off"; }
+grep -q nscd "$scratch/dpkg-u2.log" && { cat "$scratch/dpkg-u2.log"; fail "no note with unscd's hosts cache off"; }
+ok "postinst notes unscd with its hosts cache on (and not off), its nscd.conf untouched"
 dpkg --purge lbfo >/dev/null 2>&1 || fail "dpkg --purge, nscd"
 rm -f /usr/sbin/nscd /etc/nscd.conf
 same /etc/nsswitch.conf "$nss_before" "purge restored nsswitch.conf after the nscd checks" >/dev/null

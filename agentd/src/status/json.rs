@@ -146,7 +146,11 @@ pub fn json(s: &Snapshot) -> String {
     o.s(",\"nscd_hosts_cache\":");
     match &s.nscd {
         Some(n) => {
-            o.s("{\"pid\":").n(n.pid as u64).s(",\"conf\":").q(&n.conf);
+            o.s("{\"pid\":").n(n.pid as u64);
+            o.s(",\"daemon\":")
+                .q(n.daemon.name())
+                .s(",\"conf\":")
+                .q(&n.conf);
             o.s(",\"warning\":").q(&n.warning()).s("}");
         }
         None => {

@@ -15,8 +15,9 @@
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
 //!
-//! It also warns, in every form, while an nscd with its hosts cache on runs ([`nscd`]): that
-//! cache keeps serving a backend after lbfo has moved on.
+//! It also warns, in every form, while an nscd whose hosts cache keeps lbfo's answers runs
+//! ([`nscd`]: unscd, or glibc's nscd still running a replaced module): that cache keeps serving a
+//! backend after lbfo has moved on.
 
 mod json;
 pub mod nscd;
@@ -108,7 +109,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceRow>,
     /// The cluster state the agent last wrote, if it runs in a cluster.
     pub cluster: Option<ClusterInfo>,
-    /// A running nscd whose hosts cache is on (filled in by the caller: [`nscd::find`]).
+    /// A running nscd whose hosts cache keeps lbfo's answers (filled in by the caller:
+    /// [`nscd::find`]).
     pub nscd: Option<nscd::CachingNscd>,
 }
 
@@ -573,17 +575,18 @@ mod tests {
         assert!(prometheus(&s).contains("\nlbfo_nscd_hosts_cache 0\n"));
         s.nscd = Some(nscd::CachingNscd {
             pid: 77,
+            daemon: nscd::Daemon::Unscd,
             conf: "/etc/nscd.conf".into(),
         });
         let t = text(&s);
         assert!(
             t.contains(
-                "\nwarning     nscd (pid 77) caches hosts (/etc/nscd.conf: enable-cache hosts yes)"
+                "\nwarning     unscd (pid 77) caches hosts (/etc/nscd.conf: enable-cache hosts yes)"
             ),
             "{t}"
         );
         let j = json(&s);
-        assert!(j.contains(",\"nscd_hosts_cache\":{\"pid\":77,\"conf\":\"/etc/nscd.conf\",\"warning\":\"nscd (pid 77)"), "{j}");
+        assert!(j.contains(",\"nscd_hosts_cache\":{\"pid\":77,\"daemon\":\"unscd\",\"conf\":\"/etc/nscd.conf\",\"warning\":\"unscd (pid 77)"), "{j}");
         let p = prometheus(&s);
         assert!(
             p.contains("# HELP lbfo_nscd_hosts_cache Whether an nscd")

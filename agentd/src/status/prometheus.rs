@@ -169,7 +169,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         &Family {
             name: "lbfo_nscd_hosts_cache",
             kind: "gauge",
-            help: "Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.",
+            help: "Whether an nscd that keeps lbfo's answers is running (1): unscd with its hosts cache on, or glibc's nscd with its hosts cache on and an lbfo module replaced since it loaded it; it may keep serving a backend after lbfo moves on.",
         },
         flag(s.nscd.is_some()),
     );
@@ -433,7 +433,7 @@ lbfo_backend_priority{service=\"web.lan\",address=\"fd00::12\"} 2
 # TYPE lbfo_backend_limit gauge
 lbfo_backend_limit{service=\"web.lan\",address=\"10.0.0.11\"} 0
 lbfo_backend_limit{service=\"web.lan\",address=\"fd00::12\"} 100
-# HELP lbfo_nscd_hosts_cache Whether an nscd with its hosts cache on is running (1): it keeps serving a backend after lbfo moves on; set enable-cache hosts no in nscd.conf.
+# HELP lbfo_nscd_hosts_cache Whether an nscd that keeps lbfo's answers is running (1): unscd with its hosts cache on, or glibc's nscd with its hosts cache on and an lbfo module replaced since it loaded it; it may keep serving a backend after lbfo moves on.
 # TYPE lbfo_nscd_hosts_cache gauge
 lbfo_nscd_hosts_cache 0
 ";
