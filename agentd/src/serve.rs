@@ -58,7 +58,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::ClockId;
 
-use crate::agent::{Agent, Now, Saver};
+use crate::agent::{Agent, Now, Saver, Shm, Tables};
 use crate::cluster::socket::{Incoming, Net};
 use crate::cluster::{wire, Cluster};
 use crate::control::config::{self, Config};
@@ -112,7 +112,7 @@ pub fn serve(
     flush(&mut log);
     let lock = lock.map_err(|e| format!("table {table}: {e}"))?;
     let fifo = open_fifo(&config.fifo)?;
-    let shared = tablefile::open(&config.table, config.capacity, lock, &mut log);
+    let shared = tablefile::open(&config.table, config.capacity, &lock, &mut log);
     flush(&mut log);
     let shared = shared.map_err(|e| format!("table {table}: {e}"))?;
     let clock = Clock::start();
@@ -123,7 +123,7 @@ pub fn serve(
         }
         None => (None, None),
     };
-    let agent = start(config_path, config, &shared, &clock, cluster)?;
+    let agent = start(config_path, config, shared, &clock, cluster);
     let mut l = Loop {
         agent,
         config_path,
@@ -143,8 +143,8 @@ pub fn serve(
         spare: spare_fds(),
     };
     l.send();
-    let committed = shared.commit(&mut log);
-    flush(&mut log);
+    let committed = l.agent.commit();
+    flush(&mut l.agent.take_log());
     committed.map_err(|e| format!("table {table}: {e}"))?;
     say(&format!(
         "ready: commands on {}, table {table}",
@@ -155,6 +155,9 @@ pub fn serve(
             say(&format!(
                 "{signal}: exiting; the table stays in place and keeps answering"
             ));
+            l.agent.leave();
+            flush(&mut l.agent.take_log());
+            drop(lock);
             return Ok(());
         }
     }
@@ -246,20 +249,13 @@ fn join(
 
 /// Starts the agent over the table: the state file restored, the config applied, everything
 /// published.
-fn start<'m>(
+fn start(
     config_path: &Path,
     config: Config,
-    shared: &'m Shared,
+    shared: Shared,
     clock: &Clock,
     cluster: Option<Cluster>,
-) -> Result<Agent<'m>, String> {
-    let table = config.table.shown().to_string();
-    let writer = shared
-        .writer()
-        .ok_or_else(|| format!("table {table}: lost its header"))?;
-    let counters = shared
-        .counters_view()
-        .ok_or_else(|| format!("table {table}: counters segment does not match"))?;
+) -> Agent<'static> {
     let saved = config
         .state
         .as_deref()
@@ -280,10 +276,15 @@ fn start<'m>(
             state::save(&p, bytes).map_err(|e| format!("{}: {}", p.shown(), io_text(&e)))
         }))
     });
+    let path = config.table.clone();
+    let tables = Tables(Box::new(move |capacity| {
+        tablefile::make(&path, capacity)
+            .map(|t| Box::new(t) as Box<dyn Shm>)
+            .map_err(|e| e.to_string())
+    }));
     let adopted = shared.adopted;
     let mut agent = Agent::start_with(
-        writer,
-        counters,
+        Box::new(shared),
         adopted,
         config_path.to_owned(),
         config,
@@ -291,9 +292,10 @@ fn start<'m>(
         cluster,
         saved,
         saver,
+        Some(tables),
     );
     flush(&mut agent.take_log());
-    Ok(agent)
+    agent
 }
 
 /// The loop's clock: the only place the agent reads the time.

@@ -337,3 +337,116 @@ fn a_table_that_does_not_fit_its_filesystem_is_refused_at_start_not_a_sigbus_lat
         "{err}"
     );
 }
+
+/// The counters segment the table names, as `status --json` shows it.
+fn counters_id(h: &Host) -> i32 {
+    let j = h.status_json();
+    let at = j.find("\"counters_id\":").unwrap() + "\"counters_id\":".len();
+    j[at..].split(',').next().unwrap().parse().unwrap()
+}
+
+/// Whether SysV segment `id` exists (in this IPC namespace).
+fn segment_exists(id: i32) -> bool {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+}
+
+#[test]
+fn a_reload_with_a_larger_capacity_reaches_running_programs_and_removes_the_old_segment() {
+    let mut h = Host::new("capacity 2 2\nadd a.lan 10.0.0.1\nadd b.lan 10.0.1.1\n");
+    h.start();
+    let old = counters_id(&h);
+    // A program that keeps running across the reload, as a daemon's resolver would.
+    let mut follower = h
+        .command(&h.bin.resolve)
+        .args(["--nss", "lbfo files", "follow", "c.lan"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ask = {
+        use std::io::{BufRead, Write};
+        let mut stdin = follower.stdin.take().unwrap();
+        let mut out = std::io::BufReader::new(follower.stdout.take().unwrap());
+        move || {
+            stdin.write_all(b"?\n").unwrap();
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim().to_owned()
+        }
+    };
+    assert_ne!(ask(), "10.0.2.1");
+    h.send("add c.lan 10.0.2.1\n");
+    h.wait_for("c.lan refused for the capacity", || {
+        h.log().contains("table full: `capacity` allows 2 services")
+    });
+    h.write_config(
+        "capacity 16 4\nadd a.lan 10.0.0.1\nadd b.lan 10.0.1.1\nadd c.lan 10.0.2.1\nadd c.lan 10.0.2.2\n",
+    );
+    h.signal(libc::SIGHUP);
+    h.wait_for("the new table in place", || {
+        h.log().contains("the new table is in place")
+    });
+    h.wait_answer("c.lan", "10.0.2.1");
+    let t0 = std::time::Instant::now();
+    while !ask().starts_with("10.0.2.") {
+        assert!(
+            t0.elapsed().as_secs() < 5,
+            "the running program never saw c.lan"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let status = h.status_json();
+    assert!(
+        status.contains("\"capacity\":{\"max_services\":16,\"max_backends\":4}"),
+        "{status}"
+    );
+    assert_ne!(counters_id(&h), old);
+    assert!(!segment_exists(old), "the old table's segment is gone");
+    let log = h.log();
+    assert!(
+        log.contains(&format!(
+            "marked the previous table's segment {old} for removal"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_table_deleted_while_no_agent_runs_leaves_no_segment_behind() {
+    let mut h = Host::new("add a.lan 10.0.0.1\n");
+    h.start();
+    let id = counters_id(&h);
+    h.stop();
+    assert!(
+        segment_exists(id),
+        "kept while the table is there: lookups go on counting"
+    );
+    std::fs::remove_file(h.table()).unwrap();
+    h.start();
+    assert!(!segment_exists(id), "{}", h.log());
+    assert!(
+        h.log().contains(&format!(
+            "counters: marked a deleted table's segment {id} for removal"
+        )),
+        "{}",
+        h.log()
+    );
+}
+
+#[test]
+fn an_agent_whose_table_was_deleted_removes_its_segment_when_it_exits() {
+    let mut h = Host::new("add a.lan 10.0.0.1\n");
+    h.start();
+    let id = counters_id(&h);
+    std::fs::remove_file(h.table()).unwrap();
+    h.stop();
+    assert!(!segment_exists(id), "{}", h.log());
+    let log = h.log();
+    assert!(log.contains(&format!("segment {id} for removal")), "{log}");
+}

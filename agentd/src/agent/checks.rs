@@ -18,7 +18,7 @@ impl<'m> Agent<'m> {
         let mut hits = Vec::new();
         for (slot, s) in self.services() {
             for (pos, b) in s.iter().filter(|(_, b)| b.limit > 0) {
-                let n = self.counters.count(slot, pos);
+                let n = self.counters().count(slot, pos);
                 if n >= b.limit {
                     hits.push((
                         Command::Del {

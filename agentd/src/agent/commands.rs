@@ -83,7 +83,8 @@ fn setting_refused(s: &Setting<'_>) -> String {
         Setting::HostsFile(_)
         | Setting::DnsmasqPid(_)
         | Setting::Check(_)
-        | Setting::MaxLookupRate(_) => "change it in the config file and reload (SIGHUP)",
+        | Setting::MaxLookupRate(_)
+        | Setting::Capacity(_) => "change it in the config file and reload (SIGHUP)",
         _ => "change it in the config file and restart the agent (a reload keeps the running one)",
     };
     format!(

@@ -81,6 +81,14 @@ impl Guard {
         &mut self.shadow[i]
     }
 
+    /// Every counter moved to a new table (a reload with another capacity): the next look takes
+    /// them as they stand there, as at start.
+    pub(super) fn moved(&mut self) {
+        self.shadow.clear();
+        self.at_ms = None;
+        self.logged = VecSet::default();
+    }
+
     /// The agent zeroed the counters of `slot`'s positions in `mask`.
     pub(super) fn zeroed(&mut self, slot: usize, mask: u16) {
         for pos in (0..MAX_BACKENDS).filter(|p| mask >> p & 1 == 1) {
@@ -124,10 +132,12 @@ impl Agent<'_> {
         let ms = last.map_or(0, |l| now_ms.saturating_sub(l).max(1));
         let allowed = rate.saturating_mul(ms).div_ceil(1000);
         let before = self.guard.counts;
+        // The fields apart, so the guard can change while the counters are read.
+        let counters = CountersView::with_layout(self.shm.counters(), self.shm.layout());
         for (slot, s) in self.slots.iter().enumerate() {
             let Some(s) = s else { continue };
             for (pos, b) in s.iter() {
-                let now = self.counters.count(slot, pos);
+                let now = counters.count(slot, pos);
                 let shadow = self.guard.at(slot, pos);
                 let moved = judge(*shadow, now, allowed);
                 if last.is_none() || moved == Move::Lookups {
@@ -135,7 +145,7 @@ impl Agent<'_> {
                     continue;
                 }
                 let was = *shadow;
-                if let Some(to) = put_back(&self.counters, (slot, pos), now, was, allowed) {
+                if let Some(to) = put_back(&counters, (slot, pos), now, was, allowed) {
                     *self.guard.at(slot, pos) = to;
                 }
                 self.guard.counts += 1;
@@ -156,24 +166,27 @@ impl Agent<'_> {
                 ));
             }
         }
-        if self.guard.counts != before {
-            self.writer
-                .set_tampered(self.guard.counts, self.guard.header);
+        if let Some(w) = self.writer().filter(|_| self.guard.counts != before) {
+            w.set_tampered(self.guard.counts, self.guard.header);
         }
     }
 
     /// Rewrites the counters segment's header if something changed it.
     pub(super) fn guard_header(&mut self) {
-        let view = self.writer.view();
+        let Some(view) = self.writer().map(|w| w.view()) else {
+            return;
+        };
         if !self
-            .counters
+            .counters()
             .repair_header(view.generation(), view.layout())
         {
             return;
         }
         self.guard.header += 1;
         let n = self.guard.header;
-        self.writer.set_tampered(self.guard.counts, n);
+        if let Some(w) = self.writer() {
+            w.set_tampered(self.guard.counts, n);
+        }
         // The first time and then ever more rarely: someone rewriting it in a loop cannot fill
         // the log.
         if n.is_power_of_two() {

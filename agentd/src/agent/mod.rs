@@ -1,7 +1,7 @@
 //! The agent's state and duties: apply commands, publish the table, heartbeat, usage limits.
 //!
-//! [`Agent`] owns the authoritative [`Table`] slots and the writer of the shared table, but no
-//! file descriptor and no clock: the loop (`serve`) hands it FIFO pieces, datagrams, reloaded
+//! [`Agent`] owns the authoritative [`Table`] slots and the shared memory it writes ([`Shm`]: the
+//! table and its counters segment), but no file descriptor and no clock: the loop (`serve`) hands it FIFO pieces, datagrams, reloaded
 //! configs and the time ([`Now`]); [`Agent::next_deadline`] says when it next needs to be called. Tests drive it
 //! with a fake clock over plain memory.
 //!
@@ -25,7 +25,8 @@
 //! The rooms: this file holds the agent and its rhythm (publish, tick, deadlines); `start.rs`
 //! starting over a table (adopt, restore the state file, apply the config); `commands.rs` how a
 //! command gets in (FIFO lines, `command`, `apply`); `reload.rs` the config on SIGHUP;
-//! `reconcile.rs` the cluster side (datagrams, the slots brought to the replica); `checks.rs`
+//! `reconcile.rs` the cluster side (datagrams, the slots brought to the replica); `tables.rs` the
+//! shared memory and the move to a table of another capacity on reload; `checks.rs`
 //! usage limits and health-check verdicts; `counters.rs` the usage counters' guard (what a local
 //! user writes into the segment is put back); `state.rs` what the state file saves; `tests.rs`.
 
@@ -36,10 +37,13 @@ mod reconcile;
 mod reload;
 mod start;
 mod state;
+mod tables;
 #[cfg(test)]
 mod tests;
 
-use lbfo_core::{CountersView, Service, Table, Writer};
+pub use tables::{MakeFn, Shm, Tables};
+
+use lbfo_core::{Service, Table};
 use std::path::PathBuf;
 
 use crate::cluster::Cluster;
@@ -87,8 +91,10 @@ struct Pending {
 #[derive(Debug)]
 pub struct Agent<'m> {
     slots: Vec<Option<Service>>,
-    writer: Writer<'m>,
-    counters: CountersView<'m>,
+    /// The table and counters segment it writes.
+    shm: Box<dyn Shm + 'm>,
+    /// Makes a table of another capacity when a reload asks for one.
+    tables: Option<Tables<'m>>,
     config_path: PathBuf,
     config: Config,
     pending: Pending,
@@ -133,17 +139,17 @@ impl<'m> Agent<'m> {
         if p.slots.is_empty() && p.zero.is_empty() && !p.index {
             return;
         }
-        for &slot in p.slots.keys() {
-            self.writer
-                .write_service(slot, self.slots.get(slot).and_then(Option::as_ref));
+        if let Some(w) = self.writer() {
+            for &slot in p.slots.keys() {
+                w.write_service(slot, self.slots.get(slot).and_then(Option::as_ref));
+            }
         }
         for &(slot, mask, ticket) in &p.zero {
-            self.counters.zero(slot, mask, ticket);
+            self.counters().zero(slot, mask, ticket);
             self.guard.zeroed(slot, mask);
         }
-        if p.index {
-            self.writer
-                .write_index(self.services().map(|(i, s)| (i, &s.name)));
+        if let Some(w) = self.writer().filter(|_| p.index) {
+            w.write_index(self.services().map(|(i, s)| (i, &s.name)));
         }
         let has_limits = self
             .services()
@@ -180,7 +186,9 @@ impl<'m> Agent<'m> {
             self.export = Some(e);
         }
         if now.mono_ms >= self.next_heartbeat {
-            self.writer.heartbeat(now.wall_ms);
+            if let Some(w) = self.writer() {
+                w.heartbeat(now.wall_ms);
+            }
             self.next_heartbeat = now.mono_ms + HEARTBEAT_MS;
         }
     }
@@ -220,7 +228,8 @@ impl<'m> Agent<'m> {
 
     /// The slots as a table of the shared table's capacity.
     fn table(&mut self) -> Table<'_> {
-        Table::with_capacity(&mut self.slots, self.writer.capacity())
+        let capacity = self.capacity();
+        Table::with_capacity(&mut self.slots, capacity)
     }
 
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {

@@ -22,6 +22,9 @@ impl<'m> Agent<'m> {
                 self.log(format!("{what}: {cmd} (no longer in the config)"));
             }
         }
+        // Between the removals (a smaller capacity may hold only what is left) and the commands
+        // (a larger one may be what they need).
+        self.resize(config.capacity, what);
         let wall = self.now.wall_ms;
         for (line, cmd) in &config.commands {
             if matches!(cmd, Command::Reset { .. }) {
@@ -103,13 +106,6 @@ impl<'m> Agent<'m> {
                     .map_or("none".to_owned(), |p| p.shown().to_string())
             ));
             config.state.clone_from(&self.config.state);
-        }
-        if self.config.capacity != config.capacity {
-            notes.push(format!(
-                "reload: `capacity` changed to {}; still {} until the agent is restarted",
-                config.capacity, self.config.capacity
-            ));
-            config.capacity = self.config.capacity;
         }
         if self.config.cluster != config.cluster {
             notes.push(

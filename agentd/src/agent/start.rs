@@ -6,9 +6,9 @@ use crate::sys::fs::Shown;
 use std::path::PathBuf;
 
 use lbfo_core::table::ApplyError;
-use lbfo_core::{CountersView, Service, Table, Writer};
+use lbfo_core::{Service, Table, Writer};
 
-use super::{counters, Agent, Now, Pending, Saver};
+use super::{counters, Agent, Now, Pending, Saver, Shm, Tables};
 use crate::cluster::replica::Refused;
 use crate::cluster::{full_text, Cluster};
 use crate::control::config::{self, Config};
@@ -22,8 +22,7 @@ impl<'m> Agent<'m> {
     /// published before this returns.
     #[cfg(test)]
     pub fn start(
-        writer: Writer<'m>,
-        counters: CountersView<'m>,
+        shm: Box<dyn Shm + 'm>,
         adopt: bool,
         config_path: PathBuf,
         config: Config,
@@ -31,13 +30,13 @@ impl<'m> Agent<'m> {
         cluster: Option<Cluster>,
     ) -> Agent<'m> {
         Agent::start_with(
-            writer,
-            counters,
+            shm,
             adopt,
             config_path,
             config,
             now,
             cluster,
+            None,
             None,
             None,
         )
@@ -47,11 +46,11 @@ impl<'m> Agent<'m> {
     /// applied. In a cluster its entries are merged into the replica (so the config, stamped
     /// with its file's mtime, loses to every later change, as before the restart). Alone, the
     /// table is made to match it, and the config is applied on top only if the file changed
-    /// after the state was saved (as a reload would).
+    /// after the state was saved (as a reload would). `tables` makes the table a reload with
+    /// another `capacity` moves to (without it, such a reload keeps the table).
     #[allow(clippy::too_many_arguments)]
     pub fn start_with(
-        writer: Writer<'m>,
-        counters: CountersView<'m>,
+        shm: Box<dyn Shm + 'm>,
         adopt: bool,
         config_path: PathBuf,
         config: Config,
@@ -59,17 +58,10 @@ impl<'m> Agent<'m> {
         cluster: Option<Cluster>,
         saved: Option<Saved>,
         saver: Option<Saver<'m>>,
+        tables: Option<Tables<'m>>,
     ) -> Agent<'m> {
-        let mut agent = Agent::new(
-            writer,
-            counters,
-            adopt,
-            config_path,
-            &config,
-            now,
-            cluster,
-            saver,
-        );
+        let mut agent = Agent::new(shm, adopt, config_path, &config, now, cluster, saver);
+        agent.tables = tables;
         if agent.cluster.is_some() {
             if let Some(s) = &saved {
                 agent.restore_replica(s, now);
@@ -113,10 +105,8 @@ impl<'m> Agent<'m> {
 
     /// The agent before anything is applied: the slots as the table holds them if adopted
     /// (empty otherwise), the config's settings without its commands, everything due at once.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        writer: Writer<'m>,
-        counters: CountersView<'m>,
+        shm: Box<dyn Shm + 'm>,
         adopt: bool,
         config_path: PathBuf,
         config: &Config,
@@ -124,14 +114,16 @@ impl<'m> Agent<'m> {
         cluster: Option<Cluster>,
         saver: Option<Saver<'m>>,
     ) -> Agent<'m> {
-        let view = writer.view();
-        let slots: Vec<Option<Service>> = (0..writer.capacity().services())
-            .map(|slot| if adopt { view.service(slot) } else { None })
+        let view = Writer::resume(shm.table(), shm.layout()).map(|w| w.view());
+        let services = shm.layout().max_services;
+        let slots: Vec<Option<Service>> = (0..services)
+            .map(|slot| view.filter(|_| adopt).and_then(|v| v.service(slot)))
             .collect();
+        let tampered = view.map_or((0, 0), |v| v.tampered());
         Agent {
             slots,
-            writer,
-            counters,
+            shm,
+            tables: None,
             config_path,
             config: Config {
                 commands: Vec::new(),
@@ -155,7 +147,7 @@ impl<'m> Agent<'m> {
             save_failing: false,
             fastest_slots: (u64::MAX, Vec::new()),
             capacity_refused: 0,
-            guard: counters::Guard::resumed(view.tampered()),
+            guard: counters::Guard::resumed(tampered),
         }
     }
 
@@ -191,7 +183,7 @@ impl<'m> Agent<'m> {
     /// An agent alone: the slots brought to the saved table, service by service, with ordinary
     /// table commands (so an adopted table's slots and counters stay put).
     pub(super) fn restore_table(&mut self, saved: &Saved) {
-        let capacity = self.writer.capacity();
+        let capacity = self.capacity();
         let mut scratch: Vec<Option<Service>> = vec![None; capacity.services()];
         let mut t = Table::with_capacity(&mut scratch, capacity);
         for cmd in &saved.table {

@@ -5,14 +5,50 @@ use super::*;
 use crate::control::config;
 use crate::control::fifo::Piece;
 use lbfo_core::atomic::AtomicU64;
-use lbfo_core::shm::Layout;
-use lbfo_core::{Capacity, Lookup, TableView, Want};
+use lbfo_core::shm::{retire_any, Layout};
+use lbfo_core::{Capacity, CountersView, Lookup, TableView, Want, Writer};
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
+#[derive(Debug)]
 struct Mem {
     table: Vec<AtomicU64>,
     counters: Vec<AtomicU64>,
+    /// `commit` fails (as a rename that fails would).
+    refuse_commit: Cell<bool>,
 }
+
+/// The agent's memory over a `Mem`: `commit` as `refuse_commit` says, `retire` marks the table
+/// retired as the file's does.
+macro_rules! shm_over_mem {
+    ($t:ty) => {
+        impl Shm for $t {
+            fn table(&self) -> &[AtomicU64] {
+                &self.table
+            }
+            fn counters(&self) -> &[AtomicU64] {
+                &self.counters
+            }
+            fn layout(&self) -> Layout {
+                TableView::new_checked(&self.table).unwrap().layout()
+            }
+            fn commit(&mut self, _: &mut Vec<String>) -> Result<(), String> {
+                match self.refuse_commit.get() {
+                    true => Err("cannot rename (test)".to_owned()),
+                    false => Ok(()),
+                }
+            }
+            fn retire(&self, log: &mut Vec<String>) {
+                retire_any(&self.table);
+                log.push("retired (test)".to_owned());
+            }
+            fn leave(&self, _: &mut Vec<String>) {}
+        }
+    };
+}
+shm_over_mem!(&Mem);
+shm_over_mem!(Rc<Mem>);
 
 impl Mem {
     fn new() -> Mem {
@@ -25,15 +61,17 @@ impl Mem {
         let (table, counters) = (zeros(layout.total_words()), zeros(layout.counters_words()));
         Writer::init(&table, 7, capacity).unwrap();
         CountersView::init(&counters, 7, layout);
-        Mem { table, counters }
+        Mem {
+            table,
+            counters,
+            refuse_commit: Cell::new(false),
+        }
     }
 
     fn agent(&self, adopt: bool, conf: &str, t: u64) -> Agent<'_> {
-        let w = Writer::attach(&self.table).unwrap();
-        let c = CountersView::new_checked(&self.counters, &w.view()).unwrap();
+        Writer::attach(&self.table).unwrap();
         Agent::start(
-            w,
-            c,
+            Box::new(self),
             adopt,
             "conf".into(),
             config::parse(conf.as_bytes()).unwrap(),
@@ -122,7 +160,7 @@ fn every_setting_is_refused_on_the_fifo_naming_how_to_change_it() {
     for (i, (line, got)) in lines.iter().zip(&log).enumerate() {
         let kw = line.split(' ').next().unwrap();
         let how = match kw {
-            "hosts-file" | "dnsmasq-pid" | "check" | "max-lookup-rate" => {
+            "hosts-file" | "dnsmasq-pid" | "check" | "max-lookup-rate" | "capacity" => {
                 "change it in the config file and reload (SIGHUP)"
             }
             _ => "change it in the config file and restart the agent (a reload keeps the running one)",
@@ -474,6 +512,155 @@ fn an_overwritten_counters_header_is_rewritten_at_the_next_tick() {
     );
 }
 
+/// An agent over `start` (a `Mem` of its own) whose reloads make new tables as `Mem`s too, kept
+/// in the returned list so the test can read them.
+fn resizable(
+    start: Rc<Mem>,
+    conf: &str,
+    refuse: bool,
+) -> (Agent<'static>, Rc<std::cell::RefCell<Vec<Rc<Mem>>>>) {
+    let made = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let list = made.clone();
+    let tables = Tables(Box::new(move |capacity| {
+        let m = Rc::new(Mem::with_capacity(capacity));
+        m.refuse_commit.set(refuse);
+        list.borrow_mut().push(m.clone());
+        Ok(Box::new(m) as Box<dyn Shm>)
+    }));
+    let config = config::parse(conf.as_bytes()).unwrap();
+    let a = Agent::start_with(
+        Box::new(start),
+        false,
+        "conf".into(),
+        config,
+        at(0),
+        None,
+        None,
+        None,
+        Some(tables),
+    );
+    (a, made)
+}
+
+#[test]
+fn a_reload_with_a_larger_capacity_moves_the_table_and_its_counters_to_a_new_one() {
+    let small = Rc::new(Mem::with_capacity(Capacity::new(2, 2).unwrap()));
+    let conf = "capacity 2 2\nadd a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd b.lan 10.0.1.1\n";
+    let (mut a, made) = resizable(small.clone(), conf, false);
+    a.take_log();
+    let seen: Vec<String> = (0..3).map(|_| small.v4("a.lan")).collect();
+    assert_eq!(seen, ["10.0.0.1", "10.0.0.2", "10.0.0.1"]);
+    let log = send(&mut a, "add c.lan 10.0.2.1");
+    assert!(
+        log[0].contains("table full: `capacity` allows 2 services"),
+        "{log:?}"
+    );
+
+    let bigger = "capacity 8 4\nadd a.lan 10.0.0.1\nadd a.lan 10.0.0.2\nadd a.lan 10.0.0.3\n\
+                  add b.lan 10.0.1.1\nadd c.lan 10.0.2.1\n";
+    a.reload(config::parse(bigger.as_bytes()));
+    a.publish();
+    let log = a.take_log();
+    assert!(
+        log.contains(&"reload: capacity 8 services of 4 backends each (was 2 services of 2 backends each): the new table is in place".to_owned()),
+        "{log:?}"
+    );
+    assert!(log.contains(&"retired (test)".to_owned()), "{log:?}");
+    assert!(TableView::new_checked(&small.table).unwrap().retired());
+    let new = made.borrow()[0].clone();
+    assert_eq!(a.capacity(), Capacity::new(8, 4).unwrap());
+    // Slots and positions kept, and with them the counts and the turn.
+    assert_eq!((new.count(0, 0), new.count(0, 1)), (2, 1));
+    let turn = |m: &Mem| {
+        let v = TableView::new_checked(&m.table).unwrap();
+        CountersView::new_checked(&m.counters, &v).unwrap().turn(0)
+    };
+    assert_eq!(turn(&new), 3, "the rotation goes on from where it was");
+    assert_eq!(new.v4("c.lan"), "10.0.2.1");
+    assert_eq!(new.v4("b.lan"), "10.0.1.1");
+    assert!(new.heartbeat() > 0);
+}
+
+#[test]
+fn a_smaller_capacity_is_taken_if_what_is_left_fits_and_refused_if_not() {
+    let m = Rc::new(Mem::new());
+    let conf = "add a.lan 10.0.0.1\nadd b.lan 10.0.1.1\nadd c.lan 10.0.2.1\nadd c.lan 10.0.2.2\n\
+                add c.lan 10.0.2.3\nadd d.lan 10.0.3.1\nadd d.lan 10.0.3.2\n";
+    let (mut a, made) = resizable(m.clone(), conf, false);
+    send(
+        &mut a,
+        "del c.lan 10.0.2.1\ndel c.lan 10.0.2.2\nadd e.lan 10.0.4.1",
+    );
+    (0..2).for_each(|_| assert_eq!(m.v4("c.lan"), "10.0.2.3"));
+    assert_eq!(
+        m.count(2, 2),
+        2,
+        "c.lan is in slot 2, its backend at position 2"
+    );
+    a.take_log();
+
+    // The config drops a and b (removed first), but e, made on the FIFO, stays: three services
+    // do not fit two. Refused; the rest of the reload applies.
+    let fewer = "capacity 2 2\nadd c.lan 10.0.2.3\nadd d.lan 10.0.3.1\nadd d.lan 10.0.3.2\n";
+    a.reload(config::parse(fewer.as_bytes()));
+    a.publish();
+    let log = a.take_log();
+    assert!(
+        log.contains(&"reload: capacity 2 services of 2 backends each: the table holds 3 services; keeping 64 services of 8 backends each".to_owned()),
+        "{log:?}"
+    );
+    assert!(made.borrow().is_empty());
+    assert_eq!(m.v4("a.lan"), "NotOurs");
+    assert_eq!(m.v4("e.lan"), "10.0.4.1");
+
+    // Without e it fits: c and d move down into slots 0 and 1, c's backend into position 0,
+    // their counters with them.
+    send(&mut a, "del e.lan");
+    a.reload(config::parse(fewer.as_bytes()));
+    a.publish();
+    let log = a.take_log();
+    assert!(
+        log.iter().any(|l| l.ends_with("the new table is in place")),
+        "{log:?}"
+    );
+    let new = made.borrow()[0].clone();
+    assert_eq!(
+        new.count(0, 0),
+        2,
+        "c.lan's count, at its new slot and position"
+    );
+    assert_eq!(new.v4("c.lan"), "10.0.2.3");
+    assert_eq!(new.v4("d.lan"), "10.0.3.1");
+    assert_eq!(new.v4("a.lan"), "NotOurs");
+}
+
+#[test]
+fn a_new_table_that_cannot_be_put_in_place_leaves_the_old_one_answering() {
+    let m = Rc::new(Mem::new());
+    let (mut a, made) = resizable(m.clone(), "add a.lan 10.0.0.1\nadd a.lan 10.0.0.2\n", true);
+    assert_eq!(m.v4("a.lan"), "10.0.0.1");
+    a.take_log();
+    a.reload(config::parse(
+        b"capacity 16 2\nadd a.lan 10.0.0.1\nadd a.lan 10.0.0.2\n",
+    ));
+    a.publish();
+    let log = a.take_log();
+    assert!(
+        log.contains(&"reload: capacity 16 services of 2 backends each: cannot rename (test); keeping 64 services of 8 backends each".to_owned()),
+        "{log:?}"
+    );
+    assert_eq!(made.borrow().len(), 1);
+    assert_eq!(a.capacity(), Capacity::DEFAULT);
+    assert!(!TableView::new_checked(&m.table).unwrap().retired());
+    assert_eq!(
+        m.v4("a.lan"),
+        "10.0.0.2",
+        "the old table, still written, rotation and all"
+    );
+    send(&mut a, "down a.lan 10.0.0.1");
+    assert_eq!(m.v4("a.lan"), "10.0.0.2");
+}
+
 #[test]
 fn heartbeat_every_second() {
     let m = Mem::new();
@@ -491,8 +678,6 @@ fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() 
     use crate::cluster::wire::Key;
     let (ma, mb) = (Mem::new(), Mem::new());
     fn mk<'m>(m: &'m Mem, name: &str, adopt: bool, conf: &str, t: u64) -> Agent<'m> {
-        let w = Writer::attach(&m.table).unwrap();
-        let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
         let mut config = config::parse(conf.as_bytes()).unwrap();
         config.mtime_ms = 500_000;
         let random = [name.as_bytes()[0].wrapping_add(t as u8); 32];
@@ -504,7 +689,7 @@ fn cluster_agents_share_commands_keep_counters_local_and_hold_until_caught_up() 
             t,
             adopt,
         );
-        Agent::start(w, c, adopt, "conf".into(), config, at(t), Some(cl))
+        Agent::start(Box::new(m), adopt, "conf".into(), config, at(t), Some(cl))
     }
     let from = |n: u8| SocketAddr::from(([10, 0, 0, n], 7946));
     // Delivers a's outbox to b and b's to a until both are quiet.
@@ -570,8 +755,6 @@ fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
     let small = Mem::with_capacity(Capacity::new(1, 2).unwrap());
     let big = Mem::new();
     fn mk<'m>(m: &'m Mem, name: &str, conf: &str) -> Agent<'m> {
-        let w = Writer::attach(&m.table).unwrap();
-        let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
         let config = config::parse(conf.as_bytes()).unwrap();
         let cl = Cluster::new(
             name,
@@ -581,7 +764,7 @@ fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
             0,
             false,
         );
-        Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl))
+        Agent::start(Box::new(m), false, "conf".into(), config, at(0), Some(cl))
     }
     let mut a = mk(&small, "a", "capacity 1 2\nadd a.lan 10.0.0.1\n");
     let mut b = mk(&big, "b", "");
@@ -625,12 +808,10 @@ fn the_groups_changes_past_the_capacity_are_logged_counted_and_not_applied() {
 fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
     use crate::cluster::wire::Key;
     let m = Mem::new();
-    let w = Writer::attach(&m.table).unwrap();
-    let c = CountersView::new_checked(&m.counters, &w.view()).unwrap();
     let cl = Cluster::new("a", Key::new(b"k".to_vec()), [1; 32], 1_000_000, 0, false);
     let mut config = config::parse(CONF.as_bytes()).unwrap();
     config.mtime_ms = 900_000;
-    let mut a = Agent::start(w, c, false, "conf".into(), config, at(0), Some(cl));
+    let mut a = Agent::start(Box::new(&m), false, "conf".into(), config, at(0), Some(cl));
     let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), [2; 32], 1_000_000, 0, false);
     // The handshakes: each believes the other's boot.
     let (from_a, from_b) = (

@@ -14,8 +14,16 @@
 //! so readers map the path again, and its counters segment is marked for removal (it goes away
 //! when the last reader detaches).
 //!
-//! Counters are never removed on exit: lookups keep counting while the agent is down.
-//! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime.
+//! **No segment left behind**: counters are not removed on exit while the table stays at its
+//! path (lookups keep counting while the agent is down), but a segment whose table is gone is:
+//! the one a replaced table named (above, and [`Shm::retire`] when a reload moves to a table of
+//! another capacity, [`make`]), the agent's own when it exits and its table is no longer at the
+//! path ([`Shm::leave`]), and the one the lock file notes when the next agent finds the table
+//! deleted ([`open`]).
+//!
+//! One agent per table: `<path>.lock` is held with `flock` for the agent's lifetime ([`Lock`]);
+//! it also notes the table's counters segment (`counters ID GENERATION`), the only place besides
+//! the table that names it.
 
 use crate::sys::fs::Shown;
 use std::fmt;
@@ -29,8 +37,10 @@ use lbfo_core::{Capacity, CountersView, Writer};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::agent::Shm;
 use crate::sys::fs::NewFile;
-use crate::sys::shm::{Segment, TableMap};
+use crate::sys::shm::{Segment, TableMap, TableMapRo};
+use lbfo_core::atomic::AtomicU64;
 
 /// Bytes in a table of `capacity`.
 pub fn table_bytes(capacity: Capacity) -> u64 {
@@ -70,7 +80,7 @@ fn os(what: &'static str) -> impl Fn(io::Error) -> SetupError {
     }
 }
 
-/// The mapped table and counters the agent writes.
+/// A mapped table and its counters segment, as the agent writes them (through [`Shm`]).
 #[derive(Debug)]
 pub struct Shared {
     /// The table file's mapping.
@@ -79,55 +89,78 @@ pub struct Shared {
     pub counters: Segment,
     /// Whether the table was taken over from a previous agent.
     pub adopted: bool,
+    /// The table's layout, as made or checked.
+    layout: Layout,
+    /// The table's generation.
+    generation: u64,
+    /// Where the table is (or goes).
+    path: PathBuf,
     /// A new table not yet renamed into place.
     swap: Option<Swap>,
-    _lock: Flock<File>,
 }
 
-/// A new table waiting in its temporary file, and the one it replaces.
+/// A new table waiting in its temporary file, and the one it replaces at the path, if any.
 #[derive(Debug)]
 struct Swap {
     new: NewFile,
-    path: PathBuf,
-    generation: u64,
     old: Option<TableMap>,
 }
 
-impl Shared {
-    /// A writer over the table (attaching again is cheap and idempotent).
-    pub fn writer(&self) -> Option<Writer<'_>> {
-        Writer::attach(self.map.words()).ok()
+impl Shm for Shared {
+    fn table(&self) -> &[AtomicU64] {
+        self.map.words()
     }
 
-    /// The counters, checked against the table.
-    pub fn counters_view(&self) -> Option<CountersView<'_>> {
-        let w = self.writer()?;
-        CountersView::new_checked(self.counters.words(), &w.view())
+    fn counters(&self) -> &[AtomicU64] {
+        self.counters.words()
     }
 
-    /// Puts a new table in place (after the agent filled it, so no reader ever finds it empty)
-    /// and retires the one it replaces. Nothing to do for an adopted table.
-    pub fn commit(&self, log: &mut Vec<String>) -> Result<(), SetupError> {
-        let Some(swap) = &self.swap else {
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Renames a new table into place (after the agent filled it, so no reader ever finds it
+    /// empty), retires the one it replaces and notes its segment beside it. Nothing to do for an
+    /// adopted table.
+    fn commit(&mut self, log: &mut Vec<String>) -> Result<(), String> {
+        let Some(swap) = self.swap.take() else {
             return Ok(());
         };
         if let Err(e) = swap.new.commit() {
             let _ = Segment::remove(self.counters.id());
-            return Err(os("rename the new table into place")(e));
+            return Err(os("rename the new table into place")(e).to_string());
         }
-        let shown = swap.path.shown();
+        let shown = self.path.shown();
         log.push(format!(
             "table {shown}: created (generation {:016x}, mode 0644)",
-            swap.generation
+            self.generation
         ));
         log.push(format!(
             "counters: created shm segment {} (mode 0666)",
             self.counters.id()
         ));
         if let Some(old) = &swap.old {
-            retire(old, &swap.path, log);
+            retire(old, &self.path, log);
         }
+        note_counters(&self.path, self.counters.id(), self.generation);
         Ok(())
+    }
+
+    fn retire(&self, log: &mut Vec<String>) {
+        retire(&self.map, &self.path, log);
+    }
+
+    fn leave(&self, log: &mut Vec<String>) {
+        let here = crate::sys::fs::open(&self.path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+            .ok()
+            .and_then(|f| TableMapRo::map(&f).ok())
+            .and_then(|m| counters_of_any(m.words()));
+        let id = u64::try_from(self.counters.id()).unwrap_or(NO_COUNTERS);
+        if here == Some((id, self.generation)) {
+            return;
+        }
+        let whose = format!("this table's ({} is no longer it)", self.path.shown());
+        remove_counters(id, self.generation, &whose, log);
     }
 }
 
@@ -159,25 +192,37 @@ pub fn prepare(path: &Path, log: &mut Vec<String>) -> Result<Lock, SetupError> {
             ));
         }
     }
-    lock(path).map(Lock)
+    lock(path).map(|held| Lock { _held: held })
 }
 
-/// Held for the agent's lifetime: one agent per table.
+/// Held for the agent's lifetime: one agent per table (the lock goes when this is dropped).
 #[derive(Debug)]
-pub struct Lock(Flock<File>);
+pub struct Lock {
+    _held: Flock<File>,
+}
 
-/// Reuses or creates the table of `capacity` at `path`, pushing what it did to `log`.
+/// Reuses or creates the table of `capacity` at `path` (whose lock this agent holds), pushing
+/// what it did to `log`. A counters segment the lock file notes that no table at the path names
+/// any more (the table was deleted while no agent ran) is marked for removal.
 pub fn open(
     path: &Path,
     capacity: Capacity,
-    Lock(lock): Lock,
+    _held: &Lock,
     log: &mut Vec<String>,
 ) -> Result<Shared, SetupError> {
+    let noted = noted_counters(path);
+    let named = crate::sys::fs::open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+        .ok()
+        .and_then(|f| TableMapRo::map(&f).ok())
+        .and_then(|m| counters_of_any(m.words()));
+    if let Some((id, generation)) = noted.filter(|&n| Some(n) != named) {
+        remove_counters(id, generation, "a deleted table's", log);
+    }
     let shown = path.shown();
     let mut old = None;
     match crate::sys::fs::open(path, libc::O_RDWR | libc::O_NOFOLLOW, 0) {
         Ok(file) => match reusable(&file, capacity) {
-            Ok(map) => return adopt(map, lock, path, log),
+            Ok(map) => return adopt(map, path, log),
             Err(reason) => {
                 log.push(format!(
                     "table {shown}: cannot reuse the existing file ({reason}); replacing it"
@@ -195,14 +240,45 @@ pub fn open(
         }
         Err(e) => return Err(os("open the existing table")(e)),
     }
-    create(path, capacity, lock, old)
+    create(path, capacity, old)
+}
+
+/// Makes a new table of `capacity` for `path`, in a temporary file beside it until
+/// [`Shm::commit`] renames it into place: the table a reload with another capacity moves to.
+pub fn make(path: &Path, capacity: Capacity) -> Result<Shared, SetupError> {
+    create(path, capacity, None)
+}
+
+/// The lock file of the table at `path`, which also notes the table's counters segment.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Notes in the lock file which counters segment the table at `path` names (`counters ID
+/// GENERATION`), so the next agent can remove it if the table is deleted while no agent runs:
+/// the segment's id is otherwise only in the table. Best effort: without it only that case
+/// leaves a segment behind.
+fn note_counters(path: &Path, id: i32, generation: u64) {
+    let flags = libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW;
+    if let Ok(f) = crate::sys::fs::open(&lock_path(path), flags, 0) {
+        let line = format!("counters {id} {generation}\n");
+        let _ = crate::sys::fs::write_all(f.as_fd(), line.as_bytes());
+    }
+}
+
+/// What [`note_counters`] noted: `(segment id, generation)`.
+fn noted_counters(path: &Path) -> Option<(u64, u64)> {
+    let text = crate::sys::fs::read_file(&lock_path(path)).ok()?;
+    let text = std::str::from_utf8(&text).ok()?;
+    let mut w = text.strip_prefix("counters ")?.split_whitespace();
+    Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
 }
 
 fn lock(path: &Path) -> Result<Flock<File>, SetupError> {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".lock");
     let f = crate::sys::fs::open(
-        Path::new(&p),
+        &lock_path(path),
         libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
         0o600,
     )
@@ -240,12 +316,7 @@ fn reusable(file: &File, capacity: Capacity) -> Result<TableMap, String> {
     Ok(map)
 }
 
-fn adopt(
-    map: TableMap,
-    lock: Flock<File>,
-    path: &Path,
-    log: &mut Vec<String>,
-) -> Result<Shared, SetupError> {
+fn adopt(map: TableMap, path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
     let writer = Writer::attach(map.words()).map_err(|_| SetupError::Init)?;
     let view = writer.view();
     let generation = view.generation();
@@ -280,12 +351,16 @@ fn adopt(
             seg
         }
     };
+    note_counters(path, counters.id(), generation);
+    let layout = view.layout();
     Ok(Shared {
         map,
         counters,
         adopted: true,
+        layout,
+        generation,
+        path: path.to_owned(),
         swap: None,
-        _lock: lock,
     })
 }
 
@@ -296,25 +371,16 @@ fn new_counters(generation: u64, layout: Layout) -> Result<Segment, SetupError> 
     Ok(seg)
 }
 
-fn create(
-    path: &Path,
-    capacity: Capacity,
-    lock: Flock<File>,
-    old: Option<TableMap>,
-) -> Result<Shared, SetupError> {
+fn create(path: &Path, capacity: Capacity, old: Option<TableMap>) -> Result<Shared, SetupError> {
     let (new, map, counters, generation) = build(path, capacity)?;
-    let swap = Swap {
-        new,
-        path: path.to_owned(),
-        generation,
-        old,
-    };
     Ok(Shared {
         map,
         counters,
         adopted: false,
-        swap: Some(swap),
-        _lock: lock,
+        layout: Layout::new(capacity),
+        generation,
+        path: path.to_owned(),
+        swap: Some(Swap { new, old }),
     })
 }
 
@@ -396,11 +462,20 @@ mod tests {
         Dir(d)
     }
 
-    fn open(path: &Path, log: &mut Vec<String>) -> Result<Shared, SetupError> {
+    /// A table of the default capacity at `path`, in place, with its lock.
+    fn open(path: &Path, log: &mut Vec<String>) -> Result<(Shared, Lock), SetupError> {
         let lock = prepare(path, log)?;
-        let s = super::open(path, Capacity::DEFAULT, lock, log)?;
-        s.commit(log)?;
-        Ok(s)
+        let mut s = super::open(path, Capacity::DEFAULT, &lock, log)?;
+        s.commit(log).map_err(|_| SetupError::Init)?;
+        Ok((s, lock))
+    }
+
+    fn view(s: &Shared) -> TableView<'_> {
+        TableView::new_checked(s.map.words()).unwrap()
+    }
+
+    fn counters(s: &Shared) -> Option<CountersView<'_>> {
+        CountersView::new_checked(s.counters.words(), &view(s))
     }
 
     fn cleanup(s: &Shared) {
@@ -412,7 +487,7 @@ mod tests {
         let d = dir("tablefile");
         let path = d.0.join("sub/table");
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, lock) = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         let m = std::fs::metadata(&path).unwrap();
         assert_eq!(
@@ -423,46 +498,36 @@ mod tests {
             std::fs::metadata(d.0.join("sub")).unwrap().mode() & 0o777,
             0o755
         );
-        let gen = s.writer().unwrap().view().generation();
+        let gen = view(&s).generation();
         let id = s.counters.id();
-        assert!(s.counters_view().is_some());
+        assert!(counters(&s).is_some());
         assert_eq!(open(&path, &mut log).unwrap_err(), SetupError::Locked);
-        s.counters_view().unwrap().bump(3, 1);
-        drop(s);
+        counters(&s).unwrap().bump(3, 1);
+        drop((s, lock));
 
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, lock) = open(&path, &mut log).unwrap();
         assert!(s.adopted, "{log:?}");
-        assert_eq!(
-            (s.writer().unwrap().view().generation(), s.counters.id()),
-            (gen, id)
-        );
-        assert_eq!(
-            s.counters_view().unwrap().count(3, 1),
-            1,
-            "counters survive"
-        );
-        drop(s);
+        assert_eq!((view(&s).generation(), s.counters.id()), (gen, id));
+        assert_eq!(counters(&s).unwrap().count(3, 1), 1, "counters survive");
+        drop((s, lock));
 
         // A segment that is gone is replaced, for the same generation.
         Segment::remove(id).unwrap();
-        let s = open(&path, &mut log).unwrap();
+        let (s, lock) = open(&path, &mut log).unwrap();
         assert!(s.adopted && s.counters.id() != id);
-        assert_eq!(
-            s.writer().unwrap().view().counters_id(),
-            s.counters.id() as u64
-        );
+        assert_eq!(view(&s).counters_id(), s.counters.id() as u64);
         let (id, old) = (s.counters.id(), File::open(&path).unwrap());
-        drop(s);
+        drop((s, lock));
 
         // A table others may write is not reused: a new one replaces it, the old one is retired.
         std::fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
         let old_map = crate::sys::shm::TableMapRo::map(&old).unwrap();
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, _lock) = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         assert!(TableView::new_checked(old_map.words()).unwrap().retired());
-        assert_ne!(s.writer().unwrap().view().generation(), gen);
+        assert_ne!(view(&s).generation(), gen);
         assert!(
             log.iter()
                 .any(|l| l.contains("mode 666 lets others write it")),
@@ -485,7 +550,7 @@ mod tests {
         let path = d.0.join("table");
         std::fs::write(&path, b"hello").unwrap();
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, _lock) = open(&path, &mut log).unwrap();
         assert!(!s.adopted);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
@@ -504,15 +569,15 @@ mod tests {
         let d = dir("older");
         let path = d.0.join("table");
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, lock) = open(&path, &mut log).unwrap();
         let id = s.counters.id();
-        drop(s);
+        drop((s, lock));
         // As an agent of layout version 3 would have left it (version is word 1).
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[8..16].copy_from_slice(&3u64.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
         let mut log = Vec::new();
-        let s = open(&path, &mut log).unwrap();
+        let (s, _lock) = open(&path, &mut log).unwrap();
         assert!(!s.adopted && s.counters.id() != id, "{log:?}");
         assert!(
             log.iter()
