@@ -235,28 +235,27 @@ fn checks_that_cannot_run_for_local_reasons_take_no_backend_down_anywhere() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The sockets could not be made. (The exec check may still run: the child of posix_spawn
-    // closes its fd 0 before it opens /dev/null there. Either way nothing went down.)
+    // Sockets could not be made. (A check may still run now and then: an fd number the agent
+    // freed below the limit, or the child of posix_spawn, which closes its fd 0 before it opens
+    // /dev/null there. Either way nothing went down.)
     let log = h1.log();
-    for svc in ["web.lan", "tc.lan"] {
-        assert!(
-            log.contains(&format!(
-                "check: {svc} {d}: unknown: too many open files; keeping its last verdict (up)"
-            )),
-            "{svc}: {log}"
-        );
-    }
-    // status (written with the spare fds) says what happened.
-    let j = h1.status_json();
+    let unknown = |svc: &str| {
+        format!("check: {svc} {d}: unknown: too many open files; keeping its last verdict (up)")
+    };
     assert!(
-        j.contains("\"last\":\"unknown\"")
-            && j.contains("\"error\":\"unknown: too many open files\""),
-        "{j}"
+        ["web.lan", "tc.lan"]
+            .iter()
+            .any(|s| log.contains(&unknown(s))),
+        "{log}"
     );
+    // status (written with the spare fds) says what happened.
+    h1.wait_for("unknown in status", || {
+        h1.status_json()
+            .contains("\"error\":\"unknown: too many open files\"")
+    });
     prlimit(pid, 1024);
     h1.wait_for("the checks to run again", || {
-        h1.log()
-            .contains(&format!("check: tc.lan {d}: checking again after "))
+        h1.log().contains(" checking again after ")
     });
     // The checks are real: a backend that does fail still goes down everywhere.
     drop(web4);
