@@ -194,8 +194,14 @@ fn open_fifo(path: &Path) -> Result<Fifo, String> {
     let (fifo, opened) = Fifo::open(path).map_err(|e| format!("fifo {}: {e}", path.shown()))?;
     let how = match opened {
         Opened::Created => "created (mode 0600)".to_owned(),
-        Opened::Existing => "reusing it".to_owned(),
-        Opened::Narrowed(m) => format!("mode was {m:04o}, letting other users in; set to 0600"),
+        Opened::Replaced(m) if m & 0o077 != 0 => format!(
+            "made afresh (mode 0600); the old one's mode {m:04o} let other users in, and whoever \
+             opened it then has lost it"
+        ),
+        Opened::Replaced(_) => {
+            "made afresh (mode 0600); a writer that kept the old one open must open it again"
+                .to_owned()
+        }
     };
     say(&format!(
         "fifo {}: {how}; pipe buffer {} bytes",

@@ -583,6 +583,115 @@ fn a_state_file_a_user_could_write_is_not_read() {
     assert_eq!(aside, 2, "both kept aside");
 }
 
+/// The FIFO's mode once let others in (an admin's `chmod`, an older agent's): nobody opened it
+/// then and keeps the descriptor. After the agent restarts, what nobody writes through it reaches
+/// no agent: the FIFO is made afresh at every start (before, only its mode was narrowed, and the
+/// old descriptor wrote into the new agent).
+#[test]
+fn a_fifo_writer_from_before_a_restart_no_longer_reaches_the_agent() {
+    use std::io::{BufRead, BufReader, Write};
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let mut h = Host::new("add web.lan 10.0.0.1\n");
+    h.start();
+    let (private, _) = nobody_copies(&h);
+    std::fs::set_permissions(h.fifo(), std::fs::Permissions::from_mode(0o622)).unwrap();
+    // nobody opens the FIFO for writing, says so, and writes a command when told to.
+    let script = format!(
+        "trap '' PIPE; exec 3>{}; echo opened; read go; \
+         if echo 'add evil.lan 10.6.6.6' >&3; then echo wrote; else echo refused; fi",
+        h.fifo().display()
+    );
+    let mut nobody = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("LD_LIBRARY_PATH", &private)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(nobody.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "opened\n");
+    h.stop();
+    h.start();
+    assert!(
+        h.log()
+            .contains("the old one's mode 0622 let other users in"),
+        "{}",
+        h.log()
+    );
+    writeln!(nobody.stdin.as_mut().unwrap(), "go").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = nobody.wait();
+    // Whatever went into the old pipe would come before this in the new one.
+    h.send("add mark.lan 10.0.0.9\n");
+    h.wait_answer("mark.lan", "10.0.0.9");
+    let (code, answer) = h.getent(&["hosts", "evil.lan"]);
+    assert_ne!(code, 0, "evil.lan resolves ({line:?}): {answer}");
+    assert_eq!(line, "refused\n", "no reader: the write fails");
+    assert_eq!(mode(&h.fifo()), 0o600);
+}
+
+/// A key file of another user is refused whatever its mode: its owner can read the key (and so
+/// change every table in the cluster) and write one of their own.
+#[test]
+fn a_key_file_of_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown a file");
+        return;
+    }
+    let h = Host::new("");
+    let key = h.dir.join("lbfo.key");
+    let gen = Command::new(&h.bin.agent)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", describe(&gen));
+    std::os::unix::fs::chown(&key, Some(NOBODY), None).unwrap();
+    h.write_config(&format!(
+        "group 239.77.0.1:7946\niface lo\nnode a\nkey {}\nadd web.lan 10.0.0.1\n",
+        key.display()
+    ));
+    // Exits at once; an agent that took the key would run until killed.
+    let mut agent = Command::new(&h.bin.agent)
+        .arg("-c")
+        .arg(h.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while agent.try_wait().unwrap().is_none() && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = agent.kill();
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "key {}: owned by uid 65534, not by the agent's user (uid 0): its owner can read and \
+             change it; chown it",
+            key.display()
+        )),
+        "{err}"
+    );
+    assert!(!h.table().exists(), "nothing started");
+}
+
 #[test]
 fn setuid_programs_ignore_lbfo_table() {
     if !is_root() {

@@ -8,10 +8,13 @@
 //! writes (`cat file > fifo`) stay whole only while the pipe has room for them, so the FIFO's
 //! buffer is raised to [`PIPE_BYTES`].
 //!
-//! [`Fifo::open`] makes sure only the owner can write commands: created with mode 0600, an
-//! existing FIFO with group/other write bits is narrowed to 0600, and anything that is not a FIFO
-//! owned by us is refused. It is opened read-write and non-blocking: holding a write end ourselves
-//! means writers coming and going never make `poll` report hang-up over and over.
+//! [`Fifo::open`] makes sure only the owner can write commands: **the FIFO is made afresh at
+//! every start**, mode 0600, under a temporary name and renamed over the path, replacing one of
+//! ours that is there. Whoever opened the old one (while its mode let them, or at any time
+//! before) holds a pipe no agent reads: a `chmod` would have left them writing commands into the
+//! new agent. Anything at the path that is not a FIFO owned by us, or a FIFO another agent reads
+//! (its `flock`), is refused. It is opened read-write and non-blocking: holding a write end
+//! ourselves means writers coming and going never make `poll` report hang-up over and over.
 
 use std::fmt;
 use std::fs::File;
@@ -116,12 +119,11 @@ impl fmt::Display for FifoError {
 /// What opening the FIFO did, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
-    /// Created with mode 0600.
+    /// Created with mode 0600; there was none.
     Created,
-    /// Existing FIFO reused as it was.
-    Existing,
-    /// Existing FIFO whose mode (given) let others write; now 0600.
-    Narrowed(u32),
+    /// A FIFO of ours was there (its mode given): replaced by a new one of mode 0600, so whoever
+    /// had the old one open has lost it.
+    Replaced(u32),
 }
 
 /// The open command FIFO.
@@ -132,49 +134,13 @@ pub struct Fifo {
 }
 
 impl Fifo {
-    /// Creates (if missing) and opens the FIFO at `path`; see the module docs for the checks.
+    /// Creates the FIFO at `path` afresh, replacing one of ours that is there; see the module
+    /// docs for the checks.
     pub fn open(path: &Path) -> Result<(Fifo, Opened), FifoError> {
-        let mut created = false;
-        match crate::sys::fs::mkfifo(path, 0o600) {
-            Ok(()) => created = true,
-            Err(Errno::EEXIST) => {}
-            Err(e) => return Err(FifoError::Os("mkfifo", e)),
-        }
-        // O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), not followed.
-        let file =
-            crate::sys::fs::open(path, libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOFOLLOW, 0)
-                .map_err(|e| match e.raw_os_error() {
-                    Some(libc::ELOOP) => FifoError::NotFifo,
-                    Some(n) => FifoError::Os("open", Errno::from_raw(n)),
-                    None => FifoError::Os("open", Errno::UnknownErrno),
-                })?;
-        let meta = crate::sys::fs::fstat(file.as_fd())
-            .map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
-        if !meta.is_fifo() {
-            return Err(FifoError::NotFifo);
-        }
-        let me = nix::unistd::geteuid().as_raw();
-        if meta.uid != me {
-            return Err(FifoError::NotOwner(meta.uid));
-        }
-        // Two agents on one FIFO would each get a random share of the commands.
-        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| match e {
-                Errno::EWOULDBLOCK => FifoError::Busy,
-                e => FifoError::Os("flock", e),
-            })?;
-        let mode = meta.mode & 0o7777;
-        let opened = if created {
-            Opened::Created
-        } else if mode & 0o077 != 0 {
-            Opened::Narrowed(mode)
-        } else {
-            Opened::Existing
-        };
-        if mode != 0o600 && (created || mode & 0o077 != 0) {
-            nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(0o600))
-                .map_err(|e| FifoError::Os("fchmod", e))?;
-        }
+        // Held (locked) until the new FIFO has replaced it, so a second agent stops here.
+        let old = existing(path)?;
+        let file = create(path)?;
+        let opened = old.map_or(Opened::Created, |(_, mode)| Opened::Replaced(mode));
         // Best effort: a smaller buffer only makes big concurrent writes less safe.
         let fd = file.as_raw_fd();
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
@@ -222,6 +188,72 @@ impl AsFd for Fifo {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// Opens `path` read-write, non-blocking, not through a symlink, and checks it is a FIFO of
+/// this agent's user that no other agent reads (by its `flock`).
+fn open_ours(path: &Path) -> Result<nix::fcntl::Flock<File>, FifoError> {
+    let flags = libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOFOLLOW;
+    // O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), not followed.
+    let file = crate::sys::fs::open(path, flags, 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => FifoError::NotFifo,
+        _ => FifoError::Os("open", io_errno(&e)),
+    })?;
+    let meta =
+        crate::sys::fs::fstat(file.as_fd()).map_err(|e| FifoError::Os("fstat", io_errno(&e)))?;
+    if !meta.is_fifo() {
+        return Err(FifoError::NotFifo);
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid != me {
+        return Err(FifoError::NotOwner(meta.uid));
+    }
+    // Two agents on one FIFO would each get a random share of the commands.
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        match e {
+            Errno::EWOULDBLOCK => FifoError::Busy,
+            e => FifoError::Os("flock", e),
+        }
+    })
+}
+
+/// The FIFO at `path` now, locked, with its mode; `None` if there is none.
+fn existing(path: &Path) -> Result<Option<(nix::fcntl::Flock<File>, u32)>, FifoError> {
+    match open_ours(path) {
+        Ok(f) => {
+            let mode = crate::sys::fs::fstat(f.as_fd()).map_or(0, |m| m.mode & 0o7777);
+            Ok(Some((f, mode)))
+        }
+        Err(FifoError::Os(_, Errno::ENOENT)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new FIFO, mode 0600, made under a fresh temporary name beside `path` (`mkfifo` never
+/// follows or reuses what is there), opened and locked, then renamed over `path` in one step.
+fn create(path: &Path) -> Result<nix::fcntl::Flock<File>, FifoError> {
+    for _ in 0..crate::sys::fs::TEMP_TRIES {
+        let tmp = crate::sys::fs::temp_name(path)
+            .map_err(|e| FifoError::Os("getrandom", io_errno(&e)))?;
+        match crate::sys::fs::mkfifo(&tmp, 0o600) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(FifoError::Os("mkfifo", e)),
+        }
+        let made = open_ours(&tmp).and_then(|f| {
+            // Exactly 0600 whatever the umask.
+            nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(0o600))
+                .map_err(|e| FifoError::Os("fchmod", e))?;
+            crate::sys::fs::rename(&tmp, path)
+                .map_err(|e| FifoError::Os("rename", io_errno(&e)))?;
+            Ok(f)
+        });
+        if made.is_err() {
+            let _ = crate::sys::fs::unlink(&tmp);
+        }
+        return made;
+    }
+    Err(FifoError::Os("mkfifo", Errno::EEXIST))
 }
 
 fn io_errno(e: &io::Error) -> Errno {
@@ -287,7 +319,7 @@ mod tests {
 
     #[test]
     fn fifo_modes_and_refusals() {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let dir =
             std::env::temp_dir().join(format!("lbfo-agentd-fifo-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -300,14 +332,35 @@ mod tests {
             0o600
         );
         assert_eq!(Fifo::open(&path).unwrap_err(), FifoError::Busy);
-        drop(fifo);
+        assert!(path.exists(), "a busy FIFO is left alone");
+        // A writer that opened the FIFO while its mode let it in loses it at the next start.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622)).unwrap();
+        let mut early = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        drop(fifo);
         let (fifo, how) = Fifo::open(&path).unwrap();
-        assert_eq!(how, Opened::Narrowed(0o622));
+        assert_eq!(how, Opened::Replaced(0o622));
         assert_eq!(fifo.pipe_bytes(), PIPE_BYTES as usize);
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+        {
+            use std::io::Write;
+            let e = early.write_all(b"add evil.lan 10.6.6.6\n").unwrap_err();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EPIPE),
+                "nobody reads the old pipe"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary FIFO left beside it"
         );
 
         // Writes split over the pipe come out as lines; an empty pipe reads as nothing.

@@ -1,8 +1,10 @@
 //! The cluster key file: written by `lbfo-agentd keygen`, read at start.
 //!
 //! The file holds the key as hex text (32 random bytes from the kernel: 64 hex digits and a
-//! newline). **A key file that anyone but its owner can read, or that is not a regular file, is
-//! refused**: whoever reads the key can change every table in the cluster.
+//! newline). **A key file that is not a regular file owned by the agent's user (its euid: root
+//! when installed), or that anyone else can read, is refused**: whoever reads the key can change
+//! every table in the cluster, and a file's owner can always read it (and chmod it, and write a
+//! key of their choosing into it).
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -40,6 +42,14 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     let m = crate::sys::fs::fstat(f.as_fd()).map_err(|e| io_text(&e))?;
     if !m.is_file() {
         return Err("not a regular file".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid != me {
+        return Err(format!(
+            "owned by uid {}, not by the agent's user (uid {me}): its owner can read and change \
+             it; chown it",
+            m.uid
+        ));
     }
     if m.mode & 0o077 != 0 {
         return Err(format!(
@@ -96,6 +106,15 @@ mod tests {
             read(&p).unwrap_err(),
             "mode 0640 lets other users read or change it; chmod 600 it"
         );
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+            assert_eq!(
+                read(&p).unwrap_err(),
+                "owned by uid 65534, not by the agent's user (uid 0): its owner can read and \
+                 change it; chown it"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse("abcd").is_err());
         assert!(parse(&"zz".repeat(16)).is_err());

@@ -336,7 +336,7 @@ pub struct NewFile {
 }
 
 /// Names drawn for a temporary file before giving up (each taken one costs a draw).
-const TEMP_TRIES: usize = 8;
+pub const TEMP_TRIES: usize = 8;
 
 impl NewFile {
     /// Creates the temporary file, read-write, with exactly `mode` (not narrowed by the umask).
@@ -402,7 +402,7 @@ impl Drop for NewFile {
 }
 
 /// A fresh temporary name beside `target`: `DIR/.NAME.tmp.` and 16 random hex digits.
-fn temp_name(target: &Path) -> std::io::Result<std::path::PathBuf> {
+pub fn temp_name(target: &Path) -> std::io::Result<std::path::PathBuf> {
     let mut r = [0u8; 8];
     super::random(&mut r)?;
     let name = target.as_os_str().as_bytes();
