@@ -95,21 +95,62 @@ if command -v systemd-analyze >/dev/null; then
   ok "systemd-analyze verify accepts the contrib timer and its service"
 fi
 
-# The agent by hand with the packaged default config: no services, so nothing changes. It runs
-# as confined as the unit confines it, as far as a namespace can show: every file system
-# read-only but /run (ProtectSystem=strict, ReadWritePaths=/run), no capability but
-# CAP_NET_BIND_SERVICE (CapabilityBoundingSet=), no new privileges.
-# shellcheck disable=SC2016 # the inner shell expands its own arguments
-unshare -m sh -c 'set -e; for d in / /etc /usr /var; do mount -o remount,bind,ro "$d"; done
-  exec setpriv --no-new-privs --bounding-set=-all,+net_bind_service --inh-caps=-all "$@"' \
-  sh /usr/sbin/lbfo-agentd -c /etc/lbfo.conf 2>"$scratch/agent.log" &
-agent=$!
-for _ in $(seq 1 500); do [[ -e /run/lbfo/table && -p /run/lbfo.sock ]] && break; sleep 0.01; done
+# The agent as the installed unit runs it, with the packaged default config: no services, so
+# nothing changes. No systemd runs here, so the unit's own lines say how (read from the installed
+# file, so this follows the unit): ExecStart= is the command; ProtectSystem=strict makes every
+# mount read-only but the API file systems, ReadWritePaths= and StateDirectory= (created as
+# systemd creates it); PrivateTmp= gives a fresh /tmp and /var/tmp; CapabilityBoundingSet= and
+# NoNewPrivileges= confine it; UMask= applies.
+unit=/lib/systemd/system/lbfo-agentd.service
+unit_value() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }
+read -r -a exec_start <<<"$(unit_value ExecStart)"
+[[ $(unit_value ProtectSystem) == strict ]] || fail "the unit has ProtectSystem=strict"
+writable=()
+read -r -a writable <<<"$(unit_value ReadWritePaths)"
+for d in $(unit_value StateDirectory); do
+  install -d -m "$(unit_value StateDirectoryMode | grep . || echo 0755)" "/var/lib/$d"
+  writable+=("/var/lib/$d")
+done
+caps=$(unit_value CapabilityBoundingSet | tr '[:upper:]' '[:lower:]' | sed 's/cap_//g; s/ /,+/g')
+[[ $(unit_value NoNewPrivileges) == yes ]] || fail "the unit has NoNewPrivileges=yes"
+start_agent() {
+  # shellcheck disable=SC2016 # the inner shell expands its own arguments
+  unshare -m sh -c 'set -e
+    for w in $WRITABLE; do mount --bind "$w" "$w"; done
+    for m in $(awk "{print \$5}" /proc/self/mountinfo | sort -u); do
+      case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
+      case " $WRITABLE " in *" $m "*) continue ;; esac
+      # (Mounts hidden under the tmpfs on /run, such as /run/netns, cannot be reached.)
+      [ -e "$m" ] || continue
+      mount -o remount,bind,ro "$m"
+    done
+    if [ "$PRIVATE_TMP" = yes ]; then mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /var/tmp; fi
+    umask "$UMASK"
+    exec setpriv --no-new-privs --bounding-set=-all,+"$CAPS" --inh-caps=-all "$@"' \
+    sh "${exec_start[@]}" 2>>"$scratch/agent.log" &
+  agent=$!
+}
+WRITABLE="${writable[*]}" PRIVATE_TMP=$(unit_value PrivateTmp) CAPS=$caps UMASK=$(unit_value UMask)
+export WRITABLE PRIVATE_TMP CAPS UMASK
+# Starts the agent and waits for its "ready" line.
+start_until_ready() {
+  local n
+  n=$(grep -c '^ready: ' "$scratch/agent.log" || true)
+  start_agent
+  for _ in $(seq 1 500); do
+    (($(grep -c '^ready: ' "$scratch/agent.log" || true) > n)) && return
+    sleep 0.01
+  done
+  cat "$scratch/agent.log"
+  fail "the agent started"
+}
+: >"$scratch/agent.log"
+start_until_ready
 [[ -p /var/run/lbfo.sock ]] || { cat "$scratch/agent.log"; fail "agent started with the default config"; }
 [[ $(awk '/^CapEff:/{print $2}' "/proc/$agent/status") == 0000000000000400 &&
   $(awk '/^NoNewPrivs:/{print $2}' "/proc/$agent/status") == 1 ]] \
   || { grep -E 'Cap|NoNew' "/proc/$agent/status"; fail "the agent is confined"; }
-ok "agent runs with the packaged /etc/lbfo.conf, confined like the unit"
+ok "agent runs the unit's ExecStart (${exec_start[*]}) confined as the unit says, writable: ${writable[*]}"
 expect_answer web.test 192.0.2.80 "default config defines nothing: /etc/hosts still answers"
 printf 'add web.test 10.1.2.3\n' >"$scratch/cmds"
 /usr/share/lbfo/contrib/lbfo-cron-feed "$scratch/cmds" || fail "lbfo-cron-feed"
@@ -125,6 +166,32 @@ expect_answer conf.test 10.1.2.9 "SIGHUP reloads the edited /etc/lbfo.conf"
 /usr/sbin/lbfo-agentd status --prometheus | grep -qx 'lbfo_backend_up{service="web.test",address="10.1.2.3"} 1' \
   || fail "status --prometheus"
 ok "status --prometheus sees the backend up"
+
+# Durability under the unit: the packaged config keeps its state in /var/lib/lbfo, which the
+# unit lets it write. A FIFO change survives `systemctl kill -s KILL lbfo-agentd` and the
+# restart (Restart=on-failure), and then a reboot too (/run cleared, the counters segment gone),
+# from the state file alone.
+printf 'add state.test 10.1.2.7\n' >"$scratch/cmds"
+/usr/share/lbfo/contrib/lbfo-cron-feed "$scratch/cmds" || fail "lbfo-cron-feed state.test"
+expect_answer state.test 10.1.2.7 "a FIFO change"
+[[ $(stat -c '%a %U' /var/lib/lbfo/state 2>/dev/null) == "600 root" ]] \
+  || { cat "$scratch/agent.log"; fail "the state file is written under the unit's paths"; }
+! grep -q 'state: cannot write' "$scratch/agent.log" || { cat "$scratch/agent.log"; fail "no failed save"; }
+ok "the state file /var/lib/lbfo/state is written under the unit's confinement (root, 0600)"
+kill -KILL "$agent"
+wait "$agent" 2>/dev/null || true
+start_until_ready
+expect_answer state.test 10.1.2.7 "the FIFO change survives kill -9 and a restart"
+kill -KILL "$agent"
+wait "$agent" 2>/dev/null || true
+ipcrm -m "$(od -An -t u8 -j 96 -N 8 /run/lbfo/table | tr -d ' ')"
+rm -rf /run/lbfo
+start_until_ready
+expect_answer state.test 10.1.2.7 "the FIFO change survives kill -9 and a reboot, from the state file"
+expect_answer web.test 10.1.2.3 "and so does the first one"
+grep -q 'start: restored 3 services from the state file' "$scratch/agent.log" \
+  || { cat "$scratch/agent.log"; fail "restored from the state file"; }
+ok "the agent says it restored the services from the state file"
 
 # An admin takes lbfo off the line; reinstalling (as an upgrade would) leaves it off.
 printf '%s\n' "$nss_before" >/etc/nsswitch.conf

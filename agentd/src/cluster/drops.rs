@@ -50,11 +50,10 @@ impl Drops {
         }
     }
 
-    /// Every counter, sorted by source and reason; those beyond the capacity last, under the
-    /// unspecified address.
+    /// Every counter, in the order they were first counted; those beyond the capacity last,
+    /// under the unspecified address.
     pub fn list(&self) -> Vec<(SocketAddr, DropReason, u64)> {
         let mut out: Vec<_> = self.by_source.iter().map(|(k, n)| (k.0, k.1, *n)).collect();
-        out.sort_unstable();
         let any = SocketAddr::from(([0, 0, 0, 0], 0));
         let beyond = DropReason::ALL.iter().zip(self.beyond);
         out.extend(beyond.filter(|b| b.1 > 0).map(|(&why, n)| (any, why, n)));

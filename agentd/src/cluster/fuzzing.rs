@@ -10,9 +10,10 @@
 //!
 //! [`receive`] hands the datagram to a node the way the loop does (`datagram`, then `sync`, then
 //! the outbox), twice, from [`PEER`]'s address. The node believes [`PEER`] in the boot the seeds
-//! were made in; **what any other datagram draws (a challenge, an answer) goes to its source and
-//! is no larger than it**, and **a datagram seen a second time changes nothing and draws
-//! nothing but that**. Every datagram the node sends must open with the key. The node is fresh
+//! were made in; **what a datagram of any boot it does not believe draws (a challenge, an
+//! answer) goes to its source and is no larger than it**, and **a datagram seen a second time
+//! changes nothing and draws nothing but that**. (A boot that answers a cookie the node made for
+//! it is believed from then on: what it draws goes to the address the cookie was made for.) Every datagram the node sends must open with the key. The node is fresh
 //! for every input (a [`Cluster`] with a small replicated config, [`NODE`]), so a crash replays
 //! exactly. Every service the datagram changed is then
 //! published as the agent does it, through `Writer::write_service`, into one record of a table
@@ -140,8 +141,9 @@ pub fn receive(input: &[u8]) {
     };
     let mut c = node();
     c.datagram(&datagram, from(), MONO, T0);
-    let believed = wire::open(&datagram, &key())
-        .is_ok_and(|m| m.node == node_id(PEER) && m.boot == boot(&RANDOM[1]));
+    // From a boot the node believes (the seeds' sender's, or one that just answered a cookie
+    // made for it there): what it draws goes to the address it proved.
+    let believed = wire::open(&datagram, &key()).is_ok_and(|m| c.peers.believes(m.node, m.boot));
     let changed = c.take_changed();
     let writer = table();
     for name in &changed {
@@ -325,6 +327,18 @@ mod tests {
         for (_, input) in corpus() {
             receive(&input);
         }
+    }
+
+    /// Found by the fuzzer: the answer seed with another boot and sequence number, whose cookie
+    /// (made for the seeds' sender at its address) is good: that boot is believed from then on,
+    /// and the node's digest goes to it at the address the cookie proved.
+    #[test]
+    fn an_answer_of_another_boot_with_a_good_cookie_is_believed() {
+        receive(&[
+            1, 2, 202, 232, 205, 139, 136, 177, 226, 239, 177, 1, 178, 229, 202, 149, 171, 214,
+            172, 217, 49, 144, 78, 128, 208, 149, 44, 255, 188, 49, 0, 4, 139, 144, 251, 187, 175,
+            154, 228, 242, 242, 1,
+        ]);
     }
 
     /// The corpus in `fuzz/corpus/datagram` is [`corpus`]; with `LBFO_FUZZ_CORPUS=DIR` set, this

@@ -42,7 +42,7 @@ use std::net::SocketAddr;
 use crate::cluster::drops::{Counted, Drops, MAX_DROP_COUNTERS};
 use crate::cluster::peers::{Peers, Verdict, MAX_PEERS};
 use crate::cluster::replica::{node_id, Entry, NodeId, Refused, Replica, AHEAD_MS, BUCKETS};
-use crate::cluster::wire::{Body, DropReason, Key, Message, CHALLENGE_PAD, VERSION};
+use crate::cluster::wire::{Body, DropReason, Key, Message, CHALLENGE_PAD, MAX_DATAGRAM, VERSION};
 use crate::vecmap::VecSet;
 
 /// How often each node sends its digest. Four rounds a second repair a lost command within
@@ -201,9 +201,14 @@ impl Cluster {
     /// Sends a repair to peer `node` at the address it proved, as far as its repair budget goes
     /// (the rest goes in answers to its later digests).
     fn repair_to(&mut self, node: NodeId, entries: &[Entry], mono: u64, wall: u64) {
-        let Some(addr) = self.peers.get(node).map(|p| p.addr) else {
+        let Some(p) = self.peers.get_mut(node) else {
             return;
         };
+        if p.budget(mono) < MAX_DATAGRAM as u64 {
+            // Spent (a peer asking far too often): not even packed.
+            return;
+        }
+        let addr = p.addr;
         let key = self.key.clone();
         let grams = wire::pack(entries, &key, || {
             self.header(wall, Some(node), Body::Entries(Vec::new()))
@@ -492,10 +497,13 @@ impl Cluster {
         self.hold_until.map_or(d, |h| d.min(h))
     }
 
-    /// Drop counts by source and reason.
+    /// Drop counts, sorted by source and reason (past the counters' capacity, last).
     #[cfg(test)]
     pub fn drops(&self) -> Vec<(SocketAddr, DropReason, u64)> {
-        self.drops.list()
+        let mut d = self.drops.list();
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        d.sort_unstable_by_key(|&(a, why, _)| (a == any, a, why));
+        d
     }
 
     /// The state `status` shows, one record a line (see `status::Cluster`).

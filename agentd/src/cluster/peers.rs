@@ -85,14 +85,19 @@ impl Peer {
     /// Takes `bytes` from the repair budget, refilled at [`REPAIR_BYTES_PER_S`] up to that much;
     /// whether there were enough.
     pub fn spend(&mut self, bytes: usize, mono_ms: u64) -> bool {
-        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
-        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
-        self.refilled = self.refilled.max(mono_ms);
-        let Some(left) = self.budget.checked_sub(bytes as u64) else {
+        let Some(left) = self.budget(mono_ms).checked_sub(bytes as u64) else {
             return false;
         };
         self.budget = left;
         true
+    }
+
+    /// The repair budget left at `mono_ms`.
+    pub fn budget(&mut self, mono_ms: u64) -> u64 {
+        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
+        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
+        self.refilled = self.refilled.max(mono_ms);
+        self.budget
     }
 
     /// The replay window: takes `seq` if it is new, records it.
@@ -224,6 +229,11 @@ impl Peers {
         }
     }
 
+    /// Whether `node` is believed in `boot`.
+    pub fn believes(&self, node: NodeId, boot: u64) -> bool {
+        self.map.get(&node).is_some_and(|p| p.boot == boot)
+    }
+
     /// The believed peer `node`.
     pub fn get(&self, node: NodeId) -> Option<&Peer> {
         self.map.get(&node)
@@ -234,11 +244,9 @@ impl Peers {
         self.map.get_mut(&node)
     }
 
-    /// Every peer, by id.
-    pub fn list(&self) -> Vec<(NodeId, &Peer)> {
-        let mut out: Vec<_> = self.map.iter().map(|(id, p)| (*id, p)).collect();
-        out.sort_unstable_by_key(|(id, _)| *id);
-        out
+    /// Every peer.
+    pub fn list(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
+        self.map.iter().map(|(id, p)| (*id, p))
     }
 
     /// How many peers are tracked.

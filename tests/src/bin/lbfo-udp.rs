@@ -40,44 +40,12 @@ fn main() {
     match arg(0).as_str() {
         "capture" => {
             let ms: u64 = arg(4).parse().unwrap_or_else(|_| usage());
-            let SocketAddr::V4(g) = addr else { usage() };
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
-            s.join_multicast_v4(g.ip(), &local).expect("join");
-            s.set_read_timeout(Some(Duration::from_millis(20)))
-                .expect("timeout");
-            std::fs::write(format!("{}.ready", arg(3)), "").expect("ready file");
-            let mut out = std::fs::File::create(arg(3)).expect("create");
-            let end = Instant::now() + Duration::from_millis(ms);
-            let mut buf = [0u8; 2048];
             let from: Option<std::net::IpAddr> = args.get(5).map(|a| a.parse().expect("FROM"));
-            while Instant::now() < end {
-                if let Ok((n, src)) = s.recv_from(&mut buf) {
-                    if from.is_some_and(|f| f != src.ip()) {
-                        continue;
-                    }
-                    out.write_all(&(n as u16).to_le_bytes()).expect("write");
-                    out.write_all(&buf[..n]).expect("write");
-                }
-            }
+            capture(addr, local, &arg(3), Duration::from_millis(ms), from);
         }
         "replay" => {
-            let s = sender(local);
-            let data = std::fs::read(arg(3)).expect("read");
-            let mut rest = &data[..];
-            let (mut n, mut bytes) = (0, 0);
-            while rest.len() >= 2 {
-                let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
-                let Some(d) = rest.get(2..2 + len) else { break };
-                s.send_to(d, addr).expect("send");
-                rest = &rest[2 + len..];
-                n += 1;
-                bytes += len;
-            }
-            println!("replayed {n}");
-            if let Some(ms) = args.get(4) {
-                let back = received(&s, Duration::from_millis(ms.parse().expect("MS")));
-                println!("sent {bytes} bytes, received {back} bytes");
-            }
+            let listen = args.get(4).map(|ms| ms.parse().expect("MS"));
+            replay(addr, local, &arg(3), listen.map(Duration::from_millis));
         }
         "keyholder" => {
             let key = lbfo_agentd::control::keyfile::read(std::path::Path::new(&arg(3)))
@@ -173,6 +141,54 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
         if let Ok((n, from)) = s.recv_from(&mut buf) {
             node.datagram(&buf[..n], from, mono, wall_ms());
         }
+    }
+}
+
+/// Records the group's datagrams (from `from` only, if given) in `file` for `wait`.
+fn capture(
+    group: SocketAddr,
+    local: Ipv4Addr,
+    file: &str,
+    wait: Duration,
+    from: Option<std::net::IpAddr>,
+) {
+    let SocketAddr::V4(g) = group else { usage() };
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
+    s.join_multicast_v4(g.ip(), &local).expect("join");
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    std::fs::write(format!("{file}.ready"), "").expect("ready file");
+    let mut out = std::fs::File::create(file).expect("create");
+    let end = Instant::now() + wait;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if let Ok((n, src)) = s.recv_from(&mut buf) {
+            if from.is_none_or(|f| f == src.ip()) {
+                record(&mut out, &buf[..n]);
+            }
+        }
+    }
+}
+
+/// Sends the datagrams recorded in `file` to `to` from `local`, in order; with `listen`, counts
+/// the bytes that come back within it.
+fn replay(to: SocketAddr, local: Ipv4Addr, file: &str, listen: Option<Duration>) {
+    let s = sender(local);
+    let data = std::fs::read(file).expect("read");
+    let mut rest = &data[..];
+    let (mut n, mut bytes) = (0, 0);
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        let Some(d) = rest.get(2..2 + len) else { break };
+        s.send_to(d, to).expect("send");
+        rest = &rest[2 + len..];
+        n += 1;
+        bytes += len;
+    }
+    println!("replayed {n}");
+    if let Some(wait) = listen {
+        let back = received(&s, wait);
+        println!("sent {bytes} bytes, received {back} bytes");
     }
 }
 
