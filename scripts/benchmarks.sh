@@ -7,50 +7,86 @@
 #   bash scripts/benchmarks.sh [OUT]        # OUT defaults to BENCHMARKS.md at the top level
 #
 # Needs root (namespaces; everything created is removed). LBFO_SKIP_CROSS=1 leaves the router
-# build out of the footprint (it builds lbfo-agentd for mipsel, ~1 min on 2 cores). Takes about
+# builds out (the size report's mipsel agent, and the footprint's x86_64 musl agent: a few
+# minutes each on 2 cores). Takes about
 # 5 minutes on 2 cores. Each part is also its own command: scripts/bench.sh,
 # scripts/bench-cluster.sh, scripts/bench-failover.sh, size-report/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The agent at rest: its memory with a full-size table, the table and counters it maps, its CPU
-# when nothing happens. A private mount, IPC and network namespace; /run is a fresh tmpfs.
+# The agent at rest (issue 18's footprint targets): its memory and the shared memory it makes,
+# with the example config at the default capacity (the targets) and with 1,000 services at the
+# largest capacity (for comparison), as the glibc build and, when given, the router build (musl,
+# static, built by cross/build.sh for x86_64 so it runs here natively); its CPU when nothing
+# happens. A private mount, IPC and network namespace; /run is a fresh tmpfs for each run.
 if [[ ${1:-} == --footprint ]]; then
-  bin=$2
-  mount -t tmpfs tmpfs /run
+  bin=$2 musl=${3:-}
   d=$(mktemp -d)
-  services=1000 backends=4
-  for ((s = 1; s <= services; s++)); do
-    for ((b = 1; b <= backends; b++)); do
-      echo "add svc$s.lan 10.$((s / 250)).$((s % 250)).$b"
+  # shellcheck disable=SC2317 # called by name, through `run`
+  example() { grep -Ev '^[[:space:]]*(table|fifo)[[:space:]]' examples/lbfo.conf; }
+  # shellcheck disable=SC2317 # called by name, through `run`
+  large() {
+    echo "capacity 4096 16"
+    for ((s = 1; s <= 1000; s++)); do
+      for ((b = 1; b <= 4; b++)); do echo "add svc$s.lan 10.$((s / 250)).$((s % 250)).$b"; done
     done
-  done >"$d/lbfo.conf"
-  printf 'fifo %s/lbfo.sock\ntable /run/lbfo/table\n' "$d" >>"$d/lbfo.conf"
-  "$bin/lbfo-agentd" -c "$d/lbfo.conf" 2>"$d/agent.log" &
-  pid=$!
-  for _ in $(seq 1 500); do [[ -s /run/lbfo/table ]] && break; sleep 0.01; done
-  sleep 1
-  kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
-  ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-  a=$(ticks)
-  sleep 5
-  b=$(ticks)
-  seg=$(ipcs -m --bytes | awk 'NR > 3 && $5 > 0 {s += $5} END {print s + 0}')
-  echo "| measure | value |"
-  echo "|---|---:|"
-  echo "| agent resident memory, $services services × $backends backends (VmRSS, with the table pages it wrote) | $(kb VmRSS) KiB |"
-  echo "| agent peak resident memory (VmHWM) | $(kb VmHWM) KiB |"
-  echo "| shared-memory table file (fixed capacity, read-only to lookups) | $(stat -c %s /run/lbfo/table) bytes |"
-  echo "| usage counters (SysV segment, the only thing lookups write) | $seg bytes |"
-  echo "| agent CPU at rest over 5 s (no cluster, no checks) | $(awk -v t=$((b - a)) 'BEGIN {printf "%.2f%%", t / 100 / 5 * 100}') of one core |"
-  echo "| libnss_lbfo.so.2 (x86_64) | $(stat -c %s "$bin/libnss_lbfo.so") bytes |"
-  echo "| lbfo-agentd (x86_64 glibc, release) | $(stat -c %s "$bin/lbfo-agentd") bytes |"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
+  }
+  # run AGENT CONFIG-FUNCTION LABEL: one agent at rest; its figures as "key value" lines in
+  # $d/LABEL, and its resident memory by mapping in $d/LABEL.maps.
+  run() {
+    local agent=$1 label=$3 pid a b
+    umount /run 2>/dev/null || true
+    mount -t tmpfs tmpfs /run
+    { "$2"; printf 'fifo %s/lbfo.sock\ntable /run/lbfo/table\n' "$d"; } >"$d/lbfo.conf"
+    "$agent" -c "$d/lbfo.conf" 2>"$d/agent.log" &
+    pid=$!
+    for _ in $(seq 1 500); do grep -q '^ready' "$d/agent.log" && break; sleep 0.01; done
+    sleep 1
+    a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    sleep 5
+    b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    {
+      awk '$1 ~ /^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):$/ {print $1, $2}' "/proc/$pid/status"
+      echo "table: $(stat -c %s /run/lbfo/table)"
+      awk 'NR > 1 {s += $4} END {print "segment:", s + 0}' /proc/sysvipc/shm
+      echo "cpu: $((b - a))"
+    } >"$d/$label"
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {name = ($6 == "") ? "(anonymous)" : $6}
+         /^Rss:/ {r[name] += $2}
+         END {for (n in r) if (r[n] > 0) print r[n], n}' "/proc/$pid/smaps" | sort -rn >"$d/$label.maps"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    ipcrm --all=shm
+  }
+  v() { awk -v k="$1:" '$1 == k {print $2}' "$d/$2"; }
+  ok() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "met" : "**not met**"}'; }
+  run "$bin/lbfo-agentd" example glibc
+  run "$bin/lbfo-agentd" large glibc-large
+  [[ -n $musl ]] && run "$musl" example musl
+  shared=$(($(v table glibc) + $(v segment glibc)))
+  echo "| measure | value | target | verdict |"
+  echo "|---|---:|---:|---|"
+  echo "| table file + counters segment, example config, default capacity (64 × 8) | $shared bytes ($(v table glibc) + $(v segment glibc)) | ≤ 128 KiB | $(ok "$shared" 131072) |"
+  if [[ -n $musl ]]; then
+    echo "| agent VmRSS, example config, default capacity, router build (musl, static) | $(v VmRSS musl) KiB | ≤ 1024 KiB | $(ok "$(v VmRSS musl)" 1024) |"
+  fi
+  echo "| agent VmRSS, example config, default capacity, glibc build | $(v VmRSS glibc) KiB | ≤ 1024 KiB | $(ok "$(v VmRSS glibc)" 1024) |"
+  echo "| agent VmRSS, 1,000 services × 4 backends, capacity 4,096 × 16, glibc build | $(v VmRSS glibc-large) KiB | — | — |"
+  echo "| table file + counters segment at 4,096 × 16 | $(($(v table glibc-large) + $(v segment glibc-large))) bytes | — | — |"
+  echo "| agent CPU at rest over 5 s (no cluster, no checks) | $(awk -v t="$(v cpu glibc)" 'BEGIN {printf "%.2f%%", t / 100 / 5 * 100}') of one core | — | — |"
+  echo "| libnss_lbfo.so.2 (x86_64) | $(stat -c %s "$bin/libnss_lbfo.so") bytes | — | — |"
+  echo "| lbfo-agentd (x86_64 glibc, release) | $(stat -c %s "$bin/lbfo-agentd") bytes | — | — |"
+  echo
+  echo "Where the resident memory is, example config (KiB by mapping; a shared library's pages are"
+  echo "shared with every process that maps it; the table is the tmpfs file, SYSV the counters):"
+  echo
+  for label in glibc ${musl:+musl}; do
+    echo "- $label build, VmRSS $(v VmRSS "$label") KiB (anonymous $(v RssAnon "$label"), files $(v RssFile "$label"), shared memory $(v RssShmem "$label")):"
+    awk '{sub(".*/", "", $2); printf "%s%s %s", (NR > 1 ? ", " : "  "), $2, $1} END {print ""}' "$d/$label.maps"
+  done
   rm -rf "$d"
   exit 0
 fi
-
 
 root=$PWD
 out=$(realpath -m "${1:-BENCHMARKS.md}")
@@ -76,7 +112,12 @@ part() { # NAME COMMAND... : runs one benchmark, its Markdown to $work/NAME.md
 }
 
 footprint() {
-  unshare -m -i -n --propagation private bash "$0" --footprint "$bin"
+  local musl=''
+  if [[ ${LBFO_SKIP_CROSS:-0} != 1 ]]; then
+    bash cross/build.sh x86_64-unknown-linux-musl
+    musl=$(realpath "${CARGO_TARGET_DIR:-target}")/routers/x86_64-unknown-linux-musl/lbfo-agentd
+  fi
+  unshare -m -i -n --propagation private bash "$0" --footprint "$bin" "$musl"
 }
 
 t_all=$SECONDS
@@ -124,7 +165,7 @@ cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   cat "$work/failover.md"
   echo
-  echo "# Footprint (issues 2 and 5)"
+  echo "# Footprint (issues 2, 5 and 18)"
   echo
   cat "$work/footprint.md"
   if [[ -f $work/sizes.md ]]; then

@@ -441,9 +441,14 @@ pub struct TableView<'a> {
     /// The records: exactly `max_services` records of `record_words`, and the padding (none if
     /// `w` is shorter).
     records: &'a [AtomicU64],
-    /// Words per service record (derived from `layout`).
-    record_words: usize,
+    /// Words per service record (derived from `layout`). A byte, as every record is at most
+    /// [`RECORD_WORDS`] long: the compiler then knows that a record's offset from a 32-bit slot
+    /// cannot overflow, and the lookup path checks it against the records part only (the
+    /// benchmark counts the instructions this saves).
+    record_words: u8,
 }
+
+const _: () = assert!(RECORD_WORDS <= u8::MAX as usize);
 
 impl<'a> TableView<'a> {
     /// Validates the header against the mapping. Accesses after this cannot go out of bounds.
@@ -480,7 +485,7 @@ impl<'a> TableView<'a> {
     /// A view of `w` read with `layout`; for tables whose header was checked (or just written).
     /// Parts that `w` is too short for are empty (nothing is found in them).
     fn with_layout(w: &'a [AtomicU64], layout: Layout) -> TableView<'a> {
-        let record_words = layout.service_words();
+        let record_words = layout.service_words().min(RECORD_WORDS);
         let part = |at: usize, len: Option<usize>| {
             len.and_then(|len| w.get(at..at.checked_add(len)?))
                 .unwrap_or(&[])
@@ -496,7 +501,7 @@ impl<'a> TableView<'a> {
             header: w.first_chunk().unwrap_or(&NO_HEADER),
             index: part(HEADER_WORDS, Some(layout.index_slots)),
             records: part(records_at, records),
-            record_words,
+            record_words: record_words as u8,
         }
     }
 
@@ -679,7 +684,7 @@ impl<'a> TableView<'a> {
     fn record(&self, slot: usize) -> usize {
         HEADER_WORDS
             .wrapping_add(self.layout.index_slots)
-            .wrapping_add(slot.wrapping_mul(self.record_words))
+            .wrapping_add(slot.wrapping_mul(usize::from(self.record_words)))
     }
 
     /// The record of `slot` as its window of [`RECORD_WORDS`], bounds-checked once; `None` for a
@@ -688,9 +693,9 @@ impl<'a> TableView<'a> {
     /// view can be).
     #[inline(always)]
     fn record_of(&self, slot: u32) -> Option<Record<'a>> {
-        // A slot from the index is below 2^32 and `record_words` at most `RECORD_WORDS`: on a
-        // 64-bit target no overflow, and on a 32-bit one a wrapped offset is still checked.
-        let at = (slot as usize).wrapping_mul(self.record_words);
+        // A slot from the index is below 2^32 and `record_words` below 2^8: on a 64-bit target
+        // no overflow, and on a 32-bit one a wrapped offset is still checked.
+        let at = (slot as usize).wrapping_mul(usize::from(self.record_words));
         let w = self
             .records
             .get(at..at.wrapping_add(RECORD_WORDS))?
@@ -1037,8 +1042,9 @@ impl Record<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct CountersView<'a> {
     w: &'a [AtomicU64],
-    /// Words per service: the turn, then one per backend position of the table's capacity.
-    stride: usize,
+    /// Words per service: the turn, then one per backend position of the table's capacity (a
+    /// byte, as `TableView::record_words` is).
+    stride: u8,
 }
 
 /// The words a lookup reads a service's counters through, whatever the capacity: the turn and
@@ -1064,7 +1070,7 @@ impl<'a> CountersView<'a> {
     pub fn with_layout(w: &'a [AtomicU64], layout: Layout) -> CountersView<'a> {
         CountersView {
             w,
-            stride: 1 + layout.max_backends.min(MAX_BACKENDS),
+            stride: (1 + layout.max_backends.min(MAX_BACKENDS)) as u8,
         }
     }
 
@@ -1097,11 +1103,11 @@ impl<'a> CountersView<'a> {
     /// the row or the segment.
     #[inline]
     fn at(&self, slot: usize, i: usize) -> Option<&AtomicU64> {
-        if i >= self.stride {
+        if i >= usize::from(self.stride) {
             return None;
         }
         self.w.get(
-            slot.wrapping_mul(self.stride)
+            slot.wrapping_mul(usize::from(self.stride))
                 .wrapping_add(COUNTERS_HEADER_WORDS + i),
         )
     }
@@ -1112,7 +1118,7 @@ impl<'a> CountersView<'a> {
     #[inline(always)]
     fn row(&self, slot: usize) -> Option<&[AtomicU64; COUNTER_STRIDE]> {
         let at = slot
-            .wrapping_mul(self.stride)
+            .wrapping_mul(usize::from(self.stride))
             .wrapping_add(COUNTERS_HEADER_WORDS);
         self.w
             .get(at..at.wrapping_add(COUNTER_STRIDE))?

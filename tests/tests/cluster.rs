@@ -243,9 +243,9 @@ fn partition_run() -> Option<String> {
     c.bed.split(&[3, 4]);
     // Conflicting changes on each side, one after the other (each waited for), so their stamps
     // come in the same order every run. Across the split "after" must also be later by more than
-    // a burst: a node's hybrid clock stamps a burst of n commands up to n ms ahead of the wall
-    // clock, and the other side cannot see that clock (on a fast machine the next side's change
-    // came within those ms, stamped earlier, and lost).
+    // a burst: a node's hybrid clock stamps a burst of n commands up to n/1024 ms ahead of the
+    // wall clock, and the other side cannot see that clock (when it stamped whole milliseconds,
+    // on a fast machine the next side's change came within those ms, stamped earlier, and lost).
     let apart = || std::thread::sleep(Duration::from_millis(30));
     c.h(1)
         .send("weight web.lan 10.0.0.11 5\ndown web.lan 10.0.0.12\nadd api.lan 10.0.1.1\n");

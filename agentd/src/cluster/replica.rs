@@ -8,8 +8,10 @@
 //! idempotent — every node that has seen the same entries holds the same state, whatever the
 //! order, loss (repaired later) or duplication.
 //!
-//! - Stamps come from a hybrid logical clock: `time` is `max(wall ms, last + 1, any time seen)`,
-//!   so it is a Lamport clock that also tells roughly when a change was made.
+//! - Stamps come from a hybrid logical clock: `time` is `max(wall clock, last + 1, any time
+//!   seen)`, counted in [`TICKS_PER_MS`]ths of a millisecond, so it is a Lamport clock that also
+//!   tells roughly when a change was made, and that a flood of commands (a thousand a
+//!   millisecond) does not run ahead of the wall clock.
 //! - A service is visible when its `created` stamp (add/policy) is newer than its `deleted` stamp
 //!   (`del SERVICE`), or when it has a live backend; a backend is live when its `exists` register
 //!   says yes with a stamp newer than the service's `deleted`.
@@ -29,7 +31,7 @@ use std::net::IpAddr;
 
 use lbfo_core::cmd::Attr;
 use lbfo_core::table::{ApplyError, Backend, DEFAULT_PRIO, DEFAULT_WEIGHT};
-use lbfo_core::{Command, Name, Policy, Service, MAX_BACKENDS, MAX_SERVICES};
+use lbfo_core::{Capacity, Command, Name, Policy, Service};
 
 use crate::vecmap::VecMap;
 
@@ -47,6 +49,16 @@ pub const TOMBSTONE_MS: u64 = 10 * 60 * 1000;
 /// nobody can beat (`u64::MAX`), nor drag every node's hybrid clock ahead.
 pub const AHEAD_MS: u64 = 30_000;
 
+/// A stamp's time is counted in these fractions of a millisecond: each stamp a node makes is
+/// later than its last, and in whole milliseconds a burst of 50,000 FIFO commands ran its clock
+/// 50 s ahead of the wall clock, where its peers refused them ([`AHEAD_MS`]).
+pub const TICKS_PER_MS: u64 = 1024;
+
+/// Milliseconds as stamp time (saturating).
+pub fn ticks(ms: u64) -> u64 {
+    ms.saturating_mul(TICKS_PER_MS)
+}
+
 /// Buckets in a digest: 32 hashes (about 160 bytes on the wire) localise a difference to ~1/32
 /// of the services, so repairing one missed change resends little.
 pub const BUCKETS: usize = 32;
@@ -54,7 +66,7 @@ pub const BUCKETS: usize = 32;
 /// When a change was made, and by whom; ordered by time, then node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Stamp {
-    /// Hybrid logical time, in milliseconds.
+    /// Hybrid logical time, in [`TICKS_PER_MS`]ths of a millisecond since the epoch.
     pub time: u64,
     /// The node that made the change.
     pub node: NodeId,
@@ -204,39 +216,23 @@ impl ServiceState {
 pub enum Refused {
     /// Stamped more than [`AHEAD_MS`] after this node's wall clock, by this much (ms).
     Future(u64),
-    /// A service new to a replica that already holds this many (see [`Capacity::held`]).
+    /// A service new to a replica that already holds this many (see [`held`]).
     Services(usize),
-    /// A backend new to a service that already holds this many (see [`Capacity::held`]).
+    /// A backend new to a service that already holds this many (see [`held`]).
     Backends(usize),
 }
 
-/// The table's capacity, as this agent knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
-    /// Services.
-    pub services: usize,
-    /// Live backends per service.
-    pub backends: usize,
-}
-
-impl Capacity {
-    /// The table's capacity: one place for the replica's bounds to follow when it becomes a
-    /// setting.
-    pub fn of_table() -> Capacity {
-        Capacity {
-            services: MAX_SERVICES,
-            backends: MAX_BACKENDS,
-        }
-    }
-
-    /// What a replica holds at most, from the wire (or the state file), tombstones included, so
-    /// that a key holder or a buggy peer cannot grow an agent's memory without bound: twice the
-    /// table's services (a full table, and as many deleted within the tombstone bound), and four
-    /// times its backends per service (backends come and go more often). More is refused
-    /// ([`Refused::Services`], [`Refused::Backends`]) until tombstones are collected.
-    pub fn held(self) -> (usize, usize) {
-        (2 * self.services, 4 * self.backends)
-    }
+/// What a replica of a table of capacity `cap` holds at most, from the wire (or the state file),
+/// tombstones included, so that a key holder or a buggy peer cannot grow an agent's memory
+/// without bound: twice the services (a full table, and as many deleted within the tombstone
+/// bound), and four times the backends per service (backends come and go more often). More is
+/// refused ([`Refused::Services`], [`Refused::Backends`]) until tombstones are collected.
+///
+/// An agent's replica is of the largest table ([`Capacity::MAX`]), not of its own `capacity`:
+/// it holds what any node's table may hold (what its own cannot is counted as
+/// `capacity_refused`), so nodes of different capacities still agree on the digest.
+pub fn held(cap: Capacity) -> (usize, usize) {
+    (2 * cap.services(), 4 * cap.backends())
 }
 
 /// One unit of replication: a service's own fields, or one backend's.
@@ -315,9 +311,9 @@ pub fn bucket(name: &Name) -> usize {
 }
 
 impl Replica {
-    /// An empty replica for node `me`, as large as the table ([`Capacity::of_table`]).
+    /// An empty replica for node `me`, of the largest table ([`Capacity::MAX`]: see [`held`]).
     pub fn new(me: NodeId) -> Replica {
-        Replica::with_capacity(me, Capacity::of_table())
+        Replica::with_capacity(me, Capacity::MAX)
     }
 
     /// An empty replica for node `me` of a table of capacity `cap`.
@@ -337,7 +333,7 @@ impl Replica {
 
     /// A fresh stamp, newer than everything seen (but never wrapping around).
     fn tick(&mut self, wall_ms: u64) -> Stamp {
-        self.clock = wall_ms.max(self.clock.saturating_add(1));
+        self.clock = ticks(wall_ms).max(self.clock.saturating_add(1));
         Stamp {
             time: self.clock,
             node: self.me,
@@ -362,7 +358,7 @@ impl Replica {
     /// (its backend deleted by a newer change) simply loses.
     pub fn config_line(&mut self, cmd: &Command, time: u64, wall_ms: u64) -> Vec<Entry> {
         let at = Stamp {
-            time: time.min(wall_ms),
+            time: ticks(time.min(wall_ms)),
             node: self.me,
         };
         self.observe(at);
@@ -387,20 +383,22 @@ impl Replica {
         };
         match *cmd {
             Command::Add { addr, .. } => match s {
-                None if self.visible_count() >= self.cap.services => {
-                    Err(ApplyError::TableFull(self.cap.services))
+                None if self.visible_count() >= self.cap.services() => {
+                    Err(ApplyError::TableFull(self.cap.services()))
                 }
                 Some(s)
                     if s.live_backend(addr).is_none()
                         && s.backends.values().filter(|b| s.live(b)).count()
-                            >= self.cap.backends =>
+                            >= self.cap.backends() =>
                 {
-                    Err(ApplyError::ServiceFull(self.cap.backends))
+                    Err(ApplyError::ServiceFull(self.cap.backends()))
                 }
                 _ => Ok(()),
             },
-            Command::Policy { .. } if s.is_none() && self.visible_count() >= self.cap.services => {
-                Err(ApplyError::TableFull(self.cap.services))
+            Command::Policy { .. }
+                if s.is_none() && self.visible_count() >= self.cap.services() =>
+            {
+                Err(ApplyError::TableFull(self.cap.services()))
             }
             Command::Policy { .. } => Ok(()),
             Command::Del { addr: None, .. } | Command::Reset { .. } => {
@@ -498,14 +496,14 @@ impl Replica {
 
     /// Merges an entry from a peer (or the state file); says whether anything changed. Refused,
     /// changing nothing: an entry stamped more than [`AHEAD_MS`] after `wall_ms`, and one that
-    /// would make the replica hold more than [`Capacity::held`]. Dead entries older than
+    /// would make the replica hold more than [`held`]. Dead entries older than
     /// [`TOMBSTONE_MS`] are not taken in (they may already be collected everywhere else).
     pub fn merge(&mut self, e: &Entry, wall_ms: u64) -> Result<bool, Refused> {
-        let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
+        let horizon = ticks(wall_ms.saturating_sub(TOMBSTONE_MS));
         let name = *e.name();
         let newest = e.newest();
-        if newest.time > wall_ms.saturating_add(AHEAD_MS) {
-            return Err(Refused::Future(newest.time - wall_ms));
+        if newest.time > ticks(wall_ms.saturating_add(AHEAD_MS)) {
+            return Err(Refused::Future(newest.time / TICKS_PER_MS - wall_ms));
         }
         let dead = match e {
             Entry::Service {
@@ -518,7 +516,7 @@ impl Replica {
         if dead && newest.time < horizon && known.is_none() {
             return Ok(false);
         }
-        let (services, backends) = self.cap.held();
+        let (services, backends) = held(self.cap);
         if known.is_none() && self.services.len() >= services {
             return Err(Refused::Services(self.services.len()));
         }
@@ -560,7 +558,7 @@ impl Replica {
     /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
     /// with no backend. Returns the names of services that vanished.
     pub fn collect(&mut self, wall_ms: u64) -> Vec<Name> {
-        let horizon = wall_ms.saturating_sub(TOMBSTONE_MS);
+        let horizon = ticks(wall_ms.saturating_sub(TOMBSTONE_MS));
         let mut gone = Vec::new();
         self.services.retain(|_, s| {
             let deleted = s.deleted;
@@ -705,6 +703,7 @@ fn entry_hash(e: &Entry) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lbfo_core::MAX_BACKENDS;
     use lbfo_core::{parse_line, Line};
 
     fn cmd(line: &str) -> Command {
@@ -908,11 +907,11 @@ mod tests {
         };
         // At the edge of the window: taken; one ms beyond, or u64::MAX: refused, nothing changed.
         for e in &sent {
-            assert_eq!(b.merge(&at(e, now + AHEAD_MS), now), Ok(true));
+            assert_eq!(b.merge(&at(e, ticks(now + AHEAD_MS)), now), Ok(true));
         }
         let before = b.digest();
         for e in &sent {
-            let t = now + AHEAD_MS + 1;
+            let t = ticks(now + AHEAD_MS + 1);
             assert_eq!(b.merge(&at(e, t), now), Err(Refused::Future(AHEAD_MS + 1)));
             assert!(b.merge(&at(e, u64::MAX), now).is_err());
         }
@@ -936,7 +935,7 @@ mod tests {
         assert!(b.merge(&e, now).is_err());
         assert_eq!(b.digest(), before);
         assert!(
-            b.clock <= now + AHEAD_MS,
+            b.clock <= ticks(now + AHEAD_MS),
             "the hybrid clock is not dragged beyond the window"
         );
         // A stamp at the clock's end stays there rather than wrapping to 0.
@@ -956,13 +955,31 @@ mod tests {
         assert!(show(&c).contains("10.0.0.1 down"), "{}", show(&c));
     }
 
+    /// Found by the soak's 10^5-line flood: in whole milliseconds, each of a burst of commands
+    /// stamped a millisecond later than the last, and past 30,000 of them the peers refused
+    /// the node's changes as stamped in the future.
+    #[test]
+    fn a_burst_of_commands_does_not_run_ahead_of_the_clock() {
+        let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+        let t = 1_000_000;
+        let mut last = run(&mut a, "add w.lan 10.0.0.1", t);
+        for i in 0..2 * AHEAD_MS {
+            last = run(&mut a, &format!("weight w.lan 10.0.0.1 {}", i % 100), t);
+        }
+        for e in &last {
+            assert_eq!(b.merge(e, t), Ok(true));
+        }
+        assert!(
+            a.clock < ticks(t + 1000),
+            "{} ms ahead",
+            a.clock / TICKS_PER_MS - t
+        );
+    }
+
     #[test]
     fn a_replica_holds_no_more_than_twice_the_table() {
-        let cap = Capacity {
-            services: 4,
-            backends: 2,
-        };
-        let (services, backends) = cap.held();
+        let cap = Capacity::new(4, 2).unwrap();
+        let (services, backends) = held(cap);
         let mut a = Replica::new(1);
         let mut b = Replica::with_capacity(2, cap);
         let t = 1_000_000;
@@ -995,7 +1012,7 @@ mod tests {
         assert_eq!(b.merge(&down[1], t + 1), Ok(true));
         let del = run(&mut a, "del s1.lan", t + 2);
         b.merge(&del[0], t + 2).unwrap();
-        // (Stamps ran ahead of `t` by a millisecond a command: the hybrid clock.)
+        // (Some ticks beyond the tombstones' stamps.)
         let later = t + 1000 + TOMBSTONE_MS;
         b.collect(later);
         let late = run(&mut a, &format!("add s{services}.lan 10.0.0.1"), later);

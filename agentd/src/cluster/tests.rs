@@ -683,10 +683,7 @@ fn repairs_to_one_peer_are_bounded_per_second() {
 fn entries_beyond_the_replicas_bounds_are_refused_counted_and_logged_once() {
     let mut nodes = vec![node("a"), node("b")];
     introduce(&mut nodes, T0);
-    let cap = replica::Capacity {
-        services: 3,
-        backends: 2,
-    };
+    let cap = lbfo_core::Capacity::new(3, 2).unwrap();
     nodes[1].replica = Replica::with_capacity(node_id("b"), cap);
     for i in 0..10 {
         run(&mut nodes[0], &format!("add s{i}.lan 10.0.0.1"), T0);
@@ -695,7 +692,7 @@ fn entries_beyond_the_replicas_bounds_are_refused_counted_and_logged_once() {
     for (_, d) in &grams {
         nodes[1].datagram(d, addr(1), 0, T0);
     }
-    assert_eq!(nodes[1].replica.names().count(), cap.held().0);
+    assert_eq!(nodes[1].replica.names().count(), replica::held(cap).0);
     assert_eq!(count(&nodes[1], addr(1), DropReason::Full), 4);
     let log = nodes[1].take_log();
     assert_eq!(log.len(), 1, "{log:?}");

@@ -73,7 +73,7 @@ pub enum DropReason {
     /// Authentic, sent to another node (a unicast message replayed to this one).
     Misdirected,
     /// Authentic, with entries that would make the replica hold more than its bounds
-    /// (`replica::Capacity::held`); the datagram's other entries are taken in.
+    /// (`replica::held`); the datagram's other entries are taken in.
     Full,
 }
 

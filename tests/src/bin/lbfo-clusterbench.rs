@@ -98,7 +98,8 @@ fn cluster(n: usize, key: &Path) -> (Bed, Vec<Host>) {
         let mut h = bed.agent_host(
             i,
             &format!(
-                "group 239.77.0.1:7946\niface eth0\nnode h{i}\nkey {}\npolicy web.lan failover\nadd web.lan 10.0.0.11 prio=1\nadd web.lan 10.0.0.12 prio=2\n",
+                // Room for the convergence burst's 100 services besides web.lan.
+                "capacity 128 8\ngroup 239.77.0.1:7946\niface eth0\nnode h{i}\nkey {}\npolicy web.lan failover\nadd web.lan 10.0.0.11 prio=1\nadd web.lan 10.0.0.12 prio=2\n",
                 key.display()
             ),
         );

@@ -117,8 +117,9 @@ fn main() {
     drop(hosts);
     drop(bed);
 
-    // CPU with 100 checked backends: 10 services of 10 loopback backends, one listener.
-    let mut conf = String::new();
+    // CPU with 100 checked backends: 10 services of 10 loopback backends (past the default
+    // capacity's 8 a service), one listener.
+    let mut conf = String::from("capacity 64 16\n");
     for s in 0..10 {
         for b in 1..=10 {
             conf += &format!("add c{s}.lan 127.0.{}.{b}\n", s + 1);
