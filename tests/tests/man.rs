@@ -97,7 +97,10 @@ fn every_help_flag_and_command_is_in_lbfo_agentd_8() {
 
 /// The words the parser lists as expected when it meets `line` in a config file.
 fn expected(line: &str) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("lbfo-man-{}", std::process::id()));
+    // One directory per call: the tests run in parallel in one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lbfo-man-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("bad.conf");
     std::fs::write(&conf, format!("{line}\n")).unwrap();
