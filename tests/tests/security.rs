@@ -247,7 +247,7 @@ fn a_user_writing_the_counters_neither_reaches_nor_defeats_a_limit() {
         .unwrap();
     assert!(
         String::from_utf8_lossy(&text.stdout).contains(&format!(
-            "tampering   {} usage counters put back, the counters header rewritten 0 times",
+            "tampering   counters put back: {}, header rewritten: 0 (",
             tampered(&h)
         )),
         "{}",
@@ -320,7 +320,7 @@ fn an_overwritten_counters_header_is_rewritten_for_new_processes() {
     );
     assert!(
         h.log()
-            .contains("counters: the segment's header was overwritten (1 times so far); rewritten"),
+            .contains("counters: the segment's header was overwritten (1 so far); rewritten"),
         "{}",
         h.log()
     );

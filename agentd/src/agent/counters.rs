@@ -191,7 +191,7 @@ impl Agent<'_> {
         // the log.
         if n.is_power_of_two() {
             self.log(format!(
-                "counters: the segment's header was overwritten ({n} times so far); rewritten, \
+                "counters: the segment's header was overwritten ({n} so far); rewritten, \
                  so new processes share turns again"
             ));
         }

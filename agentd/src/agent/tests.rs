@@ -500,9 +500,9 @@ fn an_overwritten_counters_header_is_rewritten_at_the_next_tick() {
     assert_eq!(
         a.take_log(),
         [
-            "counters: the segment's header was overwritten (1 times so far); rewritten, so new \
+            "counters: the segment's header was overwritten (1 so far); rewritten, so new \
              processes share turns again",
-            "counters: the segment's header was overwritten (2 times so far); rewritten, so new \
+            "counters: the segment's header was overwritten (2 so far); rewritten, so new \
              processes share turns again",
         ]
     );

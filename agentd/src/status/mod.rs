@@ -550,8 +550,8 @@ mod tests {
         let t = text(&s);
         assert!(
             t.contains(
-                "\ntampering   3 usage counters put back, the counters header rewritten 1 times \
-                 (something other than lookups wrote the counters segment; see the agent's log)\n"
+                "\ntampering   counters put back: 3, header rewritten: 1 (something other than \
+                 lookups wrote the counters segment; see the agent's log)\n"
             ),
             "{t}"
         );

@@ -36,12 +36,10 @@ pub fn text(s: &Snapshot) -> String {
     }
     let (counts, header) = s.tampered;
     if counts + header > 0 {
-        o.s("\ntampering   ")
-            .n(counts)
-            .s(" usage counters put back, the counters header rewritten ");
-        o.n(header).s(
-            " times (something other than lookups wrote the counters segment; see the agent's log)",
-        );
+        o.s("\ntampering   counters put back: ").n(counts);
+        o.s(", header rewritten: ")
+            .n(header)
+            .s(" (something other than lookups wrote the counters segment; see the agent's log)");
     }
     o.s("\nservices    ").n(s.services.len() as u64);
     o.s(" of ").n(s.capacity.services() as u64);
