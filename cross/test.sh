@@ -39,7 +39,7 @@ smoke() {
   bin=$(cross_out "$t")/lbfo-agentd
   bash "$ROOT/cross/build.sh" "$t"   # incremental: a no-op when up to date
   dir=$(mktemp -d /tmp/lbfo-cross-smoke.XXXXXX)
-  local ns=(unshare --ipc)
+  local ns=(env LBFO_SMOKE_ICMP=1 unshare --ipc)
   [[ $(id -u) == 0 ]] || ns=(unshare -r --ipc)
   cross_log "$t: agent smoke test under $qemu in $dir"
   "${ns[@]}" bash "$ROOT/cross/smoke.sh" "$qemu" "$bin" "$dir" || {

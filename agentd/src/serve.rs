@@ -4,37 +4,48 @@
 //!
 //! # The rules of the loop
 //!
-//! **Setup, in this order**: SIGHUP, SIGTERM and SIGINT are blocked and read from a signalfd
-//! (before anything else, so none is lost to its default action); the table's lock is taken (a
+//! **Setup, in this order**: SIGHUP, SIGTERM, SIGINT and SIGCHLD are blocked and read from a
+//! signalfd (before anything else, so none is lost to its default action); the soft limit on open
+//! files is raised to the hard one (health checks hold sockets); the table's lock is taken (a
 //! second agent stops here); the FIFO is opened; the table is reused or built; the cluster
 //! socket joins the group; the state file is read; the agent starts and fills the table; a new
 //! table is renamed into place only then, so no reader ever sees it empty; "ready" is logged.
 //!
 //! **A turn**, once per wake-up:
 //! 1. What is due runs: `Agent::tick` (heartbeat, usage limits, digest rounds, the export) and the
-//!    health checks' deadlines; whatever the agent queued is sent; the cluster's state file is
-//!    written when due; the log is written out.
+//!    health checks' deadlines and starts; whatever the agent queued is sent; the cluster's and
+//!    the checks' state files are written when due; the log is written out.
 //! 2. `poll` sleeps until the next deadline (the agent's and the health checks') or a source is
 //!    ready. The sources, in this order: the FIFO and the signalfd (`POLLIN`), the cluster socket
-//!    (`POLLIN`), then every health-check connect in flight (`POLLOUT`).
+//!    (`POLLIN`), then every health-check socket in flight (`Health::fds`: connects `POLLOUT`,
+//!    HTTP answers and the raw ICMP sockets `POLLIN`).
 //! 3. What woke is handled in this order: health-check answers, the cluster socket, the
-//!    signalfd, the FIFO, then a reload if SIGHUP came, and last the exit if SIGTERM or SIGINT
-//!    came (after the FIFO's lines of the same turn are applied and published).
+//!    signalfd (SIGCHLD: check programs that ended are judged and reaped), the FIFO, then a
+//!    reload if SIGHUP came, and last the exit if SIGTERM or SIGINT came (after the FIFO's lines
+//!    of the same turn are applied and published). Last, if a check measured a round-trip time
+//!    or the table changed, `fastest` services get their fastest sets (`Agent::fastest`).
 //!
 //! **Reads per wake-up are capped** so no source starves the others or the timers: the cluster
 //! socket at [`MAX_RECV`](crate::cluster::socket::MAX_RECV) datagrams, the FIFO at [`fifo::MAX_READS`] reads of
-//! [`fifo::READ_CHUNK`] bytes; the signalfd is read until empty (signals of one kind coalesce).
+//! [`fifo::READ_CHUNK`] bytes, each raw ICMP socket at `health::icmp::MAX_READS` replies; the
+//! signalfd is read until empty (signals of one kind coalesce).
 //! Every fd is non-blocking and close-on-exec; EINTR is retried, EAGAIN ends a source's reads.
 //!
 //! **What ends the agent** (exit 1, the line logged): `poll` failing (but for EINTR);
 //! `POLLERR` or `POLLNVAL` on the FIFO or the signalfd, `POLLNVAL` on the socket; a read error on
 //! the FIFO or the signalfd. These mean the agent's own fds are broken.
 //!
+//! **Out of fds**: two fds are held in reserve and given up only to write the state files for
+//! `status` when the agent's own run out (EMFILE), so `status` shows health checks that cannot
+//! run; such checks are *unknown* (see `health`), never down.
+//!
 //! **What is logged and survived**: a read error on the cluster socket other than EAGAIN, EINTR
 //! and ECONNREFUSED (an ICMP error from an earlier send): logged the first time for each errno,
 //! and the socket is read again next turn; failed sends (counted, `send_errors` in `status`: the
 //! protocol repairs loss); a state, export or cluster-state file that cannot be written (logged,
-//! retried); a config that fails to reload (logged, the running one kept).
+//! retried; logged once until it works again); a config that fails to reload (logged, the running
+//! one kept); a health check that cannot run for a local reason (no fd, no memory: logged, its
+//! backend keeps its verdict; see `health`).
 
 use std::fmt::Write as _;
 use std::os::fd::AsFd;
@@ -54,6 +65,7 @@ use crate::control::config::{self, Config};
 use crate::control::fifo::{self, Fifo, Opened, Splitter};
 use crate::health::{self, Health};
 use crate::status;
+use crate::sys::clock_us;
 use crate::sys::fs::{say, Shown};
 use crate::sys::{self, clock_ms, errno_text, io_text};
 use crate::table::file::{self as tablefile, Shared};
@@ -77,7 +89,22 @@ pub fn serve(
     setup: Option<ClusterSetup>,
 ) -> Result<(), String> {
     let signals = block_signals()?;
+    let fd_limit = match crate::sys::raise_fd_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                say(&format!(
+                    "open files: soft limit raised from {before} to {after}"
+                ));
+            }
+            after
+        }
+        Err(e) => {
+            say(&format!("open files: cannot read the limit: {e}"));
+            health::MAX_SOCKETS as u64 * 2
+        }
+    };
     let table = config.table.shown().to_string();
+    let checks_path = health::report::path(&config.table);
     let fifo_path = config.fifo.shown().to_string();
     let status_path = status::cluster_path(&config.table);
     let mut log = Vec::new();
@@ -104,13 +131,17 @@ pub fn serve(
         signals,
         net,
         clock,
-        health: Health::default(),
+        health: Health::new(fd_limit, icmp_id()),
         checked_at: None,
+        fastest_at: None,
         splitter: Splitter::default(),
         buf: vec![0u8; fifo::READ_CHUNK],
         fifo_path,
         status_path,
         wakes: 0,
+        checks_path,
+        failing: [false; 2],
+        spare: spare_fds(),
     };
     l.send();
     let committed = l.agent.commit();
@@ -136,13 +167,27 @@ pub fn serve(
 /// Blocks the signals the loop handles and opens the signalfd that delivers them.
 fn block_signals() -> Result<SignalFd, String> {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+    ] {
         mask.add(s);
     }
     mask.thread_block()
         .map_err(|e| format!("block signals: {}", lower(e)))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {}", lower(e)))
+}
+
+/// The identifier of this agent's ICMP echoes: random, so two agents on one machine (or a
+/// restarted one and its predecessor's late replies) do not take each other's.
+fn icmp_id() -> u16 {
+    let mut b = [0u8; 2];
+    // A failed getrandom leaves 0: still a valid identifier.
+    let _ = crate::sys::random(&mut b);
+    u16::from_ne_bytes(b)
 }
 
 /// Opens (or creates) the FIFO and logs how.
@@ -299,6 +344,11 @@ impl Clock {
             wall_ms: wall.saturating_add_signed(self.offset_ms),
         }
     }
+
+    /// The same monotonic clock in microseconds, for the health checks' round-trip times.
+    fn us(&self) -> u64 {
+        clock_us(ClockId::CLOCK_MONOTONIC).saturating_sub(self.start_ms * 1000)
+    }
 }
 
 /// What `poll` said about each source.
@@ -307,8 +357,19 @@ struct Woke {
     fifo: PollFlags,
     signals: PollFlags,
     net: PollFlags,
-    /// The health checks whose connect finished (or failed).
-    answered: Vec<health::Key>,
+    /// The health checks' poll entries that became ready.
+    answered: Vec<health::Token>,
+}
+
+/// What the signalfd delivered in one turn.
+#[derive(Debug, Default)]
+struct Signals {
+    /// SIGHUP: reload.
+    reload: bool,
+    /// SIGTERM or SIGINT, by name: exit.
+    stop: Option<&'static str>,
+    /// SIGCHLD: a check program ended.
+    child: bool,
 }
 
 /// The sources and the agent, between turns.
@@ -323,6 +384,8 @@ struct Loop<'m, 'c> {
     health: Health,
     /// `Agent::changes` when the health checks last re-read their targets.
     checked_at: Option<u64>,
+    /// `Agent::changes` when the fastest sets were last computed.
+    fastest_at: Option<u64>,
     splitter: Splitter,
     buf: Vec<u8>,
     fifo_path: String,
@@ -330,6 +393,13 @@ struct Loop<'m, 'c> {
     status_path: PathBuf,
     /// Times `poll` returned: how often the agent woke (in the cluster state file).
     wakes: u64,
+    /// Where the health checks' state is written for `status`.
+    checks_path: PathBuf,
+    /// Writing the cluster's, the checks' state file failed last time (logged once).
+    failing: [bool; 2],
+    /// Two fds held in reserve (`/dev/null`), for the state files when the agent's fds run
+    /// out: `status` then still shows what the checks could not do.
+    spare: Vec<std::fs::File>,
 }
 
 impl Loop<'_, '_> {
@@ -343,9 +413,8 @@ impl Loop<'_, '_> {
         self.wakes += 1;
         self.agent.wake(self.clock.now());
         let mut verdicts = Vec::new();
-        for k in &woke.answered {
-            self.health.done(k, &mut verdicts);
-        }
+        self.health
+            .ready(&woke.answered, self.clock.us(), &mut verdicts);
         verdicts.iter().for_each(|v| self.agent.health(v));
         // POLLERR on the UDP socket: errors of earlier sends (queued by IP_RECVERR, counted), or
         // a pending ICMP error, which a read clears.
@@ -357,11 +426,17 @@ impl Loop<'_, '_> {
         if woke.net.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
             self.read_socket();
         }
-        let (reload, stop) = if woke.signals.contains(PollFlags::POLLIN) {
+        let signals = if woke.signals.contains(PollFlags::POLLIN) {
             self.read_signals()?
         } else {
-            (false, None)
+            Signals::default()
         };
+        if signals.child {
+            let mut verdicts = Vec::new();
+            self.health.reap(self.clock.us(), &mut verdicts);
+            verdicts.iter().for_each(|v| self.agent.health(v));
+        }
+        let Signals { reload, stop, .. } = signals;
         if woke.fifo.contains(PollFlags::POLLIN) {
             let agent = &mut self.agent;
             self.fifo
@@ -376,8 +451,24 @@ impl Loop<'_, '_> {
             self.agent.reload(config::load(self.config_path));
             self.agent.publish();
         }
+        self.fastest();
+        flush(&mut self.health.take_log());
         flush(&mut self.agent.take_log());
         Ok(stop)
+    }
+
+    /// Gives `fastest` services their fastest sets when a round-trip time was measured or the
+    /// table changed (the agent rebuilds a schedule only when its set changes).
+    fn fastest(&mut self) {
+        let sampled = self.health.take_sampled();
+        if !sampled && self.fastest_at == Some(self.agent.changes()) {
+            return;
+        }
+        let health = &self.health;
+        self.agent
+            .fastest(|service, addr| health.rtt(service, addr));
+        self.agent.publish();
+        self.fastest_at = Some(self.agent.changes());
     }
 
     /// Step 1 of a turn: what is due at `now`, and everything queued leaves.
@@ -387,8 +478,9 @@ impl Loop<'_, '_> {
             self.checked_at = Some(self.agent.changes());
             self.health.sync(&self.agent.checked(), now.mono_ms);
         }
+        let us = self.clock.us();
         let mut verdicts = Vec::new();
-        self.health.tick(now.mono_ms, &mut verdicts);
+        self.health.tick(us, &mut verdicts);
         verdicts.iter().for_each(|v| self.agent.health(v));
         self.send();
         if let (Some(n), Some(text)) = (&self.net, self.agent.cluster_status(self.clock.now())) {
@@ -396,15 +488,49 @@ impl Loop<'_, '_> {
                 "{text}send_errors {}\nwakes {}\n",
                 n.send_errors, self.wakes
             );
-            if let Err(e) = status::write_cluster(&self.status_path, &text) {
+            self.write_state(0, "cluster", &text);
+        }
+        if let Some(text) = self.health.report(us, now.wall_ms) {
+            self.write_state(1, "check", &text);
+        }
+        flush(&mut self.health.take_log());
+        flush(&mut self.agent.take_log());
+    }
+
+    /// Writes a state file for `status` (`which`: 0 the cluster's, 1 the checks'), with the
+    /// spare fds if the agent has run out of its own; logs a failure once until it works again.
+    fn write_state(&mut self, which: usize, what: &str, text: &str) {
+        let path = [&self.status_path, &self.checks_path][which];
+        // The cluster's is rewritten up to once a second: not flushed to disk each time.
+        let write = || match which {
+            0 => status::write_cluster(path, text),
+            _ => crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644),
+        };
+        let r = match write() {
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && !self.spare.is_empty() => {
+                self.spare.clear();
+                let r = write();
+                self.spare = spare_fds();
+                r
+            }
+            r => r,
+        };
+        match r {
+            Ok(()) if self.failing[which] => {
+                self.failing[which] = false;
+                say(&format!("{what}: {} written again", path.shown()));
+            }
+            Ok(()) => {}
+            Err(_) if self.failing[which] => {}
+            Err(e) => {
+                self.failing[which] = true;
                 say(&format!(
-                    "cluster: cannot write {}: {}",
-                    self.status_path.shown(),
+                    "{what}: cannot write {}: {}; retrying",
+                    path.shown(),
                     io_text(&e)
                 ));
             }
         }
-        flush(&mut self.agent.take_log());
     }
 
     /// Sends every datagram the agent queued.
@@ -419,7 +545,8 @@ impl Loop<'_, '_> {
     /// Step 2 of a turn: sleeps in `poll` until the next deadline or a ready source. `None`
     /// when a signal the agent does not block (SIGSTOP, SIGCONT) interrupted it.
     fn wait(&self, now: Now) -> Result<Option<Woke>, String> {
-        let deadline = self.agent.next_deadline().min(self.health.next_deadline());
+        let checks = self.health.next_deadline().div_ceil(1000);
+        let deadline = self.agent.next_deadline().min(checks);
         let wait = deadline.saturating_sub(now.mono_ms);
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
         let mut fds = vec![
@@ -434,7 +561,7 @@ impl Loop<'_, '_> {
         fds.extend(
             checks
                 .iter()
-                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLOUT)),
+                .map(|(fd, events, _)| PollFd::new(*fd, *events)),
         );
         match poll(&mut fds, timeout) {
             Ok(_) => {}
@@ -453,7 +580,7 @@ impl Loop<'_, '_> {
                 .iter()
                 .zip(&checks)
                 .filter(|(fd, _)| !ready(fd).is_empty())
-                .map(|(_, (_, k))| k.clone())
+                .map(|(_, (_, _, token))| *token)
                 .collect(),
         };
         let bad = PollFlags::POLLERR | PollFlags::POLLNVAL;
@@ -486,26 +613,33 @@ impl Loop<'_, '_> {
         self.agent.sync();
     }
 
-    /// Reads the signalfd until it is empty: (SIGHUP came, the name of SIGTERM or SIGINT if
-    /// one came).
-    fn read_signals(&mut self) -> Result<(bool, Option<&'static str>), String> {
-        let (mut reload, mut stop) = (false, None);
+    /// Reads the signalfd until it is empty.
+    fn read_signals(&mut self) -> Result<Signals, String> {
+        let mut got = Signals::default();
         loop {
             match self.signals.read_signal() {
                 Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => reload = true,
+                    Ok(Signal::SIGHUP) => got.reload = true,
+                    Ok(Signal::SIGCHLD) => got.child = true,
                     // Not nix's `Display`, a table of every signal's name: two are blocked.
-                    Ok(Signal::SIGINT) => stop = Some("SIGINT"),
-                    Ok(_) => stop = Some("SIGTERM"),
+                    Ok(Signal::SIGINT) => got.stop = Some("SIGINT"),
+                    Ok(_) => got.stop = Some("SIGTERM"),
                     Err(_) => {}
                 },
                 // Drained: read_signal maps EAGAIN to None.
-                Ok(None) => return Ok((reload, stop)),
+                Ok(None) => return Ok(got),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(format!("signalfd read: {}", lower(e))),
             }
         }
     }
+}
+
+/// The loop's spare fds (see `Loop::spare`); fewer if they cannot be opened.
+fn spare_fds() -> Vec<std::fs::File> {
+    (0..2)
+        .filter_map(|_| crate::sys::fs::open(Path::new("/dev/null"), libc::O_RDONLY, 0).ok())
+        .collect()
 }
 
 /// Writes out and empties `lines`.

@@ -140,6 +140,11 @@ impl<K, V> VecMap<K, V> {
         self.0.into_iter().map(|(k, _)| k)
     }
 
+    /// The entry at index `i` (in key order), to change its value.
+    pub fn get_index_mut(&mut self, i: usize) -> Option<(&K, &mut V)> {
+        self.0.get_mut(i).map(|(k, v)| (&*k, v))
+    }
+
     /// The values in key order, to change.
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
         self.0.iter_mut().map(|(_, v)| v)

@@ -9,7 +9,7 @@
 //! add SERVICE ADDR [weight=N] [prio=N] [limit=N]   creates the service if new
 //! del SERVICE [ADDR]
 //! down SERVICE ADDR          up SERVICE ADDR
-//! policy SERVICE failover|roundrobin|weighted|leastused
+//! policy SERVICE failover|roundrobin|weighted|leastused|fastest
 //! weight SERVICE ADDR N      prio SERVICE ADDR N      limit SERVICE ADDR N
 //! reset SERVICE              zero the service's usage counters
 //! ```
@@ -23,7 +23,10 @@
 //! group ADDR:PORT the cluster's multicast group: 239.0.0.0/8, or IPv6 ff00::/8 as [ff15::1]:PORT
 //! iface NAME      ttl N (1-255)      node NAME      peer ADDR:PORT (repeatable)
 //! key PATH        insecure
-//! check SERVICE tcp PORT [interval=100ms] [timeout=200ms] [fall=2] [rise=2]
+//! check SERVICE tcp PORT [OPTIONS]           check SERVICE icmp [OPTIONS]
+//! check SERVICE http PORT [path=/] [host=NAME] [expect=200-399] [OPTIONS]
+//! check SERVICE exec /PROGRAM [ARG...] [OPTIONS]
+//!     OPTIONS: [interval=100ms] [timeout=200ms] [fall=2] [rise=2]
 //! ```
 
 use core::fmt;
@@ -221,8 +224,8 @@ pub enum Setting<'a> {
     HostsFile(&'a str),
     /// `dnsmasq-pid PATH`: the pid file of the dnsmasq to signal after each export.
     DnsmasqPid(&'a str),
-    /// `check SERVICE tcp PORT ...`: health-check every backend of a service.
-    Check(Check),
+    /// `check SERVICE KIND ...`: health-check every backend of a service.
+    Check(Check<'a>),
     /// `capacity SERVICES BACKENDS`: how many services the table holds, and backends each.
     Capacity(Capacity),
     /// `max-lookup-rate N`: the most lookups per second one backend's usage counter can really
@@ -235,14 +238,15 @@ pub enum Setting<'a> {
 /// machine makes.
 pub const MAX_LOOKUP_RATE: u64 = 1_000_000_000;
 
-/// A health check: a TCP connect to each backend of `service` on `port`, every `interval_ms`,
-/// failed after `timeout_ms`; down after `fall` failures in a row, up after `rise` successes.
+/// A health check: a probe of each backend of `service` every `interval_ms`, failed after
+/// `timeout_ms`; down after `fall` failures in a row, up after `rise` successes. Its texts
+/// borrow from the line, as a setting's paths do; the agent keeps an owned copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Check {
+pub struct Check<'a> {
     /// The service whose backends are checked.
     pub service: Name,
-    /// The TCP port.
-    pub port: u16,
+    /// What is probed.
+    pub kind: CheckKind<'a>,
     /// Milliseconds between the starts of two checks of one backend.
     pub interval_ms: u32,
     /// Milliseconds a connect may take.
@@ -251,6 +255,46 @@ pub struct Check {
     pub fall: u8,
     /// Successes in a row that mark it up again.
     pub rise: u8,
+}
+
+/// What a check probes on each backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind<'a> {
+    /// `tcp PORT`: a TCP connect.
+    Tcp {
+        /// The TCP port.
+        port: u16,
+    },
+    /// `http PORT [path=] [host=] [expect=]`: an HTTP/1.1 GET, judged by its status line.
+    Http {
+        /// The TCP port.
+        port: u16,
+        /// The request's path (`path=`, default `/`): visible ASCII, starting with `/`.
+        path: &'a str,
+        /// The `Host:` header (`host=`); `None` for the backend's address.
+        host: Option<&'a str>,
+        /// The statuses that pass (`expect=`, default 200-399), lowest and highest.
+        expect: (u16, u16),
+    },
+    /// `icmp`: an echo request, passed by its reply.
+    Icmp,
+    /// `exec /PROGRAM [ARG...]`: a program run without a shell, passed by exit status 0.
+    Exec {
+        /// The program's absolute path and its arguments, separated by blanks, as written.
+        command: &'a str,
+    },
+}
+
+impl CheckKind<'_> {
+    /// The kind's keyword.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Http { .. } => "http",
+            CheckKind::Icmp => "icmp",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
 }
 
 /// The longest `interval=` or `timeout=` (60 s).
@@ -314,7 +358,7 @@ pub enum ParseErrorKind {
     UnknownOption,
     /// The same option twice.
     DuplicateOption,
-    /// Not one of the four policies.
+    /// Not one of the five policies.
     BadPolicy,
     /// The line holds bytes that are not UTF-8 text.
     NotText,
@@ -322,10 +366,20 @@ pub enum ParseErrorKind {
     BadSocketAddr,
     /// A `group` that is not an IPv4 239.0.0.0/8 or IPv6 multicast address.
     NotMulticast,
-    /// A `check` kind other than `tcp`.
+    /// A `check` kind other than `tcp`, `http`, `icmp` or `exec`.
     BadCheckKind,
-    /// A `check` option other than interval=, timeout=, fall= or rise=.
+    /// A `check` option other than interval=, timeout=, fall=, rise= (and http's).
     UnknownCheckOption,
+    /// `path=`, `host=` or `expect=` on a check that is not `http`.
+    HttpOnlyOption,
+    /// An `exec` program that is not an absolute path.
+    RelativeProgram,
+    /// A `path=` that does not start with `/` or holds a byte that is not visible ASCII.
+    BadUrlPath,
+    /// A `host=` with a byte that is not visible ASCII.
+    BadHostName,
+    /// An `expect=` that is not a status or range of statuses from 100 to 599.
+    BadExpect,
     /// Not a duration such as `100ms` or `2s` (1 ms to 60 s).
     BadDuration,
     /// Not a node name ([`crate::name::is_node_name`]).
@@ -354,12 +408,17 @@ impl fmt::Display for ParseErrorKind {
             ParseErrorKind::BadAddr => "not an IPv4 or IPv6 address",
             ParseErrorKind::BadNumber { .. } => "not a whole number from ",
             ParseErrorKind::UnknownOption => "unknown option (expected weight=, prio= or limit=)",
-            ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp)",
-            ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall= or rise=)",
+            ParseErrorKind::BadCheckKind => "unknown check kind (expected tcp, http, icmp or exec)",
+            ParseErrorKind::UnknownCheckOption => "unknown option (expected interval=, timeout=, fall=, rise=, or for http path=, host=, expect=)",
+            ParseErrorKind::HttpOnlyOption => "option only for http checks",
+            ParseErrorKind::RelativeProgram => "not an absolute path (exec runs no shell and searches no PATH)",
+            ParseErrorKind::BadUrlPath => "not a path of visible ASCII characters starting with / (e.g. /health)",
+            ParseErrorKind::BadHostName => "not a host name of visible ASCII characters",
+            ParseErrorKind::BadExpect => "not a status or range of statuses from 100 to 599 (e.g. 200 or 200-399)",
             ParseErrorKind::BadDuration => "not a duration from 1ms to 60s (e.g. 100ms or 2s)",
             ParseErrorKind::BadNodeName => "not a node name (1 to 64 bytes, each a letter, digit, '.', '-' or '_')",
             ParseErrorKind::DuplicateOption => "option given twice",
-            ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted or leastused)",
+            ParseErrorKind::BadPolicy => "unknown policy (expected failover, roundrobin, weighted, leastused or fastest)",
             ParseErrorKind::NotText => "line is not UTF-8 text",
             ParseErrorKind::BadSocketAddr => "not ADDR:PORT (an IPv6 address goes in brackets: [ff15::1]:7946)",
             ParseErrorKind::NotMulticast => "not a multicast group (expected IPv4 239.0.0.0/8 or IPv6 ff00::/8)",
@@ -397,7 +456,8 @@ impl<'a> Iterator for Tokens<'a> {
         let start = self.pos + (rest.len() - rest.trim_start().len());
         let rest = self.line.get(start..)?;
         if rest.is_empty() || rest.starts_with('#') {
-            self.pos = self.line.len();
+            // At the comment (or the end), so a missing argument is placed before it.
+            self.pos = start;
             return None;
         }
         // By bytes: an ASCII blank is never part of a longer UTF-8 character.
@@ -459,8 +519,6 @@ enum Arg {
     Addr,
     /// A backend's IP address or nothing (the last argument).
     MaybeAddr,
-    /// The word `tcp`, the one health-check kind.
-    Tcp,
     /// A TCP port, 1 to 65535.
     Port,
     /// A multicast hop limit, 1 to 255.
@@ -489,8 +547,12 @@ enum Arg {
     Group,
     /// `add`'s options ([`ADD_OPTIONS`]), up to the end of the line.
     AddOptions,
-    /// `check`'s options ([`CHECK_OPTIONS`]), up to the end of the line.
-    CheckOptions,
+    /// An http check's path (`path=`).
+    UrlPath,
+    /// An http check's `Host:` header (`host=`).
+    HostName,
+    /// An http check's passing statuses (`expect=`).
+    Expect,
 }
 
 /// The grammar: every verb's arguments after the service name, in order. One table and one
@@ -506,11 +568,8 @@ const VERBS: [(&str, Verb, &[Arg]); 24] = [
     ("prio", Verb::Prio, &[Arg::Addr, Arg::Prio]),
     ("limit", Verb::Limit, &[Arg::Addr, Arg::Limit]),
     ("reset", Verb::Reset, &[]),
-    (
-        "check",
-        Verb::Check,
-        &[Arg::Tcp, Arg::Port, Arg::CheckOptions],
-    ),
+    // Its arguments depend on the kind: see `Args::check`.
+    ("check", Verb::Check, &[]),
     ("table", Verb::Table, &[Arg::Path]),
     ("fifo", Verb::Fifo, &[Arg::Path]),
     ("state", Verb::State, &[Arg::Path]),
@@ -534,13 +593,20 @@ const ADD_OPTIONS: [(&str, Arg); 3] = [
     ("limit", Arg::Limit),
 ];
 
-/// `check`'s `key=value` options, in the order of [`Args::options`].
-const CHECK_OPTIONS: [(&str, Arg); 4] = [
+/// `check`'s `key=value` options, in the order of [`Args::options`]: the first
+/// [`COMMON_CHECK_OPTIONS`] for every kind, the rest for `http` only.
+const CHECK_OPTIONS: [(&str, Arg); 7] = [
     ("interval", Arg::Duration),
     ("timeout", Arg::Duration),
     ("fall", Arg::Count),
     ("rise", Arg::Count),
+    ("path", Arg::UrlPath),
+    ("host", Arg::HostName),
+    ("expect", Arg::Expect),
 ];
+
+/// How many of [`CHECK_OPTIONS`] every check kind takes.
+const COMMON_CHECK_OPTIONS: usize = 4;
 
 /// A line's tokens and what [`Args::parse`] took from them. Each field is set by the [`Arg`]s
 /// that name it, so a verb reads only the fields its table entry sets.
@@ -557,8 +623,11 @@ struct Args<'a> {
     policy: Policy,
     /// `Peer`, `Group`.
     socket: SocketAddr,
-    /// `AddOptions`, `CheckOptions`: each option's value, if given, in its table's order.
-    options: [Option<u64>; 4],
+    /// `AddOptions` and a check's options: each option's value, if given, in its table's
+    /// order (a text option's value is 0: its text is in `texts`).
+    options: [Option<u64>; 7],
+    /// Each option's text as written, beside `options`.
+    texts: [&'a str; 7],
 }
 
 impl<'a> Args<'a> {
@@ -569,8 +638,9 @@ impl<'a> Args<'a> {
 
     /// `what` is missing: the error points just past the line's last token.
     fn missing(&self, what: &'static str) -> ParseError {
+        let before = self.toks.line.get(..self.toks.pos).unwrap_or_default();
         ParseError {
-            col: self.toks.line.trim_end().len() + 1,
+            col: before.trim_end().len() + 1,
             kind: ParseErrorKind::Missing(what),
         }
     }
@@ -580,16 +650,16 @@ impl<'a> Args<'a> {
         for &arg in spec {
             let what = match arg {
                 Arg::AddOptions => {
-                    return self.options(&ADD_OPTIONS, ParseErrorKind::UnknownOption)
-                }
-                Arg::CheckOptions => {
-                    return self.options(&CHECK_OPTIONS, ParseErrorKind::UnknownCheckOption)
+                    return self.options(
+                        &ADD_OPTIONS,
+                        ADD_OPTIONS.len(),
+                        ParseErrorKind::UnknownOption,
+                    )
                 }
                 Arg::Path => "path",
                 Arg::Iface => "interface name",
                 Arg::Node => "node name",
                 Arg::Addr | Arg::MaybeAddr => "address",
-                Arg::Tcp => "check kind",
                 Arg::Port => "port",
                 Arg::Services => "number of services",
                 Arg::Backends => "number of backends per service",
@@ -612,8 +682,6 @@ impl<'a> Args<'a> {
                     Some(a) => self.addr = Some(a),
                     None => return err(ParseErrorKind::BadAddr),
                 },
-                Arg::Tcp if tok != "tcp" => return err(ParseErrorKind::BadCheckKind),
-                Arg::Tcp => {}
                 Arg::Policy => match Policy::from_name(tok) {
                     Some(p) => self.policy = p,
                     None => return err(ParseErrorKind::BadPolicy),
@@ -639,22 +707,27 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// Takes `key=value` options from `table` up to the end of the line into `self.options`;
-    /// `unknown` is the error for a token that is not one of them.
+    /// Takes `key=value` options from `table` up to the end of the line into `self.options`
+    /// (and their texts into `self.texts`); only the first `allowed` of them are taken here, the
+    /// others are http's. `unknown` is the error for a token that is not one of them.
     fn options(
         &mut self,
         table: &[(&str, Arg)],
+        allowed: usize,
         unknown: ParseErrorKind,
     ) -> Result<(), ParseError> {
         for (col, opt) in self.toks.by_ref() {
-            let found = split(opt, opt.bytes().position(|b| b == b'=')).and_then(|(key, v)| {
-                let i = table.iter().position(|(k, _)| *k == key)?;
-                Some((i, col + key.len() + 1, v))
-            });
-            let Some((i, vcol, v)) = found else {
+            let Some((i, vcol, v)) = option_of(table, col, opt) else {
                 return Err(ParseError { col, kind: unknown });
             };
+            if i >= allowed {
+                return Err(ParseError {
+                    col,
+                    kind: ParseErrorKind::HttpOnlyOption,
+                });
+            }
             let n = value(table[i].1, vcol, v)?;
+            self.texts[i] = v;
             if self.options[i].replace(n).is_some() {
                 return Err(ParseError {
                     col,
@@ -683,7 +756,7 @@ impl<'a> Args<'a> {
     #[inline(never)]
     fn command(&self, verb: Verb, service: &Name) -> Line<'a> {
         let service = *service;
-        let [o0, o1, o2, o3] = self.options;
+        let [o0, o1, o2, ..] = self.options;
         let addr = self.addr();
         Line::Command(match verb {
             Verb::Add => Command::Add {
@@ -715,19 +788,86 @@ impl<'a> Args<'a> {
                     _ => Attr::Limit(self.number(0)),
                 },
             },
-            Verb::Reset => Command::Reset { service },
-            // `check`, the one setting with a service name.
-            _ => {
-                return Line::Setting(Setting::Check(Check {
-                    service,
-                    port: self.number(0) as u16,
-                    interval_ms: o0.unwrap_or(100) as u32,
-                    timeout_ms: o1.unwrap_or(200) as u32,
-                    fall: o2.unwrap_or(2) as u8,
-                    rise: o3.unwrap_or(2) as u8,
-                }))
-            }
+            _ => Command::Reset { service },
         })
+    }
+
+    /// A `check` line's kind, its arguments and options, once the service name is read.
+    fn check(&mut self, service: &Name) -> Result<Line<'a>, ParseError> {
+        let (col, word) = self.next("check kind")?;
+        let mut allowed = COMMON_CHECK_OPTIONS;
+        let kind = match word {
+            "tcp" | "http" => {
+                let (col, tok) = self.next("port")?;
+                let port = value(Arg::Port, col, tok)? as u16;
+                if word == "tcp" {
+                    CheckKind::Tcp { port }
+                } else {
+                    allowed = CHECK_OPTIONS.len();
+                    // Filled in below, once the options are read.
+                    CheckKind::Http {
+                        port,
+                        path: "/",
+                        host: None,
+                        expect: (200, 399),
+                    }
+                }
+            }
+            "icmp" => CheckKind::Icmp,
+            "exec" => CheckKind::Exec {
+                command: self.exec_command()?,
+            },
+            _ => {
+                return Err(ParseError {
+                    col,
+                    kind: ParseErrorKind::BadCheckKind,
+                })
+            }
+        };
+        self.options(&CHECK_OPTIONS, allowed, ParseErrorKind::UnknownCheckOption)?;
+        let [o0, o1, o2, o3, path, host, expect] = self.options;
+        let kind = match kind {
+            CheckKind::Http { port, .. } => CheckKind::Http {
+                port,
+                path: if path.is_some() { self.texts[4] } else { "/" },
+                host: host.map(|_| self.texts[5]),
+                expect: expect.map_or((200, 399), |e| ((e >> 16) as u16, e as u16)),
+            },
+            other => other,
+        };
+        Ok(Line::Setting(Setting::Check(Check {
+            service: *service,
+            kind,
+            interval_ms: o0.unwrap_or(100) as u32,
+            timeout_ms: o1.unwrap_or(200) as u32,
+            fall: o2.unwrap_or(2) as u8,
+            rise: o3.unwrap_or(2) as u8,
+        })))
+    }
+
+    /// `exec`'s program and arguments: everything up to the trailing check options (so the
+    /// options follow the command, as they follow the port of the other kinds).
+    fn exec_command(&mut self) -> Result<&'a str, ParseError> {
+        let (col, program) = self.next("program")?;
+        if !program.starts_with('/') {
+            return Err(ParseError {
+                col,
+                kind: ParseErrorKind::RelativeProgram,
+            });
+        }
+        let start = col - 1;
+        let mut end = start + program.len();
+        let ahead = Tokens {
+            line: self.toks.line,
+            pos: self.toks.pos,
+        };
+        for (col, tok) in ahead {
+            if option_of(&CHECK_OPTIONS[..COMMON_CHECK_OPTIONS], col, tok).is_none() {
+                end = col - 1 + tok.len();
+            }
+        }
+        self.toks.pos = end;
+        Ok(self.toks.line.get(start..end).unwrap_or(program))
     }
 
     /// The setting of a verb that takes no service name, once its arguments are parsed.
@@ -776,7 +916,8 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
         numbers: heapless::Vec::new(),
         policy: Policy::Failover,
         socket: SocketAddr::from(([0; 4], 0)),
-        options: [None; 4],
+        options: [None; 7],
+        texts: [""; 7],
     };
     let Some((col, word)) = a.toks.next() else {
         return Ok(None);
@@ -796,8 +937,23 @@ pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, ParseError> {
         col,
         kind: ParseErrorKind::BadName(e),
     })?;
+    if verb == Verb::Check {
+        return a.check(&service).map(Some);
+    }
     a.parse(spec)?;
     Ok(Some(a.command(verb, &service)))
+}
+
+/// The option of `table` that token `opt` (at column `col`) sets: its index, the column of its
+/// value, and the value; `None` when it is not `key=value` with one of the table's keys.
+fn option_of<'t>(
+    table: &[(&str, Arg)],
+    col: usize,
+    opt: &'t str,
+) -> Option<(usize, usize, &'t str)> {
+    let (key, v) = split(opt, opt.bytes().position(|b| b == b'='))?;
+    let i = table.iter().position(|(k, _)| *k == key)?;
+    Some((i, col + key.len() + 1, v))
 }
 
 /// Whether `ip` may be a cluster group: administratively scoped IPv4 (239.0.0.0/8, RFC 2365) or
@@ -852,22 +1008,28 @@ fn value(arg: Arg, col: usize, tok: &str) -> Result<u64, ParseError> {
         Arg::Rate => (1, MAX_LOOKUP_RATE),
         _ => (0, u64::MAX),
     };
-    let n = if arg == Arg::Duration {
-        duration(tok)
-    } else {
-        whole(tok)
+    let visible = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
+    let (n, bad) = match arg {
+        Arg::Duration => (duration(tok), ParseErrorKind::BadDuration),
+        Arg::UrlPath => (
+            (tok.starts_with('/') && visible(tok)).then_some(0),
+            ParseErrorKind::BadUrlPath,
+        ),
+        Arg::HostName => (visible(tok).then_some(0), ParseErrorKind::BadHostName),
+        Arg::Expect => (expect(tok), ParseErrorKind::BadExpect),
+        _ => (whole(tok), ParseErrorKind::BadNumber { min, max }),
     };
     match n {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ParseError {
-            col,
-            kind: if arg == Arg::Duration {
-                ParseErrorKind::BadDuration
-            } else {
-                ParseErrorKind::BadNumber { min, max }
-            },
-        }),
+        _ => Err(ParseError { col, kind: bad }),
     }
+}
+
+/// `200` or `200-399` (100 to 599, low to high) as `low << 16 | high`.
+fn expect(tok: &str) -> Option<u64> {
+    let (lo, hi) = split(tok, tok.bytes().position(|b| b == b'-')).unwrap_or((tok, tok));
+    let (lo, hi) = (whole(lo)?, whole(hi)?);
+    ((100..=hi).contains(&lo) && hi <= 599).then_some(lo << 16 | hi)
 }
 
 /// `100ms` or `2s` in milliseconds, if it fits a `u64`.
@@ -978,21 +1140,59 @@ mod tests {
         );
         check("state", "column 6: missing path");
         check("state /a /b", "column 10: unexpected extra argument");
+        check("check web.lan tcp", "column 18: missing port");
+    }
+
+    #[test]
+    fn checks() {
         check(
             "check web.lan tcp 80",
-            "Check(Check { service: Name(\"web.lan\"), port: 80, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
+            "Check(Check { service: Name(\"web.lan\"), kind: Tcp { port: 80 }, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
         );
         check(
             "check web.lan tcp 443 interval=1s timeout=50ms fall=3 rise=1",
-            "Check(Check { service: Name(\"web.lan\"), port: 443, interval_ms: 1000, timeout_ms: 50, fall: 3, rise: 1 })",
+            "Check(Check { service: Name(\"web.lan\"), kind: Tcp { port: 443 }, interval_ms: 1000, timeout_ms: 50, fall: 3, rise: 1 })",
+        );
+        check(
+            "check web.lan http 8080",
+            "Check(Check { service: Name(\"web.lan\"), kind: Http { port: 8080, path: \"/\", host: None, expect: (200, 399) }, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
+        );
+        check(
+            "check web.lan http 80 expect=200 host=www.example.com path=/health?full=1 fall=1",
+            "Check(Check { service: Name(\"web.lan\"), kind: Http { port: 80, path: \"/health?full=1\", host: Some(\"www.example.com\"), expect: (200, 200) }, interval_ms: 100, timeout_ms: 200, fall: 1, rise: 2 })",
+        );
+        check(
+            "check web.lan http 80 expect=200-204",
+            "Check(Check { service: Name(\"web.lan\"), kind: Http { port: 80, path: \"/\", host: None, expect: (200, 204) }, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
+        );
+        check(
+            "check dns.lan icmp interval=1s # ping",
+            "Check(Check { service: Name(\"dns.lan\"), kind: Icmp, interval_ms: 1000, timeout_ms: 200, fall: 2, rise: 2 })",
+        );
+        check(
+            "check db.lan exec /usr/bin/pg_isready  -q -t 1 timeout=2s rise=1 # c",
+            "Check(Check { service: Name(\"db.lan\"), kind: Exec { command: \"/usr/bin/pg_isready  -q -t 1\" }, interval_ms: 100, timeout_ms: 2000, fall: 2, rise: 1 })",
+        );
+        // Only trailing options are options; one inside the command is an argument.
+        check(
+            "check db.lan exec /bin/dd count=1 fall=3 of=/dev/null interval=1s",
+            "Check(Check { service: Name(\"db.lan\"), kind: Exec { command: \"/bin/dd count=1 fall=3 of=/dev/null\" }, interval_ms: 1000, timeout_ms: 200, fall: 2, rise: 2 })",
+        );
+        check(
+            "check db.lan exec /bin/true",
+            "Check(Check { service: Name(\"db.lan\"), kind: Exec { command: \"/bin/true\" }, interval_ms: 100, timeout_ms: 200, fall: 2, rise: 2 })",
         );
         check(
             "check web.lan udp 80",
-            "column 15: unknown check kind (expected tcp)",
+            "column 15: unknown check kind (expected tcp, http, icmp or exec)",
         );
         check(
             "check web.lan tcp 0",
             "column 19: not a whole number from 1 to 65535",
+        );
+        check(
+            "check web.lan http x",
+            "column 20: not a whole number from 1 to 65535",
         );
         check(
             "check web.lan tcp 80 interval=5",
@@ -1008,13 +1208,58 @@ mod tests {
         );
         check(
             "check web.lan tcp 80 weight=2",
-            "column 22: unknown option (expected interval=, timeout=, fall= or rise=)",
+            "column 22: unknown option (expected interval=, timeout=, fall=, rise=, or for http path=, host=, expect=)",
         );
         check(
             "check web.lan tcp 80 rise=2 rise=3",
             "column 29: option given twice",
         );
-        check("check web.lan tcp", "column 18: missing port");
+        check(
+            "check web.lan tcp 80 path=/",
+            "column 22: option only for http checks",
+        );
+        check(
+            "check web.lan icmp expect=200",
+            "column 20: option only for http checks",
+        );
+        check("check web.lan icmp 80", "column 20: unknown option (expected interval=, timeout=, fall=, rise=, or for http path=, host=, expect=)");
+        check(
+            "check web.lan http 80 path=health",
+            "column 28: not a path of visible ASCII characters starting with / (e.g. /health)",
+        );
+        check(
+            "check web.lan http 80 path=/a\x01b",
+            "column 28: not a path of visible ASCII characters starting with / (e.g. /health)",
+        );
+        check(
+            "check web.lan http 80 host=",
+            "column 28: not a host name of visible ASCII characters",
+        );
+        for bad in ["99", "600", "300-200", "200-", "-300", "2xx", "200-399-400"] {
+            check(
+                &format!("check web.lan http 80 expect={bad}"),
+                "column 30: not a status or range of statuses from 100 to 599 (e.g. 200 or 200-399)",
+            );
+        }
+        check(
+            "check web.lan http 80 path=/a path=/b",
+            "column 31: option given twice",
+        );
+        check("check web.lan http", "column 19: missing port");
+        check("check web.lan", "column 14: missing check kind");
+        check("check web.lan exec", "column 19: missing program");
+        check(
+            "check web.lan exec # /bin/true",
+            "column 19: missing program",
+        );
+        check(
+            "check web.lan exec true",
+            "column 20: not an absolute path (exec runs no shell and searches no PATH)",
+        );
+        check(
+            "check web.lan exec /bin/true timeout=0s",
+            "column 38: not a duration from 1ms to 60s (e.g. 100ms or 2s)",
+        );
     }
 
     #[test]
@@ -1062,7 +1307,7 @@ mod tests {
         );
         check(
             "policy web.lan random",
-            "column 16: unknown policy (expected failover, roundrobin, weighted or leastused)",
+            "column 16: unknown policy (expected failover, roundrobin, weighted, leastused or fastest)",
         );
         check(
             "limit web.lan 1.2.3.4 -1",

@@ -10,7 +10,7 @@
 //! - [`cmd`]: the one parser for config files and FIFO lines.
 //! - [`capacity`]: how many services and backends a table holds, and the limits of that.
 //! - [`table`]: the agent's table and how commands change it.
-//! - [`policy`]: the four policies, their names and codes (a leaf every other module may use).
+//! - [`policy`]: the five policies, their names and codes (a leaf every other module may use).
 //! - [`schedule`]: schedules that make each policy a constant-time pick.
 //! - [`shm`]: the shared-memory layout, its writer and its checked reader.
 //! - [`atomic`]: the shared word type (64-bit atomics, or a stand-in where the target lacks them).

@@ -1,4 +1,4 @@
-//! The four policies a service can pick its backend by: their names in the command language and
+//! The five policies a service can pick its backend by: their names in the command language and
 //! their codes in the shared table.
 //!
 //! A leaf: it depends on nothing else in the crate, so the parser ([`crate::cmd`]), the table
@@ -18,15 +18,19 @@ pub enum Policy {
     Weighted,
     /// The up backend with the lowest usage counter divided by weight.
     LeastUsed,
+    /// The up backend(s) with the lowest smoothed check round-trip time, as this machine
+    /// measures it; near-ties take turns (see `schedule::fastest_set`).
+    Fastest,
 }
 
 impl Policy {
     /// Every policy, in the order of their codes.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::Failover,
         Policy::RoundRobin,
         Policy::Weighted,
         Policy::LeastUsed,
+        Policy::Fastest,
     ];
 
     /// The policy's name in the command language.
@@ -36,6 +40,7 @@ impl Policy {
             Policy::RoundRobin => "roundrobin",
             Policy::Weighted => "weighted",
             Policy::LeastUsed => "leastused",
+            Policy::Fastest => "fastest",
         }
     }
 
@@ -46,27 +51,31 @@ impl Policy {
             "roundrobin" => Policy::RoundRobin,
             "weighted" => Policy::Weighted,
             "leastused" => Policy::LeastUsed,
+            "fastest" => Policy::Fastest,
             _ => return None,
         })
     }
 
-    /// The policy's code in the shared table.
+    /// The policy's code: on the cluster's wire, and in the shared table (where `fastest` is
+    /// written as roundrobin's code with a flag beside it: see `shm`).
     pub fn code(self) -> u8 {
         match self {
             Policy::Failover => 0,
             Policy::RoundRobin => 1,
             Policy::Weighted => 2,
             Policy::LeastUsed => 3,
+            Policy::Fastest => 4,
         }
     }
 
-    /// The policy for a code read from the shared table; `None` for an unknown code.
+    /// The policy for a code; `None` for an unknown code.
     pub fn from_code(code: u8) -> Option<Policy> {
         Some(match code {
             0 => Policy::Failover,
             1 => Policy::RoundRobin,
             2 => Policy::Weighted,
             3 => Policy::LeastUsed,
+            4 => Policy::Fastest,
             _ => return None,
         })
     }
@@ -89,7 +98,7 @@ mod tests {
             assert_eq!(usize::from(p.code()), i);
             assert_eq!(Policy::from_code(p.code()), Some(p));
         }
-        assert_eq!(Policy::from_code(4), None);
+        assert_eq!(Policy::from_code(5), None);
         assert_eq!(Policy::from_name("Failover"), None);
     }
 }

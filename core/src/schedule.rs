@@ -6,6 +6,8 @@
 //! makes `roundrobin` exactly even, and makes `weighted` proportional over *every* window of one
 //! schedule length (smooth weighted round-robin, as nginx interleaves: 1:3 gives B B A B, not
 //! A B B B). `leastused` schedules list the eligible backends; the lookup compares their counters.
+//! `fastest` schedules list the eligible backends of the fastest set (see [`fastest_set`]), or
+//! every eligible one while that set has none (no check, no round-trip time yet): roundrobin.
 
 use crate::policy::Policy;
 use crate::table::{Service, MAX_BACKENDS};
@@ -66,17 +68,22 @@ impl Schedule {
         let mut w = [0u64; MAX_BACKENDS];
         let mut prio = [0u32; MAX_BACKENDS];
         let mut best = u32::MAX;
+        let mut fast = 0u32;
         for (i, b) in service.iter() {
             if b.eligible() && Family::of(&b.addr) == family {
                 if let (Some(wi), Some(pi)) = (w.get_mut(i), prio.get_mut(i)) {
                     (*wi, *pi) = (u64::from(b.weight), b.prio);
                     best = best.min(b.prio);
+                    fast |= u32::from(b.fast) << i;
                 }
             }
         }
         match service.policy {
             Policy::RoundRobin | Policy::LeastUsed => (0..MAX_BACKENDS)
                 .filter(|&i| w[i] > 0)
+                .for_each(|i| s.push(i)),
+            Policy::Fastest => (0..MAX_BACKENDS)
+                .filter(|&i| w[i] > 0 && (fast == 0 || fast >> i & 1 == 1))
                 .for_each(|i| s.push(i)),
             Policy::Failover => (0..MAX_BACKENDS)
                 .filter(|&i| w[i] > 0 && prio[i] == best)
@@ -103,6 +110,38 @@ impl Schedule {
         }
         s
     }
+}
+
+/// The least tolerance of `fastest`, in microseconds: round-trip times closer than this to the
+/// best one tie with it (on a LAN every backend is within it, and takes turns).
+pub const FASTEST_SLACK_US: u32 = 1000;
+
+/// `fastest`'s set: bit `i` set for backend position `i` when it is eligible, has a smoothed
+/// round-trip time `rtt_us[i]`, and ties with the best of its address family: within a fifth of
+/// the best or [`FASTEST_SLACK_US`], whichever is more. A backend already in the set
+/// (`Backend::fast`) stays in it up to twice that, so one whose time hovers at the edge does not
+/// rebuild the schedule at every sample. Per family, because a lookup picks per family.
+pub fn fastest_set(service: &Service, rtt_us: &[Option<u32>; MAX_BACKENDS]) -> u16 {
+    let mut set = 0u16;
+    for family in [Family::V4, Family::V6] {
+        let timed = || {
+            service.iter().filter_map(move |(i, b)| {
+                let rtt = rtt_us.get(i).copied().flatten()?;
+                (b.eligible() && Family::of(&b.addr) == family).then_some((i, b.fast, rtt))
+            })
+        };
+        let Some(best) = timed().map(|(_, _, rtt)| rtt).min() else {
+            continue;
+        };
+        let slack = (best / 5).max(FASTEST_SLACK_US);
+        for (i, fast, rtt) in timed() {
+            let tolerance = if fast { 2 * slack } else { slack };
+            if rtt <= best.saturating_add(tolerance) {
+                set |= 1 << i;
+            }
+        }
+    }
+    set
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -227,6 +266,56 @@ mod tests {
         ]);
         assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[1]);
         assert_eq!(Schedule::build(&s, Family::V6).as_slice(), &[3]);
+    }
+
+    #[test]
+    fn fastest_picks_the_fastest_set_and_rotates_near_ties() {
+        let mut s = service(&[
+            "policy f.lan fastest",
+            "add f.lan 10.0.0.1",
+            "add f.lan 10.0.0.2",
+            "add f.lan 10.0.0.3",
+            "add f.lan 10.0.0.4 weight=0",
+            "add f.lan ::1",
+            "add f.lan ::2",
+        ]);
+        // No round-trip time yet (or no check): every eligible backend, as roundrobin.
+        assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[0, 1, 2]);
+        let ms = |m: u32| Some(m * 1000);
+        let mut rtt = [None; MAX_BACKENDS];
+        (rtt[0], rtt[1], rtt[2], rtt[3]) = (ms(30), ms(10), ms(11), ms(1));
+        (rtt[4], rtt[5]) = (Some(100), Some(5000));
+        // 10 ms is best (position 3 is drained); 11 ms is within a fifth; 30 ms is not.
+        // IPv6 on its own: 0.1 ms best, 5 ms beyond the 1 ms slack.
+        let set = fastest_set(&s, &rtt);
+        assert_eq!(set, 0b01_0110);
+        let apply = |s: &mut Service, set: u16| {
+            for (i, b) in s.backends.iter_mut().enumerate() {
+                if let Some(b) = b {
+                    b.fast = set >> i & 1 == 1;
+                }
+            }
+        };
+        apply(&mut s, set);
+        assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[1, 2]);
+        assert_eq!(Schedule::build(&s, Family::V6).as_slice(), &[4]);
+        // Within the slack on a LAN: a tie.
+        (rtt[4], rtt[5]) = (Some(100), Some(900));
+        assert_eq!(fastest_set(&s, &rtt) >> 4, 0b11);
+        // A member stays up to twice the tolerance (13.5 ms against 10 ms: out for a newcomer,
+        // in for a member); beyond it, it leaves.
+        rtt[2] = ms(13).map(|r| r + 500);
+        assert_eq!(fastest_set(&s, &rtt) & 0b1111, 0b0110);
+        apply(&mut s, 0b0010);
+        assert_eq!(fastest_set(&s, &rtt) & 0b1111, 0b0010);
+        // The fastest goes down: the set moves to the next, and until the agent has recomputed
+        // it, a set with no eligible member falls back to every eligible backend.
+        s.backends[1].as_mut().unwrap().up = false;
+        assert_eq!(Schedule::build(&s, Family::V4).as_slice(), &[0, 2]);
+        assert_eq!(fastest_set(&s, &rtt) & 0b1111, 0b0100);
+        // Backends without a time never join (they have not been measured).
+        rtt[2] = None;
+        assert_eq!(fastest_set(&s, &rtt) & 0b1111, 0b0001);
     }
 
     #[test]

@@ -30,6 +30,14 @@
 //! length, and every later access is bounds-checked, so a corrupted or hostile table makes lookups
 //! fall through, never panic or read out of bounds.
 //!
+//! **A record's meta word**: byte 0 the name's length, byte 1 the *pick code* (how a lookup
+//! picks: a [`Policy`] code), bytes 3 and 4 the two schedules' lengths, bit 40 "present", bit
+//! 41 "the policy is `fastest`". `fastest` is written with roundrobin's pick code over a
+//! schedule of its fastest set, so a lookup picks it by turn exactly as it picks roundrobin (no
+//! extra instruction, and a module built before `fastest` existed answers it correctly); only
+//! readers that show the policy (`status`) read bit 41. A backend's flags word: byte 0 its
+//! family, bit 8 up, bit 9 in the fastest set, the high half its weight.
+//!
 //! **Usage counters** live in a separate segment (see [`CountersView`]) because every lookup writes
 //! them while the table itself stays read-only to lookups.
 
@@ -731,6 +739,9 @@ impl<'a> TableView<'a> {
         }
         let mut s = Service::new(Name::new_checked(name.get(..len)?).ok()?);
         s.policy = Policy::from_code((meta >> 8) as u8)?;
+        if meta >> 41 & 1 == 1 {
+            s.policy = Policy::Fastest;
+        }
         for pos in 0..self.layout.max_backends {
             let word = |k: usize| {
                 words_of(
@@ -751,6 +762,7 @@ impl<'a> TableView<'a> {
             *s.backends.get_mut(pos)? = Some(Backend {
                 addr,
                 up: (w2 >> 8) & 1 == 1,
+                fast: (w2 >> 9) & 1 == 1,
                 weight: (w2 >> 32) as u32,
                 prio: word(3) as u32,
                 limit: word(4),
@@ -1283,8 +1295,13 @@ impl<'a> Writer<'a> {
         let s4 = Schedule::build(svc, Family::V4);
         let s6 = Schedule::build(svc, Family::V6);
         let name = svc.name.as_bytes();
+        let (pick, fastest) = match svc.policy {
+            Policy::Fastest => (Policy::RoundRobin, 1),
+            p => (p, 0),
+        };
         let meta = name.len() as u64
-            | u64::from(svc.policy.code()) << 8
+            | u64::from(pick.code()) << 8
+            | fastest << 41
             | (s4.as_slice().len() as u64) << 24
             | (s6.as_slice().len() as u64) << 32
             | 1 << 40;
@@ -1314,7 +1331,10 @@ impl<'a> Writer<'a> {
                 let (lo, hi) = bytes.split_at(8);
                 words[0] = u64::from_le_bytes(lo.try_into().unwrap_or_default());
                 words[1] = u64::from_le_bytes(hi.try_into().unwrap_or_default());
-                words[2] = u64::from(family) | u64::from(b.up) << 8 | u64::from(b.weight) << 32;
+                words[2] = u64::from(family)
+                    | u64::from(b.up) << 8
+                    | u64::from(b.fast) << 9
+                    | u64::from(b.weight) << 32;
                 words[3] = u64::from(b.prio);
                 words[4] = b.limit;
             }
@@ -1507,6 +1527,36 @@ mod tests {
         let v = TableView::new_checked(&f.table).unwrap();
         let c = CountersView::new_checked(&f.counters, &v).unwrap();
         assert_eq!((c.count(3, 0), c.count(3, 1)), (100, 200));
+    }
+
+    #[test]
+    fn fastest_is_picked_by_turn_over_its_set_and_reads_back() {
+        let mut f = Fixture::new(&[
+            "policy fa.lan fastest",
+            "add fa.lan 10.0.0.1",
+            "add fa.lan 10.0.0.2",
+            "add fa.lan 10.0.0.3",
+        ]);
+        // No fastest set (no check yet): every up backend in turn, as roundrobin.
+        let got: Vec<_> = (0..3).map(|_| f.v4("fa.lan")).collect();
+        assert_eq!(got, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        for pos in [0, 2] {
+            f.slots[0].as_mut().unwrap().backends[pos]
+                .as_mut()
+                .unwrap()
+                .fast = true;
+        }
+        let w = Writer::attach(&f.table).unwrap();
+        w.write_service(0, f.slots[0].as_ref());
+        let mut got: Vec<_> = (0..4).map(|_| f.v4("fa.lan")).collect();
+        assert_ne!(got[0], got[1], "the two take turns");
+        got.sort();
+        assert_eq!(got, ["10.0.0.1", "10.0.0.1", "10.0.0.3", "10.0.0.3"]);
+        // A lookup sees roundrobin's pick code; a reader showing the policy sees `fastest` and
+        // the set, as written.
+        let v = TableView::new_checked(&f.table).unwrap();
+        assert_eq!(v.service(0), f.slots[0]);
+        assert_eq!(v.service(0).unwrap().policy, Policy::Fastest);
     }
 
     #[test]

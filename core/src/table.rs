@@ -33,6 +33,9 @@ pub struct Backend {
     pub limit: u64,
     /// In rotation.
     pub up: bool,
+    /// In this machine's fastest set (`fastest`): set by the agent from its own check
+    /// round-trip times, kept by every command, never replicated.
+    pub fast: bool,
 }
 
 impl Backend {
@@ -244,6 +247,7 @@ impl<'a> Table<'a> {
                     prio: DEFAULT_PRIO,
                     limit: 0,
                     up: true,
+                    fast: false,
                 });
                 let b = Backend {
                     weight: weight.unwrap_or(base.weight),

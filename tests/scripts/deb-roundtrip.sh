@@ -147,7 +147,8 @@ start_until_ready() {
 : >"$scratch/agent.log"
 start_until_ready
 [[ -p /var/run/lbfo.sock ]] || { cat "$scratch/agent.log"; fail "agent started with the default config"; }
-[[ $(awk '/^CapEff:/{print $2}' "/proc/$agent/status") == 0000000000000400 &&
+# CAP_NET_BIND_SERVICE (bit 10) and CAP_NET_RAW (bit 13, for icmp checks), as the unit keeps.
+[[ $(awk '/^CapEff:/{print $2}' "/proc/$agent/status") == 0000000000002400 &&
   $(awk '/^NoNewPrivs:/{print $2}' "/proc/$agent/status") == 1 ]] \
   || { grep -E 'Cap|NoNew' "/proc/$agent/status"; fail "the agent is confined"; }
 ok "agent runs the unit's ExecStart (${exec_start[*]}) confined as the unit says, writable: ${writable[*]}"

@@ -14,6 +14,7 @@
 
 pub mod bed;
 mod rng;
+pub mod web;
 
 pub use rng::TestRng;
 
@@ -146,6 +147,9 @@ pub struct Host {
     pub libdir: PathBuf,
     /// The network namespace the agent and `getent` run in (see [`bed::Bed`]), if any.
     pub netns: Option<String>,
+    /// A command the agent is started under (e.g. `prlimit --nofile=64:4096`), if any: it must
+    /// exec the agent, so the agent keeps its pid.
+    pub wrap: Vec<String>,
     /// Environment variables the agent is started with (e.g. a clock offset).
     pub env: Vec<(String, String)>,
 }
@@ -173,6 +177,7 @@ impl Host {
             agent: None,
             libdir,
             netns: None,
+            wrap: Vec::new(),
             env: Vec::new(),
         };
         h.write_config(body);
@@ -211,11 +216,19 @@ impl Host {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.bin.agent);
+                c.args(["netns", "exec", ns]).args(&self.wrap);
                 c
             }
-            None => Command::new(&self.bin.agent),
+            None if self.wrap.is_empty() => Command::new(&self.bin.agent),
+            None => {
+                let mut c = Command::new(&self.wrap[0]);
+                c.args(&self.wrap[1..]);
+                c
+            }
         };
+        if self.netns.is_some() || !self.wrap.is_empty() {
+            cmd.arg(&self.bin.agent);
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)

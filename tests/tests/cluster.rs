@@ -878,7 +878,7 @@ fn a_stopped_tcp_service_leaves_every_hosts_answers_and_comes_back() {
     let h3 = c.h(3);
     h3.wait_for("host 3's own down verdict", || {
         h3.log()
-            .contains("check: hc.lan 10.77.0.1 down (2 connects to port 8080 failed")
+            .contains("check: hc.lan 10.77.0.1 down (2 tcp checks failed: connect: ")
     });
     let _l1 = Listener::start(&c, 1, 8080);
     for i in 1..=3 {

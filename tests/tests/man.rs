@@ -95,13 +95,15 @@ fn every_help_flag_and_command_is_in_lbfo_agentd_8() {
     }
 }
 
-#[test]
-fn every_verb_and_setting_is_in_lbfo_conf_5() {
-    // The parser names every verb it knows when it meets an unknown one.
-    let dir = std::env::temp_dir().join(format!("lbfo-man-{}", std::process::id()));
+/// The words the parser lists as expected when it meets `line` in a config file.
+fn expected(line: &str) -> Vec<String> {
+    // One directory per call: the tests run in parallel in one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lbfo-man-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("bad.conf");
-    std::fs::write(&conf, "bogusverb\n").unwrap();
+    std::fs::write(&conf, format!("{line}\n")).unwrap();
     let out = Command::new(artefacts().agent)
         .arg("-c")
         .arg(&conf)
@@ -113,19 +115,47 @@ fn every_verb_and_setting_is_in_lbfo_conf_5() {
         .split("(expected ")
         .nth(1)
         .and_then(|r| r.split(')').next())
-        .unwrap_or_else(|| panic!("no verb list in {err:?}"));
-    let verbs: Vec<&str> = list.split(", ").flat_map(|w| w.split(" or ")).collect();
+        .unwrap_or_else(|| panic!("no list in {err:?}"));
+    list.split(", ")
+        .flat_map(|w| w.split(" or "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `word` opens a `.B` or `.BI` line of lbfo.conf(5) (where its entry starts).
+fn described(man: &str, word: &str) -> bool {
+    man.lines().any(|l| {
+        let l = l
+            .strip_prefix(".BI ")
+            .or_else(|| l.strip_prefix(".B "))
+            .unwrap_or("");
+        l == word || l.starts_with(&format!("{word} "))
+    })
+}
+
+#[test]
+fn every_verb_and_setting_is_in_lbfo_conf_5() {
+    // The parser names every verb it knows when it meets an unknown one.
+    let verbs = expected("bogusverb");
     assert!(verbs.len() >= 11, "{verbs:?}");
     let man = plain("lbfo.conf.5");
     for v in verbs {
-        let described = man.lines().any(|l| {
-            let l = l
-                .strip_prefix(".BI ")
-                .or_else(|| l.strip_prefix(".B "))
-                .unwrap_or("");
-            l == v || l.starts_with(&format!("{v} "))
-        });
-        assert!(described, "verb `{v}` is not described in lbfo.conf.5");
+        assert!(
+            described(&man, &v),
+            "verb `{v}` is not described in lbfo.conf.5"
+        );
+    }
+}
+
+#[test]
+fn every_check_kind_and_policy_is_in_lbfo_conf_5() {
+    let man = plain("lbfo.conf.5");
+    let kinds = expected("check a.lan bogus");
+    assert_eq!(kinds, ["tcp", "http", "icmp", "exec"]);
+    let policies = expected("policy a.lan bogus");
+    assert!(policies.len() >= 5, "{policies:?}");
+    for w in kinds.iter().chain(&policies) {
+        assert!(described(&man, w), "`{w}` is not described in lbfo.conf.5");
     }
 }
 

@@ -120,6 +120,9 @@ pub struct Agent<'m> {
     changes: u64,
     saver: Option<Saver<'m>>,
     save_failing: bool,
+    /// The slots of `fastest` services, as of `changes` (so a turn with a new round-trip time
+    /// does not scan every slot).
+    fastest_slots: (u64, Vec<usize>),
     /// The group's changes not applied because the table's capacity has no room for them.
     capacity_refused: u64,
     /// The usage counters' shadow and tamper counts.

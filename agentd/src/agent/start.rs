@@ -146,6 +146,7 @@ impl<'m> Agent<'m> {
             changes: 0,
             saver,
             save_failing: false,
+            fastest_slots: (u64::MAX, Vec::new()),
             capacity_refused: 0,
             guard: counters::Guard::resumed(tampered),
         }

@@ -8,7 +8,7 @@ use lbfo_core::atomic::AtomicU64;
 use lbfo_core::shm::{retire_any, Layout};
 use lbfo_core::{Capacity, CountersView, Lookup, TableView, Want, Writer};
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 #[derive(Debug)]
@@ -843,4 +843,52 @@ fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
         "the removal reached the peer"
     );
     assert!(peer.replica.service("db.lan").is_some(), "and the addition");
+}
+
+#[test]
+fn fastest_sets_follow_round_trip_times_and_are_republished_only_when_they_change() {
+    let m = Mem::new();
+    let conf = "policy f.lan fastest\nadd f.lan 10.0.0.1\nadd f.lan 10.0.0.2\nadd f.lan 10.0.0.3\n";
+    let mut a = m.agent(false, conf, 0);
+    a.take_log();
+    let rtt = |ms: [u32; 3]| {
+        move |_: &str, addr: IpAddr| match addr.to_string().as_str() {
+            "10.0.0.1" => Some(ms[0] * 1000),
+            "10.0.0.2" => Some(ms[1] * 1000),
+            _ => Some(ms[2] * 1000),
+        }
+    };
+    let picks = |m: &Mem| {
+        let mut got: Vec<String> = (0..4).map(|_| m.v4("f.lan")).collect();
+        got.sort();
+        got.dedup();
+        got
+    };
+    // No times yet: every backend in turn.
+    a.fastest(|_, _| None);
+    a.publish();
+    assert_eq!(picks(&m), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assert!(a.take_log().is_empty(), "nothing changed");
+    a.fastest(rtt([30, 10, 11]));
+    a.publish();
+    assert_eq!(picks(&m), ["10.0.0.2", "10.0.0.3"]);
+    assert_eq!(
+        a.take_log(),
+        ["fastest: f.lan: 10.0.0.2 (10.000 ms), 10.0.0.3 (11.000 ms)"]
+    );
+    // New times that keep the choice: nothing is written.
+    let seq = TableView::new_checked(&m.table).unwrap().service(0);
+    a.fastest(rtt([29, 10, 12]));
+    assert!(a.pending.slots.is_empty() && a.take_log().is_empty());
+    assert_eq!(TableView::new_checked(&m.table).unwrap().service(0), seq);
+    // The fastest goes down: the next takes over at once (the table changed).
+    send(&mut a, "down f.lan 10.0.0.2");
+    a.fastest(rtt([29, 10, 12]));
+    a.publish();
+    assert_eq!(picks(&m), ["10.0.0.3"]);
+    assert_eq!(a.take_log(), ["fastest: f.lan: 10.0.0.3 (12.000 ms)"]);
+    // Not a fastest service: untouched whatever the times.
+    send(&mut a, "policy f.lan roundrobin\nup f.lan 10.0.0.2");
+    a.fastest(rtt([1, 50, 50]));
+    assert!(a.take_log().is_empty());
 }

@@ -622,6 +622,7 @@ impl Replica {
                 prio: b.prio.value,
                 limit: b.limit.value,
                 up: b.up.value,
+                fast: false,
             });
         }
         Some(out)

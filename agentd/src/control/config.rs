@@ -19,11 +19,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use lbfo_core::cmd::{parse_bytes, Check, ParseErrorKind};
+use lbfo_core::cmd::{parse_bytes, ParseErrorKind};
 use lbfo_core::table::ApplyError;
 use lbfo_core::{Capacity, Command, Line, Name, Service, Setting, Table};
 use nix::errno::Errno;
 
+use crate::health::Spec;
 use crate::vecmap::VecMap;
 
 /// Where the table lives unless the config says `table PATH`; the NSS module's default too.
@@ -54,7 +55,7 @@ pub struct Config {
     /// FIFO or the group live only in the table and, in a cluster, in the peers).
     pub state: Option<PathBuf>,
     /// `check` lines: health checks, at most one per service (the last one counts).
-    pub checks: Vec<Check>,
+    pub checks: Vec<Spec>,
     /// `max-lookup-rate N`: what a usage counter may gain per second before the agent takes
     /// the increase for tampering and puts the counter back.
     pub max_lookup_rate: u64,
@@ -252,7 +253,7 @@ struct Settings {
     state: Option<PathBuf>,
     hosts_file: Option<PathBuf>,
     dnsmasq_pid: Option<PathBuf>,
-    checks: Vec<Check>,
+    checks: Vec<Spec>,
     max_lookup_rate: Option<u64>,
     cluster: ClusterConfig,
     capacity: Option<Capacity>,
@@ -324,7 +325,7 @@ impl Settings {
                 if let Some(i) = self.checks.iter().position(|o| o.service == c.service) {
                     self.checks.remove(i);
                 }
-                self.checks.push(c);
+                self.checks.push(Spec::new(&c));
                 return Ok(());
             }
         };

@@ -1,7 +1,37 @@
 //! `status --json`: one JSON object for scripts (the README lists its fields).
 
 use super::out::Out;
-use super::{next_total, ClusterInfo, Snapshot};
+use super::{next_total, CheckRow, ClusterInfo, Snapshot};
+use crate::health::Last;
+
+/// A checked backend's `"check"` object (see the README for its fields).
+fn check_json(o: &mut Out, c: &CheckRow, now_ms: u64) {
+    o.s("{\"kind\":").q(&c.kind).s(",\"verdict\":");
+    o.s(match c.up {
+        Some(true) => "\"up\"",
+        Some(false) => "\"down\"",
+        None => "null",
+    });
+    o.s(",\"verdict_age_ms\":")
+        .n(now_ms.saturating_sub(c.since_ms));
+    o.s(",\"passes\":").n(c.passes.into());
+    o.s(",\"fails\":").n(c.fails.into()).s(",\"last\":");
+    o.s(match c.last {
+        Last::None => "null",
+        Last::Pass => "\"pass\"",
+        Last::Fail => "\"fail\"",
+        Last::Unknown => "\"unknown\"",
+    });
+    o.s(",\"rtt_us\":").opt(c.rtt_us.map(u64::from));
+    o.s(",\"srtt_us\":").opt(c.srtt_us.map(u64::from));
+    match &c.error {
+        Some((at, text)) => {
+            o.s(",\"error\":").q(text).s(",\"error_age_ms\":");
+            o.n(now_ms.saturating_sub(*at)).s("}")
+        }
+        None => o.s(",\"error\":null,\"error_age_ms\":null}"),
+    };
+}
 
 fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
     o.s("{\"node\":").q(&c.node).s(",\"id\":\"").s(&c.id);
@@ -89,10 +119,21 @@ pub fn json(s: &Snapshot) -> String {
             o.s(",\"limit\":")
                 .n(b.limit)
                 .s(",\"lookups\":")
-                .opt(b.lookups)
-                .s("}");
+                .opt(b.lookups);
+            o.s(",\"fastest\":").b(b.fast).s(",\"check\":");
+            match &b.check {
+                Some(c) => check_json(&mut o, c, s.now_ms),
+                None => {
+                    o.s("null");
+                }
+            }
+            o.s("}");
         }
-        o.s("]}");
+        o.s("],\"checked\":").b(sv.checked()).s(",\"picks_as\":");
+        match sv.fastest_fallback() {
+            Some(_) => o.s("\"roundrobin\"}"),
+            None => o.s("null}"),
+        };
     }
     o.s("],\"digest\":\"");
     s.write_digest(&mut o);
@@ -135,8 +176,9 @@ mod tests {
              \"heartbeat_age_ms\":400,\"agent_running\":true,\"retired\":false,\"counters_id\":32769,\
              \"counters_ok\":true,\"capacity\":{\"max_services\":64,\"max_backends\":8},\"tampered\":{\"counters\":0,\"header\":0},\"services\":[{\"slot\":0,\"name\":\"web.lan\",\"policy\":\"failover\",\
              \"backends\":[{\"pos\":0,\"addr\":\"10.0.0.11\",\"state\":\"up\",\"weight\":1,\"prio\":1,\
-             \"limit\":0,\"lookups\":1503},{\"pos\":1,\"addr\":\"fd00::12\",\"state\":\"down\",\"weight\":3,\
-             \"prio\":2,\"limit\":100,\"lookups\":97}]}],\"digest\":\"DIGEST\",\"cluster\":null,\"nscd_hosts_cache\":null}\n"
+             \"limit\":0,\"lookups\":1503,\"fastest\":false,\"check\":null},{\"pos\":1,\"addr\":\"fd00::12\",\
+             \"state\":\"down\",\"weight\":3,\"prio\":2,\"limit\":100,\"lookups\":97,\"fastest\":false,\
+             \"check\":null}],\"checked\":false,\"picks_as\":null}],\"digest\":\"DIGEST\",\"cluster\":null,\"nscd_hosts_cache\":null}\n"
                 .replace("DIGEST", &sample(0, true).digest())
         );
         let j = json(&sample(0, false));

@@ -8,7 +8,9 @@
 //! ([`json`]) and `prometheus.rs` ([`prometheus`]), all writing into the one buffer of `out.rs`.
 //!
 //! In a cluster, the agent also writes its cluster state (node, peers, drop counters) to
-//! `<table>.cluster` at most once a second, when it changed ([`write_cluster`]); `status` shows it when present. Every
+//! `<table>.cluster` at most once a second, when it changed ([`write_cluster`]); `status` shows
+//! it when present. With health checks, the agent writes their state to `<table>.checks` (`health::report`) a few
+//! times a second while it changes; `status` shows each checked backend's row beside it. Every
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
 //! digest exactly when they answer from the same table.
@@ -59,7 +61,14 @@ pub struct BackendRow {
     pub limit: u64,
     /// Lookups answered with it since its counter was zeroed, if the counters are readable.
     pub lookups: Option<u64>,
+    /// In this machine's fastest set (`fastest` services).
+    pub fast: bool,
+    /// Its health check's state, as the agent last wrote it.
+    pub check: Option<CheckRow>,
 }
+
+/// A checked backend's state (the agent's `<table>.checks` file).
+pub type CheckRow = crate::health::report::Row;
 
 /// One service as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +243,26 @@ fn number(w: &str) -> u64 {
     n
 }
 
+impl ServiceRow {
+    /// Whether any of its backends is checked.
+    pub fn checked(&self) -> bool {
+        self.backends.iter().any(|b| b.check.is_some())
+    }
+
+    /// For `fastest`: why it picks as roundrobin now, if it does (no check on the service, or
+    /// no round-trip time measured yet).
+    pub fn fastest_fallback(&self) -> Option<&'static str> {
+        if self.policy != "fastest" || self.backends.iter().any(|b| b.fast) {
+            return None;
+        }
+        Some(if self.checked() {
+            "no round-trip time yet: takes turns as roundrobin"
+        } else {
+            "no check on this service: takes turns as roundrobin"
+        })
+    }
+}
+
 impl Snapshot {
     /// A hash of what the cluster shares, independent of slots, positions and counters: equal on
     /// two hosts exactly when they answer from the same table (16 hex digits).
@@ -329,6 +358,8 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
                 prio: b.prio,
                 limit: b.limit,
                 lookups: counters.map(|c| c.count(slot, pos)),
+                fast: b.fast,
+                check: None,
             });
         }
         services.push(ServiceRow {
@@ -337,6 +368,21 @@ fn read(path: &Path, now_ms: u64) -> Result<Snapshot, String> {
             policy: s.policy.name(),
             backends,
         });
+    }
+    let checks = crate::sys::fs::read_file(&crate::health::report::path(path))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|t| crate::health::report::parse(&t))
+        .unwrap_or_default();
+    for row in checks {
+        let backend = services
+            .iter_mut()
+            .filter(|s| s.name == row.service)
+            .flat_map(|s| s.backends.iter_mut())
+            .find(|b| b.addr == row.addr);
+        if let Some(b) = backend {
+            b.check = Some(row);
+        }
     }
     Ok(Snapshot {
         table: path.shown().to_string(),
@@ -400,6 +446,8 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
                     prio: 1,
                     limit: 0,
                     lookups: counters_ok.then_some(1503),
+                    fast: false,
+                    check: None,
                 },
                 BackendRow {
                     pos: 1,
@@ -409,6 +457,8 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
                     prio: 2,
                     limit: 100,
                     lookups: counters_ok.then_some(97),
+                    fast: false,
+                    check: None,
                 },
             ],
         }],
@@ -420,6 +470,82 @@ fn sample(heartbeat_ms: u64, counters_ok: bool) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::Last;
+
+    /// The sample with `web.lan` as `fastest`, both backends checked by http, the first in the
+    /// fastest set, the second down and last unknown.
+    fn checked() -> Snapshot {
+        let mut s = sample(9_600, true);
+        s.services[0].policy = "fastest";
+        let row = |addr: &str, up, last, rtt, error: Option<&str>| CheckRow {
+            service: "web.lan".into(),
+            addr: addr.parse().unwrap(),
+            kind: "http".into(),
+            up,
+            since_ms: 2_000,
+            passes: u32::from(up == Some(true)) * 5,
+            fails: u32::from(up == Some(false)) * 3,
+            last,
+            rtt_us: rtt,
+            srtt_us: rtt.map(|r| r - 12),
+            error: error.map(|e| (7_500, e.to_owned())),
+        };
+        s.services[0].backends[0].fast = true;
+        s.services[0].backends[0].check =
+            Some(row("10.0.0.11", Some(true), Last::Pass, Some(812), None));
+        s.services[0].backends[1].check = Some(row(
+            "fd00::12",
+            Some(false),
+            Last::Unknown,
+            None,
+            Some("unknown: too many open files"),
+        ));
+        s
+    }
+
+    #[test]
+    fn checks_in_every_view() {
+        let s = checked();
+        let t = text(&s);
+        assert!(t.contains("\nweb.lan  policy fastest\n"), "{t}");
+        assert!(t.contains("-        1503  fastest\n"), "{t}");
+        assert!(
+            t.contains("  CHECK  ADDRESS    VERDICT              PASSES   FAILS  LAST      RTT ms   AVG ms  LAST ERROR\n\
+                        \x20 http   10.0.0.11  up for 8.0 s              5       0  pass       0.812    0.800  -\n\
+                        \x20 http   fd00::12   down for 8.0 s            0       3  unknown        -        -  unknown: too many open files (2.5 s ago)\n"),
+            "{t}"
+        );
+        let j = json(&s);
+        assert!(j.contains("\"lookups\":1503,\"fastest\":true,\"check\":{\"kind\":\"http\",\"verdict\":\"up\",\
+            \"verdict_age_ms\":8000,\"passes\":5,\"fails\":0,\"last\":\"pass\",\"rtt_us\":812,\"srtt_us\":800,\
+            \"error\":null,\"error_age_ms\":null}}"), "{j}");
+        assert!(j.contains("\"last\":\"unknown\",\"rtt_us\":null,\"srtt_us\":null,\
+            \"error\":\"unknown: too many open files\",\"error_age_ms\":2500}}],\"checked\":true,\"picks_as\":null}"), "{j}");
+        let p = prometheus(&s);
+        for line in [
+            "lbfo_check_up{service=\"web.lan\",address=\"10.0.0.11\"} 1\n",
+            "lbfo_check_up{service=\"web.lan\",address=\"fd00::12\"} 0\n",
+            "lbfo_check_verdict_age_seconds{service=\"web.lan\",address=\"10.0.0.11\"} 8\n",
+            "lbfo_check_failures{service=\"web.lan\",address=\"fd00::12\"} 3\n",
+            "lbfo_check_unknown{service=\"web.lan\",address=\"fd00::12\"} 1\n",
+            "lbfo_check_rtt_seconds{service=\"web.lan\",address=\"10.0.0.11\"} 0.000812\n",
+            "lbfo_check_rtt_smoothed_seconds{service=\"web.lan\",address=\"10.0.0.11\"} 0.0008\n",
+            "lbfo_check_info{service=\"web.lan\",address=\"fd00::12\",kind=\"http\",last=\"unknown\",error=\"unknown: too many open files\"} 1\n",
+            "lbfo_backend_fastest{service=\"web.lan\",address=\"10.0.0.11\"} 1\n",
+            "lbfo_backend_fastest{service=\"web.lan\",address=\"fd00::12\"} 0\n",
+        ] {
+            assert!(p.contains(line), "{line} not in:\n{p}");
+        }
+        assert!(!p.contains("lbfo_check_rtt_seconds{service=\"web.lan\",address=\"fd00::12\"}"));
+        // fastest without a check: roundrobin, and every view says so.
+        let mut s = sample(9_600, true);
+        s.services[0].policy = "fastest";
+        assert!(text(&s).contains(
+            "web.lan  policy fastest (no check on this service: takes turns as roundrobin)\n"
+        ));
+        assert!(json(&s).contains("\"checked\":false,\"picks_as\":\"roundrobin\"}"));
+        assert!(!prometheus(&s).contains("lbfo_check_"));
+    }
 
     #[test]
     fn every_form_counts_tampering() {

@@ -68,6 +68,17 @@ impl Out {
         self
     }
 
+    /// Microseconds as milliseconds with three decimals, right-aligned in `w` columns, `-` for
+    /// none: a round-trip time.
+    #[inline(never)]
+    pub(super) fn ms3(&mut self, us: Option<u32>, w: usize) -> &mut Self {
+        let _ = match us {
+            Some(us) => write!(self.0, "{:>w$}", format!("{}.{:03}", us / 1000, us % 1000)),
+            None => write!(self.0, "{:>w$}", "-"),
+        };
+        self
+    }
+
     /// Sixteen lower-case hex digits.
     #[inline(never)]
     pub(super) fn hex(&mut self, v: u64) -> &mut Self {

@@ -2,7 +2,8 @@
 //! textfile collector.
 
 use super::out::{addr_string, Out};
-use super::{next_total, BackendRow, ClusterInfo, Snapshot};
+use super::{next_total, BackendRow, CheckRow, ClusterInfo, Snapshot};
+use crate::health::Last;
 
 /// The Prometheus text exposition format (version 0.0.4), written as it goes: [`Prom::family`]
 /// writes a family's `# HELP` and `# TYPE` lines and [`Prom::sample`] its samples, which the
@@ -36,6 +37,8 @@ pub enum Value {
     Count(u64),
     /// Milliseconds, printed as seconds.
     Ms(u64),
+    /// Microseconds, printed as seconds (round-trip times).
+    Us(u64),
 }
 
 fn flag(v: bool) -> Value {
@@ -158,6 +161,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         );
     }
     backend_metrics(&mut p, s);
+    check_metrics(&mut p, s);
     if let Some(c) = &s.cluster {
         cluster_metrics(&mut p, c, s.now_ms);
     }
@@ -198,6 +202,76 @@ fn backend_metrics(p: &mut Prom, s: &Snapshot) {
                     p.sample(&[("service", &sv.name), ("address", &addr)], v);
                 }
             }
+        }
+    }
+}
+
+/// The health checks' families, over every checked backend, and the fastest sets.
+fn check_metrics(p: &mut Prom, s: &Snapshot) {
+    type Of = fn(&CheckRow, u64) -> Option<Value>;
+    static CHECK_FAMILIES: [(Family, Of); 7] = [
+        (Family { name: "lbfo_check_up", kind: "gauge", help: "The backend's health-check verdict on this machine: up (1) or down (0); absent until fall or rise checks agree." }, |c, _| c.up.map(flag),
+        ),
+        (Family { name: "lbfo_check_verdict_age_seconds", kind: "gauge", help: "Seconds the check's verdict (or its absence) has held." }, |c, now| Some(Value::Ms(now.saturating_sub(c.since_ms))),
+        ),
+        (Family { name: "lbfo_check_passes", kind: "gauge", help: "Checks passed in a row." }, |c, _| Some(Value::Count(c.passes.into())),
+        ),
+        (Family { name: "lbfo_check_failures", kind: "gauge", help: "Checks failed in a row." }, |c, _| Some(Value::Count(c.fails.into())),
+        ),
+        (Family { name: "lbfo_check_unknown", kind: "gauge", help: "Whether the last check could not run for a local reason (1): no verdict, the backend keeps its last one." }, |c, _| Some(flag(c.last == Last::Unknown)),
+        ),
+        (Family { name: "lbfo_check_rtt_seconds", kind: "gauge", help: "The last passed check's round-trip time." }, |c, _| c.rtt_us.map(|us| Value::Us(us.into())),
+        ),
+        (Family { name: "lbfo_check_rtt_smoothed_seconds", kind: "gauge", help: "The smoothed round-trip time (fastest picks by it)." }, |c, _| c.srtt_us.map(|us| Value::Us(us.into())),
+        ),
+    ];
+    let checked = || {
+        s.services.iter().flat_map(|sv| {
+            sv.backends
+                .iter()
+                .filter_map(move |b| Some((sv, b, b.check.as_ref()?)))
+        })
+    };
+    if checked().next().is_none() {
+        return;
+    }
+    for (family, of) in &CHECK_FAMILIES {
+        p.family(family);
+        for (sv, b, c) in checked() {
+            if let Some(v) = of(c, s.now_ms) {
+                let addr = addr_string(&b.addr);
+                p.sample(&[("service", &sv.name), ("address", &addr)], v);
+            }
+        }
+    }
+    p.family(&Family { name: "lbfo_check_info", kind: "gauge", help: "One sample per checked backend, labelled with the check's kind, its last result and its last error." });
+    for (sv, b, c) in checked() {
+        let addr = addr_string(&b.addr);
+        let last = match c.last {
+            Last::None => "",
+            Last::Pass => "pass",
+            Last::Fail => "fail",
+            Last::Unknown => "unknown",
+        };
+        let error = c.error.as_ref().map_or("", |(_, t)| t.as_str());
+        let labels = [
+            ("service", sv.name.as_str()),
+            ("address", &addr),
+            ("kind", &c.kind),
+            ("last", last),
+            ("error", error),
+        ];
+        p.sample(&labels, Value::Count(1));
+    }
+    p.family(&Family {
+        name: "lbfo_backend_fastest",
+        kind: "gauge",
+        help: "For fastest services: whether the backend is in this machine's fastest set (1).",
+    });
+    for sv in s.services.iter().filter(|sv| sv.policy == "fastest") {
+        for b in &sv.backends {
+            let addr = addr_string(&b.addr);
+            p.sample(&[("service", &sv.name), ("address", &addr)], flag(b.fast));
         }
     }
 }
@@ -267,17 +341,18 @@ fn table_readable(p: &mut Prom, yes: bool) {
 }
 
 impl Out {
-    /// A Prometheus sample value: a count as it is, milliseconds as seconds with up to three
-    /// decimals (no trailing zeros, no exponent).
+    /// A Prometheus sample value: a count as it is, milliseconds (microseconds) as seconds with
+    /// up to three (six) decimals (no trailing zeros, no exponent).
     #[inline(never)]
     fn value(&mut self, v: Value) -> &mut Self {
-        let ms = match v {
+        let (t, per) = match v {
             Value::Count(n) => return self.n(n),
-            Value::Ms(ms) => ms,
+            Value::Ms(ms) => (ms, 1000),
+            Value::Us(us) => (us, 1_000_000),
         };
-        self.n(ms / 1000);
+        self.n(t / per);
         // In 32 bits: 64-bit division is a library call on the routers.
-        let (mut frac, mut unit) = ((ms % 1000) as u32, 100);
+        let (mut frac, mut unit) = ((t % per) as u32, per as u32 / 10);
         if frac != 0 {
             self.0.push('.');
         }
@@ -413,6 +488,9 @@ lbfo_nscd_hosts_cache 0
             (Value::Ms(1235), "1.235"),
             (Value::Ms(2000), "2"),
             (Value::Ms(1), "0.001"),
+            (Value::Us(812), "0.000812"),
+            (Value::Us(1_500_000), "1.5"),
+            (Value::Us(0), "0"),
             (Value::Count(u64::MAX), "18446744073709551615"),
         ] {
             assert_eq!(sample_value(v), text, "{v:?}");

@@ -2,7 +2,8 @@
 //! backends per service.
 
 use super::out::{addr_string, Out};
-use super::{ClusterInfo, Snapshot};
+use super::{ClusterInfo, ServiceRow, Snapshot};
+use crate::health::Last;
 
 /// The human-readable report.
 pub fn text(s: &Snapshot) -> String {
@@ -59,7 +60,11 @@ pub fn text(s: &Snapshot) -> String {
         width = width.max(addr_string(&b.addr).len());
     }
     for sv in &s.services {
-        o.s("\n").s(&sv.name).s("  policy ").s(sv.policy).s("\n");
+        o.s("\n").s(&sv.name).s("  policy ").s(sv.policy);
+        if let Some(why) = sv.fastest_fallback() {
+            o.s(" (").s(why).s(")");
+        }
+        o.s("\n");
         if sv.backends.is_empty() {
             o.s("  (no backends)\n");
             continue;
@@ -73,10 +78,55 @@ pub fn text(s: &Snapshot) -> String {
                 .s("  ")
                 .r(Some(b.prio.into()), 10);
             o.s("  ").r((b.limit != 0).then_some(b.limit), 10);
-            o.s("  ").r(b.lookups, 10).s("\n");
+            o.s("  ").r(b.lookups, 10);
+            o.s(if b.fast { "  fastest\n" } else { "\n" });
+        }
+        if sv.checked() {
+            checks_text(&mut o, sv, width, s.now_ms);
         }
     }
     o.0
+}
+
+/// The service's checked backends: kind, verdict and how long it has held, passes and
+/// failures in a row, the last result, round-trip times, the last error and its age.
+fn checks_text(o: &mut Out, sv: &ServiceRow, width: usize, now_ms: u64) {
+    o.s("  CHECK  ").l("ADDRESS", width);
+    o.s("  VERDICT              PASSES   FAILS  LAST      RTT ms   AVG ms  LAST ERROR\n");
+    for b in &sv.backends {
+        let Some(c) = &b.check else {
+            continue;
+        };
+        o.s("  ").l(&c.kind, 5).s("  ").addr(&b.addr, width).s("  ");
+        let mut v = Out::default();
+        v.s(match c.up {
+            Some(true) => "up for ",
+            Some(false) => "down for ",
+            None => "none for ",
+        })
+        .secs(now_ms.saturating_sub(c.since_ms));
+        o.l(&v.0, 19)
+            .r(Some(c.passes.into()), 8)
+            .r(Some(c.fails.into()), 8);
+        o.s("  ").l(
+            match c.last {
+                Last::None => "-",
+                Last::Pass => "pass",
+                Last::Fail => "fail",
+                Last::Unknown => "unknown",
+            },
+            7,
+        );
+        o.ms3(c.rtt_us, 9).ms3(c.srtt_us, 9).s("  ");
+        match &c.error {
+            Some((at, text)) => o
+                .s(text)
+                .s(" (")
+                .secs(now_ms.saturating_sub(*at))
+                .s(" ago)\n"),
+            None => o.s("-\n"),
+        };
+    }
 }
 
 fn cluster_text(o: &mut Out, c: &ClusterInfo, now_ms: u64) {

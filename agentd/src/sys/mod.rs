@@ -3,14 +3,16 @@
 //! it holds. The rest of the agent is `#![deny(unsafe_code)]` without exception (a check in
 //! `scripts/test.sh` keeps it so).
 //!
-//! - this module: errno text, the clock, random bytes;
+//! - this module: errno text, the clock, random bytes, the open-files limit;
 //! - [`fs`]: files and paths (`open`, `statx`, `getdents64`, `rename`, ...), stdout and stderr;
 //! - [`net`]: socket options, interface requests, datagrams with control messages;
+//! - [`process`]: starting a check program (`posix_spawn`);
 //! - [`shm`]: the table file's mapping and the counters' SysV segment.
 #![allow(unsafe_code)]
 
 pub mod fs;
 pub mod net;
+pub mod process;
 pub mod shm;
 
 /// The C library's text for errno `n` (`strerror_r`), lower-cased, as the agent logs it: "no
@@ -55,6 +57,37 @@ pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
 /// `SystemTime` bring `Duration` arithmetic in 128 bits, costly code on the 32-bit routers.
 pub fn clock_ms(clock: nix::time::ClockId) -> u64 {
     nix::time::clock_gettime(clock).map_or(0, |t| ms_of(t.tv_sec(), t.tv_nsec()))
+}
+
+/// Microseconds on `clock`, as [`clock_ms`]: for round-trip times, which on a LAN are
+/// fractions of a millisecond.
+pub fn clock_us(clock: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(clock).map_or(0, |t| us_of(t.tv_sec(), t.tv_nsec()))
+}
+
+/// [`ms_of`] in microseconds.
+fn us_of(secs: impl Into<i64>, nanos: impl Into<i64>) -> u64 {
+    let us = secs
+        .into()
+        .wrapping_mul(1_000_000)
+        .wrapping_add(nanos.into() / 1000);
+    u64::try_from(us).unwrap_or(0)
+}
+
+/// Raises the soft limit on open files to the hard limit (`setrlimit`), so that health checks
+/// in flight do not run out of fds under a low default; returns the soft limit before and
+/// after, or the errno text when the limits cannot be read.
+pub fn raise_fd_limit() -> Result<(u64, u64), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // `rlim_t` is the C library's; widened by a generic (its width differs between targets).
+    fn wide(n: impl Into<u64>) -> u64 {
+        n.into()
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| errno_text(e as i32))?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Ok((wide(soft), wide(hard)));
+    }
+    Ok((wide(soft), wide(soft)))
 }
 
 /// Seconds and nanoseconds (of whatever width the target's `timespec` has) as milliseconds;

@@ -11,8 +11,9 @@
 //!
 //! **What is exported**: per service, the backends its policy can pick *right now*, i.e. the
 //! positions in its schedules ([`Schedule::build`], the same computation the NSS module answers
-//! from): `failover` exports the up backend(s) with the lowest `prio` only; `roundrobin`,
-//! `weighted` and `leastused` export every up backend with a weight above 0. A backend that is
+//! from): `failover` exports the up backend(s) with the lowest `prio` only; `fastest` this
+//! machine's fastest set (every up backend until it has one); `roundrobin`, `weighted` and
+//! `leastused` export every up backend with a weight above 0. A backend that is
 //! down, drained (weight 0) or deleted is gone from the file at the next write. dnsmasq answers a
 //! name with all its hosts-file addresses and rotates their order from one answer to the next,
 //! with TTL `local-ttl` (0 unless configured), so clients spread over the set and ask again on
@@ -276,6 +277,19 @@ mod tests {
             "add z.lan 10.0.9.1\nadd a.lan 10.0.8.1\nadd gone.lan 10.0.7.1\ndown gone.lan 10.0.7.1",
             "10.0.8.1 a.lan\n10.0.9.1 z.lan",
         );
+        // fastest: every up backend until it has a fastest set, then the set.
+        let cmds =
+            "policy m.lan fastest\nadd m.lan 10.0.6.1\nadd m.lan 10.0.6.2\nadd m.lan 10.0.6.3";
+        check(cmds, "10.0.6.1 m.lan\n10.0.6.2 m.lan\n10.0.6.3 m.lan");
+        let mut slots = table(cmds);
+        for pos in [1, 2] {
+            slots[0].as_mut().unwrap().backends[pos]
+                .as_mut()
+                .unwrap()
+                .fast = true;
+        }
+        let got = render(slots.iter().flatten());
+        assert!(got.ends_with("\n10.0.6.2 m.lan\n10.0.6.3 m.lan\n"), "{got}");
     }
 
     #[test]
