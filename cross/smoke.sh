@@ -76,13 +76,15 @@ grep -q '^fd00::3 web.lan$' "$dir/hosts" || fail "hosts file: $(cat "$dir/hosts"
 
 # Each kind's verdict: http and tcp bring their backend up, tcp takes the one nothing listens on
 # down, exec takes down the one whose LBFO_BACKEND it refuses, icmp brings its backend up; the
-# fastest service has a fastest set (the one listening), shown in status.
+# fastest service has a fastest set (the one listening), shown in status. The refused connect's
+# text is not compared: qemu-user (7.2) hands the host's SO_ERROR to the guest untranslated, and
+# x86_64's ECONNREFUSED is no error number on MIPS (`connect: no error information` there).
 seen() {
   local log
   log=$(cat "$dir/agent.log")
   [[ $log == *'check: ht.lan 127.0.0.1 up (2 http checks passed)'* &&
     $log == *'check: tc.lan 127.0.0.1 up (2 tcp checks passed)'* &&
-    $log == *'check: tc.lan 127.0.0.2 down (2 tcp checks failed: connect: refused)'* &&
+    $log == *'check: tc.lan 127.0.0.2 down (2 tcp checks failed: connect: '* &&
     $log == *'check: ex.lan 127.0.0.2 down (2 exec checks failed: exec: exit 1)'* &&
     $log == *'fastest: tc.lan: 127.0.0.1 ('* ]] || return 1
   [[ $icmp == 0 || $log == *'check: ic.lan 127.0.0.2 up (2 icmp checks passed)'* ]]

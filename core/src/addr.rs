@@ -1,12 +1,13 @@
 //! IP addresses as text: parsed and shown exactly as `core::net` does, in a fraction of the code.
 //!
-//! `core::net`'s parser and `Display` impls are generic and careful about formatter options;
-//! on the 32-bit routers they are ~6 KB of the agent's 200 KiB budget (issue 5). What the agent
-//! needs is narrower: read an address from a config or FIFO token, and write one into a log line,
-//! a status report or a hosts file. [`parse_ip`] accepts exactly the strings
-//! `IpAddr::from_str` accepts, and [`Ip`] and [`Sock`] write exactly what `IpAddr`'s and
-//! `SocketAddr`'s `Display` write (RFC 5952 for IPv6, `::ffff:a.b.c.d` for IPv4-mapped
-//! addresses, `[addr%scope]:port`); the tests hold them to that against `core::net` itself.
+//! `core::net`'s parser and `Display` impls are generic and careful about formatter options,
+//! which on the 32-bit routers costs a share of the agent's size budget (issue 5; the size report
+//! has the figures). What the agent needs is narrower: read an address from a config or FIFO
+//! token, and write one into a log line, a status report or a hosts file. [`parse_ip`] accepts
+//! exactly the strings `IpAddr::from_str` accepts, and [`Ip`] and [`Sock`] write exactly what
+//! `IpAddr`'s and `SocketAddr`'s `Display` write (RFC 5952 for IPv6, `::ffff:a.b.c.d` for
+//! IPv4-mapped addresses, `[addr%scope]:port`); the tests hold them to that against `core::net`
+//! itself.
 
 use core::fmt::{self, Write};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -924,8 +924,8 @@ impl Record<'_> {
     /// unknown code. `lens` are the two schedules' lengths, `wanted` those wanted.
     ///
     /// Its filling of `out` repeats `choose`'s on purpose: one helper for both, taking the pick
-    /// as a closure, cost the hot path 15 instructions per getaddrinfo hit (299 to 314, measured
-    /// with scripts/bench.sh), more than the module's whole margin under its 300.
+    /// as a closure, made every getaddrinfo hit dearer (scripts/bench.sh counts its instructions),
+    /// and the hot path is the one the lookup target is set on.
     #[inline(never)]
     fn choose_least_used(
         &self,

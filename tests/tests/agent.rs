@@ -115,6 +115,21 @@ fn config_errors_name_file_line_column_exit_2_and_leave_the_table_alone() {
         describe(&out)
     );
 
+    // A bad check line the same way (its own column, after the table and fifo lines).
+    h.write_config("add a.lan 10.0.0.1\ncheck a.lan http 80 expect=600\n");
+    let out = Command::new(&h.bin.agent)
+        .arg("-c")
+        .arg(h.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let want = format!("{}:4:28: not a status", h.config().display());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&want),
+        "want {want:?} in {}",
+        describe(&out)
+    );
+
     let out = Command::new(&h.bin.agent)
         .args(["-c", "/nonexistent/lbfo.conf"])
         .output()

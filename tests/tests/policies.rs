@@ -119,3 +119,26 @@ fn two_backends_on_the_hosts_own_subnet_still_alternate() {
         assert_ne!(pair[0], pair[1], "answers must alternate: {answers:?}");
     }
 }
+
+#[test]
+fn fastest_without_a_check_takes_turns_as_roundrobin_and_status_says_so() {
+    let mut h = Host::new(
+        "policy f.lan fastest\nadd f.lan 10.0.5.1\nadd f.lan 10.0.5.2\nadd f.lan 10.0.5.3\n",
+    );
+    h.start();
+    let counts = h.tally("gai4", "f.lan", 300);
+    assert_eq!(
+        counts,
+        [
+            ("10.0.5.1".into(), 100),
+            ("10.0.5.2".into(), 100),
+            ("10.0.5.3".into(), 100)
+        ],
+        "no round-trip times: every backend in turn"
+    );
+    let j = h.status_json();
+    assert!(
+        j.contains("\"checked\":false,\"picks_as\":\"roundrobin\""),
+        "{j}"
+    );
+}

@@ -421,6 +421,41 @@ fn probes_in_flight_are_capped() {
 }
 
 #[test]
+fn check_programs_running_are_capped() {
+    let slow = script("slow.sh", "sleep 0.1");
+    let n = MAX_PROCESSES + 4;
+    let targets: Vec<_> = (1..=n)
+        .map(|i| {
+            let line = format!(
+                "check p{i}.lan exec {} interval=10ms timeout=2s",
+                slow.display()
+            );
+            (spec(&line), LOCAL.parse().unwrap())
+        })
+        .collect();
+    let mut h = Health::new(1024, 1);
+    h.sync(&targets, 0);
+    let t0 = Instant::now();
+    let mut most = 0;
+    let out = drive(&mut h, t0, 10_000, |h, out| {
+        most = most.max(h.in_use().1);
+        out.len() >= n
+    });
+    assert_eq!(most, MAX_PROCESSES);
+    assert_eq!(out.len(), n, "every target gets its turn: {out:?}");
+    assert!(out.iter().all(|v| v.up), "{out:?}");
+    let log = h.take_log();
+    assert!(
+        log[0].contains(&format!(
+            "{MAX_PROCESSES} programs in flight, the most at once"
+        )),
+        "{log:?}"
+    );
+    h.sync(&[], us(t0));
+    drive(&mut h, t0, 2000, |h, _| h.zombies.is_empty());
+}
+
+#[test]
 fn icmp_echoes_to_loopback() {
     let (mut h, t0) = health(&[
         ("check p.lan icmp interval=10ms", LOCAL),
