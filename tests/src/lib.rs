@@ -14,6 +14,7 @@
 
 pub mod bed;
 mod rng;
+pub mod simulate;
 pub mod web;
 
 pub use rng::TestRng;

@@ -28,6 +28,7 @@
 //! compare digests and send each other the entries of the buckets that differ.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use lbfo_core::cmd::Attr;
 use lbfo_core::table::{ApplyError, Backend, DEFAULT_PRIO, DEFAULT_WEIGHT};
@@ -287,7 +288,9 @@ impl Entry {
 pub struct Replica {
     me: NodeId,
     clock: u64,
-    services: VecMap<String, Box<ServiceState>>,
+    /// Shared, copied on write: the simulator gives many nodes one table, and each copies only
+    /// what it changes (the agent holds one replica, so nothing is ever copied there).
+    services: Arc<VecMap<String, Arc<ServiceState>>>,
     /// Per digest bucket, the sum of its entries' hashes, up to date but for the buckets in
     /// `dirty`: every digest heard is compared with ours, and a joiner's changes touch a few
     /// buckets between two of them, so only those are summed again.
@@ -327,11 +330,22 @@ impl Replica {
         Replica {
             me,
             clock: 0,
-            services: VecMap::new(),
+            services: Arc::new(VecMap::new()),
             sums: [0; BUCKETS],
             dirty: 0,
             cap,
         }
+    }
+
+    /// The service `name`, to change (created if new), copied first if shared; its digest
+    /// bucket is marked to be summed again.
+    fn service_mut(&mut self, name: Name) -> &mut ServiceState {
+        self.dirty |= 1 << bucket(&name);
+        let s = Arc::make_mut(&mut self.services)
+            .get_or_insert_with(name.as_str().to_owned(), || {
+                Arc::new(ServiceState::new(name))
+            });
+        Arc::make_mut(s)
     }
 
     /// How many entries it holds (a service's own and one per backend, tombstones included).
@@ -443,12 +457,7 @@ impl Replica {
     /// Writes `cmd`'s fields at `at` (merging, so an older stamp loses to what is there).
     fn apply_at(&mut self, cmd: &Command, at: Stamp) -> Vec<Entry> {
         let name = *cmd.service();
-        self.dirty |= 1 << bucket(&name);
-        let s = self
-            .services
-            .get_or_insert_with(name.as_str().to_owned(), || {
-                Box::new(ServiceState::new(name))
-            });
+        let s = self.service_mut(name);
         let mut backend_touched = None;
         match *cmd {
             Command::Add {
@@ -550,12 +559,7 @@ impl Replica {
                 return Err(Refused::Backends(s.backends.len()));
             }
         }
-        self.dirty |= 1 << bucket(&name);
-        let s = self
-            .services
-            .get_or_insert_with(name.as_str().to_owned(), || {
-                Box::new(ServiceState::new(name))
-            });
+        let s = self.service_mut(name);
         let changed = match e {
             Entry::Service {
                 created,
@@ -584,15 +588,29 @@ impl Replica {
     /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
     /// with no backend. Returns the names of services that vanished.
     pub fn collect(&mut self, wall_ms: u64) -> Vec<Name> {
-        self.dirty = u64::MAX;
         let horizon = ticks(wall_ms.saturating_sub(TOMBSTONE_MS));
+        let old = |s: &ServiceState, b: &BackendState| {
+            let live = b.exists.value && b.exists.at > s.deleted;
+            !live && b.newest().time < horizon
+        };
+        let stale = |s: &ServiceState| s.backends.values().any(|b| old(s, b));
         let mut gone = Vec::new();
-        self.services.retain(|_, s| {
-            let deleted = s.deleted;
-            s.backends.retain(|_, b| {
-                let live = b.exists.value && b.exists.at > deleted;
-                live || b.newest().time >= horizon
-            });
+        let old_delete =
+            |s: &ServiceState| s.created <= s.deleted && s.created.max(s.deleted).time < horizon;
+        if !self.services.values().any(|s| stale(s) || old_delete(s)) {
+            // Nothing to forget: nothing copied, no digest bucket to sum again.
+            return gone;
+        }
+        self.dirty = u64::MAX;
+        Arc::make_mut(&mut self.services).retain(|_, s| {
+            if stale(s) {
+                let s = Arc::make_mut(s);
+                let deleted = s.deleted;
+                s.backends.retain(|_, b| {
+                    let live = b.exists.value && b.exists.at > deleted;
+                    live || b.newest().time >= horizon
+                });
+            }
             let keep = !s.backends.is_empty()
                 || s.created > s.deleted
                 || s.created.max(s.deleted).time >= horizon;
@@ -679,7 +697,7 @@ fn fold(sums: [u64; BUCKETS]) -> [u32; BUCKETS] {
 
 /// `old` with the buckets in `which` summed again: per bucket, the sum of every entry's hash.
 fn sums(
-    services: &VecMap<String, Box<ServiceState>>,
+    services: &VecMap<String, Arc<ServiceState>>,
     which: u64,
     old: [u64; BUCKETS],
 ) -> [u64; BUCKETS] {
