@@ -102,9 +102,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     // A table of its own (a blank line first): one row per check kind.
     println!(
-        "\nFailover seen by a client: requests failed per outage of one of three roundrobin \
-         backends for {} requests ({CHECK}; curl through the module, one request at a time; \
-         {trials} outages per kind).\n\n\
+        "\nFailover seen by a client: the requests that failed while one of three roundrobin \
+         backends was out for {} requests ({CHECK}; curl through the module, one request at a \
+         time; {trials} outages per kind).\n\n\
          | check kind | requests failed per outage, mean | max | requests/s |\n\
          |---|---:|---:|---:|",
         TO - FROM
