@@ -123,6 +123,7 @@ footprint() {
 t_all=$SECONDS
 part lookup bash scripts/bench.sh
 part cluster bash scripts/bench-cluster.sh
+part clustersim "$bin/lbfo-clustersim" 16 64 256 1000
 part failover bash scripts/bench-failover.sh
 part footprint footprint
 if [[ ${LBFO_SKIP_CROSS:-0} != 1 ]]; then
@@ -157,6 +158,13 @@ cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "# Cluster: propagation and convergence under loss (issue 3)"
   echo
   sed 's/^## /### /' "$work/cluster.md"
+  echo
+  echo "# Cluster at 16 to 1,000 nodes, simulated (issue 18)"
+  echo
+  echo "The agent's own cluster code (\`cluster::sim\`), N instances over a simulated network"
+  echo "with a virtual clock; times are virtual. \`lbfo-clustersim [N...]\` reruns it."
+  echo
+  sed 's/^## /### /' "$work/clustersim.md"
   echo
   echo "# Failover (issue 4)"
   echo

@@ -138,6 +138,7 @@ pub fn serve(
         buf: vec![0u8; fifo::READ_CHUNK],
         fifo_path,
         status_path,
+        wakes: 0,
         checks_path,
         failing: [false; 2],
         spare: spare_fds(),
@@ -390,6 +391,8 @@ struct Loop<'m, 'c> {
     fifo_path: String,
     /// Where the cluster's state is written for `status`.
     status_path: PathBuf,
+    /// Times `poll` returned: how often the agent woke (in the cluster state file).
+    wakes: u64,
     /// Where the health checks' state is written for `status`.
     checks_path: PathBuf,
     /// Writing the cluster's, the checks' state file failed last time (logged once).
@@ -407,12 +410,19 @@ impl Loop<'_, '_> {
         let Some(woke) = self.wait(now)? else {
             return Ok(None);
         };
+        self.wakes += 1;
         self.agent.wake(self.clock.now());
         let mut verdicts = Vec::new();
         self.health
             .ready(&woke.answered, self.clock.us(), &mut verdicts);
         verdicts.iter().for_each(|v| self.agent.health(v));
-        // POLLERR on a UDP socket is a pending ICMP error, which a read clears.
+        // POLLERR on the UDP socket: errors of earlier sends (queued by IP_RECVERR, counted), or
+        // a pending ICMP error, which a read clears.
+        if woke.net.contains(PollFlags::POLLERR) {
+            if let Some(n) = self.net.as_mut() {
+                n.take_errors();
+            }
+        }
         if woke.net.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
             self.read_socket();
         }
@@ -474,7 +484,10 @@ impl Loop<'_, '_> {
         verdicts.iter().for_each(|v| self.agent.health(v));
         self.send();
         if let (Some(n), Some(text)) = (&self.net, self.agent.cluster_status(self.clock.now())) {
-            let text = format!("{text}send_errors {}\n", n.send_errors);
+            let text = format!(
+                "{text}send_errors {}\nwakes {}\n",
+                n.send_errors, self.wakes
+            );
             self.write_state(0, "cluster", &text);
         }
         if let Some(text) = self.health.report(us, now.wall_ms) {
@@ -488,7 +501,11 @@ impl Loop<'_, '_> {
     /// spare fds if the agent has run out of its own; logs a failure once until it works again.
     fn write_state(&mut self, which: usize, what: &str, text: &str) {
         let path = [&self.status_path, &self.checks_path][which];
-        let write = || crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644);
+        // The cluster's is rewritten up to once a second: not flushed to disk each time.
+        let write = || match which {
+            0 => status::write_cluster(path, text),
+            _ => crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644),
+        };
         let r = match write() {
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) && !self.spare.is_empty() => {
                 self.spare.clear();

@@ -205,6 +205,67 @@ impl Bed {
         ]);
     }
 
+    /// Makes host `i`'s own interface drop everything it sends (true), or nothing: a classic-BPF
+    /// tc filter on the egress of its `eth0`, so the kernel refuses each send there (ENOBUFS, which
+    /// it reports only to a socket with `IP_RECVERR`), as a full device queue does.
+    pub fn drop_sends(&self, i: usize, drop: bool) {
+        let ns = self.host(i);
+        quiet(&[
+            "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "clsact",
+        ]);
+        if !drop {
+            return;
+        }
+        for args in [
+            &["qdisc", "add", "dev", "eth0", "clsact"][..],
+            &[
+                "filter",
+                "add",
+                "dev",
+                "eth0",
+                "egress",
+                "bpf",
+                "da",
+                "bytecode",
+                "1,6 0 0 2",
+            ][..],
+        ] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "tc"])
+                .args(args)
+                .output()
+                .expect("tc");
+            assert!(
+                out.status.success(),
+                "tc {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Packets that have entered the bridge from each host's port so far (everything every host
+    /// sent, a datagram to the group counted once), read from the bridge's namespace.
+    pub fn sent_packets(&self) -> u64 {
+        let out = Command::new("ip")
+            .args(["-n", &self.bridge_ns(), "-s", "-o", "link", "show"])
+            .output()
+            .expect("ip -s link");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // One line per link: "N: pK@...: <...> ... RX: bytes packets ... \    B P ..."
+        text.lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|n| n.starts_with('p'))
+            })
+            .filter_map(|l| {
+                let rx = l.split("RX:").nth(1)?;
+                let nums: Vec<&str> = rx.split('\\').nth(1)?.split_whitespace().collect();
+                nums.get(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Splits the network: the hosts in `side` can hear only each other, the rest only each other.
     pub fn split(&mut self, side: &[usize]) {
         let br = self.bridge_ns();

@@ -942,3 +942,83 @@ fn two_nodes_with_one_name_are_told_apart_by_their_logs_and_status() {
         assert_eq!(warnings, 1, "{}", h.log());
     }
 }
+
+/// A number in `status --json`'s cluster object.
+fn cluster_number(h: &Host, key: &str) -> u64 {
+    let j = h.status_json();
+    let pat = format!("\"{key}\":");
+    j.split(&pat)
+        .nth(1)
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 18: a datagram the kernel drops at this host's transmit was counted as sent (the
+/// kernel reports that ENOBUFS only to a socket with `IP_RECVERR`), so `send_errors` stayed 0
+/// while commands were lost. Now each is counted, and the digests repair what was lost.
+#[test]
+fn sends_the_kernel_drops_are_counted_as_send_errors() {
+    let Some(c) = Cluster::new(2, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    let h1 = c.h(1);
+    let before = cluster_number(h1, "send_errors");
+    c.bed.drop_sends(1, true);
+    for k in 0..5 {
+        h1.send(&format!("add lost{k}.lan 10.2.0.{}\n", k + 1));
+    }
+    h1.wait_for("the five lost commands counted as send errors", || {
+        cluster_number(h1, "send_errors") >= before + 5
+    });
+    assert_eq!(answer(c.h(2), "lost0.lan"), "", "nothing got through");
+    c.bed.drop_sends(1, false);
+    c.wait_same(&c.all(), Duration::from_secs(5));
+    assert_eq!(answer(c.h(2), "lost4.lan"), "10.2.0.5");
+}
+
+/// Issue 18: an idle cluster sent four digests per agent per second (48 a second for 12
+/// agents). Under Trickle the whole cluster sends a few a second, counted on the bridge, and
+/// each agent wakes a few times a second. The bounds are the issue's targets, far below the old
+/// rates, and loose enough for a loaded machine (slow deliveries suppress fewer digests).
+#[test]
+fn a_silent_cluster_sends_a_bounded_number_of_datagrams() {
+    let n = 12;
+    let Some(c) = Cluster::new(n, GROUP4, CONF) else {
+        return;
+    };
+    c.wait_same(&c.all(), Duration::from_secs(10));
+    // Handshakes done, every timer grown to its longest interval, the hosts' own start-up
+    // traffic (IPv6 solicitations, first ARP) over.
+    std::thread::sleep(Duration::from_secs(10));
+    let wakes = |h: &Host| (cluster_number(h, "wakes"), cluster_number(h, "written_ms"));
+    let sent = |c: &Cluster| -> u64 {
+        c.hosts
+            .iter()
+            .map(|h| cluster_number(h, "sent_datagrams"))
+            .sum()
+    };
+    let snap = |c: &Cluster| {
+        let w: Vec<_> = c.hosts.iter().map(wakes).collect();
+        (c.bed.sent_packets(), w, sent(c))
+    };
+    let (p0, w0, s0) = snap(&c);
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let (p1, w1, s1) = snap(&c);
+    let per_s = (p1 - p0) as f64 / window.as_secs_f64();
+    eprintln!(
+        "{n} idle agents: {per_s:.1} packets/s on the bridge; the agents counted {} datagrams",
+        s1 - s0
+    );
+    let agents = (s1 - s0) as f64 / window.as_secs_f64();
+    assert!(agents <= 10.0, "{agents} datagrams/s from {n} idle agents");
+    // What else crosses the bridge (ARP, IPv6) is counted there too, so the bound is looser.
+    assert!(per_s <= 20.0, "{per_s} packets/s from {n} idle hosts");
+    for (i, (a, b)) in w0.iter().zip(&w1).enumerate() {
+        let ms = b.1.saturating_sub(a.1).max(1);
+        let rate = (b.0 - a.0) as f64 * 1000.0 / ms as f64;
+        assert!(rate <= 10.0, "host {}: {rate:.1} wake-ups/s", i + 1);
+    }
+}

@@ -60,7 +60,17 @@ impl<'m> Agent<'m> {
 
     /// Applies one command to the slots and notes what to publish.
     pub(super) fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        let ch = self.table().apply(cmd)?;
+        self.apply_in(None, cmd).map(|_| ())
+    }
+
+    /// [`Agent::apply`], looking for the service in slot `hint` first (`Table::apply_in`);
+    /// the service's slot.
+    pub(super) fn apply_in(
+        &mut self,
+        hint: Option<usize>,
+        cmd: &Command,
+    ) -> Result<usize, ApplyError> {
+        let ch = self.table().apply_in(hint, cmd)?;
         self.state_dirty = true;
         self.changes += 1;
         if ch.record || ch.index {
@@ -70,7 +80,7 @@ impl<'m> Agent<'m> {
             self.pending.zero.push((ch.slot, ch.zero, ch.zero_ticket));
         }
         self.pending.index |= ch.index;
-        Ok(())
+        Ok(ch.slot)
     }
 }
 

@@ -55,8 +55,10 @@ use crate::vecmap::VecSet;
 pub const HEARTBEAT_MS: u64 = 1000;
 /// How often usage limits are checked (only while some backend has a limit).
 pub const LIMIT_CHECK_MS: u64 = 100;
-/// How often the cluster's state (peers, drops) is written for `status`.
-pub const CLUSTER_STATUS_MS: u64 = 200;
+/// How often at most the cluster's state (peers, drops) is written for `status`, and only when it
+/// changed. It has no deadline of its own: it is written at the next wake-up once due (the
+/// heartbeat wakes the agent every second), so an idle agent wakes no more for it.
+pub const CLUSTER_STATUS_MS: u64 = 1000;
 
 /// The time, as the loop read it: monotonic for deadlines, wall clock for the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ pub struct Agent<'m> {
     cluster: Option<Cluster>,
     now: Now,
     next_cluster_status: u64,
+    /// `Cluster::events` when the cluster's state was last handed out for `status`.
+    status_events: Option<u64>,
     held: bool,
     /// Something changed since the state was last handed out by [`Agent::take_state`].
     state_dirty: bool,
@@ -129,6 +133,9 @@ impl<'m> Agent<'m> {
     /// Records the time at a wake-up, for the stamps of the commands that follow.
     pub fn wake(&mut self, now: Now) {
         self.now = now;
+        if let Some(c) = self.cluster.as_mut() {
+            c.wake(now.mono_ms);
+        }
     }
 
     /// Writes everything changed since the last publish to the shared table — after the state
@@ -202,7 +209,7 @@ impl<'m> Agent<'m> {
             self.next_heartbeat
         };
         let due = match &self.cluster {
-            Some(c) => d.min(c.next_deadline()).min(self.next_cluster_status),
+            Some(c) => d.min(c.next_deadline()),
             None => d,
         };
         export.map_or(due, |e| e.min(due))

@@ -99,10 +99,10 @@ impl<'m> Agent<'m> {
         name: &str,
         want: Option<Service>,
     ) -> Vec<(Command, Result<(), ApplyError>)> {
-        let have = self
+        let (mut hint, have) = self
             .services()
             .find(|(_, s)| s.name.as_str() == name)
-            .map(|(_, s)| *s);
+            .map_or((None, None), |(slot, s)| (Some(slot), Some(*s)));
         let mut cmds = Vec::new();
         match (want, have) {
             (None, None) => {}
@@ -148,9 +148,10 @@ impl<'m> Agent<'m> {
                 }
             }
         }
+        // One walk of the slots for the service, not one per command.
         cmds.into_iter()
             .map(|cmd| {
-                let r = self.apply(&cmd);
+                let r = self.apply_in(hint, &cmd).map(|slot| hint = Some(slot));
                 (cmd, r)
             })
             .collect()
@@ -159,9 +160,10 @@ impl<'m> Agent<'m> {
     /// The cluster's state for `status`, when it is due to be written again.
     pub fn cluster_status(&mut self, now: Now) -> Option<String> {
         let c = self.cluster.as_ref()?;
-        if now.mono_ms < self.next_cluster_status {
+        if now.mono_ms < self.next_cluster_status || self.status_events == Some(c.events()) {
             return None;
         }
+        self.status_events = Some(c.events());
         self.next_cluster_status = now.mono_ms + CLUSTER_STATUS_MS;
         let refused = self.capacity_refused;
         Some(format!(

@@ -140,6 +140,7 @@ impl<'m> Agent<'m> {
             cluster,
             now,
             next_cluster_status: now.mono_ms,
+            status_events: None,
             held: false,
             state_dirty: true,
             changes: 0,
@@ -230,7 +231,7 @@ impl<'m> Agent<'m> {
             for (_, cmd) in &config.commands {
                 c.replica.config_line(cmd, config.mtime_ms, now.wall_ms);
             }
-            c.hello(now.wall_ms);
+            c.hello(None, now.wall_ms);
         }
         self.cluster = cluster;
         if adopt {

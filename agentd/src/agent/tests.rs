@@ -818,7 +818,7 @@ fn a_cluster_reload_replicates_what_the_config_dropped_and_added() {
         SocketAddr::from(([10, 0, 0, 1], 7946)),
         SocketAddr::from(([10, 0, 0, 2], 7946)),
     );
-    peer.hello(1_000_000);
+    peer.hello(None, 1_000_000);
     for _ in 0..8 {
         for (_, d) in peer.take_outbox() {
             a.datagram(&d, from_b);

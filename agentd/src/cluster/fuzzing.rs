@@ -37,8 +37,9 @@ use lbfo_core::{parse_line, Capacity, Command, Line, Writer};
 use sha2::Sha256;
 
 use crate::cluster::replica::{node_id, Replica, BUCKETS};
+use crate::cluster::trickle::IMAX_MS;
 use crate::cluster::wire::{self, Body, Key, Message, MAX_DATAGRAM, VERSION};
-use crate::cluster::{Cluster, Dest, DIGEST_MS};
+use crate::cluster::{Cluster, Dest};
 
 /// The cluster key of the fuzz node and of the seeds' sender.
 pub const KEY: &[u8] = b"lbfo fuzz key, not a secret";
@@ -179,7 +180,7 @@ pub fn receive(input: &[u8]) {
     let peers = |s: &str| s.lines().filter(|l| !l.starts_with("drop ")).count();
     assert_eq!(peers(&again), peers(&status));
     // The periodic duties still run: a digest round, tombstone collection, forgetting peers.
-    c.tick(10 * DIGEST_MS + 60_000, T0 + 1000);
+    c.tick(10 * IMAX_MS + 60_000, T0 + 1000);
     c.take_outbox();
 }
 
@@ -206,7 +207,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             out.push((format!("{name}-{i}"), d));
         }
     };
-    peer.hello(T0);
+    peer.hello(None, T0);
     grab("hello", &mut peer);
     for (name, line) in [
         ("add", "add web.lan 10.0.0.3 weight=2 prio=1 limit=100"),
@@ -225,11 +226,11 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         peer.send_entries(crate::cluster::Dest::All, &es, T0);
         grab(name, &mut peer);
     }
-    peer.tick(10 * DIGEST_MS, T0);
+    peer.tick(10 * IMAX_MS, T0);
     grab("digest", &mut peer);
     // The node's hello makes the peer answer with the buckets that differ and a digest reply.
     let mut a = node();
-    a.hello(T0);
+    a.hello(None, T0);
     for (_, d) in a.take_outbox() {
         peer.datagram(&d, node_addr(), MONO, T0);
     }
@@ -242,7 +243,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     }
     peer.take_outbox();
     // The node's next digest draws them (a repair is for the node that asked).
-    a.tick(10 * DIGEST_MS, T0);
+    a.tick(10 * IMAX_MS, T0);
     for (_, d) in a.take_outbox() {
         peer.datagram(&d, node_addr(), MONO, T0);
     }

@@ -10,10 +10,17 @@
 //!   does not yet believe this boot challenges it (below), then sends us its digest, which we
 //!   answer with the entries where we know better and our digest, which it answers likewise.
 //! - **command**: its entries go to the group (and every `peer`) at once.
-//! - **anti-entropy**: every [`DIGEST_MS`] a `Digest` goes to the group. A node whose digest
-//!   differs answers the sender directly with the differing buckets' entries and its own digest
-//!   (`reply: true`, never answered with another digest), so both sides repair within one round
-//!   trip, and nothing is sent while all digests agree.
+//! - **anti-entropy**: a `Digest` goes to the group when the node's [`Trickle`] timer says so:
+//!   every [`trickle::IMIN_MS`] after anything inconsistent, the interval doubling to
+//!   [`trickle::IMAX_MS`] while what it hears agrees, and not at all in an interval in which it
+//!   already heard its own digest [`trickle::K`] times. A digest that differs is answered by
+//!   [`RESPONDERS`] nodes only, picked afresh for every digest by a hash of the asker, its
+//!   sequence number and each node's id (every node ranks itself among the peers it knows; no
+//!   coordination), so a joiner or a node that missed a change draws a bounded answer however
+//!   large the cluster. An answer is the differing buckets' entries (each responder starting
+//!   at its own share of the buckets) and the responder's digest (`reply: true`), which the
+//!   asker answers with what it knows better, never with another digest: both sides repair
+//!   within one round trip.
 //! - **replay**: a peer's datagrams are believed only from the boot that answered a challenge
 //!   sent to it, then within a sliding window of sequence numbers (see [`peers`]). No clock is
 //!   trusted for it: a node whose clock is behind is heard as soon as it answers.
@@ -23,7 +30,7 @@
 //! - **reflection**: nothing but a challenge or an answer, each no larger than what drew it, is
 //!   ever sent to the source of a datagram; repairs and digest replies go to the address the peer
 //!   proved (never to where a datagram claims to come from), at most
-//!   [`peers::REPAIR_BYTES_PER_S`] of repairs a second, and every unicast message names the node
+//!   [`peers::repair_rate`] bytes of repairs a second, and every unicast message names the node
 //!   it is for inside the MAC, so replayed to another node it is refused there.
 
 pub mod drops;
@@ -31,9 +38,12 @@ pub mod drops;
 pub mod fuzzing;
 pub mod peers;
 pub mod replica;
+#[doc(hidden)]
+pub mod sim;
 pub mod socket;
 #[cfg(test)]
 mod tests;
+pub mod trickle;
 pub mod wire;
 
 use lbfo_core::addr::Sock;
@@ -42,24 +52,54 @@ use std::net::SocketAddr;
 use crate::cluster::drops::{Counted, Drops, MAX_DROP_COUNTERS};
 use crate::cluster::peers::{Peers, Verdict, MAX_PEERS};
 use crate::cluster::replica::{node_id, Entry, NodeId, Refused, Replica, AHEAD_MS, BUCKETS};
+use crate::cluster::trickle::Trickle;
 use crate::cluster::wire::{Body, DropReason, Key, Message, CHALLENGE_PAD, MAX_DATAGRAM, VERSION};
 use crate::vecmap::VecSet;
 
-/// How often each node sends its digest. Four rounds a second repair a lost command within
-/// about a quarter of a second, at about 250 bytes per node per round.
-pub const DIGEST_MS: u64 = 250;
+/// How many nodes answer one digest that differs from theirs: enough that a lost answer is
+/// rarely the only one, few enough that a joiner or a lagging node never draws a storm.
+pub const RESPONDERS: usize = 2;
 /// How long a restarted agent keeps showing the table it adopted before publishing the cluster's
 /// state, unless a peer's digest shows it has caught up sooner.
 pub const CATCH_UP_MS: u64 = 1000;
 /// How often tombstones are collected.
 pub const COLLECT_MS: u64 = 10_000;
 
-/// About this many entries (some 40 datagrams) at most answer one digest. Answering with every
-/// differing bucket made each digest cost the whole state when nodes differed widely (agents
-/// started with one large config at different times, or after a flood): with every node
-/// answering every other's digest four times a second, a loaded node fell behind, its answers
-/// left stale (stamped at its wake-up) and were refused, and the cluster never converged.
-pub const REPAIR_ENTRIES: usize = 512;
+/// About this many entries at most answer one digest (whole buckets, so a little more). Answering
+/// with every differing bucket made each digest cost the whole state when nodes differed widely
+/// (agents started with one large config at different times, or after a flood), and with every
+/// node answering every digest the cluster drowned in its own repairs. With [`RESPONDERS`]
+/// answers per digest the bound can be large enough for a joiner to take a full table
+/// (4,096 services of 16 backends) in a few rounds.
+pub const REPAIR_ENTRIES: usize = 4096;
+/// An answer is packed this many entries at a time (whole buckets, so a little more): its
+/// entries are held only a chunk at a time, for an agent's peak memory, and each chunk's last
+/// datagram is rarely the only one not full.
+const REPAIR_CHUNK: usize = 256;
+
+/// What kind of digest was heard.
+#[derive(Debug, Clone, Copy)]
+enum Heard {
+    /// A hello, with the sender's boot. A start's, to the group, is refused (unverified) and
+    /// only draws challenges; one to this node follows a handshake, from the side that believed
+    /// the other last, and is answered by the [`RESPONDERS`] for that boot: a joiner draws
+    /// bounded answers, and a restarted node is repaired one round trip after its handshake.
+    Hello(u64),
+    /// To the group (a hello, or the Trickle timer's), with its sequence number: answered by
+    /// [`RESPONDERS`] nodes.
+    Round(u64),
+    /// To this node alone (`Message::to`), asking for what it knows better: always answered.
+    Pull,
+    /// An answer to one of ours.
+    Reply,
+}
+
+/// A 64-bit mixing function (SplitMix64's finaliser): responder ranks from ids and sequences.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +138,23 @@ pub struct Cluster {
     peers: Peers,
     drops: Drops,
     outbox: Vec<(Dest, Vec<u8>)>,
-    next_digest: u64,
+    trickle: Trickle,
+    /// When this node last sent to the group (monotonic ms): it does at least every
+    /// [`peers::alive_ms`], so its peers never forget it.
+    spoke: u64,
+    /// The monotonic time of the last tick or wake-up (datagrams are handled at it).
+    mono_ms: u64,
+    /// The timers' jitter (xorshift; not a secret).
+    rng: u64,
     next_collect: u64,
     hold_until: Option<u64>,
     changed: VecSet<String>,
-    /// The digest bucket the next repair starts from.
+    /// The digest bucket the next answer to a reply starts from.
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
     pub sent: (u64, u64),
+    /// Counts datagrams handled, refused and sent: `status`'s view changed when it moved.
+    events: u64,
     /// Lines for the agent's log (see [`Cluster::take_log`]).
     log: Vec<String>,
 }
@@ -137,15 +186,16 @@ impl Cluster {
             peers: Peers::new(Key::new(secret.to_vec())),
             drops: Drops::default(),
             outbox: Vec::new(),
-            // Spread the nodes' digest rounds apart.
-            next_digest: mono_ms + DIGEST_MS + me % DIGEST_MS,
+            trickle: Trickle::new(mono_ms, me ^ u64::from_le_bytes(first)),
+            spoke: mono_ms,
+            mono_ms,
+            rng: (me ^ u64::from_le_bytes(first).rotate_left(32)) | 1,
             next_collect: mono_ms + COLLECT_MS,
             hold_until: hold.then_some(mono_ms + CATCH_UP_MS),
             changed: VecSet::new(),
-            // Peers answering one digest start at different buckets, so a late joiner gets
-            // different parts of the state from each.
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
+            events: 0,
             log: Vec::new(),
         }
     }
@@ -186,10 +236,14 @@ impl Cluster {
     }
 
     /// Sends entries (a command's effect) to the group (`dest` is [`Dest::All`]; a repair goes
-    /// to one peer by `repair_to`).
+    /// to one peer by `repair_to`). New state for the group also makes the digest go out soon:
+    /// whoever missed it notices within one short interval.
     pub fn send_entries(&mut self, dest: Dest, entries: &[Entry], wall_ms: u64) {
         if entries.is_empty() {
             return;
+        }
+        if dest == Dest::All {
+            self.state_changed();
         }
         let key = self.key.clone();
         let grams = wire::pack(entries, &key, || {
@@ -201,10 +255,11 @@ impl Cluster {
     /// Sends a repair to peer `node` at the address it proved, as far as its repair budget goes
     /// (the rest goes in answers to its later digests).
     fn repair_to(&mut self, node: NodeId, entries: &[Entry], mono: u64, wall: u64) {
+        let rate = peers::repair_rate(self.replica.len());
         let Some(p) = self.peers.get_mut(node) else {
             return;
         };
-        if p.budget(mono) < MAX_DATAGRAM as u64 {
+        if p.budget(mono, rate) < MAX_DATAGRAM as u64 {
             // Spent (a peer asking far too often): not even packed.
             return;
         }
@@ -217,7 +272,7 @@ impl Cluster {
             if !self
                 .peers
                 .get_mut(node)
-                .is_some_and(|p| p.spend(d.len(), mono))
+                .is_some_and(|p| p.spend(d.len(), mono, rate))
             {
                 return;
             }
@@ -226,11 +281,20 @@ impl Cluster {
     }
 
     /// Announces this node with its initial state.
-    pub fn hello(&mut self, wall_ms: u64) {
-        let digest = self.replica.digest().to_vec();
+    /// Announces this node with its state's digest: at start to the group (`to` `None`), and to
+    /// a peer just believed.
+    pub fn hello(&mut self, to: Option<NodeId>, wall_ms: u64) {
+        let dest = match to {
+            None => Dest::All,
+            Some(node) => match self.peers.get(node) {
+                Some(p) => Dest::To(p.addr),
+                None => return,
+            },
+        };
+        let digest = self.replica.digest_cached().to_vec();
         let name = self.name.clone();
         let hello = Body::Hello { name, digest };
-        self.send(Dest::All, None, wall_ms, hello, usize::MAX);
+        self.send(dest, to, wall_ms, hello, usize::MAX);
     }
 
     /// Sends our digest to the group, or to one peer (`to`) at the address it proved.
@@ -242,7 +306,7 @@ impl Cluster {
                 None => return,
             },
         };
-        let digest = self.replica.digest().to_vec();
+        let digest = self.replica.digest_cached().to_vec();
         let name = self.name.clone();
         let body = Body::Digest {
             name,
@@ -252,9 +316,43 @@ impl Cluster {
         self.send(dest, to, wall_ms, body, usize::MAX);
     }
 
+    /// The time at a wake-up: datagrams handled next are taken as heard at `mono_ms`.
+    pub fn wake(&mut self, mono_ms: u64) {
+        self.mono_ms = mono_ms;
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A digest disagrees with ours: ours goes out within the shortest interval.
+    fn inconsistent(&mut self) {
+        let r = self.random();
+        self.trickle.reset(self.mono_ms, r);
+    }
+
+    /// Our state changed (a command, new entries): our digest goes out within the shortest
+    /// interval, whatever digests of the old state were heard.
+    fn state_changed(&mut self) {
+        let r = self.random();
+        self.trickle.changed(self.mono_ms, r);
+    }
+
+    /// The interval of the node's digest timer now (ms).
+    pub fn interval(&self) -> u64 {
+        self.trickle.interval()
+    }
+
     /// Datagrams to send, oldest first.
     pub fn take_outbox(&mut self) -> Vec<(Dest, Vec<u8>)> {
         let out = std::mem::take(&mut self.outbox);
+        self.events += out.len() as u64;
+        if out.iter().any(|(dest, _)| *dest == Dest::All) {
+            self.spoke = self.mono_ms;
+        }
         for (_, d) in &out {
             self.sent.0 += 1;
             self.sent.1 += d.len() as u64;
@@ -269,6 +367,8 @@ impl Cluster {
 
     /// Handles one received datagram.
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr, mono_ms: u64, wall_ms: u64) {
+        self.events += 1;
+        self.mono_ms = self.mono_ms.max(mono_ms);
         let msg = match wire::open(bytes, &self.key) {
             Ok(m) => m,
             Err(d) => return self.dropped(from, d),
@@ -309,7 +409,7 @@ impl Cluster {
         match msg.body {
             Body::Hello { name, digest } => {
                 self.named(node, name);
-                self.compare(node, &digest, true, mono_ms, wall_ms);
+                self.compare(node, &digest, Heard::Hello(msg.boot), mono_ms, wall_ms);
             }
             Body::Digest {
                 name,
@@ -317,9 +417,14 @@ impl Cluster {
                 reply,
             } => {
                 self.named(node, name);
-                self.compare(node, &digest, !reply, mono_ms, wall_ms);
+                let heard = match (reply, msg.to) {
+                    (true, _) => Heard::Reply,
+                    (false, Some(_)) => Heard::Pull,
+                    (false, None) => Heard::Round(msg.seq),
+                };
+                self.compare(node, &digest, heard, mono_ms, wall_ms);
             }
-            Body::Entries(es) => self.merge(&es, from, wall_ms),
+            Body::Entries(es) => self.merge(&es, node, from, wall_ms),
             Body::Challenge { .. } | Body::Answer { .. } => {}
         }
     }
@@ -346,7 +451,10 @@ impl Cluster {
     /// waiting for a digest round.
     fn answered(&mut self, msg: &Message, cookie: u64, from: SocketAddr, mono: u64, wall: u64) {
         match self.peers.answered(msg, cookie, from, mono, wall) {
-            Ok(true) => self.digest(Some(msg.node), false, wall),
+            // Newly believed: our hello, so that it challenges us in turn and the two believe
+            // each other at once (it may not yet: its first datagrams, our commands among them,
+            // would be refused as unverified until we next spoke).
+            Ok(true) => self.hello(Some(msg.node), wall),
             Ok(false) => {}
             Err(why) => self.dropped(from, why),
         }
@@ -354,12 +462,13 @@ impl Cluster {
 
     /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
     /// others to be taken in.
-    fn merge(&mut self, es: &[wire::WEntry], from: SocketAddr, wall_ms: u64) {
-        let (mut ahead, mut full) = (None, None);
+    fn merge(&mut self, es: &[wire::WEntry], node: NodeId, from: SocketAddr, wall_ms: u64) {
+        let (mut ahead, mut full, mut new) = (None, None, false);
         // `open` checked every entry converts.
         for e in es.iter().filter_map(wire::from_wire) {
             match self.replica.merge(&e, wall_ms) {
                 Ok(true) => {
+                    new = true;
                     self.changed.insert(e.name().as_str().to_owned(), ());
                 }
                 Ok(false) => {}
@@ -374,6 +483,12 @@ impl Cluster {
         if let Some((why, name)) = full {
             self.refuse(from, DropReason::Full, &full_text(why, &name));
         }
+        if new {
+            self.state_changed();
+            if let Some(p) = self.peers.get_mut(node) {
+                p.fed = true;
+            }
+        }
     }
 
     fn named(&mut self, node: NodeId, name: String) {
@@ -382,49 +497,100 @@ impl Cluster {
         }
     }
 
-    /// Answers peer `node`'s digest (at the address it proved): the entries of the buckets that
-    /// differ, and (unless it was a reply) our digest so it can send what it knows better.
-    fn compare(&mut self, node: NodeId, theirs: &[u32], answer: bool, mono: u64, wall: u64) {
-        let ours = self.replica.digest();
+    /// Compares peer `node`'s digest with ours. Equal: counts toward suppression (a round).
+    /// Different: our timer starts over, and
+    /// - a round is answered by its responders only (this node, if it ranks among them), a pull
+    ///   always: the entries of the buckets that differ, then our digest as a reply, so the
+    ///   asker can send what it knows better;
+    /// - a reply is answered with the entries we know better, and, if the peer's last answer
+    ///   brought us something new, with a pull: a node far behind (a joiner) keeps pulling from
+    ///   the same peer one round trip after another, for as long as that brings it news.
+    ///
+    /// Everything goes to the address the peer proved.
+    fn compare(&mut self, node: NodeId, theirs: &[u32], heard: Heard, mono: u64, wall: u64) {
+        let ours = self.replica.digest_cached();
         let mask = (0..BUCKETS)
             .filter(|&i| theirs.get(i) != Some(&ours[i]))
             .fold(0u64, |m, i| m | 1 << i);
         if let Some(p) = self.peers.get_mut(node) {
-            p.in_sync = mask == 0;
+            p.digest = peers::digest_id(theirs);
         }
         if mask == 0 {
             // Someone agrees with us: a restarted node has caught up.
             self.hold_until = None;
+            if let Heard::Round(_) = heard {
+                self.trickle.consistent(self.mono_ms);
+            }
             return;
         }
-        let entries = self.repair(mask);
-        self.repair_to(node, &entries, mono, wall);
-        if answer {
-            self.digest(Some(node), true, wall);
-        }
+        self.inconsistent();
+        let start = match heard {
+            Heard::Reply => {
+                self.repair(node, mask, self.repair_from, mono, wall);
+                let fed = self.peers.get_mut(node).map(|p| std::mem::take(&mut p.fed));
+                if fed == Some(true) {
+                    self.digest(Some(node), false, wall);
+                }
+                return;
+            }
+            Heard::Pull => self.repair_from,
+            Heard::Round(salt) | Heard::Hello(salt) => match self.responder(node, salt) {
+                Some(rank) => rank * BUCKETS / RESPONDERS + salt as usize % BUCKETS,
+                None => return,
+            },
+        };
+        self.repair(node, mask, start, mono, wall);
+        self.digest(Some(node), true, wall);
     }
 
-    /// What one answer to a digest carries: the entries of whole differing buckets in `mask`,
-    /// from where the last answer stopped, until [`REPAIR_ENTRIES`] are taken (at least one
-    /// bucket); the others go in the answers to later digests.
-    fn repair(&mut self, mask: u64) -> Vec<Entry> {
-        let mut out = Vec::new();
+    /// This node's rank among the responders to peer `asker` for `salt` (a round's sequence
+    /// number, or a new boot), if it is one: every node known here (and this one) is ranked by
+    /// a hash of the three, so each round draws [`RESPONDERS`] answers from nodes that change
+    /// from one round to the next. Nodes that know fewer peers rank themselves higher: more
+    /// answers, never fewer.
+    fn responder(&self, asker: NodeId, salt: u64) -> Option<usize> {
+        let score = |id: NodeId| mix(mix(asker ^ salt.rotate_left(17)) ^ id);
+        let me = self.replica.me();
+        let mine = score(me);
+        let rank = self
+            .peers
+            .ids()
+            .filter(|&id| id != asker && id != me && score(id) < mine)
+            .count();
+        (rank < RESPONDERS).then_some(rank)
+    }
+
+    /// Answers peer `node` with the entries of whole differing buckets in `mask`, from bucket
+    /// `start` on, until [`REPAIR_ENTRIES`] are sent (at least one bucket); the others go in
+    /// later answers (answers to replies take turns through them). Packed a few buckets at a
+    /// time ([`REPAIR_CHUNK`]), so a large answer never holds all its entries at once.
+    fn repair(&mut self, node: NodeId, mask: u64, start: usize, mono: u64, wall: u64) {
+        let (mut chunk, mut taken) = (Vec::new(), 0);
         for i in 0..BUCKETS {
-            let b = (self.repair_from + i) % BUCKETS;
+            let b = (start + i) % BUCKETS;
             if mask & 1 << b == 0 {
                 continue;
             }
-            if out.len() >= REPAIR_ENTRIES {
+            if taken >= REPAIR_ENTRIES {
                 self.repair_from = b;
-                return out;
+                break;
             }
-            out.extend(self.replica.entries(1 << b));
+            let es = self.replica.entries(1 << b);
+            taken += es.len();
+            chunk.extend(es);
+            if chunk.len() >= REPAIR_CHUNK {
+                self.repair_to(node, &chunk, mono, wall);
+                chunk.clear();
+            }
         }
-        out
+        if !chunk.is_empty() {
+            self.repair_to(node, &chunk, mono, wall);
+        }
     }
 
     /// Counts a refused datagram under its reason and source.
     pub fn dropped(&mut self, from: SocketAddr, why: DropReason) {
+        self.events += 1;
         self.refuse(from, why, "");
     }
 
@@ -472,15 +638,21 @@ impl Cluster {
         std::mem::take(&mut self.log)
     }
 
-    /// Does what is due at `now`: the periodic digest, tombstone collection, the end of a hold,
-    /// forgetting silent peers.
+    /// Does what is due at `now`: the digest when the timer says so, tombstone collection, the
+    /// end of a hold, forgetting silent peers.
     pub fn tick(&mut self, mono_ms: u64, wall_ms: u64) {
+        self.mono_ms = mono_ms;
         if self.hold_until.is_some_and(|t| mono_ms >= t) {
             self.hold_until = None;
         }
-        if mono_ms >= self.next_digest {
-            self.digest(None, false, wall_ms);
-            self.next_digest = mono_ms + DIGEST_MS;
+        let r = self.random();
+        if mono_ms >= self.trickle.deadline() {
+            // Suppressed for as long as peers wait before they forget a node: spoken anyway.
+            let quiet = mono_ms.saturating_sub(self.spoke) >= peers::alive_ms(self.peers.len());
+            if self.trickle.fire(mono_ms, r) || quiet {
+                self.digest(None, false, wall_ms);
+                self.spoke = mono_ms;
+            }
             self.peers.expire(mono_ms);
         }
         if mono_ms >= self.next_collect {
@@ -493,7 +665,7 @@ impl Cluster {
 
     /// When [`Cluster::tick`] must next run (monotonic ms).
     pub fn next_deadline(&self) -> u64 {
-        let d = self.next_digest.min(self.next_collect);
+        let d = self.trickle.deadline().min(self.next_collect);
         self.hold_until.map_or(d, |h| d.min(h))
     }
 
@@ -504,6 +676,11 @@ impl Cluster {
         let any = SocketAddr::from(([0, 0, 0, 0], 0));
         d.sort_unstable_by_key(|&(a, why, _)| (a == any, a, why));
         d
+    }
+
+    /// Moves whenever what [`Cluster::status_lines`] shows (but for the time) may have changed.
+    pub fn events(&self) -> u64 {
+        self.events
     }
 
     /// The state `status` shows, one record a line (see `status::Cluster`).
@@ -517,6 +694,9 @@ impl Cluster {
             self.sent.0,
             self.sent.1
         );
+        // A peer is in sync if its last digest is ours now: under Trickle a peer in sync may
+        // send no digest for a long while, and what it last sent stays true.
+        let ours = peers::digest_id(&self.replica.digest());
         for (id, p) in self.peers.list() {
             o += &format!(
                 "peer {} {id:016x} {} {} {} {}\n",
@@ -524,7 +704,7 @@ impl Cluster {
                 Sock(p.addr),
                 p.heard_ms,
                 p.epoch,
-                p.in_sync
+                p.digest == ours
             );
         }
         for (addr, why, n) in self.drops.list() {

@@ -17,29 +17,74 @@
 //! - A datagram from a boot not believed is not taken in ([`Verdict::Unverified`]); the caller
 //!   challenges its source. A new boot believed replaces the old one (a restart).
 //! - The address a peer answered at is the only one the cluster answers it at (see `Cluster`).
-//! - A peer silent for [`SILENCE_MS`] is forgotten, and believed again after its next answer.
+//! - A peer silent for [`silence_ms`] is forgotten, and believed again after its next answer.
+//!   Under Trickle a node in a quiet cluster may send nothing for a long while (its digest is
+//!   suppressed when others sent the same), so every node sends to the group at least once in
+//!   [`alive_ms`], and its peers forget it only after [`MISSED`] such periods: a healthy node is
+//!   never forgotten, and the peer list in `status` does not flap. Both grow with the cluster,
+//!   so these keep-alives add at most one datagram per [`IMAX_MS`] to the whole cluster's
+//!   traffic whatever its size.
 //! - At most [`MAX_PEERS`] are tracked; only an answer adds one, so only a key holder can.
 
 use std::net::SocketAddr;
 
 use crate::cluster::replica::NodeId;
+use crate::cluster::trickle::IMAX_MS;
 use crate::cluster::wire::{DropReason, Key, Message};
+use crate::vecmap::VecMap;
 
 /// Sequence numbers remembered per peer below its newest (a reordering allowance).
 pub const WINDOW: u64 = 64;
 /// A cookie is good for the period it was made in and the next one.
 pub const COOKIE_MS: u64 = 10_000;
-/// A peer not heard from for this long is forgotten (four minutes of missed digest rounds).
-pub const SILENCE_MS: u64 = 60_000;
-/// Bytes of repairs sent to one peer per second at most, and at once (a token bucket): well
-/// above what answering its four digests a second takes, while a peer that asks far more often
-/// (a bug, or a key holder) gets no more.
+/// The longest a node stays silent toward the group in a small cluster (see [`alive_ms`]).
+pub const ALIVE_MS: u64 = 15_000;
+/// Keep-alive periods a peer may miss in a row (lost, or late) before it is forgotten.
+pub const MISSED: u64 = 4;
+/// The shortest silence after which a peer is forgotten: [`MISSED`] times [`ALIVE_MS`].
+pub const SILENCE_MS: u64 = MISSED * ALIVE_MS;
+
+/// The longest a node with `peers` peers goes without sending to the group: [`ALIVE_MS`], or one
+/// [`IMAX_MS`] per node of the cluster if longer, so that all the cluster's keep-alives together
+/// are at most one per [`IMAX_MS`], about what Trickle sends anyway.
+pub fn alive_ms(peers: usize) -> u64 {
+    ALIVE_MS.max((peers as u64 + 1).saturating_mul(IMAX_MS))
+}
+
+/// How long a node with `peers` peers waits before it forgets a silent one: [`MISSED`] times
+/// [`alive_ms`] (a node knowing fewer peers than the silent one still waits long enough as long
+/// as it knows a quarter of them).
+pub fn silence_ms(peers: usize) -> u64 {
+    MISSED.saturating_mul(alive_ms(peers))
+}
+
+/// A digest folded into one word, to remember which state a peer last showed.
+pub fn digest_id(digest: &[u32]) -> u64 {
+    digest.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+/// Bytes of repairs sent to one peer per second at most, and at once (a token bucket), unless
+/// this node's whole state takes more ([`repair_rate`]): well above what answering a digest
+/// takes, while a peer that asks far more often (a bug, or a key holder) gets no more.
 pub const REPAIR_BYTES_PER_S: u64 = 256 * 1024;
+/// What one entry is reckoned to take on the wire, for [`repair_rate`]: more than a backend
+/// entry of a short service name with its share of the datagram's header and MAC.
+pub const ENTRY_BYTES: u64 = 128;
+
+/// The repair bytes one peer may draw per second from a node holding `entries` entries: a
+/// whole copy of its state, or [`REPAIR_BYTES_PER_S`] if that is more. A joiner must be able
+/// to take the whole table within a second from the [`RESPONDERS`](crate::cluster::RESPONDERS)
+/// that answer it.
+pub fn repair_rate(entries: usize) -> u64 {
+    REPAIR_BYTES_PER_S.max((entries as u64).saturating_mul(ENTRY_BYTES))
+}
 
 /// Peers tracked at most: a cluster of more nodes than this is beyond what the agent is made
-/// for, and a key holder inventing node ids cannot grow memory. A node new when the map is full
-/// is refused ([`DropReason::TooManyPeers`], logged).
-pub const MAX_PEERS: usize = 128;
+/// for (issue 18 sizes it for a thousand), and a key holder inventing node ids cannot grow
+/// memory past it. A node new when the map is full is refused ([`DropReason::TooManyPeers`],
+/// logged). The map holds only the peers known, so a small cluster pays for its few.
+pub const MAX_PEERS: usize = 1024;
 
 /// A peer as this node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +97,10 @@ pub struct Peer {
     pub heard_ms: u64,
     /// Its boot's wall-clock time, as its clock tells it (shown, never trusted).
     pub epoch: u64,
-    /// Its last digest equals ours.
-    pub in_sync: bool,
+    /// Its last digest heard ([`digest_id`]; 0 before one was).
+    pub digest: u64,
+    /// It sent entries new to this node since this node last pulled from it.
+    pub fed: bool,
     heard_mono: u64,
     boot: u64,
     top: u64,
@@ -72,30 +119,32 @@ impl Peer {
             addr,
             heard_ms: wall_ms,
             epoch,
-            in_sync: false,
+            digest: 0,
+            fed: false,
             heard_mono: mono_ms,
             boot,
             top: seq,
             seen: 1,
-            budget: REPAIR_BYTES_PER_S,
+            // Full, whatever the rate turns out to be (`spend` caps it).
+            budget: u64::MAX,
             refilled: mono_ms,
         }
     }
 
-    /// Takes `bytes` from the repair budget, refilled at [`REPAIR_BYTES_PER_S`] up to that much;
-    /// whether there were enough.
-    pub fn spend(&mut self, bytes: usize, mono_ms: u64) -> bool {
-        let Some(left) = self.budget(mono_ms).checked_sub(bytes as u64) else {
+    /// Takes `bytes` from the repair budget, refilled at `per_s` bytes a second up to that much
+    /// ([`repair_rate`]); whether there were enough.
+    pub fn spend(&mut self, bytes: usize, mono_ms: u64, per_s: u64) -> bool {
+        let Some(left) = self.budget(mono_ms, per_s).checked_sub(bytes as u64) else {
             return false;
         };
         self.budget = left;
         true
     }
 
-    /// The repair budget left at `mono_ms`.
-    pub fn budget(&mut self, mono_ms: u64) -> u64 {
-        let earned = mono_ms.saturating_sub(self.refilled) * REPAIR_BYTES_PER_S / 1000;
-        self.budget = self.budget.saturating_add(earned).min(REPAIR_BYTES_PER_S);
+    /// The repair budget left at `mono_ms`, refilled at `per_s` bytes a second up to that much.
+    pub fn budget(&mut self, mono_ms: u64, per_s: u64) -> u64 {
+        let earned = mono_ms.saturating_sub(self.refilled).saturating_mul(per_s) / 1000;
+        self.budget = self.budget.saturating_add(earned).min(per_s);
         self.refilled = self.refilled.max(mono_ms);
         self.budget
     }
@@ -136,7 +185,7 @@ pub enum Verdict {
 /// The peers, and the secret their cookies are made with.
 #[derive(Debug)]
 pub struct Peers {
-    map: heapless::LinearMap<NodeId, Peer, MAX_PEERS>,
+    map: VecMap<NodeId, Peer>,
     secret: Key,
 }
 
@@ -144,7 +193,7 @@ impl Peers {
     /// No peers yet; cookies made with `secret` (random, this boot's).
     pub fn new(secret: Key) -> Peers {
         Peers {
-            map: heapless::LinearMap::new(),
+            map: VecMap::new(),
             secret,
         }
     }
@@ -210,23 +259,18 @@ impl Peers {
         if let Some(old) = self.map.get(&m.node) {
             peer.name.clone_from(&old.name);
         }
-        match self.map.insert(m.node, peer) {
-            Ok(_) => Ok(true),
-            Err(_) => Err(DropReason::TooManyPeers),
+        if self.map.len() >= MAX_PEERS && !self.map.contains_key(&m.node) {
+            return Err(DropReason::TooManyPeers);
         }
+        self.map.insert(m.node, peer);
+        Ok(true)
     }
 
-    /// Forgets the peers silent since `mono_ms - SILENCE_MS`.
+    /// Forgets the peers silent since `mono_ms - silence_ms(peers)`.
     pub fn expire(&mut self, mono_ms: u64) {
-        let gone: Vec<NodeId> = self
-            .map
-            .iter()
-            .filter(|(_, p)| p.heard_mono.saturating_add(SILENCE_MS) < mono_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.map.remove(&id);
-        }
+        let silence = silence_ms(self.map.len());
+        self.map
+            .retain(|_, p| p.heard_mono.saturating_add(silence) >= mono_ms);
     }
 
     /// Whether `node` is believed in `boot`.
@@ -244,9 +288,14 @@ impl Peers {
         self.map.get_mut(&node)
     }
 
-    /// Every peer.
+    /// Every peer, by id.
     pub fn list(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
         self.map.iter().map(|(id, p)| (*id, p))
+    }
+
+    /// The ids of every peer, in order.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.map.keys().copied()
     }
 
     /// How many peers are tracked.
@@ -263,6 +312,8 @@ impl Peers {
     /// seeds (`fuzzing`), which hand a node datagrams of a peer it must already know.
     #[doc(hidden)]
     pub fn trust(&mut self, node: NodeId, boot: u64, addr: SocketAddr) {
-        let _ = self.map.insert(node, Peer::new(addr, (boot, 0, 0), 0, 0));
+        if self.map.len() < MAX_PEERS {
+            self.map.insert(node, Peer::new(addr, (boot, 0, 0), 0, 0));
+        }
     }
 }

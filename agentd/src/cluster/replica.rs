@@ -288,6 +288,12 @@ pub struct Replica {
     me: NodeId,
     clock: u64,
     services: VecMap<String, Box<ServiceState>>,
+    /// Per digest bucket, the sum of its entries' hashes, up to date but for the buckets in
+    /// `dirty`: every digest heard is compared with ours, and a joiner's changes touch a few
+    /// buckets between two of them, so only those are summed again.
+    sums: [u64; BUCKETS],
+    /// The buckets changed since `sums` was last brought up to date (bit `b` for bucket `b`).
+    dirty: u64,
     cap: Capacity,
 }
 
@@ -322,13 +328,31 @@ impl Replica {
             me,
             clock: 0,
             services: VecMap::new(),
+            sums: [0; BUCKETS],
+            dirty: 0,
             cap,
         }
+    }
+
+    /// How many entries it holds (a service's own and one per backend, tombstones included).
+    pub fn len(&self) -> usize {
+        self.services.values().map(|s| 1 + s.backends.len()).sum()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
     }
 
     /// This node's id.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// A copy of this replica held by node `me` (the simulator gives every node one table
+    /// without merging it entry by entry).
+    pub fn copy_for(&self, me: NodeId) -> Replica {
+        Replica { me, ..self.clone() }
     }
 
     /// A fresh stamp, newer than everything seen (but never wrapping around).
@@ -419,6 +443,7 @@ impl Replica {
     /// Writes `cmd`'s fields at `at` (merging, so an older stamp loses to what is there).
     fn apply_at(&mut self, cmd: &Command, at: Stamp) -> Vec<Entry> {
         let name = *cmd.service();
+        self.dirty |= 1 << bucket(&name);
         let s = self
             .services
             .get_or_insert_with(name.as_str().to_owned(), || {
@@ -525,6 +550,7 @@ impl Replica {
                 return Err(Refused::Backends(s.backends.len()));
             }
         }
+        self.dirty |= 1 << bucket(&name);
         let s = self
             .services
             .get_or_insert_with(name.as_str().to_owned(), || {
@@ -558,6 +584,7 @@ impl Replica {
     /// Forgets tombstones older than [`TOMBSTONE_MS`]: dead backends, and deleted services left
     /// with no backend. Returns the names of services that vanished.
     pub fn collect(&mut self, wall_ms: u64) -> Vec<Name> {
+        self.dirty = u64::MAX;
         let horizon = ticks(wall_ms.saturating_sub(TOMBSTONE_MS));
         let mut gone = Vec::new();
         self.services.retain(|_, s| {
@@ -623,22 +650,60 @@ impl Replica {
         out
     }
 
-    /// One order-independent hash per bucket of everything held.
+    /// One order-independent hash per bucket of everything held (the buckets changed since
+    /// [`Replica::digest_cached`] last ran are summed again, and not kept).
     pub fn digest(&self) -> [u32; BUCKETS] {
-        let mut sums = [0u64; BUCKETS];
-        for s in self.services.values() {
-            let b = bucket(&s.name);
-            sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
-            for (addr, st) in &s.backends {
-                sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
-                    name: s.name,
-                    addr: *addr,
-                    state: *st,
-                }));
-            }
-        }
-        sums.map(|h| (h ^ (h >> 32)) as u32)
+        fold(sums(&self.services, self.dirty, self.sums))
     }
+
+    /// The digest computed from every entry, to hold the kept sums to.
+    #[cfg(test)]
+    fn digest_full(&self) -> [u32; BUCKETS] {
+        fold(sums(&self.services, u64::MAX, [0; BUCKETS]))
+    }
+
+    /// [`Replica::digest`], from the bucket sums kept between changes: only the buckets
+    /// changed since the last call are summed again.
+    pub fn digest_cached(&mut self) -> [u32; BUCKETS] {
+        if self.dirty != 0 {
+            self.sums = sums(&self.services, self.dirty, self.sums);
+            self.dirty = 0;
+        }
+        fold(self.sums)
+    }
+}
+
+fn fold(sums: [u64; BUCKETS]) -> [u32; BUCKETS] {
+    sums.map(|h| (h ^ (h >> 32)) as u32)
+}
+
+/// `old` with the buckets in `which` summed again: per bucket, the sum of every entry's hash.
+fn sums(
+    services: &VecMap<String, Box<ServiceState>>,
+    which: u64,
+    old: [u64; BUCKETS],
+) -> [u64; BUCKETS] {
+    let mut sums = old;
+    for (b, sum) in sums.iter_mut().enumerate() {
+        if which & 1 << b != 0 {
+            *sum = 0;
+        }
+    }
+    for s in services.values() {
+        let b = bucket(&s.name);
+        if which & 1 << b == 0 {
+            continue;
+        }
+        sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
+        for (addr, st) in &s.backends {
+            sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
+                name: s.name,
+                addr: *addr,
+                state: *st,
+            }));
+        }
+    }
+    sums
 }
 
 /// Resets every field a service delete superseded (stamp not newer than `deleted`) to its
@@ -1068,6 +1133,9 @@ mod tests {
                     let e = sent[rng.below(sent.len() as u64) as usize].clone();
                     nodes[rng.below(4) as usize].merge(&e, t).unwrap();
                 }
+                // Digests cached along the way must follow every change.
+                let d = nodes[n].digest_cached();
+                assert_eq!(d, nodes[n].digest_full(), "seed {seed}");
             }
             for node in nodes.iter_mut() {
                 let mut order: Vec<usize> = (0..sent.len()).collect();
@@ -1077,6 +1145,10 @@ mod tests {
                 for &i in order.iter().chain(order.iter().take(5)) {
                     node.merge(&sent[i], t).unwrap();
                 }
+            }
+            for n in nodes.iter_mut() {
+                n.collect(t + TOMBSTONE_MS / 2);
+                assert_eq!(n.digest_cached(), n.digest_full(), "seed {seed}");
             }
             let first = (show(&nodes[0]), nodes[0].digest());
             for n in &nodes[1..] {

@@ -45,6 +45,14 @@ use sys::net::setsockopt;
 /// Datagrams read per wake-up at most, so a flood cannot starve the FIFO and the timers.
 pub const MAX_RECV: usize = 256;
 
+/// The receive and send buffers asked for: a joiner takes a whole table in bursts of answers
+/// (up to `cluster::RESPONDERS` × `cluster::REPAIR_ENTRIES` entries at once), and a responder
+/// sends one in a burst, which the kernel's default of about 200 KB would drop (at the
+/// receiver) or refuse (at the sender). Root's `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` get it whole;
+/// otherwise `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`.
+/// Memory is taken only while datagrams wait.
+pub const BUFFERS: i32 = 4 << 20;
+
 /// The socket and where "everyone" is.
 #[derive(Debug)]
 pub struct Net {
@@ -144,6 +152,22 @@ fn bind_to_device(sock: &UdpSocket, name: &str) -> Option<String> {
         "cluster: warning: SO_BINDTODEVICE {name}: {}; datagrams that reach this host by other \
          interfaces are not shut out",
         sys::errno_text(e as i32)
+    ))
+}
+
+/// Asks the kernel to report every failed send (`IP_RECVERR`, `IPV6_RECVERR`): without it a
+/// datagram dropped at this host's transmit (a full device queue: ENOBUFS) counts as sent, and
+/// ICMP errors of unicast sends are not kept. The warning to log if the kernel refuses.
+fn report_errors(sock: &UdpSocket, addr: SocketAddr) -> Option<String> {
+    let (level, name, opt) = match addr {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_RECVERR, "IP_RECVERR"),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
+    };
+    let e = setsockopt(sock.as_fd(), level, name, &1i32).err()?;
+    Some(format!(
+        "cluster: warning: {opt}: {}; datagrams this host drops when sending are not counted \
+         as send errors",
+        io_text(&e)
     ))
 }
 
@@ -292,11 +316,22 @@ impl Net {
             .or(peers.first().copied())
             .ok_or("no group and no peer")?;
         let sock = bound(first).map_err(what("bind"))?;
+        let fd = sock.as_fd();
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt(fd, libc::SOL_SOCKET, force, &BUFFERS).is_err() {
+                // Not root (or no CAP_NET_ADMIN): as much as rmem_max/wmem_max allow.
+                let _ = setsockopt(fd, libc::SOL_SOCKET, plain, &BUFFERS);
+            }
+        }
+        let mut warnings = Vec::new();
+        warnings.extend(report_errors(&sock, first));
         let index = iface
             .map(|i| ifindex(sock.as_fd(), i))
             .transpose()?
             .unwrap_or(0);
-        let mut warnings = Vec::new();
         if let Some(name) = iface {
             warnings.extend(bind_to_device(&sock, name));
         }
@@ -339,6 +374,7 @@ impl Net {
             match sent {
                 Ok(_) => return true,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // ENOBUFS (the device queue dropped it; `IP_RECVERR` makes the kernel say so),
                 // WouldBlock (buffer full), ENETUNREACH, ECONNREFUSED…: lost like on the wire.
                 Err(_) => return false,
             }
@@ -353,6 +389,15 @@ impl Net {
             }
         }
         self.send_errors += failed;
+    }
+
+    /// Takes the errors the kernel queued for earlier sends (`POLLERR`: ICMP errors, kept by
+    /// `IP_RECVERR`) off the socket and counts each as a send error; an unreadable error queue
+    /// is left for the next wake-up.
+    pub fn take_errors(&mut self) {
+        while let Ok(true) = sys::net::take_error(self.sock.as_fd()) {
+            self.send_errors += 1;
+        }
     }
 
     /// Reads datagrams until the socket is drained or [`MAX_RECV`] were read; calls `f` with

@@ -1,7 +1,8 @@
 //! The protocol between nodes over a fake network: delivery, loss, restarts, replays, clocks.
 
 use super::*;
-use crate::cluster::peers::{REPAIR_BYTES_PER_S, SILENCE_MS};
+use crate::cluster::peers::{repair_rate, SILENCE_MS};
+use crate::cluster::trickle::IMAX_MS;
 use lbfo_core::{parse_line, Command, Line};
 
 fn cmd(line: &str) -> Command {
@@ -65,11 +66,24 @@ fn settle(nodes: &mut [Cluster], wall: u64, lose: impl FnMut() -> bool) {
 /// Every node hears every other's hello and the handshakes that follow.
 fn introduce(nodes: &mut [Cluster], wall: u64) {
     for n in nodes.iter_mut() {
-        n.hello(wall);
+        n.hello(None, wall);
     }
     settle(nodes, wall, || false);
     for n in nodes.iter() {
         assert_eq!(n.peers.len(), nodes.len() - 1, "{}", n.status_lines(wall));
+    }
+}
+
+/// Runs `c`'s timer from `mono` on until its digest goes out (Trickle may suppress a few).
+fn digest_out(c: &mut Cluster, mono: u64, wall: u64) -> Vec<(Dest, Vec<u8>)> {
+    let mut t = mono;
+    loop {
+        t = t.max(c.next_deadline());
+        c.tick(t, wall);
+        let out = c.take_outbox();
+        if !out.is_empty() {
+            return out;
+        }
     }
 }
 
@@ -133,7 +147,7 @@ fn the_peer_map_and_the_drop_counters_are_capped_counted_and_logged() {
     for i in 0..=MAX_PEERS {
         // Each new node in turn says hello to `a` alone, and the handshake follows.
         let mut pair = [node(&format!("p{i}")), a];
-        pair[0].hello(T0);
+        pair[0].hello(None, T0);
         settle(&mut pair, T0, || false);
         [_, a] = pair;
     }
@@ -214,7 +228,7 @@ fn a_node_restarted_with_its_clock_an_hour_behind_is_heard_at_once() {
     settle(&mut nodes, T0, || false);
     let behind = T0 - 3_600_000;
     nodes[1] = Cluster::new("b", key(), random("b", 1), behind, 0, false);
-    nodes[1].hello(behind);
+    nodes[1].hello(None, behind);
     // Its hello draws a challenge; its answer makes it believed; the digests follow.
     let mono = 5_000;
     settle_at(&mut nodes, mono, T0, || false);
@@ -244,7 +258,7 @@ fn an_earlier_boot_replayed_is_never_believed() {
     assert!(nodes[1].replica.service("w.lan").is_some());
     // `a` restarts (a new boot) and deletes the service; its old boot's datagrams come back.
     nodes[0] = Cluster::new("a", key(), random("a", 1), T0 + 10, 0, false);
-    nodes[0].hello(T0 + 10);
+    nodes[0].hello(None, T0 + 10);
     settle_at(&mut nodes, 1000, T0 + 10, || false);
     run(&mut nodes[1], "del w.lan", T0 + 20);
     settle_at(&mut nodes, 1000, T0 + 20, || false);
@@ -271,7 +285,7 @@ fn an_earlier_boot_replayed_is_never_believed() {
 fn a_silent_peer_is_forgotten_and_believed_again_when_it_answers() {
     let mut nodes = vec![node("a"), node("b")];
     introduce(&mut nodes, T0);
-    let later = SILENCE_MS + 10 * DIGEST_MS;
+    let later = SILENCE_MS + 10 * IMAX_MS;
     nodes[0].tick(later, T0 + later);
     nodes[0].take_outbox();
     assert!(nodes[0].peers.is_empty(), "b forgotten");
@@ -296,7 +310,7 @@ fn commands_spread_and_digests_repair_loss() {
     nodes[1].take_outbox();
     assert_ne!(nodes[0].replica.digest(), nodes[1].replica.digest());
     for (i, n) in nodes.iter_mut().enumerate() {
-        n.tick(DIGEST_MS * 2 + i as u64, T0 + 500);
+        n.tick(IMAX_MS * 2 + i as u64, T0 + 500);
     }
     settle(&mut nodes, T0 + 500, || false);
     let d = nodes[0].replica.digest();
@@ -306,14 +320,20 @@ fn commands_spread_and_digests_repair_loss() {
             .unwrap()
             .up
     );
-    // In sync: a digest round sends digests only.
+    // In sync: a digest round sends digests only, and each node heard its own digest from the
+    // others, so the next round sends nothing (Trickle's suppression).
+    let sent = |nodes: &[Cluster]| nodes.iter().map(|n| n.sent.0).sum::<u64>();
     for n in nodes.iter_mut() {
-        n.tick(DIGEST_MS * 4, T0 + 1000);
+        n.tick(IMAX_MS * 10, T0 + 1000);
     }
-    let before: u64 = nodes.iter().map(|n| n.sent.0).sum();
+    let before = sent(&nodes);
     settle(&mut nodes, T0 + 1000, || false);
-    let after: u64 = nodes.iter().map(|n| n.sent.0).sum();
-    assert_eq!(after - before, 3, "one digest each, nothing else");
+    assert_eq!(sent(&nodes) - before, 3, "one digest each, nothing else");
+    for n in nodes.iter_mut() {
+        n.tick(IMAX_MS * 11, T0 + 2000);
+    }
+    settle(&mut nodes, T0 + 2000, || false);
+    assert_eq!(sent(&nodes) - before, 3, "suppressed");
 }
 
 #[test]
@@ -329,7 +349,7 @@ fn a_late_joiner_gets_everything_at_once() {
     }
     settle(&mut nodes, T0, || false);
     nodes.push(node("late"));
-    nodes[2].hello(T0 + 10);
+    nodes[2].hello(None, T0 + 10);
     settle(&mut nodes, T0 + 10, || false);
     assert_eq!(nodes[2].replica.digest(), nodes[0].replica.digest());
     assert_eq!(nodes[2].replica.names().count(), 300);
@@ -345,31 +365,42 @@ fn an_answer_to_a_digest_is_bounded_and_rounds_still_converge() {
     let [a, b] = &mut nodes[..] else {
         unreachable!()
     };
-    for i in 0..2000 {
-        let line = format!("add s{i}.lan 10.0.{}.{} weight=2", i / 200, i % 200 + 1);
-        a.replica.command(&cmd(&line), T0).unwrap();
+    // Nine entries a service, more than two answers' worth in all.
+    let n = REPAIR_ENTRIES / 4;
+    for i in 0..n {
+        for k in 1..=8 {
+            let line = format!("add s{i}.lan 10.{k}.{}.{} weight=2", i / 200, i % 200 + 1);
+            a.replica.command(&cmd(&line), T0).unwrap();
+        }
     }
+    let bucket = 9 * n / BUCKETS;
     for round in 1..=20u64 {
-        b.tick(round * DIGEST_MS * 2, T0);
+        b.tick(round * IMAX_MS * 2, T0);
         for (_, d) in b.take_outbox() {
-            a.datagram(&d, addr(2), round * DIGEST_MS * 2, T0);
+            a.datagram(&d, addr(2), round * IMAX_MS * 2, T0);
         }
         let answer = a.take_outbox();
+        let entries: usize = answer
+            .iter()
+            .map(|(_, d)| match wire::open(d, &a.key).unwrap().body {
+                Body::Entries(es) => es.len(),
+                _ => 0,
+            })
+            .sum();
         assert!(
-            answer.len() <= 60,
-            "{} datagrams answer one digest",
-            answer.len()
+            entries <= REPAIR_ENTRIES + 2 * bucket,
+            "{entries} entries answer one digest"
         );
         for (_, d) in &answer {
             b.datagram(d, addr(1), 0, T0);
         }
         b.take_outbox();
         if b.replica.digest() == a.replica.digest() {
-            assert!(round >= 4, "bounded answers need several rounds");
+            assert!(round >= 3, "bounded answers need several rounds");
             return;
         }
     }
-    panic!("b has {} of 2000 services", b.replica.names().count());
+    panic!("b has {} of {n} services", b.replica.names().count());
 }
 
 #[test]
@@ -399,7 +430,7 @@ fn heavy_loss_converges_through_digest_rounds() {
         rounds += 1;
         assert!(rounds < 20, "no convergence");
         for n in nodes.iter_mut() {
-            n.tick(rounds * DIGEST_MS * 2, T0);
+            n.tick(rounds * IMAX_MS * 2, T0);
         }
         settle(&mut nodes, T0, &mut lose);
     }
@@ -490,7 +521,7 @@ fn a_restart_does_not_roll_back_and_catches_up() {
     a.replica
         .config_line(&cmd("add w.lan 10.0.0.1"), T0 - 5000, T0 + 50);
     assert!(a.holding());
-    a.hello(T0 + 50);
+    a.hello(None, T0 + 50);
     nodes[0] = a;
     settle(&mut nodes, T0 + 50, || false);
     assert_eq!(nodes[0].replica.digest(), nodes[1].replica.digest());
@@ -529,7 +560,7 @@ fn a_unicast_message_replayed_to_another_node_draws_nothing() {
     // `b` misses a change; `a`'s answer to b's digest is a digest reply and a repair, for b.
     run(&mut nodes[0], "down s1.lan 10.0.0.2", T0);
     nodes[0].take_outbox();
-    nodes[1].tick(DIGEST_MS * 4, T0);
+    nodes[1].tick(IMAX_MS * 4, T0);
     for (_, d) in nodes[1].take_outbox() {
         nodes[0].datagram(&d, addr(2), 0, T0);
     }
@@ -559,8 +590,7 @@ fn a_spoofed_digest_is_answered_only_at_the_address_the_peer_proved() {
         run(&mut nodes[0], &format!("add s{i}.lan 10.0.0.{}", i + 1), T0);
     }
     nodes[0].take_outbox();
-    nodes[1].tick(DIGEST_MS * 4, T0);
-    let digest = nodes[1].take_outbox().remove(0).1;
+    let digest = digest_out(&mut nodes[1], IMAX_MS * 4, T0).remove(0).1;
     let victim = addr(9);
     nodes[0].datagram(&digest, victim, 0, T0);
     let sent = nodes[0].take_outbox();
@@ -581,7 +611,7 @@ fn nothing_answers_an_unknown_source_with_more_bytes_than_it_sent() {
     let mut nodes = [node("a"), node("b"), node("c")];
     let mut heard = Vec::new();
     for n in nodes.iter_mut() {
-        n.hello(T0);
+        n.hello(None, T0);
     }
     // Record every datagram of a whole exchange: hellos, challenges, answers, digests,
     // commands, repairs.
@@ -609,7 +639,7 @@ fn nothing_answers_an_unknown_source_with_more_bytes_than_it_sent() {
                 &format!("add s{}.lan 10.0.0.{}", heard.len(), i + 1),
                 T0,
             );
-            nodes[i].tick(DIGEST_MS * 2 * heard.len() as u64, T0);
+            nodes[i].tick(IMAX_MS * 2 * heard.len() as u64, T0);
         } else if !any {
             break;
         }
@@ -652,29 +682,26 @@ fn repairs_to_one_peer_are_bounded_per_second() {
     // `b` (a bug, or a key holder) asks twenty times within a second.
     let mut asks = Vec::new();
     for k in 1..=20 {
-        nodes[1].tick(k * DIGEST_MS * 2, T0);
+        nodes[1].tick(k * IMAX_MS * 2, T0);
         asks.extend(nodes[1].take_outbox());
     }
-    let mono = 5_000;
+    let (mono, rate) = (5_000, repair_rate(nodes[0].replica.len()));
     let mut sent = 0;
     for (_, d) in &asks[..10] {
         nodes[0].datagram(d, addr(2), mono, T0);
         sent += bytes_to(&nodes[0].take_outbox(), addr(2));
     }
     let digests = 10 * 300;
-    assert!(
-        sent as u64 <= REPAIR_BYTES_PER_S + digests,
-        "{sent} bytes within one ms"
-    );
-    assert!(sent as u64 > REPAIR_BYTES_PER_S / 2, "{sent}");
+    assert!(sent as u64 <= rate + digests, "{sent} bytes within one ms");
+    assert!(sent as u64 > rate / 2, "{sent}");
     // A second later, the budget is back.
     let mut more = 0;
     for (_, d) in &asks[10..] {
         nodes[0].datagram(d, addr(2), mono + 1000, T0);
         more += bytes_to(&nodes[0].take_outbox(), addr(2));
     }
-    assert!(more as u64 <= REPAIR_BYTES_PER_S + digests, "{more}");
-    assert!(more as u64 > REPAIR_BYTES_PER_S / 2, "{more}");
+    assert!(more as u64 <= rate + digests, "{more}");
+    assert!(more as u64 > rate / 2, "{more}");
 }
 
 /// A key holder (or a buggy peer) sending ever more services: past twice the table's

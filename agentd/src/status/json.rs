@@ -44,6 +44,7 @@ fn cluster_json(o: &mut Out, c: &ClusterInfo, now_ms: u64) {
         .s(",\"sent_bytes\":")
         .n(c.sent.1);
     o.s(",\"send_errors\":").n(c.send_errors);
+    o.s(",\"wakes\":").n(c.wakes);
     o.s(",\"capacity_refused\":")
         .n(c.capacity_refused)
         .s(",\"peers\":[");

@@ -8,8 +8,8 @@
 //! ([`json`]) and `prometheus.rs` ([`prometheus`]), all writing into the one buffer of `out.rs`.
 //!
 //! In a cluster, the agent also writes its cluster state (node, peers, drop counters) to
-//! `<table>.cluster` five times a second ([`write_cluster`]); `status` shows it when present.
-//! With health checks, the agent writes their state to `<table>.checks` (`health::report`) a few
+//! `<table>.cluster` at most once a second, when it changed ([`write_cluster`]); `status` shows
+//! it when present. With health checks, the agent writes their state to `<table>.checks` (`health::report`) a few
 //! times a second while it changes; `status` shows each checked backend's row beside it. Every
 //! snapshot carries a **table digest** over what the cluster shares (names, policies, backends
 //! with state, weight, prio, limit — not slots, positions or counters): two hosts show the same
@@ -144,8 +144,10 @@ pub struct ClusterInfo {
     pub written_ms: u64,
     /// Datagrams and bytes sent since start.
     pub sent: (u64, u64),
-    /// Sends that failed.
+    /// Sends that failed (at once, or reported later by the kernel).
     pub send_errors: u64,
+    /// Times the agent's loop woke since start.
+    pub wakes: u64,
     /// The group's changes this agent could not apply: past its `capacity`.
     pub capacity_refused: u64,
     /// Peers heard.
@@ -161,9 +163,12 @@ pub fn cluster_path(table: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Replaces the cluster state file in one step (`sys::fs::write_atomically`), mode 0644.
+/// Replaces the cluster state file in one step (`sys::fs::NewFile`), mode 0644, without a
+/// flush to disk: it describes the running agent only.
 pub fn write_cluster(path: &Path, text: &str) -> std::io::Result<()> {
-    crate::sys::fs::write_atomically(path, text.as_bytes(), 0o644)
+    let new = crate::sys::fs::NewFile::create(path, 0o644)?;
+    crate::sys::fs::write_all(new.file().as_fd(), text.as_bytes())?;
+    new.rename_in()
 }
 
 /// Parses the cluster state file; unknown or damaged lines are skipped.
@@ -217,6 +222,7 @@ fn cluster_line(c: &mut ClusterInfo, w: &[&str; 7]) {
         }),
         "drop" => c.drops.push((t(1), t(2), n(3))),
         "send_errors" => c.send_errors = n(1),
+        "wakes" => c.wakes = n(1),
         "capacity_refused" => c.capacity_refused = n(1),
         _ => {}
     }

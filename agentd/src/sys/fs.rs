@@ -393,6 +393,17 @@ impl NewFile {
     }
 }
 
+impl NewFile {
+    /// Renames the file over the target without flushing it or the directory: for files that
+    /// only describe the running agent (the cluster's state for `status`, rewritten every
+    /// second), which no crash can make wrong and which must not cost a disk flush each time.
+    pub fn rename_in(&self) -> std::io::Result<()> {
+        rename(&self.tmp, &self.target)?;
+        self.committed.set(true);
+        Ok(())
+    }
+}
+
 impl Drop for NewFile {
     fn drop(&mut self) {
         if !self.committed.get() {

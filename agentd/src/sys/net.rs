@@ -133,6 +133,25 @@ pub fn recv_with_dest(
     Ok((n as usize, from, dest))
 }
 
+/// Takes one error off the socket's error queue (`MSG_ERRQUEUE`: what `IP_RECVERR` queues, the
+/// ICMP errors of earlier sends) and discards it; `Ok(false)` when the queue is empty.
+pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: all zeroes is a valid `msghdr`: no address, no data, no control data; the kernel
+    // dequeues the error and only notes in `msg_flags` what it could not copy.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    let flags = libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT;
+    // SAFETY: `m` is valid for the call and holds no pointer; the fd is open (borrowed).
+    let n = unsafe { libc::syscall(libc::SYS_recvmsg, fd.as_raw_fd(), &mut m, flags) };
+    if n >= 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 /// The address the kernel wrote into `s`, by its family; `None` for a family that is not IP.
 fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {

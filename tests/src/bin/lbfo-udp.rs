@@ -117,7 +117,7 @@ fn forge(group: SocketAddr, local: Ipv4Addr, key: Vec<u8>, ahead: u64, line: &st
     let mut random = [0u8; 32];
     lbfo_agentd::sys::random(&mut random).expect("random bytes");
     let mut node = Cluster::new(name, Key::new(key), random, wall_ms(), 0, false);
-    node.hello(wall_ms());
+    node.hello(None, wall_ms());
     let (mut buf, mut forged) = ([0u8; 2048], false);
     while t0.elapsed() < Duration::from_secs(2) {
         let mono = t0.elapsed().as_millis() as u64;
@@ -241,7 +241,7 @@ fn keyholder(
     let mut out = std::fs::File::create(file).expect("create");
     let (t0, mut buf, mut spoofed) = (Instant::now(), [0u8; 2048], None);
     let (mut recorded, mut back) = (0, 0);
-    node.hello(wall_ms());
+    node.hello(None, wall_ms());
     while t0.elapsed() < Duration::from_millis(ms) {
         let mono = t0.elapsed().as_millis() as u64;
         node.tick(mono, wall_ms());
