@@ -55,7 +55,7 @@ if [[ ${LBFO_SKIP_CROSS:-0} == 1 ]]; then
   echo "test: LBFO_SKIP_CROSS=1: router builds, qemu tests and the size report skipped" >&2
 else
   bash cross/test.sh mipsel-unknown-linux-musl mips-unknown-linux-musl
-  # The budgets (the mipsel agent <= 256 KiB stripped and <= 100 KiB xz, the NSS module <= 24 KiB):
+  # The budgets (the mipsel agent <= 384 KiB stripped and <= 144 KiB xz, the NSS module <= 24 KiB):
   # over any fails the run.
   bash size-report/run.sh x86_64-unknown-linux-gnu mipsel-unknown-linux-musl mips-unknown-linux-musl
 fi

@@ -6,13 +6,14 @@
 #   bash size-report/run.sh                  # the host (x86_64 glibc) and every router target
 #   bash size-report/run.sh x86_64-unknown-linux-gnu mipsel-unknown-linux-musl   # some
 #
-# Budgets: lbfo-agentd on mipsel-musl (the smallest routers' flash and RAM) <= 256 KiB stripped,
-# which is what it takes in RAM, and <= 100 KiB xz-compressed, which is what an OpenWrt image
+# Budgets: lbfo-agentd on mipsel-musl (the smallest routers' flash and RAM) <= 384 KiB stripped,
+# which is what it takes in RAM, and <= 144 KiB xz-compressed, which is what an OpenWrt image
 # holds on flash; the NSS module <= 24 KiB on x86_64 (it is mapped into every process). Other
-# sizes are reported only.
+# sizes are reported only. Why the agent's budgets are what they are: ARCHITECTURE.md, "Router
+# size".
 # The xz column compresses as an OpenWrt squashfs does (include/image.mk: `-comp xz -Xpreset 9
-# -Xe -Xlc 0 -Xlp 2 -Xpb 2`, no BCJ filter for MIPS), the whole file at once: squashfs blocks are
-# 256 KiB by default, so an agent within its stripped budget is one block.
+# -Xe -Xlc 0 -Xlp 2 -Xpb 2`, no BCJ filter for MIPS), block by block: OpenWrt's squashfs
+# compresses each 256 KiB block of a file on its own, and the column is the sum.
 # Router artefacts are built as cross/build.sh builds them; the host's with the workspace's
 # release profile on stable.
 set -euo pipefail
@@ -21,8 +22,8 @@ source "$(dirname "$0")/../cross/env.sh"
 cd "$ROOT"
 
 HOST=x86_64-unknown-linux-gnu
-AGENT_BUDGET_MIPSEL=$((256 * 1024))
-AGENT_XZ_BUDGET_MIPSEL=$((100 * 1024))
+AGENT_BUDGET_MIPSEL=$((384 * 1024))
+AGENT_XZ_BUDGET_MIPSEL=$((144 * 1024))
 NSS_BUDGET_X86_64=$((24 * 1024))
 
 targets=("$@")
@@ -32,7 +33,16 @@ command -v xz >/dev/null || cross_setup
 rows=()
 over=0
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
-xz_bytes() { xz --format=xz --check=crc32 --lzma2=preset=9e,lc=0,lp=2,pb=2 -c "$1" | wc -c; }
+xz_bytes() { # FILE: the bytes of its 256 KiB blocks, each compressed on its own, summed
+  local size n total=0 i
+  size=$(stat -c %s "$1")
+  for ((i = 0; i * 262144 < size; i++)); do
+    n=$(dd if="$1" bs=262144 skip="$i" count=1 status=none |
+      xz --format=xz --check=crc32 --lzma2=preset=9e,lc=0,lp=2,pb=2 -c | wc -c)
+    total=$((total + n))
+  done
+  echo "$total"
+}
 verdict() { # SIZE BUDGET -> "ok"/"OVER" (runs in $(...): the caller records the over with `judge`)
   if (($1 <= $2)); then echo "ok ($(kib "$1") of $(kib "$2"))"; else echo "**OVER** by $(($1 - $2)) bytes"; fi
 }

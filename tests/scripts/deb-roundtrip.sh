@@ -100,7 +100,8 @@ fi
 # file, so this follows the unit): ExecStart= is the command; ProtectSystem=strict makes every
 # mount read-only but the API file systems, ReadWritePaths= and StateDirectory= (created as
 # systemd creates it); PrivateTmp= gives a fresh /tmp and /var/tmp; CapabilityBoundingSet= and
-# NoNewPrivileges= confine it; UMask= applies.
+# NoNewPrivileges= confine it; UMask= applies; LimitNOFILE= sets both open-files limits (room
+# for the health checks' sockets).
 unit=/lib/systemd/system/lbfo-agentd.service
 unit_value() { sed -n "s/^$1=//p" "$unit" | tail -n 1; }
 read -r -a exec_start <<<"$(unit_value ExecStart)"
@@ -113,6 +114,12 @@ for d in $(unit_value StateDirectory); do
 done
 caps=$(unit_value CapabilityBoundingSet | tr '[:upper:]' '[:lower:]' | sed 's/cap_//g; s/ /,+/g')
 [[ $(unit_value NoNewPrivileges) == yes ]] || fail "the unit has NoNewPrivileges=yes"
+nofile=$(unit_value LimitNOFILE)
+[[ $nofile =~ ^[0-9]+$ ]] || fail "the unit has LimitNOFILE= (a number): '$nofile'"
+# Raising the hard limit takes CAP_SYS_RESOURCE, which systemd has; a test run without it
+# applies its own hard limit where the unit's is higher.
+hard=$(ulimit -Hn)
+[[ $hard == unlimited ]] || ((nofile <= hard)) || nofile=$hard
 start_agent() {
   # shellcheck disable=SC2016 # the inner shell expands its own arguments
   unshare -m sh -c 'set -e
@@ -126,12 +133,12 @@ start_agent() {
     done
     if [ "$PRIVATE_TMP" = yes ]; then mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /var/tmp; fi
     umask "$UMASK"
-    exec setpriv --no-new-privs --bounding-set=-all,+"$CAPS" --inh-caps=-all "$@"' \
+    exec prlimit --nofile="$NOFILE:$NOFILE" setpriv --no-new-privs --bounding-set=-all,+"$CAPS" --inh-caps=-all "$@"' \
     sh "${exec_start[@]}" 2>>"$scratch/agent.log" &
   agent=$!
 }
-WRITABLE="${writable[*]}" PRIVATE_TMP=$(unit_value PrivateTmp) CAPS=$caps UMASK=$(unit_value UMask)
-export WRITABLE PRIVATE_TMP CAPS UMASK
+WRITABLE="${writable[*]}" PRIVATE_TMP=$(unit_value PrivateTmp) CAPS=$caps UMASK=$(unit_value UMask) NOFILE=$nofile
+export WRITABLE PRIVATE_TMP CAPS UMASK NOFILE
 # Starts the agent and waits for its "ready" line.
 start_until_ready() {
   local n
@@ -151,6 +158,8 @@ start_until_ready
 [[ $(awk '/^CapEff:/{print $2}' "/proc/$agent/status") == 0000000000002400 &&
   $(awk '/^NoNewPrivs:/{print $2}' "/proc/$agent/status") == 1 ]] \
   || { grep -E 'Cap|NoNew' "/proc/$agent/status"; fail "the agent is confined"; }
+[[ $(awk '/^Max open files/ {print $4, $5}' "/proc/$agent/limits") == "$nofile $nofile" ]] \
+  || { grep 'open files' "/proc/$agent/limits"; fail "the agent runs with the unit's LimitNOFILE=$nofile"; }
 ok "agent runs the unit's ExecStart (${exec_start[*]}) confined as the unit says, writable: ${writable[*]}"
 expect_answer web.test 192.0.2.80 "default config defines nothing: /etc/hosts still answers"
 printf 'add web.test 10.1.2.3\n' >"$scratch/cmds"

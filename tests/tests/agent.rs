@@ -88,47 +88,35 @@ fn config_errors_name_file_line_column_exit_2_and_leave_the_table_alone() {
     h.start();
     h.stop();
     let before = std::fs::read(h.table()).unwrap();
-    h.write_config("add a.lan 10.0.0.1\n# fine\nadd b.lan 10.0.0.2 weigth=3\n");
-    let out = Command::new(&h.bin.agent)
-        .arg("-c")
-        .arg(h.config())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Starts the agent on `conf`: it must exit 2; its stderr.
+    let refused = |h: &mut Host, conf: &str| {
+        h.write_config(conf);
+        let out = Command::new(&h.bin.agent)
+            .arg("-c")
+            .arg(h.config())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(
+        &mut h,
+        "add a.lan 10.0.0.1\n# fine\nadd b.lan 10.0.0.2 weigth=3\n",
+    );
     // table and fifo lines come first, so the user's line 3 is line 5 of the file.
     let want = format!("{}:5:20: unknown option", h.config().display());
     assert!(err.contains(&want), "want {want:?} in {err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert_eq!(std::fs::read(h.table()).unwrap(), before, "table untouched");
-
-    h.write_config("down a.lan 10.0.0.1\n");
-    let out = Command::new(&h.bin.agent)
-        .arg("-c")
-        .arg(h.config())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(":3:1: no such service"),
-        "{}",
-        describe(&out)
+    let err = refused(&mut h, "down a.lan 10.0.0.1\n");
+    assert!(err.contains(":3:1: no such service"), "{err}");
+    // A bad check line the same way (its own column).
+    let err = refused(
+        &mut h,
+        "add a.lan 10.0.0.1\ncheck a.lan http 80 expect=600\n",
     );
-
-    // A bad check line the same way (its own column, after the table and fifo lines).
-    h.write_config("add a.lan 10.0.0.1\ncheck a.lan http 80 expect=600\n");
-    let out = Command::new(&h.bin.agent)
-        .arg("-c")
-        .arg(h.config())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let want = format!("{}:4:28: not a status", h.config().display());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&want),
-        "want {want:?} in {}",
-        describe(&out)
-    );
+    assert!(err.contains(&want), "want {want:?} in {err}");
 
     let out = Command::new(&h.bin.agent)
         .args(["-c", "/nonexistent/lbfo.conf"])

@@ -60,8 +60,8 @@ pub fn ticks(ms: u64) -> u64 {
     ms.saturating_mul(TICKS_PER_MS)
 }
 
-/// Buckets in a digest: 32 hashes (about 160 bytes on the wire) localise a difference to ~1/32
-/// of the services, so repairing one missed change resends little.
+/// Buckets in a digest: a hash for each of 32 slices of the services localises a difference to
+/// one slice, so repairing one missed change resends little, and the digest stays small.
 pub const BUCKETS: usize = 32;
 
 /// When a change was made, and by whom; ordered by time, then node.

@@ -485,3 +485,15 @@ fn icmp_echoes_to_loopback() {
     assert_eq!(a.replies(false), vec![(lo, sa)]);
     assert_eq!(b.replies(false), vec![(lo, sb), (lo, sb + 1)]);
 }
+
+#[test]
+fn the_smoothed_round_trip_time_moves_a_quarter_of_the_way() {
+    let mut t = Target::new(spec("check s.lan tcp 1"), LOCAL.parse().unwrap(), 0);
+    let mut seen = Vec::new();
+    for rtt in [1000, 2000, 0, 0] {
+        t.sample(rtt);
+        seen.push((t.rtt_us.unwrap(), t.srtt_us.unwrap()));
+    }
+    // The first sample is taken whole; then one slow or fast check moves it only part way.
+    assert_eq!(seen, [(1000, 1000), (2000, 1250), (0, 938), (0, 704)]);
+}

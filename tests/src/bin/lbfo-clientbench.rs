@@ -100,13 +100,16 @@ fn main() {
         results.push((kind, mean, max, rate));
     }
     let _ = std::fs::remove_dir_all(&dir);
+    // A table of its own (a blank line first): one row per check kind.
     println!(
-        "failover seen by a client (requests failed per outage of one of three roundrobin \
-         backends, {CHECK}; curl, one request at a time; mean / max of {trials} outages): {}",
-        results
-            .iter()
-            .map(|(k, mean, max, rate)| format!("{k} {mean:.1} / {max} ({rate:.0} req/s)"))
-            .collect::<Vec<_>>()
-            .join("; ")
+        "\nFailover seen by a client: the requests that failed while one of three roundrobin \
+         backends was out for {} requests ({CHECK}; curl through the module, one request at a \
+         time; {trials} outages per kind).\n\n\
+         | check kind | requests failed per outage, mean | max | requests/s |\n\
+         |---|---:|---:|---:|",
+        TO - FROM
     );
+    for (kind, mean, max, rate) in results {
+        println!("| {kind} | {mean:.1} | {max} | {rate:.0} |");
+    }
 }
