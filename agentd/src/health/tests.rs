@@ -227,15 +227,25 @@ fn http_answers_that_are_no_http_or_none_fail() {
     assert_eq!(v[0].why, "2 http checks failed: connect: refused");
 }
 
-/// A script file in a fresh directory, executable.
-fn script(name: &str, body: &str) -> std::path::PathBuf {
+/// An executable script in a fresh directory, which goes when this is dropped.
+struct Script(std::path::PathBuf);
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn script(name: &str, body: &str) -> Script {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("lbfo-exec-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
+    Script(p)
 }
 
 #[test]
@@ -248,7 +258,7 @@ fn exec_checks_pass_on_exit_0_with_their_environment() {
     );
     let line = format!(
         "check e.lan exec {} one interval=10ms timeout=2s",
-        ok.display()
+        ok.0.display()
     );
     let (mut h, t0) = health(&[(&line, LOCAL)]);
     let v = run(&mut h, t0, 1);
@@ -274,11 +284,11 @@ fn exec_checks_are_killed_with_their_whole_group() {
     let hang = script("hang.sh", "sleep 30");
     let l1 = format!(
         "check a.lan exec {} interval=50ms timeout=2s",
-        left.display()
+        left.0.display()
     );
     let l2 = format!(
         "check b.lan exec {} interval=50ms timeout=100ms",
-        hang.display()
+        hang.0.display()
     );
     let (mut h, t0) = health(&[(&l1, LOCAL), (&l2, "127.0.0.2")]);
     let mut v = run(&mut h, t0, 2);
@@ -308,6 +318,7 @@ fn exec_checks_are_killed_with_their_whole_group() {
         alive.is_empty(),
         "children that outlived their check: {alive:?}"
     );
+    let _ = std::fs::remove_file(&pids);
 }
 
 #[test]
@@ -428,7 +439,7 @@ fn check_programs_running_are_capped() {
         .map(|i| {
             let line = format!(
                 "check p{i}.lan exec {} interval=10ms timeout=2s",
-                slow.display()
+                slow.0.display()
             );
             (spec(&line), LOCAL.parse().unwrap())
         })
