@@ -96,8 +96,8 @@ pub fn burst(s: &mut Sim) -> Option<(u64, u32, u64)> {
 }
 
 /// `n` nodes holding `full`, 3 s to settle, then a joiner with nothing: virtual ms until it
-/// holds their state, and the datagrams sent meanwhile.
-pub fn joiner(n: usize, full: &Replica, cost: Cost) -> (Sim, Option<(u64, u64)>) {
+/// holds their state, the datagrams sent meanwhile, and the joiner's CPU time (ms).
+pub fn joiner(n: usize, full: &Replica, cost: Cost) -> (Sim, Option<(u64, u64, u64)>) {
     let mut s = Sim::new(0, 9);
     s.cost = cost;
     for _ in 0..n {
@@ -107,13 +107,13 @@ pub fn joiner(n: usize, full: &Replica, cost: Cost) -> (Sim, Option<(u64, u64)>)
     let (t0, sent) = (s.now, s.sent.0);
     let j = s.add_node(None);
     let ok = s.run(t0 + 30_000, |s| s.same(0, j));
-    let out = ok.then_some((s.now - t0, s.sent.0 - sent));
+    let out = ok.then_some((s.now - t0, s.sent.0 - sent, s.cpu_us[j] / 1000));
     (s, out)
 }
 
 /// After [`joiner`]: node 1 cut off for 10 s while 20 services change on node 0: virtual ms
-/// from its return until it holds node 0's state.
-pub fn partition(s: &mut Sim) -> Option<u64> {
+/// from its return until it holds node 0's state, and its CPU time meanwhile (ms).
+pub fn partition(s: &mut Sim) -> Option<(u64, u64)> {
     s.run(s.now + 3_000, |_| false);
     s.cut[1] = true;
     s.run(s.now + 1_000, |_| false);
@@ -124,8 +124,9 @@ pub fn partition(s: &mut Sim) -> Option<u64> {
     }
     s.run(s.now + 9_000, |_| false);
     s.cut[1] = false;
-    let t0 = s.now;
-    s.run(t0 + 30_000, |s| s.same(0, 1)).then_some(s.now - t0)
+    let (t0, cpu) = (s.now, s.cpu_us[1]);
+    s.run(t0 + 30_000, |s| s.same(0, 1))
+        .then_some((s.now - t0, (s.cpu_us[1] - cpu) / 1000))
 }
 
 /// The full table the bed's agents hold: 4,095 services of 16 backends and `web.lan`.

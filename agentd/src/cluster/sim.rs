@@ -96,6 +96,8 @@ pub struct Sim {
     pub depth: Vec<u32>,
     /// Each node's wake-ups: a delivery or a deadline that found it idle.
     pub wakes: Vec<u64>,
+    /// Each node's CPU time (µs) by [`Sim::cost`]: the bed reports the agents' own.
+    pub cpu_us: Vec<u64>,
     /// Virtual time (µs).
     clock: u64,
     /// Each node's CPU is busy until then (µs).
@@ -133,6 +135,7 @@ impl Sim {
             sent: (0, 0),
             depth: Vec::new(),
             wakes: Vec::new(),
+            cpu_us: Vec::new(),
             clock: 0,
             busy: Vec::new(),
             queue: BinaryHeap::new(),
@@ -183,6 +186,7 @@ impl Sim {
         self.cut.push(false);
         self.depth.push(0);
         self.wakes.push(0);
+        self.cpu_us.push(0);
         self.busy.push(self.clock);
         self.inbox.push(VecDeque::new());
         self.last.push(0);
@@ -220,8 +224,9 @@ impl Sim {
         for (dest, d) in out {
             self.sent.0 += 1;
             self.sent.1 += d.len() as u64;
-            self.busy[i] =
-                self.busy[i].max(self.clock) + d.len() as u64 * self.cost.send_byte_ns / 1000;
+            let cpu = d.len() as u64 * self.cost.send_byte_ns / 1000;
+            self.busy[i] = self.busy[i].max(self.clock) + cpu;
+            self.cpu_us[i] += cpu;
             if self.cut[i] {
                 continue;
             }
@@ -330,7 +335,9 @@ impl Sim {
     /// Node `to` handles a datagram at `at` (µs), its CPU busy for what that costs.
     fn handle(&mut self, at: u64, d: Delivery) {
         let (_, _, to, from, depth, bytes) = d;
-        self.busy[to] = at + self.cost.receive_us(bytes.len());
+        let cpu = self.cost.receive_us(bytes.len());
+        self.busy[to] = at + cpu;
+        self.cpu_us[to] += cpu;
         self.depth[to] = self.depth[to].max(depth);
         let (mono, wall) = (at / 1000, T0 + at / 1000);
         let c = &mut self.nodes[to];

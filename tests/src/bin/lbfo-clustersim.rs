@@ -10,7 +10,8 @@
 //! spread over the nodes at 20% loss on every link, the virtual time until every node holds the
 //! same state and the rounds (the longest chain of exchanges behind it); with the table full
 //! (4,096 services of 16 backends) on every node, the time for a joiner to hold it all, and for
-//! a node cut off for 10 s while 20 services changed to catch up.
+//! a node cut off for 10 s while 20 services changed to catch up, each with that node's CPU time
+//! (the bed reports the agent's own beside it).
 use std::time::Instant;
 
 use lbfo_agentd::cluster::sim::Cost;
@@ -29,10 +30,10 @@ fn row(n: usize, full: &lbfo_agentd::cluster::replica::Replica) -> String {
         ("not in 60 s".into(), "—".into(), "—".into()),
         |(t, r, d)| (t.to_string(), r.to_string(), d.to_string()),
     );
-    let (jt, jd) = join.map_or(("not in 30 s".into(), "—".into()), |(t, d)| {
-        (t.to_string(), d.to_string())
+    let (jt, jd) = join.map_or(("not in 30 s".into(), "—".into()), |(t, d, cpu)| {
+        (format!("{t} (CPU {cpu})"), d.to_string())
     });
-    let pt = back.map_or("not in 30 s".into(), |t| t.to_string());
+    let pt = back.map_or("not in 30 s".into(), |(t, cpu)| format!("{t} (CPU {cpu})"));
     format!(
         "| {n} | {:.2} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {bt} | {br} | {bd} | {jt} | {jd} | {pt} | {:.0} |",
         idle.datagrams,
@@ -65,7 +66,7 @@ fn main() {
         Cost::AGENT
     );
     println!();
-    println!("| nodes | idle datagrams/s (all nodes) | idle bytes/s | wake-ups per node per s, max / mean | command → every other node, p50 / p99 ms | burst of 100 at 20% loss: identical after (ms) | rounds | datagrams until identical | joiner: full table (4,096 × 16) after (ms) | datagrams | back from a 10 s partition (20 services changed) after (ms) | real s |");
+    println!("| nodes | idle datagrams/s (all nodes) | idle bytes/s | wake-ups per node per s, max / mean | command → every other node, p50 / p99 ms | burst of 100 at 20% loss: identical after (ms) | rounds | datagrams until identical | joiner: full table (4,096 × 16) after (ms; its CPU) | datagrams | back from a 10 s partition (20 services changed) after (ms; its CPU) | real s |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
         println!("{}", row(n, &full));
