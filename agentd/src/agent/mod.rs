@@ -107,7 +107,9 @@ pub struct Agent<'m> {
     /// The dnsmasq export, with `hosts-file` in the config.
     export: Option<Export>,
     log: Vec<String>,
-    cluster: Option<Cluster>,
+    /// Boxed: the cluster's state is large (its drop counters inline), and the agent is moved
+    /// and held on the stack.
+    cluster: Option<Box<Cluster>>,
     now: Now,
     next_cluster_status: u64,
     /// `Cluster::events` when the cluster's state was last handed out for `status`.
@@ -221,7 +223,7 @@ impl<'m> Agent<'m> {
     }
 
     fn holding(&self) -> bool {
-        self.cluster.as_ref().is_some_and(Cluster::holding)
+        self.cluster.as_deref().is_some_and(Cluster::holding)
     }
 
     /// Log lines since the last call, oldest first.

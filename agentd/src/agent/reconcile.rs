@@ -33,7 +33,7 @@ impl<'m> Agent<'m> {
     /// Datagrams to send.
     pub fn take_outbox(&mut self) -> Vec<(Dest, Vec<u8>)> {
         self.cluster
-            .as_mut()
+            .as_deref_mut()
             .map_or_else(Vec::new, Cluster::take_outbox)
     }
 
@@ -49,7 +49,7 @@ impl<'m> Agent<'m> {
         }
         let changed = self
             .cluster
-            .as_mut()
+            .as_deref_mut()
             .map(Cluster::take_changed)
             .unwrap_or_default();
         self.state_dirty |= !changed.is_empty();

@@ -137,7 +137,7 @@ impl<'m> Agent<'m> {
             next_limit_check: now.mono_ms,
             export: None,
             log: Vec::new(),
-            cluster,
+            cluster: cluster.map(Box::new),
             now,
             next_cluster_status: now.mono_ms,
             status_events: None,
