@@ -280,16 +280,20 @@ impl Cluster {
         }
     }
 
-    /// Announces this node with its initial state.
+    /// Where a message for `to` goes: the group for `None`, else the address the peer proved;
+    /// `None` for a peer not believed.
+    fn dest(&self, to: Option<NodeId>) -> Option<Dest> {
+        match to {
+            None => Some(Dest::All),
+            Some(node) => self.peers.get(node).map(|p| Dest::To(p.addr)),
+        }
+    }
+
     /// Announces this node with its state's digest: at start to the group (`to` `None`), and to
     /// a peer just believed.
     pub fn hello(&mut self, to: Option<NodeId>, wall_ms: u64) {
-        let dest = match to {
-            None => Dest::All,
-            Some(node) => match self.peers.get(node) {
-                Some(p) => Dest::To(p.addr),
-                None => return,
-            },
+        let Some(dest) = self.dest(to) else {
+            return;
         };
         let digest = self.replica.digest_cached().to_vec();
         let name = self.name.clone();
@@ -299,12 +303,8 @@ impl Cluster {
 
     /// Sends our digest to the group, or to one peer (`to`) at the address it proved.
     fn digest(&mut self, to: Option<NodeId>, reply: bool, wall_ms: u64) {
-        let dest = match to {
-            None => Dest::All,
-            Some(node) => match self.peers.get(node) {
-                Some(p) => Dest::To(p.addr),
-                None => return,
-            },
+        let Some(dest) = self.dest(to) else {
+            return;
         };
         let digest = self.replica.digest_cached().to_vec();
         let name = self.name.clone();
