@@ -432,10 +432,11 @@ fn partition(c: &Cluster) -> Option<f64> {
     }
     std::thread::sleep(Duration::from_secs(9));
     let want = c.maps[0].content();
-    assert!(
-        c.maps[2..].iter().all(|m| m.content() == want),
-        "the others did not converge while host 2 was away"
-    );
+    if !c.maps[2..].iter().all(|m| m.content() == want) {
+        // No assert: the release profile aborts on a panic, which would leave the bed behind.
+        eprintln!("back after a partition: the others did not converge while host 2 was away");
+        return None;
+    }
     let changed = c.maps[0].slots_of(&names);
     let theirs = c.maps[1].slots_of(&names);
     let rows = c.maps[0].rows(Some(&changed));
