@@ -9,6 +9,15 @@
 //! that share of what the host receives; this kernel has no netem), [`Bed::split`] (ports moved
 //! to a second bridge: two partitions that cannot hear each other) and [`Bed::heal`].
 //!
+//! **The neighbour tables are the machine's, not the namespaces'.** Linux counts every
+//! namespace's ARP and neighbour-discovery entries against one limit
+//! (`net.ipv{4,6}.neigh.default.gc_thresh3`, 1,024 by default). A bed of N hosts that all talk
+//! to each other needs about N² entries (4,032 at 64): past the limit the kernel refuses to
+//! resolve a neighbour and every unicast to it fails with ENOBUFS (`NEIGH_CREATEFAIL`), which
+//! the agents count as send errors and a real LAN never shows. A bed too large for the limits
+//! raises them ([`Neigh`]) and puts back what it found when it is dropped (or, after a killed
+//! run, when the next bed sweeps).
+//!
 //! Names carry the test process's pid and a counter, so parallel tests and parallel runs never
 //! clash. **Everything a bed created is deleted when it is dropped** — also when a test panics —
 //! and a new bed first removes beds left by test processes that no longer exist (killed runs).
@@ -32,6 +41,7 @@ pub struct Bed {
     pub n: usize,
     split: Vec<usize>,
     netns: Vec<String>,
+    neigh: Option<Neigh>,
 }
 
 /// Runs `ip ARGS`, panicking with its output on failure.
@@ -84,7 +94,9 @@ impl Bed {
             n: 0,
             split: Vec::new(),
             netns: Vec::new(),
+            neigh: None,
         };
+        bed.neigh = Neigh::fit(n);
         let br = bed.bridge_ns();
         ip(&["netns", "add", &br]);
         bed.netns.push(br.clone());
@@ -327,11 +339,85 @@ impl Drop for Bed {
             quiet(&["netns", "del", ns]);
             let _ = fs::remove_dir_all(etc(ns));
         }
+        if let Some(n) = self.neigh.take() {
+            n.restore();
+        }
     }
+}
+
+/// The machine's neighbour-table limits as a bed found them before raising them; kept in
+/// [`NEIGH_SAVED`] too (with the pid), so a killed run's are put back by the next sweep.
+#[derive(Debug)]
+struct Neigh {
+    saved: String,
+}
+
+/// Where the limits a bed raised are saved: `PID` then `SYSCTL VALUE` lines.
+const NEIGH_SAVED: &str = "/run/lbfo-bed-neigh";
+const THRESH: [&str; 3] = ["gc_thresh1", "gc_thresh2", "gc_thresh3"];
+
+fn neigh_path(family: &str, knob: &str) -> String {
+    format!("/proc/sys/net/{family}/neigh/default/{knob}")
+}
+
+impl Neigh {
+    /// Raises the limits for a bed of up to `hosts` hosts (each host resolving every other, a
+    /// joiner or two besides) if they are too low: `None` if they were not (a bed of a few
+    /// hosts, or another bed of this run raised them already).
+    fn fit(hosts: usize) -> Option<Neigh> {
+        // Twice the hosts a bed starts with, so that joiners fit.
+        let need = (2 * hosts) * (2 * hosts);
+        let read = |f: &str, k: &str| {
+            fs::read_to_string(neigh_path(f, k))
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        };
+        if read("ipv4", "gc_thresh1").is_none_or(|v| v >= need) || Path::new(NEIGH_SAVED).exists() {
+            return None;
+        }
+        let mut saved = format!("{}\n", std::process::id());
+        for family in ["ipv4", "ipv6"] {
+            for knob in THRESH {
+                let Some(was) = read(family, knob) else {
+                    continue;
+                };
+                saved += &format!("{} {was}\n", neigh_path(family, knob));
+            }
+        }
+        fs::write(NEIGH_SAVED, &saved).expect("save the neighbour limits");
+        // Highest first: the kernel keeps thresh1 <= thresh2 <= thresh3 only by convention.
+        for family in ["ipv4", "ipv6"] {
+            for (i, knob) in THRESH.iter().enumerate().rev() {
+                let _ = fs::write(neigh_path(family, knob), (need << i).to_string());
+            }
+        }
+        Some(Neigh { saved })
+    }
+
+    /// Puts back the limits saved.
+    fn restore(self) {
+        put_back(&self.saved);
+    }
+}
+
+/// Writes back the `SYSCTL VALUE` lines of a saved file's text, then removes the file.
+fn put_back(saved: &str) {
+    for line in saved.lines().skip(1) {
+        if let Some((path, was)) = line.split_once(' ') {
+            let _ = fs::write(path, was);
+        }
+    }
+    let _ = fs::remove_file(NEIGH_SAVED);
 }
 
 /// Removes beds whose test process is gone (a run that was killed cannot clean up after itself).
 fn sweep() {
+    if let Ok(saved) = fs::read_to_string(NEIGH_SAVED) {
+        let pid = saved.lines().next().unwrap_or("");
+        if !Path::new(&format!("/proc/{pid}")).exists() || pid.is_empty() {
+            put_back(&saved);
+        }
+    }
     let Ok(dir) = fs::read_dir("/run/netns") else {
         return;
     };
