@@ -117,6 +117,10 @@ pub struct Agent<'m> {
     held: bool,
     /// Something changed since the state was last handed out by [`Agent::take_state`].
     state_dirty: bool,
+    /// Among those changes, one of this node's own (a command, the config): saved at once.
+    state_own: bool,
+    /// When the state was last handed out (monotonic ms).
+    saved_ms: u64,
     /// Counts changes to the slots and reloads: the health checker re-reads its targets when it
     /// moves.
     changes: u64,
@@ -214,6 +218,7 @@ impl<'m> Agent<'m> {
             Some(c) => d.min(c.next_deadline()),
             None => d,
         };
+        let due = self.save_deadline().map_or(due, |s| s.min(due));
         export.map_or(due, |e| e.min(due))
     }
 

@@ -143,6 +143,8 @@ impl<'m> Agent<'m> {
             status_events: None,
             held: false,
             state_dirty: true,
+            state_own: true,
+            saved_ms: now.mono_ms,
             changes: 0,
             saver,
             save_failing: false,

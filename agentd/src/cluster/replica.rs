@@ -291,12 +291,15 @@ pub struct Replica {
     /// Shared, copied on write: the simulator gives many nodes one table, and each copies only
     /// what it changes (the agent holds one replica, so nothing is ever copied there).
     services: Arc<VecMap<String, Arc<ServiceState>>>,
-    /// Per digest bucket, the sum of its entries' hashes, up to date but for the buckets in
-    /// `dirty`: every digest heard is compared with ours, and a joiner's changes touch a few
-    /// buckets between two of them, so only those are summed again.
+    /// Per digest bucket, the sum of its entries' hashes, up to date but for the services in
+    /// `dirty`. Every digest heard is compared with ours, and entries arrive a datagram at a
+    /// time between two of them, so a digest brings up to date only the services changed since
+    /// the last: summing a whole bucket again for each change made a node back from a
+    /// partition spend most of its catching up re-hashing what it already had.
     sums: [u64; BUCKETS],
-    /// The buckets changed since `sums` was last brought up to date (bit `b` for bucket `b`).
-    dirty: u64,
+    /// The services changed since `sums` was last brought up to date, each with its share of
+    /// its bucket's sum then ([`service_hash`]; 0 for a service new since).
+    dirty: VecMap<String, u64>,
     cap: Capacity,
 }
 
@@ -332,15 +335,21 @@ impl Replica {
             clock: 0,
             services: Arc::new(VecMap::new()),
             sums: [0; BUCKETS],
-            dirty: 0,
+            dirty: VecMap::new(),
             cap,
         }
     }
 
-    /// The service `name`, to change (created if new), copied first if shared; its digest
-    /// bucket is marked to be summed again.
+    /// The service `name`, to change (created if new), copied first if shared; its share of its
+    /// digest bucket is noted, to be taken out of the sum at the next digest.
     fn service_mut(&mut self, name: Name) -> &mut ServiceState {
-        self.dirty |= 1 << bucket(&name);
+        if !self.dirty.contains_key(name.as_str()) {
+            let was = self
+                .services
+                .get(name.as_str())
+                .map_or(0, |s| service_hash(s));
+            self.dirty.insert(name.as_str().to_owned(), was);
+        }
         let s = Arc::make_mut(&mut self.services)
             .get_or_insert_with(name.as_str().to_owned(), || {
                 Arc::new(ServiceState::new(name))
@@ -601,7 +610,6 @@ impl Replica {
             // Nothing to forget: nothing copied, no digest bucket to sum again.
             return gone;
         }
-        self.dirty = u64::MAX;
         Arc::make_mut(&mut self.services).retain(|_, s| {
             if stale(s) {
                 let s = Arc::make_mut(s);
@@ -619,6 +627,9 @@ impl Replica {
             }
             keep
         });
+        // Rare (a tombstone's age, every few seconds at most): every bucket summed afresh.
+        self.sums = sums(&self.services);
+        self.dirty = VecMap::new();
         gone
     }
 
@@ -668,26 +679,40 @@ impl Replica {
         out
     }
 
-    /// One order-independent hash per bucket of everything held (the buckets changed since
-    /// [`Replica::digest_cached`] last ran are summed again, and not kept).
+    /// One order-independent hash per bucket of everything held (the services changed since
+    /// [`Replica::digest_cached`] last ran are hashed again, and not kept).
     pub fn digest(&self) -> [u32; BUCKETS] {
-        fold(sums(&self.services, self.dirty, self.sums))
+        fold(self.brought_up())
     }
 
     /// The digest computed from every entry, to hold the kept sums to.
     #[cfg(test)]
     fn digest_full(&self) -> [u32; BUCKETS] {
-        fold(sums(&self.services, u64::MAX, [0; BUCKETS]))
+        fold(sums(&self.services))
     }
 
-    /// [`Replica::digest`], from the bucket sums kept between changes: only the buckets
-    /// changed since the last call are summed again.
+    /// [`Replica::digest`], from the bucket sums kept between changes: only the services
+    /// changed since the last call are hashed again.
     pub fn digest_cached(&mut self) -> [u32; BUCKETS] {
-        if self.dirty != 0 {
-            self.sums = sums(&self.services, self.dirty, self.sums);
-            self.dirty = 0;
+        if !self.dirty.is_empty() {
+            self.sums = self.brought_up();
+            self.dirty = VecMap::new();
         }
         fold(self.sums)
+    }
+
+    /// The bucket sums with each changed service's old share replaced by its share now.
+    fn brought_up(&self) -> [u64; BUCKETS] {
+        let mut sums = self.sums;
+        for (name, was) in &self.dirty {
+            let Some(s) = self.services.get(name.as_str()) else {
+                // Gone since (only `collect` removes services, and it sums everything).
+                continue;
+            };
+            let b = bucket(&s.name);
+            sums[b] = sums[b].wrapping_sub(*was).wrapping_add(service_hash(s));
+        }
+        sums
     }
 }
 
@@ -695,33 +720,28 @@ fn fold(sums: [u64; BUCKETS]) -> [u32; BUCKETS] {
     sums.map(|h| (h ^ (h >> 32)) as u32)
 }
 
-/// `old` with the buckets in `which` summed again: per bucket, the sum of every entry's hash.
-fn sums(
-    services: &VecMap<String, Arc<ServiceState>>,
-    which: u64,
-    old: [u64; BUCKETS],
-) -> [u64; BUCKETS] {
-    let mut sums = old;
-    for (b, sum) in sums.iter_mut().enumerate() {
-        if which & 1 << b != 0 {
-            *sum = 0;
-        }
-    }
+/// Per bucket, the sum of its services' [`service_hash`]es: every entry's hash.
+fn sums(services: &VecMap<String, Arc<ServiceState>>) -> [u64; BUCKETS] {
+    let mut sums = [0u64; BUCKETS];
     for s in services.values() {
         let b = bucket(&s.name);
-        if which & 1 << b == 0 {
-            continue;
-        }
-        sums[b] = sums[b].wrapping_add(entry_hash(&service_entry(s)));
-        for (addr, st) in &s.backends {
-            sums[b] = sums[b].wrapping_add(entry_hash(&Entry::Backend {
+        sums[b] = sums[b].wrapping_add(service_hash(s));
+    }
+    sums
+}
+
+/// A service's share of its bucket's sum: the sum of its entries' hashes (its own and its
+/// backends').
+fn service_hash(s: &ServiceState) -> u64 {
+    s.backends
+        .iter()
+        .fold(entry_hash(&service_entry(s)), |sum, (addr, st)| {
+            sum.wrapping_add(entry_hash(&Entry::Backend {
                 name: s.name,
                 addr: *addr,
                 state: *st,
-            }));
-        }
-    }
-    sums
+            }))
+        })
 }
 
 /// Resets every field a service delete superseded (stamp not newer than `deleted`) to its
