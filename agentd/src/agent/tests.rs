@@ -892,3 +892,86 @@ fn fastest_sets_follow_round_trip_times_and_are_republished_only_when_they_chang
     a.fastest(rtt([1, 50, 50]));
     assert!(a.take_log().is_empty());
 }
+
+#[test]
+fn peers_changes_are_saved_at_most_once_a_second_and_own_changes_at_once() {
+    use crate::agent::Saver;
+    use crate::cluster::wire::Key;
+    use crate::cluster::Dest;
+    let m = Mem::new();
+    let saves: Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let kept = saves.clone();
+    let saver = Saver(Box::new(move |b: &[u8]| {
+        kept.borrow_mut().push(b.to_vec());
+        Ok(())
+    }));
+    let conf = format!("{CONF}state /nonexistent/lbfo.state\n");
+    let config = config::parse(conf.as_bytes()).unwrap();
+    let cl = Cluster::new("a", Key::new(b"k".to_vec()), [1; 32], 1_000_000, 0, false);
+    let mut a = Agent::start_with(
+        Box::new(&m),
+        false,
+        "conf".into(),
+        config,
+        at(0),
+        Some(cl),
+        None,
+        Some(saver),
+        None,
+    );
+    let mut peer = Cluster::new("b", Key::new(b"k".to_vec()), [2; 32], 1_000_000, 0, false);
+    let (from_a, from_b) = (
+        SocketAddr::from(([10, 0, 0, 1], 7946)),
+        SocketAddr::from(([10, 0, 0, 2], 7946)),
+    );
+    peer.hello(None, 1_000_000);
+    for _ in 0..8 {
+        for (_, d) in peer.take_outbox() {
+            a.datagram(&d, from_b);
+        }
+        for (_, d) in a.take_outbox() {
+            peer.datagram(&d, from_a, 0, 1_000_000);
+        }
+    }
+    a.sync();
+    let started = saves.borrow().len();
+    assert!(started >= 1, "the state at start is saved");
+
+    // A peer's change, 100 ms later: in the table at once, in the state file within a second.
+    let Ok(Some(lbfo_core::Line::Command(cmd))) = lbfo_core::parse_line("add peer.lan 10.7.7.7")
+    else {
+        panic!("parse")
+    };
+    let entries = peer.replica.command(&cmd, 1_000_100).unwrap();
+    peer.send_entries(Dest::All, &entries, 1_000_100);
+    a.wake(at(100));
+    for (_, d) in peer.take_outbox() {
+        a.datagram(&d, from_b);
+    }
+    a.sync();
+    assert_eq!(m.v4("peer.lan"), "10.7.7.7");
+    assert_eq!(
+        saves.borrow().len(),
+        started,
+        "not saved 100 ms after the last save"
+    );
+    assert!(a.next_deadline() <= 1000, "a wake-up is due to save it");
+    a.tick(at(1000));
+    assert_eq!(
+        saves.borrow().len(),
+        started + 1,
+        "saved a second after the last save"
+    );
+    let has = |b: &[u8], s: &str| b.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has(saves.borrow().last().unwrap(), "peer.lan"));
+
+    // This node's own change, 100 ms after that save: saved at once.
+    a.tick(at(1100));
+    send(&mut a, "add own.lan 10.8.8.8");
+    assert_eq!(
+        saves.borrow().len(),
+        started + 2,
+        "a FIFO change is saved at once"
+    );
+    assert!(has(saves.borrow().last().unwrap(), "own.lan"));
+}

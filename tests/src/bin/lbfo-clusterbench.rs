@@ -15,6 +15,10 @@
 //!   each): a joiner's time from "ready" to the whole table, and a host cut off for 10 s while
 //!   20 services changed, from its link's return until its table is the others'.
 //!
+//! Beside propagation, its floor on the same bed with the agents running: bare datagrams from
+//! host 1 to the group, each read on every other host by a process that does nothing else
+//! (`lbfo-udp stamps`), what waking N − 1 processes costs this machine.
+//!
 //! Beside each figure: the target and the figure before issue 18 (the issue's own measurements
 //! and README's), and what the machine was doing (its load average): on a loaded machine times
 //! are upper bounds.
@@ -327,6 +331,66 @@ fn propagation(c: &Cluster, commands: usize) -> (Vec<f64>, Vec<f64>) {
     (each, last)
 }
 
+/// The floor under propagation, on the same bed and with the agents running: `pulses`
+/// datagrams from host 1 to the group (on another port), 20 ms apart as the commands are, each
+/// read by a process on every other host that does nothing else (`lbfo-udp stamps`). Each
+/// host's transit times (ms), sorted: what waking N − 1 processes for one datagram costs this
+/// machine before an agent does any work.
+fn floor(c: &Cluster, pulses: usize) -> Vec<f64> {
+    let udp = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("lbfo-udp");
+    let dir = c.hosts[0].dir.join("floor");
+    std::fs::create_dir_all(&dir).expect("floor dir");
+    let group = "239.77.0.1:7947";
+    let wait_ms = pulses * 20 + 3000;
+    let listeners: Vec<_> = (2..=c.hosts.len())
+        .map(|i| {
+            let file = dir.join(format!("h{i}"));
+            let child = c
+                .bed
+                .exec(i, &udp)
+                .args(["stamps", group, &c.bed.v4(i)])
+                .arg(&file)
+                .arg(wait_ms.to_string())
+                .spawn()
+                .expect("lbfo-udp stamps");
+            (child, file)
+        })
+        .collect();
+    let t0 = Instant::now();
+    while !listeners
+        .iter()
+        .all(|(_, f)| f.with_extension("ready").exists())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "listeners not ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = c
+        .bed
+        .exec(1, &udp)
+        .args(["pulse", group, &c.bed.v4(1), &pulses.to_string(), "20"])
+        .status()
+        .expect("lbfo-udp pulse");
+    assert!(sent.success(), "lbfo-udp pulse: {sent}");
+    let mut all = Vec::new();
+    for (mut child, file) in listeners {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        all.extend(
+            text.lines()
+                .filter_map(|l| l.parse::<f64>().ok())
+                .map(|us| us / 1e3),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    all.sort_by(f64::total_cmp);
+    all
+}
+
 /// 100 new services from hosts in turn with 20% loss on every link: ms until every table holds
 /// all and all are the same.
 fn burst(c: &Cluster) -> Option<f64> {
@@ -470,6 +534,8 @@ struct Figures {
     idle: Idle,
     each: Vec<f64>,
     last: Vec<f64>,
+    /// [`floor`]'s transit times (ms), sorted.
+    floor: Vec<f64>,
     burst: Option<f64>,
     join: Option<f64>,
     back: Option<f64>,
@@ -493,6 +559,7 @@ fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
             },
             each: Vec::new(),
             last: Vec::new(),
+            floor: Vec::new(),
             burst: None,
             join,
             back,
@@ -512,6 +579,8 @@ fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
         load()
     );
     let (each, last) = propagation(&c, commands);
+    eprintln!("the floor: bare datagrams to the group ({})", load());
+    let floor = floor(&c, commands);
     eprintln!("burst at 20% loss ({})", load());
     let burst = burst(&c);
     drop(c);
@@ -523,6 +592,7 @@ fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
         idle,
         each,
         last,
+        floor,
         burst,
         join,
         back,
@@ -616,6 +686,20 @@ fn report(fs: &[Figures], commands: usize) {
             }
         },
         &|f| pct(&f.each, 0.99) <= 10.0,
+    );
+    let floor: Vec<String> = fs
+        .iter()
+        .map(|f| {
+            let want = commands * (f.n - 1);
+            let (p50, p99) = (pct(&f.floor, 0.5), pct(&f.floor, 0.99));
+            format!("{p50:.2} / {p99:.2} ({} of {want} read)", f.floor.len())
+        })
+        .collect();
+    println!(
+        "| … the floor, same bed, agents running: a bare datagram from host 1 to the group → each \
+         other host's process that only reads it, p50 / p99 ms (no target: what this machine \
+         gives) | — | {} | — |",
+        floor.join(" | ")
     );
     row(
         "… → all other hosts' tables, p50 / p99 / max ms",

@@ -17,7 +17,13 @@
 //!                                                      the unicast datagrams for it and from it;
 //!                                                      halfway, its
 //!                                                      digest goes to TARGET from SPOOF_V4
+//! lbfo-udp pulse   GROUP:PORT LOCAL_V4 N GAP_MS        send N datagrams, GAP_MS apart, each
+//!                                                      carrying its send time (CLOCK_MONOTONIC µs)
+//! lbfo-udp stamps  GROUP:PORT LOCAL_V4 FILE MS         join the group for MS ms and write to FILE
+//!                                                      each `pulse` datagram's transit time (µs)
 //! ```
+//! `pulse` and `stamps` are the cluster benchmark's baseline: a bare datagram to the group and
+//! processes that do nothing but wake up and read it, the floor under the agents' propagation.
 //! Records are a 2-byte little-endian length and the bytes. `capture` creates FILE.ready once it
 //! has joined, so a test can wait for it instead of sleeping. `random` prints how many of what it
 //! sent a receiver must refuse for which reason, in the order `wire::open` checks (`sent N
@@ -42,6 +48,19 @@ fn main() {
             let ms: u64 = arg(4).parse().unwrap_or_else(|_| usage());
             let from: Option<std::net::IpAddr> = args.get(5).map(|a| a.parse().expect("FROM"));
             capture(addr, local, &arg(3), Duration::from_millis(ms), from);
+        }
+        "pulse" => {
+            let s = sender(local);
+            let n: u32 = arg(3).parse().unwrap_or_else(|_| usage());
+            let gap: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            for _ in 0..n {
+                s.send_to(&mono_us().to_le_bytes(), addr).expect("send");
+                std::thread::sleep(Duration::from_millis(gap));
+            }
+        }
+        "stamps" => {
+            let ms: u64 = arg(4).parse().unwrap_or_else(|_| usage());
+            stamps(addr, local, &arg(3), Duration::from_millis(ms));
         }
         "replay" => {
             let listen = args.get(4).map(|ms| ms.parse().expect("MS"));
@@ -170,6 +189,35 @@ fn capture(
     }
 }
 
+/// CLOCK_MONOTONIC in microseconds: the same clock in every network namespace.
+fn mono_us() -> u64 {
+    lbfo_agentd::sys::clock_us(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+/// Joins `group` for `wait`, blocking in `recv` as an agent blocks in `poll`, and writes each
+/// 8-byte `pulse` datagram's transit time (µs) to `file`, a line each, at the end.
+fn stamps(group: SocketAddr, local: Ipv4Addr, file: &str, wait: Duration) {
+    let SocketAddr::V4(g) = group else { usage() };
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
+    s.join_multicast_v4(g.ip(), &local).expect("join");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    std::fs::write(format!("{file}.ready"), "").expect("ready file");
+    let end = Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    let mut lines = String::new();
+    while Instant::now() < end {
+        if let Ok((8, _)) = s.recv_from(&mut buf) {
+            let now = mono_us();
+            let mut sent = [0u8; 8];
+            sent.copy_from_slice(&buf[..8]);
+            let took = now.saturating_sub(u64::from_le_bytes(sent));
+            lines += &format!("{took}\n");
+        }
+    }
+    std::fs::write(file, lines).expect("write stamps");
+}
+
 /// Sends the datagrams recorded in `file` to `to` from `local`, in order; with `listen`, counts
 /// the bytes that come back within it.
 fn replay(to: SocketAddr, local: Ipv4Addr, file: &str, listen: Option<Duration>) {
@@ -293,6 +341,8 @@ fn sender(local: Ipv4Addr) -> UdpSocket {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: lbfo-udp capture|replay|random|forge|keyholder ADDR:PORT LOCAL_V4 ...");
+    eprintln!(
+        "usage: lbfo-udp capture|replay|random|forge|keyholder|pulse|stamps ADDR:PORT LOCAL_V4 ..."
+    );
     std::process::exit(2)
 }
