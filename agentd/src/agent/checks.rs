@@ -63,13 +63,13 @@ impl<'m> Agent<'m> {
     /// The sets are local: they change no command, no replica and no state file. A slot is
     /// republished, and the change logged, only when its set changed.
     pub fn fastest(&mut self, rtt: impl Fn(&str, IpAddr) -> Option<u32>) {
-        if self.fastest_slots.0 != self.changes {
+        if self.fastest_slots.0 != self.shape {
             let slots = self
                 .services()
                 .filter(|(_, s)| s.policy == Policy::Fastest)
                 .map(|(slot, _)| slot)
                 .collect();
-            self.fastest_slots = (self.changes, slots);
+            self.fastest_slots = (self.shape, slots);
         }
         for i in 0..self.fastest_slots.1.len() {
             let slot = self.fastest_slots.1[i];

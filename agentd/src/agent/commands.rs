@@ -81,6 +81,9 @@ impl<'m> Agent<'m> {
             self.pending.zero.push((ch.slot, ch.zero, ch.zero_ticket));
         }
         self.pending.index |= ch.index;
+        if ch.index || matches!(cmd, Command::Policy { .. }) {
+            self.shape += 1;
+        }
         Ok(ch.slot)
     }
 }

@@ -102,6 +102,11 @@ pub struct Agent<'m> {
     pending: Pending,
     fifo_lines: u64,
     has_limits: bool,
+    /// `has_limits` was worked out from every slot at least once.
+    limits_known: bool,
+    /// Moves when a service appears or vanishes, a policy changes or the slots are rebuilt:
+    /// what the list of `fastest` slots is kept against.
+    shape: u64,
     next_heartbeat: u64,
     next_limit_check: u64,
     /// The dnsmasq export, with `hosts-file` in the config.
@@ -126,8 +131,8 @@ pub struct Agent<'m> {
     changes: u64,
     saver: Option<Saver<'m>>,
     save_failing: bool,
-    /// The slots of `fastest` services, as of `changes` (so a turn with a new round-trip time
-    /// does not scan every slot).
+    /// The slots of `fastest` services, as of `shape` (so neither a turn with a new round-trip
+    /// time nor a change to a backend scans every slot).
     fastest_slots: (u64, Vec<usize>),
     /// The group's changes not applied because the table's capacity has no room for them.
     capacity_refused: u64,
@@ -164,10 +169,7 @@ impl<'m> Agent<'m> {
         if let Some(w) = self.writer().filter(|_| p.index) {
             w.write_index(self.services().map(|(i, s)| (i, &s.name)));
         }
-        let has_limits = self
-            .services()
-            .any(|(_, s)| s.iter().any(|(_, b)| b.limit > 0));
-        self.has_limits = has_limits;
+        self.limits_changed(&p.slots, p.index);
         if let Some(e) = &mut self.export {
             e.changed();
         }
@@ -244,6 +246,27 @@ impl<'m> Agent<'m> {
     fn table(&mut self) -> Table<'_> {
         let capacity = self.capacity();
         Table::with_capacity(&mut self.slots, capacity)
+    }
+
+    /// Brings `has_limits` up to date after the slots in `changed` changed (`index`: services
+    /// appeared or vanished). Every slot is looked at only when one may have lost the last limit
+    /// (or on the first call): in a table of thousands of services, a command that changes one
+    /// must not walk them all (a few megabytes at 4,096 × 16) for a flag that is false.
+    fn limits_changed(&mut self, changed: &VecSet<usize>, index: bool) {
+        let limited = |s: &Service| s.iter().any(|(_, b)| b.limit > 0);
+        if !self.limits_known || index || self.has_limits {
+            let any = self.services().any(|(_, s)| limited(s));
+            self.has_limits = any;
+            self.limits_known = true;
+            return;
+        }
+        let any = changed.keys().any(|&slot| {
+            self.slots
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(limited)
+        });
+        self.has_limits = any;
     }
 
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {

@@ -133,6 +133,8 @@ impl<'m> Agent<'m> {
             pending: Pending::default(),
             fifo_lines: 0,
             has_limits: false,
+            limits_known: false,
+            shape: 0,
             next_heartbeat: now.mono_ms,
             next_limit_check: now.mono_ms,
             export: None,

@@ -975,3 +975,55 @@ fn peers_changes_are_saved_at_most_once_a_second_and_own_changes_at_once() {
     );
     assert!(has(saves.borrow().last().unwrap(), "own.lan"));
 }
+
+/// What the agent keeps between turns so that a change does not walk every slot (whether any
+/// backend has a limit; which services are `fastest`) follows every way a table changes.
+#[test]
+fn limits_and_fastest_sets_follow_later_changes_to_existing_services() {
+    let m = Mem::new();
+    let conf = "add l.lan 10.0.0.1\nadd l.lan 10.0.0.2\nadd o.lan 10.0.1.1\nadd o.lan 10.0.1.2\n";
+    let mut a = m.agent(false, conf, 0);
+    a.fastest(|_, _| Some(1000));
+    a.take_log();
+    assert_eq!(
+        a.next_deadline(),
+        HEARTBEAT_MS,
+        "no limits: no limit checks"
+    );
+    // A limit given to a backend the service already has (no service appears)...
+    send(&mut a, "add l.lan 10.0.0.1 limit=2");
+    assert_eq!(a.next_deadline(), LIMIT_CHECK_MS, "a limit: checked");
+    // ... is kept through a change to another service, which has none.
+    send(&mut a, "weight o.lan 10.0.1.1 3");
+    assert_eq!(a.next_deadline(), LIMIT_CHECK_MS, "still a limit somewhere");
+    for _ in 0..4 {
+        m.v4("l.lan");
+    }
+    a.tick(at(100));
+    assert_eq!(
+        a.take_log(),
+        ["limit reached: l.lan 10.0.0.1 after 2 lookups"]
+    );
+    assert!(
+        a.next_deadline() > 100 + LIMIT_CHECK_MS,
+        "no limit left: no limit checks"
+    );
+
+    // A service made `fastest` after the list of fastest services was made, by a policy
+    // command alone.
+    send(&mut a, "policy o.lan fastest");
+    a.take_log();
+    a.fastest(|_, addr: IpAddr| {
+        Some(if addr.to_string() == "10.0.1.2" {
+            1000
+        } else {
+            90_000
+        })
+    });
+    a.publish();
+    assert_eq!(a.take_log(), ["fastest: o.lan: 10.0.1.2 (1.000 ms)"]);
+    assert_eq!(
+        (m.v4("o.lan"), m.v4("o.lan")),
+        ("10.0.1.2".into(), "10.0.1.2".into())
+    );
+}
