@@ -87,6 +87,14 @@ impl<K: Ord, V> VecMap<K, V> {
         }
     }
 
+    /// Takes `k` out; its value, if it was there.
+    pub fn remove<Q: Ord + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.find(k).ok().map(|i| self.0.remove(i).1)
+    }
+
     /// Keeps the entries for which `f` says yes, in order. (Kept entries are swapped forward
     /// and the rest cut off the end: less code per map type than `Vec::retain_mut`.)
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {

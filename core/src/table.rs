@@ -202,6 +202,16 @@ impl<'a> Table<'a> {
         let name = cmd.service();
         let holds = |i: usize| self.get(i).is_some_and(|s| s.name == *name);
         let found = hint.filter(|&i| holds(i)).or_else(|| self.find(name));
+        self.apply_at(found, cmd)
+    }
+
+    /// [`Table::apply`] for a caller that keeps its own index of names: `found` is the slot that
+    /// holds the command's service, or `None` if no slot does (a new service is then made
+    /// without walking every slot to look for it). A wrong `found` would make a second slot of
+    /// one name: debug builds check it against [`Table::find`].
+    pub fn apply_at(&mut self, found: Option<usize>, cmd: &Command) -> Result<Change, ApplyError> {
+        let name = cmd.service();
+        debug_assert_eq!(found, self.find(name), "the caller's index is out of date");
         let unchanged = |slot| Change {
             slot,
             record: false,

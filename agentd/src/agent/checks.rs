@@ -51,7 +51,7 @@ impl<'m> Agent<'m> {
     pub fn checked(&self) -> Vec<(Spec, IpAddr)> {
         let mut out = Vec::new();
         for c in &self.config.checks {
-            if let Some((_, s)) = self.services().find(|(_, s)| s.name == c.service) {
+            if let Some((_, s)) = self.service_named(c.service.as_str()) {
                 out.extend(s.iter().map(|(_, b)| (c.clone(), b.addr)));
             }
         }
@@ -114,8 +114,7 @@ impl<'m> Agent<'m> {
     pub fn health(&mut self, v: &Verdict) {
         let word = if v.up { "up" } else { "down" };
         let current = self
-            .services()
-            .find(|(_, s)| s.name == v.service)
+            .service_named(v.service.as_str())
             .and_then(|(_, s)| s.position(v.addr).and_then(|p| s.backends[p]))
             .map(|b| b.up);
         let Some(current) = current else {

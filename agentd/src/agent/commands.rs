@@ -71,7 +71,23 @@ impl<'m> Agent<'m> {
         hint: Option<usize>,
         cmd: &Command,
     ) -> Result<usize, ApplyError> {
-        let ch = self.table().apply_in(hint, cmd)?;
+        let name = cmd.service().as_str();
+        let found = match hint.filter(|&i| {
+            self.slots
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.name.as_str() == name)
+        }) {
+            Some(i) => Some(i),
+            None => self.names.get(name).copied(),
+        };
+        let ch = self.table().apply_at(found, cmd)?;
+        if ch.index {
+            match self.slots.get(ch.slot).and_then(Option::as_ref) {
+                Some(s) => self.names.insert(s.name.as_str().to_owned(), ch.slot),
+                None => self.names.remove(cmd.service().as_str()),
+            };
+        }
         self.state_dirty = true;
         self.changes += 1;
         if ch.record || ch.index {

@@ -49,10 +49,14 @@ use std::path::PathBuf;
 use crate::cluster::Cluster;
 use crate::control::config::Config;
 use crate::table::export::Export;
-use crate::vecmap::VecSet;
+use crate::vecmap::{VecMap, VecSet};
 
 /// How often the heartbeat is written; `status` calls an agent dead after three missed beats.
 pub const HEARTBEAT_MS: u64 = 1000;
+/// A turn this close to the heartbeat's time writes it early: in a quiet cluster the agent wakes
+/// a few times a second anyway (digests, its Trickle timer), and the heartbeat rides on one of
+/// those wake-ups rather than making its own.
+pub const HEARTBEAT_EARLY_MS: u64 = HEARTBEAT_MS / 2;
 /// How often usage limits are checked (only while some backend has a limit).
 pub const LIMIT_CHECK_MS: u64 = 100;
 /// How often at most the cluster's state (peers, drops) is written for `status`, and only when it
@@ -93,6 +97,10 @@ struct Pending {
 #[derive(Debug)]
 pub struct Agent<'m> {
     slots: Vec<Option<Service>>,
+    /// The slot of every service in `slots`, by name: kept with every change that makes or
+    /// removes a service, so that nothing looks a service up by walking the slots (a joiner
+    /// taking 4,096 services did that three times for each).
+    names: VecMap<String, usize>,
     /// The table and counters segment it writes.
     shm: Box<dyn Shm + 'm>,
     /// Makes a table of another capacity when a reload asks for one.
@@ -200,7 +208,7 @@ impl<'m> Agent<'m> {
             self.log.extend(log);
             self.export = Some(e);
         }
-        if now.mono_ms >= self.next_heartbeat {
+        if now.mono_ms + HEARTBEAT_EARLY_MS >= self.next_heartbeat {
             if let Some(w) = self.writer() {
                 w.heartbeat(now.wall_ms);
             }
@@ -267,6 +275,20 @@ impl<'m> Agent<'m> {
                 .is_some_and(limited)
         });
         self.has_limits = any;
+    }
+
+    /// The slot of service `name`, and the service.
+    fn service_named(&self, name: &str) -> Option<(usize, &Service)> {
+        let slot = *self.names.get(name)?;
+        self.slots.get(slot)?.as_ref().map(|s| (slot, s))
+    }
+
+    /// `names` made afresh from `slots` (after they were made or moved whole).
+    fn index_names(&mut self) {
+        self.names = self
+            .services()
+            .map(|(slot, s)| (s.name.as_str().to_owned(), slot))
+            .collect();
     }
 
     fn services(&self) -> impl Iterator<Item = (usize, &Service)> {

@@ -100,8 +100,7 @@ impl<'m> Agent<'m> {
         want: Option<Service>,
     ) -> Vec<(Command, Result<(), ApplyError>)> {
         let (mut hint, have) = self
-            .services()
-            .find(|(_, s)| s.name.as_str() == name)
+            .service_named(name)
             .map_or((None, None), |(slot, s)| (Some(slot), Some(*s)));
         let mut cmds = Vec::new();
         match (want, have) {

@@ -13,7 +13,7 @@ use crate::cluster::replica::Refused;
 use crate::cluster::{full_text, Cluster};
 use crate::control::config::{self, Config};
 use crate::table::state::Saved;
-use crate::vecmap::VecSet;
+use crate::vecmap::{VecMap, VecSet};
 
 impl<'m> Agent<'m> {
     /// Starts over a table: a fresh one (`adopt == false`) gets the config's commands; an adopted
@@ -120,8 +120,9 @@ impl<'m> Agent<'m> {
             .map(|slot| view.filter(|_| adopt).and_then(|v| v.service(slot)))
             .collect();
         let tampered = view.map_or((0, 0), |v| v.tampered());
-        Agent {
+        let mut agent = Agent {
             slots,
+            names: VecMap::new(),
             shm,
             tables: None,
             config_path,
@@ -153,7 +154,9 @@ impl<'m> Agent<'m> {
             fastest_slots: (u64::MAX, Vec::new()),
             capacity_refused: 0,
             guard: counters::Guard::resumed(tampered),
-        }
+        };
+        agent.index_names();
+        agent
     }
 
     /// A cluster's restart: the saved entries merged into the replica.

@@ -167,6 +167,7 @@ impl<'m> Agent<'m> {
         }
         let old = std::mem::replace(&mut self.shm, new);
         self.slots = slots;
+        self.index_names();
         self.shape += 1;
         let counters = self.counters();
         for (slot, turn, counts) in moved {

@@ -665,11 +665,19 @@ fn a_new_table_that_cannot_be_put_in_place_leaves_the_old_one_answering() {
 fn heartbeat_every_second() {
     let m = Mem::new();
     let mut a = m.agent(false, "", 0);
-    assert_eq!(a.next_deadline(), 1000);
-    a.tick(at(999));
-    assert_eq!(m.heartbeat(), 1_000_000);
+    assert_eq!(a.next_deadline(), HEARTBEAT_MS);
+    a.tick(at(HEARTBEAT_EARLY_MS - 1));
+    assert_eq!(m.heartbeat(), 1_000_000, "not yet");
     a.tick(at(1003));
     assert_eq!((m.heartbeat(), a.next_deadline()), (1_001_003, 2003));
+    // A turn for something else, close enough to the next beat, writes it early: no wake-up
+    // of its own.
+    a.tick(at(2003 - HEARTBEAT_EARLY_MS));
+    let early = 2003 - HEARTBEAT_EARLY_MS;
+    assert_eq!(
+        (m.heartbeat(), a.next_deadline()),
+        (1_000_000 + early, early + HEARTBEAT_MS)
+    );
 }
 
 /// Two agents in cluster mode over plain memory, wired back to back, with a fake clock.
