@@ -130,8 +130,9 @@ pub struct Agent<'m> {
     held: bool,
     /// Something changed since the state was last handed out by [`Agent::take_state`].
     state_dirty: bool,
-    /// Among those changes, one of this node's own (a command, the config): saved at once.
-    state_own: bool,
+    /// Among those changes, one to save at once: this node's own (a command, the config), or a
+    /// peer's command heard from the group. Only repairs wait (see `state::SAVE_PEERS_MS`).
+    state_now: bool,
     /// When the state was last handed out (monotonic ms).
     saved_ms: u64,
     /// Counts changes to the slots and reloads: the health checker re-reads its targets when it

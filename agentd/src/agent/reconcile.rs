@@ -53,6 +53,9 @@ impl<'m> Agent<'m> {
             .map(Cluster::take_changed)
             .unwrap_or_default();
         self.state_dirty |= !changed.is_empty();
+        if let Some(c) = self.cluster.as_deref_mut() {
+            self.state_now |= c.take_heard_command();
+        }
         for name in changed {
             self.reconcile(&name);
         }

@@ -902,7 +902,7 @@ fn fastest_sets_follow_round_trip_times_and_are_republished_only_when_they_chang
 }
 
 #[test]
-fn peers_changes_are_saved_at_most_once_a_second_and_own_changes_at_once() {
+fn repairs_are_saved_at_most_once_a_second_and_commands_at_once() {
     use crate::agent::Saver;
     use crate::cluster::wire::Key;
     use crate::cluster::Dest;
@@ -932,55 +932,73 @@ fn peers_changes_are_saved_at_most_once_a_second_and_own_changes_at_once() {
         SocketAddr::from(([10, 0, 0, 1], 7946)),
         SocketAddr::from(([10, 0, 0, 2], 7946)),
     );
-    peer.hello(None, 1_000_000);
-    for _ in 0..8 {
-        for (_, d) in peer.take_outbox() {
-            a.datagram(&d, from_b);
+    // Delivers both outboxes until both are quiet, at `t`.
+    let exchange = |a: &mut Agent<'_>, peer: &mut Cluster, t: u64| {
+        a.wake(at(t));
+        for _ in 0..8 {
+            for (_, d) in peer.take_outbox() {
+                a.datagram(&d, from_b);
+            }
+            a.sync();
+            for (_, d) in a.take_outbox() {
+                peer.datagram(&d, from_a, t, 1_000_000 + t);
+            }
         }
-        for (_, d) in a.take_outbox() {
-            peer.datagram(&d, from_a, 0, 1_000_000);
-        }
-    }
-    a.sync();
-    let started = saves.borrow().len();
-    assert!(started >= 1, "the state at start is saved");
-
-    // A peer's change, 100 ms later: in the table at once, in the state file within a second.
-    let Ok(Some(lbfo_core::Line::Command(cmd))) = lbfo_core::parse_line("add peer.lan 10.7.7.7")
-    else {
-        panic!("parse")
     };
-    let entries = peer.replica.command(&cmd, 1_000_100).unwrap();
+    peer.hello(None, 1_000_000);
+    exchange(&mut a, &mut peer, 0);
+    let count = |s: &Rc<std::cell::RefCell<Vec<Vec<u8>>>>| s.borrow().len();
+    let has = |b: &[u8], s: &str| b.windows(s.len()).any(|w| w == s.as_bytes());
+    let started = count(&saves);
+    assert!(started >= 1, "the state at start is saved");
+    let cmd = |line: &str| match lbfo_core::parse_line(line) {
+        Ok(Some(lbfo_core::Line::Command(c))) => c,
+        other => panic!("{line}: {other:?}"),
+    };
+
+    // A peer's command heard from the group, 100 ms after the last save: saved at once (a
+    // whole cluster losing power just after keeps it on every node that heard it).
+    let entries = peer
+        .replica
+        .command(&cmd("add peer.lan 10.7.7.7"), 1_000_100)
+        .unwrap();
     peer.send_entries(Dest::All, &entries, 1_000_100);
-    a.wake(at(100));
-    for (_, d) in peer.take_outbox() {
-        a.datagram(&d, from_b);
-    }
-    a.sync();
+    exchange(&mut a, &mut peer, 100);
     assert_eq!(m.v4("peer.lan"), "10.7.7.7");
     assert_eq!(
-        saves.borrow().len(),
-        started,
-        "not saved 100 ms after the last save"
-    );
-    assert!(a.next_deadline() <= 1000, "a wake-up is due to save it");
-    a.tick(at(1000));
-    assert_eq!(
-        saves.borrow().len(),
+        count(&saves),
         started + 1,
-        "saved a second after the last save"
+        "a command heard is saved at once"
     );
-    let has = |b: &[u8], s: &str| b.windows(s.len()).any(|w| w == s.as_bytes());
     assert!(has(saves.borrow().last().unwrap(), "peer.lan"));
 
-    // This node's own change, 100 ms after that save: saved at once.
-    a.tick(at(1100));
-    send(&mut a, "add own.lan 10.8.8.8");
+    // A change the peer made that never reached the group comes as a repair, when this node's
+    // digest shows it behind: in the table at once, saved within a second of the last save.
+    let _ = peer
+        .replica
+        .command(&cmd("add missed.lan 10.6.6.6"), 1_000_150);
+    a.tick(at(150));
+    exchange(&mut a, &mut peer, 150);
+    assert!(a.next_deadline() <= 1100, "{}", a.next_deadline());
+    let due = a.next_deadline();
+    a.tick(at(due));
+    exchange(&mut a, &mut peer, due);
+    assert_eq!(m.v4("missed.lan"), "10.6.6.6", "repaired by {due} ms");
+    assert_eq!(count(&saves), started + 1, "a repair waits");
+    let last = 100 + crate::agent::state::SAVE_PEERS_MS;
+    assert!(a.next_deadline() <= last, "a wake-up is due to save it");
+    a.tick(at(last));
     assert_eq!(
-        saves.borrow().len(),
+        count(&saves),
         started + 2,
-        "a FIFO change is saved at once"
+        "saved a second after the last save"
     );
+    assert!(has(saves.borrow().last().unwrap(), "missed.lan"));
+
+    // This node's own change, right after that save: saved at once.
+    a.tick(at(last + 10));
+    send(&mut a, "add own.lan 10.8.8.8");
+    assert_eq!(count(&saves), started + 3, "a FIFO change is saved at once");
     assert!(has(saves.borrow().last().unwrap(), "own.lan"));
 }
 

@@ -149,6 +149,8 @@ pub struct Cluster {
     next_collect: u64,
     hold_until: Option<u64>,
     changed: VecSet<String>,
+    /// A peer's command to the group brought something new (see [`Cluster::take_heard_command`]).
+    heard_command: bool,
     /// The digest bucket the next answer to a reply starts from.
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
@@ -193,6 +195,7 @@ impl Cluster {
             next_collect: mono_ms + COLLECT_MS,
             hold_until: hold.then_some(mono_ms + CATCH_UP_MS),
             changed: VecSet::new(),
+            heard_command: false,
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
             events: 0,
@@ -365,6 +368,13 @@ impl Cluster {
         std::mem::take(&mut self.changed).into_keys().collect()
     }
 
+    /// Whether, since the last call, a peer's command to the group brought this node anything
+    /// new (as opposed to repairs sent to it alone, which a node catching up takes by the
+    /// thousand).
+    pub fn take_heard_command(&mut self) -> bool {
+        std::mem::take(&mut self.heard_command)
+    }
+
     /// Handles one received datagram.
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr, mono_ms: u64, wall_ms: u64) {
         self.events += 1;
@@ -424,7 +434,11 @@ impl Cluster {
                 };
                 self.compare(node, &digest, heard, mono_ms, wall_ms);
             }
-            Body::Entries(es) => self.merge(&es, node, from, wall_ms),
+            Body::Entries(es) => {
+                let news = self.merge(&es, node, from, wall_ms);
+                // A command as it went to the group, not a repair sent to this node alone.
+                self.heard_command |= news && msg.to.is_none();
+            }
             Body::Challenge { .. } | Body::Answer { .. } => {}
         }
     }
@@ -461,8 +475,8 @@ impl Cluster {
     }
 
     /// Merges a datagram's entries; one refused (counted once for the datagram) leaves the
-    /// others to be taken in.
-    fn merge(&mut self, es: &[wire::WEntry], node: NodeId, from: SocketAddr, wall_ms: u64) {
+    /// others to be taken in. Whether any was new.
+    fn merge(&mut self, es: &[wire::WEntry], node: NodeId, from: SocketAddr, wall_ms: u64) -> bool {
         let (mut ahead, mut full, mut new) = (None, None, false);
         // `open` checked every entry converts.
         for e in es.iter().filter_map(wire::from_wire) {
@@ -489,6 +503,7 @@ impl Cluster {
                 p.fed = true;
             }
         }
+        new
     }
 
     fn named(&mut self, node: NodeId, name: String) {
