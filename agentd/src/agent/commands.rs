@@ -52,7 +52,6 @@ impl<'m> Agent<'m> {
         c.send_entries(Dest::All, &entries, wall);
         c.take_changed();
         self.state_dirty = true;
-        self.state_now = true;
         if !self.holding() {
             self.reconcile(cmd.service().as_str());
         }

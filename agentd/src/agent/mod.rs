@@ -130,9 +130,6 @@ pub struct Agent<'m> {
     held: bool,
     /// Something changed since the state was last handed out by [`Agent::take_state`].
     state_dirty: bool,
-    /// Among those changes, one to save at once: this node's own (a command, the config), or a
-    /// peer's command heard from the group. Only repairs wait (see `state::SAVE_PEERS_MS`).
-    state_now: bool,
     /// When the state was last handed out (monotonic ms).
     saved_ms: u64,
     /// Counts changes to the slots and reloads: the health checker re-reads its targets when it
@@ -229,7 +226,7 @@ impl<'m> Agent<'m> {
             Some(c) => d.min(c.next_deadline()),
             None => d,
         };
-        let due = self.save_deadline().map_or(due, |s| s.min(due));
+        let due = self.repairs_due().map_or(due, |s| s.min(due));
         export.map_or(due, |e| e.min(due))
     }
 

@@ -12,6 +12,14 @@ use crate::cluster::wire::DropReason;
 use crate::cluster::{Cluster, Dest};
 use crate::vecmap::VecSet;
 
+/// How often at most changes that came only as repairs (entries sent to this node alone while it
+/// catches up) are taken into the table. The state file is written before the table shows a
+/// change, and in a cluster it holds the whole replica: a node catching up (back from a
+/// partition, a joiner) takes thousands of entries a datagram at a time, and saving after each
+/// cost it more than the catching up itself. Commands, this node's own and those heard from the
+/// group, are taken in (and saved) at once.
+pub const REPAIRS_MS: u64 = 100;
+
 impl<'m> Agent<'m> {
     /// Handles a datagram from the cluster socket.
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -37,7 +45,9 @@ impl<'m> Agent<'m> {
             .map_or_else(Vec::new, Cluster::take_outbox)
     }
 
-    /// Brings the slots to the replica for every service it changed, then publishes.
+    /// Brings the slots to the replica for every service it changed, then publishes (the state
+    /// file first); but changes that came only as repairs wait until [`REPAIRS_MS`] after the
+    /// last save (see [`Agent::repairs_due`]).
     pub fn sync(&mut self) {
         if self.holding() {
             return;
@@ -47,19 +57,32 @@ impl<'m> Agent<'m> {
             self.log("cluster: caught up; publishing the cluster's table".to_owned());
             self.reconcile_all();
         }
+        if self.repairs_due().is_some_and(|t| self.now.mono_ms < t) {
+            return;
+        }
         let changed = self
             .cluster
             .as_deref_mut()
-            .map(Cluster::take_changed)
+            .map(|c| {
+                c.take_heard_command();
+                c.take_changed()
+            })
             .unwrap_or_default();
         self.state_dirty |= !changed.is_empty();
-        if let Some(c) = self.cluster.as_deref_mut() {
-            self.state_now |= c.take_heard_command();
-        }
         for name in changed {
             self.reconcile(&name);
         }
         self.publish();
+    }
+
+    /// When changes that came only as repairs are next taken into the table: [`REPAIRS_MS`]
+    /// after the last save, if some are waiting and a state file is kept; `None` if nothing
+    /// waits, or what waits holds a command heard from the group (taken in at once).
+    pub(super) fn repairs_due(&self) -> Option<u64> {
+        let c = self.cluster.as_deref()?;
+        let waiting = c.has_changes() && !c.heard_command();
+        (waiting && self.saver.is_some() && self.config.state.is_some())
+            .then(|| self.saved_ms.saturating_add(REPAIRS_MS))
     }
 
     pub(super) fn reconcile_all(&mut self) {

@@ -34,7 +34,6 @@ impl<'m> Agent<'m> {
                 let entries = c.replica.config_line(cmd, config.mtime_ms, wall);
                 c.send_entries(Dest::All, &entries, wall);
                 self.state_dirty = true;
-                self.state_now = true;
                 continue;
             }
             if let Err(e) = self.apply(cmd) {

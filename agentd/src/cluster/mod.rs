@@ -375,6 +375,17 @@ impl Cluster {
         std::mem::take(&mut self.heard_command)
     }
 
+    /// Whether a peer's command to the group brought anything new since the last
+    /// [`Cluster::take_heard_command`].
+    pub fn heard_command(&self) -> bool {
+        self.heard_command
+    }
+
+    /// Whether services changed since the last [`Cluster::take_changed`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// Handles one received datagram.
     pub fn datagram(&mut self, bytes: &[u8], from: SocketAddr, mono_ms: u64, wall_ms: u64) {
         self.events += 1;
