@@ -171,12 +171,7 @@ fn capture(
     wait: Duration,
     from: Option<std::net::IpAddr>,
 ) {
-    let SocketAddr::V4(g) = group else { usage() };
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
-    s.join_multicast_v4(g.ip(), &local).expect("join");
-    s.set_read_timeout(Some(Duration::from_millis(20)))
-        .expect("timeout");
-    std::fs::write(format!("{file}.ready"), "").expect("ready file");
+    let s = member(group, local, Duration::from_millis(20), file);
     let mut out = std::fs::File::create(file).expect("create");
     let end = Instant::now() + wait;
     let mut buf = [0u8; 2048];
@@ -189,6 +184,17 @@ fn capture(
     }
 }
 
+/// A socket on `group`'s port, joined to it on `local`'s interface, whose reads give up after
+/// `timeout`; then `FILE.ready` is made, for the test waiting on it.
+fn member(group: SocketAddr, local: Ipv4Addr, timeout: Duration, file: &str) -> UdpSocket {
+    let SocketAddr::V4(g) = group else { usage() };
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
+    s.join_multicast_v4(g.ip(), &local).expect("join");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    std::fs::write(format!("{file}.ready"), "").expect("ready file");
+    s
+}
+
 /// CLOCK_MONOTONIC in microseconds: the same clock in every network namespace.
 fn mono_us() -> u64 {
     lbfo_agentd::sys::clock_us(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -197,12 +203,7 @@ fn mono_us() -> u64 {
 /// Joins `group` for `wait`, blocking in `recv` as an agent blocks in `poll`, and writes each
 /// 8-byte `pulse` datagram's transit time (µs) to `file`, a line each, at the end.
 fn stamps(group: SocketAddr, local: Ipv4Addr, file: &str, wait: Duration) {
-    let SocketAddr::V4(g) = group else { usage() };
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, g.port())).expect("bind");
-    s.join_multicast_v4(g.ip(), &local).expect("join");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    std::fs::write(format!("{file}.ready"), "").expect("ready file");
+    let s = member(group, local, Duration::from_millis(100), file);
     let end = Instant::now() + wait;
     let mut buf = [0u8; 64];
     let mut lines = String::new();
