@@ -12,13 +12,16 @@ use crate::cluster::wire::DropReason;
 use crate::cluster::{Cluster, Dest};
 use crate::vecmap::VecSet;
 
-/// How often at most changes that came only as repairs (entries sent to this node alone while it
-/// catches up) are taken into the table. The state file is written before the table shows a
-/// change, and in a cluster it holds the whole replica: a node catching up (back from a
-/// partition, a joiner) takes thousands of entries a datagram at a time, and saving after each
-/// cost it more than the catching up itself. Commands, this node's own and those heard from the
-/// group, are taken in (and saved) at once.
-pub const REPAIRS_MS: u64 = 100;
+/// Changes that came only as repairs (entries sent to this node alone while it catches up) are
+/// taken into the table once no repair brought news for this long. The state file is written
+/// (and fsynced) before the table shows a change, and in a cluster it holds the whole replica: a
+/// node catching up (back from a partition, a joiner) takes thousands of entries a datagram at a
+/// time, and saving after each cost it more than the catching up itself. So the repairs of one
+/// catching up are saved and shown together, when they stop. Commands, this node's own and those
+/// heard from the group, are taken in (and saved) at once.
+pub const REPAIRS_QUIET_MS: u64 = 25;
+/// ... or at the latest this long after the first of them, for repairs that do not stop.
+pub const REPAIRS_MAX_MS: u64 = 500;
 
 impl<'m> Agent<'m> {
     /// Handles a datagram from the cluster socket.
@@ -46,8 +49,8 @@ impl<'m> Agent<'m> {
     }
 
     /// Brings the slots to the replica for every service it changed, then publishes (the state
-    /// file first); but changes that came only as repairs wait until [`REPAIRS_MS`] after the
-    /// last save (see [`Agent::repairs_due`]).
+    /// file first); but changes that came only as repairs wait until they stop (see
+    /// [`Agent::repairs_due`]).
     pub fn sync(&mut self) {
         if self.holding() {
             return;
@@ -75,14 +78,17 @@ impl<'m> Agent<'m> {
         self.publish();
     }
 
-    /// When changes that came only as repairs are next taken into the table: [`REPAIRS_MS`]
-    /// after the last save, if some are waiting and a state file is kept; `None` if nothing
-    /// waits, or what waits holds a command heard from the group (taken in at once).
+    /// When changes that came only as repairs are taken into the table: [`REPAIRS_QUIET_MS`]
+    /// after the last repair that brought news, or [`REPAIRS_MAX_MS`] after the first, if some
+    /// are waiting and a state file is kept; `None` if nothing waits, or what waits holds a
+    /// command heard from the group (taken in at once).
     pub(super) fn repairs_due(&self) -> Option<u64> {
         let c = self.cluster.as_deref()?;
-        let waiting = c.has_changes() && !c.heard_command();
-        (waiting && self.saver.is_some() && self.config.state.is_some())
-            .then(|| self.saved_ms.saturating_add(REPAIRS_MS))
+        let (first, last) = c.news().filter(|_| !c.heard_command())?;
+        (self.saver.is_some() && self.config.state.is_some()).then(|| {
+            last.saturating_add(REPAIRS_QUIET_MS)
+                .min(first.saturating_add(REPAIRS_MAX_MS))
+        })
     }
 
     pub(super) fn reconcile_all(&mut self) {

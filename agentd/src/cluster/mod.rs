@@ -151,6 +151,8 @@ pub struct Cluster {
     changed: VecSet<String>,
     /// A peer's command to the group brought something new (see [`Cluster::take_heard_command`]).
     heard_command: bool,
+    /// See [`Cluster::news`].
+    news: Option<(u64, u64)>,
     /// The digest bucket the next answer to a reply starts from.
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
@@ -196,6 +198,7 @@ impl Cluster {
             hold_until: hold.then_some(mono_ms + CATCH_UP_MS),
             changed: VecSet::new(),
             heard_command: false,
+            news: None,
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
             events: 0,
@@ -365,6 +368,7 @@ impl Cluster {
 
     /// Names of services whose replicated state changed since the last call.
     pub fn take_changed(&mut self) -> Vec<String> {
+        self.news = None;
         std::mem::take(&mut self.changed).into_keys().collect()
     }
 
@@ -381,9 +385,10 @@ impl Cluster {
         self.heard_command
     }
 
-    /// Whether services changed since the last [`Cluster::take_changed`].
-    pub fn has_changes(&self) -> bool {
-        !self.changed.is_empty()
+    /// When the first and the last datagram that changed the replica were handled since the
+    /// last [`Cluster::take_changed`] (monotonic ms), if any did.
+    pub fn news(&self) -> Option<(u64, u64)> {
+        self.news
     }
 
     /// Handles one received datagram.
@@ -513,6 +518,8 @@ impl Cluster {
             if let Some(p) = self.peers.get_mut(node) {
                 p.fed = true;
             }
+            let now = self.mono_ms;
+            self.news = Some(self.news.map_or((now, now), |(first, _)| (first, now)));
         }
         new
     }
