@@ -19,8 +19,8 @@
 //!   coordination), so a joiner or a node that missed a change draws a bounded answer however
 //!   large the cluster. An answer is the differing buckets' entries (each responder starting
 //!   at its own share of the buckets) and the responder's digest (`reply: true`), which the
-//!   asker answers with what it knows better, never with another digest: both sides repair
-//!   within one round trip.
+//!   asker answers with a pull while the answers bring it news, then with what it knows
+//!   better, never with another digest: both sides repair within a few round trips.
 //! - **replay**: a peer's datagrams are believed only from the boot that answered a challenge
 //!   sent to it, then within a sliding window of sequence numbers (see [`peers`]). No clock is
 //!   trusted for it: a node whose clock is behind is heard as soon as it answers.
@@ -535,9 +535,11 @@ impl Cluster {
     /// - a round is answered by its responders only (this node, if it ranks among them), a pull
     ///   always: the entries of the buckets that differ, then our digest as a reply, so the
     ///   asker can send what it knows better;
-    /// - a reply is answered with the entries we know better, and, if the peer's last answer
-    ///   brought us something new, with a pull: a node far behind (a joiner) keeps pulling from
-    ///   the same peer one round trip after another, for as long as that brings it news.
+    /// - a reply is answered, if the peer's last answer brought us something new, with a pull: a
+    ///   node far behind (a joiner, one back from a partition) keeps pulling from the same peer
+    ///   one round trip after another, for as long as that brings it news; and once an answer
+    ///   brings nothing new, with the entries of the buckets that still differ, which hold what
+    ///   we know better.
     ///
     /// Everything goes to the address the peer proved.
     fn compare(&mut self, node: NodeId, theirs: &[u32], heard: Heard, mono: u64, wall: u64) {
@@ -559,10 +561,14 @@ impl Cluster {
         self.inconsistent();
         let start = match heard {
             Heard::Reply => {
-                self.repair(node, mask, self.repair_from, mono, wall);
+                // Fed by its answer: behind, so pull the rest (whole differing buckets sent
+                // back now would be mostly what it just sent us). Not fed: the buckets that
+                // still differ hold what we know better, and go back to it.
                 let fed = self.peers.get_mut(node).map(|p| std::mem::take(&mut p.fed));
                 if fed == Some(true) {
                     self.digest(Some(node), false, wall);
+                } else {
+                    self.repair(node, mask, self.repair_from, mono, wall);
                 }
                 return;
             }

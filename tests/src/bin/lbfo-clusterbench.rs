@@ -13,7 +13,8 @@
 //!   spread over the hosts with 20% loss on every link, until every table is identical;
 //! - **full table** (4,096 services × 16 backends on every agent, from one state file copied to
 //!   each): a joiner's time from "ready" to the whole table, and a host cut off for 10 s while
-//!   20 services changed, from its link's return until its table is the others'.
+//!   20 services changed, from its return until its table is the others' (three times: each is
+//!   one draw of when the first digest crosses).
 //!
 //! Beside propagation, its floor on the same bed with the agents running: bare datagrams from
 //! host 1 to the group, each read on every other host by a process that does nothing else
@@ -484,18 +485,18 @@ fn wait_content(m: &Map, want: (usize, u64), t0: Instant, limit: Duration) -> Op
 /// link down is another fault: when the carrier comes back the kernel sends nothing out of it
 /// until its link-watch work runs, which it batches up to a second apart, and that second was
 /// counted as the cluster's.)
-fn partition(c: &mut Cluster) -> Option<f64> {
+fn partition(c: &mut Cluster, round: usize) -> Option<f64> {
     c.bed.split(&[2]);
     std::thread::sleep(Duration::from_secs(1));
     let mut names = Vec::new();
     for k in 0..20 {
-        let s = k * 197 % 4095;
+        let s = (k * 197 + round * 61) % 4095;
         names.push(format!("s{s}.lan"));
         c.hosts[0].send(&format!(
             "weight s{s}.lan 10.3.{}.{} {}\n",
             s / 250,
             s % 250 + 1,
-            k + 3
+            k + 3 + round * 20
         ));
     }
     std::thread::sleep(Duration::from_secs(9));
@@ -538,7 +539,8 @@ struct Figures {
     floor: Vec<f64>,
     burst: Option<f64>,
     join: Option<f64>,
-    back: Option<f64>,
+    /// Each of the [`RETURNS`] partitions.
+    back: Vec<Option<f64>>,
     rss_mib: f64,
     load: (String, String),
 }
@@ -546,7 +548,7 @@ struct Figures {
 fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
     let load0 = load();
     if full_only {
-        let (mut join, mut back, mut rss_mib) = (None, None, 0.0);
+        let (mut join, mut back, mut rss_mib) = (None, Vec::new(), 0.0);
         full(n, key, &mut join, &mut back, &mut rss_mib);
         return Figures {
             n,
@@ -584,7 +586,7 @@ fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
     eprintln!("burst at 20% loss ({})", load());
     let burst = burst(&c);
     drop(c);
-    let (mut join, mut back, mut rss_mib) = (None, None, 0.0);
+    let (mut join, mut back, mut rss_mib) = (None, Vec::new(), 0.0);
     full(n, key, &mut join, &mut back, &mut rss_mib);
     let load1 = load();
     Figures {
@@ -602,7 +604,12 @@ fn measure(n: usize, key: &Path, commands: usize, full_only: bool) -> Figures {
 }
 
 /// The full-table part: a joiner, a host back from a partition, the agents' memory.
-fn full(n: usize, key: &Path, join: &mut Option<f64>, back: &mut Option<f64>, rss: &mut f64) {
+/// Partitions measured per size: when the host returns, its catching up starts with the first
+/// digest to cross, which Trickle sends at a random time within a second, so one run is one
+/// draw.
+const RETURNS: usize = 3;
+
+fn full(n: usize, key: &Path, join: &mut Option<f64>, back: &mut Vec<Option<f64>>, rss: &mut f64) {
     eprintln!("the full table on {n} agents ({})", load());
     let state = full_state();
     let mut c = Cluster::new(n, key, Some(&state), "");
@@ -613,8 +620,11 @@ fn full(n: usize, key: &Path, join: &mut Option<f64>, back: &mut Option<f64>, rs
     eprintln!("a joiner ({})", load());
     *join = joiner(&mut c, key, want);
     std::thread::sleep(Duration::from_secs(3));
-    eprintln!("a host back from a 10 s partition ({})", load());
-    *back = partition(&mut c);
+    for round in 0..RETURNS {
+        eprintln!("a host back from a 10 s partition ({})", load());
+        back.push(partition(&mut c, round));
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -727,10 +737,16 @@ fn report(fs: &[Figures], commands: usize) {
         &|f| f.join.is_some_and(|v| v <= 1000.0),
     );
     row(
-        "back from a 10 s partition (20 services changed): whole table after (≤ 1 s)",
+        &format!(
+            "back from a 10 s partition (20 services changed), {RETURNS} times: whole table \
+             after (≤ 1 s)"
+        ),
         "—",
-        &|f| ms(f.back),
-        &|f| f.back.is_some_and(|v| v <= 1000.0),
+        &|f| {
+            let each: Vec<String> = f.back.iter().map(|&b| ms(b)).collect();
+            each.join(" / ")
+        },
+        &|f| f.back.iter().all(|b| b.is_some_and(|v| v <= 1000.0)),
     );
     row(
         "all agents' resident memory with the full table, MiB",
