@@ -34,7 +34,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use lbfo_core::{parse_line, Command, Line};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::cluster::replica::Entry;
 use crate::cluster::wire::{from_wire, to_wire, WEntry};
@@ -42,10 +42,13 @@ use crate::cluster::wire::{from_wire, to_wire, WEntry};
 /// The state file's format version (2: each replicated entry framed as bytes of its own).
 pub const VERSION: u8 = 2;
 
-/// The file's contents: version, save time, table lines, replica entries (each one's postcard
-/// bytes). A tuple struct, so serde's derive makes no field-name matching that postcard never
-/// uses (router size budget).
-#[derive(Serialize, Deserialize)]
+/// The file's contents as one type: version, save time, table lines, replica entries (each one's
+/// postcard bytes). `encode` writes it and `decode` reads it field by field (the one in
+/// one buffer, the other entry by entry, to keep what is whole in a damaged file); the tests
+/// hold both to postcard's encoding of this type. A tuple struct, so serde's derive makes no
+/// field-name matching that postcard never uses.
+#[cfg(test)]
+#[derive(serde::Serialize, Deserialize)]
 struct WState(u8, u64, Vec<String>, Vec<Vec<u8>>);
 
 /// A state file's contents.
@@ -80,7 +83,7 @@ impl Damage {
 
 /// Encodes a state. `table` holds command lines in the command language.
 ///
-/// The bytes are postcard's for [`WState`], written field by field: the first three as a tuple,
+/// The bytes are postcard's for `WState`, written field by field: the first three as a tuple,
 /// then the entries' count and each entry as a byte string, each serialized into one reused
 /// buffer. A vector per entry, then the whole copied again, made saving a cluster's replica of
 /// tens of thousands of entries cost more than taking them in.
