@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_version_1_file_is_read() {
-        #[derive(Serialize)]
+        #[derive(serde::Serialize)]
         struct V1(u8, u64, Vec<String>, Vec<WEntry>);
         let entries = entries();
         let v1 = postcard::to_allocvec(&V1(1, 9, lines(), entries.iter().map(to_wire).collect()))
