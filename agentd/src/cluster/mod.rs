@@ -153,6 +153,8 @@ pub struct Cluster {
     heard_command: bool,
     /// See [`Cluster::news`].
     news: Option<(u64, u64)>,
+    /// When a believed peer's datagram was last taken in (monotonic ms; see [`Cluster::lonely`]).
+    heard_any: u64,
     /// The digest bucket the next answer to a reply starts from.
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
@@ -199,6 +201,7 @@ impl Cluster {
             changed: VecSet::new(),
             heard_command: false,
             news: None,
+            heard_any: mono_ms,
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
             events: 0,
@@ -420,7 +423,7 @@ impl Cluster {
             _ => {}
         }
         match self.peers.check(&msg, mono_ms, wall_ms) {
-            Verdict::Take => {}
+            Verdict::Take => self.heard_any = self.heard_any.max(mono_ms),
             Verdict::Replay => return self.dropped(from, DropReason::Replay),
             Verdict::Unverified => {
                 self.dropped(from, DropReason::Unverified);
@@ -480,7 +483,11 @@ impl Cluster {
     /// there, and (if newly) our digest sent to it at once, so the two repair each other without
     /// waiting for a digest round.
     fn answered(&mut self, msg: &Message, cookie: u64, from: SocketAddr, mono: u64, wall: u64) {
-        match self.peers.answered(msg, cookie, from, mono, wall) {
+        let answered = self.peers.answered(msg, cookie, from, mono, wall);
+        if answered.is_ok() {
+            self.heard_any = self.heard_any.max(mono);
+        }
+        match answered {
             // Newly believed: our hello, so that it challenges us in turn and the two believe
             // each other at once (it may not yet: its first datagrams, our commands among them,
             // would be refused as unverified until we next spoke).
@@ -688,7 +695,12 @@ impl Cluster {
         if mono_ms >= self.trickle.deadline() {
             // Suppressed for as long as peers wait before they forget a node: spoken anyway.
             let quiet = mono_ms.saturating_sub(self.spoke) >= peers::alive_ms(self.peers.len());
-            if self.trickle.fire(mono_ms, r) || quiet {
+            let max = if self.lonely(mono_ms) {
+                trickle::LONELY_IMAX_MS
+            } else {
+                trickle::IMAX_MS
+            };
+            if self.trickle.fire(mono_ms, r, max) || quiet {
                 self.digest(None, false, wall_ms);
                 self.spoke = mono_ms;
             }
@@ -700,6 +712,13 @@ impl Cluster {
             }
             self.next_collect = mono_ms + COLLECT_MS;
         }
+    }
+
+    /// Whether this node knows peers but has heard none of them for [`trickle::lonely_ms`]: cut
+    /// off, so its digest goes out every [`trickle::LONELY_IMAX_MS`] at most.
+    pub fn lonely(&self, mono_ms: u64) -> bool {
+        let n = self.peers.len();
+        n > 0 && mono_ms.saturating_sub(self.heard_any) >= trickle::lonely_ms(n, peers::alive_ms(n))
     }
 
     /// When [`Cluster::tick`] must next run (monotonic ms).

@@ -728,3 +728,61 @@ fn entries_beyond_the_replicas_bounds_are_refused_counted_and_logged_once() {
         "{log:?}"
     );
 }
+
+/// A node that hears none of its peers (cut off) keeps its digest interval short, so that the
+/// first digest crosses soon after the network returns; a quiet cluster does not set it off,
+/// and hearing a peer again ends it.
+#[test]
+fn a_cut_off_node_keeps_calling_and_calms_down_when_it_hears_a_peer() {
+    use crate::cluster::trickle::{lonely_ms, LONELY_IMAX_MS};
+    let mut nodes = vec![node("a"), node("b"), node("c")];
+    introduce(&mut nodes, T0);
+    // A quiet cluster, every datagram delivered: nobody is lonely, every interval grows to IMAX.
+    let mut t = 0;
+    while t < 60_000 {
+        t = nodes.iter().map(Cluster::next_deadline).min().unwrap();
+        for n in nodes.iter_mut() {
+            n.tick(t, T0 + t);
+        }
+        settle_at(&mut nodes, t, T0 + t, || false);
+        assert!(nodes.iter().all(|n| !n.lonely(t)), "at {t} ms");
+    }
+    assert!(nodes.iter().all(|n| n.interval() == IMAX_MS));
+    // `a` cut off: it hears nothing; once that lasted lonely_ms, its interval stays short.
+    let cut = t;
+    let alone = lonely_ms(2, peers::alive_ms(2));
+    let mut sent = 0;
+    while t < cut + alone + 10 * IMAX_MS {
+        t = nodes[0].next_deadline();
+        nodes[0].tick(t, T0 + t);
+        sent += nodes[0].take_outbox().len();
+        if t >= cut + alone + 2 * IMAX_MS {
+            assert!(nodes[0].lonely(t));
+            assert!(
+                nodes[0].interval() <= LONELY_IMAX_MS,
+                "{}",
+                nodes[0].interval()
+            );
+        }
+    }
+    assert!(
+        sent as u64 >= 8 * IMAX_MS / LONELY_IMAX_MS,
+        "it kept calling: {sent}"
+    );
+    // Back: b's digest is heard, and `a` calms down to IMAX again.
+    for n in nodes[1..].iter_mut() {
+        n.take_outbox();
+    }
+    let d = digest_out(&mut nodes[1], t, T0 + t);
+    for (_, g) in d {
+        nodes[0].datagram(&g, addr(2), t, T0 + t);
+    }
+    assert!(!nodes[0].lonely(t));
+    for _ in 0..10 {
+        t = nodes[0].next_deadline();
+        nodes[0].tick(t, T0 + t);
+        nodes[0].take_outbox();
+    }
+    assert!(!nodes[0].lonely(t));
+    assert_eq!(nodes[0].interval(), IMAX_MS);
+}

@@ -19,6 +19,20 @@ pub const IMIN_MS: u64 = 125;
 /// The longest interval: an idle cluster sends about one digest per `IMAX_MS` in all, and a node
 /// back from a partition hears a digest (or sends its own) within about that.
 pub const IMAX_MS: u64 = 1000;
+/// The longest interval of a node that hears no peer at all ([`lonely_ms`]): cut off (a cable,
+/// a partition around it) it keeps calling, so that when the network comes back the first
+/// digest crosses within this, not within [`IMAX_MS`], and it catches up at once. A node that
+/// knows no peer (alone by design) is not lonely and stays quiet.
+pub const LONELY_IMAX_MS: u64 = 250;
+
+/// How long a node with `peers` peers must hear none of them to count as cut off: three times
+/// the longest the cluster goes quiet in health (an [`IMAX_MS`] interval's digest, or a
+/// keep-alive, which each of the `peers` sends at least once per `alive_ms`), so a quiet cluster
+/// does not set it off.
+pub fn lonely_ms(peers: usize, alive_ms: u64) -> u64 {
+    (3 * IMAX_MS).max(3 * alive_ms / peers.max(1) as u64)
+}
+
 /// The redundancy constant: a node that heard its own digest this many times in the interval
 /// stays quiet.
 pub const K: u32 = 1;
@@ -85,14 +99,15 @@ impl Trickle {
         self.t
     }
 
-    /// At or after the deadline: whether to send now; lays out the next interval.
-    pub fn fire(&mut self, now: u64, random: u64) -> bool {
+    /// At or after the deadline: whether to send now; lays out the next interval, twice as long
+    /// up to `max` ([`IMAX_MS`], or less: see [`LONELY_IMAX_MS`]).
+    pub fn fire(&mut self, now: u64, random: u64, max: u64) -> bool {
         if now < self.t {
             return false;
         }
         let send = self.heard < K;
         self.start += self.len;
-        self.len = (self.len * 2).min(IMAX_MS);
+        self.len = (self.len * 2).min(max.clamp(IMIN_MS, IMAX_MS));
         // A node that slept past whole intervals starts the next one now.
         if self.start + self.len <= now {
             self.start = now;
@@ -119,7 +134,7 @@ mod tests {
         for r in 0..10 {
             let due = t.deadline();
             assert!(due >= t.start + t.len / 2 && due < t.start + t.len);
-            sent += u32::from(t.fire(due, r * 31));
+            sent += u32::from(t.fire(due, r * 31, IMAX_MS));
             lens.push(t.interval());
         }
         assert_eq!(&lens[..4], &[250, 500, 1000, 1000]);
@@ -140,13 +155,13 @@ mod tests {
         let due = t.deadline();
         t.consistent(1);
         t.reset(2, 1);
-        assert!(!t.fire(due, 1), "a reset keeps what was heard");
+        assert!(!t.fire(due, 1, IMAX_MS), "a reset keeps what was heard");
         let mut t = Trickle::new(0, 5);
         let due = t.deadline();
         t.consistent(1);
         t.changed(2, 1);
         assert_eq!(t.deadline(), due, "already in the shortest interval");
-        assert!(t.fire(due, 1));
+        assert!(t.fire(due, 1, IMAX_MS));
     }
 
     #[test]
@@ -156,10 +171,10 @@ mod tests {
         for _ in 0..K {
             t.consistent(due - 1);
         }
-        assert!(!t.fire(due, 1));
+        assert!(!t.fire(due, 1, IMAX_MS));
         // Heard after its send time: counts for no interval.
         let due = t.deadline();
         t.consistent(t.start - 1);
-        assert!(t.fire(due, 2));
+        assert!(t.fire(due, 2, IMAX_MS));
     }
 }
