@@ -12,7 +12,8 @@
 //! - **command**: its entries go to the group (and every `peer`) at once.
 //! - **anti-entropy**: a `Digest` goes to the group when the node's [`Trickle`] timer says so:
 //!   every [`trickle::IMIN_MS`] after anything inconsistent, the interval doubling to
-//!   [`trickle::IMAX_MS`] while what it hears agrees, and not at all in an interval in which it
+//!   [`trickle::IMAX_MS`] while what it hears agrees (to [`trickle::LONELY_IMAX_MS`] while it
+//!   hears no peer at all: [`Cluster::lonely`]), and not at all in an interval in which it
 //!   already heard its own digest [`trickle::K`] times. A digest that differs is answered by
 //!   [`RESPONDERS`] nodes only, picked afresh for every digest by a hash of the asker, its
 //!   sequence number and each node's id (every node ranks itself among the peers it knows; no
