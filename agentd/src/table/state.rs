@@ -128,8 +128,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Saved, Damage), String> {
         },
         Damage::default(),
     );
+    // `of` is the count the file claims, which may be anything up to usize::MAX.
     let cut = |d: &mut Damage, n: usize, of: usize, what: &str| {
-        d.skipped += of - n;
+        d.skipped = d.skipped.saturating_add(of - n);
         d.first
             .get_or_insert(format!("truncated after {n} of {of} {what}"));
     };
@@ -387,6 +388,24 @@ mod tests {
             .collect();
         n.sort();
         n
+    }
+
+    /// Found by the `state_file` fuzz target: a bad table line, then a count of entries near
+    /// usize::MAX with nothing after it. The skipped count saturates rather than overflowing
+    /// (a panic in debug builds, a wrong count in release ones).
+    #[test]
+    fn a_huge_count_after_other_damage_is_reported_not_overflowed() {
+        let data = [
+            1u8, 1, 1, 5, 1, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1, 1,
+            1, 1, 1, 1, 1, 9, 255, 254, 254,
+        ];
+        let (saved, damage) = decode(&data).unwrap();
+        assert!(saved.table.is_empty() && saved.replica.is_empty());
+        assert!(damage
+            .first
+            .unwrap()
+            .starts_with("table line 1: not a command"));
+        assert_eq!(damage.skipped, usize::MAX);
     }
 
     /// `encode` writes field by field what postcard writes for the whole `WState`.
