@@ -190,18 +190,10 @@ impl<'a> Table<'a> {
     }
 
     /// Applies a command. On error nothing changed.
+    /// Finding the service walks every slot: a caller that keeps its own index of names uses
+    /// [`Table::apply_at`].
     pub fn apply(&mut self, cmd: &Command) -> Result<Change, ApplyError> {
-        self.apply_in(None, cmd)
-    }
-
-    /// [`Table::apply`], looking for the service in slot `hint` first (where an earlier
-    /// [`Change`] put it): finding a service by name walks every slot, and a caller applying
-    /// several commands to one service (the agent bringing a slot to the cluster's state) need
-    /// not walk them for each. A hint that is wrong or stale only costs the walk.
-    pub fn apply_in(&mut self, hint: Option<usize>, cmd: &Command) -> Result<Change, ApplyError> {
-        let name = cmd.service();
-        let holds = |i: usize| self.get(i).is_some_and(|s| s.name == *name);
-        let found = hint.filter(|&i| holds(i)).or_else(|| self.find(name));
+        let found = self.find(cmd.service());
         self.apply_at(found, cmd)
     }
 

@@ -50,7 +50,6 @@ impl<'m> Agent<'m> {
         }
         let entries = c.replica.command(cmd, wall)?;
         c.send_entries(Dest::All, &entries, wall);
-        c.take_changed();
         self.state_dirty = true;
         if !self.holding() {
             self.reconcile(cmd.service().as_str());
@@ -58,28 +57,10 @@ impl<'m> Agent<'m> {
         Ok(())
     }
 
-    /// Applies one command to the slots and notes what to publish.
+    /// Applies one command to the slots (finding the service by `names`, not by walking them)
+    /// and notes what to publish.
     pub(super) fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        self.apply_in(None, cmd).map(|_| ())
-    }
-
-    /// [`Agent::apply`], looking for the service in slot `hint` first (`Table::apply_in`);
-    /// the service's slot.
-    pub(super) fn apply_in(
-        &mut self,
-        hint: Option<usize>,
-        cmd: &Command,
-    ) -> Result<usize, ApplyError> {
-        let name = cmd.service().as_str();
-        let found = match hint.filter(|&i| {
-            self.slots
-                .get(i)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| s.name.as_str() == name)
-        }) {
-            Some(i) => Some(i),
-            None => self.names.get(name).copied(),
-        };
+        let found = self.names.get(cmd.service().as_str()).copied();
         let ch = self.table().apply_at(found, cmd)?;
         if ch.index {
             match self.slots.get(ch.slot).and_then(Option::as_ref) {
@@ -99,7 +80,7 @@ impl<'m> Agent<'m> {
         if ch.index || matches!(cmd, Command::Policy { .. }) {
             self.shape += 1;
         }
-        Ok(ch.slot)
+        Ok(())
     }
 }
 

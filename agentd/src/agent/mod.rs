@@ -130,8 +130,6 @@ pub struct Agent<'m> {
     held: bool,
     /// Something changed since the state was last handed out by [`Agent::take_state`].
     state_dirty: bool,
-    /// When the state was last handed out (monotonic ms).
-    saved_ms: u64,
     /// Counts changes to the slots and reloads: the health checker re-reads its targets when it
     /// moves.
     changes: u64,

@@ -66,10 +66,7 @@ impl<'m> Agent<'m> {
         let changed = self
             .cluster
             .as_deref_mut()
-            .map(|c| {
-                c.take_heard_command();
-                c.take_changed()
-            })
+            .map(Cluster::take_changed)
             .unwrap_or_default();
         self.state_dirty |= !changed.is_empty();
         for name in changed {
@@ -131,9 +128,7 @@ impl<'m> Agent<'m> {
         name: &str,
         want: Option<Service>,
     ) -> Vec<(Command, Result<(), ApplyError>)> {
-        let (mut hint, have) = self
-            .service_named(name)
-            .map_or((None, None), |(slot, s)| (Some(slot), Some(*s)));
+        let have = self.service_named(name).map(|(_, s)| *s);
         let mut cmds = Vec::new();
         match (want, have) {
             (None, None) => {}
@@ -179,10 +174,9 @@ impl<'m> Agent<'m> {
                 }
             }
         }
-        // One walk of the slots for the service, not one per command.
         cmds.into_iter()
             .map(|cmd| {
-                let r = self.apply_in(hint, &cmd).map(|slot| hint = Some(slot));
+                let r = self.apply(&cmd);
                 (cmd, r)
             })
             .collect()

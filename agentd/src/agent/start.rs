@@ -146,7 +146,6 @@ impl<'m> Agent<'m> {
             status_events: None,
             held: false,
             state_dirty: true,
-            saved_ms: now.mono_ms,
             changes: 0,
             saver,
             save_failing: false,

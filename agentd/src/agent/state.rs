@@ -15,7 +15,6 @@ impl<'m> Agent<'m> {
             return None;
         }
         self.state_dirty = false;
-        self.saved_ms = self.now.mono_ms;
         let wall = self.now.wall_ms;
         if let Some(c) = &self.cluster {
             return Some(state::encode(

@@ -1007,6 +1007,24 @@ fn repairs_are_taken_in_when_they_stop_saved_first_and_commands_at_once() {
     send(&mut a, "add own.lan 10.8.8.8");
     assert_eq!(count(&saves), started + 3, "a FIFO change is saved at once");
     assert!(has(saves.borrow().last().unwrap(), "own.lan"));
+
+    // A FIFO command while repairs wait does not make them forgotten: they still reach the
+    // table when due.
+    let _ = peer
+        .replica
+        .command(&cmd("add late.lan 10.5.5.5"), 1_000_000 + last + 20);
+    let t = a.next_deadline();
+    a.tick(at(t));
+    exchange(&mut a, &mut peer, t);
+    assert_eq!(m.v4("late.lan"), "NotOurs", "waiting");
+    send(&mut a, "add own2.lan 10.8.8.9");
+    let due = a.next_deadline();
+    assert!(
+        due <= t + crate::agent::reconcile::REPAIRS_QUIET_MS,
+        "{due}"
+    );
+    a.tick(at(due));
+    assert_eq!(m.v4("late.lan"), "10.5.5.5");
 }
 
 /// What the agent keeps between turns so that a change does not walk every slot (whether any

@@ -150,12 +150,10 @@ pub struct Cluster {
     next_collect: u64,
     hold_until: Option<u64>,
     changed: VecSet<String>,
-    /// A peer's command to the group brought something new (see [`Cluster::take_heard_command`]).
+    /// A peer's command to the group brought something new (see [`Cluster::heard_command`]).
     heard_command: bool,
     /// See [`Cluster::news`].
     news: Option<(u64, u64)>,
-    /// When a believed peer's datagram was last taken in (monotonic ms; see [`Cluster::lonely`]).
-    heard_any: u64,
     /// The digest bucket the next answer to a reply starts from.
     repair_from: usize,
     /// Datagrams and bytes sent, for `status` and the benchmarks.
@@ -202,7 +200,6 @@ impl Cluster {
             changed: VecSet::new(),
             heard_command: false,
             news: None,
-            heard_any: mono_ms,
             repair_from: (me % BUCKETS as u64) as usize,
             sent: (0, 0),
             events: 0,
@@ -373,18 +370,13 @@ impl Cluster {
     /// Names of services whose replicated state changed since the last call.
     pub fn take_changed(&mut self) -> Vec<String> {
         self.news = None;
+        self.heard_command = false;
         std::mem::take(&mut self.changed).into_keys().collect()
     }
 
-    /// Whether, since the last call, a peer's command to the group brought this node anything
-    /// new (as opposed to repairs sent to it alone, which a node catching up takes by the
-    /// thousand).
-    pub fn take_heard_command(&mut self) -> bool {
-        std::mem::take(&mut self.heard_command)
-    }
-
     /// Whether a peer's command to the group brought anything new since the last
-    /// [`Cluster::take_heard_command`].
+    /// [`Cluster::take_changed`] (as opposed to repairs sent to this node alone, which a node
+    /// catching up takes by the thousand).
     pub fn heard_command(&self) -> bool {
         self.heard_command
     }
@@ -424,7 +416,7 @@ impl Cluster {
             _ => {}
         }
         match self.peers.check(&msg, mono_ms, wall_ms) {
-            Verdict::Take => self.heard_any = self.heard_any.max(mono_ms),
+            Verdict::Take => {}
             Verdict::Replay => return self.dropped(from, DropReason::Replay),
             Verdict::Unverified => {
                 self.dropped(from, DropReason::Unverified);
@@ -484,11 +476,7 @@ impl Cluster {
     /// there, and (if newly) our digest sent to it at once, so the two repair each other without
     /// waiting for a digest round.
     fn answered(&mut self, msg: &Message, cookie: u64, from: SocketAddr, mono: u64, wall: u64) {
-        let answered = self.peers.answered(msg, cookie, from, mono, wall);
-        if answered.is_ok() {
-            self.heard_any = self.heard_any.max(mono);
-        }
-        match answered {
+        match self.peers.answered(msg, cookie, from, mono, wall) {
             // Newly believed: our hello, so that it challenges us in turn and the two believe
             // each other at once (it may not yet: its first datagrams, our commands among them,
             // would be refused as unverified until we next spoke).
@@ -719,7 +707,9 @@ impl Cluster {
     /// off, so its digest goes out every [`trickle::LONELY_IMAX_MS`] at most.
     pub fn lonely(&self, mono_ms: u64) -> bool {
         let n = self.peers.len();
-        n > 0 && mono_ms.saturating_sub(self.heard_any) >= trickle::lonely_ms(n, peers::alive_ms(n))
+        self.peers.last_heard().is_some_and(|heard| {
+            mono_ms.saturating_sub(heard) >= trickle::lonely_ms(n, peers::alive_ms(n))
+        })
     }
 
     /// When [`Cluster::tick`] must next run (monotonic ms).

@@ -298,6 +298,11 @@ impl Peers {
         self.map.keys().copied()
     }
 
+    /// When a datagram of any peer was last taken in (monotonic ms), if there is a peer.
+    pub fn last_heard(&self) -> Option<u64> {
+        self.map.values().map(|p| p.heard_mono).max()
+    }
+
     /// How many peers are tracked.
     pub fn len(&self) -> usize {
         self.map.len()
